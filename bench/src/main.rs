@@ -1,0 +1,203 @@
+//! Load generator for the broadcast signaling server (and any server speaking its protocol).
+//!
+//! It speaks Socket.IO v5 over WebSocket with a client of its own (`sio`), targets loopback
+//! only, and every scenario is bounded in count and time. Each scenario prints a table and one
+//! JSON line; `compare` lays two servers' JSON lines side by side.
+
+mod churn;
+mod common;
+mod fanout;
+mod idle;
+mod probe;
+mod report;
+mod sdp;
+mod sio;
+mod storm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use common::Ctx;
+use report::Report;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Socket.IO load generator for the signaling server (loopback only)"
+)]
+struct Cli {
+    /// The server under test (loopback only).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// The server's process id, for memory and CPU figures.
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+    /// A name for the server in the results.
+    #[arg(long, global = true, default_value = "server")]
+    label: String,
+    /// Append each scenario's JSON line to this file.
+    #[arg(long, global = true)]
+    json_out: Option<PathBuf>,
+    /// Loopback source addresses to spread connections over (127.0.0.2 upwards).
+    #[arg(long, global = true, default_value_t = 32)]
+    source_ips: usize,
+    /// Worker threads of the generator.
+    #[arg(long, global = true, default_value_t = 2)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N viewers join and negotiate with one broadcaster.
+    Storm(storm::StormArgs),
+    /// V viewers chat in one channel; everyone receives every message.
+    Fanout(fanout::FanoutArgs),
+    /// N sockets held idle: memory per connection and idle CPU.
+    Idle(idle::IdleArgs),
+    /// N viewers join and leave continuously; memory must not grow and nothing may be left.
+    Churn(churn::ChurnArgs),
+    /// All four scenarios in turn, waiting for the server to be empty between them.
+    All(AllArgs),
+    /// Side-by-side table of two servers' JSON lines: ours, the peer's, and the ratio.
+    Compare { ours: PathBuf, peer: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct AllArgs {
+    /// Viewers of `storm`.
+    #[arg(long, default_value_t = 2000)]
+    storm: usize,
+    /// Viewers of `fanout`.
+    #[arg(long, default_value_t = 200)]
+    fanout_viewers: usize,
+    /// Messages per rate step of `fanout`.
+    #[arg(long, default_value_t = 2000)]
+    fanout_messages: usize,
+    /// Offered rates of `fanout` (messages/s, comma separated); default: automatic sweep.
+    #[arg(long, value_delimiter = ',')]
+    fanout_rates: Vec<f64>,
+    /// Sockets of `idle`.
+    #[arg(long, default_value_t = 5000)]
+    idle: usize,
+    /// Hold time of `idle`.
+    #[arg(long, default_value_t = 30)]
+    idle_secs: u64,
+    /// Viewer slots of `churn`.
+    #[arg(long, default_value_t = 500)]
+    churn: usize,
+    /// Seconds per phase of `churn`.
+    #[arg(long, default_value_t = 15)]
+    churn_secs: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Compare { ours, peer } = &cli.command {
+        return match report::compare(ours, peer) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let target = match sio::Target::parse(&cli.url, cli.source_ips) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ctx = Ctx {
+        target,
+        pid: cli.pid,
+        label: cli.label.clone(),
+        json_out: cli.json_out.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("the generator needs a tokio runtime");
+    let ok = runtime.block_on(run(&ctx, cli.command));
+    // Connections still closing in the background need not be waited for.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn run(ctx: &Ctx, command: Command) -> bool {
+    let mut reports: Vec<Report> = Vec::new();
+    let mut emit = |r: Report| {
+        r.print(ctx.json_out.as_deref());
+        let ok = r.ok;
+        reports.push(r);
+        ok
+    };
+    match command {
+        Command::Storm(a) => emit(storm::run(ctx, &a).await),
+        Command::Fanout(a) => emit(fanout::run(ctx, &a).await),
+        Command::Idle(a) => emit(idle::run(ctx, &a).await),
+        Command::Churn(a) => emit(churn::run(ctx, &a).await),
+        Command::All(a) => {
+            let mut ok = true;
+            between(ctx).await;
+            let storm = storm::StormArgs {
+                viewers: a.storm,
+                concurrency: 200,
+                candidates: 4,
+                timeout_secs: 300,
+            };
+            ok &= emit(storm::run(ctx, &storm).await);
+            between(ctx).await;
+            let fanout = fanout::FanoutArgs {
+                viewers: a.fanout_viewers,
+                messages: a.fanout_messages,
+                rates: a.fanout_rates.clone(),
+                start_deliveries: 20_000.0,
+                max_steps: 8,
+                drain_secs: 5,
+                slo_p99_ms: 1000.0,
+                msg_chars: 64,
+                concurrency: 200,
+            };
+            ok &= emit(fanout::run(ctx, &fanout).await);
+            between(ctx).await;
+            let idle = idle::IdleArgs {
+                connections: a.idle,
+                hold_secs: a.idle_secs,
+                concurrency: 200,
+            };
+            ok &= emit(idle::run(ctx, &idle).await);
+            between(ctx).await;
+            let churn = churn::ChurnArgs {
+                viewers: a.churn,
+                secs: a.churn_secs,
+                phases: 2,
+                tolerance_kib: 4096,
+            };
+            ok &= emit(churn::run(ctx, &churn).await);
+            ok
+        }
+        Command::Compare { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// Waits for the server to be empty again so one scenario does not measure another's leftovers.
+async fn between(ctx: &Ctx) {
+    if let Ok(h) = common::settle(ctx, Duration::from_secs(60)).await
+        && (h.sockets != 0 || h.channels != 0)
+    {
+        eprintln!("warning: the server still counts {h:?} before the next scenario");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}

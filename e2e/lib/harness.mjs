@@ -1,0 +1,221 @@
+// One scenario's world: its own server, its own Chromium, one browser context per
+// participant, and everything recorded under artifacts/<scenario>/.
+
+import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+
+import { chromium } from 'playwright-core';
+
+import { ARTIFACTS_DIR } from './paths.mjs';
+import { startServer } from './server.mjs';
+
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+/**
+ * Real camera and microphone capture come from Chromium's fake devices, granted without
+ * a prompt. The rest keeps Chromium quiet on a closed network: it must reach nothing but
+ * the loopback servers the scenario starts.
+ */
+const CHROMIUM_ARGS = [
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  // On a machine with only a loopback interface WebRTC gathers no candidate without it.
+  '--allow-loopback-in-peer-connection',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+  '--disable-gpu',
+  '--no-first-run',
+  '--no-default-browser-check',
+  '--disable-default-apps',
+  '--disable-extensions',
+  '--disable-domain-reliability',
+  '--disable-client-side-phishing-detection',
+  '--metrics-recording-only',
+  '--safebrowsing-disable-auto-update',
+  // Playwright's defaults throttle pages in background tabs; every participant here
+  // is a page nobody looks at, and all of them must keep decoding video.
+  '--disable-background-timer-throttling',
+  '--disable-backgrounding-occluded-windows',
+  '--disable-renderer-backgrounding',
+];
+
+// Chromium refuses to run its sandbox as root.
+const SANDBOX_ARGS = process.getuid?.() === 0 ? ['--no-sandbox'] : [];
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class Scenario {
+  /** @param {string} name used for the artifacts folder */
+  constructor(name) {
+    this.name = name;
+    this.dir = path.join(ARTIFACTS_DIR, name);
+    rmSync(this.dir, { recursive: true, force: true });
+    mkdirSync(this.dir, { recursive: true });
+    this.consoleLog = path.join(this.dir, 'console.log');
+    /** @type {Participant[]} */
+    this.participants = [];
+    /** Origins the pages may talk to; anything else is a failure. */
+    this.allowedOrigins = new Set();
+    this.outsideRequests = [];
+    this.pageErrors = [];
+    this.server = null;
+    this.browser = null;
+    this.cleanups = [];
+  }
+
+  log(line) {
+    appendFileSync(this.consoleLog, `${new Date().toISOString()} ${line}\n`);
+  }
+
+  /** Starts the release server (HTTP, or HTTPS with `tls`) for this scenario. */
+  async startServer(options = {}) {
+    this.server = await startServer({ logFile: path.join(this.dir, 'server.log'), ...options });
+    this.allowedOrigins.add(this.server.origin);
+    this.log(`server at ${this.server.origin}`);
+    return this.server;
+  }
+
+  /** One fresh Chromium (Playwright gives each launch a new, empty user-data-dir). */
+  async launchBrowser(extraArgs = []) {
+    this.browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [...SANDBOX_ARGS, ...CHROMIUM_ARGS, ...extraArgs],
+      timeout: 30_000,
+    });
+    return this.browser;
+  }
+
+  /** Also runs when the scenario ends, failed or not. */
+  onCleanup(fn) {
+    this.cleanups.push(fn);
+  }
+
+  /**
+   * A participant: a new browser context (own cookies, storage and socket) with one page.
+   * @param {string} role e.g. "broadcaster", "viewer-1"; names its screenshot
+   * @param {import('playwright-core').BrowserContextOptions} [contextOptions]
+   */
+  async participant(role, contextOptions = {}) {
+    const context = await this.browser.newContext({
+      viewport: { width: 1024, height: 768 },
+      ...contextOptions,
+    });
+    context.setDefaultTimeout(15_000);
+    const page = await context.newPage();
+    const participant = new Participant(this, role, context, page);
+    this.participants.push(participant);
+
+    context.on('request', (request) => this.#checkOrigin(role, request.url()));
+    page.on('websocket', (ws) => this.#checkOrigin(role, ws.url()));
+    page.on('console', (msg) => this.log(`[${role}] console.${msg.type()}: ${msg.text()}`));
+    page.on('pageerror', (err) => {
+      this.pageErrors.push(`${role}: ${err.message}`);
+      this.log(`[${role}] PAGE ERROR: ${err.stack || err.message}`);
+    });
+    page.on('dialog', (dialog) => {
+      // A JavaScript alert/confirm would mean user text ran as code, or the page blocks
+      // on a modal no one answers. Either way it is a failure.
+      this.pageErrors.push(`${role}: unexpected ${dialog.type()} dialog "${dialog.message()}"`);
+      dialog.dismiss().catch(() => {});
+    });
+    return participant;
+  }
+
+  #checkOrigin(role, url) {
+    const { protocol, origin } = new URL(url);
+    if (['data:', 'blob:', 'about:'].includes(protocol)) return;
+    const httpOrigin = origin.replace(/^ws/, 'http');
+    if (!this.allowedOrigins.has(httpOrigin)) {
+      this.outsideRequests.push(`${role}: ${url}`);
+      this.log(`[${role}] OUTSIDE REQUEST ${url}`);
+    }
+  }
+
+  /** Fails the scenario if any page reached outside or threw. */
+  assertClean() {
+    if (this.outsideRequests.length) {
+      throw new Error(`pages reached outside hosts:\n  ${this.outsideRequests.join('\n  ')}`);
+    }
+    if (this.pageErrors.length) {
+      throw new Error(`page errors:\n  ${this.pageErrors.join('\n  ')}`);
+    }
+  }
+
+  /** Screenshots every open page, closes the browser, stops the server: always runs. */
+  async finish() {
+    const problems = [];
+    for (const p of this.participants) {
+      if (p.page.isClosed()) continue;
+      await p.page
+        .screenshot({ path: path.join(this.dir, `${p.role}.png`), fullPage: true, timeout: 10_000 })
+        .catch((err) => problems.push(`screenshot of ${p.role}: ${err.message}`));
+    }
+    for (const fn of this.cleanups.reverse()) {
+      await Promise.resolve()
+        .then(fn)
+        .catch((err) => problems.push(`cleanup: ${err.message}`));
+    }
+    await this.browser?.close().catch((err) => problems.push(`browser close: ${err.message}`));
+    await this.server?.stop().catch((err) => problems.push(`server stop: ${err.message}`));
+    for (const problem of problems) this.log(`FINISH: ${problem}`);
+    return problems;
+  }
+}
+
+export class Participant {
+  constructor(scenario, role, context, page) {
+    this.scenario = scenario;
+    this.role = role;
+    this.context = context;
+    this.page = page;
+  }
+
+  async goto(url) {
+    this.scenario.log(`[${this.role}] goto ${url}`);
+    await this.page.goto(url, { waitUntil: 'load' });
+  }
+
+  /** A screenshot now (the final ones are taken by Scenario.finish). */
+  async screenshot(label) {
+    await this.page.screenshot({
+      path: path.join(this.scenario.dir, `${this.role}-${label}.png`),
+      fullPage: true,
+    });
+  }
+
+  /** The `#status` line: its `data-state` and its text. */
+  status() {
+    return this.page.evaluate(() => {
+      const el = document.querySelector('#status');
+      return el ? { state: el.dataset.state, text: el.textContent.trim() } : { state: null, text: '(no #status)' };
+    });
+  }
+
+  /**
+   * Waits until `#status[data-state]` is one of `states`.
+   * @param {string|string[]} states
+   * @returns {Promise<number>} milliseconds waited
+   */
+  async waitForState(states, timeout = 15_000) {
+    const wanted = [].concat(states);
+    const started = Date.now();
+    try {
+      await this.page.waitForFunction(
+        (w) => w.includes(document.querySelector('#status')?.dataset.state),
+        wanted,
+        { timeout, polling: 50 },
+      );
+    } catch (err) {
+      if (this.page.isClosed()) throw err;
+      const now = await this.status().catch(() => ({ state: '?', text: err.message }));
+      throw new Error(
+        `${this.role}: #status never became ${wanted.join('|')} within ${timeout} ms; ` +
+          `it is "${now.state}" ("${now.text}")`,
+      );
+    }
+    return Date.now() - started;
+  }
+}

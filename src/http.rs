@@ -1,0 +1,156 @@
+//! HTTP routes: the served page, health, static assets, and the origin gate for Socket.IO.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::get;
+use minijinja::{Environment, context};
+use serde::Serialize;
+use socketioxide::SocketIo;
+use socketioxide::layer::SocketIoLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::signaling::Registry;
+
+const PAGE_TEMPLATE: &str = include_str!("../templates/broadcast.html");
+/// Assets are revalidated hourly; `ServeDir` answers revalidation with 304 via Last-Modified.
+const ASSET_CACHE: &str = "public, max-age=3600";
+
+#[derive(Clone)]
+struct AppState {
+    page: Bytes,
+    registry: Registry,
+    io: SocketIo,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not render the page template: {0}")]
+pub struct TemplateError(#[from] minijinja::Error);
+
+/// Renders the page once: its inputs are fixed for the life of the process.
+pub fn render_page(config: &Config) -> Result<String, TemplateError> {
+    let mut env = Environment::new();
+    env.add_template("broadcast.html", PAGE_TEMPLATE)?;
+    let ice_servers_json = serde_json::to_string(&config.ice_servers.0)
+        .unwrap_or_else(|_| "[]".to_owned())
+        // Keep the JSON inert inside <script type="application/json">.
+        .replace("</", "<\\/");
+    Ok(env.get_template("broadcast.html")?.render(context! {
+        ice_servers_json,
+        version => env!("CARGO_PKG_VERSION"),
+    })?)
+}
+
+/// The HTTP side of the app; `socketio` is the Socket.IO layer that serves `/socket.io/`.
+pub fn router(
+    config: &Config,
+    page: String,
+    registry: Registry,
+    io: SocketIo,
+    socketio: SocketIoLayer,
+) -> Router {
+    let state = AppState {
+        page: Bytes::from(page),
+        registry,
+        io,
+    };
+    let assets = Router::new()
+        .fallback_service(ServeDir::new(config.assets_dir()))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(ASSET_CACHE),
+        ));
+    let origins = config.allowed_origins();
+    Router::new()
+        .route("/", get(page_handler))
+        .route("/healthz", get(health))
+        .nest("/assets", assets)
+        .layer(CompressionLayer::new())
+        .layer(socketio)
+        .layer(middleware::from_fn_with_state(
+            origins.clone().map(Arc::new),
+            origin_gate,
+        ))
+        .layer(cors(origins))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn cors(origins: Option<Vec<HeaderValue>>) -> CorsLayer {
+    let allow = match origins {
+        None => AllowOrigin::mirror_request(),
+        Some(list) => AllowOrigin::list(list),
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_credentials(true)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::OPTIONS,
+        ])
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+}
+
+/// CORS only stops a browser from *reading* a response; a cross-origin polling POST or a
+/// WebSocket upgrade would still act. With an origin list configured, refuse them outright.
+async fn origin_gate(
+    State(allowed): State<Option<Arc<Vec<HeaderValue>>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(allowed) = allowed
+        && request.uri().path().starts_with("/socket.io")
+        && let Some(origin) = request.headers().get(header::ORIGIN)
+        && !allowed.contains(origin)
+    {
+        tracing::debug!(
+            ?origin,
+            "refused Socket.IO request from a disallowed origin"
+        );
+        return (StatusCode::FORBIDDEN, "Origin not allowed").into_response();
+    }
+    next.run(request).await
+}
+
+async fn page_handler(State(state): State<AppState>) -> Response {
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+        Html(state.page),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    channels: usize,
+    sockets: usize,
+    indexed_sockets: usize,
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    let stats = state.registry.stats();
+    Json(Health {
+        status: "ok",
+        channels: stats.channels,
+        sockets: state.io.sockets().len(),
+        indexed_sockets: stats.indexed_sockets,
+    })
+}
+
+/// Whether the assets directory looks usable; checked at start-up for a clear message.
+pub fn assets_present(dir: &Path) -> bool {
+    dir.join("app.js").is_file()
+}

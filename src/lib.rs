@@ -1,0 +1,173 @@
+//! A self-hosted WebRTC signaling server for live browser broadcasts: one broadcaster, many
+//! viewers, live chat. See PROTOCOL.md for the wire contract.
+
+pub mod config;
+pub mod http;
+pub mod shutdown;
+pub mod signaling;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use socketioxide::SocketIo;
+use tokio::task::JoinHandle;
+
+use config::Config;
+use signaling::{Registry, RegistryLimits, SweeperGuard};
+
+/// Transport settings of the earlier server (PROTOCOL.md "Transport settings").
+const PING_INTERVAL: Duration = Duration::from_secs(25);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on every inbound message, polling body and WebSocket message alike.
+const MAX_INBOUND_BYTES: usize = 1_000_000;
+/// Packets queued per socket before emits to it fail. A broadcaster answering a burst of viewers
+/// receives many offers and candidates at once; the default of 128 would drop some.
+const SOCKET_BUFFER_PACKETS: usize = 4096;
+
+/// Why the server could not start; each message is one clear line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot load TLS certificate/key ({cert}, {key}): {source}")]
+    Tls {
+        cert: String,
+        key: String,
+        source: std::io::Error,
+    },
+    #[error("assets directory {0} has no app.js; set --assets-dir (ASSETS_DIR)")]
+    Assets(String),
+    #[error(transparent)]
+    Template(#[from] http::TemplateError),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    pub https: bool,
+    handle: Handle,
+    io: SocketIo,
+    task: JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+    _sweeper: SweeperGuard,
+}
+
+impl RunningServer {
+    /// Base URL clients use, e.g. `http://127.0.0.1:3000`.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Stops accepting, disconnects every socket, lets in-flight requests finish, and waits.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        self.handle.graceful_shutdown(Some(self.grace));
+        self.io.close().await;
+        self.wait().await
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) -> Result<(), StartError> {
+        match self.task.await {
+            Ok(result) => result.map_err(StartError::Serve),
+            Err(join) => Err(StartError::Serve(std::io::Error::other(join))),
+        }
+    }
+
+    /// Runs until SIGTERM/SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> Result<(), StartError> {
+        let handle = self.handle.clone();
+        let io = self.io.clone();
+        let grace = self.grace;
+        tokio::spawn(async move {
+            shutdown::signal().await;
+            tracing::info!("shutting down: closing sockets, finishing in-flight requests");
+            handle.graceful_shutdown(Some(grace));
+            io.close().await;
+        });
+        self.wait().await
+    }
+}
+
+/// Binds, builds the app and starts serving in the background.
+pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
+    let assets = config.assets_dir();
+    if !http::assets_present(&assets) {
+        return Err(StartError::Assets(assets.display().to_string()));
+    }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(RustlsConfig::from_pem_file(cert, key).await.map_err(
+            |source| StartError::Tls {
+                cert: cert.display().to_string(),
+                key: key.display().to_string(),
+                source,
+            },
+        )?),
+        _ => None,
+    };
+    let page = http::render_page(config)?;
+
+    let registry = Registry::new(RegistryLimits {
+        max_channels: usize::try_from(config.max_channels).unwrap_or(usize::MAX),
+        idle_ttl: config.channel_ttl(),
+    });
+    let (socketio, io) = SocketIo::builder()
+        .ping_interval(PING_INTERVAL)
+        .ping_timeout(PING_TIMEOUT)
+        .max_payload(MAX_INBOUND_BYTES as u64)
+        .ws_max_message_size(MAX_INBOUND_BYTES)
+        .ws_max_frame_size(MAX_INBOUND_BYTES)
+        .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .build_layer();
+    signaling::attach(&io, registry.clone());
+    let sweeper = signaling::spawn_sweeper(registry.clone(), io.clone());
+    let app = http::router(config, page, registry, io.clone(), socketio);
+
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+
+    let handle = Handle::new();
+    let service = app.into_make_service();
+    let https = tls.is_some();
+    let task = match tls {
+        Some(tls) => tokio::spawn(
+            axum_server::from_tcp_rustls(listener, tls)
+                .handle(handle.clone())
+                .serve(service),
+        ),
+        None => tokio::spawn(
+            axum_server::from_tcp(listener)
+                .handle(handle.clone())
+                .serve(service),
+        ),
+    };
+    let server = RunningServer {
+        local_addr,
+        https,
+        handle,
+        io,
+        task,
+        grace: config.shutdown_grace(),
+        _sweeper: sweeper,
+    };
+    tracing::info!("listening on {}", server.url());
+    Ok(server)
+}
+
+/// Starts the server and serves until a shutdown signal.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    start(&config).await?.run_until_signal().await
+}

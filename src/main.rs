@@ -1,0 +1,14 @@
+use clap::Parser;
+
+use broadcast_server::config::Config;
+
+#[tokio::main]
+async fn main() {
+    let config = Config::parse();
+    broadcast_server::telemetry::init(config.log_format);
+    if let Err(e) = broadcast_server::run(config).await {
+        tracing::error!("{e}");
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,814 @@
+//! The channel registry: which channels exist, who broadcasts and who watches each, and the
+//! per-socket index that keeps every operation proportional to the caller's own channels.
+//!
+//! Pure domain logic: no socket types, no I/O. Handlers call it and turn its results into emits,
+//! so every rule of the protocol that concerns state lives here and is unit-tested here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde::Serialize;
+
+use super::errors::ChannelError;
+
+/// Opaque socket id, as the transport names it.
+pub type SocketId = Arc<str>;
+/// A validated channel id (`[A-Za-z0-9_-]{1,20}`).
+pub type ChannelId = Arc<str>;
+
+/// Length of generated channel ids, as the earlier server made them.
+const GENERATED_ID_LEN: usize = 8;
+const GENERATED_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Limits the registry enforces.
+#[derive(Debug, Clone)]
+pub struct RegistryLimits {
+    /// New channels beyond this count are refused; existing ones are never evicted.
+    pub max_channels: usize,
+    /// A channel that is not live and has seen no activity for this long is reaped.
+    pub idle_ttl: Duration,
+}
+
+/// Cheap-to-clone handle over the shared registry.
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limits: RegistryLimits,
+    /// A std mutex, not tokio's: every operation is short and never awaits while holding it,
+    /// and one lock over channels *and* the socket index makes each event atomic, which is what
+    /// keeps simultaneous disconnects from leaking channels or index entries.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    channels: HashMap<ChannelId, Channel>,
+    sockets: HashMap<SocketId, Membership>,
+}
+
+/// The channels one socket takes part in; the index that bounds disconnect and relay work.
+#[derive(Default)]
+struct Membership {
+    broadcasting: HashSet<ChannelId>,
+    watching: HashSet<ChannelId>,
+}
+
+impl Membership {
+    fn is_empty(&self) -> bool {
+        self.broadcasting.is_empty() && self.watching.is_empty()
+    }
+}
+
+struct Channel {
+    id: ChannelId,
+    broadcaster: SocketId,
+    created_at: f64,
+    last_activity: Instant,
+    last_activity_unix: f64,
+    /// Viewer socket id → alias (if set).
+    viewers: HashMap<SocketId, Option<Arc<str>>>,
+}
+
+impl Channel {
+    fn touch(&mut self, now: Instant) {
+        self.last_activity = now;
+        self.last_activity_unix = unix_now();
+    }
+
+    fn participants(&self) -> Vec<SocketId> {
+        let mut all = Vec::with_capacity(self.viewers.len() + 1);
+        all.push(self.broadcaster.clone());
+        all.extend(
+            self.viewers
+                .keys()
+                .filter(|v| **v != self.broadcaster)
+                .cloned(),
+        );
+        all
+    }
+}
+
+/// One entry of `channel_list`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChannelSummary {
+    pub id: ChannelId,
+    pub broadcaster_sid: SocketId,
+    pub created_at: f64,
+    pub age_seconds: u64,
+    pub last_activity: f64,
+}
+
+/// Result of a successful `join_as_broadcaster`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadcastStarted {
+    pub channel_id: ChannelId,
+    /// Viewers already in the channel when its owner goes live again; they are told so.
+    pub waiting_viewers: Vec<SocketId>,
+}
+
+/// Result of a successful `join_as_viewer`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewerJoined {
+    pub broadcaster: SocketId,
+    pub viewer_count: usize,
+}
+
+/// Who must hear about a chat message, and under which name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatDelivery {
+    pub sender_name: String,
+    pub recipients: Vec<SocketId>,
+}
+
+/// A channel whose broadcaster is gone or whose idle time ran out, and who was in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedChannel {
+    pub channel_id: ChannelId,
+    pub broadcaster: SocketId,
+    pub viewers: Vec<SocketId>,
+}
+
+/// A viewer left a channel; its broadcaster may want the new count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewerLeft {
+    pub channel_id: ChannelId,
+    pub broadcaster: SocketId,
+    pub viewer_count: usize,
+}
+
+/// Everything a disconnect changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Departure {
+    pub closed: Vec<ClosedChannel>,
+    pub left: Vec<ViewerLeft>,
+}
+
+/// Whether a relay refreshes the channel's activity (offers and answers do, ICE does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Refresh,
+    Keep,
+}
+
+/// Counts for the health endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RegistryStats {
+    pub channels: usize,
+    pub indexed_sockets: usize,
+}
+
+impl Registry {
+    pub fn new(limits: RegistryLimits) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limits,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &RegistryLimits {
+        &self.shared.limits
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic mid-update elsewhere; the maps are still structurally
+        // valid, so keep serving rather than take the whole server down.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Creates a channel owned by `sid`, or lets its owner go live again with `force`.
+    pub fn join_as_broadcaster(
+        &self,
+        sid: &SocketId,
+        channel_id: Option<&str>,
+        force: bool,
+    ) -> Result<BroadcastStarted, ChannelError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let channel_id: ChannelId = match channel_id {
+            Some(id) => Arc::from(id),
+            None => state.fresh_channel_id(),
+        };
+        if let Some(channel) = state.channels.get_mut(&channel_id) {
+            if force && channel.broadcaster == *sid {
+                channel.touch(now);
+                return Ok(BroadcastStarted {
+                    channel_id,
+                    waiting_viewers: channel.viewers.keys().cloned().collect(),
+                });
+            }
+            return Err(ChannelError::AlreadyHasBroadcaster(channel_id));
+        }
+        if state.channels.len() >= self.shared.limits.max_channels {
+            return Err(ChannelError::AtCapacity(self.shared.limits.max_channels));
+        }
+        let unix = unix_now();
+        state.channels.insert(
+            channel_id.clone(),
+            Channel {
+                id: channel_id.clone(),
+                broadcaster: sid.clone(),
+                created_at: unix,
+                last_activity: now,
+                last_activity_unix: unix,
+                viewers: HashMap::new(),
+            },
+        );
+        state
+            .sockets
+            .entry(sid.clone())
+            .or_default()
+            .broadcasting
+            .insert(channel_id.clone());
+        Ok(BroadcastStarted {
+            channel_id,
+            waiting_viewers: Vec::new(),
+        })
+    }
+
+    /// Lists channels, oldest first.
+    pub fn list(&self) -> Vec<ChannelSummary> {
+        let state = self.state();
+        let now = unix_now();
+        let mut list: Vec<ChannelSummary> = state
+            .channels
+            .iter()
+            .map(|(id, c)| ChannelSummary {
+                id: id.clone(),
+                broadcaster_sid: c.broadcaster.clone(),
+                created_at: c.created_at,
+                age_seconds: (now - c.created_at).max(0.0) as u64,
+                last_activity: c.last_activity_unix,
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            a.created_at
+                .total_cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        list
+    }
+
+    /// Adds `sid` as a viewer of `channel_id` (idempotent; an alias already set is kept).
+    pub fn join_as_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<ViewerJoined, ChannelError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let channel = state
+            .channels
+            .get_mut(channel_id)
+            .ok_or_else(|| ChannelError::NotFound(Arc::from(channel_id)))?;
+        channel.touch(now);
+        channel.viewers.entry(sid.clone()).or_insert(None);
+        let joined = ViewerJoined {
+            broadcaster: channel.broadcaster.clone(),
+            viewer_count: channel.viewers.len(),
+        };
+        let key = channel.id.clone();
+        state
+            .sockets
+            .entry(sid.clone())
+            .or_default()
+            .watching
+            .insert(key);
+        Ok(joined)
+    }
+
+    /// Checks that `sender` and `target` share a channel as broadcaster and viewer (either way).
+    /// Looks only at the sender's own channels.
+    pub fn authorize_relay(
+        &self,
+        sender: &SocketId,
+        target: &str,
+        activity: Activity,
+    ) -> Result<(), ChannelError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let State { channels, sockets } = &mut *state;
+        let membership = sockets.get(sender).ok_or(ChannelError::NotPeers)?;
+        let shared = membership
+            .broadcasting
+            .iter()
+            .find(|id| {
+                channels
+                    .get(*id)
+                    .is_some_and(|c| c.viewers.contains_key(target))
+            })
+            .or_else(|| {
+                membership
+                    .watching
+                    .iter()
+                    .find(|id| channels.get(*id).is_some_and(|c| &*c.broadcaster == target))
+            })
+            .ok_or(ChannelError::NotPeers)?;
+        if activity == Activity::Refresh
+            && let Some(channel) = channels.get_mut(shared)
+        {
+            channel.touch(now);
+        }
+        Ok(())
+    }
+
+    /// Stores the alias of a viewer of `channel_id`.
+    pub fn set_alias(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        alias: &str,
+    ) -> Result<(), ChannelError> {
+        let mut state = self.state();
+        let channel = state
+            .channels
+            .get_mut(channel_id)
+            .ok_or(ChannelError::NotFoundOrExpired)?;
+        let slot = channel
+            .viewers
+            .get_mut(sid)
+            .ok_or(ChannelError::NotAViewer)?;
+        *slot = Some(Arc::from(alias));
+        Ok(())
+    }
+
+    /// Resolves the sender's display name and everyone in the channel, the sender included.
+    pub fn chat(&self, sid: &SocketId, channel_id: &str) -> Result<ChatDelivery, ChannelError> {
+        let state = self.state();
+        let channel = state
+            .channels
+            .get(channel_id)
+            .ok_or(ChannelError::NotFoundOrExpired)?;
+        let alias = channel
+            .viewers
+            .get(sid)
+            .ok_or(ChannelError::NotAViewerToChat)?;
+        let sender_name = match alias {
+            Some(alias) => alias.to_string(),
+            None => default_name(sid),
+        };
+        Ok(ChatDelivery {
+            sender_name,
+            recipients: channel.participants(),
+        })
+    }
+
+    /// Marks the broadcast stopped: returns the viewers to tell. The channel stays.
+    pub fn stop_broadcast(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<SocketId>, ChannelError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let channel = state
+            .channels
+            .get_mut(channel_id)
+            .ok_or(ChannelError::NotFoundOrExpired)?;
+        if channel.broadcaster != *sid {
+            return Err(ChannelError::NotTheBroadcaster);
+        }
+        channel.touch(now);
+        Ok(channel.viewers.keys().cloned().collect())
+    }
+
+    /// Removes a socket everywhere: its own channels close, and it leaves those it watched.
+    /// Touches only the socket's own channels.
+    pub fn disconnect(&self, sid: &SocketId) -> Departure {
+        let mut state = self.state();
+        let Some(membership) = state.sockets.remove(sid) else {
+            return Departure::default();
+        };
+        let mut departure = Departure::default();
+        for channel_id in membership.broadcasting {
+            if let Some(closed) = state.close_channel(&channel_id) {
+                departure.closed.push(closed);
+            }
+        }
+        for channel_id in membership.watching {
+            if let Some(channel) = state.channels.get_mut(&channel_id)
+                && channel.viewers.remove(sid).is_some()
+            {
+                departure.left.push(ViewerLeft {
+                    channel_id,
+                    broadcaster: channel.broadcaster.clone(),
+                    viewer_count: channel.viewers.len(),
+                });
+            }
+        }
+        departure
+    }
+
+    /// Reaps channels idle for longer than the TTL, except live ones (a broadcaster with at least
+    /// one viewer). Returns them so their broadcasters can be told.
+    pub fn sweep(&self, now: Instant) -> Vec<ClosedChannel> {
+        let ttl = self.shared.limits.idle_ttl;
+        let mut state = self.state();
+        let expired: Vec<ChannelId> = state
+            .channels
+            .iter()
+            .filter(|(_, c)| c.viewers.is_empty() && now.duration_since(c.last_activity) >= ttl)
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired
+            .iter()
+            .filter_map(|id| state.close_channel(id))
+            .collect()
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        let state = self.state();
+        RegistryStats {
+            channels: state.channels.len(),
+            indexed_sockets: state.sockets.len(),
+        }
+    }
+}
+
+impl State {
+    /// Removes a channel and every index entry pointing at it.
+    fn close_channel(&mut self, channel_id: &ChannelId) -> Option<ClosedChannel> {
+        let channel = self.channels.remove(channel_id)?;
+        self.unindex(&channel.broadcaster, channel_id, |m| &mut m.broadcasting);
+        let viewers: Vec<SocketId> = channel.viewers.into_keys().collect();
+        for viewer in &viewers {
+            self.unindex(viewer, channel_id, |m| &mut m.watching);
+        }
+        Some(ClosedChannel {
+            channel_id: channel_id.clone(),
+            broadcaster: channel.broadcaster,
+            viewers,
+        })
+    }
+
+    fn unindex(
+        &mut self,
+        sid: &SocketId,
+        channel_id: &ChannelId,
+        set: impl FnOnce(&mut Membership) -> &mut HashSet<ChannelId>,
+    ) {
+        if let Some(membership) = self.sockets.get_mut(sid) {
+            set(membership).remove(channel_id);
+            if membership.is_empty() {
+                self.sockets.remove(sid);
+            }
+        }
+    }
+
+    fn fresh_channel_id(&self) -> ChannelId {
+        let mut rng = rand::rng();
+        loop {
+            let id: String = (0..GENERATED_ID_LEN)
+                .map(|_| {
+                    GENERATED_ID_ALPHABET[rng.random_range(0..GENERATED_ID_ALPHABET.len())] as char
+                })
+                .collect();
+            if !self.channels.contains_key(id.as_str()) {
+                return Arc::from(id);
+            }
+        }
+    }
+}
+
+/// The name a viewer without an alias chats under, as the earlier server named it.
+fn default_name(sid: &str) -> String {
+    let prefix: String = sid.chars().take(8).collect();
+    format!("Viewer-{prefix}")
+}
+
+/// Unix time in seconds as a float, the protocol's timestamp format.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(max_channels: usize, ttl: Duration) -> Registry {
+        Registry::new(RegistryLimits {
+            max_channels,
+            idle_ttl: ttl,
+        })
+    }
+
+    fn sid(s: &str) -> SocketId {
+        Arc::from(s)
+    }
+
+    fn default_registry() -> Registry {
+        registry(100, Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn broadcaster_gets_generated_id_when_none_given() {
+        let r = default_registry();
+        let started = r.join_as_broadcaster(&sid("b"), None, false).unwrap();
+        assert_eq!(started.channel_id.len(), 8);
+        assert!(
+            started
+                .channel_id
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+        assert!(started.waiting_viewers.is_empty());
+    }
+
+    #[test]
+    fn second_broadcaster_is_refused() {
+        let r = default_registry();
+        r.join_as_broadcaster(&sid("b1"), Some("room"), false)
+            .unwrap();
+        let err = r
+            .join_as_broadcaster(&sid("b2"), Some("room"), true)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "Channel room already has a broadcaster");
+        let err = r
+            .join_as_broadcaster(&sid("b1"), Some("room"), false)
+            .unwrap_err();
+        assert_eq!(err, ChannelError::AlreadyHasBroadcaster(Arc::from("room")));
+    }
+
+    #[test]
+    fn owner_goes_live_again_with_force_and_viewers_are_returned() {
+        let r = default_registry();
+        let b = sid("b");
+        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        r.join_as_viewer(&sid("v"), "room").unwrap();
+        assert_eq!(r.stop_broadcast(&b, "room").unwrap(), vec![sid("v")]);
+        let again = r.join_as_broadcaster(&b, Some("room"), true).unwrap();
+        assert_eq!(again.waiting_viewers, vec![sid("v")]);
+    }
+
+    #[test]
+    fn capacity_is_refused_and_nothing_is_evicted() {
+        let r = registry(2, Duration::from_secs(3600));
+        r.join_as_broadcaster(&sid("a"), Some("a"), false).unwrap();
+        r.join_as_broadcaster(&sid("b"), Some("b"), false).unwrap();
+        let err = r
+            .join_as_broadcaster(&sid("c"), Some("c"), false)
+            .unwrap_err();
+        assert_eq!(err, ChannelError::AtCapacity(2));
+        assert!(err.to_string().starts_with("Server is at capacity"));
+        let ids: Vec<_> = r.list().into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![Arc::from("a"), Arc::from("b")]);
+        assert_eq!(r.stats().indexed_sockets, 2);
+    }
+
+    #[test]
+    fn list_is_oldest_first_with_fields() {
+        let r = default_registry();
+        r.join_as_broadcaster(&sid("b1"), Some("first"), false)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        r.join_as_broadcaster(&sid("b2"), Some("second"), false)
+            .unwrap();
+        let list = r.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(&*list[0].id, "first");
+        assert_eq!(&*list[0].broadcaster_sid, "b1");
+        assert_eq!(&*list[1].id, "second");
+        assert!(list[0].created_at < list[1].created_at);
+        assert_eq!(list[0].age_seconds, 0);
+        assert!(list[0].last_activity >= list[0].created_at);
+    }
+
+    #[test]
+    fn viewer_join_unknown_channel() {
+        let r = default_registry();
+        let err = r.join_as_viewer(&sid("v"), "nope").unwrap_err();
+        assert_eq!(err.to_string(), "Channel nope not found or expired");
+        assert_eq!(r.stats().indexed_sockets, 0);
+    }
+
+    #[test]
+    fn relay_only_between_broadcaster_and_its_viewers() {
+        let r = default_registry();
+        let (b, v, stranger, other_b) = (sid("b"), sid("v"), sid("s"), sid("ob"));
+        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        r.join_as_broadcaster(&other_b, Some("other"), false)
+            .unwrap();
+        r.join_as_viewer(&v, "room").unwrap();
+        r.join_as_viewer(&stranger, "other").unwrap();
+
+        assert!(r.authorize_relay(&v, "b", Activity::Refresh).is_ok());
+        assert!(r.authorize_relay(&b, "v", Activity::Refresh).is_ok());
+        assert_eq!(
+            r.authorize_relay(&stranger, "b", Activity::Keep),
+            Err(ChannelError::NotPeers)
+        );
+        assert_eq!(
+            r.authorize_relay(&b, "s", Activity::Keep),
+            Err(ChannelError::NotPeers)
+        );
+        // Two viewers of one channel are not peers of each other.
+        let v2 = sid("v2");
+        r.join_as_viewer(&v2, "room").unwrap();
+        assert_eq!(
+            r.authorize_relay(&v, "v2", Activity::Keep),
+            Err(ChannelError::NotPeers)
+        );
+        // Unknown sockets and unknown targets.
+        assert_eq!(
+            r.authorize_relay(&sid("ghost"), "b", Activity::Keep),
+            Err(ChannelError::NotPeers)
+        );
+        assert_eq!(
+            r.authorize_relay(&b, "ghost", Activity::Keep),
+            Err(ChannelError::NotPeers)
+        );
+    }
+
+    #[test]
+    fn alias_and_chat_names() {
+        let r = default_registry();
+        let (b, v1, v2) = (sid("bbbbbbbbbbbb"), sid("abcdefghijkl"), sid("zzzzzzzzzz"));
+        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        r.join_as_viewer(&v1, "room").unwrap();
+        r.join_as_viewer(&v2, "room").unwrap();
+
+        let chat = r.chat(&v1, "room").unwrap();
+        assert_eq!(chat.sender_name, "Viewer-abcdefgh");
+        let mut recipients = chat.recipients.clone();
+        recipients.sort();
+        let mut expected = vec![b.clone(), v1.clone(), v2.clone()];
+        expected.sort();
+        assert_eq!(recipients, expected);
+        assert_eq!(chat.recipients[0], b, "broadcaster comes first");
+
+        r.set_alias(&v1, "room", "Alice").unwrap();
+        assert_eq!(r.chat(&v1, "room").unwrap().sender_name, "Alice");
+        // Rejoining keeps the alias.
+        r.join_as_viewer(&v1, "room").unwrap();
+        assert_eq!(r.chat(&v1, "room").unwrap().sender_name, "Alice");
+
+        assert_eq!(
+            r.set_alias(&b, "room", "Owner"),
+            Err(ChannelError::NotAViewer)
+        );
+        assert_eq!(r.chat(&b, "room"), Err(ChannelError::NotAViewerToChat));
+        assert_eq!(r.chat(&v1, "gone"), Err(ChannelError::NotFoundOrExpired));
+        assert_eq!(
+            r.set_alias(&v1, "gone", "Alice"),
+            Err(ChannelError::NotFoundOrExpired)
+        );
+    }
+
+    #[test]
+    fn stop_broadcast_rules() {
+        let r = default_registry();
+        let (b, v) = (sid("b"), sid("v"));
+        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        r.join_as_viewer(&v, "room").unwrap();
+        assert_eq!(
+            r.stop_broadcast(&v, "room"),
+            Err(ChannelError::NotTheBroadcaster)
+        );
+        assert_eq!(
+            r.stop_broadcast(&b, "nope"),
+            Err(ChannelError::NotFoundOrExpired)
+        );
+        assert_eq!(r.stop_broadcast(&b, "room").unwrap(), vec![v]);
+        assert_eq!(r.stats().channels, 1, "the channel stays after stop");
+    }
+
+    #[test]
+    fn broadcaster_disconnect_closes_its_channels_and_unindexes_viewers() {
+        let r = default_registry();
+        let (b, v1, v2) = (sid("b"), sid("v1"), sid("v2"));
+        r.join_as_broadcaster(&b, Some("one"), false).unwrap();
+        r.join_as_broadcaster(&b, Some("two"), false).unwrap();
+        r.join_as_viewer(&v1, "one").unwrap();
+        r.join_as_viewer(&v2, "two").unwrap();
+
+        let mut departure = r.disconnect(&b);
+        departure
+            .closed
+            .sort_by(|a, b| a.channel_id.cmp(&b.channel_id));
+        assert_eq!(departure.closed.len(), 2);
+        assert_eq!(departure.closed[0].viewers, vec![v1.clone()]);
+        assert_eq!(departure.closed[1].viewers, vec![v2.clone()]);
+        assert_eq!(
+            r.stats(),
+            RegistryStats {
+                channels: 0,
+                indexed_sockets: 0
+            }
+        );
+        assert_eq!(r.disconnect(&v1), Departure::default());
+    }
+
+    #[test]
+    fn viewer_disconnect_leaves_and_reports_count() {
+        let r = default_registry();
+        let (b, v1, v2) = (sid("b"), sid("v1"), sid("v2"));
+        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        r.join_as_viewer(&v1, "room").unwrap();
+        assert_eq!(r.join_as_viewer(&v2, "room").unwrap().viewer_count, 2);
+        let departure = r.disconnect(&v1);
+        assert!(departure.closed.is_empty());
+        assert_eq!(
+            departure.left,
+            vec![ViewerLeft {
+                channel_id: Arc::from("room"),
+                broadcaster: b.clone(),
+                viewer_count: 1
+            }]
+        );
+        assert_eq!(r.stats().indexed_sockets, 2);
+        assert_eq!(
+            r.authorize_relay(&b, "v1", Activity::Keep),
+            Err(ChannelError::NotPeers)
+        );
+    }
+
+    #[test]
+    fn idle_channel_without_viewers_expires_but_live_one_never_does() {
+        let ttl = Duration::from_millis(30);
+        let r = registry(10, ttl);
+        r.join_as_broadcaster(&sid("idle"), Some("idle"), false)
+            .unwrap();
+        r.join_as_broadcaster(&sid("live"), Some("live"), false)
+            .unwrap();
+        r.join_as_viewer(&sid("v"), "live").unwrap();
+
+        assert!(r.sweep(Instant::now()).is_empty(), "nothing is idle yet");
+        std::thread::sleep(ttl * 2);
+        let reaped = r.sweep(Instant::now());
+        assert_eq!(
+            reaped,
+            vec![ClosedChannel {
+                channel_id: Arc::from("idle"),
+                broadcaster: sid("idle"),
+                viewers: vec![]
+            }]
+        );
+        let ids: Vec<_> = r.list().into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![Arc::from("live")]);
+        // Far in the future, the live channel still stays.
+        assert!(
+            r.sweep(Instant::now() + Duration::from_secs(86_400))
+                .is_empty()
+        );
+        // Once its last viewer leaves, it is idle and goes at the next sweep past the TTL.
+        r.disconnect(&sid("v"));
+        assert_eq!(r.sweep(Instant::now() + ttl * 2).len(), 1);
+        assert_eq!(
+            r.stats(),
+            RegistryStats {
+                channels: 0,
+                indexed_sockets: 0
+            }
+        );
+    }
+
+    #[test]
+    fn activity_refresh_postpones_expiry() {
+        let ttl = Duration::from_millis(50);
+        let r = registry(10, ttl);
+        let b = sid("b");
+        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        // A stop refreshes activity too.
+        r.stop_broadcast(&b, "room").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(r.sweep(Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn concurrent_disconnects_leave_nothing_behind() {
+        let r = default_registry();
+        let b = sid("b");
+        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        let viewers: Vec<SocketId> = (0..50).map(|i| sid(&format!("v{i}"))).collect();
+        for v in &viewers {
+            r.join_as_viewer(v, "room").unwrap();
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(|| r.disconnect(&b));
+            for v in &viewers {
+                let r = r.clone();
+                scope.spawn(move || r.disconnect(v));
+            }
+        });
+        assert_eq!(
+            r.stats(),
+            RegistryStats {
+                channels: 0,
+                indexed_sockets: 0
+            }
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! Domain errors. Each `Display` is the user-facing sentence PROTOCOL.md prescribes; handlers
+//! decide which event carries it (`error` or `relay_error`) in one place.
+
+use thiserror::Error;
+
+use super::channels::ChannelId;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ChannelError {
+    #[error("Channel {0} already has a broadcaster")]
+    AlreadyHasBroadcaster(ChannelId),
+    #[error("Server is at capacity ({0} channels); try again later")]
+    AtCapacity(usize),
+    #[error("Channel {0} not found or expired")]
+    NotFound(ChannelId),
+    #[error("Channel not found or expired")]
+    NotFoundOrExpired,
+    #[error("You must be a viewer in this channel")]
+    NotAViewer,
+    #[error("You must be a viewer in this channel to send messages")]
+    NotAViewerToChat,
+    #[error("You are not the broadcaster of this channel")]
+    NotTheBroadcaster,
+    #[error("Target is not a peer of yours in any channel")]
+    NotPeers,
+}

@@ -1,0 +1,150 @@
+//! The Socket.IO side of the server: registers the default namespace and routes each event of
+//! PROTOCOL.md to its handler.
+//!
+//! Events are dispatched *inline*, in the order they arrive on the connection, instead of through
+//! socketioxide's closure handlers (which spawn one task per event and so may run a socket's
+//! events out of order: an ICE candidate overtaking its offer, a chat message overtaking the
+//! previous one). Every handler is short and never awaits, so running it on the connection's own
+//! task is both ordered and cheaper. One fallback handler per socket, not one per event, keeps
+//! per-connection memory small.
+
+pub mod channels;
+pub mod errors;
+mod handlers;
+pub mod payloads;
+mod sweeper;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, Value};
+use socketioxide::socket::{DisconnectReason, Socket};
+
+pub use channels::{Registry, RegistryLimits};
+pub use sweeper::{SweeperGuard, spawn_sweeper};
+
+/// Shared state every handler sees.
+#[derive(Clone)]
+pub struct Signaling {
+    registry: Registry,
+}
+
+/// Registers the protocol on the default namespace.
+pub fn attach(io: &SocketIo, registry: Registry) {
+    io.ns("/", OnConnect(Signaling { registry }));
+}
+
+/// The protocol's events, in PROTOCOL.md order; anything else is ignored.
+fn dispatch(state: &Signaling, socket: &SocketRef, event: &str, payload: Option<&RawValue>) {
+    let ctx = handlers::Ctx::new(state, socket);
+    match event {
+        "join_as_broadcaster" => handlers::join_as_broadcaster(&ctx, payload),
+        "join_as_viewer" => handlers::join_as_viewer(&ctx, payload),
+        "offer" => handlers::relay(&ctx, payload, payloads::RelayKind::Offer),
+        "answer" => handlers::relay(&ctx, payload, payloads::RelayKind::Answer),
+        "ice_candidate" => handlers::relay(&ctx, payload, payloads::RelayKind::IceCandidate),
+        "set_alias" => handlers::set_alias(&ctx, payload),
+        "send_message" => handlers::send_message(&ctx, payload),
+        "stop_broadcast" => handlers::stop_broadcast(&ctx, payload),
+        other => tracing::debug!(event = other, "ignoring unknown event"),
+    }
+}
+
+/// Marker for the handler traits implemented below (they are generic over an extractor tuple).
+pub struct Inline;
+
+#[derive(Clone)]
+struct OnConnect(Signaling);
+
+impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
+    fn call(&self, s: Arc<Socket>, _auth: Option<Value>) {
+        let socket = SocketRef::from(s);
+        // Handlers go in before anything else so no early event can miss them.
+        socket.on_fallback(OnEvent(self.0.clone()));
+        socket.on_disconnect(OnDisconnect(self.0.clone()));
+        handlers::connect(&socket);
+    }
+}
+
+struct OnEvent(Signaling);
+
+impl MessageHandler<LocalAdapter, Inline> for OnEvent {
+    fn call(&self, s: Arc<Socket>, value: Value, _ack_id: Option<i64>) {
+        let socket = SocketRef::from(s);
+        let Value::Str(text, _) = &value else {
+            tracing::debug!(sid = %socket.id, "ignoring binary event");
+            return;
+        };
+        match parse_event(text.as_str()) {
+            Ok((event, payload)) => {
+                let _span =
+                    tracing::debug_span!("event", sid = %socket.id, event = %event).entered();
+                dispatch(&self.0, &socket, &event, payload);
+            }
+            Err(e) => tracing::debug!(sid = %socket.id, "unreadable event packet: {e}"),
+        }
+    }
+}
+
+struct OnDisconnect(Signaling);
+
+impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
+    fn call_with_defer(&self, s: Arc<Socket>, reason: DisconnectReason, defer: fn(Arc<Socket>)) {
+        let socket = SocketRef::from(s.clone());
+        handlers::disconnect(&handlers::Ctx::new(&self.0, &socket), reason);
+        defer(s);
+    }
+}
+
+/// Splits an event packet `["name", payload, ...]` into its name and first argument, keeping the
+/// argument as raw JSON. Extra arguments are ignored.
+fn parse_event(text: &str) -> serde_json::Result<(Cow<'_, str>, Option<&RawValue>)> {
+    struct EventVisitor;
+    impl<'de> Visitor<'de> for EventVisitor {
+        type Value = (Cow<'de, str>, Option<&'de RawValue>);
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an event array [name, payload?]")
+        }
+        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+            let name: Cow<'de, str> = seq
+                .next_element()?
+                .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+            let payload: Option<&'de RawValue> = seq.next_element()?;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok((name, payload))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = (&mut de).deserialize_seq(EventVisitor)?;
+    de.end()?;
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_event;
+
+    #[test]
+    fn parses_name_and_first_argument_raw() {
+        let (name, payload) =
+            parse_event(r#"["offer",{"target":"x","sdp":{"a":1}},"extra"]"#).expect("valid packet");
+        assert_eq!(name, "offer");
+        assert_eq!(
+            payload.map(|p| p.get()),
+            Some(r#"{"target":"x","sdp":{"a":1}}"#)
+        );
+        let (name, payload) = parse_event(r#"["join_as_viewer"]"#).expect("valid packet");
+        assert_eq!(name, "join_as_viewer");
+        assert!(payload.is_none());
+        let (_, payload) = parse_event(r#"["join_as_viewer",null]"#).expect("valid packet");
+        assert_eq!(payload.map(|p| p.get()), Some("null"));
+        assert!(parse_event("[]").is_err());
+        assert!(parse_event(r#"{"a":1}"#).is_err());
+    }
+}

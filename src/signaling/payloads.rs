@@ -1,0 +1,675 @@
+//! Inbound payloads (validated) and outbound payloads (typed), one struct per event.
+//!
+//! Inbound strings are trimmed while deserializing, so every length and pattern rule applies to
+//! the trimmed value, as PROTOCOL.md requires. Decoding goes JSON text → `serde` (type errors,
+//! named by field through `serde_path_to_error`) → `validator` (lengths and patterns).
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
+
+use super::channels::ChannelSummary;
+
+pub const CHANNEL_ID_MAX_CHARS: usize = 20;
+pub const ALIAS_MIN_CHARS: usize = 5;
+pub const ALIAS_MAX_CHARS: usize = 20;
+pub const MESSAGE_MAX_CHARS: usize = 200;
+/// Real SDPs are 2–20 KiB; anything past this is not a session description.
+pub const SDP_MAX_BYTES: usize = 64 * 1024;
+/// Real candidates are a few hundred bytes.
+pub const CANDIDATE_MAX_BYTES: usize = 4 * 1024;
+
+/// Which prefix an event's validation errors carry; legacy pages route errors by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorPrefix {
+    Data,
+    Alias,
+    Message,
+}
+
+impl ErrorPrefix {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorPrefix::Data => "Invalid data",
+            ErrorPrefix::Alias => "Invalid alias",
+            ErrorPrefix::Message => "Invalid message",
+        }
+    }
+}
+
+/// A payload that failed decoding or validation; `Display` is the full user-facing message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{prefix}: {reason}", prefix = .prefix.as_str())]
+pub struct InvalidPayload {
+    pub prefix: ErrorPrefix,
+    pub reason: String,
+}
+
+/// Decodes and validates one event payload. A missing or `null` payload counts as `{}`.
+pub fn decode<T: DeserializeOwned + Validate>(
+    raw: Option<&RawValue>,
+    prefix: ErrorPrefix,
+) -> Result<T, InvalidPayload> {
+    let invalid = |reason: String| InvalidPayload { prefix, reason };
+    let text = object_text(raw).map_err(|e| invalid(e.to_string()))?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            invalid(inner.to_string())
+        } else {
+            invalid(format!("{path}: {inner}"))
+        }
+    })?;
+    value.validate().map_err(|e| invalid(first_reason(&e)))?;
+    Ok(value)
+}
+
+/// The payload's JSON text if it is an object (or `{}` when absent/null).
+fn object_text(raw: Option<&RawValue>) -> Result<&str, &'static str> {
+    let text = raw.map(|r| r.get().trim()).unwrap_or("null");
+    match text.as_bytes().first() {
+        Some(b'{') => Ok(text),
+        _ if text == "null" => Ok("{}"),
+        _ => Err("payload must be a JSON object"),
+    }
+}
+
+/// One deterministic sentence out of validator's map of errors (fields in name order).
+fn first_reason(errors: &ValidationErrors) -> String {
+    let mut fields: Vec<_> = errors.errors().iter().collect();
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    for (field, kind) in fields {
+        if let ValidationErrorsKind::Field(list) = kind
+            && let Some(err) = list.first()
+        {
+            return match &err.message {
+                Some(message) => format!("{field} {message}"),
+                None => format!("{field} is invalid"),
+            };
+        }
+    }
+    "payload is invalid".to_owned()
+}
+
+fn trimmed<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    let value: Option<String> = Option::deserialize(de)?;
+    Ok(value.map(|s| {
+        let t = s.trim();
+        if t.len() == s.len() { s } else { t.to_owned() }
+    }))
+}
+
+/// `None` for an absent, null or empty channel id: the joins treat all three alike.
+fn optional_channel_id<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    Ok(trimmed(de)?.filter(|s| !s.is_empty()))
+}
+
+fn failure(code: &'static str, message: String) -> ValidationError {
+    ValidationError::new(code).with_message(message.into())
+}
+
+fn validate_channel_id(id: &str) -> Result<(), ValidationError> {
+    let chars = id.chars().count();
+    if chars == 0 {
+        return Err(failure("required", "is required".into()));
+    }
+    if chars > CHANNEL_ID_MAX_CHARS {
+        return Err(failure(
+            "length",
+            format!("must be at most {CHANNEL_ID_MAX_CHARS} characters (got {chars})"),
+        ));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(failure(
+            "pattern",
+            "may only contain letters, digits, '_' and '-'".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_alias(alias: &str) -> Result<(), ValidationError> {
+    let chars = alias.chars().count();
+    if !(ALIAS_MIN_CHARS..=ALIAS_MAX_CHARS).contains(&chars) {
+        return Err(failure(
+            "length",
+            format!("must be {ALIAS_MIN_CHARS} to {ALIAS_MAX_CHARS} characters (got {chars})"),
+        ));
+    }
+    if !alias
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || c == '_' || c == '-')
+    {
+        return Err(failure(
+            "pattern",
+            "may only contain letters, digits, spaces, '_' and '-'".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Markup that must never reach other people's screens, as the earlier server refused it.
+static FORBIDDEN_MARKUP: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)<script[^\n]*>|javascript:|on(?:error|click|load)\s*=")
+        .expect("static pattern compiles")
+});
+
+fn is_forbidden_control(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{7f}')
+}
+
+fn validate_message(message: &str) -> Result<(), ValidationError> {
+    let chars = message.chars().count();
+    if !(1..=MESSAGE_MAX_CHARS).contains(&chars) {
+        return Err(failure(
+            "length",
+            format!("must be 1 to {MESSAGE_MAX_CHARS} characters (got {chars})"),
+        ));
+    }
+    if message.chars().any(is_forbidden_control) {
+        return Err(failure(
+            "control",
+            "must not contain control characters".into(),
+        ));
+    }
+    if FORBIDDEN_MARKUP.is_match(message) {
+        return Err(failure(
+            "markup",
+            "must not contain scripts or inline event handlers".into(),
+        ));
+    }
+    Ok(())
+}
+
+// ---- inbound ----
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct JoinAsBroadcaster {
+    #[serde(default, deserialize_with = "optional_channel_id")]
+    #[validate(custom(function = "validate_channel_id"))]
+    pub channel_id: Option<String>,
+    #[serde(default)]
+    pub force: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct JoinAsViewer {
+    #[serde(default, deserialize_with = "optional_channel_id")]
+    #[validate(custom(function = "validate_channel_id"))]
+    pub channel_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct SetAlias {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(required(message = "is required"), custom(function = "validate_alias"))]
+    pub alias: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct SendMessage {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_message")
+    )]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct StopBroadcast {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+}
+
+/// The three relayed events, and which field each carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayKind {
+    Offer,
+    Answer,
+    IceCandidate,
+}
+
+impl RelayKind {
+    pub fn event(self) -> &'static str {
+        match self {
+            RelayKind::Offer => "offer",
+            RelayKind::Answer => "answer",
+            RelayKind::IceCandidate => "ice_candidate",
+        }
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            RelayKind::Offer | RelayKind::Answer => "sdp",
+            RelayKind::IceCandidate => "candidate",
+        }
+    }
+
+    fn max_bytes(self) -> usize {
+        match self {
+            RelayKind::Offer | RelayKind::Answer => SDP_MAX_BYTES,
+            RelayKind::IceCandidate => CANDIDATE_MAX_BYTES,
+        }
+    }
+}
+
+/// `{target, sdp}` or `{target, candidate}`; the body stays raw JSON so it is relayed exactly
+/// as received without being parsed into a tree and serialized again.
+#[derive(Debug, Deserialize)]
+struct RelayWire<'a> {
+    #[serde(default)]
+    target: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    sdp: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    candidate: Option<&'a RawValue>,
+}
+
+/// A relay request that passed shape and size checks (authorization is the registry's job).
+#[derive(Debug)]
+pub struct Relay<'a> {
+    pub target: String,
+    pub body: &'a RawValue,
+}
+
+/// Decodes a relay payload, refusing anything that is not `{target: string, <field>: object}`
+/// within the size bound.
+pub fn decode_relay(raw: Option<&RawValue>, kind: RelayKind) -> Result<Relay<'_>, String> {
+    let text = object_text(raw).map_err(str::to_owned)?;
+    let wire: RelayWire<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let target = match wire.target {
+        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => t,
+        Some(serde_json::Value::String(_)) | None | Some(serde_json::Value::Null) => {
+            return Err("target is required".to_owned());
+        }
+        Some(_) => return Err("target must be a string".to_owned()),
+    };
+    let field = kind.field();
+    let body = match kind {
+        RelayKind::Offer | RelayKind::Answer => wire.sdp,
+        RelayKind::IceCandidate => wire.candidate,
+    }
+    .filter(|b| b.get() != "null")
+    .ok_or_else(|| format!("{field} is required"))?;
+    if !body.get().starts_with('{') {
+        return Err(format!("{field} must be an object"));
+    }
+    let size = body.get().len();
+    if size > kind.max_bytes() {
+        return Err(format!(
+            "{field} is too large ({size} bytes; at most {} bytes)",
+            kind.max_bytes()
+        ));
+    }
+    Ok(Relay { target, body })
+}
+
+// ---- outbound ----
+
+#[derive(Debug, Serialize)]
+pub struct ClientId<'a> {
+    pub id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorMessage {
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RelayError {
+    pub event: RelayKind,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BroadcasterReady<'a> {
+    pub id: &'a str,
+    pub channel_id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChannelList {
+    pub channels: Vec<ChannelSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BroadcasterAvailable<'a> {
+    pub broadcaster_id: &'a str,
+    pub channel_id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RelayedSdp<'a> {
+    pub sdp: &'a RawValue,
+    pub sender: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RelayedCandidate<'a> {
+    pub candidate: &'a RawValue,
+    pub sender: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AliasSet<'a> {
+    pub alias: &'a str,
+    pub success: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NewMessage<'a> {
+    pub sender_id: &'a str,
+    pub message: &'a str,
+    pub timestamp: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChannelRef<'a> {
+    pub channel_id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ViewerCount<'a> {
+    pub channel_id: &'a str,
+    pub count: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    fn decode_str<T: DeserializeOwned + Validate>(
+        json: Option<&str>,
+        prefix: ErrorPrefix,
+    ) -> Result<T, String> {
+        let boxed = json.map(raw);
+        decode::<T>(boxed.as_deref(), prefix).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn missing_null_and_empty_payloads_are_empty_objects_for_joins() {
+        for json in [
+            None,
+            Some("null"),
+            Some("{}"),
+            Some(r#"{"channel_id": null}"#),
+        ] {
+            let p: JoinAsViewer = decode_str(json, ErrorPrefix::Data).unwrap();
+            assert_eq!(p.channel_id, None);
+        }
+        let p: JoinAsBroadcaster = decode_str(
+            Some(r#"{"channel_id":"  ","force":true}"#),
+            ErrorPrefix::Data,
+        )
+        .unwrap();
+        assert_eq!(p.channel_id, None);
+        assert_eq!(p.force, Some(true));
+    }
+
+    #[test]
+    fn non_objects_are_invalid() {
+        for json in [r#""room""#, "5", "[1,2]", "true"] {
+            let err = decode_str::<JoinAsViewer>(Some(json), ErrorPrefix::Data).unwrap_err();
+            assert_eq!(err, "Invalid data: payload must be a JSON object");
+        }
+    }
+
+    #[test]
+    fn channel_id_rules() {
+        let ok: JoinAsViewer =
+            decode_str(Some(r#"{"channel_id":" abc_DEF-123 "}"#), ErrorPrefix::Data).unwrap();
+        assert_eq!(ok.channel_id.as_deref(), Some("abc_DEF-123"));
+        let twenty = "a".repeat(20);
+        assert!(
+            decode_str::<JoinAsViewer>(
+                Some(&format!(r#"{{"channel_id":"{twenty}"}}"#)),
+                ErrorPrefix::Data
+            )
+            .is_ok()
+        );
+        let err = decode_str::<JoinAsViewer>(
+            Some(&format!(r#"{{"channel_id":"{twenty}a"}}"#)),
+            ErrorPrefix::Data,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "Invalid data: channel_id must be at most 20 characters (got 21)"
+        );
+        let err =
+            decode_str::<JoinAsBroadcaster>(Some(r#"{"channel_id":"a b"}"#), ErrorPrefix::Data)
+                .unwrap_err();
+        assert!(
+            err.starts_with("Invalid data: channel_id may only contain"),
+            "{err}"
+        );
+        let err = decode_str::<JoinAsViewer>(Some(r#"{"channel_id":"é"}"#), ErrorPrefix::Data)
+            .unwrap_err();
+        assert!(err.starts_with("Invalid data: channel_id"), "{err}");
+        let err =
+            decode_str::<JoinAsViewer>(Some(r#"{"channel_id":5}"#), ErrorPrefix::Data).unwrap_err();
+        assert!(
+            err.starts_with("Invalid data: channel_id: invalid type"),
+            "{err}"
+        );
+        let err = decode_str::<JoinAsBroadcaster>(Some(r#"{"force":"yes"}"#), ErrorPrefix::Data)
+            .unwrap_err();
+        assert!(
+            err.starts_with("Invalid data: force: invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn required_channel_id_for_stop_alias_and_chat() {
+        for json in [None, Some("{}"), Some(r#"{"channel_id":""}"#)] {
+            let err = decode_str::<StopBroadcast>(json, ErrorPrefix::Data).unwrap_err();
+            assert_eq!(err, "Invalid data: channel_id is required");
+        }
+        let err =
+            decode_str::<SetAlias>(Some(r#"{"alias":"Alice"}"#), ErrorPrefix::Alias).unwrap_err();
+        assert_eq!(err, "Invalid alias: channel_id is required");
+        let err = decode_str::<SendMessage>(Some(r#"{"message":"hi"}"#), ErrorPrefix::Message)
+            .unwrap_err();
+        assert_eq!(err, "Invalid message: channel_id is required");
+    }
+
+    #[test]
+    fn alias_rules_apply_to_trimmed_value() {
+        let ok: SetAlias = decode_str(
+            Some(r#"{"channel_id":"c","alias":"  Bob Smith  "}"#),
+            ErrorPrefix::Alias,
+        )
+        .unwrap();
+        assert_eq!(ok.alias.as_deref(), Some("Bob Smith"));
+        let err = decode_str::<SetAlias>(
+            Some(r#"{"channel_id":"c","alias":"  Bob  "}"#),
+            ErrorPrefix::Alias,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "Invalid alias: alias must be 5 to 20 characters (got 3)"
+        );
+        let err = decode_str::<SetAlias>(
+            Some(&format!(
+                r#"{{"channel_id":"c","alias":"{}"}}"#,
+                "x".repeat(21)
+            )),
+            ErrorPrefix::Alias,
+        )
+        .unwrap_err();
+        assert!(err.contains("(got 21)"), "{err}");
+        let err = decode_str::<SetAlias>(
+            Some(r#"{"channel_id":"c","alias":"Bob<b>x"}"#),
+            ErrorPrefix::Alias,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("Invalid alias: alias may only contain"),
+            "{err}"
+        );
+        let err =
+            decode_str::<SetAlias>(Some(r#"{"channel_id":"c"}"#), ErrorPrefix::Alias).unwrap_err();
+        assert_eq!(err, "Invalid alias: alias is required");
+    }
+
+    #[test]
+    fn message_rules() {
+        let ok = |m: &str| {
+            decode_str::<SendMessage>(
+                Some(&serde_json::json!({"channel_id": "c", "message": m}).to_string()),
+                ErrorPrefix::Message,
+            )
+        };
+        assert_eq!(ok("  hi  ").unwrap().message.as_deref(), Some("hi"));
+        assert!(ok("line\nbreak\tand\rcr").is_ok());
+        assert!(
+            ok(&"😀".repeat(200)).is_ok(),
+            "200 emoji are 200 characters"
+        );
+        assert_eq!(
+            ok(&"😀".repeat(201)).unwrap_err(),
+            "Invalid message: message must be 1 to 200 characters (got 201)"
+        );
+        assert_eq!(
+            ok("   ").unwrap_err(),
+            "Invalid message: message must be 1 to 200 characters (got 0)"
+        );
+        for bad in [
+            "a\u{0}b", "a\u{8}b", "a\u{b}x", "x\u{c}y", "x\u{1f}y", "x\u{7f}", "x\u{e}y",
+        ] {
+            let err = ok(bad).unwrap_err();
+            assert!(err.contains("control characters"), "{bad:?}: {err}");
+        }
+        for bad in [
+            "<script>alert(1)</script>",
+            "<SCRIPT src=x>",
+            "go to JavaScript:alert(1)",
+            "<img onerror=x>",
+            "<a ONCLICK  = y>",
+            "<body onload\t=z>",
+        ] {
+            let err = ok(bad).unwrap_err();
+            assert!(err.contains("scripts"), "{bad:?}: {err}");
+        }
+        assert!(ok("I like scripts and javascript").is_ok());
+        assert!(ok("onload is a word").is_ok());
+        let err = decode_str::<SendMessage>(
+            Some(r#"{"channel_id":"c","message":42}"#),
+            ErrorPrefix::Message,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("Invalid message: message: invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let ok: StopBroadcast = decode_str(
+            Some(r#"{"channel_id":"c","extra":[1,{"x":2}]}"#),
+            ErrorPrefix::Data,
+        )
+        .unwrap();
+        assert_eq!(ok.channel_id.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn relay_shapes() {
+        let offer = raw(r#"{"target":"abc","sdp":{"type":"offer","sdp":"v=0"},"x":1}"#);
+        let relay = decode_relay(Some(&offer), RelayKind::Offer).unwrap();
+        assert_eq!(relay.target, "abc");
+        assert_eq!(relay.body.get(), r#"{"type":"offer","sdp":"v=0"}"#);
+
+        let cases = [
+            (r#"{"sdp":{}}"#, RelayKind::Offer, "target is required"),
+            (
+                r#"{"target":5,"sdp":{}}"#,
+                RelayKind::Offer,
+                "target must be a string",
+            ),
+            (r#"{"target":"a"}"#, RelayKind::Answer, "sdp is required"),
+            (
+                r#"{"target":"a","sdp":null}"#,
+                RelayKind::Answer,
+                "sdp is required",
+            ),
+            (
+                r#"{"target":"a","sdp":"v=0"}"#,
+                RelayKind::Answer,
+                "sdp must be an object",
+            ),
+            (
+                r#"{"target":"a","candidate":null}"#,
+                RelayKind::IceCandidate,
+                "candidate is required",
+            ),
+            (
+                r#"{"target":"a","candidate":[1]}"#,
+                RelayKind::IceCandidate,
+                "candidate must be an object",
+            ),
+            ("[1]", RelayKind::Offer, "payload must be a JSON object"),
+        ];
+        for (json, kind, expected) in cases {
+            let r = raw(json);
+            assert_eq!(
+                decode_relay(Some(&r), kind).unwrap_err(),
+                expected,
+                "{json}"
+            );
+        }
+        assert_eq!(
+            decode_relay(None, RelayKind::Offer).unwrap_err(),
+            "target is required"
+        );
+
+        let big = format!(
+            r#"{{"target":"a","candidate":{{"candidate":"{}"}}}}"#,
+            "x".repeat(CANDIDATE_MAX_BYTES)
+        );
+        let r = raw(&big);
+        let err = decode_relay(Some(&r), RelayKind::IceCandidate).unwrap_err();
+        assert!(err.starts_with("candidate is too large"), "{err}");
+        let sdp = format!(
+            r#"{{"target":"a","sdp":{{"sdp":"{}"}}}}"#,
+            "x".repeat(SDP_MAX_BYTES)
+        );
+        let r = raw(&sdp);
+        assert!(decode_relay(Some(&r), RelayKind::Offer).is_err());
+    }
+}
