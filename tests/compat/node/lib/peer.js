@@ -45,7 +45,7 @@ export const QUIET_MS = 300;
  * without failing a test, but their payload must still have the documented shape.
  */
 const TOLERATED = {
-  viewer_countX(args) {
+  viewer_count(args) {
     assert.equal(args.length, 1, 'viewer_count carries one argument');
     assert.deepEqual(Object.keys(args[0]).sort(), ['channel_id', 'count']);
     assert.equal(typeof args[0].channel_id, 'string');
