@@ -1,0 +1,168 @@
+//! HTTP side: the page, health, assets, origin restriction, start-up errors.
+
+mod common;
+
+use common::spawn_app;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn page_is_served_with_ice_servers_and_no_third_party_urls() {
+    let app = spawn_app(&[
+        "--ice-servers",
+        r#"[{"urls":"stun:stun.example.test:3478"}]"#,
+    ])
+    .await;
+    let res = reqwest::get(format!("{}/?viewer=true", app.url()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("stun:stun.example.test:3478"),
+        "ICE servers rendered"
+    );
+    assert!(
+        body.contains("/assets/vendor/socket.io.min.js"),
+        "vendored client"
+    );
+    for line in body.lines() {
+        for attr in ["src=\"http", "href=\"http", "src=\"//", "href=\"//"] {
+            assert!(!line.contains(attr), "third-party URL in page: {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_reports_channels_and_sockets() {
+    let app = spawn_app(&[]).await;
+    assert_eq!(
+        app.health().await,
+        json!({"status": "ok", "channels": 0, "sockets": 0, "indexed_sockets": 0})
+    );
+    let mut b = app.client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "h"}));
+    b.expect("broadcaster_ready").await;
+    let health = app.health().await;
+    assert_eq!(health["channels"], 1);
+    assert_eq!(health["sockets"], 1);
+}
+
+#[tokio::test]
+async fn assets_have_cache_headers_and_compression() {
+    let app = spawn_app(&[]).await;
+    let client = reqwest::Client::builder().build().unwrap();
+    for path in ["/assets/app.js", "/assets/vendor/socket.io.min.js"] {
+        let res = client
+            .get(format!("{}{path}", app.url()))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let headers = res.headers();
+        assert_eq!(headers["cache-control"], "public, max-age=3600", "{path}");
+        assert!(headers.contains_key("last-modified"), "{path}");
+        assert_eq!(headers["content-encoding"], "gzip", "{path}");
+    }
+    let missing = client
+        .get(format!("{}/assets/nope.js", app.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn any_origin_is_allowed_by_default() {
+    let app = spawn_app(&[]).await;
+    let res = reqwest::Client::new()
+        .get(format!("{}/socket.io/?EIO=4&transport=polling", app.url()))
+        .header("origin", "https://anywhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://anywhere.example"
+    );
+}
+
+#[tokio::test]
+async fn origin_list_restricts_polling_and_websocket() {
+    let app = spawn_app(&["--cors-origins", "https://good.example"]).await;
+    let http = reqwest::Client::new();
+    let polling = format!("{}/socket.io/?EIO=4&transport=polling", app.url());
+    let bad = http
+        .get(&polling)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 403);
+    let good = http
+        .get(&polling)
+        .header("origin", "https://good.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    assert_eq!(
+        good.headers()["access-control-allow-origin"],
+        "https://good.example"
+    );
+
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = app.ws_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_err());
+    let mut request = app.ws_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://good.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_ok());
+}
+
+#[tokio::test]
+async fn missing_tls_files_stop_start_up_with_a_clear_error() {
+    use clap::Parser;
+    let config = broadcast_server::config::Config::try_parse_from([
+        "broadcast-server",
+        "--port",
+        "0",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ])
+    .unwrap();
+    let err = match broadcast_server::start(&config).await {
+        Ok(_) => panic!("start-up must fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.starts_with("cannot load TLS certificate/key"), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_sockets_and_stops() {
+    let app = spawn_app(&[]).await;
+    let mut client = app.client().await;
+    let url = app.url();
+    tokio::time::timeout(std::time::Duration::from_secs(15), app.server.shutdown())
+        .await
+        .expect("shutdown finishes")
+        .expect("clean shutdown");
+    client.expect_closed().await;
+    let after: Result<Value, _> =
+        async { reqwest::get(format!("{url}/healthz")).await?.json().await }.await;
+    assert!(after.is_err(), "no longer serving");
+}
