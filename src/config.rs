@@ -66,6 +66,11 @@ pub struct Config {
     /// Seconds to let in-flight requests finish on SIGTERM/SIGINT before closing.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Probe a server running with this configuration on this host (`GET /healthz` on
+    /// 127.0.0.1:PORT) and exit 0 if healthy: a container health check without curl.
+    #[arg(long)]
+    pub healthcheck: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,7 +151,7 @@ impl Config {
 
     /// `None` when any origin is allowed.
     pub fn allowed_origins(&self) -> Option<Vec<HeaderValue>> {
-        if self.cors_origins.iter().any(|o| *o == Origin::Any) {
+        if self.cors_origins.contains(&Origin::Any) {
             return None;
         }
         Some(

@@ -2,6 +2,7 @@
 //! viewers, live chat. See PROTOCOL.md for the wire contract.
 
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod shutdown;
 pub mod signaling;

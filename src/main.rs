@@ -5,6 +5,13 @@ use broadcast_server::config::Config;
 #[tokio::main]
 async fn main() {
     let config = Config::parse();
+    if config.healthcheck {
+        if let Err(e) = broadcast_server::healthcheck::probe(&config) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     broadcast_server::telemetry::init(config.log_format);
     if let Err(e) = broadcast_server::run(config).await {
         tracing::error!("{e}");

@@ -166,3 +166,16 @@ async fn graceful_shutdown_closes_sockets_and_stops() {
         async { reqwest::get(format!("{url}/healthz")).await?.json().await }.await;
     assert!(after.is_err(), "no longer serving");
 }
+
+#[tokio::test]
+async fn healthcheck_probe_sees_a_running_server() {
+    use clap::Parser;
+    let app = spawn_app(&[]).await;
+    let port = app.server.local_addr.port().to_string();
+    let config =
+        broadcast_server::config::Config::try_parse_from(["broadcast-server", "--port", &port])
+            .unwrap();
+    let probe = tokio::task::spawn_blocking(move || broadcast_server::healthcheck::probe(&config));
+    assert_eq!(probe.await.unwrap(), Ok(()));
+    drop(app);
+}

@@ -280,7 +280,7 @@ pub fn disconnect(ctx: &Ctx, reason: DisconnectReason) {
     }
     for left in &departure.left {
         ctx.send(
-            &[left.broadcaster.clone()],
+            std::slice::from_ref(&left.broadcaster),
             "viewer_count",
             &ViewerCount {
                 channel_id: &left.channel_id,

@@ -344,3 +344,27 @@ def test_core_error_texts(world):
     stranger.emit("stop_broadcast", {"channel_id": "nope-404"})
     stranger.expect_error("Channel not found or expired")
     assert_quiet(broadcaster, viewer, stranger)
+
+
+@pytest.mark.parametrize("transport", ["default", "websocket", "polling"])
+def test_transport_settings_and_large_messages(world, transport):
+    """Ping 25 s / 20 s as before, and a ~930 kB message inside the 1,000,000-byte bound is
+    refused by content (relay_error), not by dropping the connection."""
+    world.start()
+    channel = channel_id("big")
+    broadcaster = world.peer("broadcaster", "websocket")
+    broadcaster.emit("join_as_broadcaster", {"channel_id": channel})
+    broadcaster.expect("broadcaster_ready", {"id": broadcaster.id, "channel_id": channel})
+    viewer = world.peer("viewer", transport)
+    assert (viewer.sio.eio.ping_interval, viewer.sio.eio.ping_timeout) == (25.0, 20.0)
+    viewer.emit("join_as_viewer", {"channel_id": channel})
+    viewer.expect("broadcaster_available", {"broadcaster_id": broadcaster.id, "channel_id": channel})
+
+    huge_sdp = {"type": "offer", "sdp": "v=0\r\n" + "a=x-filler:0123456789abcdef\r\n" * 30_000}
+    viewer.emit("offer", {"target": broadcaster.id, "sdp": huge_sdp})
+    viewer.expect_relay_error("offer")
+    assert_quiet(broadcaster, viewer)
+
+    viewer.emit("offer", {"target": broadcaster.id, "sdp": VIEWER_OFFER})
+    broadcaster.expect("offer", {"sdp": VIEWER_OFFER, "sender": viewer.id})
+    assert_quiet(broadcaster, viewer)

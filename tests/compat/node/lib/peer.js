@@ -66,6 +66,8 @@ export class Peer {
     this.transports = [];
     this.closedByTest = false;
     this.disconnectReason = null;
+    /** The Engine.IO handshake (`sid`, `upgrades`, `pingInterval`, `pingTimeout`, `maxPayload`). */
+    this.handshake = null;
     this.socket = client.io(url, {
       autoConnect: false,
       forceNew: true,
@@ -86,6 +88,9 @@ export class Peer {
     });
     this.socket.connect();
     const engine = this.socket.io.engine;
+    engine.once('handshake', (data) => {
+      this.handshake = data;
+    });
     this.transports.push(engine.transport.name);
     engine.on('upgrade', (transport) => this.transports.push(transport.name));
     await connected;

@@ -106,7 +106,7 @@ for (const client of CLIENTS) {
 
       // Room frees up when a broadcaster leaves.
       owners[1].close();
-      await sleep(200);
+      await sleep(500);
       const freed = channelId('cap4');
       late.emit('join_as_broadcaster', { channel_id: freed });
       await late.expect('broadcaster_ready', { id: late.id, channel_id: freed });

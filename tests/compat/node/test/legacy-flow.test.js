@@ -234,11 +234,54 @@ for (const client of CLIENTS) {
       assert.ok(list.channels[1].created_at <= list.channels[2].created_at);
 
       broadcasters[1].close();
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await new Promise((resolve) => setTimeout(resolve, 500));
       viewer.emit('join_as_viewer', {});
       const after = await viewer.one('channel_list');
       assert.deepEqual(after.channels.map((c) => c.id), [ids[0], ids[2]]);
       await assertQuiet(viewer, ...broadcasters);
+    });
+
+    it('keeps chat, stop and disconnect news within their own channel', async (t) => {
+      const { peer } = await world(t, client);
+      const rooms = [];
+      for (const name of ['room-a', 'room-b']) {
+        const channel = channelId(name);
+        const broadcaster = await peer(`broadcaster of ${name}`, 'websocket');
+        broadcaster.emit('join_as_broadcaster', { channel_id: channel });
+        await broadcaster.expect('broadcaster_ready', { id: broadcaster.id, channel_id: channel });
+        const viewer = await peer(`viewer of ${name}`, 'default');
+        viewer.emit('join_as_viewer', { channel_id: channel });
+        await viewer.expect('broadcaster_available', { broadcaster_id: broadcaster.id, channel_id: channel });
+        rooms.push({ channel, broadcaster, viewer });
+      }
+      const [a, b] = rooms;
+      const everyone = [a.broadcaster, a.viewer, b.broadcaster, b.viewer];
+
+      a.viewer.emit('send_message', { channel_id: a.channel, message: 'only for room a' });
+      for (const p of [a.broadcaster, a.viewer]) {
+        assertNewMessage(await p.one('new_message'), {
+          senderId: `Viewer-${a.viewer.id.slice(0, 8)}`,
+          message: 'only for room a',
+        });
+      }
+      // A viewer of room b cannot post into room a.
+      b.viewer.emit('send_message', { channel_id: a.channel, message: 'sneaking in' });
+      await b.viewer.expectError('You must be a viewer in this channel to send messages');
+      await assertQuiet(...everyone);
+
+      a.broadcaster.emit('stop_broadcast', { channel_id: a.channel });
+      await a.viewer.expect('broadcaster_stopped', { channel_id: a.channel });
+      await assertQuiet(...everyone);
+
+      a.broadcaster.close();
+      const args = await a.viewer.next('broadcaster_disconnected');
+      assert.ok(args.length === 0 || (args.length === 1 && args[0] === null));
+      await assertQuiet(...everyone);
+
+      // Room b carries on.
+      b.viewer.emit('offer', { target: b.broadcaster.id, sdp: VIEWER_OFFER });
+      await b.broadcaster.expect('offer', { sdp: VIEWER_OFFER, sender: b.viewer.id });
+      await assertQuiet(...everyone);
     });
 
     it('keeps the channel and tells no one when a viewer leaves', async (t) => {
@@ -255,7 +298,7 @@ for (const client of CLIENTS) {
       }
       const leftId = leaving.id;
       leaving.close();
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await new Promise((resolve) => setTimeout(resolve, 500));
 
       // The one who left is no longer reachable; the one who stayed still is.
       broadcaster.emit('answer', { target: leftId, sdp: BROADCASTER_ANSWER });

