@@ -19,9 +19,9 @@
   /** Older chat lines are dropped past this, so a long session does not grow without bound. */
   const CHAT_LOG_LIMIT = 500;
   /** How often the viewer's channel list is fetched again while the page is visible. */
-  const CHANNEL_LIST_REFRESH_MS = 10_000;
+  const CHANNEL_LIST_REFRESH_MS = 10000;
   /** How often the displayed channel ages tick between fetches. */
-  const AGE_TICK_MS = 1_000;
+  const AGE_TICK_MS = 1000;
   /** Failed reconnect attempts after which "reconnecting" becomes "unreachable". */
   const UNREACHABLE_AFTER_ATTEMPTS = 3;
   /**
@@ -29,18 +29,18 @@
    * that socket is gone (ping interval 25 s + timeout 20 s), so "already has a broadcaster" is
    * retried for a little longer than that.
    */
-  const REJOIN_RETRY_MS = 3_000;
+  const REJOIN_RETRY_MS = 3000;
   const REJOIN_RETRY_LIMIT = 20;
   /**
    * A viewer whose broadcaster dropped keeps asking for the channel for a while, so it comes
    * back by itself when the broadcaster reconnects (their channel is recreated under the same id).
    */
-  const LEFT_POLL_MS = 5_000;
+  const LEFT_POLL_MS = 5000;
   const LEFT_POLL_LIMIT = 60;
   /** Delay before a viewer asks for a fresh negotiation after its peer connection failed. */
-  const PEER_RETRY_BASE_MS = 2_000;
-  const PEER_RETRY_MAX_MS = 30_000;
-  const NOTICE_MS = 6_000;
+  const PEER_RETRY_BASE_MS = 2000;
+  const PEER_RETRY_MAX_MS = 30000;
+  const NOTICE_MS = 6000;
 
   // ---------------------------------------------------------------------------------------------
   // Page-wide state
@@ -127,7 +127,7 @@
 
   function start() {
     markActiveMode();
-    const controller = { broadcaster: broadcasterMode, viewer: viewerMode, landing: landingMode }[mode];
+    const controller = currentController();
     controller.init();
     initChat();
     if (typeof window.io !== "function") {
@@ -223,7 +223,7 @@
     const isReconnect = app.everConnected;
     app.everConnected = true;
     app.reconnectAttempts = 0;
-    // `client_id` follows shortly; until then the Engine.IO-level id is the same value.
+    // `client_id` follows shortly with the same value the client already knows as `socket.id`.
     app.myId = app.socket.id;
     setConnection("connected");
     controller.onConnect(isReconnect);
@@ -264,7 +264,7 @@
     console.warn("Server error:", message);
     if (message.startsWith("Invalid message:")) return showChatError(message);
     if (message.startsWith("Invalid alias:")) return showAliasError(message);
-    if (app.lastRequest === "chat") return showChatError(message);
+    if (app.lastRequest === "chat") return onChatRefused(message);
     if (app.lastRequest === "alias") return showAliasError(message);
     return controller.onError(message, app.lastRequest);
   }
@@ -349,6 +349,8 @@
   const chat = {
     /** Last text sent, restored into the input if the server rejects it. */
     lastSent: "",
+    /** The server refused the broadcaster's message: only viewers may write. */
+    readOnly: false,
   };
 
   function initChat() {
@@ -366,8 +368,8 @@
   }
 
   function setChatEnabled(enabled) {
-    ui.chatInput.disabled = !enabled;
-    ui.chatSend.disabled = !enabled;
+    ui.chatInput.disabled = !enabled || chat.readOnly;
+    ui.chatSend.disabled = !enabled || chat.readOnly;
   }
 
   function charCount(text) {
@@ -392,6 +394,18 @@
     updateChatCount();
   }
 
+  function onChatRefused(message) {
+    showChatError(message);
+    if (mode === "broadcaster" && /must be a viewer/.test(message)) {
+      // This server lets only viewers write; keep the chat readable and say so.
+      chat.readOnly = true;
+      ui.chatInput.value = "";
+      ui.chatInput.placeholder = "Only viewers can write here";
+      setChatEnabled(false);
+      updateChatCount();
+    }
+  }
+
   function showChatError(text) {
     ui.chatError.textContent = text;
     if (text && !ui.chatInput.value && chat.lastSent) {
@@ -404,7 +418,10 @@
   function onNewMessage(payload) {
     if (!payload || typeof payload.message !== "string") return;
     const sender = typeof payload.sender_id === "string" ? payload.sender_id : "Someone";
-    appendChatMessage(sender, payload.message, payload.timestamp, sender === myChatName());
+    const isOwn = sender === myChatName();
+    // Our message came back: whatever went wrong before is over.
+    if (isOwn) ui.chatError.textContent = "";
+    appendChatMessage(sender, payload.message, payload.timestamp, isOwn);
   }
 
   /** The name the server attaches to our messages: our alias, or "Viewer-" + 8 chars of our id. */
@@ -486,6 +503,7 @@
     /** Retrying a join after our own reconnect; see REJOIN_RETRY_MS. */
     rejoinAttempts: 0,
     rejoinTimer: null,
+    viewerCount: 0,
   };
 
   const bui = {};
@@ -570,6 +588,7 @@
       bui.channelInput.disabled = broadcaster.ownsChannel || phase === "starting" || phase === "live";
       bui.copyBtn.disabled = !bui.viewerLink.value;
       bui.onAir.hidden = phase !== "live";
+      renderViewerCountLabel();
     },
   };
 
@@ -639,7 +658,7 @@
     if (!payload || typeof payload.channel_id !== "string") return;
     const channelId = payload.channel_id;
     if (!broadcaster.wantLive) {
-      // Stop was pressed while the join was in flight: honour it.
+      // A late reply to a join we no longer want: keep the channel, but do not go live unasked.
       broadcaster.ownsChannel = true;
       app.channelId = channelId;
       request("stop", "stop_broadcast", { channel_id: channelId });
@@ -721,8 +740,16 @@
   }
 
   function setViewerCount(count) {
+    broadcaster.viewerCount = count;
     bui.viewerCount.textContent = String(count);
-    bui.viewerCountLabel.textContent = count === 1 ? "viewer" : "viewers";
+    renderViewerCountLabel();
+  }
+
+  /** Viewers stay in a stopped channel, waiting; only a live one is being watched. */
+  function renderViewerCountLabel() {
+    const count = broadcaster.viewerCount;
+    const noun = count === 1 ? "viewer" : "viewers";
+    bui.viewerCountLabel.textContent = app.phase.state === "live" ? `${noun} watching` : `${noun} waiting`;
   }
 
   function stopBroadcast() {
@@ -743,7 +770,7 @@
     bui.viewerLink.value = "";
     setViewerCount(0);
     setChatEnabled(false);
-    setPhase("expired", `Channel ${payload.channel_id} expired after a long time without viewers. Press Start to go live again.`);
+    setPhase("expired", `Channel ${payload.channel_id} closed after a while without viewers. Press Start to go live again.`);
   }
 
   async function copyViewerLink() {
@@ -759,7 +786,7 @@
     }
     bui.viewerLink.focus();
     bui.viewerLink.select();
-    flashButton(bui.copyBtn, copied ? "Copied!" : "Press Ctrl+C");
+    flashButton(bui.copyBtn, copied ? "Copied!" : "Selected");
   }
 
   function flashButton(button, text) {
@@ -781,7 +808,10 @@
     /** In the channel as far as the server knows (between broadcaster_available and leaving). */
     joined: false,
     alias: null,
-    /** Socket id under which the alias was last stored; a reconnect needs it set again. */
+    /**
+     * Socket id under which the server stores our alias; null once that membership is gone
+     * (reconnect, channel removed), so the alias is sent again on the next join.
+     */
     aliasSocketId: null,
     peerRetries: 0,
     peerRetryTimer: null,
@@ -793,11 +823,18 @@
 
   const vui = {};
 
+  /** What the empty player says, by viewer state (the status line has the details). */
+  const PLAYER_PLACEHOLDER = {
+    waiting: "Waiting for video…",
+    stopped: "Stream paused",
+    "broadcaster-left": "The broadcaster left",
+  };
+
   const viewerMode = {
     init() {
       Object.assign(vui, {
         view: $("viewer-view"),
-        player: $("player"),
+        picker: $("channel-picker"),
         video: $("remote-video"),
         placeholder: $("remote-placeholder"),
         unmuteBtn: $("unmute-btn"),
@@ -814,7 +851,7 @@
         aliasInput: $("alias-input"),
         aliasCancel: $("alias-cancel"),
       });
-      vui.view.hidden = false;
+      vui.picker.hidden = false;
       vui.aliasArea.hidden = false;
       const channel = (params.get("channel") || "").trim();
       vui.channelInput.value = channel || "";
@@ -862,13 +899,13 @@
         renderStatus();
         return;
       }
-      // First visit with &channel=, or our reconnect: the server forgot our old socket, so
-      // join again; broadcaster_available then starts a fresh negotiation.
       if (isReconnect && app.phase.state === "broadcaster-left") {
         pollForReturningBroadcaster();
         return;
       }
-      joinChannel(app.channelId);
+      // First visit with &channel=, or our reconnect: the server forgot our old socket, so
+      // join again; broadcaster_available then starts a fresh negotiation.
+      joinChannel(app.channelId, isReconnect ? "rejoin" : "join");
     },
 
     onClientId() {
@@ -879,6 +916,14 @@
       const notFound = /not found or expired/.test(message);
       if (notFound && app.phase.state === "broadcaster-left" && lastRequest === "poll") {
         // Still gone; keep waiting quietly.
+        return;
+      }
+      if (notFound && lastRequest === "rejoin") {
+        // After our own reconnect the broadcaster may simply not be back yet (e.g. the server
+        // restarted); wait for it as if it had left.
+        leaveChannel();
+        setPhase("broadcaster-left", "The broadcast is gone for now. This page reconnects if it comes back.");
+        pollForReturningBroadcaster();
         return;
       }
       if (notFound && (lastRequest === "join" || lastRequest === "poll")) {
@@ -893,7 +938,8 @@
     render() {
       const inChannel = Boolean(app.channelId) &&
         ["waiting", "live", "stopped", "broadcaster-left"].includes(app.phase.state);
-      vui.player.hidden = !inChannel;
+      vui.view.hidden = !inChannel;
+      vui.placeholder.textContent = PLAYER_PLACEHOLDER[app.phase.state] || PLAYER_PLACEHOLDER.waiting;
       showChat(inChannel || viewer.joined);
       setChatEnabled(viewer.joined && app.connection === "connected");
       vui.aliasBtn.disabled = !(viewer.joined && app.connection === "connected");
@@ -915,10 +961,10 @@
     return `/?viewer=true&channel=${encodeURIComponent(channelId)}`;
   }
 
-  function joinChannel(channelId) {
+  function joinChannel(channelId, kind = "join") {
     app.channelId = channelId;
     setPhase("waiting", `Joining channel ${channelId}…`);
-    request("join", "join_as_viewer", { channel_id: channelId });
+    request(kind, "join_as_viewer", { channel_id: channelId });
   }
 
   function leaveChannel() {
@@ -928,6 +974,8 @@
     clearRemoteVideo();
     viewer.joined = false;
     viewer.broadcasterId = null;
+    viewer.aliasSocketId = null;
+    showChatError("");
   }
 
   function onBroadcasterAvailable(payload) {
@@ -951,6 +999,7 @@
     const stream = new MediaStream();
     pc.ontrack = ({ track }) => {
       stream.addTrack(track);
+      vui.unmuteBtn.hidden = false;
       if (vui.video.srcObject !== stream) vui.video.srcObject = stream;
       vui.video.play().catch(() => {
         // Autoplay with sound can be refused; the video starts muted, so this is rare.
@@ -1021,6 +1070,7 @@
   function clearRemoteVideo() {
     vui.video.srcObject = null;
     vui.placeholder.hidden = false;
+    vui.unmuteBtn.hidden = true;
   }
 
   function toggleMute() {
@@ -1039,11 +1089,8 @@
   }
 
   function onBroadcasterDisconnected() {
-    clearTimeout(viewer.peerRetryTimer);
-    closeAllPeers();
-    clearRemoteVideo();
-    viewer.joined = false;
-    viewer.broadcasterId = null;
+    // The server removed the channel, and our membership (and alias) with it.
+    leaveChannel();
     setPhase("broadcaster-left", "Broadcaster left the channel. This page reconnects if they come back.");
     requestChannelList();
     pollForReturningBroadcaster();

@@ -14,7 +14,6 @@ async fn main() {
     }
     broadcast_server::telemetry::init(config.log_format);
     if let Err(e) = broadcast_server::run(config).await {
-        tracing::error!("{e}");
         eprintln!("error: {e}");
         std::process::exit(1);
     }

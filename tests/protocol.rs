@@ -323,6 +323,16 @@ async fn stop_broadcast_rules_and_channel_stays() {
     b.assert_silent().await;
     assert_eq!(app.health().await["channels"], 1);
 
+    // Someone joining while stopped is told right away, after the usual answer.
+    let mut late = app.client().await;
+    late.emit("join_as_viewer", json!({"channel_id": "stopme"}));
+    late.expect("broadcaster_available").await;
+    assert_eq!(
+        late.expect("broadcaster_stopped").await,
+        json!({"channel_id": "stopme"})
+    );
+    b.expect("viewer_count").await;
+
     // The owner goes live again with force; the waiting viewer is told.
     b.emit(
         "join_as_broadcaster",
@@ -336,6 +346,7 @@ async fn stop_broadcast_rules_and_channel_stays() {
         v.expect("broadcaster_available").await,
         json!({"broadcaster_id": b.sid, "channel_id": "stopme"})
     );
+    late.expect("broadcaster_available").await;
 }
 
 #[tokio::test]

@@ -72,6 +72,8 @@ struct Channel {
     last_activity_unix: f64,
     /// Viewer socket id → alias (if set).
     viewers: HashMap<SocketId, Option<Arc<str>>>,
+    /// Between `stop_broadcast` and going live again: viewers who join meanwhile are told.
+    stopped: bool,
 }
 
 impl Channel {
@@ -116,6 +118,8 @@ pub struct BroadcastStarted {
 pub struct ViewerJoined {
     pub broadcaster: SocketId,
     pub viewer_count: usize,
+    /// The broadcaster stopped and has not gone live again yet.
+    pub stopped: bool,
 }
 
 /// Who must hear about a chat message, and under which name.
@@ -201,6 +205,7 @@ impl Registry {
         if let Some(channel) = state.channels.get_mut(&channel_id) {
             if force && channel.broadcaster == *sid {
                 channel.touch(now);
+                channel.stopped = false;
                 return Ok(BroadcastStarted {
                     channel_id,
                     waiting_viewers: channel.viewers.keys().cloned().collect(),
@@ -221,6 +226,7 @@ impl Registry {
                 last_activity: now,
                 last_activity_unix: unix,
                 viewers: HashMap::new(),
+                stopped: false,
             },
         );
         state
@@ -275,6 +281,7 @@ impl Registry {
         let joined = ViewerJoined {
             broadcaster: channel.broadcaster.clone(),
             viewer_count: channel.viewers.len(),
+            stopped: channel.stopped,
         };
         let key = channel.id.clone();
         state
@@ -378,6 +385,7 @@ impl Registry {
             return Err(ChannelError::NotTheBroadcaster);
         }
         channel.touch(now);
+        channel.stopped = true;
         Ok(channel.viewers.keys().cloned().collect())
     }
 
@@ -547,9 +555,13 @@ mod tests {
         let b = sid("b");
         r.join_as_broadcaster(&b, Some("room"), false).unwrap();
         r.join_as_viewer(&sid("v"), "room").unwrap();
+        assert!(!r.join_as_viewer(&sid("v"), "room").unwrap().stopped);
         assert_eq!(r.stop_broadcast(&b, "room").unwrap(), vec![sid("v")]);
-        let again = r.join_as_broadcaster(&b, Some("room"), true).unwrap();
-        assert_eq!(again.waiting_viewers, vec![sid("v")]);
+        assert!(r.join_as_viewer(&sid("late"), "room").unwrap().stopped);
+        let mut again = r.join_as_broadcaster(&b, Some("room"), true).unwrap();
+        again.waiting_viewers.sort();
+        assert_eq!(again.waiting_viewers, vec![sid("late"), sid("v")]);
+        assert!(!r.join_as_viewer(&sid("later"), "room").unwrap().stopped);
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub fn join_as_broadcaster(ctx: &Ctx, payload: Option<&RawValue>) {
         .join_as_broadcaster(&ctx.sid, request.channel_id.as_deref(), force)
     {
         Ok(started) => {
-            tracing::info!(channel = %started.channel_id, "broadcaster ready");
+            tracing::info!(sid = %ctx.sid, channel = %started.channel_id, "broadcaster ready");
             ctx.reply(
                 "broadcaster_ready",
                 &BroadcasterReady {
@@ -130,7 +130,7 @@ pub fn join_as_viewer(ctx: &Ctx, payload: Option<&RawValue>) {
     };
     match ctx.registry.join_as_viewer(&ctx.sid, &channel_id) {
         Ok(joined) => {
-            tracing::info!(channel = %channel_id, "viewer joined");
+            tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer joined");
             ctx.reply(
                 "broadcaster_available",
                 &BroadcasterAvailable {
@@ -138,6 +138,14 @@ pub fn join_as_viewer(ctx: &Ctx, payload: Option<&RawValue>) {
                     channel_id: &channel_id,
                 },
             );
+            if joined.stopped {
+                ctx.reply(
+                    "broadcaster_stopped",
+                    &ChannelRef {
+                        channel_id: &channel_id,
+                    },
+                );
+            }
             ctx.send(
                 &[joined.broadcaster],
                 "viewer_count",
@@ -253,7 +261,7 @@ pub fn stop_broadcast(ctx: &Ctx, payload: Option<&RawValue>) {
     let channel_id = request.channel_id.unwrap_or_default();
     match ctx.registry.stop_broadcast(&ctx.sid, &channel_id) {
         Ok(viewers) => {
-            tracing::info!(channel = %channel_id, viewers = viewers.len(), "broadcast stopped");
+            tracing::info!(sid = %ctx.sid, channel = %channel_id, viewers = viewers.len(), "broadcast stopped");
             ctx.send(
                 &viewers,
                 "broadcaster_stopped",
@@ -275,7 +283,7 @@ pub fn disconnect(ctx: &Ctx, reason: DisconnectReason) {
         "disconnected"
     );
     for closed in &departure.closed {
-        tracing::info!(channel = %closed.channel_id, viewers = closed.viewers.len(), "channel closed: broadcaster left");
+        tracing::info!(sid = %ctx.sid, channel = %closed.channel_id, viewers = closed.viewers.len(), "channel closed: broadcaster left");
         ctx.send(&closed.viewers, "broadcaster_disconnected", &());
     }
     for left in &departure.left {
