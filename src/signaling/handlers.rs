@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use socketioxide::BroadcastError;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
+use validator::Validate;
 
 use super::Signaling;
 use super::channels::{Activity, Registry, SocketId, unix_now};
@@ -51,6 +53,17 @@ impl<'a> Ctx<'a> {
         deliver(self.socket.within(rooms).emit(event, data), event);
     }
 
+    /// Decodes and validates a payload, answering `error` with the event's prefix when invalid.
+    fn decode<T: DeserializeOwned + Validate>(
+        &self,
+        payload: Option<&RawValue>,
+        prefix: ErrorPrefix,
+    ) -> Option<T> {
+        payloads::decode(payload, prefix)
+            .map_err(|e| self.error(e))
+            .ok()
+    }
+
     /// The one place domain errors become the protocol's `error` event.
     fn error(&self, message: impl ToString) {
         let message = message.to_string();
@@ -87,10 +100,9 @@ pub fn connect(socket: &SocketRef) {
 }
 
 pub fn join_as_broadcaster(ctx: &Ctx, payload: Option<&RawValue>) {
-    let request = match payloads::decode::<payloads::JoinAsBroadcaster>(payload, ErrorPrefix::Data)
-    {
-        Ok(r) => r,
-        Err(e) => return ctx.error(e),
+    let Some(request) = ctx.decode::<payloads::JoinAsBroadcaster>(payload, ErrorPrefix::Data)
+    else {
+        return;
     };
     let force = request.force.unwrap_or(false);
     match ctx
@@ -120,9 +132,8 @@ pub fn join_as_broadcaster(ctx: &Ctx, payload: Option<&RawValue>) {
 }
 
 pub fn join_as_viewer(ctx: &Ctx, payload: Option<&RawValue>) {
-    let request = match payloads::decode::<payloads::JoinAsViewer>(payload, ErrorPrefix::Data) {
-        Ok(r) => r,
-        Err(e) => return ctx.error(e),
+    let Some(request) = ctx.decode::<payloads::JoinAsViewer>(payload, ErrorPrefix::Data) else {
+        return;
     };
     let Some(channel_id) = request.channel_id else {
         let channels = ctx.registry.list();
@@ -210,9 +221,8 @@ pub fn relay(ctx: &Ctx, payload: Option<&RawValue>, kind: RelayKind) {
 }
 
 pub fn set_alias(ctx: &Ctx, payload: Option<&RawValue>) {
-    let request = match payloads::decode::<payloads::SetAlias>(payload, ErrorPrefix::Alias) {
-        Ok(r) => r,
-        Err(e) => return ctx.error(e),
+    let Some(request) = ctx.decode::<payloads::SetAlias>(payload, ErrorPrefix::Alias) else {
+        return;
     };
     let (channel_id, alias) = (
         request.channel_id.unwrap_or_default(),
@@ -231,9 +241,8 @@ pub fn set_alias(ctx: &Ctx, payload: Option<&RawValue>) {
 }
 
 pub fn send_message(ctx: &Ctx, payload: Option<&RawValue>) {
-    let request = match payloads::decode::<payloads::SendMessage>(payload, ErrorPrefix::Message) {
-        Ok(r) => r,
-        Err(e) => return ctx.error(e),
+    let Some(request) = ctx.decode::<payloads::SendMessage>(payload, ErrorPrefix::Message) else {
+        return;
     };
     let (channel_id, message) = (
         request.channel_id.unwrap_or_default(),
@@ -254,9 +263,8 @@ pub fn send_message(ctx: &Ctx, payload: Option<&RawValue>) {
 }
 
 pub fn stop_broadcast(ctx: &Ctx, payload: Option<&RawValue>) {
-    let request = match payloads::decode::<payloads::StopBroadcast>(payload, ErrorPrefix::Data) {
-        Ok(r) => r,
-        Err(e) => return ctx.error(e),
+    let Some(request) = ctx.decode::<payloads::StopBroadcast>(payload, ErrorPrefix::Data) else {
+        return;
     };
     let channel_id = request.channel_id.unwrap_or_default();
     match ctx.registry.stop_broadcast(&ctx.sid, &channel_id) {
