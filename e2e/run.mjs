@@ -51,6 +51,10 @@ async function runOne(scenario) {
     s.assertClean();
   } catch (err) {
     error = err;
+    // An uncaught page error usually is the cause of whatever timed out after it.
+    if (s.pageErrors.length) {
+      error = new Error(`${err.message}\npage errors:\n  ${s.pageErrors.join('\n  ')}`);
+    }
   }
   // Screenshots, browser and server go away whatever happened above.
   const problems = await s.finish();

@@ -241,8 +241,8 @@ export const scenarios = [
       const viewers = await Promise.all([1, 2].map((i) => watch(s, `viewer-${i}`, link)));
       await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
 
-      await broadcaster.page.click('#stop-btn');
       const since = Date.now();
+      await broadcaster.page.click('#stop-btn');
       const noticed = await allNotice(viewers, 'stopped', since);
       await broadcaster.waitForState('stopped', 5_000);
       await Promise.all(viewers.map((v) => v.screenshot('stopped')));
@@ -274,8 +274,8 @@ export const scenarios = [
       await entry.waitFor({ state: 'visible', timeout: 5_000 });
 
       await broadcaster.screenshot('before-leaving');
-      await broadcaster.page.close();
       const since = Date.now();
+      await broadcaster.page.close();
       const noticed = await allNotice(viewers, 'broadcaster-left', since);
       for (const v of viewers) {
         const { text } = await v.status();

@@ -18,18 +18,18 @@ use crate::report::{Errors, Latency, Report};
 use crate::sio::{Conn, Target};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct ChurnArgs {
+pub(crate) struct ChurnArgs {
     /// Viewer slots cycling at the same time.
-    pub viewers: usize,
+    pub(crate) viewers: usize,
     /// Length of each phase.
     #[arg(long, default_value_t = 15)]
-    pub secs: u64,
+    pub(crate) secs: u64,
     /// Number of phases (at least 2 to tell a leak from allocator retention).
     #[arg(long, default_value_t = 2)]
-    pub phases: usize,
+    pub(crate) phases: usize,
     /// Phase-to-phase memory growth tolerated, in KiB, on top of 5% of the server's RSS.
     #[arg(long, default_value_t = 4096)]
-    pub tolerance_kib: u64,
+    pub(crate) tolerance_kib: u64,
 }
 
 /// One slot: cycle until `until`, return the join latencies.
@@ -83,7 +83,7 @@ async fn quiet_rss(ctx: &Ctx, errors: &Errors) -> Option<f64> {
     ctx.rss_kib()
 }
 
-pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Report {
+pub(crate) async fn run(ctx: &Ctx, args: &ChurnArgs) -> Report {
     let mut report = Report::new("churn", &ctx.label);
     report.param("viewers", args.viewers);
     report.param("secs_per_phase", args.secs);
@@ -110,6 +110,7 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Report {
     let cycles = Arc::new(AtomicU64::new(0));
     let mut latency = Latency::default();
     let mut rss_phases = Vec::new();
+    let drops_before = probe::listen_drops();
     let started = Instant::now();
     for _ in 0..args.phases.max(1) {
         let until = Instant::now() + Duration::from_secs(args.secs);
@@ -155,6 +156,13 @@ pub async fn run(ctx: &Ctx, args: &ChurnArgs) -> Report {
     report.figure("cycles_per_s", total as f64 / churn_time.max(1e-9));
     report.figure("join_p50_ms", latency.ms(0.50));
     report.figure("join_p99_ms", latency.ms(0.99));
+    report.figure("join_max_ms", latency.max_ms());
+    report.figure(
+        "listen_drops",
+        drops_before
+            .zip(probe::listen_drops())
+            .map(|(a, b)| (b - a) as f64),
+    );
     report.figure("rss_before_kib", rss_before);
     for (i, rss) in rss_phases.iter().enumerate() {
         report.figure(&format!("rss_after_phase{}_kib", i + 1), *rss);

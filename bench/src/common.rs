@@ -13,26 +13,31 @@ use crate::report::Errors;
 use crate::sio::{Conn, Target};
 
 /// The server under test and where results go.
-pub struct Ctx {
-    pub target: Arc<Target>,
+pub(crate) struct Ctx {
+    pub(crate) target: Arc<Target>,
     /// The server's process id, for memory and CPU figures from `/proc`.
-    pub pid: Option<u32>,
-    pub label: String,
-    pub json_out: Option<PathBuf>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) label: String,
+    pub(crate) json_out: Option<PathBuf>,
 }
 
 impl Ctx {
-    pub fn rss_kib(&self) -> Option<f64> {
+    pub(crate) fn rss_kib(&self) -> Option<f64> {
         self.pid.and_then(probe::rss_kib).map(|v| v as f64)
     }
 
-    pub fn cpu_secs(&self) -> Option<f64> {
+    pub(crate) fn cpu_secs(&self) -> Option<f64> {
         self.pid.and_then(probe::cpu_secs)
+    }
+
+    /// CPU time of the generator itself: shows when it, not the server, is the bottleneck.
+    pub(crate) fn own_cpu_secs(&self) -> Option<f64> {
+        probe::cpu_secs(std::process::id())
     }
 }
 
 /// A channel id unique to this run: `[a-z0-9-]`, at most 20 characters.
-pub fn channel_name(prefix: &str) -> String {
+pub(crate) fn channel_name(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -47,7 +52,11 @@ pub fn channel_name(prefix: &str) -> String {
 }
 
 /// Connects the broadcaster of a new channel; returns it once `broadcaster_ready` arrives.
-pub async fn broadcaster(ctx: &Ctx, channel: &str, deadline: Instant) -> Result<Conn, String> {
+pub(crate) async fn broadcaster(
+    ctx: &Ctx,
+    channel: &str,
+    deadline: Instant,
+) -> Result<Conn, String> {
     let mut conn = Conn::connect(&ctx.target, 0, deadline).await?;
     conn.emit("join_as_broadcaster", &json!({ "channel_id": channel }));
     conn.expect("broadcaster_ready", deadline).await?;
@@ -56,7 +65,7 @@ pub async fn broadcaster(ctx: &Ctx, channel: &str, deadline: Instant) -> Result<
 
 /// Connects `n` viewers with at most `concurrency` handshakes in flight; each joins `channel`
 /// (when given) and waits for `broadcaster_available`. Failures are counted in `errors`.
-pub async fn viewers(
+pub(crate) async fn viewers(
     ctx: &Ctx,
     n: usize,
     channel: Option<&str>,
@@ -95,7 +104,7 @@ pub async fn viewers(
 
 /// Waits until the server reports no socket and no channel (up to `limit`), so one scenario
 /// does not measure the leftovers of the previous one. Returns the last counts seen.
-pub async fn settle(ctx: &Ctx, limit: Duration) -> Result<probe::Health, String> {
+pub(crate) async fn settle(ctx: &Ctx, limit: Duration) -> Result<probe::Health, String> {
     probe::wait_health(ctx.target.addr, limit, |h| {
         h.sockets == 0 && h.channels == 0
     })

@@ -11,18 +11,18 @@ use crate::probe;
 use crate::report::{Errors, Report};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct IdleArgs {
+pub(crate) struct IdleArgs {
     /// Number of sockets.
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// How long to hold them once all are connected.
     #[arg(long, default_value_t = 30)]
-    pub hold_secs: u64,
+    pub(crate) hold_secs: u64,
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 200)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 }
 
-pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Report {
+pub(crate) async fn run(ctx: &Ctx, args: &IdleArgs) -> Report {
     let mut report = Report::new("idle", &ctx.label);
     report.param("connections", args.connections);
     report.param("hold_secs", args.hold_secs);
@@ -42,6 +42,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Report {
 
     let rss_before = ctx.rss_kib();
     let own_before = probe::own_rss_kib();
+    let drops_before = probe::listen_drops();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(300);
     let conns = common::viewers(
@@ -54,6 +55,9 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Report {
     )
     .await;
     let connect_time = start.elapsed();
+    let drops = drops_before
+        .zip(probe::listen_drops())
+        .map(|(a, b)| (b - a) as f64);
     let connected = conns.len();
     let dropped = Arc::new(AtomicUsize::new(0));
     let held: Vec<_> = conns.into_iter().map(|c| c.hold(dropped.clone())).collect();
@@ -88,6 +92,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Report {
         "connect_per_s",
         connected as f64 / connect_time.as_secs_f64().max(1e-9),
     );
+    report.figure("listen_drops", drops);
     report.figure("rss_before_kib", rss_before);
     report.figure("rss_held_kib", rss_held);
     report.figure("rss_per_conn_bytes", per_conn(rss_before, rss_held));

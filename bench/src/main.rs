@@ -164,10 +164,12 @@ async fn run(ctx: &Ctx, command: Command) -> bool {
                 messages: a.fanout_messages,
                 rates: a.fanout_rates.clone(),
                 start_deliveries: 20_000.0,
-                max_steps: 8,
+                max_steps: 12,
+                min_step_secs: 3.0,
                 drain_secs: 5,
                 slo_p99_ms: 1000.0,
                 msg_chars: 64,
+                refine: 2,
                 concurrency: 200,
             };
             ok &= emit(fanout::run(ctx, &fanout).await);

@@ -12,12 +12,12 @@ use tokio::net::TcpStream;
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 /// Resident set size in KiB (`VmRSS` of `/proc/PID/status`).
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     status_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// The benchmark's own resident set size in KiB.
-pub fn own_rss_kib() -> Option<u64> {
+pub(crate) fn own_rss_kib() -> Option<u64> {
     status_field("/proc/self/status", "VmRSS:")
 }
 
@@ -31,7 +31,7 @@ fn status_field(path: &str, field: &str) -> Option<u64> {
 }
 
 /// User + system CPU time of the process, in seconds.
-pub fn cpu_secs(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which may itself contain spaces and parentheses.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -42,7 +42,7 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
 }
 
 /// The soft limit on open files of this process.
-pub fn open_files_limit() -> Option<u64> {
+pub(crate) fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     limits
         .lines()
@@ -53,13 +53,13 @@ pub fn open_files_limit() -> Option<u64> {
 
 /// Counts reported by `GET /healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Health {
-    pub channels: u64,
-    pub sockets: u64,
+pub(crate) struct Health {
+    pub(crate) channels: u64,
+    pub(crate) sockets: u64,
 }
 
 /// One `GET /healthz` over a fresh HTTP/1.1 connection.
-pub async fn healthz(addr: SocketAddr) -> Result<Health, String> {
+pub(crate) async fn healthz(addr: SocketAddr) -> Result<Health, String> {
     let fetch = async {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -103,7 +103,7 @@ pub async fn healthz(addr: SocketAddr) -> Result<Health, String> {
 }
 
 /// Polls `/healthz` until `done` holds or `limit` passes; returns the last answer.
-pub async fn wait_health(
+pub(crate) async fn wait_health(
     addr: SocketAddr,
     limit: Duration,
     done: impl Fn(Health) -> bool,
@@ -116,4 +116,18 @@ pub async fn wait_health(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The host's count of connection attempts dropped at a full listen queue (`ListenDrops` of
+/// `/proc/net/netstat`): each one costs a client a SYN retransmission, one second or more.
+pub(crate) fn listen_drops() -> Option<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenDrops")
+        .and_then(|(_, v)| v.parse().ok())
 }

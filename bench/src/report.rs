@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
 /// Latencies in microseconds, 1 µs to 10 min, 3 significant digits.
-pub struct Latency {
+pub(crate) struct Latency {
     hist: Histogram<u64>,
 }
 
@@ -25,34 +25,34 @@ impl Default for Latency {
 }
 
 impl Latency {
-    pub fn record(&mut self, d: Duration) {
+    pub(crate) fn record(&mut self, d: Duration) {
         let us = (d.as_micros() as u64).clamp(1, 600_000_000);
         // In bounds by the clamp above.
         let _ = self.hist.record(us);
     }
 
-    pub fn merge(&mut self, other: &Latency) {
+    pub(crate) fn merge(&mut self, other: &Latency) {
         let _ = self.hist.add(&other.hist);
     }
 
     /// The `q` quantile (0..=1) in milliseconds, or `None` when empty.
-    pub fn ms(&self, q: f64) -> Option<f64> {
-        (self.hist.len() > 0).then(|| self.hist.value_at_quantile(q) as f64 / 1000.0)
+    pub(crate) fn ms(&self, q: f64) -> Option<f64> {
+        (!self.hist.is_empty()).then(|| self.hist.value_at_quantile(q) as f64 / 1000.0)
     }
 
-    pub fn max_ms(&self) -> Option<f64> {
-        (self.hist.len() > 0).then(|| self.hist.max() as f64 / 1000.0)
+    pub(crate) fn max_ms(&self) -> Option<f64> {
+        (!self.hist.is_empty()).then(|| self.hist.max() as f64 / 1000.0)
     }
 }
 
 /// Errors of a scenario: how many, and the first few distinct messages.
 #[derive(Default)]
-pub struct Errors {
+pub(crate) struct Errors {
     inner: Mutex<(u64, Vec<String>)>,
 }
 
 impl Errors {
-    pub fn add(&self, message: impl Into<String>) {
+    pub(crate) fn add(&self, message: impl Into<String>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.0 += 1;
         let message = message.into();
@@ -61,11 +61,11 @@ impl Errors {
         }
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
-    pub fn samples(&self) -> Vec<String> {
+    pub(crate) fn samples(&self) -> Vec<String> {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -75,17 +75,17 @@ impl Errors {
 }
 
 /// What one scenario measured against one server.
-pub struct Report {
+pub(crate) struct Report {
     scenario: &'static str,
     label: String,
     params: Map<String, Value>,
     figures: Vec<(String, Option<f64>)>,
     notes: Vec<String>,
-    pub ok: bool,
+    pub(crate) ok: bool,
 }
 
 impl Report {
-    pub fn new(scenario: &'static str, label: &str) -> Self {
+    pub(crate) fn new(scenario: &'static str, label: &str) -> Self {
         Self {
             scenario,
             label: label.to_owned(),
@@ -96,25 +96,25 @@ impl Report {
         }
     }
 
-    pub fn param(&mut self, name: &str, value: impl Into<Value>) {
+    pub(crate) fn param(&mut self, name: &str, value: impl Into<Value>) {
         self.params.insert(name.to_owned(), value.into());
     }
 
-    pub fn figure(&mut self, name: &str, value: impl Into<Option<f64>>) {
+    pub(crate) fn figure(&mut self, name: &str, value: impl Into<Option<f64>>) {
         self.figures.push((name.to_owned(), value.into()));
     }
 
-    pub fn note(&mut self, note: impl Into<String>) {
+    pub(crate) fn note(&mut self, note: impl Into<String>) {
         self.notes.push(note.into());
     }
 
     /// Marks the scenario failed, with the reason.
-    pub fn fail(&mut self, reason: impl Into<String>) {
+    pub(crate) fn fail(&mut self, reason: impl Into<String>) {
         self.ok = false;
         self.notes.push(format!("FAILED: {}", reason.into()));
     }
 
-    pub fn errors(&mut self, errors: &Errors) {
+    pub(crate) fn errors(&mut self, errors: &Errors) {
         let count = errors.count();
         self.figure("errors", count as f64);
         for sample in errors.samples() {
@@ -125,7 +125,7 @@ impl Report {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let figures: Map<String, Value> = self
             .figures
             .iter()
@@ -144,7 +144,7 @@ impl Report {
     }
 
     /// Prints the table, then the JSON line; appends the JSON line to `json_out` if given.
-    pub fn print(&self, json_out: Option<&Path>) {
+    pub(crate) fn print(&self, json_out: Option<&Path>) {
         let params: Vec<String> = self
             .params
             .iter()
@@ -218,7 +218,7 @@ fn read_lines(path: &Path) -> Result<Vec<Value>, String> {
 }
 
 /// Prints, per scenario and figure: ours, the peer's, ours/peer and which is better.
-pub fn compare(ours: &Path, peer: &Path) -> Result<(), String> {
+pub(crate) fn compare(ours: &Path, peer: &Path) -> Result<(), String> {
     let ours = read_lines(ours)?;
     let peer = read_lines(peer)?;
     let scenarios: Vec<String> = ours

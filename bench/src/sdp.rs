@@ -53,7 +53,7 @@ fn token(seed: u64, len: usize) -> String {
 }
 
 /// The ICE username fragment of peer `i`.
-pub fn ufrag(i: u64) -> String {
+pub(crate) fn ufrag(i: u64) -> String {
     token(i, 4)
 }
 
@@ -142,17 +142,17 @@ fn session_description(i: u64, kind: &str) -> String {
 }
 
 /// `{type: "offer", sdp}` of viewer `i`, serialized.
-pub fn offer(i: u64) -> String {
+pub(crate) fn offer(i: u64) -> String {
     json!({"type": "offer", "sdp": session_description(i, "offer")}).to_string()
 }
 
 /// `{type: "answer", sdp}` of the broadcaster, serialized.
-pub fn answer() -> String {
+pub(crate) fn answer() -> String {
     json!({"type": "answer", "sdp": session_description(0, "answer")}).to_string()
 }
 
 /// The `k`-th trickled candidate of peer `i`, serialized.
-pub fn candidate(i: u64, k: u32) -> String {
+pub(crate) fn candidate(i: u64, k: u32) -> String {
     let kinds = ["host", "srflx", "host", "relay"];
     let kind = kinds[k as usize % kinds.len()];
     let c: Value = json!({

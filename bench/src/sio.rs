@@ -23,14 +23,14 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// The server under test. Only loopback addresses are accepted: this tool never leaves the host.
 #[derive(Debug, Clone)]
-pub struct Target {
-    pub addr: SocketAddr,
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
     sources: Vec<Ipv4Addr>,
 }
 
 impl Target {
     /// Parses `http://127.0.0.1:PORT` (or `ws://`, or bare `IP:PORT`) and checks it is loopback.
-    pub fn parse(url: &str, source_ips: usize) -> Result<Self, String> {
+    pub(crate) fn parse(url: &str, source_ips: usize) -> Result<Self, String> {
         let rest = url
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("ws://"))
@@ -56,20 +56,20 @@ impl Target {
     }
 
     /// The loopback source address of the `i`-th connection.
-    pub fn source(&self, i: usize) -> Ipv4Addr {
+    pub(crate) fn source(&self, i: usize) -> Ipv4Addr {
         self.sources[i % self.sources.len()]
     }
 }
 
 /// One event packet as received, with the instant the pump read it.
-pub struct Frame {
-    pub text: Utf8Bytes,
-    pub at: Instant,
+pub(crate) struct Frame {
+    pub(crate) text: Utf8Bytes,
+    pub(crate) at: Instant,
 }
 
 impl Frame {
     /// The event name of `42["name",...]`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         let s = self.text.as_str();
         s.strip_prefix("42[\"")
             .and_then(|r| r.split('"').next())
@@ -77,7 +77,7 @@ impl Frame {
     }
 
     /// The first argument of the event (or `Null`).
-    pub fn payload(&self) -> Value {
+    pub(crate) fn payload(&self) -> Value {
         let body = self.text.as_str().get(2..).unwrap_or("[]");
         match serde_json::from_str::<Value>(body) {
             Ok(Value::Array(mut items)) if items.len() > 1 => items.swap_remove(1),
@@ -86,7 +86,7 @@ impl Frame {
     }
 
     /// A short description for error reports.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let s = self.text.as_str();
         s.chars().take(160).collect()
     }
@@ -94,18 +94,18 @@ impl Frame {
 
 /// A cheap handle that queues packets on a connection.
 #[derive(Clone)]
-pub struct Emitter {
+pub(crate) struct Emitter {
     out: mpsc::UnboundedSender<Message>,
 }
 
 impl Emitter {
     /// Queues an already-encoded packet; false when the connection is gone.
-    pub fn raw(&self, packet: String) -> bool {
+    pub(crate) fn raw(&self, packet: String) -> bool {
         self.out.send(Message::text(packet)).is_ok()
     }
 
     /// Queues `42["event",payload]`.
-    pub fn emit(&self, event: &str, payload: &Value) -> bool {
+    pub(crate) fn emit(&self, event: &str, payload: &Value) -> bool {
         let packet = format!(
             "42[{},{}]",
             Value::String(event.to_owned()),
@@ -116,15 +116,19 @@ impl Emitter {
 }
 
 /// A connected Socket.IO client socket.
-pub struct Conn {
-    pub sid: String,
+pub(crate) struct Conn {
+    pub(crate) sid: String,
     emitter: Emitter,
     inbox: mpsc::UnboundedReceiver<Frame>,
 }
 
 impl Conn {
     /// Connects from the `index`-th source address and completes the Socket.IO handshake.
-    pub async fn connect(target: &Target, index: usize, deadline: Instant) -> Result<Conn, String> {
+    pub(crate) async fn connect(
+        target: &Target,
+        index: usize,
+        deadline: Instant,
+    ) -> Result<Conn, String> {
         let deadline = tokio::time::Instant::from_std(deadline);
         let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
         let source = SocketAddr::new(target.source(index).into(), 0);
@@ -189,21 +193,21 @@ impl Conn {
         })
     }
 
-    pub fn emitter(&self) -> Emitter {
+    pub(crate) fn emitter(&self) -> Emitter {
         self.emitter.clone()
     }
 
-    pub fn emit(&self, event: &str, payload: &Value) -> bool {
+    pub(crate) fn emit(&self, event: &str, payload: &Value) -> bool {
         self.emitter.emit(event, payload)
     }
 
     /// The next event, or `None` once the connection is closed.
-    pub async fn recv(&mut self) -> Option<Frame> {
+    pub(crate) async fn recv(&mut self) -> Option<Frame> {
         self.inbox.recv().await
     }
 
     /// Waits for the event `name`, skipping others; `error` and `relay_error` fail.
-    pub async fn expect(&mut self, name: &str, deadline: Instant) -> Result<Frame, String> {
+    pub(crate) async fn expect(&mut self, name: &str, deadline: Instant) -> Result<Frame, String> {
         let deadline = tokio::time::Instant::from_std(deadline);
         loop {
             let frame = timeout_at(deadline, self.inbox.recv())
@@ -222,12 +226,17 @@ impl Conn {
 
     /// Keeps the socket open (answering pings, discarding events) until the returned handle is
     /// dropped. A close by the server is counted in `dropped`.
-    pub fn hold(mut self, dropped: Arc<AtomicUsize>) -> Held {
+    pub(crate) fn hold(self, dropped: Arc<AtomicUsize>) -> Held {
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let Conn {
+            emitter, mut inbox, ..
+        } = self;
         tokio::spawn(async move {
+            // The emitter lives as long as this task: dropping it is what closes the socket.
+            let _emitter = emitter;
             loop {
                 tokio::select! {
-                    frame = self.inbox.recv() => if frame.is_none() {
+                    frame = inbox.recv() => if frame.is_none() {
                         dropped.fetch_add(1, Ordering::Relaxed);
                         break;
                     },
@@ -240,7 +249,7 @@ impl Conn {
 }
 
 /// A connection kept open in the background; dropping this closes it.
-pub struct Held {
+pub(crate) struct Held {
     _stop: oneshot::Sender<()>,
 }
 

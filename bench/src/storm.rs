@@ -14,23 +14,24 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 use crate::common::{self, Ctx};
+use crate::probe;
 use crate::report::{Errors, Latency, Report};
 use crate::sdp;
 use crate::sio::{Conn, Held};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct StormArgs {
+pub(crate) struct StormArgs {
     /// Number of viewers.
-    pub viewers: usize,
+    pub(crate) viewers: usize,
     /// Viewers connecting and negotiating at the same time.
     #[arg(long, default_value_t = 200)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// ICE candidates each side sends per negotiation.
     #[arg(long, default_value_t = 4)]
-    pub candidates: u32,
+    pub(crate) candidates: u32,
     /// Give up after this long.
     #[arg(long, default_value_t = 180)]
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
 }
 
 fn packet(event: &str, target: &str, field: &str, body: &str) -> String {
@@ -160,7 +161,7 @@ async fn run_viewer(
     })
 }
 
-pub async fn run(ctx: &Ctx, args: &StormArgs) -> Report {
+pub(crate) async fn run(ctx: &Ctx, args: &StormArgs) -> Report {
     let mut report = Report::new("storm", &ctx.label);
     report.param("viewers", args.viewers);
     report.param("concurrency", args.concurrency);
@@ -188,6 +189,8 @@ pub async fn run(ctx: &Ctx, args: &StormArgs) -> Report {
     ));
 
     let cpu_before = ctx.cpu_secs();
+    let drops_before = probe::listen_drops();
+    let own_before = ctx.own_cpu_secs();
     let start = Instant::now();
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -249,6 +252,7 @@ pub async fn run(ctx: &Ctx, args: &StormArgs) -> Report {
     };
     let wall = all_done.duration_since(start);
     let cpu_after = ctx.cpu_secs();
+    let own_after = ctx.own_cpu_secs();
     let rss = ctx.rss_kib();
     let negotiated = held.len();
 
@@ -267,7 +271,14 @@ pub async fn run(ctx: &Ctx, args: &StormArgs) -> Report {
         "server_cpu_s",
         cpu_before.zip(cpu_after).map(|(a, b)| b - a),
     );
+    report.figure("bench_cpu_s", own_before.zip(own_after).map(|(a, b)| b - a));
     report.figure("server_rss_kib", rss);
+    report.figure(
+        "listen_drops",
+        drops_before
+            .zip(probe::listen_drops())
+            .map(|(a, b)| (b - a) as f64),
+    );
     let lost = dropped.load(Ordering::Relaxed);
     if lost > 0 {
         errors.add(format!(

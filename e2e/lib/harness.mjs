@@ -59,6 +59,7 @@ export class Scenario {
     /** Origins the pages may talk to; anything else is a failure. */
     this.allowedOrigins = new Set();
     this.outsideRequests = [];
+    this.failedLoads = [];
     this.pageErrors = [];
     this.server = null;
     this.browser = null;
@@ -109,8 +110,14 @@ export class Scenario {
     this.participants.push(participant);
 
     context.on('request', (request) => this.#checkOrigin(role, request.url()));
+    context.on('response', (response) => {
+      if (response.status() >= 400) this.#failedResponse(role, response);
+    });
     page.on('websocket', (ws) => this.#checkOrigin(role, ws.url()));
-    page.on('console', (msg) => this.log(`[${role}] console.${msg.type()}: ${msg.text()}`));
+    page.on('console', (msg) => {
+      const where = msg.location()?.url ? ` (${msg.location().url})` : '';
+      this.log(`[${role}] console.${msg.type()}: ${msg.text()}${where}`);
+    });
     page.on('pageerror', (err) => {
       this.pageErrors.push(`${role}: ${err.message}`);
       this.log(`[${role}] PAGE ERROR: ${err.stack || err.message}`);
@@ -134,8 +141,20 @@ export class Scenario {
     }
   }
 
-  /** Fails the scenario if any page reached outside or threw. */
+  #failedResponse(role, response) {
+    const url = new URL(response.url());
+    this.log(`[${role}] HTTP ${response.status()} ${response.request().method()} ${url.href}`);
+    // A browser asks for /favicon.ico on its own; every other failed load is the page's.
+    if (url.pathname !== '/favicon.ico') {
+      this.failedLoads.push(`${role}: HTTP ${response.status()} for ${url.href}`);
+    }
+  }
+
+  /** Fails the scenario if any page reached outside, failed to load its own files, or threw. */
   assertClean() {
+    if (this.failedLoads.length) {
+      throw new Error(`failed loads:\n  ${this.failedLoads.join('\n  ')}`);
+    }
     if (this.outsideRequests.length) {
       throw new Error(`pages reached outside hosts:\n  ${this.outsideRequests.join('\n  ')}`);
     }

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The benchmark: our server and the Node.js socket.io peer, measured by the same generator in the
+# same run, one after the other on loopback; then a side-by-side table of every figure.
+#
+# Sizes come from the environment (defaults: moderate sizes that fit a 2-core machine):
+#   STORM=2000 FANOUT_VIEWERS=200 FANOUT_MESSAGES=2000 IDLE=5000 IDLE_SECS=30 CHURN=500 CHURN_SECS=15
+#   FANOUT_RATES=  (comma list of messages/s; empty = automatic doubling sweep)
+#   FANOUT_START=20000  (first step of the automatic sweep, in deliveries/s)
+#   SERVERS="ours peer"  (which servers to run)
+#   SKIP_BUILD=1         (use the release binaries already in target/release)
+#   SERVER_BIN=path      (our server binary; default target/release/broadcast-server)
+# Results (JSON lines and the table) go to target/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STORM=${STORM:-2000}
+FANOUT_VIEWERS=${FANOUT_VIEWERS:-200}
+FANOUT_MESSAGES=${FANOUT_MESSAGES:-2000}
+FANOUT_RATES=${FANOUT_RATES:-}
+FANOUT_START=${FANOUT_START:-20000}
+IDLE=${IDLE:-5000}
+IDLE_SECS=${IDLE_SECS:-30}
+CHURN=${CHURN:-500}
+CHURN_SECS=${CHURN_SECS:-15}
+SERVERS=${SERVERS:-ours peer}
+
+# SKIP_BUILD=1 uses the binaries already built (e.g. while the tree does not build).
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    cargo build --release -p bench --bin bench
+    cargo build --release --bin broadcast-server
+fi
+(cd bench/peers/node && npm ci --no-audit --no-fund --silent)
+
+# Every socket is a file descriptor on both sides.
+ulimit -n "$(ulimit -Hn)"
+
+out=target/bench
+mkdir -p "$out"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+
+server_pid=
+stop_server() {
+    if [[ -n "$server_pid" ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=
+    fi
+}
+trap stop_server EXIT
+
+# start_server LOG CMD...: starts CMD, waits for its `listening on http://IP:PORT` line.
+start_server() {
+    local log=$1
+    shift
+    # A stale log would name the previous server's port: start from none.
+    rm -f "$log"
+    "$@" >"$log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 300); do
+        if port=$(grep -oE 'listening on https?://[0-9.]+:[0-9]+' "$log" 2>/dev/null | grep -oE '[0-9]+$'); then
+            return 0
+        fi
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            echo "server exited:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "server did not report its address" >&2
+    exit 1
+}
+
+# Each scenario gets a freshly started server, so no scenario measures another's leftovers
+# (memory figures especially: a process's RSS rarely shrinks back).
+scenarios=(
+    "storm $STORM"
+    "fanout $FANOUT_VIEWERS $FANOUT_MESSAGES --start-deliveries $FANOUT_START${FANOUT_RATES:+ --rates $FANOUT_RATES}"
+    "idle $IDLE --hold-secs $IDLE_SECS"
+    "churn $CHURN --secs $CHURN_SECS"
+)
+
+# The machine may be shared: the load average says how quiet it was.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+status=0
+for label in $SERVERS; do
+    case $label in
+        # Per-connection logs off (the peer logs nothing, so both do the same work per event);
+        # the start-up line that names the port stays.
+        ours) cmd=(env RUST_LOG="${RUST_LOG:-warn,broadcast_server=info,broadcast_server::signaling=warn}"
+            "${SERVER_BIN:-target/release/broadcast-server}" --host 127.0.0.1 --port 0 --max-channels 100000) ;;
+        peer) cmd=(node bench/peers/node/server.js --host 127.0.0.1 --port 0 --max-channels 100000) ;;
+        *) echo "unknown server $label (ours|peer)" >&2; exit 2 ;;
+    esac
+    rm -f "$out/$label.jsonl"
+    for scenario in "${scenarios[@]}"; do
+        start_server "$out/$label-${scenario%% *}.log" "${cmd[@]}"
+        echo "== $label: ${cmd[*]} (pid $server_pid, port $port): bench $scenario"
+        sleep 1
+        # shellcheck disable=SC2086 # the scenario is a word list on purpose
+        target/release/bench $scenario --url "http://127.0.0.1:$port" --pid "$server_pid" \
+            --label "$label" --json-out "$out/$label.jsonl" || status=1
+        stop_server
+        sleep 2
+    done
+done
+
+if [[ -f "$out/ours.jsonl" && -f "$out/peer.jsonl" ]]; then
+    {
+        echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+        if [[ -n "${SERVER_BIN:-}" ]]; then
+            echo "- Server: the binary given in SERVER_BIN"
+        else
+            echo "- Server: release build of commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' with local changes')"
+        fi
+        echo "- Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+        echo "- Load average before the run: $load_before"
+        echo "- Node: $(node --version), socket.io $(node -p 'require("./bench/peers/node/node_modules/socket.io/package.json").version')"
+        echo "- Command: SERVERS=\"$SERVERS\" STORM=$STORM FANOUT_VIEWERS=$FANOUT_VIEWERS FANOUT_MESSAGES=$FANOUT_MESSAGES FANOUT_START=$FANOUT_START IDLE=$IDLE IDLE_SECS=$IDLE_SECS CHURN=$CHURN CHURN_SECS=$CHURN_SECS${FANOUT_RATES:+ FANOUT_RATES=$FANOUT_RATES} bench/run.sh"
+        echo
+        target/release/bench compare "$out/ours.jsonl" "$out/peer.jsonl"
+    } | tee "$out/table-$stamp.md"
+fi
+exit $status

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Smoke test of the benchmark for CI: each scenario once, at a tiny size, against our server.
+# Exits non-zero if any scenario reports an error. Set SERVER=peer to run it against the Node peer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVER=${SERVER:-ours}
+# PROFILE=debug reuses the artifacts of a debug `cargo build`/`cargo test` (faster in CI).
+PROFILE=${PROFILE:-release}
+case $PROFILE in
+    release) flags=(--release) ;;
+    debug) flags=() ;;
+    *) echo "PROFILE must be release or debug" >&2; exit 2 ;;
+esac
+cargo build "${flags[@]}" -p bench --bin bench
+case $SERVER in
+    ours)
+        cargo build "${flags[@]}" --bin broadcast-server
+        # The start-up line that names the port is an info log.
+        cmd=(env RUST_LOG=info "target/$PROFILE/broadcast-server" --host 127.0.0.1 --port 0 --max-channels 1000) ;;
+    peer)
+        (cd bench/peers/node && npm ci --no-audit --no-fund --silent)
+        cmd=(node bench/peers/node/server.js --host 127.0.0.1 --port 0 --max-channels 1000) ;;
+    *) echo "SERVER must be ours or peer" >&2; exit 2 ;;
+esac
+
+log=$(mktemp)
+"${cmd[@]}" >"$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
+port=
+for _ in $(seq 1 300); do
+    port=$(grep -oE 'listening on https?://[0-9.]+:[0-9]+' "$log" | grep -oE '[0-9]+$' || true)
+    [[ -n "$port" ]] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -n "$port" ]] || { echo "server did not report its address" >&2; exit 1; }
+
+bench=("target/$PROFILE/bench" --url "http://127.0.0.1:$port" --pid "$pid" --label "$SERVER")
+passed=0
+failed=0
+run() {
+    if "${bench[@]}" "$@"; then
+        passed=$((passed + 1))
+    else
+        echo "FAILED: bench $*" >&2
+        failed=$((failed + 1))
+    fi
+}
+run storm 20
+run fanout 10 50 --rates 100,500 --min-step-secs 0
+run idle 50 --hold-secs 2
+# A generous memory tolerance: two-second phases are too short to tell a leak from noise.
+run churn 20 --secs 2 --tolerance-kib 65536
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
