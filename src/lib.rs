@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
@@ -26,7 +27,14 @@ const PING_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_INBOUND_BYTES: usize = 1_000_000;
 /// Packets queued per socket before emits to it fail. A broadcaster answering a burst of viewers
 /// receives many offers and candidates at once; the default of 128 would drop some.
-const SOCKET_BUFFER_PACKETS: usize = 4096;
+const SOCKET_BUFFER_PACKETS: usize = 16_384;
+/// Bytes read from a WebSocket at a time; messages larger than this still arrive whole, and a
+/// smaller buffer keeps idle connections lean.
+const WS_READ_BUFFER: usize = 1024;
+/// hyper's smallest allowed cap on a connection's HTTP/1 read buffer.
+const HTTP1_MAX_BUF: usize = 8192;
+/// Pending connections the kernel queues for us (Linux caps it at `net.core.somaxconn`).
+const ACCEPT_BACKLOG: u32 = 4096;
 
 /// Why the server could not start; each message is one clear line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +106,19 @@ impl RunningServer {
     }
 }
 
+/// Binds with a deep accept queue: a crowd joining at once (a popular stream going live) would
+/// overflow the default 128 and its connection attempts would wait for the kernel's
+/// one-second retry.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)?.into_std()
+}
+
 /// Binds, builds the app and starts serving in the background.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     let assets = config.assets_dir();
@@ -127,15 +148,14 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         .ws_max_message_size(MAX_INBOUND_BYTES)
         .ws_max_frame_size(MAX_INBOUND_BYTES)
         .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .build_layer();
     signaling::attach(&io, registry.clone());
     let sweeper = signaling::spawn_sweeper(registry.clone(), io.clone());
     let app = http::router(config, page, registry, io.clone(), socketio);
 
     let addr = SocketAddr::new(config.host, config.port);
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
     let local_addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -143,17 +163,21 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     let handle = Handle::new();
     let service = app.into_make_service();
     let https = tls.is_some();
+    let mut server = axum_server::from_tcp(listener).acceptor(NoDelayAcceptor::new());
+    server
+        .http_builder()
+        .http1()
+        // hyper keeps a connection's read buffer alive under an upgraded WebSocket; its
+        // minimum cap keeps that to 8 KiB per idle connection (request heads are far smaller).
+        .max_buf_size(HTTP1_MAX_BUF);
+    let server = server.handle(handle.clone());
     let task = match tls {
         Some(tls) => tokio::spawn(
-            axum_server::from_tcp_rustls(listener, tls)
-                .handle(handle.clone())
+            server
+                .acceptor(RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new()))
                 .serve(service),
         ),
-        None => tokio::spawn(
-            axum_server::from_tcp(listener)
-                .handle(handle.clone())
-                .serve(service),
-        ),
+        None => tokio::spawn(server.serve(service)),
     };
     let server = RunningServer {
         local_addr,

@@ -539,3 +539,62 @@ async fn unknown_events_and_garbage_frames_harm_nothing() {
     v2.emit("join_as_viewer", json!({"channel_id": "junk"}));
     v2.expect("broadcaster_available").await;
 }
+
+#[tokio::test]
+async fn relay_to_a_socket_that_stopped_reading_is_refused_not_lost_silently() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = spawn_app(&[]).await;
+    let mut b = app.client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "stuck"}));
+    b.expect("broadcaster_ready").await;
+
+    // A viewer that joins, then never reads again.
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .unwrap();
+    ws.send(Message::text("40")).await.unwrap();
+    let viewer_sid = loop {
+        if let Message::Text(t) = ws.next().await.unwrap().unwrap()
+            && let Some(body) = t.as_str().strip_prefix("40")
+        {
+            break serde_json::from_str::<Value>(body).unwrap()["sid"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+    };
+    ws.send(Message::text(format!(
+        "42{}",
+        json!(["join_as_viewer", {"channel_id": "stuck"}])
+    )))
+    .await
+    .unwrap();
+    b.expect("viewer_count").await;
+
+    let candidate = json!({"target": viewer_sid, "candidate": {"candidate": "x".repeat(3000)}});
+    let mut refused = None;
+    for round in 0..40 {
+        for _ in 0..2000 {
+            b.emit("ice_candidate", candidate.clone());
+        }
+        if let Ok(Some((name, args))) =
+            tokio::time::timeout(Duration::from_millis(200), b.next_event()).await
+        {
+            refused = Some((round, name, args));
+            break;
+        }
+    }
+    let (_, name, args) = refused.expect("a full queue is reported to the sender");
+    assert_eq!(name, "relay_error");
+    assert_eq!(args[0]["event"], "ice_candidate");
+    assert!(
+        args[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not keeping up"),
+        "{args:?}"
+    );
+    drop(ws);
+}

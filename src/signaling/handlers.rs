@@ -44,13 +44,14 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Emits to other sockets by id, serializing the payload once for all of them.
-    fn send<T: Serialize + ?Sized>(&self, targets: &[SocketId], event: &str, data: &T) {
+    /// Emits to other sockets by id, serializing the payload once for all of them. `false` when
+    /// some recipient's queue was full and the packet was dropped for it.
+    fn send<T: Serialize + ?Sized>(&self, targets: &[SocketId], event: &str, data: &T) -> bool {
         if targets.is_empty() {
-            return;
+            return true;
         }
         let rooms: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-        deliver(self.socket.within(rooms).emit(event, data), event);
+        deliver(self.socket.within(rooms).emit(event, data), event)
     }
 
     /// Decodes and validates a payload, answering `error` with the event's prefix when invalid.
@@ -75,12 +76,19 @@ impl<'a> Ctx<'a> {
 /// Drives an adapter broadcast to completion. The in-process adapter finishes broadcasts
 /// synchronously (its future is ready on first poll), which keeps emits in event order without a
 /// task per emit. A cross-node adapter will need an async hand-off here.
-pub(super) fn deliver(fut: impl Future<Output = Result<(), BroadcastError>>, event: &str) {
+/// Returns whether every recipient got the packet (a full per-socket queue drops it).
+pub(super) fn deliver(fut: impl Future<Output = Result<(), BroadcastError>>, event: &str) -> bool {
     let fut = pin!(fut);
     match fut.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(e)) => tracing::debug!(event, "delivery failed for some sockets: {e}"),
-        Poll::Pending => tracing::error!(event, "adapter did not deliver synchronously"),
+        Poll::Ready(Ok(())) => true,
+        Poll::Ready(Err(e)) => {
+            tracing::warn!(event, "not delivered to some sockets: {e}");
+            false
+        }
+        Poll::Pending => {
+            tracing::error!(event, "adapter did not deliver synchronously");
+            false
+        }
     }
 }
 
@@ -200,7 +208,7 @@ pub fn relay(ctx: &Ctx, payload: Option<&RawValue>, kind: RelayKind) {
     }
     tracing::debug!(target_sid = %relay.target, "relaying");
     let target = [SocketId::from(relay.target.as_str())];
-    match kind {
+    let delivered = match kind {
         RelayKind::Offer | RelayKind::Answer => ctx.send(
             &target,
             kind.event(),
@@ -217,6 +225,10 @@ pub fn relay(ctx: &Ctx, payload: Option<&RawValue>, kind: RelayKind) {
                 sender: &ctx.sid,
             },
         ),
+    };
+    if !delivered {
+        // Signaling lost in silence leaves a viewer waiting forever; say so, so it can retry.
+        refuse("Target is not keeping up with its messages; try again".to_owned());
     }
 }
 
@@ -249,15 +261,17 @@ pub fn send_message(ctx: &Ctx, payload: Option<&RawValue>) {
         request.message.unwrap_or_default(),
     );
     match ctx.registry.chat(&ctx.sid, &channel_id) {
-        Ok(delivery) => ctx.send(
-            &delivery.recipients,
-            "new_message",
-            &NewMessage {
-                sender_id: &delivery.sender_name,
-                message: &message,
-                timestamp: unix_now(),
-            },
-        ),
+        Ok(delivery) => {
+            ctx.send(
+                &delivery.recipients,
+                "new_message",
+                &NewMessage {
+                    sender_id: &delivery.sender_name,
+                    message: &message,
+                    timestamp: unix_now(),
+                },
+            );
+        }
         Err(e) => ctx.error(e),
     }
 }

@@ -168,6 +168,11 @@ impl Client {
             .expect("connection open")
     }
 
+    /// Next event, if any arrives (no timeout of its own).
+    pub async fn next_event(&mut self) -> Option<(String, Vec<Value>)> {
+        self.events.recv().await
+    }
+
     /// The next event must be `event` with exactly one argument, which is returned.
     pub async fn expect(&mut self, event: &str) -> Value {
         let (name, mut args) = self.next().await;
