@@ -349,7 +349,7 @@
   const chat = {
     /** Last text sent, restored into the input if the server rejects it. */
     lastSent: "",
-    /** The server refused the broadcaster's message: only viewers may write. */
+    /** Only viewers may write (PROTOCOL.md): the broadcaster reads its viewers' chat. */
     readOnly: false,
   };
 
@@ -359,6 +359,12 @@
       sendChat();
     });
     ui.chatInput.addEventListener("input", updateChatCount);
+    if (mode === "broadcaster") {
+      // Say so up front rather than after a refused message.
+      chat.readOnly = true;
+      ui.chatInput.placeholder = "Only viewers can write here";
+      setChatEnabled(false);
+    }
     updateChatCount();
   }
 
