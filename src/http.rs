@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
@@ -78,6 +78,7 @@ pub fn router(
         .nest("/assets", assets)
         .layer(CompressionLayer::new())
         .layer(socketio)
+        .layer(middleware::map_request(detach_head))
         .layer(middleware::from_fn_with_state(
             origins.clone().map(Arc::new),
             origin_gate,
@@ -124,6 +125,36 @@ async fn origin_gate(
     next.run(request).await
 }
 
+/// hyper parses a request's URI and header values as slices of the connection's read buffer
+/// (8 KiB), and the Socket.IO layer keeps its handshake request for the socket's whole life: each
+/// idle connection would pin that buffer. A copy of the head (a few hundred bytes) lets it go.
+async fn detach_head(request: Request) -> Request {
+    let (mut parts, body) = request.into_parts();
+    for value in parts.headers.values_mut() {
+        // Re-validating bytes that already form a valid value cannot fail; keep the original if
+        // it somehow does.
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+    if let Some(uri) = owned_uri(&parts.uri) {
+        parts.uri = uri;
+    }
+    // axum's router stored a clone of the URI too.
+    if let Some(OriginalUri(original)) = parts.extensions.get::<OriginalUri>()
+        && let Some(uri) = owned_uri(original)
+    {
+        parts.extensions.insert(OriginalUri(uri));
+    }
+    Request::from_parts(parts, body)
+}
+
+/// The same URI in storage of its own.
+fn owned_uri(uri: &Uri) -> Option<Uri> {
+    Uri::try_from(uri.to_string()).ok()
+}
+
 async fn page_handler(State(state): State<AppState>) -> Response {
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
@@ -153,4 +184,38 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
 /// Whether the assets directory looks usable; checked at start-up for a clear message.
 pub fn assets_present(dir: &Path) -> bool {
     dir.join("app.js").is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn detached_head_no_longer_shares_the_read_buffer() {
+        let read_buffer =
+            Bytes::from(b"/socket.io/?EIO=4&transport=websocket dGhlIHNhbXBsZSBub25jZQ==".to_vec());
+        let uri = Uri::from_maybe_shared(read_buffer.slice(0..37)).expect("valid uri");
+        let key = HeaderValue::from_maybe_shared(read_buffer.slice(38..)).expect("valid value");
+        let mut request = Request::builder()
+            .uri(uri.clone())
+            .header(header::SEC_WEBSOCKET_KEY, key)
+            .body(axum::body::Body::empty())
+            .expect("valid request");
+        request.extensions_mut().insert(OriginalUri(uri));
+        assert!(!read_buffer.is_unique());
+
+        let request = detach_head(request).await;
+
+        assert!(
+            read_buffer.is_unique(),
+            "the request still points into the read buffer"
+        );
+        assert_eq!(request.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(
+            request.headers()[header::SEC_WEBSOCKET_KEY],
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
+        let original = request.extensions().get::<OriginalUri>().expect("kept");
+        assert_eq!(original.0, "/socket.io/?EIO=4&transport=websocket");
+    }
 }

@@ -31,8 +31,9 @@ const SOCKET_BUFFER_PACKETS: usize = 16_384;
 /// Bytes read from a WebSocket at a time; messages larger than this still arrive whole, and a
 /// smaller buffer keeps idle connections lean.
 const WS_READ_BUFFER: usize = 1024;
-/// hyper's smallest allowed cap on a connection's HTTP/1 read buffer.
-const HTTP1_MAX_BUF: usize = 8192;
+/// Cap on a connection's HTTP/1 read buffer, and so on a request head: roomy for a browser
+/// with many cookies (Node's default is 16 KiB), bounded for a hostile client.
+const HTTP1_MAX_BUF: usize = 64 * 1024;
 /// Pending connections the kernel queues for us (Linux caps it at `net.core.somaxconn`).
 const ACCEPT_BACKLOG: u32 = 4096;
 
@@ -164,12 +165,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     let service = app.into_make_service();
     let https = tls.is_some();
     let mut server = axum_server::from_tcp(listener).acceptor(NoDelayAcceptor::new());
-    server
-        .http_builder()
-        .http1()
-        // hyper keeps a connection's read buffer alive under an upgraded WebSocket; its
-        // minimum cap keeps that to 8 KiB per idle connection (request heads are far smaller).
-        .max_buf_size(HTTP1_MAX_BUF);
+    server.http_builder().http1().max_buf_size(HTTP1_MAX_BUF);
     let server = server.handle(handle.clone());
     let task = match tls {
         Some(tls) => tokio::spawn(

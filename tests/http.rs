@@ -179,3 +179,21 @@ async fn healthcheck_probe_sees_a_running_server() {
     assert_eq!(probe.await.unwrap(), Ok(()));
     drop(app);
 }
+
+#[tokio::test]
+async fn a_browser_with_many_cookies_can_still_open_a_session() {
+    let app = spawn_app(&[]).await;
+    // A site's cookies travel with every polling request; 30 KB of them is unusual but legal.
+    let cookies = (0..30)
+        .map(|i| format!("c{i}={}", "x".repeat(1000)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let res = reqwest::Client::new()
+        .get(format!("{}/socket.io/?EIO=4&transport=polling", app.url()))
+        .header("cookie", cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().starts_with("0{\"sid\":"));
+}
