@@ -3,6 +3,12 @@
 //!
 //! Pure domain logic: no socket types, no I/O. Handlers call it and turn its results into emits,
 //! so every rule of the protocol that concerns state lives here and is unit-tested here.
+//!
+//! Channels are authoritative state, so they live in plain maps rather than a TTL cache such as
+//! mini-moka: such a cache drops an expired entry without telling anyone (it has no eviction
+//! listener) and, when full, silently refuses new ones, while PROTOCOL.md wants a refused channel
+//! answered ("Server is at capacity"), a live one kept forever, and a reaped one announced with
+//! `channel_expired`. Expiry is therefore the registry's own sweep ([`Registry::sweep`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
