@@ -59,15 +59,26 @@ pub fn decode<T: DeserializeOwned + Validate>(
     let mut de = serde_json::Deserializer::from_str(text);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
+        let reason = without_position(&e.into_inner());
         if path == "." {
-            invalid(inner.to_string())
+            invalid(reason)
         } else {
-            invalid(format!("{path}: {inner}"))
+            invalid(format!("{path}: {reason}"))
         }
     })?;
     value.validate().map_err(|e| invalid(first_reason(&e)))?;
     Ok(value)
+}
+
+/// serde_json's message without its " at line 1 column 17" suffix: the client sent one small
+/// object, and the field path already says where the problem is.
+fn without_position(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match message.strip_suffix(&suffix) {
+        Some(bare) => bare.to_owned(),
+        None => message,
+    }
 }
 
 /// The payload's JSON text if it is an object (or `{}` when absent/null).
@@ -480,15 +491,15 @@ mod tests {
         assert!(err.starts_with("Invalid data: channel_id"), "{err}");
         let err =
             decode_str::<JoinAsViewer>(Some(r#"{"channel_id":5}"#), ErrorPrefix::Data).unwrap_err();
-        assert!(
-            err.starts_with("Invalid data: channel_id: invalid type"),
-            "{err}"
+        assert_eq!(
+            err,
+            "Invalid data: channel_id: invalid type: integer `5`, expected a string"
         );
         let err = decode_str::<JoinAsBroadcaster>(Some(r#"{"force":"yes"}"#), ErrorPrefix::Data)
             .unwrap_err();
-        assert!(
-            err.starts_with("Invalid data: force: invalid type"),
-            "{err}"
+        assert_eq!(
+            err,
+            "Invalid data: force: invalid type: string \"yes\", expected a boolean"
         );
     }
 
@@ -592,9 +603,9 @@ mod tests {
             ErrorPrefix::Message,
         )
         .unwrap_err();
-        assert!(
-            err.starts_with("Invalid message: message: invalid type"),
-            "{err}"
+        assert_eq!(
+            err,
+            "Invalid message: message: invalid type: integer `42`, expected a string"
         );
     }
 
