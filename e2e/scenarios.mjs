@@ -427,4 +427,43 @@ export const scenarios = [
       return `${r.width}x${r.height}, ${r.frames} frames/2 s, socket transport ${transport}`;
     },
   },
+
+  {
+    name: '10-server-restart',
+    title: 'the server restarts (a deploy): both pages show the lost connection, then the broadcast resumes by itself',
+    async run(s) {
+      await serverAndBrowser(s);
+      const channel = channelId('s10');
+      const { broadcaster, link } = await goLive(s, channel);
+      const viewer = await watch(s, 'viewer', link);
+      await expectPlaying(viewer.page, { role: viewer.role });
+
+      const port = Number(new URL(s.server.origin).port);
+      const stoppedAt = Date.now();
+      await s.server.stop();
+      const lost = await allNotice([broadcaster, viewer], ['reconnecting', 'unreachable'], stoppedAt);
+      await broadcaster.screenshot('server-down');
+      await viewer.screenshot('server-down');
+
+      // A fresh server on the same address knows nothing: the broadcaster must go live again
+      // and the viewer find it again, with no one touching either page.
+      await s.startServer({ port });
+      const restartedAt = Date.now();
+      await broadcaster.waitForState('live', 30_000);
+      const broadcasterBack = Date.now() - restartedAt;
+      await viewer.waitForState('live', 30_000);
+      const viewerBack = Date.now() - restartedAt;
+      const r = await expectPlaying(viewer.page, { role: viewer.role });
+
+      const health = await fetch(`${s.server.url}healthz`).then((res) => res.json());
+      assert(
+        health.channels === 1 && health.sockets === 2 && health.indexed_sockets === 2,
+        `the restarted server holds ${JSON.stringify(health)}, expected the channel again with both pages in it`,
+      );
+      await expectViewerCount(broadcaster, 1);
+      const outgoing = await broadcaster.page.evaluate(() => window.broadcastApp.peers.size);
+      assert(outgoing === 1, `broadcaster: ${outgoing} peer connections after the restart, expected 1`);
+      return `lost noticed: ${lost}; live again after restart: broadcaster ${broadcasterBack} ms, viewer ${viewerBack} ms; ${r.width}x${r.height}, ${r.frames} frames/2 s`;
+    },
+  },
 ];

@@ -70,9 +70,14 @@ export class Scenario {
     appendFileSync(this.consoleLog, `${new Date().toISOString()} ${line}\n`);
   }
 
-  /** Starts the release server (HTTP, or HTTPS with `tls`) for this scenario. */
+  /**
+   * Starts the release server (HTTP, or HTTPS with `tls`) for this scenario. A scenario that
+   * restarts it (same `port`) gets one log per run: server.log, server-2.log, …
+   */
   async startServer(options = {}) {
-    this.server = await startServer({ logFile: path.join(this.dir, 'server.log'), ...options });
+    this.serverRuns = (this.serverRuns ?? 0) + 1;
+    const logName = this.serverRuns === 1 ? 'server.log' : `server-${this.serverRuns}.log`;
+    this.server = await startServer({ logFile: path.join(this.dir, logName), ...options });
     this.allowedOrigins.add(this.server.origin);
     this.log(`server at ${this.server.origin}`);
     return this.server;

@@ -39,11 +39,12 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
  * @param {object} options
  * @param {string} options.logFile where the server's stdout and stderr go
  * @param {{cert: string, key: string}} [options.tls] PEM paths: serve HTTPS
+ * @param {number} [options.port] a fixed port (to restart on the same address); 0 = any
  * @param {string[]} [options.extraArgs]
  * @returns {Promise<{url: string, origin: string, stop: () => Promise<void>}>}
  */
-export async function startServer({ logFile, tls, extraArgs = [] }) {
-  const args = ['--host', '127.0.0.1', '--port', '0', '--ice-servers', '[]', ...extraArgs];
+export async function startServer({ logFile, tls, port = 0, extraArgs = [] }) {
+  const args = ['--host', '127.0.0.1', '--port', String(port), '--ice-servers', '[]', ...extraArgs];
   if (tls) args.push('--tls-cert', tls.cert, '--tls-key', tls.key);
 
   const log = createWriteStream(logFile);
