@@ -36,6 +36,11 @@
    * back by itself when the broadcaster reconnects (their channel is recreated under the same id).
    */
   const LEFT_POLL_MS = 5000;
+  /**
+   * The first asks come sooner (doubling up to LEFT_POLL_MS): a broadcaster who reloads its
+   * page, or a restarted server, is usually back within a second or two.
+   */
+  const LEFT_POLL_FIRST_MS = 1000;
   const LEFT_POLL_LIMIT = 60;
   /** Delay before a viewer asks for a fresh negotiation after its peer connection failed. */
   const PEER_RETRY_BASE_MS = 2000;
@@ -1114,9 +1119,13 @@
       }
       viewer.leftPolls += 1;
       if (app.socket.connected) request("poll", "join_as_viewer", { channel_id: app.channelId });
-      viewer.leftPollTimer = setTimeout(poll, LEFT_POLL_MS);
+      viewer.leftPollTimer = setTimeout(poll, leftPollDelay(viewer.leftPolls));
     };
-    viewer.leftPollTimer = setTimeout(poll, LEFT_POLL_MS);
+    viewer.leftPollTimer = setTimeout(poll, leftPollDelay(0));
+  }
+
+  function leftPollDelay(pollsSoFar) {
+    return Math.min(LEFT_POLL_MS, LEFT_POLL_FIRST_MS * 2 ** pollsSoFar);
   }
 
   function stopLeftPolling() {
