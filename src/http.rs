@@ -1,5 +1,6 @@
 //! HTTP routes: the served page, health, static assets, and the origin gate for Socket.IO.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,7 +50,26 @@ pub fn render_page(config: &Config) -> Result<String, TemplateError> {
     Ok(env.get_template("broadcast.html")?.render(context! {
         ice_servers_json,
         version => env!("CARGO_PKG_VERSION"),
+        asset_version => asset_version(&config.assets_dir()),
     })?)
+}
+
+/// The files the page loads, whose contents name their cache-busting version.
+const PAGE_ASSETS: [&str; 3] = ["app.js", "style.css", "vendor/socket.io.min.js"];
+
+/// A short fingerprint of the page's assets for their URLs (`?v=`): the page itself is never
+/// cached, so after a deploy that changes a script, browsers fetch the new one at once instead
+/// of running an hour-old copy against the new page.
+fn asset_version(dir: &Path) -> String {
+    let mut hasher = DefaultHasher::new();
+    for name in PAGE_ASSETS {
+        // An unreadable file is reported by the static file service itself; it only weakens
+        // the fingerprint here.
+        std::fs::read(dir.join(name))
+            .unwrap_or_default()
+            .hash(&mut hasher);
+    }
+    format!("{:016x}", hasher.finish())
 }
 
 /// The HTTP side of the app; `socketio` is the Socket.IO layer that serves `/socket.io/`.
@@ -189,6 +209,22 @@ pub fn assets_present(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn asset_version_follows_the_assets_contents() {
+        let dir = std::env::temp_dir().join(format!("asset-version-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("vendor")).expect("temp dir");
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("write");
+        write("app.js", "one");
+        write("style.css", "body {}");
+        write("vendor/socket.io.min.js", "io");
+        let first = asset_version(&dir);
+        assert_eq!(first, asset_version(&dir), "same files, same version");
+        write("app.js", "two");
+        let second = asset_version(&dir);
+        std::fs::remove_dir_all(&dir).ok();
+        assert_ne!(first, second, "a changed script gets a new URL");
+    }
 
     #[tokio::test]
     async fn detached_head_no_longer_shares_the_read_buffer() {
