@@ -39,7 +39,9 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
  *
  * @param {object} [options]
  * @param {string[]} [options.extraArgs] more command-line flags, e.g. `['--max-channels', '1']`
- * @returns {Promise<{url: string, output: () => string, stop: () => Promise<void>}>}
+ * @returns {Promise<{url: string, output: () => string,
+ *   stop: () => Promise<{code: number|null, signal: string|null}>}>} `stop` sends SIGTERM (SIGKILL
+ *   after a grace period) and resolves with how the process ended
  */
 export async function startServer({ extraArgs = [] } = {}) {
   const args = ['--host', '127.0.0.1', '--port', '0', ...extraArgs];
@@ -99,6 +101,7 @@ export async function startServer({ extraArgs = [] } = {}) {
         await exited;
         clearTimeout(timer);
       }
+      return exited;
     })();
     return stopping;
   };

@@ -30,6 +30,19 @@ for (const client of CLIENTS) {
       await assertQuiet(polling, websocket);
     });
 
+    it('on SIGTERM closes the transport, not the session, so legacy pages reconnect by themselves', async (t) => {
+      const { server, peer } = await world(t, client);
+      const peers = [await peer('polling', 'polling'), await peer('websocket', 'websocket')];
+      const reasons = Promise.all(
+        peers.map((p) => new Promise((resolve) => p.socket.once('disconnect', resolve))),
+      );
+      const exit = await server.stop();
+      // "io server disconnect" would tell the client not to reconnect: a deploy would leave
+      // every legacy page dead until reloaded.
+      assert.deepEqual(await reasons, ['transport close', 'transport close']);
+      assert.deepEqual(exit, { code: 0, signal: null }, 'the server stops by itself, in time');
+    });
+
     for (const transport of ['polling', 'websocket']) {
       it(`takes messages just under the bound over ${transport} and refuses them by content, not by closing`, async (t) => {
         const { peer } = await world(t, client);
