@@ -81,6 +81,12 @@ async function expectViewerCount(broadcaster, count) {
   }
 }
 
+/** The broadcaster holds one peer connection per viewer, no stale ones. */
+async function expectPeerCount(broadcaster, count) {
+  const outgoing = await broadcaster.page.evaluate(() => window.broadcastApp.peers.size);
+  assert(outgoing === count, `broadcaster: ${outgoing} peer connections, expected ${count} (one per viewer)`);
+}
+
 /** All viewers reach `state` within NOTICE_MS of `since`; returns how long each took. */
 async function allNotice(viewers, state, since) {
   const took = await Promise.all(
@@ -107,8 +113,7 @@ export const scenarios = [
       const results = await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
       await expectViewerCount(broadcaster, 3);
 
-      const outgoing = await broadcaster.page.evaluate(() => window.broadcastApp.peers.size);
-      assert(outgoing === 3, `broadcaster: ${outgoing} peer connections for 3 viewers`);
+      await expectPeerCount(broadcaster, 3);
       // The server was started with --ice-servers '[]': the page must use exactly that,
       // so no STUN server anywhere is contacted and host candidates carry the call.
       for (const p of [broadcaster, ...viewers]) {
@@ -461,8 +466,7 @@ export const scenarios = [
         `the restarted server holds ${JSON.stringify(health)}, expected the channel again with both pages in it`,
       );
       await expectViewerCount(broadcaster, 1);
-      const outgoing = await broadcaster.page.evaluate(() => window.broadcastApp.peers.size);
-      assert(outgoing === 1, `broadcaster: ${outgoing} peer connections after the restart, expected 1`);
+      await expectPeerCount(broadcaster, 1);
       return `lost noticed: ${lost}; live again after restart: broadcaster ${broadcasterBack} ms, viewer ${viewerBack} ms; ${r.width}x${r.height}, ${r.frames} frames/2 s`;
     },
   },
