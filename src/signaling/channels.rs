@@ -541,6 +541,29 @@ mod tests {
     }
 
     #[test]
+    fn broadcaster_who_also_watches_gets_each_message_once_and_leaves_nothing() {
+        let r = default_registry();
+        let (b, v) = (sid("b"), sid("v"));
+        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        assert_eq!(
+            r.chat(&b, "room").map(|_| ()),
+            Err(ChannelError::NotAViewerToChat)
+        );
+        r.join_as_viewer(&b, "room").unwrap();
+        r.join_as_viewer(&v, "room").unwrap();
+        let delivery = r.chat(&b, "room").unwrap();
+        let mut recipients = delivery.recipients.clone();
+        recipients.sort();
+        assert_eq!(recipients, vec![b.clone(), v.clone()]);
+
+        let departure = r.disconnect(&b);
+        assert_eq!(departure.closed.len(), 1);
+        r.disconnect(&v);
+        let stats = r.stats();
+        assert_eq!((stats.channels, stats.indexed_sockets), (0, 0));
+    }
+
+    #[test]
     fn second_broadcaster_is_refused() {
         let r = default_registry();
         r.join_as_broadcaster(&sid("b1"), Some("room"), false)
