@@ -132,7 +132,7 @@ async fn origin_gate(
     next: Next,
 ) -> Response {
     if let Some(allowed) = allowed
-        && request.uri().path().starts_with("/socket.io")
+        && is_socketio(request.uri())
         && let Some(origin) = request.headers().get(header::ORIGIN)
         && !allowed.contains(origin)
     {
@@ -145,10 +145,33 @@ async fn origin_gate(
     next.run(request).await
 }
 
+/// Where the Socket.IO layer answers (socketioxide's default path).
+const SOCKETIO_PATH: &str = "/socket.io";
+
+fn is_socketio(uri: &Uri) -> bool {
+    uri.path().starts_with(SOCKETIO_PATH)
+}
+
+/// A Socket.IO request without a session id opens a session (polling handshake or direct
+/// WebSocket); the layer keeps that one request for the socket's whole life, and no other.
+fn opens_session(uri: &Uri) -> bool {
+    is_socketio(uri)
+        && !uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .any(|pair| pair.starts_with("sid="))
+}
+
 /// hyper parses a request's URI and header values as slices of the connection's read buffer
-/// (8 KiB), and the Socket.IO layer keeps its handshake request for the socket's whole life: each
-/// idle connection would pin that buffer. A copy of the head (a few hundred bytes) lets it go.
+/// (8 KiB), and the Socket.IO layer keeps a session's opening request for the socket's whole
+/// life: each idle connection would pin that buffer. A copy of the head (a few hundred bytes)
+/// lets it go. Other requests (every polling round trip, assets) end with their response and
+/// pass untouched.
 async fn detach_head(request: Request) -> Request {
+    if !opens_session(request.uri()) {
+        return request;
+    }
     let (mut parts, body) = request.into_parts();
     for value in parts.headers.values_mut() {
         // Re-validating bytes that already form a valid value cannot fail; keep the original if
@@ -226,18 +249,39 @@ mod tests {
         assert_ne!(first, second, "a changed script gets a new URL");
     }
 
-    #[tokio::test]
-    async fn detached_head_no_longer_shares_the_read_buffer() {
-        let read_buffer =
-            Bytes::from(b"/socket.io/?EIO=4&transport=websocket dGhlIHNhbXBsZSBub25jZQ==".to_vec());
-        let uri = Uri::from_maybe_shared(read_buffer.slice(0..37)).expect("valid uri");
-        let key = HeaderValue::from_maybe_shared(read_buffer.slice(38..)).expect("valid value");
+    /// A request as hyper hands it over: URI and header value point into `read_buffer`, which
+    /// holds `uri`, a space, then the header value.
+    fn request_in_buffer(read_buffer: &Bytes, uri_len: usize) -> Request {
+        let uri = Uri::from_maybe_shared(read_buffer.slice(0..uri_len)).expect("valid uri");
+        let key =
+            HeaderValue::from_maybe_shared(read_buffer.slice(uri_len + 1..)).expect("valid value");
         let mut request = Request::builder()
             .uri(uri.clone())
             .header(header::SEC_WEBSOCKET_KEY, key)
             .body(axum::body::Body::empty())
             .expect("valid request");
         request.extensions_mut().insert(OriginalUri(uri));
+        request
+    }
+
+    #[tokio::test]
+    async fn only_requests_that_open_a_session_are_copied() {
+        for uri in [
+            "/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAA",
+            "/assets/app.js",
+        ] {
+            let read_buffer = Bytes::from(format!("{uri} x"));
+            let request = detach_head(request_in_buffer(&read_buffer, uri.len())).await;
+            assert!(!read_buffer.is_unique(), "{uri} was copied needlessly");
+            assert_eq!(request.uri(), uri);
+        }
+    }
+
+    #[tokio::test]
+    async fn detached_head_no_longer_shares_the_read_buffer() {
+        let read_buffer =
+            Bytes::from(b"/socket.io/?EIO=4&transport=websocket dGhlIHNhbXBsZSBub25jZQ==".to_vec());
+        let request = request_in_buffer(&read_buffer, 37);
         assert!(!read_buffer.is_unique());
 
         let request = detach_head(request).await;
