@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build: dependencies are compiled in their own cached layer, the runtime image holds
-# only the binary, the page's assets and a non-root user.
+# only the binary (the page's assets are built into it) and a non-root user.
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /app
@@ -12,9 +12,10 @@ RUN mkdir -p src bench/src templates \
  && echo 'fn main() {}' > bench/src/main.rs \
  && cargo build --release --locked -p broadcast-server \
  && rm -rf src bench/src
-# 2. The project itself.
+# 2. The project itself; templates/ and assets/ are compiled into the binary.
 COPY src src
 COPY templates templates
+COPY assets assets
 COPY bench bench
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p broadcast-server
 
@@ -22,8 +23,7 @@ FROM debian:bookworm-slim AS runtime
 RUN useradd --system --uid 10001 --no-create-home broadcast
 WORKDIR /app
 COPY --from=build /app/target/release/broadcast-server /usr/local/bin/broadcast-server
-COPY assets /app/assets
-ENV HOST=0.0.0.0 PORT=3000 ASSETS_DIR=/app/assets LOG_FORMAT=json
+ENV HOST=0.0.0.0 PORT=3000 LOG_FORMAT=json
 USER broadcast
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \

@@ -86,9 +86,10 @@ status=0
 for label in $SERVERS; do
     case $label in
         # Per-connection logs off (the peer logs nothing, so both do the same work per event);
-        # the start-up line that names the port stays.
+        # the start-up line that names the port stays. Rate and per-client limits are off:
+        # the generator is one client doing the work of thousands, and the peer has none.
         ours) cmd=(env RUST_LOG="${RUST_LOG:-warn,broadcast_server=info,broadcast_server::signaling=warn}"
-            "${SERVER_BIN:-target/release/broadcast-server}" --host 127.0.0.1 --port 0 --max-channels 100000) ;;
+            "${SERVER_BIN:-target/release/broadcast-server}" --host 127.0.0.1 --port 0 --max-channels 100000 --rate-sdp 0 --rate-ice 0 --rate-chat 0 --rate-join 0 --rate-strikes 0 --max-channels-per-socket 10000 --max-channels-per-ip 10000000) ;;
         peer) cmd=(node bench/peers/node/server.js --host 127.0.0.1 --port 0 --max-channels 100000) ;;
         *) echo "unknown server $label (ours|peer)" >&2; exit 2 ;;
     esac

@@ -17,7 +17,8 @@ case $SERVER in
     ours)
         cargo build "${flags[@]}" --bin broadcast-server
         # The start-up line that names the port is an info log.
-        cmd=(env RUST_LOG=info "target/$PROFILE/broadcast-server" --host 127.0.0.1 --port 0 --max-channels 1000) ;;
+        # Rate and per-client limits off, as in run.sh (one generator plays thousands of clients).
+        cmd=(env RUST_LOG=info "target/$PROFILE/broadcast-server" --host 127.0.0.1 --port 0 --max-channels 1000 --rate-sdp 0 --rate-ice 0 --rate-chat 0 --rate-join 0 --rate-strikes 0 --max-channels-per-socket 10000 --max-channels-per-ip 10000000) ;;
     peer)
         (cd bench/peers/node && npm ci --no-audit --no-fund --silent)
         cmd=(node bench/peers/node/server.js --host 127.0.0.1 --port 0 --max-channels 1000) ;;

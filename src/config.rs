@@ -59,13 +59,98 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Directory of the page's static files (defaults to `./assets`, else the source tree's).
+    /// Serve the page's static files from this directory instead of the copy built into the
+    /// binary: for development, so edits show on reload without a rebuild.
     #[arg(long, env = "ASSETS_DIR")]
     pub assets_dir: Option<PathBuf>,
 
     /// Seconds to let in-flight requests finish on SIGTERM/SIGINT before closing.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Relay tree: viewers the broadcaster feeds directly (D) before viewers relay to each
+    /// other; legacy viewers count and are always fed directly.
+    #[arg(long, env = "RELAY_DIRECT", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub relay_direct: u64,
+
+    /// Relay tree: viewers one relaying viewer feeds (F); 0 turns the tree off server-wide
+    /// (every viewer fed by the broadcaster).
+    #[arg(long, env = "RELAY_FANOUT", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub relay_fanout: u64,
+
+    /// Relay tree: milliseconds a viewer waits for a relay with room before the broadcaster
+    /// feeds it anyway (over D).
+    #[arg(long, env = "RELAY_WAIT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub relay_wait_ms: u64,
+
+    /// Most open connections at once (capped below the process's open-file limit); beyond it
+    /// a client gets `503 Service Unavailable` and the connection closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_connections: u64,
+
+    /// Seconds a client may take to send a request's head; an idle keep-alive connection (not
+    /// upgraded to WebSocket) is closed after the same time.
+    #[arg(long, env = "HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a connection may accept no bytes at all from the server before it is closed
+    /// (a client that stopped reading).
+    #[arg(long, env = "WRITE_TIMEOUT_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub write_timeout_secs: u64,
+
+    /// Packets queued for one client before it counts as not keeping up: the packet that does
+    /// not fit is refused and the client is disconnected.
+    #[arg(long, env = "MAX_QUEUED_PACKETS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub max_queued_packets: u64,
+
+    /// Channels one connection may broadcast at once.
+    #[arg(long, env = "MAX_CHANNELS_PER_SOCKET", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_channels_per_socket: u64,
+
+    /// Channels broadcast from one client address at once.
+    #[arg(long, env = "MAX_CHANNELS_PER_IP", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_channels_per_ip: u64,
+
+    /// Load balancers or reverse proxies (addresses or CIDR blocks, comma-separated) whose
+    /// `X-Forwarded-For` header names the client for per-address limits; from anybody else the
+    /// header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::client_addr::parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Offers and answers one client may send to one peer per second (burst: twice that);
+    /// over it the sender gets `relay_error`. 0 = unlimited.
+    #[arg(long, env = "RATE_SDP", default_value_t = 5)]
+    pub rate_sdp: u32,
+
+    /// ICE candidates one client may send to one peer per second (burst: five times that, for
+    /// the candidates a browser gathers at once).
+    #[arg(long, env = "RATE_ICE", default_value_t = 20)]
+    pub rate_ice: u32,
+
+    /// Chat messages one client may send per second (burst: five times that); over it, `error`
+    /// "Invalid message: too many requests…".
+    #[arg(long, env = "RATE_CHAT", default_value_t = 2)]
+    pub rate_chat: u32,
+
+    /// Joins, list requests, alias and stop events one client may send per second (each kind
+    /// of join and the list separately; burst: four times that); over it, `error` "Invalid data: too
+    /// many requests…".
+    #[arg(long, env = "RATE_JOIN", default_value_t = 5)]
+    pub rate_join: u32,
+
+    /// Refused events per second (burst: ten times that) a client may collect before it is
+    /// disconnected: a real page is never refused, a flood is.
+    #[arg(long, env = "RATE_STRIKES", default_value_t = 5)]
+    pub rate_strikes: u32,
 
     /// Probe a server running with this configuration on this host (`GET /healthz` on
     /// 127.0.0.1:PORT) and exit 0 if healthy: a container health check without curl.
@@ -145,6 +230,36 @@ impl Config {
         Duration::from_secs(self.channel_ttl_secs)
     }
 
+    /// The rate limits of each event class.
+    pub fn rates(&self) -> crate::signaling::Rates {
+        use crate::signaling::Rate;
+        let rate = |per_second: u32, burst: u32| Rate { per_second, burst };
+        crate::signaling::Rates {
+            sdp: rate(self.rate_sdp, self.rate_sdp.saturating_mul(2)),
+            ice: rate(self.rate_ice, self.rate_ice.saturating_mul(5)),
+            chat: rate(self.rate_chat, self.rate_chat.saturating_mul(5)),
+            join: rate(self.rate_join, self.rate_join.saturating_mul(4)),
+            strikes: rate(self.rate_strikes, self.rate_strikes.saturating_mul(10)),
+        }
+    }
+
+    /// The relay tree's limits.
+    pub fn tree_limits(&self) -> crate::signaling::tree::TreeLimits {
+        crate::signaling::tree::TreeLimits {
+            direct: usize::try_from(self.relay_direct).unwrap_or(usize::MAX),
+            fanout: usize::try_from(self.relay_fanout).unwrap_or(usize::MAX),
+            wait: Duration::from_millis(self.relay_wait_ms),
+        }
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -165,16 +280,9 @@ impl Config {
         )
     }
 
-    pub fn assets_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.assets_dir {
-            return dir.clone();
-        }
-        let local = PathBuf::from("assets");
-        if local.is_dir() {
-            local
-        } else {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/assets"))
-        }
+    /// The `--assets-dir` override, if given; without it the built-in files are served.
+    pub fn assets_dir(&self) -> Option<&std::path::Path> {
+        self.assets_dir.as_deref()
     }
 
     /// A configuration with defaults, for tests and embedding.

@@ -1,13 +1,14 @@
 //! HTTP routes: the served page, health, static assets, and the origin gate for Socket.IO.
 
+use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{OriginalUri, Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
@@ -18,15 +19,55 @@ use socketioxide::layer::SocketIoLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::signaling::Registry;
 
 const PAGE_TEMPLATE: &str = include_str!("../templates/broadcast.html");
-/// Assets are revalidated hourly; `ServeDir` answers revalidation with 304 via Last-Modified.
+
+/// How long browsers keep `/assets/` files. The page (never cached) loads each file by a URL
+/// carrying the `?v=` fingerprint of every page asset, so after a deploy it names new URLs and
+/// an hour's freshness never runs old files against a new page.
+///
+/// Our ES modules are the exception: they import each other by plain relative URLs
+/// (`./ui.js`), which cannot carry the fingerprint without a build step, so an hour-old
+/// `ui.js` could meet a new `main.js`. They are `no-cache` instead: kept, but revalidated on
+/// every load, which costs a 304 without a body per module (ETag for the built-in files,
+/// Last-Modified for `--assets-dir`).
 const ASSET_CACHE: &str = "public, max-age=3600";
+const MODULE_CACHE: &str = "no-cache";
+
+/// The page's static files, built into the binary from `assets/` so the binary is all a
+/// deployment needs. (A debug build reads them from the source tree at run time instead.)
+#[derive(rust_embed::RustEmbed)]
+#[folder = "assets/"]
+struct EmbeddedAssets;
+
+/// Where `/assets/` is served from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssetSource {
+    /// The files built into the binary (the default).
+    Embedded,
+    /// A directory on disk (`--assets-dir`): for development, edits show on reload.
+    Dir(PathBuf),
+}
+
+impl AssetSource {
+    pub fn from_config(config: &Config) -> Self {
+        config
+            .assets_dir()
+            .map_or(Self::Embedded, |dir| Self::Dir(dir.to_path_buf()))
+    }
+
+    /// One file's contents; `None` if it is missing or unreadable.
+    fn read(&self, name: &str) -> Option<Cow<'static, [u8]>> {
+        match self {
+            Self::Embedded => EmbeddedAssets::get(name).map(|file| file.data),
+            Self::Dir(dir) => std::fs::read(dir.join(name)).ok().map(Cow::Owned),
+        }
+    }
+}
 
 #[derive(Clone)]
 struct AppState {
@@ -50,26 +91,116 @@ pub fn render_page(config: &Config) -> Result<String, TemplateError> {
     Ok(env.get_template("broadcast.html")?.render(context! {
         ice_servers_json,
         version => env!("CARGO_PKG_VERSION"),
-        asset_version => asset_version(&config.assets_dir()),
+        asset_version => asset_version(&AssetSource::from_config(config)),
+        preloaded_modules => PAGE_ASSETS
+            .into_iter()
+            .filter(|name| is_own_module(name) && *name != ENTRY_MODULE)
+            .collect::<Vec<_>>(),
     })?)
 }
 
-/// The files the page loads, whose contents name their cache-busting version.
-const PAGE_ASSETS: [&str; 3] = ["app.js", "style.css", "vendor/socket.io.min.js"];
+/// The module the page loads; it imports the others.
+const ENTRY_MODULE: &str = "main.js";
+
+/// Every file the page loads, directly or by import; their contents make the `?v=` version.
+/// A new module belongs here (a test checks that no script in `assets/` is left out).
+const PAGE_ASSETS: [&str; 11] = [
+    ENTRY_MODULE,
+    "state.js",
+    "ui.js",
+    "signaling.js",
+    "peers.js",
+    "chat.js",
+    "broadcaster.js",
+    "viewer.js",
+    "picker.js",
+    "style.css",
+    "vendor/socket.io.min.js",
+];
 
 /// A short fingerprint of the page's assets for their URLs (`?v=`): the page itself is never
-/// cached, so after a deploy that changes a script, browsers fetch the new one at once instead
+/// cached, so after a deploy that changes a file, browsers fetch the new one at once instead
 /// of running an hour-old copy against the new page.
-fn asset_version(dir: &Path) -> String {
+fn asset_version(source: &AssetSource) -> String {
     let mut hasher = DefaultHasher::new();
     for name in PAGE_ASSETS {
-        // An unreadable file is reported by the static file service itself; it only weakens
-        // the fingerprint here.
-        std::fs::read(dir.join(name))
-            .unwrap_or_default()
-            .hash(&mut hasher);
+        // A missing file is reported by the static file service itself; it only weakens the
+        // fingerprint here.
+        source.read(name).unwrap_or_default().hash(&mut hasher);
     }
     format!("{:016x}", hasher.finish())
+}
+
+/// Our ES modules (`name` relative to `/assets/`), as opposed to the stylesheet and the
+/// vendored classic script.
+fn is_own_module(name: &str) -> bool {
+    name.ends_with(".js") && !name.starts_with("vendor/")
+}
+
+/// `/assets/`: the built-in files or a directory, with the cache policy of [`ASSET_CACHE`].
+fn assets_router<S: Clone + Send + Sync + 'static>(source: AssetSource) -> Router<S> {
+    let files = match source {
+        AssetSource::Embedded => Router::new().route("/{*path}", get(embedded_asset)),
+        AssetSource::Dir(dir) => Router::new().fallback_service(ServeDir::new(dir)),
+    };
+    files.layer(middleware::from_fn(asset_cache_control))
+}
+
+async fn asset_cache_control(request: Request, next: Next) -> Response {
+    // Nested under `/assets`, the path arrives without that prefix.
+    let policy = if is_own_module(request.uri().path().trim_start_matches('/')) {
+        MODULE_CACHE
+    } else {
+        ASSET_CACHE
+    };
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static(policy));
+    response
+}
+
+/// A built-in file, with its content type and an ETag (its SHA-256), answering a revalidation
+/// that names that ETag with 304 as `ServeDir` does for files on disk (there by Last-Modified).
+async fn embedded_asset(UrlPath(path): UrlPath<String>, headers: HeaderMap) -> Response {
+    let Some(file) = EmbeddedAssets::get(&path) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let etag = entity_tag(&file.metadata.sha256_hash());
+    let mut response = if matches_etag(&headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let content_type = HeaderValue::from_str(file.metadata.mimetype())
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        (
+            [(header::CONTENT_TYPE, content_type)],
+            Body::from(file.data),
+        )
+            .into_response()
+    };
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+/// A weak ETag from the file's hash: weak because the compression layer may send the same
+/// file in different encodings, which a strong tag would have to tell apart.
+fn entity_tag(sha256: &[u8; 32]) -> String {
+    let hex: String = sha256[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("W/\"{hex}\"")
+}
+
+/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110 §13.1.2).
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|tag| tag.trim() == "*" || opaque(tag) == opaque(etag))
 }
 
 /// The HTTP side of the app; `socketio` is the Socket.IO layer that serves `/socket.io/`.
@@ -85,12 +216,7 @@ pub fn router(
         registry,
         io,
     };
-    let assets = Router::new()
-        .fallback_service(ServeDir::new(config.assets_dir()))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(ASSET_CACHE),
-        ));
+    let assets = assets_router(AssetSource::from_config(config));
     let origins = config.allowed_origins();
     Router::new()
         .route("/", get(page_handler))
@@ -224,29 +350,165 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
     })
 }
 
-/// Whether the assets directory looks usable; checked at start-up for a clear message.
+/// Whether an `--assets-dir` looks usable; checked at start-up for a clear message.
 pub fn assets_present(dir: &Path) -> bool {
-    dir.join("app.js").is_file()
+    dir.join(ENTRY_MODULE).is_file()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use tower::ServiceExt;
+
+    /// A directory of its own under the system's temporary folder, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+            std::fs::create_dir_all(dir.join("vendor")).expect("temp dir");
+            Self(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.0.join(name), text).expect("write");
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            std::fs::remove_dir_all(&self.0).ok();
+        }
+    }
+
     #[test]
     fn asset_version_follows_the_assets_contents() {
-        let dir = std::env::temp_dir().join(format!("asset-version-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("vendor")).expect("temp dir");
-        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("write");
-        write("app.js", "one");
-        write("style.css", "body {}");
-        write("vendor/socket.io.min.js", "io");
-        let first = asset_version(&dir);
-        assert_eq!(first, asset_version(&dir), "same files, same version");
-        write("app.js", "two");
-        let second = asset_version(&dir);
-        std::fs::remove_dir_all(&dir).ok();
-        assert_ne!(first, second, "a changed script gets a new URL");
+        let dir = TempDir::new("asset-version");
+        for name in PAGE_ASSETS {
+            dir.write(name, name);
+        }
+        let source = AssetSource::Dir(dir.0.clone());
+        let first = asset_version(&source);
+        assert_eq!(first, asset_version(&source), "same files, same version");
+        dir.write("viewer.js", "changed");
+        assert_ne!(
+            first,
+            asset_version(&source),
+            "a changed module gets a new URL"
+        );
+    }
+
+    #[test]
+    fn every_script_in_assets_is_a_page_asset_and_built_in() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+        for entry in std::fs::read_dir(&dir).expect("assets/ is readable") {
+            let name = entry.expect("directory entry").file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".js") {
+                assert!(
+                    PAGE_ASSETS.contains(&&*name),
+                    "{name} is missing from PAGE_ASSETS"
+                );
+            }
+        }
+        for name in PAGE_ASSETS {
+            assert!(
+                EmbeddedAssets::get(name).is_some(),
+                "{name} is not built in"
+            );
+        }
+    }
+
+    #[test]
+    fn the_page_loads_the_entry_module_and_preloads_the_others() {
+        let page = render_page(&Config::default_for_tests()).expect("page renders");
+        let version = asset_version(&AssetSource::Embedded);
+        assert!(
+            page.contains(&format!(
+                r#"<script type="module" src="/assets/main.js?v={version}"></script>"#
+            )),
+            "{page}"
+        );
+        for name in PAGE_ASSETS.into_iter().filter(|name| is_own_module(name)) {
+            let preload = format!(r#"<link rel="modulepreload" href="/assets/{name}">"#);
+            assert_eq!(page.contains(&preload), name != ENTRY_MODULE, "{name}");
+        }
+    }
+
+    async fn get(router: &Router, path: &str, headers: &[(header::HeaderName, &str)]) -> Response {
+        let mut request = Request::get(path);
+        for (name, value) in headers {
+            request = request.header(name, *value);
+        }
+        let request = request.body(Body::empty()).expect("valid request");
+        router.clone().oneshot(request).await.expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn built_in_assets_have_types_cache_policy_and_revalidation() {
+        let router = Router::new().nest("/assets", assets_router(AssetSource::Embedded));
+        for (path, content_type, cache) in [
+            ("/assets/main.js", "text/javascript", MODULE_CACHE),
+            ("/assets/viewer.js", "text/javascript", MODULE_CACHE),
+            ("/assets/style.css", "text/css", ASSET_CACHE),
+            (
+                "/assets/vendor/socket.io.min.js",
+                "text/javascript",
+                ASSET_CACHE,
+            ),
+        ] {
+            let response = get(&router, path, &[]).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let headers = response.headers();
+            assert_eq!(headers[header::CONTENT_TYPE], content_type, "{path}");
+            assert_eq!(headers[header::CACHE_CONTROL], cache, "{path}");
+            let etag = headers[header::ETAG].to_str().expect("ascii").to_owned();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            let name = path.trim_start_matches("/assets/");
+            assert_eq!(
+                Some(body.as_ref()),
+                AssetSource::Embedded.read(name).as_deref()
+            );
+
+            let revalidated = get(&router, path, &[(header::IF_NONE_MATCH, &etag)]).await;
+            assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED, "{path}");
+            assert_eq!(
+                revalidated.headers()[header::CACHE_CONTROL],
+                cache,
+                "{path}"
+            );
+            let stale = get(&router, path, &[(header::IF_NONE_MATCH, "W/\"0\"")]).await;
+            assert_eq!(stale.status(), StatusCode::OK, "{path}");
+        }
+        for missing in ["/assets/nope.js", "/assets/", "/assets/../Cargo.toml"] {
+            let response = get(&router, missing, &[]).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{missing}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_assets_dir_is_served_with_the_same_cache_policy() {
+        let dir = TempDir::new("assets-dir");
+        dir.write("main.js", "export {};");
+        dir.write("style.css", "body {}");
+        let router = Router::new().nest("/assets", assets_router(AssetSource::Dir(dir.0.clone())));
+        for (path, cache) in [
+            ("/assets/main.js", MODULE_CACHE),
+            ("/assets/style.css", ASSET_CACHE),
+        ] {
+            let response = get(&router, path, &[]).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(response.headers()[header::CACHE_CONTROL], cache, "{path}");
+            let modified = response.headers()[header::LAST_MODIFIED]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            let revalidated = get(&router, path, &[(header::IF_MODIFIED_SINCE, &modified)]).await;
+            assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED, "{path}");
+        }
     }
 
     /// A request as hyper hands it over: URI and header value point into `read_buffer`, which
@@ -268,7 +530,7 @@ mod tests {
     async fn only_requests_that_open_a_session_are_copied() {
         for uri in [
             "/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAA",
-            "/assets/app.js",
+            "/assets/main.js",
         ] {
             let read_buffer = Bytes::from(format!("{uri} x"));
             let request = detach_head(request_in_buffer(&read_buffer, uri.len())).await;

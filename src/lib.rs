@@ -1,7 +1,9 @@
 //! A self-hosted WebRTC signaling server for live browser broadcasts: one broadcaster, many
 //! viewers, live chat. See PROTOCOL.md for the wire contract.
 
+pub mod client_addr;
 pub mod config;
+pub mod connection;
 pub mod healthcheck;
 pub mod http;
 pub mod shutdown;
@@ -9,25 +11,27 @@ pub mod signaling;
 pub mod telemetry;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum_server::Handle;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use hyper_util::rt::TokioTimer;
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
+use client_addr::TrustedProxies;
 use config::Config;
-use signaling::{Registry, RegistryLimits, SweeperGuard};
+use connection::{ConnectionLimits, GuardedAcceptor, PublicIds};
+use signaling::{RateLimits, Registry, RegistryLimits, SweeperGuard};
 
 /// Transport settings of the earlier server (PROTOCOL.md "Transport settings").
 const PING_INTERVAL: Duration = Duration::from_secs(25);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on every inbound message, polling body and WebSocket message alike.
 const MAX_INBOUND_BYTES: usize = 1_000_000;
-/// Packets queued per socket before emits to it fail. A broadcaster answering a burst of viewers
-/// receives many offers and candidates at once; the default of 128 would drop some.
-const SOCKET_BUFFER_PACKETS: usize = 16_384;
 /// Bytes read from a WebSocket at a time; messages larger than this still arrive whole, and a
 /// smaller buffer keeps idle connections lean.
 const WS_READ_BUFFER: usize = 1024;
@@ -51,7 +55,9 @@ pub enum StartError {
         key: String,
         source: std::io::Error,
     },
-    #[error("assets directory {0} has no app.js; set --assets-dir (ASSETS_DIR)")]
+    #[error(
+        "assets directory {0} has no main.js; fix --assets-dir (ASSETS_DIR), or leave it unset to serve the built-in files"
+    )]
     Assets(String),
     #[error(transparent)]
     Template(#[from] http::TemplateError),
@@ -107,6 +113,26 @@ impl RunningServer {
     }
 }
 
+/// The connection cap actually enforced: the configured one, kept below the open-file limit
+/// (less room for the listener, logs and a margin) so that going over it is answered with a
+/// 503 instead of failed accepts and a server that no longer answers `/healthz`.
+fn connection_cap(configured: u64) -> usize {
+    const RESERVED_FDS: u64 = 64;
+    let configured = usize::try_from(configured).unwrap_or(usize::MAX);
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) if soft > RESERVED_FDS * 2 => {
+            let fd_cap = usize::try_from(soft - RESERVED_FDS).unwrap_or(usize::MAX);
+            if fd_cap < configured {
+                tracing::info!(
+                    "connection limit {fd_cap} (open-file limit {soft}); raise it with ulimit -n"
+                );
+            }
+            configured.min(fd_cap)
+        }
+        _ => configured,
+    }
+}
+
 /// Binds with a deep accept queue: a crowd joining at once (a popular stream going live) would
 /// overflow the default 128 and its connection attempts would wait for the kernel's
 /// one-second retry.
@@ -122,9 +148,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Binds, builds the app and starts serving in the background.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
-    let assets = config.assets_dir();
-    if !http::assets_present(&assets) {
-        return Err(StartError::Assets(assets.display().to_string()));
+    if let Some(dir) = config.assets_dir()
+        && !http::assets_present(dir)
+    {
+        return Err(StartError::Assets(dir.display().to_string()));
     }
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(RustlsConfig::from_pem_file(cert, key).await.map_err(
@@ -141,6 +168,10 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     let registry = Registry::new(RegistryLimits {
         max_channels: usize::try_from(config.max_channels).unwrap_or(usize::MAX),
         idle_ttl: config.channel_ttl(),
+        max_channels_per_socket: usize::try_from(config.max_channels_per_socket)
+            .unwrap_or(usize::MAX),
+        max_channels_per_addr: usize::try_from(config.max_channels_per_ip).unwrap_or(usize::MAX),
+        tree: config.tree_limits(),
     });
     let (socketio, io) = SocketIo::builder()
         .ping_interval(PING_INTERVAL)
@@ -148,11 +179,19 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         .max_payload(MAX_INBOUND_BYTES as u64)
         .ws_max_message_size(MAX_INBOUND_BYTES)
         .ws_max_frame_size(MAX_INBOUND_BYTES)
-        .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .max_buffer_size(usize::try_from(config.max_queued_packets).unwrap_or(usize::MAX))
         .ws_read_buffer_size(WS_READ_BUFFER)
         .build_layer();
-    signaling::attach(&io, registry.clone());
-    let sweeper = signaling::spawn_sweeper(registry.clone(), io.clone());
+    let public_ids = PublicIds::default();
+    let limits = Arc::new(RateLimits::new(config.rates()));
+    signaling::attach(
+        &io,
+        registry.clone(),
+        limits.clone(),
+        public_ids.clone(),
+        TrustedProxies(config.trusted_proxies.clone()),
+    );
+    let sweeper = signaling::spawn_sweeper(registry.clone(), limits, io.clone());
     let app = http::router(config, page, registry, io.clone(), socketio);
 
     let addr = SocketAddr::new(config.host, config.port);
@@ -162,18 +201,43 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         .map_err(|source| StartError::Bind { addr, source })?;
 
     let handle = Handle::new();
-    let service = app.into_make_service();
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let https = tls.is_some();
-    let mut server = axum_server::from_tcp(listener).acceptor(NoDelayAcceptor::new());
-    server.http_builder().http1().max_buf_size(HTTP1_MAX_BUF);
+    let limits = ConnectionLimits {
+        max_connections: connection_cap(config.max_connections),
+        write_stall: config.write_timeout(),
+        first_byte: config.header_timeout(),
+    };
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut server = axum_server::from_tcp(listener);
+    server
+        .http_builder()
+        .http1()
+        .max_buf_size(HTTP1_MAX_BUF)
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout());
     let server = server.handle(handle.clone());
     let task = match tls {
         Some(tls) => tokio::spawn(
             server
-                .acceptor(RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new()))
+                .acceptor(GuardedAcceptor::new(
+                    RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new()),
+                    limits,
+                    open,
+                    public_ids,
+                ))
                 .serve(service),
         ),
-        None => tokio::spawn(server.serve(service)),
+        None => tokio::spawn(
+            server
+                .acceptor(GuardedAcceptor::new(
+                    NoDelayAcceptor::new(),
+                    limits,
+                    open,
+                    public_ids,
+                ))
+                .serve(service),
+        ),
     };
     let server = RunningServer {
         local_addr,

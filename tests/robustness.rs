@@ -402,7 +402,8 @@ impl Polling {
 
 #[tokio::test]
 async fn polling_client_sending_fifty_packets_in_one_post_loses_none() {
-    let app = spawn_app(&[]).await;
+    // About the transport, not rate limits: 50 answers to one peer at once is over them.
+    let app = spawn_app(&["--rate-sdp", "0"]).await;
     let mut b = app.client().await;
     b.emit("join_as_broadcaster", json!({"channel_id": "burst"}));
     b.expect("broadcaster_ready").await;
@@ -541,11 +542,21 @@ async fn unknown_events_and_garbage_frames_harm_nothing() {
 }
 
 #[tokio::test]
-async fn relay_to_a_socket_that_stopped_reading_is_refused_not_lost_silently() {
+async fn relay_to_a_socket_that_stopped_reading_is_refused_and_it_is_disconnected() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let app = spawn_app(&[]).await;
+    // Without the ICE rate limit a sender can fill a queue quickly; a short queue fills sooner.
+    // (The flood's tail, refused once the reader is gone, would otherwise count as strikes.)
+    let app = spawn_app(&[
+        "--rate-ice",
+        "0",
+        "--rate-strikes",
+        "0",
+        "--max-queued-packets",
+        "64",
+    ])
+    .await;
     let mut b = app.client().await;
     b.emit("join_as_broadcaster", json!({"channel_id": "stuck"}));
     b.expect("broadcaster_ready").await;
@@ -557,12 +568,11 @@ async fn relay_to_a_socket_that_stopped_reading_is_refused_not_lost_silently() {
     ws.send(Message::text("40")).await.unwrap();
     let viewer_sid = loop {
         if let Message::Text(t) = ws.next().await.unwrap().unwrap()
-            && let Some(body) = t.as_str().strip_prefix("40")
+            && let Some(body) = t.as_str().strip_prefix("42")
         {
-            break serde_json::from_str::<Value>(body).unwrap()["sid"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let event: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(event[0], "client_id");
+            break event[1]["id"].as_str().unwrap().to_owned();
         }
     };
     ws.send(Message::text(format!(
@@ -596,5 +606,15 @@ async fn relay_to_a_socket_that_stopped_reading_is_refused_not_lost_silently() {
             .contains("not keeping up"),
         "{args:?}"
     );
+    // The reader that stopped is disconnected at once, and its broadcaster told.
+    loop {
+        let (name, args) = b.next().await;
+        if name == "viewer_count" {
+            assert_eq!(args[0], json!({"channel_id": "stuck", "count": 0}));
+            break;
+        }
+        assert_eq!(name, "relay_error", "{args:?}");
+    }
+    assert_eq!(app.health().await["indexed_sockets"], 1);
     drop(ws);
 }

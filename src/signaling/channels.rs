@@ -11,6 +11,7 @@
 //! `channel_expired`. Expiry is therefore the registry's own sweep ([`Registry::sweep`]).
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,11 +19,9 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::errors::ChannelError;
+use super::tree::{Feeder, Notice, Tree, TreeLimits};
 
-/// Opaque socket id, as the transport names it.
-pub type SocketId = Arc<str>;
-/// A validated channel id (`[A-Za-z0-9_-]{1,20}`).
-pub type ChannelId = Arc<str>;
+pub use super::ids::{ChannelId, SocketId};
 
 /// Length of generated channel ids, as the earlier server made them.
 const GENERATED_ID_LEN: usize = 8;
@@ -35,6 +34,12 @@ pub struct RegistryLimits {
     pub max_channels: usize,
     /// A channel that is not live and has seen no activity for this long is reaped.
     pub idle_ttl: Duration,
+    /// Channels one socket may broadcast at once.
+    pub max_channels_per_socket: usize,
+    /// Channels broadcast from one client address at once.
+    pub max_channels_per_addr: usize,
+    /// The relay tree's limits (fan-out 0 turns it off).
+    pub tree: TreeLimits,
 }
 
 /// Cheap-to-clone handle over the shared registry.
@@ -54,7 +59,11 @@ struct Shared {
 #[derive(Default)]
 struct State {
     channels: HashMap<ChannelId, Channel>,
+    /// Channels where some viewer waits for a feeder, by its deadline.
+    waits: HashMap<ChannelId, Instant>,
     sockets: HashMap<SocketId, Membership>,
+    /// Channels per broadcaster address (entries at zero are removed).
+    by_addr: HashMap<IpAddr, usize>,
 }
 
 /// The channels one socket takes part in; the index that bounds disconnect and relay work.
@@ -73,6 +82,8 @@ impl Membership {
 struct Channel {
     id: ChannelId,
     broadcaster: SocketId,
+    /// Where the broadcaster connects from, when known: counted against its address's limit.
+    owner_addr: Option<IpAddr>,
     created_at: f64,
     last_activity: Instant,
     last_activity_unix: f64,
@@ -80,9 +91,36 @@ struct Channel {
     viewers: HashMap<SocketId, Option<Arc<str>>>,
     /// Between `stop_broadcast` and going live again: viewers who join meanwhile are told.
     stopped: bool,
+    /// Who feeds whom (PROTOCOL.md "Relay tree"); every viewer is in it.
+    tree: Tree,
 }
 
 impl Channel {
+    /// Turns the tree's notices into addressed events (the broadcaster by its id).
+    fn address(&self, notices: Vec<Notice>, out: &mut Vec<TreeEvent>) {
+        let id = |feeder: Feeder| match feeder {
+            Feeder::Broadcaster => self.broadcaster.clone(),
+            Feeder::Viewer(v) => v,
+        };
+        out.extend(notices.into_iter().map(|notice| match notice {
+            Notice::Upstream {
+                viewer,
+                feeder,
+                depth,
+            } => TreeEvent::Upstream {
+                channel_id: self.id.clone(),
+                to: viewer,
+                peer: id(feeder),
+                depth,
+            },
+            Notice::DownstreamLeft { feeder, child } => TreeEvent::DownstreamLeft {
+                channel_id: self.id.clone(),
+                to: id(feeder),
+                peer: child,
+            },
+        }));
+    }
+
     fn touch(&mut self, now: Instant) {
         self.last_activity = now;
         self.last_activity_unix = unix_now();
@@ -111,12 +149,32 @@ pub struct ChannelSummary {
     pub last_activity: f64,
 }
 
+/// A relay-tree event for one socket: `upstream` or `downstream_left`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeEvent {
+    /// Tell `to` to negotiate with `peer`, its feeder at `depth`.
+    Upstream {
+        channel_id: ChannelId,
+        to: SocketId,
+        peer: SocketId,
+        depth: usize,
+    },
+    /// Tell the feeder `to` that its child `peer` left or was moved.
+    DownstreamLeft {
+        channel_id: ChannelId,
+        to: SocketId,
+        peer: SocketId,
+    },
+}
+
 /// Result of a successful `join_as_broadcaster`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BroadcastStarted {
     pub channel_id: ChannelId,
     /// Viewers already in the channel when its owner goes live again; they are told so.
     pub waiting_viewers: Vec<SocketId>,
+    /// Their fresh feeders, sent after `broadcaster_available`.
+    pub tree: Vec<TreeEvent>,
 }
 
 /// Result of a successful `join_as_viewer`.
@@ -126,6 +184,8 @@ pub struct ViewerJoined {
     pub viewer_count: usize,
     /// The broadcaster stopped and has not gone live again yet.
     pub stopped: bool,
+    /// The new viewer's feeder, when it joined the tree and one has room.
+    pub tree: Vec<TreeEvent>,
 }
 
 /// Who must hear about a chat message, and under which name.
@@ -143,12 +203,13 @@ pub struct ClosedChannel {
     pub viewers: Vec<SocketId>,
 }
 
-/// A viewer left a channel; its broadcaster may want the new count.
+/// A viewer left a channel; its broadcaster may want the new count, and the tree healed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewerLeft {
     pub channel_id: ChannelId,
     pub broadcaster: SocketId,
     pub viewer_count: usize,
+    pub tree: Vec<TreeEvent>,
 }
 
 /// Everything a disconnect changed.
@@ -170,6 +231,8 @@ pub enum Activity {
 pub struct RegistryStats {
     pub channels: usize,
     pub indexed_sockets: usize,
+    /// Client addresses that own at least one channel.
+    pub indexed_addresses: usize,
 }
 
 impl Registry {
@@ -195,32 +258,58 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Creates a channel owned by `sid`, or lets its owner go live again with `force`.
+    /// Creates a channel owned by `sid` (connected from `addr`), or lets its owner go live again
+    /// with `force`.
     pub fn join_as_broadcaster(
         &self,
         sid: &SocketId,
+        addr: Option<IpAddr>,
         channel_id: Option<&str>,
         force: bool,
+        relay: bool,
     ) -> Result<BroadcastStarted, ChannelError> {
         let now = Instant::now();
         let mut state = self.state();
         let channel_id: ChannelId = match channel_id {
-            Some(id) => Arc::from(id),
+            Some(id) => ChannelId::from(id),
             None => state.fresh_channel_id(),
         };
         if let Some(channel) = state.channels.get_mut(&channel_id) {
             if force && channel.broadcaster == *sid {
                 channel.touch(now);
                 channel.stopped = false;
-                return Ok(BroadcastStarted {
-                    channel_id,
+                let notices = channel.tree.go_live(now);
+                let mut tree = Vec::new();
+                channel.address(notices, &mut tree);
+                let started = BroadcastStarted {
+                    channel_id: channel_id.clone(),
                     waiting_viewers: channel.viewers.keys().cloned().collect(),
-                });
+                    tree,
+                };
+                state.track_waits(&channel_id);
+                return Ok(started);
             }
             return Err(ChannelError::AlreadyHasBroadcaster(channel_id));
         }
-        if state.channels.len() >= self.shared.limits.max_channels {
-            return Err(ChannelError::AtCapacity(self.shared.limits.max_channels));
+        let limits = &self.shared.limits;
+        let owned = state.sockets.get(sid).map_or(0, |m| m.broadcasting.len());
+        if owned >= limits.max_channels_per_socket {
+            return Err(ChannelError::TooManyForSocket(
+                limits.max_channels_per_socket,
+            ));
+        }
+        if let Some(addr) = addr
+            && state.by_addr.get(&addr).copied().unwrap_or(0) >= limits.max_channels_per_addr
+        {
+            return Err(ChannelError::TooManyForAddress(
+                limits.max_channels_per_addr,
+            ));
+        }
+        if state.channels.len() >= limits.max_channels {
+            return Err(ChannelError::AtCapacity(limits.max_channels));
+        }
+        if let Some(addr) = addr {
+            *state.by_addr.entry(addr).or_default() += 1;
         }
         let unix = unix_now();
         state.channels.insert(
@@ -228,11 +317,13 @@ impl Registry {
             Channel {
                 id: channel_id.clone(),
                 broadcaster: sid.clone(),
+                owner_addr: addr,
                 created_at: unix,
                 last_activity: now,
                 last_activity_unix: unix,
                 viewers: HashMap::new(),
                 stopped: false,
+                tree: Tree::new(limits.tree, relay),
             },
         );
         state
@@ -244,6 +335,7 @@ impl Registry {
         Ok(BroadcastStarted {
             channel_id,
             waiting_viewers: Vec::new(),
+            tree: Vec::new(),
         })
     }
 
@@ -271,25 +363,34 @@ impl Registry {
     }
 
     /// Adds `sid` as a viewer of `channel_id` (idempotent; an alias already set is kept).
+    /// `relay`: it joins the relay tree (else it is a leaf fed by the broadcaster).
     pub fn join_as_viewer(
         &self,
         sid: &SocketId,
         channel_id: &str,
+        relay: bool,
     ) -> Result<ViewerJoined, ChannelError> {
         let now = Instant::now();
         let mut state = self.state();
         let channel = state
             .channels
             .get_mut(channel_id)
-            .ok_or_else(|| ChannelError::NotFound(Arc::from(channel_id)))?;
+            .ok_or_else(|| ChannelError::NotFound(ChannelId::from(channel_id)))?;
         channel.touch(now);
         channel.viewers.entry(sid.clone()).or_insert(None);
+        // A broadcaster watching its own channel never relays to itself.
+        let relay = relay && *sid != channel.broadcaster;
+        let notices = channel.tree.join(sid, relay, now);
+        let mut tree = Vec::new();
+        channel.address(notices, &mut tree);
         let joined = ViewerJoined {
             broadcaster: channel.broadcaster.clone(),
             viewer_count: channel.viewers.len(),
             stopped: channel.stopped,
+            tree,
         };
         let key = channel.id.clone();
+        state.track_waits(&key);
         state
             .sockets
             .entry(sid.clone())
@@ -299,31 +400,111 @@ impl Registry {
         Ok(joined)
     }
 
-    /// Checks that `sender` and `target` share a channel as broadcaster and viewer (either way).
-    /// Looks only at the sender's own channels.
+    /// `relay_ready`: the viewer plays the stream and may feed others; waiting viewers may get
+    /// it as their feeder.
+    pub fn relay_ready(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.tree_op(sid, channel_id, |tree, _| tree.ready(sid))
+    }
+
+    /// `upstream_failed`: the viewer lost its media; it gets another feeder (or waits).
+    pub fn upstream_failed(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.tree_op(sid, channel_id, |tree, now| tree.upstream_failed(sid, now))
+    }
+
+    /// Runs a tree operation on behalf of a viewer of the channel.
+    fn tree_op(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        op: impl FnOnce(&mut Tree, Instant) -> Vec<Notice>,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let channel = state
+            .channels
+            .get_mut(channel_id)
+            .ok_or(ChannelError::NotFoundOrExpired)?;
+        if !channel.viewers.contains_key(sid) {
+            return Err(ChannelError::NotAViewer);
+        }
+        let notices = op(&mut channel.tree, now);
+        let mut events = Vec::new();
+        channel.address(notices, &mut events);
+        let key = channel.id.clone();
+        state.track_waits(&key);
+        Ok(events)
+    }
+
+    /// Viewers that waited for a feeder past the wait limit get the broadcaster. Touches only
+    /// the channels where somebody waits.
+    pub fn expire_waits(&self, now: Instant) -> Vec<TreeEvent> {
+        let mut state = self.state();
+        let due: Vec<ChannelId> = state
+            .waits
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut events = Vec::new();
+        for id in due {
+            if let Some(channel) = state.channels.get_mut(&id) {
+                let notices = channel.tree.expire_waits(now);
+                channel.address(notices, &mut events);
+            }
+            state.track_waits(&id);
+        }
+        events
+    }
+
+    /// The earliest wait deadline of any channel, if anybody waits.
+    pub fn next_wait_deadline(&self) -> Option<Instant> {
+        self.state().waits.values().min().copied()
+    }
+
+    /// Checks that `sender` and `target` share a channel as broadcaster and viewer (either way),
+    /// and returns the target's id. Looks only at the sender's own channels.
     pub fn authorize_relay(
         &self,
         sender: &SocketId,
         target: &str,
         activity: Activity,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<SocketId, ChannelError> {
         let now = Instant::now();
         let mut state = self.state();
-        let State { channels, sockets } = &mut *state;
+        let State {
+            channels, sockets, ..
+        } = &mut *state;
         let membership = sockets.get(sender).ok_or(ChannelError::NotPeers)?;
-        let shared = membership
+        let (shared, target) = membership
             .broadcasting
             .iter()
-            .find(|id| {
-                channels
-                    .get(*id)
-                    .is_some_and(|c| c.viewers.contains_key(target))
+            .find_map(|id| {
+                let channel = channels.get(id)?;
+                let (viewer, _) = channel.viewers.get_key_value(target)?;
+                Some((id, viewer.clone()))
             })
             .or_else(|| {
-                membership
-                    .watching
-                    .iter()
-                    .find(|id| channels.get(*id).is_some_and(|c| &*c.broadcaster == target))
+                membership.watching.iter().find_map(|id| {
+                    let channel = channels.get(id)?;
+                    if channel.broadcaster.as_str() == target {
+                        return Some((id, channel.broadcaster.clone()));
+                    }
+                    // A tree viewer and its current feeder or child (PROTOCOL.md "Relay
+                    // authorization"): both are viewers of this channel.
+                    if channel.tree.are_linked(sender, target) {
+                        let (viewer, _) = channel.viewers.get_key_value(target)?;
+                        return Some((id, viewer.clone()));
+                    }
+                    None
+                })
             })
             .ok_or(ChannelError::NotPeers)?;
         if activity == Activity::Refresh
@@ -331,7 +512,7 @@ impl Registry {
         {
             channel.touch(now);
         }
-        Ok(())
+        Ok(target)
     }
 
     /// Stores the alias of a viewer of `channel_id`.
@@ -392,7 +573,11 @@ impl Registry {
         }
         channel.touch(now);
         channel.stopped = true;
-        Ok(channel.viewers.keys().cloned().collect())
+        channel.tree.stop();
+        let viewers = channel.viewers.keys().cloned().collect();
+        let key = channel.id.clone();
+        state.track_waits(&key);
+        Ok(viewers)
     }
 
     /// Removes a socket everywhere: its own channels close, and it leaves those it watched.
@@ -408,15 +593,21 @@ impl Registry {
                 departure.closed.push(closed);
             }
         }
+        let now = Instant::now();
         for channel_id in membership.watching {
             if let Some(channel) = state.channels.get_mut(&channel_id)
                 && channel.viewers.remove(sid).is_some()
             {
+                let notices = channel.tree.leave(sid, now);
+                let mut tree = Vec::new();
+                channel.address(notices, &mut tree);
                 departure.left.push(ViewerLeft {
-                    channel_id,
+                    channel_id: channel_id.clone(),
                     broadcaster: channel.broadcaster.clone(),
                     viewer_count: channel.viewers.len(),
+                    tree,
                 });
+                state.track_waits(&channel_id);
             }
         }
         departure
@@ -444,15 +635,41 @@ impl Registry {
         RegistryStats {
             channels: state.channels.len(),
             indexed_sockets: state.sockets.len(),
+            indexed_addresses: state.by_addr.len(),
         }
     }
 }
 
 impl State {
+    /// Keeps the index of channels with waiting viewers in step with one channel's tree.
+    fn track_waits(&mut self, channel_id: &ChannelId) {
+        match self
+            .channels
+            .get(channel_id)
+            .and_then(|c| c.tree.next_deadline())
+        {
+            Some(deadline) => {
+                self.waits.insert(channel_id.clone(), deadline);
+            }
+            None => {
+                self.waits.remove(channel_id);
+            }
+        }
+    }
+
     /// Removes a channel and every index entry pointing at it.
     fn close_channel(&mut self, channel_id: &ChannelId) -> Option<ClosedChannel> {
         let channel = self.channels.remove(channel_id)?;
+        self.waits.remove(channel_id);
         self.unindex(&channel.broadcaster, channel_id, |m| &mut m.broadcasting);
+        if let Some(addr) = channel.owner_addr
+            && let Some(count) = self.by_addr.get_mut(&addr)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.by_addr.remove(&addr);
+            }
+        }
         let viewers: Vec<SocketId> = channel.viewers.into_keys().collect();
         for viewer in &viewers {
             self.unindex(viewer, channel_id, |m| &mut m.watching);
@@ -487,7 +704,7 @@ impl State {
                 })
                 .collect();
             if !self.channels.contains_key(id.as_str()) {
-                return Arc::from(id);
+                return ChannelId::from(id);
             }
         }
     }
@@ -511,15 +728,24 @@ pub fn unix_now() -> f64 {
 mod tests {
     use super::*;
 
+    const TREE: TreeLimits = TreeLimits {
+        direct: 4,
+        fanout: 2,
+        wait: Duration::from_secs(10),
+    };
+
     fn registry(max_channels: usize, ttl: Duration) -> Registry {
         Registry::new(RegistryLimits {
             max_channels,
             idle_ttl: ttl,
+            max_channels_per_socket: 100,
+            max_channels_per_addr: 100,
+            tree: TREE,
         })
     }
 
     fn sid(s: &str) -> SocketId {
-        Arc::from(s)
+        SocketId::from(s)
     }
 
     fn default_registry() -> Registry {
@@ -529,7 +755,9 @@ mod tests {
     #[test]
     fn broadcaster_gets_generated_id_when_none_given() {
         let r = default_registry();
-        let started = r.join_as_broadcaster(&sid("b"), None, false).unwrap();
+        let started = r
+            .join_as_broadcaster(&sid("b"), None, None, false, true)
+            .unwrap();
         assert_eq!(started.channel_id.len(), 8);
         assert!(
             started
@@ -544,13 +772,14 @@ mod tests {
     fn broadcaster_who_also_watches_gets_each_message_once_and_leaves_nothing() {
         let r = default_registry();
         let (b, v) = (sid("b"), sid("v"));
-        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        r.join_as_broadcaster(&b, None, Some("room"), false, true)
+            .unwrap();
         assert_eq!(
             r.chat(&b, "room").map(|_| ()),
             Err(ChannelError::NotAViewerToChat)
         );
-        r.join_as_viewer(&b, "room").unwrap();
-        r.join_as_viewer(&v, "room").unwrap();
+        r.join_as_viewer(&b, "room", false).unwrap();
+        r.join_as_viewer(&v, "room", false).unwrap();
         let delivery = r.chat(&b, "room").unwrap();
         let mut recipients = delivery.recipients.clone();
         recipients.sort();
@@ -566,55 +795,125 @@ mod tests {
     #[test]
     fn second_broadcaster_is_refused() {
         let r = default_registry();
-        r.join_as_broadcaster(&sid("b1"), Some("room"), false)
+        r.join_as_broadcaster(&sid("b1"), None, Some("room"), false, true)
             .unwrap();
         let err = r
-            .join_as_broadcaster(&sid("b2"), Some("room"), true)
+            .join_as_broadcaster(&sid("b2"), None, Some("room"), true, true)
             .unwrap_err();
         assert_eq!(err.to_string(), "Channel room already has a broadcaster");
         let err = r
-            .join_as_broadcaster(&sid("b1"), Some("room"), false)
+            .join_as_broadcaster(&sid("b1"), None, Some("room"), false, true)
             .unwrap_err();
-        assert_eq!(err, ChannelError::AlreadyHasBroadcaster(Arc::from("room")));
+        assert_eq!(
+            err,
+            ChannelError::AlreadyHasBroadcaster(ChannelId::from("room"))
+        );
     }
 
     #[test]
     fn owner_goes_live_again_with_force_and_viewers_are_returned() {
         let r = default_registry();
         let b = sid("b");
-        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
-        r.join_as_viewer(&sid("v"), "room").unwrap();
-        assert!(!r.join_as_viewer(&sid("v"), "room").unwrap().stopped);
+        r.join_as_broadcaster(&b, None, Some("room"), false, true)
+            .unwrap();
+        r.join_as_viewer(&sid("v"), "room", false).unwrap();
+        assert!(!r.join_as_viewer(&sid("v"), "room", false).unwrap().stopped);
         assert_eq!(r.stop_broadcast(&b, "room").unwrap(), vec![sid("v")]);
-        assert!(r.join_as_viewer(&sid("late"), "room").unwrap().stopped);
-        let mut again = r.join_as_broadcaster(&b, Some("room"), true).unwrap();
+        assert!(
+            r.join_as_viewer(&sid("late"), "room", false)
+                .unwrap()
+                .stopped
+        );
+        let mut again = r
+            .join_as_broadcaster(&b, None, Some("room"), true, true)
+            .unwrap();
         again.waiting_viewers.sort();
         assert_eq!(again.waiting_viewers, vec![sid("late"), sid("v")]);
-        assert!(!r.join_as_viewer(&sid("later"), "room").unwrap().stopped);
+        assert!(
+            !r.join_as_viewer(&sid("later"), "room", false)
+                .unwrap()
+                .stopped
+        );
+    }
+
+    #[test]
+    fn one_socket_or_address_cannot_take_every_channel() {
+        let r = Registry::new(RegistryLimits {
+            max_channels: 100,
+            idle_ttl: Duration::from_secs(60),
+            max_channels_per_socket: 2,
+            max_channels_per_addr: 3,
+            tree: TREE,
+        });
+        let home: IpAddr = "198.51.100.7".parse().unwrap();
+        let hog = sid("hog");
+        for id in ["a", "b"] {
+            r.join_as_broadcaster(&hog, Some(home), Some(id), false, true)
+                .unwrap();
+        }
+        let err = r
+            .join_as_broadcaster(&hog, Some(home), Some("c"), false, true)
+            .unwrap_err();
+        assert_eq!(err, ChannelError::TooManyForSocket(2));
+        // Going live again on an owned channel is not a new channel.
+        r.stop_broadcast(&hog, "a").unwrap();
+        r.join_as_broadcaster(&hog, Some(home), Some("a"), true, true)
+            .unwrap();
+        // The same address from another socket: one more, then refused.
+        r.join_as_broadcaster(&sid("twin"), Some(home), Some("c"), false, true)
+            .unwrap();
+        let err = r
+            .join_as_broadcaster(&sid("twin"), Some(home), Some("d"), false, true)
+            .unwrap_err();
+        assert_eq!(err, ChannelError::TooManyForAddress(3));
+        assert!(err.to_string().contains("network address"));
+        // Other addresses are not affected.
+        r.join_as_broadcaster(
+            &sid("other"),
+            "203.0.113.1".parse().ok(),
+            Some("d"),
+            false,
+            true,
+        )
+        .unwrap();
+        // Leaving frees the slots and leaves no index entry behind.
+        r.disconnect(&hog);
+        r.disconnect(&sid("twin"));
+        r.disconnect(&sid("other"));
+        assert_eq!(
+            r.stats(),
+            RegistryStats {
+                channels: 0,
+                indexed_sockets: 0,
+                indexed_addresses: 0
+            }
+        );
     }
 
     #[test]
     fn capacity_is_refused_and_nothing_is_evicted() {
         let r = registry(2, Duration::from_secs(3600));
-        r.join_as_broadcaster(&sid("a"), Some("a"), false).unwrap();
-        r.join_as_broadcaster(&sid("b"), Some("b"), false).unwrap();
+        r.join_as_broadcaster(&sid("a"), None, Some("a"), false, true)
+            .unwrap();
+        r.join_as_broadcaster(&sid("b"), None, Some("b"), false, true)
+            .unwrap();
         let err = r
-            .join_as_broadcaster(&sid("c"), Some("c"), false)
+            .join_as_broadcaster(&sid("c"), None, Some("c"), false, true)
             .unwrap_err();
         assert_eq!(err, ChannelError::AtCapacity(2));
         assert!(err.to_string().starts_with("Server is at capacity"));
         let ids: Vec<_> = r.list().into_iter().map(|c| c.id).collect();
-        assert_eq!(ids, vec![Arc::from("a"), Arc::from("b")]);
+        assert_eq!(ids, vec![ChannelId::from("a"), ChannelId::from("b")]);
         assert_eq!(r.stats().indexed_sockets, 2);
     }
 
     #[test]
     fn list_is_oldest_first_with_fields() {
         let r = default_registry();
-        r.join_as_broadcaster(&sid("b1"), Some("first"), false)
+        r.join_as_broadcaster(&sid("b1"), None, Some("first"), false, true)
             .unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        r.join_as_broadcaster(&sid("b2"), Some("second"), false)
+        r.join_as_broadcaster(&sid("b2"), None, Some("second"), false, true)
             .unwrap();
         let list = r.list();
         assert_eq!(list.len(), 2);
@@ -629,7 +928,7 @@ mod tests {
     #[test]
     fn viewer_join_unknown_channel() {
         let r = default_registry();
-        let err = r.join_as_viewer(&sid("v"), "nope").unwrap_err();
+        let err = r.join_as_viewer(&sid("v"), "nope", false).unwrap_err();
         assert_eq!(err.to_string(), "Channel nope not found or expired");
         assert_eq!(r.stats().indexed_sockets, 0);
     }
@@ -638,11 +937,12 @@ mod tests {
     fn relay_only_between_broadcaster_and_its_viewers() {
         let r = default_registry();
         let (b, v, stranger, other_b) = (sid("b"), sid("v"), sid("s"), sid("ob"));
-        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
-        r.join_as_broadcaster(&other_b, Some("other"), false)
+        r.join_as_broadcaster(&b, None, Some("room"), false, true)
             .unwrap();
-        r.join_as_viewer(&v, "room").unwrap();
-        r.join_as_viewer(&stranger, "other").unwrap();
+        r.join_as_broadcaster(&other_b, None, Some("other"), false, true)
+            .unwrap();
+        r.join_as_viewer(&v, "room", false).unwrap();
+        r.join_as_viewer(&stranger, "other", false).unwrap();
 
         assert!(r.authorize_relay(&v, "b", Activity::Refresh).is_ok());
         assert!(r.authorize_relay(&b, "v", Activity::Refresh).is_ok());
@@ -656,7 +956,7 @@ mod tests {
         );
         // Two viewers of one channel are not peers of each other.
         let v2 = sid("v2");
-        r.join_as_viewer(&v2, "room").unwrap();
+        r.join_as_viewer(&v2, "room", false).unwrap();
         assert_eq!(
             r.authorize_relay(&v, "v2", Activity::Keep),
             Err(ChannelError::NotPeers)
@@ -676,9 +976,10 @@ mod tests {
     fn alias_and_chat_names() {
         let r = default_registry();
         let (b, v1, v2) = (sid("bbbbbbbbbbbb"), sid("abcdefghijkl"), sid("zzzzzzzzzz"));
-        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
-        r.join_as_viewer(&v1, "room").unwrap();
-        r.join_as_viewer(&v2, "room").unwrap();
+        r.join_as_broadcaster(&b, None, Some("room"), false, true)
+            .unwrap();
+        r.join_as_viewer(&v1, "room", false).unwrap();
+        r.join_as_viewer(&v2, "room", false).unwrap();
 
         let chat = r.chat(&v1, "room").unwrap();
         assert_eq!(chat.sender_name, "Viewer-abcdefgh");
@@ -692,7 +993,7 @@ mod tests {
         r.set_alias(&v1, "room", "Alice").unwrap();
         assert_eq!(r.chat(&v1, "room").unwrap().sender_name, "Alice");
         // Rejoining keeps the alias.
-        r.join_as_viewer(&v1, "room").unwrap();
+        r.join_as_viewer(&v1, "room", false).unwrap();
         assert_eq!(r.chat(&v1, "room").unwrap().sender_name, "Alice");
 
         assert_eq!(
@@ -711,8 +1012,9 @@ mod tests {
     fn stop_broadcast_rules() {
         let r = default_registry();
         let (b, v) = (sid("b"), sid("v"));
-        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
-        r.join_as_viewer(&v, "room").unwrap();
+        r.join_as_broadcaster(&b, None, Some("room"), false, true)
+            .unwrap();
+        r.join_as_viewer(&v, "room", false).unwrap();
         assert_eq!(
             r.stop_broadcast(&v, "room"),
             Err(ChannelError::NotTheBroadcaster)
@@ -729,10 +1031,12 @@ mod tests {
     fn broadcaster_disconnect_closes_its_channels_and_unindexes_viewers() {
         let r = default_registry();
         let (b, v1, v2) = (sid("b"), sid("v1"), sid("v2"));
-        r.join_as_broadcaster(&b, Some("one"), false).unwrap();
-        r.join_as_broadcaster(&b, Some("two"), false).unwrap();
-        r.join_as_viewer(&v1, "one").unwrap();
-        r.join_as_viewer(&v2, "two").unwrap();
+        r.join_as_broadcaster(&b, None, Some("one"), false, true)
+            .unwrap();
+        r.join_as_broadcaster(&b, None, Some("two"), false, true)
+            .unwrap();
+        r.join_as_viewer(&v1, "one", false).unwrap();
+        r.join_as_viewer(&v2, "two", false).unwrap();
 
         let mut departure = r.disconnect(&b);
         departure
@@ -745,7 +1049,8 @@ mod tests {
             r.stats(),
             RegistryStats {
                 channels: 0,
-                indexed_sockets: 0
+                indexed_sockets: 0,
+                indexed_addresses: 0
             }
         );
         assert_eq!(r.disconnect(&v1), Departure::default());
@@ -755,17 +1060,27 @@ mod tests {
     fn viewer_disconnect_leaves_and_reports_count() {
         let r = default_registry();
         let (b, v1, v2) = (sid("b"), sid("v1"), sid("v2"));
-        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
-        r.join_as_viewer(&v1, "room").unwrap();
-        assert_eq!(r.join_as_viewer(&v2, "room").unwrap().viewer_count, 2);
+        r.join_as_broadcaster(&b, None, Some("room"), false, true)
+            .unwrap();
+        r.join_as_viewer(&v1, "room", false).unwrap();
+        assert_eq!(
+            r.join_as_viewer(&v2, "room", false).unwrap().viewer_count,
+            2
+        );
         let departure = r.disconnect(&v1);
         assert!(departure.closed.is_empty());
         assert_eq!(
             departure.left,
             vec![ViewerLeft {
-                channel_id: Arc::from("room"),
+                channel_id: ChannelId::from("room"),
                 broadcaster: b.clone(),
-                viewer_count: 1
+                viewer_count: 1,
+                // The broadcaster fed v1 (a legacy leaf): it may close that connection.
+                tree: vec![TreeEvent::DownstreamLeft {
+                    channel_id: ChannelId::from("room"),
+                    to: b.clone(),
+                    peer: v1.clone(),
+                }],
             }]
         );
         assert_eq!(r.stats().indexed_sockets, 2);
@@ -779,11 +1094,11 @@ mod tests {
     fn idle_channel_without_viewers_expires_but_live_one_never_does() {
         let ttl = Duration::from_millis(30);
         let r = registry(10, ttl);
-        r.join_as_broadcaster(&sid("idle"), Some("idle"), false)
+        r.join_as_broadcaster(&sid("idle"), None, Some("idle"), false, true)
             .unwrap();
-        r.join_as_broadcaster(&sid("live"), Some("live"), false)
+        r.join_as_broadcaster(&sid("live"), None, Some("live"), false, true)
             .unwrap();
-        r.join_as_viewer(&sid("v"), "live").unwrap();
+        r.join_as_viewer(&sid("v"), "live", false).unwrap();
 
         assert!(r.sweep(Instant::now()).is_empty(), "nothing is idle yet");
         std::thread::sleep(ttl * 2);
@@ -791,13 +1106,13 @@ mod tests {
         assert_eq!(
             reaped,
             vec![ClosedChannel {
-                channel_id: Arc::from("idle"),
+                channel_id: ChannelId::from("idle"),
                 broadcaster: sid("idle"),
                 viewers: vec![]
             }]
         );
         let ids: Vec<_> = r.list().into_iter().map(|c| c.id).collect();
-        assert_eq!(ids, vec![Arc::from("live")]);
+        assert_eq!(ids, vec![ChannelId::from("live")]);
         // Far in the future, the live channel still stays.
         assert!(
             r.sweep(Instant::now() + Duration::from_secs(86_400))
@@ -810,7 +1125,8 @@ mod tests {
             r.stats(),
             RegistryStats {
                 channels: 0,
-                indexed_sockets: 0
+                indexed_sockets: 0,
+                indexed_addresses: 0
             }
         );
     }
@@ -820,7 +1136,8 @@ mod tests {
         let ttl = Duration::from_millis(50);
         let r = registry(10, ttl);
         let b = sid("b");
-        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        r.join_as_broadcaster(&b, None, Some("room"), false, true)
+            .unwrap();
         std::thread::sleep(Duration::from_millis(30));
         // A stop refreshes activity too.
         r.stop_broadcast(&b, "room").unwrap();
@@ -832,10 +1149,11 @@ mod tests {
     fn concurrent_disconnects_leave_nothing_behind() {
         let r = default_registry();
         let b = sid("b");
-        r.join_as_broadcaster(&b, Some("room"), false).unwrap();
+        r.join_as_broadcaster(&b, None, Some("room"), false, true)
+            .unwrap();
         let viewers: Vec<SocketId> = (0..50).map(|i| sid(&format!("v{i}"))).collect();
         for v in &viewers {
-            r.join_as_viewer(v, "room").unwrap();
+            r.join_as_viewer(v, "room", false).unwrap();
         }
         std::thread::scope(|scope| {
             scope.spawn(|| r.disconnect(&b));
@@ -848,7 +1166,8 @@ mod tests {
             r.stats(),
             RegistryStats {
                 channels: 0,
-                indexed_sockets: 0
+                indexed_sockets: 0,
+                indexed_addresses: 0
             }
         );
     }

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use super::channels::ChannelId;
+use super::ids::ChannelId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ChannelError {
@@ -15,6 +15,10 @@ pub enum ChannelError {
     NotFound(ChannelId),
     #[error("Channel not found or expired")]
     NotFoundOrExpired,
+    #[error("You already broadcast {0} channels; stop one before starting another")]
+    TooManyForSocket(usize),
+    #[error("Too many channels from your network address (limit {0}); try again later")]
+    TooManyForAddress(usize),
     #[error("You must be a viewer in this channel")]
     NotAViewer,
     #[error("You must be a viewer in this channel to send messages")]

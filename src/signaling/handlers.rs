@@ -1,8 +1,8 @@
 //! One small function per event: decode, ask the registry, emit. No protocol state lives here.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use serde::Serialize;
@@ -14,16 +14,20 @@ use socketioxide::socket::DisconnectReason;
 use validator::Validate;
 
 use super::Signaling;
-use super::channels::{Activity, Registry, SocketId, unix_now};
+use super::channels::{Activity, Departure, Registry, SocketId, TreeEvent, unix_now};
+use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
     self, AliasSet, BroadcasterAvailable, BroadcasterReady, ChannelList, ChannelRef, ClientId,
-    ErrorMessage, ErrorPrefix, NewMessage, RelayError, RelayKind, RelayedCandidate, RelayedSdp,
-    ViewerCount,
+    DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError, RelayKind, RelayedCandidate,
+    RelayedSdp, Upstream, ViewerCount,
 };
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::operators::BroadcastOperators;
 
 /// What a handler needs about the socket it serves.
 pub struct Ctx<'a> {
     registry: &'a Registry,
+    limits: &'a RateLimits,
     socket: &'a SocketRef,
     sid: SocketId,
 }
@@ -32,8 +36,38 @@ impl<'a> Ctx<'a> {
     pub fn new(state: &'a Signaling, socket: &'a SocketRef) -> Self {
         Self {
             registry: &state.registry,
+            limits: &state.limits,
             socket,
-            sid: Arc::from(socket.id.to_string()),
+            sid: public_id(socket),
+        }
+    }
+
+    /// Counts an event against the caller's rate; when over it, answers `error` with the
+    /// event's prefix and, for a caller that keeps going, disconnects it.
+    fn admit(&self, class: Class, prefix: ErrorPrefix) -> bool {
+        let verdict = self.limits.check(&self.sid, class);
+        if verdict != Verdict::Allow {
+            self.error(payloads::InvalidPayload {
+                prefix,
+                reason: "too many requests; wait a moment and try again".to_owned(),
+            });
+        }
+        self.enforce(verdict)
+    }
+
+    /// Acts on a verdict: `true` when the event may go ahead.
+    fn enforce(&self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Allow => true,
+            Verdict::Refuse => false,
+            Verdict::Disconnect => {
+                // Logged once per socket: it is gone right after.
+                tracing::warn!(sid = %self.sid, "disconnecting a client that ignored its rate limits");
+                if let Err(e) = self.socket.clone().disconnect() {
+                    tracing::debug!("could not disconnect: {e}");
+                }
+                false
+            }
         }
     }
 
@@ -92,18 +126,35 @@ pub(super) fn deliver(fut: impl Future<Output = Result<(), BroadcastError>>, eve
     }
 }
 
-pub fn connect(socket: &SocketRef) {
-    // Join a room named after our own id so other sockets can be addressed by id through the
-    // adapter (the same call then works across nodes).
-    socket.join(socket.id);
-    tracing::info!(sid = %socket.id, transport = ?socket.transport_type(), "connected");
-    if let Err(e) = socket.emit(
-        "client_id",
-        &ClientId {
-            id: &socket.id.to_string(),
-        },
-    ) {
-        tracing::debug!(sid = %socket.id, "could not send client_id: {e}");
+/// The public id of a socket, drawn at connection (see [`SocketId`] for why it is not the
+/// transport's session id).
+pub fn public_id(socket: &SocketRef) -> SocketId {
+    socket.extensions.get::<SocketId>().unwrap_or_else(|| {
+        // `connect` stores the id before any handler can run; a socket without one would be a
+        // bug, and a fresh id at least never exposes the session id.
+        tracing::error!("socket without a public id");
+        SocketId::generate()
+    })
+}
+
+/// The network address a socket's client connects from (see `client_addr`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Gives a new socket its public id; call before any handler of it can run.
+pub fn assign_public_id(socket: &SocketRef) -> SocketId {
+    let id = SocketId::generate();
+    socket.extensions.insert(id.clone());
+    id
+}
+
+pub fn connect(socket: &SocketRef, id: SocketId) {
+    // Join a room named after the public id so other sockets are addressed by it through the
+    // adapter (the same call then works across nodes). The session id never leaves this socket.
+    socket.join(id.to_string());
+    tracing::info!(sid = %id, transport = ?socket.transport_type(), "connected");
+    if let Err(e) = socket.emit("client_id", &ClientId { id: &id }) {
+        tracing::debug!(sid = %id, "could not send client_id: {e}");
     }
 }
 
@@ -112,11 +163,19 @@ pub fn join_as_broadcaster(ctx: &Ctx, payload: Option<&RawValue>) {
     else {
         return;
     };
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
     let force = request.force.unwrap_or(false);
-    match ctx
-        .registry
-        .join_as_broadcaster(&ctx.sid, request.channel_id.as_deref(), force)
-    {
+    let relay = request.relay.unwrap_or(true);
+    let addr = ctx.socket.extensions.get::<ClientAddr>().map(|a| a.0);
+    match ctx.registry.join_as_broadcaster(
+        &ctx.sid,
+        addr,
+        request.channel_id.as_deref(),
+        force,
+        relay,
+    ) {
         Ok(started) => {
             tracing::info!(sid = %ctx.sid, channel = %started.channel_id, "broadcaster ready");
             ctx.reply(
@@ -134,6 +193,7 @@ pub fn join_as_broadcaster(ctx: &Ctx, payload: Option<&RawValue>) {
                     channel_id: &started.channel_id,
                 },
             );
+            emit_tree(&|to| ctx.socket.within(to), &started.tree);
         }
         Err(e) => ctx.error(e),
     }
@@ -143,11 +203,19 @@ pub fn join_as_viewer(ctx: &Ctx, payload: Option<&RawValue>) {
     let Some(request) = ctx.decode::<payloads::JoinAsViewer>(payload, ErrorPrefix::Data) else {
         return;
     };
+    let class = match request.channel_id {
+        Some(_) => Class::Join,
+        None => Class::List,
+    };
+    if !ctx.admit(class, ErrorPrefix::Data) {
+        return;
+    }
     let Some(channel_id) = request.channel_id else {
         let channels = ctx.registry.list();
         return ctx.reply("channel_list", &ChannelList { channels });
     };
-    match ctx.registry.join_as_viewer(&ctx.sid, &channel_id) {
+    let relay = request.relay.unwrap_or(false);
+    match ctx.registry.join_as_viewer(&ctx.sid, &channel_id, relay) {
         Ok(joined) => {
             tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer joined");
             ctx.reply(
@@ -165,6 +233,7 @@ pub fn join_as_viewer(ctx: &Ctx, payload: Option<&RawValue>) {
                     },
                 );
             }
+            emit_tree(&|to| ctx.socket.within(to), &joined.tree);
             ctx.send(
                 &[joined.broadcaster],
                 "viewer_count",
@@ -182,6 +251,7 @@ pub fn join_as_viewer(ctx: &Ctx, payload: Option<&RawValue>) {
 /// viewers; every refusal is a `relay_error`, never `error` (legacy pages treat `error` as
 /// "become a viewer").
 pub fn relay(ctx: &Ctx, payload: Option<&RawValue>, kind: RelayKind) {
+    // Every refusal is also a strike: a client that keeps sending junk is disconnected.
     let refuse = |message: String| {
         tracing::debug!(event = kind.event(), %message, "relay refused");
         ctx.reply(
@@ -194,20 +264,39 @@ pub fn relay(ctx: &Ctx, payload: Option<&RawValue>, kind: RelayKind) {
     };
     let relay = match payloads::decode_relay(payload, kind) {
         Ok(r) => r,
-        Err(message) => return refuse(message),
+        Err(message) => {
+            refuse(message);
+            ctx.enforce(ctx.limits.strike(&ctx.sid));
+            return;
+        }
     };
     let activity = match kind {
         RelayKind::Offer | RelayKind::Answer => Activity::Refresh,
         RelayKind::IceCandidate => Activity::Keep,
     };
-    if let Err(e) = ctx
+    let target = match ctx
         .registry
         .authorize_relay(&ctx.sid, &relay.target, activity)
     {
-        return refuse(e.to_string());
+        Ok(target) => target,
+        Err(e) => {
+            refuse(e.to_string());
+            ctx.enforce(ctx.limits.strike(&ctx.sid));
+            return;
+        }
+    };
+    let sdp = matches!(kind, RelayKind::Offer | RelayKind::Answer);
+    let verdict = ctx.limits.check_relay(&ctx.sid, &target, sdp);
+    if verdict != Verdict::Allow {
+        refuse(format!(
+            "Too many {} messages to this peer; wait a moment and try again",
+            kind.event()
+        ));
+        ctx.enforce(verdict);
+        return;
     }
-    tracing::debug!(target_sid = %relay.target, "relaying");
-    let target = [SocketId::from(relay.target.as_str())];
+    tracing::debug!(target_sid = %target, "relaying");
+    let target = [target];
     let delivered = match kind {
         RelayKind::Offer | RelayKind::Answer => ctx.send(
             &target,
@@ -227,15 +316,34 @@ pub fn relay(ctx: &Ctx, payload: Option<&RawValue>, kind: RelayKind) {
         ),
     };
     if !delivered {
-        // Signaling lost in silence leaves a viewer waiting forever; say so, so it can retry.
+        // The target's queue is full: it has stopped reading (or reads far too slowly for
+        // signaling). Holding more for it would only pin memory, so it is disconnected, and
+        // the sender hears that the message was lost rather than waiting forever.
         refuse("Target is not keeping up with its messages; try again".to_owned());
+        evict(ctx, &target[0]);
     }
+}
+
+/// Removes a socket that stopped reading from every channel at once, telling its peers as a
+/// disconnect would. Its transport closes by itself: with its queue full, the next heartbeat
+/// ping cannot be queued (socketioxide cannot send it a disconnect packet either), and a
+/// connection that takes no bytes is closed by the connection layer.
+fn evict(ctx: &Ctx, target: &SocketId) {
+    tracing::info!(target_sid = %target, "evicting a client that stopped reading");
+    let fut = pin!(ctx.socket.within(target.to_string()).disconnect());
+    if let Poll::Ready(Err(e)) = fut.poll(&mut Context::from_waker(Waker::noop())) {
+        tracing::debug!("could not disconnect it yet: {e:?}");
+    }
+    announce(ctx, target, ctx.registry.disconnect(target));
 }
 
 pub fn set_alias(ctx: &Ctx, payload: Option<&RawValue>) {
     let Some(request) = ctx.decode::<payloads::SetAlias>(payload, ErrorPrefix::Alias) else {
         return;
     };
+    if !ctx.admit(Class::Join, ErrorPrefix::Alias) {
+        return;
+    }
     let (channel_id, alias) = (
         request.channel_id.unwrap_or_default(),
         request.alias.unwrap_or_default(),
@@ -256,6 +364,9 @@ pub fn send_message(ctx: &Ctx, payload: Option<&RawValue>) {
     let Some(request) = ctx.decode::<payloads::SendMessage>(payload, ErrorPrefix::Message) else {
         return;
     };
+    if !ctx.admit(Class::Chat, ErrorPrefix::Message) {
+        return;
+    }
     let (channel_id, message) = (
         request.channel_id.unwrap_or_default(),
         request.message.unwrap_or_default(),
@@ -277,9 +388,12 @@ pub fn send_message(ctx: &Ctx, payload: Option<&RawValue>) {
 }
 
 pub fn stop_broadcast(ctx: &Ctx, payload: Option<&RawValue>) {
-    let Some(request) = ctx.decode::<payloads::StopBroadcast>(payload, ErrorPrefix::Data) else {
+    let Some(request) = ctx.decode::<payloads::ChannelRequest>(payload, ErrorPrefix::Data) else {
         return;
     };
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
     let channel_id = request.channel_id.unwrap_or_default();
     match ctx.registry.stop_broadcast(&ctx.sid, &channel_id) {
         Ok(viewers) => {
@@ -296,6 +410,76 @@ pub fn stop_broadcast(ctx: &Ctx, payload: Option<&RawValue>) {
     }
 }
 
+/// `relay_ready` and `upstream_failed`: the viewer's part in the relay tree.
+pub fn tree_report(ctx: &Ctx, payload: Option<&RawValue>, report: TreeReport) {
+    let Some(request) = ctx.decode::<payloads::ChannelRequest>(payload, ErrorPrefix::Data) else {
+        return;
+    };
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    let result = match report {
+        TreeReport::Ready => ctx.registry.relay_ready(&ctx.sid, &channel_id),
+        TreeReport::UpstreamFailed => ctx.registry.upstream_failed(&ctx.sid, &channel_id),
+    };
+    match result {
+        Ok(events) => {
+            tracing::debug!(?report, moved = events.len(), "relay tree");
+            emit_tree(&|to| ctx.socket.within(to), &events);
+        }
+        Err(e) => ctx.error(e),
+    }
+}
+
+/// Which report a tree viewer sent.
+#[derive(Debug, Clone, Copy)]
+pub enum TreeReport {
+    Ready,
+    UpstreamFailed,
+}
+
+/// Sends relay-tree events, each to its one socket (`to` addresses a socket by public id).
+pub(super) fn emit_tree(
+    to: &dyn Fn(String) -> BroadcastOperators<LocalAdapter>,
+    events: &[TreeEvent],
+) {
+    for event in events {
+        match event {
+            TreeEvent::Upstream {
+                channel_id,
+                to: viewer,
+                peer,
+                depth,
+            } => deliver(
+                to(viewer.to_string()).emit(
+                    "upstream",
+                    &Upstream {
+                        channel_id,
+                        peer_id: peer,
+                        depth: *depth,
+                    },
+                ),
+                "upstream",
+            ),
+            TreeEvent::DownstreamLeft {
+                channel_id,
+                to: feeder,
+                peer,
+            } => deliver(
+                to(feeder.to_string()).emit(
+                    "downstream_left",
+                    &DownstreamLeft {
+                        channel_id,
+                        peer_id: peer,
+                    },
+                ),
+                "downstream_left",
+            ),
+        };
+    }
+}
+
 pub fn disconnect(ctx: &Ctx, reason: DisconnectReason) {
     let departure = ctx.registry.disconnect(&ctx.sid);
     tracing::info!(
@@ -304,8 +488,13 @@ pub fn disconnect(ctx: &Ctx, reason: DisconnectReason) {
         closed_channels = departure.closed.len(),
         "disconnected"
     );
+    announce(ctx, &ctx.sid, departure);
+}
+
+/// Tells everybody a departure concerns.
+fn announce(ctx: &Ctx, sid: &SocketId, departure: Departure) {
     for closed in &departure.closed {
-        tracing::info!(sid = %ctx.sid, channel = %closed.channel_id, viewers = closed.viewers.len(), "channel closed: broadcaster left");
+        tracing::info!(sid = %sid, channel = %closed.channel_id, viewers = closed.viewers.len(), "channel closed: broadcaster left");
         ctx.send(&closed.viewers, "broadcaster_disconnected", &());
     }
     for left in &departure.left {
@@ -317,5 +506,7 @@ pub fn disconnect(ctx: &Ctx, reason: DisconnectReason) {
                 count: left.viewer_count,
             },
         );
+        // After the count, so a broadcaster sees the core events first.
+        emit_tree(&|to| ctx.socket.within(to), &left.tree);
     }
 }

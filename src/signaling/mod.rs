@@ -11,11 +11,16 @@
 pub mod channels;
 pub mod errors;
 mod handlers;
+pub mod ids;
+pub mod limits;
 pub mod payloads;
 mod sweeper;
+pub mod tree;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
@@ -27,17 +32,38 @@ use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, V
 use socketioxide::socket::{DisconnectReason, Socket};
 
 pub use channels::{Registry, RegistryLimits};
+pub use limits::{Rate, RateLimits, Rates};
+
+use crate::client_addr::TrustedProxies;
+use crate::connection::PublicIds;
 pub use sweeper::{SweeperGuard, spawn_sweeper};
 
 /// Shared state every handler sees.
 #[derive(Clone)]
 pub struct Signaling {
     registry: Registry,
+    limits: Arc<RateLimits>,
+    public_ids: PublicIds,
+    proxies: Arc<TrustedProxies>,
 }
 
 /// Registers the protocol on the default namespace.
-pub fn attach(io: &SocketIo, registry: Registry) {
-    io.ns("/", OnConnect(Signaling { registry }));
+pub fn attach(
+    io: &SocketIo,
+    registry: Registry,
+    limits: Arc<RateLimits>,
+    public_ids: PublicIds,
+    proxies: TrustedProxies,
+) {
+    io.ns(
+        "/",
+        OnConnect(Signaling {
+            registry,
+            limits,
+            public_ids,
+            proxies: Arc::new(proxies),
+        }),
+    );
 }
 
 /// The protocol's events, in PROTOCOL.md order; anything else is ignored.
@@ -52,6 +78,10 @@ fn dispatch(state: &Signaling, socket: &SocketRef, event: &str, payload: Option<
         "set_alias" => handlers::set_alias(&ctx, payload),
         "send_message" => handlers::send_message(&ctx, payload),
         "stop_broadcast" => handlers::stop_broadcast(&ctx, payload),
+        "relay_ready" => handlers::tree_report(&ctx, payload, handlers::TreeReport::Ready),
+        "upstream_failed" => {
+            handlers::tree_report(&ctx, payload, handlers::TreeReport::UpstreamFailed)
+        }
         other => tracing::debug!(event = other, "ignoring unknown event"),
     }
 }
@@ -63,12 +93,29 @@ pub struct Inline;
 struct OnConnect(Signaling);
 
 impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
+    /// Runs before socketioxide sends the CONNECT packet: the socket gets its public id here,
+    /// so that the packet leaves with it (see [`PublicIds`]).
+    fn call_middleware<'a>(
+        &'a self,
+        s: Arc<Socket>,
+        _auth: &'a Option<Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn fmt::Display + Send>>> + Send + 'a>> {
+        let socket = SocketRef::from(s);
+        let id = handlers::assign_public_id(&socket);
+        self.0.public_ids.insert(socket.id.as_str(), id);
+        if let Some(addr) = self.0.proxies.of_request(socket.req_parts()) {
+            socket.extensions.insert(handlers::ClientAddr(addr));
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn call(&self, s: Arc<Socket>, _auth: Option<Value>) {
         let socket = SocketRef::from(s);
-        // Handlers go in before anything else so no early event can miss them.
+        // The handlers go in before anything else, so no early event can miss them.
+        let id = handlers::public_id(&socket);
         socket.on_fallback(OnEvent(self.0.clone()));
         socket.on_disconnect(OnDisconnect(self.0.clone()));
-        handlers::connect(&socket);
+        handlers::connect(&socket, id);
     }
 }
 
@@ -77,17 +124,20 @@ struct OnEvent(Signaling);
 impl MessageHandler<LocalAdapter, Inline> for OnEvent {
     fn call(&self, s: Arc<Socket>, value: Value, _ack_id: Option<i64>) {
         let socket = SocketRef::from(s);
+        // Logs name sockets by their public id: the session id is a credential.
         let Value::Str(text, _) = &value else {
-            tracing::debug!(sid = %socket.id, "ignoring binary event");
+            tracing::debug!(sid = %handlers::public_id(&socket), "ignoring binary event");
             return;
         };
         match parse_event(text.as_str()) {
             Ok((event, payload)) => {
-                let _span =
-                    tracing::debug_span!("event", sid = %socket.id, event = %event).entered();
+                let _span = tracing::debug_span!("event", event = %event).entered();
                 dispatch(&self.0, &socket, &event, payload);
             }
-            Err(e) => tracing::debug!(sid = %socket.id, "unreadable event packet: {e}"),
+            Err(e) => tracing::debug!(
+                sid = %handlers::public_id(&socket),
+                "unreadable event packet: {e}"
+            ),
         }
     }
 }
@@ -97,6 +147,7 @@ struct OnDisconnect(Signaling);
 impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
     fn call_with_defer(&self, s: Arc<Socket>, reason: DisconnectReason, defer: fn(Arc<Socket>)) {
         let socket = SocketRef::from(s.clone());
+        self.0.public_ids.remove(socket.id.as_str());
         handlers::disconnect(&handlers::Ctx::new(&self.0, &socket), reason);
         defer(s);
     }

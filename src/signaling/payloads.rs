@@ -32,7 +32,7 @@ pub enum ErrorPrefix {
 }
 
 impl ErrorPrefix {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ErrorPrefix::Data => "Invalid data",
             ErrorPrefix::Alias => "Invalid alias",
@@ -168,9 +168,11 @@ fn validate_alias(alias: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Markup that must never reach other people's screens, as the earlier server refused it.
+/// Markup that must never reach other people's screens, as the earlier server refused it. The
+/// script tag is matched across lines (`[^>]` includes newlines): browsers accept any
+/// whitespace, newlines included, between `<script` and its attributes.
 static FORBIDDEN_MARKUP: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)<script[^\n]*>|javascript:|on(?:error|click|load)\s*=")
+    Regex::new(r"(?i)<script[^>]*>|javascript:|on(?:error|click|load)\s*=")
         .expect("static pattern compiles")
 });
 
@@ -210,6 +212,9 @@ pub struct JoinAsBroadcaster {
     pub channel_id: Option<String>,
     #[serde(default)]
     pub force: Option<bool>,
+    /// `false`: this channel runs without the relay tree.
+    #[serde(default)]
+    pub relay: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Validate)]
@@ -217,6 +222,9 @@ pub struct JoinAsViewer {
     #[serde(default, deserialize_with = "optional_channel_id")]
     #[validate(custom(function = "validate_channel_id"))]
     pub channel_id: Option<String>,
+    /// `true`: this page takes part in the relay tree; missing or `false`: a legacy leaf.
+    #[serde(default)]
+    pub relay: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Validate)]
@@ -248,8 +256,9 @@ pub struct SendMessage {
     pub message: Option<String>,
 }
 
+/// A payload that names one channel: `stop_broadcast`, `relay_ready`, `upstream_failed`.
 #[derive(Debug, Deserialize, Validate)]
-pub struct StopBroadcast {
+pub struct ChannelRequest {
     #[serde(default, deserialize_with = "trimmed")]
     #[validate(
         required(message = "is required"),
@@ -408,6 +417,19 @@ pub struct ChannelRef<'a> {
 }
 
 #[derive(Debug, Serialize)]
+pub struct Upstream<'a> {
+    pub channel_id: &'a str,
+    pub peer_id: &'a str,
+    pub depth: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DownstreamLeft<'a> {
+    pub channel_id: &'a str,
+    pub peer_id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
 pub struct ViewerCount<'a> {
     pub channel_id: &'a str,
     pub count: usize,
@@ -506,7 +528,7 @@ mod tests {
     #[test]
     fn required_channel_id_for_stop_alias_and_chat() {
         for json in [None, Some("{}"), Some(r#"{"channel_id":""}"#)] {
-            let err = decode_str::<StopBroadcast>(json, ErrorPrefix::Data).unwrap_err();
+            let err = decode_str::<ChannelRequest>(json, ErrorPrefix::Data).unwrap_err();
             assert_eq!(err, "Invalid data: channel_id is required");
         }
         let err =
@@ -592,6 +614,10 @@ mod tests {
             "<img onerror=x>",
             "<a ONCLICK  = y>",
             "<body onload\t=z>",
+            "<script\n>alert(1)</script>",
+            "<script\nsrc=//evil.example/x.js>",
+            "<script\r\n\tsrc=x\n>",
+            "<ScRiPt\u{a0}src=x>",
         ] {
             let err = ok(bad).unwrap_err();
             assert!(err.contains("scripts"), "{bad:?}: {err}");
@@ -611,7 +637,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored() {
-        let ok: StopBroadcast = decode_str(
+        let ok: ChannelRequest = decode_str(
             Some(r#"{"channel_id":"c","extra":[1,{"x":2}]}"#),
             ErrorPrefix::Data,
         )

@@ -1,12 +1,14 @@
 //! Background reaping of abandoned channels (PROTOCOL.md difference 4).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
 use super::channels::Registry;
-use super::handlers::deliver;
+use super::handlers::{deliver, emit_tree};
+use super::limits::RateLimits;
 use super::payloads::ChannelRef;
 
 /// Stops the sweeper when dropped, so its lifetime is the server's and never leaks past it.
@@ -19,6 +21,9 @@ impl Drop for SweeperGuard {
     }
 }
 
+/// How often to look for relay-tree viewers whose wait for a feeder ran out.
+const WAIT_CHECK: Duration = Duration::from_millis(100);
+
 /// How often to look for idle channels: often enough that a channel outlives its TTL by at most
 /// a tenth of it (and never more than a minute), rarely enough to cost nothing.
 pub fn sweep_interval(ttl: Duration) -> Duration {
@@ -27,13 +32,26 @@ pub fn sweep_interval(ttl: Duration) -> Duration {
 
 /// Starts the sweeper; reaped channels' broadcasters (still connected, or they would have been
 /// removed on disconnect) get `channel_expired`.
-pub fn spawn_sweeper(registry: Registry, io: SocketIo) -> SweeperGuard {
+/// It also lets the rate limiters forget clients that have gone quiet.
+pub fn spawn_sweeper(registry: Registry, limits: Arc<RateLimits>, io: SocketIo) -> SweeperGuard {
     let period = sweep_interval(registry.limits().idle_ttl);
     SweeperGuard(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Relay-tree waits end within this of their deadline; the check touches only the
+        // channels where somebody waits.
+        let mut waits = tokio::time::interval(WAIT_CHECK);
+        waits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = waits.tick() => {
+                    let events = registry.expire_waits(Instant::now());
+                    emit_tree(&|to| io.to(to), &events);
+                    continue;
+                }
+            }
+            limits.forget_idle();
             for closed in registry.sweep(Instant::now()) {
                 tracing::info!(channel = %closed.channel_id, "channel expired after idle TTL");
                 deliver(

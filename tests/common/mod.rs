@@ -69,7 +69,10 @@ pub async fn spawn_app(extra: &[&str]) -> TestApp {
 
 /// A connected Socket.IO client over WebSocket.
 pub struct Client {
+    /// The public id the server announced in `client_id` (what others use as `target`).
     pub sid: String,
+    /// The Engine.IO session id: this connection's own secret, never published.
+    pub session: String,
     outgoing: mpsc::UnboundedSender<Message>,
     events: mpsc::UnboundedReceiver<(String, Vec<Value>)>,
     closed: mpsc::UnboundedReceiver<()>,
@@ -84,6 +87,10 @@ impl Client {
         let (mut sink, mut stream) = ws.split();
         let open = next_text(&mut stream).await;
         assert!(open.starts_with('0'), "engine.io open packet, got {open}");
+        let session = serde_json::from_str::<Value>(&open[1..]).expect("open payload")["sid"]
+            .as_str()
+            .expect("session sid")
+            .to_owned();
         sink.send(Message::text("40")).await.expect("send connect");
         let mut connect = next_text(&mut stream).await;
         while connect == "2" {
@@ -94,10 +101,11 @@ impl Client {
             connect.starts_with("40"),
             "socket.io connect, got {connect}"
         );
-        let sid = serde_json::from_str::<Value>(&connect[2..]).expect("connect payload")["sid"]
-            .as_str()
-            .expect("sid")
-            .to_owned();
+        let socket_sid =
+            serde_json::from_str::<Value>(&connect[2..]).expect("connect payload")["sid"]
+                .as_str()
+                .expect("sid")
+                .to_owned();
 
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -128,13 +136,24 @@ impl Client {
             let _ = closed_tx.send(());
         });
         let mut client = Client {
-            sid,
+            sid: String::new(),
+            session,
             outgoing: out_tx,
             events: ev_rx,
             closed: closed_rx,
         };
         let hello = client.expect("client_id").await;
-        assert_eq!(hello, json!({ "id": client.sid }));
+        let id = hello["id"].as_str().expect("client_id carries a string id");
+        // The published id is a public handle, never the transport's credential.
+        assert_ne!(
+            id, client.session,
+            "client_id must not be the Engine.IO session id"
+        );
+        assert_eq!(
+            id, socket_sid,
+            "client_id is the socket id of the CONNECT packet"
+        );
+        client.sid = id.to_owned();
         client
     }
 

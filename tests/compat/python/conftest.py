@@ -127,6 +127,8 @@ class Peer:
         self.sio.connect(self.url, transports=TRANSPORTS[self.transport_mode], wait_timeout=5)
         assert isinstance(self.id, str) and self.id
         self.expect("client_id", {"id": self.id})
+        # The published id is never the transport's session id (this connection's credential).
+        assert self.id != self.sio.eio.sid
         return self
 
     @property

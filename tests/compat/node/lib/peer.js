@@ -80,7 +80,7 @@ export class Peer {
     });
   }
 
-  /** Connects and takes the `client_id` the server sends first, checking it is the socket id. */
+  /** Connects and takes the `client_id` the server sends first, checking it is the socket id and not the session id. */
   async connect() {
     const connected = new Promise((resolve, reject) => {
       this.socket.once('connect', resolve);
@@ -97,6 +97,8 @@ export class Peer {
     assert.equal(typeof this.socket.id, 'string');
     assert.ok(this.socket.id.length > 0);
     await this.expect('client_id', { id: this.socket.id });
+    // The published id is never the transport's session id (the credential of this connection).
+    assert.notEqual(this.socket.io.engine.id, this.socket.id);
     return this;
   }
 

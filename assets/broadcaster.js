@@ -1,0 +1,315 @@
+// Broadcaster mode: camera and microphone, going live on a channel (again after Stop, after
+// our own reconnect, after a server restart), and one answering peer connection per viewer.
+
+import { setChatEnabled, showChat } from "./chat.js";
+import {
+  applyRemoteDescription, closeAllPeers, closePeer, createPeer, plainDescription,
+} from "./peers.js";
+import { emit, request } from "./signaling.js";
+import { app, params, peers } from "./state.js";
+import { $, flashButton, renderStatus, setPhase, ui } from "./ui.js";
+
+/**
+ * After our own reconnect, the server may still hold our old socket's channel until it notices
+ * that socket is gone (ping interval 25 s + timeout 20 s), so "already has a broadcaster" is
+ * retried for a little longer than that.
+ */
+const REJOIN_RETRY_MS = 3000;
+const REJOIN_RETRY_LIMIT = 20;
+
+const broadcaster = {
+  localStream: null,
+  /** True from Start until Stop/expiry/failure: offers are answered only while this holds. */
+  wantLive: false,
+  /** This page created its channel (so going live again uses `force: true`). */
+  ownsChannel: false,
+  /** The channel id asked for at Start (empty: let the server pick one). */
+  requestedId: null,
+  /** Retrying a join after our own reconnect; see REJOIN_RETRY_MS. */
+  rejoinAttempts: 0,
+  rejoinTimer: null,
+  viewerCount: 0,
+};
+
+const bui = {};
+
+export const broadcasterMode = {
+  init() {
+    Object.assign(bui, {
+      view: $("broadcaster-view"),
+      startForm: $("start-form"),
+      channelInput: $("channel-id-input"),
+      startBtn: $("start-btn"),
+      stopBtn: $("stop-btn"),
+      localVideo: $("local-video"),
+      placeholder: $("local-placeholder"),
+      onAir: $("on-air"),
+      viewerLink: $("viewer-link"),
+      copyBtn: $("copy-link-btn"),
+      viewerCount: $("viewer-count"),
+      viewerCountLabel: $("viewer-count-label"),
+    });
+    bui.view.hidden = false;
+    bui.channelInput.value = (params.get("channel") || "").trim();
+    ui.chatInput.placeholder = "Message your viewers…";
+    bui.startForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      startBroadcast();
+    });
+    bui.stopBtn.addEventListener("click", stopBroadcast);
+    bui.copyBtn.addEventListener("click", copyViewerLink);
+    bui.viewerLink.addEventListener("focus", () => bui.viewerLink.select());
+    app.phase = { state: "idle", text: "" };
+  },
+
+  bindSocket(socket) {
+    socket.on("broadcaster_ready", onBroadcasterReady);
+    socket.on("offer", onViewerOffer);
+    socket.on("viewer_count", onViewerCount);
+    socket.on("channel_expired", onChannelExpired);
+  },
+
+  onConnect(isReconnect) {
+    if (!isReconnect) {
+      setPhase("idle", "Ready. Press Start to go live.");
+      return;
+    }
+    // Our old socket's channel and its peer connections are gone on the server side; viewers
+    // were told the broadcaster left and come back when the channel reappears.
+    closeAllPeers();
+    broadcaster.ownsChannel = false;
+    setViewerCount(0);
+    if (broadcaster.wantLive) {
+      // Live before (or still starting): same channel id, or the one asked for at Start.
+      const channelId = app.channelId || broadcaster.requestedId;
+      broadcaster.rejoinAttempts = 0;
+      setPhase("starting", "Reconnected. Going live again…");
+      joinAsBroadcaster(channelId, true);
+    } else if (app.phase.state === "stopped") {
+      setPhase("stopped", `Broadcast stopped. Press Start to go live again on channel ${app.channelId}.`);
+    } else {
+      renderStatus();
+    }
+  },
+
+  onClientId() {},
+
+  onError(message, lastRequest) {
+    if (message.startsWith("Invalid data:") || lastRequest === "join") {
+      onJoinRefused(message);
+    } else {
+      setPhase("error", message);
+    }
+  },
+
+  render() {
+    const connected = app.connection === "connected";
+    const phase = app.phase.state;
+    const canStart = connected && ["idle", "stopped", "expired", "error"].includes(phase);
+    bui.startBtn.disabled = !canStart;
+    bui.startBtn.textContent = broadcaster.ownsChannel && phase === "stopped" ? "Go live again" : "Start";
+    bui.stopBtn.disabled = !(connected && phase === "live");
+    // A channel this page owns keeps its id; pick another one by reloading the page.
+    bui.channelInput.disabled = broadcaster.ownsChannel || phase === "starting" || phase === "live";
+    bui.copyBtn.disabled = !bui.viewerLink.value;
+    bui.onAir.hidden = phase !== "live";
+    renderViewerCountLabel();
+  },
+};
+
+async function startBroadcast() {
+  if (!app.socket.connected) return;
+  const requested = broadcaster.ownsChannel ? app.channelId : bui.channelInput.value.trim();
+  setPhase("starting", "Starting camera and microphone…");
+  try {
+    await ensureLocalStream();
+  } catch (err) {
+    console.error("getUserMedia failed", err);
+    setPhase("error", cameraErrorText(err));
+    return;
+  }
+  broadcaster.wantLive = true;
+  broadcaster.rejoinAttempts = 0;
+  broadcaster.requestedId = requested || null;
+  setPhase("starting", "Going live…");
+  // `force` lets the owner of a stopped channel go live again under the same id.
+  joinAsBroadcaster(broadcaster.requestedId, broadcaster.ownsChannel);
+}
+
+function joinAsBroadcaster(channelId, force) {
+  clearTimeout(broadcaster.rejoinTimer);
+  request("join", "join_as_broadcaster", { channel_id: channelId, force });
+}
+
+/** Reuses the camera across Stop/Start so the preview stays on. */
+async function ensureLocalStream() {
+  if (broadcaster.localStream && broadcaster.localStream.active) return broadcaster.localStream;
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw new Error("insecure-context");
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  } catch (err) {
+    // No microphone (or it is busy) should not prevent a video-only broadcast.
+    if (err && err.name === "NotAllowedError") throw err;
+    stream = await navigator.mediaDevices.getUserMedia({ video: true });
+  }
+  broadcaster.localStream = stream;
+  bui.localVideo.srcObject = stream;
+  bui.placeholder.hidden = true;
+  bui.localVideo.play().catch(() => {});
+  return stream;
+}
+
+function cameraErrorText(err) {
+  const name = err && err.name;
+  if (err && err.message === "insecure-context") {
+    return "The camera needs a secure page: open this site over HTTPS (or on localhost).";
+  }
+  if (name === "NotAllowedError") {
+    return "Camera access was denied. Allow the camera for this site, then press Start again.";
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError") {
+    return "No camera found. Connect one and press Start again.";
+  }
+  if (name === "NotReadableError") {
+    return "The camera is in use by another application. Close it and press Start again.";
+  }
+  return `Could not start the camera: ${(err && err.message) || name || "unknown error"}`;
+}
+
+function onBroadcasterReady(payload) {
+  if (!payload || typeof payload.channel_id !== "string") return;
+  const channelId = payload.channel_id;
+  if (!broadcaster.wantLive) {
+    // A late reply to a join we no longer want: keep the channel, but do not go live unasked.
+    broadcaster.ownsChannel = true;
+    app.channelId = channelId;
+    request("stop", "stop_broadcast", { channel_id: channelId });
+    return;
+  }
+  if (channelId !== app.channelId) setViewerCount(0);
+  app.channelId = channelId;
+  broadcaster.ownsChannel = true;
+  broadcaster.rejoinAttempts = 0;
+  bui.channelInput.value = channelId;
+  bui.viewerLink.value = viewerUrl(channelId);
+  // Reloading the page keeps the channel id.
+  window.history.replaceState(null, "", `?broadcaster=true&channel=${encodeURIComponent(channelId)}`);
+  showChat(true);
+  setChatEnabled(true);
+  setPhase("live", `Live on channel ${channelId}`);
+}
+
+function viewerUrl(channelId) {
+  const url = new URL(window.location.pathname, window.location.origin);
+  url.search = `?viewer=true&channel=${encodeURIComponent(channelId)}`;
+  return url.href;
+}
+
+function onJoinRefused(message) {
+  const channelId = app.channelId || broadcaster.requestedId;
+  const retriable = /already has a broadcaster/.test(message) && isRejoin() &&
+    broadcaster.wantLive && app.phase.state === "starting" &&
+    broadcaster.rejoinAttempts < REJOIN_RETRY_LIMIT;
+  if (retriable) {
+    // Our previous connection still holds the channel until the server times it out.
+    broadcaster.rejoinAttempts += 1;
+    setPhase("starting", `Reconnected. Waiting for the server to release channel ${channelId}…`);
+    broadcaster.rejoinTimer = setTimeout(() => joinAsBroadcaster(channelId, true), REJOIN_RETRY_MS);
+    return;
+  }
+  broadcaster.wantLive = false;
+  setPhase("error", message);
+}
+
+/** A join is a rejoin when it re-creates the channel this page was live on before. */
+function isRejoin() {
+  return !broadcaster.ownsChannel && bui.viewerLink.value !== "";
+}
+
+async function onViewerOffer(payload) {
+  if (!payload || typeof payload.sender !== "string" || !payload.sdp) return;
+  if (!broadcaster.wantLive || !broadcaster.localStream) {
+    console.info("Ignoring an offer while not live", payload.sender);
+    return;
+  }
+  const viewerId = payload.sender;
+  // A viewer offers again after any hiccup; the new offer replaces its old connection.
+  closePeer(viewerId);
+  const pc = createPeer(viewerId, onBroadcasterPeerState);
+  try {
+    if (!(await applyRemoteDescription(viewerId, pc, payload.sdp))) return;
+    // Tracks are added after the offer so they reuse the viewer's recvonly transceivers.
+    for (const track of broadcaster.localStream.getTracks()) {
+      pc.addTrack(track, broadcaster.localStream);
+    }
+    await pc.setLocalDescription(await pc.createAnswer());
+    if (peers.get(viewerId) !== pc) return;
+    emit("answer", { target: viewerId, sdp: plainDescription(pc.localDescription) });
+  } catch (err) {
+    console.error("Could not answer viewer", viewerId, err);
+    if (peers.get(viewerId) === pc) closePeer(viewerId);
+  }
+}
+
+function onBroadcasterPeerState(viewerId, pc) {
+  // The protocol does not say when a viewer leaves; its failed connection does.
+  if (pc.connectionState === "failed" || pc.connectionState === "closed") closePeer(viewerId);
+}
+
+function onViewerCount(payload) {
+  if (!payload || payload.channel_id !== app.channelId) return;
+  if (typeof payload.count === "number") setViewerCount(payload.count);
+}
+
+function setViewerCount(count) {
+  broadcaster.viewerCount = count;
+  bui.viewerCount.textContent = String(count);
+  renderViewerCountLabel();
+}
+
+/** Viewers stay in a stopped channel, waiting; only a live one is being watched. */
+function renderViewerCountLabel() {
+  const count = broadcaster.viewerCount;
+  const noun = count === 1 ? "viewer" : "viewers";
+  bui.viewerCountLabel.textContent = app.phase.state === "live" ? `${noun} watching` : `${noun} waiting`;
+}
+
+function stopBroadcast() {
+  if (!app.channelId) return;
+  broadcaster.wantLive = false;
+  clearTimeout(broadcaster.rejoinTimer);
+  request("stop", "stop_broadcast", { channel_id: app.channelId });
+  // Viewers are told by the server; the camera preview stays on for a quick restart.
+  closeAllPeers();
+  setPhase("stopped", `Broadcast stopped. Press "Go live again" to resume channel ${app.channelId}.`);
+}
+
+function onChannelExpired(payload) {
+  if (!payload || payload.channel_id !== app.channelId) return;
+  broadcaster.wantLive = false;
+  broadcaster.ownsChannel = false;
+  closeAllPeers();
+  bui.viewerLink.value = "";
+  setViewerCount(0);
+  setChatEnabled(false);
+  setPhase("expired", `Channel ${payload.channel_id} closed after a while without viewers. Press Start to go live again.`);
+}
+
+async function copyViewerLink() {
+  const link = bui.viewerLink.value;
+  if (!link) return;
+  let copied = false;
+  try {
+    // Needs a secure context (HTTPS or localhost).
+    await navigator.clipboard.writeText(link);
+    copied = true;
+  } catch {
+    copied = false;
+  }
+  bui.viewerLink.focus();
+  bui.viewerLink.select();
+  flashButton(bui.copyBtn, copied ? "Copied!" : "Selected");
+}

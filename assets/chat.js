@@ -1,0 +1,232 @@
+// Chat, in both modes (the broadcaster sees everything its viewers write), and the viewer's
+// chat name (alias). User-supplied text is only ever inserted with textContent.
+
+import { app, mode } from "./state.js";
+import { request, whenClientId } from "./signaling.js";
+import { $, ui } from "./ui.js";
+
+/** The server's chat limit, counted in Unicode characters like the server does. */
+const CHAT_MAX_CHARS = 200;
+/** Older chat lines are dropped past this, so a long session does not grow without bound. */
+const CHAT_LOG_LIMIT = 500;
+
+const chat = {
+  /** Last text sent, restored into the input if the server rejects it. */
+  lastSent: "",
+  /** Only viewers may write (PROTOCOL.md): the broadcaster reads its viewers' chat. */
+  readOnly: false,
+};
+
+export function initChat() {
+  ui.chatForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendChat();
+  });
+  ui.chatInput.addEventListener("input", updateChatCount);
+  if (mode === "broadcaster") {
+    // Say so up front rather than after a refused message.
+    chat.readOnly = true;
+    ui.chatInput.placeholder = "Only viewers can write here";
+    setChatEnabled(false);
+  }
+  updateChatCount();
+}
+
+export function showChat(visible) {
+  ui.chatPanel.hidden = !visible;
+  ui.layout.classList.toggle("with-chat", visible);
+}
+
+export function setChatEnabled(enabled) {
+  ui.chatInput.disabled = !enabled || chat.readOnly;
+  ui.chatSend.disabled = !enabled || chat.readOnly;
+}
+
+function charCount(text) {
+  // The server counts Unicode characters (code points), not UTF-16 units.
+  return [...text].length;
+}
+
+function updateChatCount() {
+  const count = charCount(ui.chatInput.value.trim());
+  ui.chatCount.textContent = `${count}/${CHAT_MAX_CHARS}`;
+  ui.chatCount.classList.toggle("over", count > CHAT_MAX_CHARS);
+}
+
+function sendChat() {
+  // Trim like legacy pages; the server trims too. An empty message is simply not sent.
+  const message = ui.chatInput.value.trim();
+  if (!message || !app.channelId || !app.socket.connected) return;
+  showChatError("");
+  chat.lastSent = message;
+  request("chat", "send_message", { channel_id: app.channelId, message });
+  ui.chatInput.value = "";
+  updateChatCount();
+}
+
+export function onChatRefused(message) {
+  showChatError(message);
+  if (mode === "broadcaster" && /must be a viewer/.test(message)) {
+    // This server lets only viewers write; keep the chat readable and say so.
+    chat.readOnly = true;
+    ui.chatInput.value = "";
+    ui.chatInput.placeholder = "Only viewers can write here";
+    setChatEnabled(false);
+    updateChatCount();
+  }
+}
+
+export function showChatError(text) {
+  ui.chatError.textContent = text;
+  if (text && !ui.chatInput.value && chat.lastSent) {
+    // Give the rejected text back so the user can fix it rather than retype it.
+    ui.chatInput.value = chat.lastSent;
+    updateChatCount();
+  }
+}
+
+export function onNewMessage(payload) {
+  if (!payload || typeof payload.message !== "string") return;
+  const sender = typeof payload.sender_id === "string" ? payload.sender_id : "Someone";
+  const isOwn = sender === myChatName();
+  // Our message came back: whatever went wrong before is over.
+  if (isOwn) ui.chatError.textContent = "";
+  appendChatMessage(sender, payload.message, payload.timestamp, isOwn);
+}
+
+/**
+ * The name the server attaches to our messages: our alias, or "Viewer-" + 8 chars of our id;
+ * null while we do not know our id yet.
+ */
+function myChatName() {
+  if (mode !== "viewer") return null;
+  if (alias.name) return alias.name;
+  return app.myId ? `Viewer-${[...app.myId].slice(0, 8).join("")}` : null;
+}
+
+function appendChatMessage(sender, text, timestamp, isOwn) {
+  const log = ui.chatLog;
+  // Follow new messages only if the reader was already at the bottom.
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+
+  const item = document.createElement("li");
+  item.className = isOwn ? "chat-msg own" : "chat-msg";
+  const senderEl = document.createElement("span");
+  senderEl.className = "chat-sender";
+  senderEl.textContent = sender;
+  const textEl = document.createElement("span");
+  textEl.className = "chat-text";
+  textEl.textContent = text;
+  item.append(senderEl, textEl);
+  const time = formatChatTime(timestamp);
+  if (time) {
+    const timeEl = document.createElement("time");
+    timeEl.className = "chat-time";
+    timeEl.dateTime = time.iso;
+    timeEl.textContent = time.label;
+    item.append(timeEl);
+  }
+  log.append(item);
+
+  while (log.children.length > CHAT_LOG_LIMIT) log.firstElementChild.remove();
+  if (atBottom || isOwn) log.scrollTop = log.scrollHeight;
+}
+
+function formatChatTime(timestamp) {
+  if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) return null;
+  const date = new Date(timestamp * 1000);
+  return {
+    iso: date.toISOString(),
+    label: date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
+  };
+}
+
+// -----------------------------------------------------------------------------------------------
+// Alias: a viewer's chat name, kept by the server per channel membership
+// -----------------------------------------------------------------------------------------------
+
+const alias = {
+  name: null,
+  /**
+   * Our id (`client_id`) when the server stored the alias; null once that membership is gone
+   * (reconnect, channel removed), so the alias is sent again on the next join.
+   */
+  ownerId: null,
+};
+
+const aui = {};
+
+/** Viewer mode only: shows the name and wires the dialog. */
+export function initAlias() {
+  Object.assign(aui, {
+    area: $("alias-area"),
+    current: $("alias-current"),
+    button: $("alias-btn"),
+    dialog: $("alias-dialog"),
+    form: $("alias-form"),
+    input: $("alias-input"),
+    cancel: $("alias-cancel"),
+  });
+  aui.area.hidden = false;
+  aui.button.addEventListener("click", openAliasDialog);
+  aui.cancel.addEventListener("click", () => aui.dialog.close());
+  aui.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveAlias();
+  });
+}
+
+export function setAliasEnabled(enabled) {
+  aui.button.disabled = !enabled;
+}
+
+function openAliasDialog() {
+  aui.input.value = alias.name || "";
+  showAliasError("");
+  aui.dialog.showModal();
+  aui.input.focus();
+}
+
+function saveAlias() {
+  if (!app.channelId || !app.socket.connected) return;
+  showAliasError("");
+  // Trimmed like legacy pages; the server validates and explains what is wrong.
+  const name = aui.input.value.trim();
+  request("alias", "set_alias", { channel_id: app.channelId, alias: name });
+}
+
+export function onAliasSet(payload) {
+  if (!payload || typeof payload.alias !== "string") return;
+  alias.name = payload.alias;
+  alias.ownerId = app.myId;
+  renderAliasCurrent();
+  showAliasError("");
+  if (aui.dialog.open) aui.dialog.close();
+}
+
+/**
+ * After a reconnect the server knows us under a new id, without alias: give it ours again.
+ * Which id we have is known only from `client_id`, so this waits for it.
+ */
+export function restoreAlias() {
+  if (!alias.name) return;
+  whenClientId((myId) => {
+    if (alias.name && alias.ownerId !== myId) {
+      request("alias", "set_alias", { channel_id: app.channelId, alias: alias.name });
+    }
+  });
+}
+
+/** Our membership (and the alias the server kept with it) is gone. */
+export function forgetAliasOwner() {
+  alias.ownerId = null;
+}
+
+export function renderAliasCurrent() {
+  if (aui.current) aui.current.textContent = myChatName() || "";
+}
+
+export function showAliasError(text) {
+  const el = $("alias-error");
+  if (el) el.textContent = text;
+}

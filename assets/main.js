@@ -1,0 +1,79 @@
+// The served page: one broadcaster streams camera and microphone peer-to-peer to many viewers,
+// with a chat for everyone in the channel. The server only relays signaling (see PROTOCOL.md);
+// media never passes through it.
+//
+// The mode comes from the query string: ?broadcaster=true[&channel=ID], ?viewer=true[&channel=ID],
+// or neither (landing view). Element ids and the `data-state` values of #status are a contract
+// with the end-to-end tests; keep them stable.
+//
+// Plain ES modules, no build step; this one starts the page and wires the others together:
+//   state.js        page-wide state (`window.broadcastApp`)
+//   ui.js           status line, notice, DOM helpers
+//   signaling.js    the Socket.IO connection, our id (`client_id`), emit helpers
+//   peers.js        RTCPeerConnections and ICE candidates, both modes
+//   chat.js         chat and the viewer's alias
+//   broadcaster.js  broadcaster mode
+//   viewer.js       viewer mode; picker.js its channel list
+// User-supplied text is only ever inserted with textContent.
+
+import { broadcasterMode } from "./broadcaster.js";
+import { initChat, onChatRefused, onNewMessage, showAliasError, showChatError } from "./chat.js";
+import { onIceCandidate } from "./peers.js";
+import { connect } from "./signaling.js";
+import { app, mode } from "./state.js";
+import { $, setPhase, ui, useController } from "./ui.js";
+import { viewerMode } from "./viewer.js";
+
+/** Landing mode: no socket work beyond showing that the server is reachable. */
+const landingMode = {
+  init() {
+    $("landing-view").hidden = false;
+    app.phase = { state: "idle", text: "Connected. Go live or watch a broadcast." };
+  },
+  bindSocket() {},
+  onConnect() {
+    setPhase("idle", "Connected. Go live or watch a broadcast.");
+  },
+  onClientId() {},
+  onError(message) {
+    setPhase("error", message);
+  },
+  render() {},
+};
+
+function start() {
+  markActiveMode();
+  const controller = { broadcaster: broadcasterMode, viewer: viewerMode, landing: landingMode }[mode];
+  useController(controller);
+  controller.init();
+  initChat();
+  if (typeof window.io !== "function") {
+    setPhase("error", "The page's Socket.IO client failed to load; reload the page.");
+    return;
+  }
+  const socket = connect(controller, (message) => routeError(controller, message));
+  socket.on("ice_candidate", onIceCandidate);
+  socket.on("new_message", onNewMessage);
+  controller.bindSocket(socket);
+}
+
+function markActiveMode() {
+  const active = { broadcaster: ui.modeBroadcaster, viewer: ui.modeViewer }[mode];
+  if (active) active.setAttribute("aria-current", "page");
+  document.body.dataset.mode = mode;
+}
+
+/**
+ * Routes a server `error` to the part of the screen it concerns. The prefixes are part of the
+ * protocol; errors without one are attributed to the last request we made.
+ */
+function routeError(controller, message) {
+  console.warn("Server error:", message);
+  if (message.startsWith("Invalid message:")) return showChatError(message);
+  if (message.startsWith("Invalid alias:")) return showAliasError(message);
+  if (app.lastRequest === "chat") return onChatRefused(message);
+  if (app.lastRequest === "alias") return showAliasError(message);
+  return controller.onError(message, app.lastRequest);
+}
+
+start();

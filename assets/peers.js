@@ -1,0 +1,88 @@
+// WebRTC plumbing shared by both modes: one RTCPeerConnection per remote id, ICE candidates
+// relayed through the server and queued until the remote description is set.
+
+import { peers } from "./state.js";
+import { emit } from "./signaling.js";
+import { $ } from "./ui.js";
+
+const iceServers = readIceServers();
+
+/**
+ * Remote id → ICE candidates received before that peer's remote description was set.
+ * An entry exists exactly while candidates must wait; afterwards they are added directly.
+ */
+const pendingCandidates = new Map();
+
+/** The server hands its ICE servers to the page as JSON; `[]` means host candidates only. */
+function readIceServers() {
+  try {
+    const parsed = JSON.parse($("config").textContent || "[]");
+    if (Array.isArray(parsed)) return parsed;
+    if (parsed && Array.isArray(parsed.iceServers)) return parsed.iceServers;
+  } catch (err) {
+    console.error("Unreadable ICE server config; using host candidates only", err);
+  }
+  return [];
+}
+
+export function createPeer(remoteId, onStateChange) {
+  const pc = new RTCPeerConnection({ iceServers });
+  peers.set(remoteId, pc);
+  pendingCandidates.set(remoteId, []);
+  pc.onicecandidate = ({ candidate }) => {
+    // Skip end-of-candidates (null or empty): the protocol relays candidate objects only.
+    if (!candidate || !candidate.candidate || peers.get(remoteId) !== pc) return;
+    emit("ice_candidate", { target: remoteId, candidate: candidate.toJSON() });
+  };
+  pc.onconnectionstatechange = () => {
+    if (peers.get(remoteId) === pc) onStateChange(remoteId, pc);
+  };
+  return pc;
+}
+
+export function closePeer(remoteId) {
+  const pc = peers.get(remoteId);
+  peers.delete(remoteId);
+  pendingCandidates.delete(remoteId);
+  if (pc) pc.close();
+}
+
+export function closeAllPeers() {
+  for (const remoteId of [...peers.keys()]) closePeer(remoteId);
+}
+
+/** The session description as the plain `{type, sdp}` object the protocol relays. */
+export function plainDescription(description) {
+  return { type: description.type, sdp: description.sdp };
+}
+
+/** Sets the remote description, then adds the candidates that had to wait for it. */
+export async function applyRemoteDescription(remoteId, pc, description) {
+  await pc.setRemoteDescription(description);
+  if (peers.get(remoteId) !== pc) return false;
+  const queued = pendingCandidates.get(remoteId) || [];
+  pendingCandidates.delete(remoteId);
+  for (const candidate of queued) await addCandidate(pc, candidate);
+  return peers.get(remoteId) === pc;
+}
+
+export function onIceCandidate(payload) {
+  if (!payload || typeof payload.sender !== "string" || !payload.candidate) return;
+  const { sender, candidate } = payload;
+  const queue = pendingCandidates.get(sender);
+  if (queue) {
+    queue.push(candidate);
+    return;
+  }
+  const pc = peers.get(sender);
+  if (pc) addCandidate(pc, candidate);
+}
+
+async function addCandidate(pc, candidate) {
+  try {
+    await pc.addIceCandidate(candidate);
+  } catch (err) {
+    // One bad candidate should not end the session; others usually work.
+    console.warn("Ignoring an ICE candidate the browser rejected", err);
+  }
+}

@@ -1,0 +1,112 @@
+// The Socket.IO connection: connecting and reconnecting, our id from `client_id`, and the
+// helpers every mode emits through. The vendored client (a classic script) defines `io`.
+
+import { app } from "./state.js";
+import { setConnection, showNotice } from "./ui.js";
+
+/** Failed reconnect attempts after which "reconnecting" becomes "unreachable". */
+const UNREACHABLE_AFTER_ATTEMPTS = 3;
+
+/** Callbacks waiting for this connection's `client_id`; dropped when the connection is lost. */
+let clientIdWaiters = [];
+
+/**
+ * Opens the connection, which then reconnects by itself. `controller` is the page mode's
+ * (`onConnect`, `onClientId`); `onServerError` gets the message of each `error` event.
+ * Returns the socket so the caller can bind the other events.
+ */
+export function connect(controller, onServerError) {
+  // Polling first, then upgrade: the same order legacy pages use, and it works through
+  // proxies that block WebSocket.
+  const socket = window.io({ transports: ["polling", "websocket"] });
+  app.socket = socket;
+
+  socket.on("connect", () => onConnect(controller));
+  socket.on("disconnect", onDisconnect);
+  socket.on("connect_error", onConnectError);
+  socket.io.on("reconnect_attempt", (attempt) => {
+    app.reconnectAttempts = attempt;
+  });
+
+  socket.on("client_id", (payload) => onClientId(controller, payload));
+  socket.on("error", (payload) => onServerError(messageOf(payload)));
+  socket.on("relay_error", onRelayError);
+  return socket;
+}
+
+function onConnect(controller) {
+  const isReconnect = app.everConnected;
+  app.everConnected = true;
+  app.reconnectAttempts = 0;
+  // Our id is not known yet: `client_id` names us on this connection (see whenClientId).
+  setConnection("connected");
+  controller.onConnect(isReconnect);
+}
+
+/** The server's id for us, the one peers and chat know us by; only `client_id` says it. */
+function onClientId(controller, payload) {
+  if (!payload || typeof payload.id !== "string") {
+    console.warn("Ignoring a client_id without an id", payload);
+    return;
+  }
+  app.myId = payload.id;
+  const waiters = clientIdWaiters;
+  clientIdWaiters = [];
+  for (const callback of waiters) callback(app.myId);
+  controller.onClientId();
+}
+
+/**
+ * Calls `callback(ourId)` at once if this connection's `client_id` has arrived, else when it
+ * does; not at all if the connection is lost first (a new one starts over).
+ */
+export function whenClientId(callback) {
+  if (app.myId !== null) callback(app.myId);
+  else clientIdWaiters.push(callback);
+}
+
+function onDisconnect(reason) {
+  // The id belonged to this connection; the next one gets its own `client_id`.
+  app.myId = null;
+  clientIdWaiters = [];
+  if (reason === "io client disconnect") return;
+  if (reason === "io server disconnect") {
+    // The server closed us on purpose; Socket.IO does not retry that by itself.
+    app.socket.connect();
+  }
+  // Peer connections stay up: media flows peer-to-peer and may survive a signaling blip.
+  setConnection("reconnecting");
+}
+
+function onConnectError(err) {
+  console.warn("Socket.IO connection failed:", err && err.message);
+  const gaveUp = !app.everConnected || app.reconnectAttempts >= UNREACHABLE_AFTER_ATTEMPTS;
+  setConnection(gaveUp ? "unreachable" : "reconnecting");
+}
+
+/** Emits an event whose failure is not reported by `error` (relays, listing channels). */
+export function emit(event, payload) {
+  app.socket.emit(event, payload);
+}
+
+/** Emits a request whose failure would come back as an `error` event. */
+export function request(kind, event, payload) {
+  app.lastRequest = kind;
+  app.socket.emit(event, payload);
+}
+
+export function isConnected() {
+  return Boolean(app.socket && app.socket.connected);
+}
+
+function messageOf(payload) {
+  if (payload && typeof payload.message === "string") return payload.message;
+  return typeof payload === "string" ? payload : "Unknown error from the server";
+}
+
+function onRelayError(payload) {
+  // The server refused to pass on our offer/answer/candidate; the peer is usually gone.
+  console.warn("relay_error", payload);
+  const event = payload && typeof payload.event === "string" ? payload.event : "signal";
+  showNotice(`Could not deliver ${event}: ${messageOf(payload)}`);
+}

@@ -1,0 +1,106 @@
+//! Which network address a client connects from, for per-address limits.
+//!
+//! Behind a load balancer every connection comes from the balancer, so the client's own
+//! address is taken from `X-Forwarded-For`, but only when the connection comes from a proxy
+//! the operator listed: anybody else could write any address into that header and so escape
+//! every per-address limit.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
+use ipnet::IpNet;
+
+/// Proxies whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
+    }
+
+    /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last
+    /// address in `X-Forwarded-For` that is not itself a trusted proxy (each proxy appends the
+    /// address it saw, so entries left of an untrusted one may be forged).
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+        if !self.contains(&peer) {
+            return peer;
+        }
+        let hops = forwarded_for
+            .iter()
+            .flat_map(|header| header.split(','))
+            .map(|hop| hop.trim().parse::<IpAddr>());
+        let mut client = peer;
+        for hop in hops.rev() {
+            match hop {
+                Ok(ip) if self.contains(&ip) => client = ip,
+                Ok(ip) => return ip,
+                // An unreadable entry: trust nothing to its left.
+                Err(_) => return client,
+            }
+        }
+        client
+    }
+
+    /// The client address of the request that opened a Socket.IO session.
+    pub fn of_request(&self, parts: &Parts) -> Option<IpAddr> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())?;
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Some(self.client_ip(peer, &forwarded))
+    }
+}
+
+/// Parses one `--trusted-proxies` entry: an address or a CIDR block.
+pub fn parse_proxy(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("trusted proxy `{s}` must be an IP address or CIDR block"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let none = TrustedProxies::default();
+        assert_eq!(
+            none.client_ip(ip("203.0.113.9"), &["198.51.100.1"]),
+            ip("203.0.113.9")
+        );
+        let lb = TrustedProxies(vec![parse_proxy("10.0.0.0/8").unwrap()]);
+        assert_eq!(
+            lb.client_ip(ip("10.1.2.3"), &["198.51.100.1"]),
+            ip("198.51.100.1")
+        );
+        // A forged leftmost entry is ignored: the balancer appended the real one last.
+        assert_eq!(
+            lb.client_ip(ip("10.1.2.3"), &["1.1.1.1, 198.51.100.1"]),
+            ip("198.51.100.1")
+        );
+        // Chained trusted proxies are skipped.
+        assert_eq!(
+            lb.client_ip(ip("10.1.2.3"), &["198.51.100.1", "10.9.9.9"]),
+            ip("198.51.100.1")
+        );
+        // No header, or garbage: the proxy itself.
+        assert_eq!(lb.client_ip(ip("10.1.2.3"), &[]), ip("10.1.2.3"));
+        assert_eq!(lb.client_ip(ip("10.1.2.3"), &["junk"]), ip("10.1.2.3"));
+        assert!(parse_proxy("nope").is_err());
+        assert_eq!(parse_proxy("::1").unwrap().to_string(), "::1/128");
+    }
+}

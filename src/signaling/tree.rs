@@ -1,0 +1,479 @@
+//! The relay tree of one channel (PROTOCOL.md, "Relay tree"): who feeds whom.
+//!
+//! Viewers that can forward media relay the broadcast to a few others, so the broadcaster's
+//! uplink carries at most `direct` streams however many watch. Pure domain logic: no sockets,
+//! no clock of its own (callers pass `now`). Every operation returns the [`Notice`]s the
+//! handlers turn into `upstream` and `downstream_left` events.
+//!
+//! Work per event is bounded by the nodes it concerns: a leave touches the leaver's parent and
+//! children (and re-indexes the moved subtrees' depths in memory; messages go to the children
+//! only), never the whole channel.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::ids::SocketId;
+
+/// The tree's limits (server options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// D: viewers the broadcaster feeds directly before relays take over (legacy leaves count).
+    pub direct: usize,
+    /// F: children one relaying viewer may feed; 0 turns the tree off.
+    pub fanout: usize,
+    /// How long a viewer waits for a relay with room before it gets the broadcaster, over D.
+    pub wait: Duration,
+}
+
+/// Who feeds a viewer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Feeder {
+    Broadcaster,
+    Viewer(SocketId),
+}
+
+/// What somebody must be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// `upstream {peer_id, depth}` to `viewer`: negotiate with this feeder.
+    Upstream {
+        viewer: SocketId,
+        feeder: Feeder,
+        depth: usize,
+    },
+    /// `downstream_left {peer_id: child}` to `feeder`: close that child's connection.
+    DownstreamLeft { feeder: Feeder, child: SocketId },
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    /// A tree viewer (joined with `relay: true`); otherwise a legacy leaf.
+    relay: bool,
+    parent: Option<Feeder>,
+    children: HashSet<SocketId>,
+    /// 1 = fed by the broadcaster; meaningful while `anchored`.
+    depth: usize,
+    /// The node's chain of feeders reaches the broadcaster (no waiting ancestor).
+    anchored: bool,
+    /// Set by `relay_ready`: the sequence number of when it became eligible.
+    eligible: Option<u64>,
+    /// Order of joining, for going live again.
+    joined: u64,
+    /// While waiting: the key in the waiting queue and when the wait started.
+    waiting: Option<(u64, Instant)>,
+    /// A feeder this node reported as failed, excluded from its next assignment.
+    avoid: Option<Feeder>,
+}
+
+/// One channel's tree.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    limits: TreeLimits,
+    /// False when the tree is off for this channel (fan-out 0, or the broadcaster joined with
+    /// `relay: false`): everybody is fed by the broadcaster.
+    enabled: bool,
+    /// Between `stop_broadcast` and going live again nobody is fed.
+    live: bool,
+    nodes: HashMap<SocketId, Node>,
+    /// The broadcaster's children (legacy leaves and tree viewers).
+    direct: HashSet<SocketId>,
+    /// Anchored eligible viewers with room: (depth, children, eligible seq, id), best first.
+    candidates: BTreeSet<(usize, usize, u64, SocketId)>,
+    /// Waiting viewers in order of arrival.
+    waiting: BTreeMap<u64, SocketId>,
+    seq: u64,
+}
+
+impl Tree {
+    pub fn new(limits: TreeLimits, relay_allowed: bool) -> Self {
+        Self {
+            limits,
+            enabled: relay_allowed && limits.fanout > 0,
+            live: true,
+            nodes: HashMap::new(),
+            direct: HashSet::new(),
+            candidates: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// A viewer joins (`relay`: it asked for the tree). Legacy leaves attach to the broadcaster
+    /// at once and are told nothing (they offer the broadcaster, as they always did).
+    pub fn join(&mut self, viewer: &SocketId, relay: bool, now: Instant) -> Vec<Notice> {
+        if self.nodes.contains_key(viewer) {
+            return Vec::new();
+        }
+        let joined = self.next_seq();
+        self.nodes.insert(
+            viewer.clone(),
+            Node {
+                relay,
+                parent: None,
+                children: HashSet::new(),
+                depth: 0,
+                anchored: false,
+                eligible: None,
+                joined,
+                waiting: None,
+                avoid: None,
+            },
+        );
+        let mut notices = Vec::new();
+        if self.live {
+            self.place(viewer, now, &mut notices);
+        }
+        notices
+    }
+
+    /// `relay_ready`: the viewer plays the stream and may feed others from now on.
+    pub fn ready(&mut self, viewer: &SocketId) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        let Some(node) = self.nodes.get(viewer) else {
+            return notices;
+        };
+        if !self.enabled || !node.relay || node.eligible.is_some() || node.parent.is_none() {
+            return notices;
+        }
+        let seq = self.next_seq();
+        self.update(viewer, |n| n.eligible = Some(seq));
+        self.serve_waiting(&mut notices);
+        notices
+    }
+
+    /// `upstream_failed`: the viewer lost its media; it is moved, avoiding the feeder it
+    /// reported. Its own children stay with it.
+    pub fn upstream_failed(&mut self, viewer: &SocketId, now: Instant) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        let Some(node) = self.nodes.get(viewer) else {
+            return notices;
+        };
+        if !node.relay || !self.live {
+            return notices;
+        }
+        let Some(old) = node.parent.clone() else {
+            // Already waiting for a feeder: nothing to move.
+            return notices;
+        };
+        self.detach(viewer, &mut notices);
+        self.update(viewer, |n| {
+            n.eligible = None;
+            n.avoid = Some(old);
+        });
+        self.place(viewer, now, &mut notices);
+        self.serve_waiting(&mut notices);
+        notices
+    }
+
+    /// A viewer leaves (or disconnects): its feeder is told, its children are placed again.
+    pub fn leave(&mut self, viewer: &SocketId, now: Instant) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        if !self.nodes.contains_key(viewer) {
+            return notices;
+        }
+        self.detach(viewer, &mut notices);
+        self.update(viewer, |n| n.eligible = None);
+        let Some(node) = self.nodes.remove(viewer) else {
+            return notices;
+        };
+        if let Some((key, _)) = node.waiting {
+            self.waiting.remove(&key);
+        }
+        let mut orphans: Vec<(u64, SocketId)> = node
+            .children
+            .iter()
+            .filter_map(|c| self.nodes.get(c).map(|n| (n.joined, c.clone())))
+            .collect();
+        orphans.sort();
+        for (_, orphan) in &orphans {
+            self.update(orphan, |child| {
+                child.parent = None;
+                // Re-parented: eligible again after its next `relay_ready`.
+                child.eligible = None;
+            });
+            self.set_anchored(orphan, false);
+        }
+        for (_, orphan) in &orphans {
+            self.place(orphan, now, &mut notices);
+        }
+        self.serve_waiting(&mut notices);
+        notices
+    }
+
+    /// `stop_broadcast`: the tree dissolves; nobody is fed or eligible until going live again.
+    pub fn stop(&mut self) {
+        self.live = false;
+        self.direct.clear();
+        self.candidates.clear();
+        self.waiting.clear();
+        for node in self.nodes.values_mut() {
+            node.parent = None;
+            node.children.clear();
+            node.anchored = false;
+            node.eligible = None;
+            node.waiting = None;
+            node.avoid = None;
+            node.depth = 0;
+        }
+    }
+
+    /// Going live again: every viewer still here is placed afresh, in order of joining.
+    pub fn go_live(&mut self, now: Instant) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        if self.live {
+            return notices;
+        }
+        self.live = true;
+        let mut order: Vec<(u64, SocketId)> = self
+            .nodes
+            .iter()
+            .map(|(id, n)| (n.joined, id.clone()))
+            .collect();
+        order.sort();
+        for (_, viewer) in order {
+            self.place(&viewer, now, &mut notices);
+        }
+        notices
+    }
+
+    /// Viewers that waited past the limit get the broadcaster, over D.
+    pub fn expire_waits(&mut self, now: Instant) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        while let Some((&key, viewer)) = self.waiting.first_key_value() {
+            let viewer = viewer.clone();
+            let since = self
+                .nodes
+                .get(&viewer)
+                .and_then(|n| n.waiting.map(|(_, since)| since));
+            match since {
+                Some(since) if now.duration_since(since) < self.limits.wait => break,
+                Some(_) => self.attach(&viewer, Feeder::Broadcaster, &mut notices),
+                None => {
+                    self.waiting.remove(&key);
+                }
+            }
+        }
+        notices
+    }
+
+    /// When the oldest waiter's limit runs out, if anybody waits.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let (_, viewer) = self.waiting.first_key_value()?;
+        let (_, since) = self.nodes.get(viewer)?.waiting?;
+        Some(since + self.limits.wait)
+    }
+
+    /// The current feeder of a viewer.
+    pub fn upstream_of(&self, viewer: &str) -> Option<&Feeder> {
+        self.nodes.get(viewer)?.parent.as_ref()
+    }
+
+    /// Whether `a` and `b` are feeder and child, either way (relay authorization).
+    pub fn are_linked(&self, a: &str, b: &str) -> bool {
+        let parent_is = |child: &str, parent: &str| matches!(self.upstream_of(child), Some(Feeder::Viewer(p)) if p.as_str() == parent);
+        parent_is(a, b) || parent_is(b, a)
+    }
+
+    /// How many viewers the broadcaster feeds directly.
+    pub fn direct_count(&self) -> usize {
+        self.direct.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Finds a feeder for an unattached viewer, or queues it.
+    fn place(&mut self, viewer: &SocketId, now: Instant, notices: &mut Vec<Notice>) {
+        let Some(node) = self.nodes.get(viewer) else {
+            return;
+        };
+        let (attached, relay, waiting) =
+            (node.parent.is_some(), node.relay, node.waiting.is_some());
+        if attached || !self.live {
+            return;
+        }
+        if !relay || !self.enabled {
+            return self.attach(viewer, Feeder::Broadcaster, notices);
+        }
+        match self.best_feeder(viewer) {
+            Some(feeder) => self.attach(viewer, feeder, notices),
+            None => {
+                if !waiting {
+                    let key = self.next_seq();
+                    self.waiting.insert(key, viewer.clone());
+                    self.update(viewer, |n| n.waiting = Some((key, now)));
+                }
+            }
+        }
+    }
+
+    /// Assignment rules 1 and 2 for `viewer`, avoiding its subtree and the feeder it reported.
+    fn best_feeder(&self, viewer: &SocketId) -> Option<Feeder> {
+        let avoid = self.nodes.get(viewer)?.avoid.as_ref();
+        if self.direct.len() < self.limits.direct && avoid != Some(&Feeder::Broadcaster) {
+            return Some(Feeder::Broadcaster);
+        }
+        self.candidates
+            .iter()
+            .map(|(_, _, _, id)| id)
+            .find(|id| avoid != Some(&Feeder::Viewer((*id).clone())) && !self.is_within(id, viewer))
+            .map(|id| Feeder::Viewer(id.clone()))
+    }
+
+    /// Whether `node` is `root` or one of its descendants (walks up: O(depth)).
+    fn is_within(&self, node: &SocketId, root: &SocketId) -> bool {
+        let mut at = node;
+        // The tree has no cycles; the bound only guards against a bug becoming a hang.
+        for _ in 0..=self.nodes.len() {
+            if at == root {
+                return true;
+            }
+            match self.nodes.get(at).and_then(|n| n.parent.as_ref()) {
+                Some(Feeder::Viewer(parent)) => at = parent,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Serves waiting viewers in order of arrival while any feeder has room for them.
+    fn serve_waiting(&mut self, notices: &mut Vec<Notice>) {
+        if !self.live || self.waiting.is_empty() {
+            return;
+        }
+        let queue: Vec<SocketId> = self.waiting.values().cloned().collect();
+        for viewer in queue {
+            if self.candidates.is_empty() && self.direct.len() >= self.limits.direct {
+                break;
+            }
+            if let Some(feeder) = self.best_feeder(&viewer) {
+                self.attach(&viewer, feeder, notices);
+            }
+        }
+    }
+
+    /// Puts `viewer` (unattached) under `feeder`, telling it when it is a tree viewer.
+    fn attach(&mut self, viewer: &SocketId, feeder: Feeder, notices: &mut Vec<Notice>) {
+        let parent_depth = match &feeder {
+            Feeder::Broadcaster => 0,
+            Feeder::Viewer(p) => match self.nodes.get(p) {
+                Some(n) => n.depth,
+                None => return,
+            },
+        };
+        let Some(node) = self.nodes.get(viewer) else {
+            return;
+        };
+        if let Some((key, _)) = node.waiting {
+            self.waiting.remove(&key);
+        }
+        let relay = node.relay;
+        self.update(viewer, |n| {
+            n.parent = Some(feeder.clone());
+            n.waiting = None;
+            n.avoid = None;
+        });
+        match &feeder {
+            Feeder::Broadcaster => {
+                self.direct.insert(viewer.clone());
+            }
+            Feeder::Viewer(p) => {
+                let child = viewer.clone();
+                self.update(p, |n| {
+                    n.children.insert(child);
+                });
+            }
+        }
+        self.set_depths(viewer, parent_depth + 1);
+        if relay {
+            notices.push(Notice::Upstream {
+                viewer: viewer.clone(),
+                feeder,
+                depth: parent_depth + 1,
+            });
+        }
+    }
+
+    /// Takes `viewer` from its feeder (which is told); its subtree is no longer anchored.
+    fn detach(&mut self, viewer: &SocketId, notices: &mut Vec<Notice>) {
+        let Some(parent) = self.nodes.get(viewer).and_then(|n| n.parent.clone()) else {
+            return;
+        };
+        match &parent {
+            Feeder::Broadcaster => {
+                self.direct.remove(viewer);
+            }
+            Feeder::Viewer(p) => {
+                self.update(p, |n| {
+                    n.children.remove(viewer);
+                });
+            }
+        }
+        self.update(viewer, |n| n.parent = None);
+        self.set_anchored(viewer, false);
+        notices.push(Notice::DownstreamLeft {
+            feeder: parent,
+            child: viewer.clone(),
+        });
+    }
+
+    /// Applies `change` to a node, keeping the candidate index in step.
+    fn update(&mut self, id: &SocketId, change: impl FnOnce(&mut Node)) {
+        let fanout = self.limits.fanout;
+        let Some(node) = self.nodes.get_mut(id) else {
+            return;
+        };
+        if let Some(key) = candidate_key(id, node, fanout) {
+            self.candidates.remove(&key);
+        }
+        change(node);
+        if let Some(key) = candidate_key(id, node, fanout) {
+            self.candidates.insert(key);
+        }
+    }
+
+    /// Sets the depth of `root` and its subtree (now anchored) after it was attached.
+    fn set_depths(&mut self, root: &SocketId, depth: usize) {
+        let mut stack = vec![(root.clone(), depth)];
+        while let Some((id, depth)) = stack.pop() {
+            self.update(&id, |n| {
+                n.depth = depth;
+                n.anchored = true;
+            });
+            if let Some(node) = self.nodes.get(&id) {
+                stack.extend(node.children.iter().map(|c| (c.clone(), depth + 1)));
+            }
+        }
+    }
+
+    /// Marks a subtree as cut off from the broadcaster (or not).
+    fn set_anchored(&mut self, root: &SocketId, anchored: bool) {
+        let mut stack = vec![root.clone()];
+        while let Some(id) = stack.pop() {
+            self.update(&id, |n| n.anchored = anchored);
+            if let Some(node) = self.nodes.get(&id) {
+                stack.extend(node.children.iter().cloned());
+            }
+        }
+    }
+}
+
+/// The node's key in the candidate index, when it is a candidate.
+fn candidate_key(
+    id: &SocketId,
+    node: &Node,
+    fanout: usize,
+) -> Option<(usize, usize, u64, SocketId)> {
+    let seq = node.eligible?;
+    (node.anchored && node.parent.is_some() && node.children.len() < fanout)
+        .then(|| (node.depth, node.children.len(), seq, id.clone()))
+}
+
+#[cfg(test)]
+mod tests;

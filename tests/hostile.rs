@@ -1,0 +1,369 @@
+//! Hostile clients: what an attacker on a public broadcast link could try, each with a clear
+//! answer and no harm to anybody else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::spawn_app;
+use serde_json::{Value, json};
+
+/// A bare Engine.IO long-polling session, as an official client in polling mode drives it.
+struct Polling {
+    http: reqwest::Client,
+    base: String,
+    /// The Engine.IO session id this client got in its handshake.
+    session: String,
+    /// Event packets received but not taken yet.
+    pending: Vec<Value>,
+}
+
+impl Polling {
+    async fn open(app_url: &str) -> Polling {
+        let http = reqwest::Client::new();
+        let base = format!("{app_url}/socket.io/?EIO=4&transport=polling");
+        let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+        let session = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let client = Polling {
+            http,
+            base,
+            session,
+            pending: Vec::new(),
+        };
+        assert_eq!(client.post("40").await, 200);
+        client
+    }
+
+    fn url(&self, sid: &str) -> String {
+        format!("{}&sid={sid}", self.base)
+    }
+
+    async fn post(&self, body: &str) -> u16 {
+        self.http
+            .post(self.url(&self.session))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn emit(&self, event: &str, data: Value) {
+        assert_eq!(self.post(&format!("42{}", json!([event, data]))).await, 200);
+    }
+
+    /// Polls until an event named `event` arrives; returns its first argument.
+    async fn expect(&mut self, event: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(i) = self.pending.iter().position(|e| e[0] == event) {
+                return self.pending.remove(i)[1].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {event} within 5 s"
+            );
+            let body = self
+                .http
+                .get(self.url(&self.session))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            for packet in body.split('\u{1e}') {
+                if let Some(connect) = packet.strip_prefix("40") {
+                    let sid = serde_json::from_str::<Value>(connect).unwrap()["sid"].clone();
+                    self.pending.push(json!(["connect", {"sid": sid}]));
+                } else if packet == "2" {
+                    self.post("3").await;
+                } else if let Some(event) = packet.strip_prefix("42") {
+                    self.pending.push(serde_json::from_str(event).unwrap());
+                }
+            }
+        }
+    }
+}
+
+/// Defect 1: every id the protocol publishes used to be the Engine.IO session id, so anyone
+/// who saw it could post into, poll or upgrade the victim's session.
+#[tokio::test]
+async fn published_ids_are_not_transport_credentials() {
+    let app = spawn_app(&[]).await;
+    let mut victim = Polling::open(&app.url()).await;
+    let victim_id = victim.expect("client_id").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(victim_id, victim.session);
+    // The official client takes `socket.id` from the CONNECT packet: the public id too.
+    assert_eq!(victim.expect("connect").await["sid"], victim_id);
+    victim
+        .emit("join_as_broadcaster", json!({"channel_id": "victim"}))
+        .await;
+    assert_eq!(
+        victim.expect("broadcaster_ready").await,
+        json!({"id": victim_id, "channel_id": "victim"})
+    );
+
+    // What a stranger learns: the list and the join carry the public id only.
+    let mut stranger = app.client().await;
+    stranger.emit("join_as_viewer", json!({}));
+    let list = stranger.expect("channel_list").await;
+    assert_eq!(list["channels"][0]["broadcaster_sid"], victim_id);
+    stranger.emit("join_as_viewer", json!({"channel_id": "victim"}));
+    assert_eq!(
+        stranger.expect("broadcaster_available").await["broadcaster_id"],
+        victim_id
+    );
+    assert_eq!(victim.expect("viewer_count").await["count"], 1);
+
+    // With that id, the transport refuses every session operation.
+    let http = reqwest::Client::new();
+    let stop = format!("42{}", json!(["stop_broadcast", {"channel_id": "victim"}]));
+    let post = http
+        .post(victim.url(&victim_id))
+        .body(stop)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 400, "posting into the victim's session");
+    let poll = http.get(victim.url(&victim_id)).send().await.unwrap();
+    assert_eq!(poll.status(), 400, "polling the victim's session");
+    let upgrade =
+        tokio_tungstenite::connect_async(format!("{}&sid={victim_id}", app.ws_url())).await;
+    if let Ok((mut ws, _)) = upgrade {
+        // The WebSocket may open, but the upgrade probe gets no answer: the session is unknown.
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let _ = ws.send(Message::text("2probe")).await;
+        let read = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(msg)) = ws.next().await {
+                assert!(
+                    !matches!(msg, Message::Text(_)),
+                    "the victim's session answered the upgrade: {msg:?}"
+                );
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "the upgrade attempt is closed");
+    }
+
+    // The victim is still live and reachable: a new viewer is announced to it, and its own
+    // session still works.
+    let mut viewer = app.client().await;
+    viewer.emit("join_as_viewer", json!({"channel_id": "victim"}));
+    viewer.expect("broadcaster_available").await;
+    assert_eq!(victim.expect("viewer_count").await["count"], 2);
+    stranger.assert_silent().await;
+}
+
+/// Relay `sender` is the public id, and a reply addressed to it reaches the right socket.
+#[tokio::test]
+async fn relays_name_and_reach_public_ids() {
+    let app = spawn_app(&[]).await;
+    let (mut b, mut v) = common::channel_with_viewer(&app, "ids").await;
+    v.emit(
+        "offer",
+        json!({"target": b.sid, "sdp": common::sample_sdp("offer")}),
+    );
+    let offer = b.expect("offer").await;
+    assert_eq!(offer["sender"], v.sid);
+    assert_ne!(offer["sender"], v.session);
+    b.emit(
+        "answer",
+        json!({"target": offer["sender"], "sdp": common::sample_sdp("answer")}),
+    );
+    assert_eq!(v.expect("answer").await["sender"], b.sid);
+    // The session id is no address at all.
+    b.emit(
+        "answer",
+        json!({"target": v.session, "sdp": common::sample_sdp("answer")}),
+    );
+    b.expect_relay_error("answer").await;
+}
+
+/// Defect 3: request heads that never finish and connections that never speak are closed.
+#[tokio::test]
+async fn slow_heads_and_silent_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(&["--header-timeout-secs", "1"]).await;
+    let addr = app.server.local_addr;
+    let started = tokio::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let trickling = tokio::spawn(async move {
+        // One byte of a request head at a time, forever, as a slow-loris client does.
+        for byte in b"GET / HTTP/1.1\r\nX-Slow: ".iter().cycle() {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent connection is closed"
+    );
+    tokio::time::timeout(Duration::from_secs(5), trickling)
+        .await
+        .expect("a slow head is cut off")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A keep-alive connection that goes quiet after a request is closed too.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let read_all = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut response));
+    assert!(
+        read_all.await.is_ok(),
+        "an idle keep-alive connection is closed"
+    );
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+    // Real clients are unaffected.
+    assert_eq!(app.health().await["status"], "ok");
+}
+
+/// Defect 3: past the connection cap a client reads a clear 503, and those within it work.
+#[tokio::test]
+async fn connections_over_the_cap_get_a_clear_503() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_app(&["--max-connections", "3"]).await;
+    let addr = app.server.local_addr;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), over.read_to_string(&mut answer))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("connection limit"), "{answer}");
+    // Freed slots are usable again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(app.health().await["status"], "ok");
+}
+
+/// Defect 4: one socket, or one address, cannot take every channel.
+#[tokio::test]
+async fn one_client_cannot_take_every_channel() {
+    let app = spawn_app(&[
+        "--max-channels-per-socket",
+        "2",
+        "--max-channels-per-ip",
+        "3",
+        "--rate-join",
+        "0",
+    ])
+    .await;
+    let mut hog = app.client().await;
+    for i in 0..2 {
+        hog.emit(
+            "join_as_broadcaster",
+            json!({"channel_id": format!("hog{i}")}),
+        );
+        hog.expect("broadcaster_ready").await;
+    }
+    for i in 2..50 {
+        hog.emit(
+            "join_as_broadcaster",
+            json!({"channel_id": format!("hog{i}")}),
+        );
+        hog.expect_error("You already broadcast 2 channels; stop one before starting another")
+            .await;
+    }
+    let mut twin = app.client().await;
+    twin.emit("join_as_broadcaster", json!({"channel_id": "twin0"}));
+    twin.expect("broadcaster_ready").await;
+    twin.emit("join_as_broadcaster", json!({"channel_id": "twin1"}));
+    twin.expect_error("Too many channels from your network address (limit 3); try again later")
+        .await;
+    assert_eq!(app.health().await["channels"], 3);
+    hog.close();
+    hog.expect_closed().await;
+    twin.emit("join_as_broadcaster", json!({"channel_id": "twin1"}));
+    twin.expect("broadcaster_ready").await;
+}
+
+/// Defect 5: a script tag split across lines is still a script tag.
+#[tokio::test]
+async fn script_tags_across_newlines_are_refused() {
+    let app = spawn_app(&[]).await;
+    let (mut b, mut v) = common::channel_with_viewer(&app, "markup").await;
+    for hostile in [
+        "<script\n>alert(1)</script>",
+        "<script\nsrc=//evil.example/x.js>",
+        "<SCRIPT\r\n\tsrc=x>",
+    ] {
+        v.emit(
+            "send_message",
+            json!({"channel_id": "markup", "message": hostile}),
+        );
+        v.expect_error(
+            "Invalid message: message must not contain scripts or inline event handlers",
+        )
+        .await;
+    }
+    b.assert_silent().await;
+}
+
+/// Defect 2: list requests cannot be turned into an amplifier: past a short burst they get a
+/// small refusal, and a client that keeps going is disconnected.
+#[tokio::test]
+async fn channel_list_requests_are_rate_limited() {
+    let app = spawn_app(&[]).await;
+    let mut owner = app.client().await;
+    owner.emit("join_as_broadcaster", json!({"channel_id": "listed"}));
+    owner.expect("broadcaster_ready").await;
+    let mut bot = app.client().await;
+    let mut lists = 0;
+    let mut refusals = 0;
+    for _ in 0..200 {
+        bot.emit("join_as_viewer", json!({}));
+    }
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), bot.next_event()).await {
+            Ok(Some((name, args))) if name == "channel_list" => {
+                assert_eq!(args[0]["channels"][0]["id"], "listed");
+                lists += 1;
+            }
+            Ok(Some((name, args))) => {
+                assert_eq!(name, "error");
+                assert_eq!(
+                    args[0]["message"],
+                    "Invalid data: too many requests; wait a moment and try again"
+                );
+                refusals += 1;
+            }
+            Ok(None) => break,
+            Err(_) => panic!("the flooding client is disconnected"),
+        }
+    }
+    assert!(
+        (20..=25).contains(&lists),
+        "about the burst answered: {lists}"
+    );
+    assert!(
+        refusals > 0 && lists + refusals < 200,
+        "{lists} + {refusals}"
+    );
+    // The owner noticed nothing and the server forgot the bot.
+    owner.assert_silent().await;
+    assert_eq!(app.health().await["indexed_sockets"], 1);
+}
