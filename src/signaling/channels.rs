@@ -96,8 +96,11 @@ struct Channel {
 }
 
 impl Channel {
-    /// Turns the tree's notices into addressed events (the broadcaster by its id).
-    fn address(&self, notices: Vec<Notice>, out: &mut Vec<TreeEvent>) {
+    /// Turns the tree's notices into addressed events (the broadcaster by its id), followed by
+    /// the tree's figures for the broadcaster when they changed (`membership`: a viewer joined
+    /// or left) and the channel uses the tree.
+    fn address(&self, notices: Vec<Notice>, membership: bool, out: &mut Vec<TreeEvent>) {
+        let changed = membership || !notices.is_empty();
         let id = |feeder: Feeder| match feeder {
             Feeder::Broadcaster => self.broadcaster.clone(),
             Feeder::Viewer(v) => v,
@@ -119,6 +122,15 @@ impl Channel {
                 peer: child,
             },
         }));
+        if changed && self.tree.in_use() {
+            out.push(TreeEvent::Figures {
+                channel_id: self.id.clone(),
+                to: self.broadcaster.clone(),
+                direct: self.tree.direct_count(),
+                waiting: self.tree.waiting_count(),
+                depths: self.tree.depths().to_vec(),
+            });
+        }
     }
 
     fn touch(&mut self, now: Instant) {
@@ -164,6 +176,14 @@ pub enum TreeEvent {
         channel_id: ChannelId,
         to: SocketId,
         peer: SocketId,
+    },
+    /// `relay_tree` to the broadcaster: how its audience is fed.
+    Figures {
+        channel_id: ChannelId,
+        to: SocketId,
+        direct: usize,
+        waiting: usize,
+        depths: Vec<usize>,
     },
 }
 
@@ -280,7 +300,7 @@ impl Registry {
                 channel.stopped = false;
                 let notices = channel.tree.go_live(now);
                 let mut tree = Vec::new();
-                channel.address(notices, &mut tree);
+                channel.address(notices, true, &mut tree);
                 let started = BroadcastStarted {
                     channel_id: channel_id.clone(),
                     waiting_viewers: channel.viewers.keys().cloned().collect(),
@@ -382,7 +402,7 @@ impl Registry {
         let relay = relay && *sid != channel.broadcaster;
         let notices = channel.tree.join(sid, relay, now);
         let mut tree = Vec::new();
-        channel.address(notices, &mut tree);
+        channel.address(notices, true, &mut tree);
         let joined = ViewerJoined {
             broadcaster: channel.broadcaster.clone(),
             viewer_count: channel.viewers.len(),
@@ -437,7 +457,7 @@ impl Registry {
         }
         let notices = op(&mut channel.tree, now);
         let mut events = Vec::new();
-        channel.address(notices, &mut events);
+        channel.address(notices, false, &mut events);
         let key = channel.id.clone();
         state.track_waits(&key);
         Ok(events)
@@ -457,7 +477,7 @@ impl Registry {
         for id in due {
             if let Some(channel) = state.channels.get_mut(&id) {
                 let notices = channel.tree.expire_waits(now);
-                channel.address(notices, &mut events);
+                channel.address(notices, false, &mut events);
             }
             state.track_waits(&id);
         }
@@ -600,7 +620,7 @@ impl Registry {
             {
                 let notices = channel.tree.leave(sid, now);
                 let mut tree = Vec::new();
-                channel.address(notices, &mut tree);
+                channel.address(notices, true, &mut tree);
                 departure.left.push(ViewerLeft {
                     channel_id: channel_id.clone(),
                     broadcaster: channel.broadcaster.clone(),

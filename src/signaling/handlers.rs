@@ -18,8 +18,8 @@ use super::channels::{Activity, Departure, Registry, SocketId, TreeEvent, unix_n
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
     self, AliasSet, BroadcasterAvailable, BroadcasterReady, ChannelList, ChannelRef, ClientId,
-    DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError, RelayKind, RelayedCandidate,
-    RelayedSdp, Upstream, ViewerCount,
+    DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError, RelayKind, RelayTree,
+    RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
 };
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::operators::BroadcastOperators;
@@ -233,15 +233,16 @@ pub fn join_as_viewer(ctx: &Ctx, payload: Option<&RawValue>) {
                     },
                 );
             }
-            emit_tree(&|to| ctx.socket.within(to), &joined.tree);
             ctx.send(
-                &[joined.broadcaster],
+                std::slice::from_ref(&joined.broadcaster),
                 "viewer_count",
                 &ViewerCount {
                     channel_id: &channel_id,
                     count: joined.viewer_count,
                 },
             );
+            // After the count, as on leaving: the core events come first.
+            emit_tree(&|to| ctx.socket.within(to), &joined.tree);
         }
         Err(e) => ctx.error(e),
     }
@@ -475,6 +476,25 @@ pub(super) fn emit_tree(
                     },
                 ),
                 "downstream_left",
+            ),
+            TreeEvent::Figures {
+                channel_id,
+                to: broadcaster,
+                direct,
+                waiting,
+                depths,
+            } => deliver(
+                to(broadcaster.to_string()).emit(
+                    "relay_tree",
+                    &RelayTree {
+                        channel_id,
+                        direct: *direct,
+                        relayed: depths.iter().skip(1).sum(),
+                        waiting: *waiting,
+                        depths,
+                    },
+                ),
+                "relay_tree",
             ),
         };
     }

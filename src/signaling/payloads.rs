@@ -423,6 +423,17 @@ pub struct Upstream<'a> {
     pub depth: usize,
 }
 
+/// How a channel's audience is fed: `depths[0]` = fed by the broadcaster, `depths[1]` = at
+/// depth 2, and so on; `waiting` have no feeder yet.
+#[derive(Debug, Serialize)]
+pub struct RelayTree<'a> {
+    pub channel_id: &'a str,
+    pub direct: usize,
+    pub relayed: usize,
+    pub waiting: usize,
+    pub depths: &'a [usize],
+}
+
 #[derive(Debug, Serialize)]
 pub struct DownstreamLeft<'a> {
     pub channel_id: &'a str,

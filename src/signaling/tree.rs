@@ -81,6 +81,12 @@ pub struct Tree {
     candidates: BTreeSet<(usize, usize, u64, SocketId)>,
     /// Waiting viewers in order of arrival.
     waiting: BTreeMap<u64, SocketId>,
+    /// Anchored viewers per depth (index 0 = depth 1), kept in step by [`Tree::update`], so
+    /// the broadcaster's display costs nothing to produce.
+    depth_counts: Vec<usize>,
+    /// A tree viewer has joined at some point: only then does the broadcaster get the tree's
+    /// figures (a channel of legacy pages sees no new event).
+    in_use: bool,
     seq: u64,
 }
 
@@ -94,6 +100,8 @@ impl Tree {
             direct: HashSet::new(),
             candidates: BTreeSet::new(),
             waiting: BTreeMap::new(),
+            depth_counts: Vec::new(),
+            in_use: false,
             seq: 0,
         }
     }
@@ -110,6 +118,7 @@ impl Tree {
             return Vec::new();
         }
         let joined = self.next_seq();
+        self.in_use |= relay;
         self.nodes.insert(
             viewer.clone(),
             Node {
@@ -211,6 +220,7 @@ impl Tree {
         self.direct.clear();
         self.candidates.clear();
         self.waiting.clear();
+        self.depth_counts.clear();
         for node in self.nodes.values_mut() {
             node.parent = None;
             node.children.clear();
@@ -282,6 +292,21 @@ impl Tree {
     /// How many viewers the broadcaster feeds directly.
     pub fn direct_count(&self) -> usize {
         self.direct.len()
+    }
+
+    /// Viewers fed through the tree at each depth (index 0 = fed by the broadcaster).
+    pub fn depths(&self) -> &[usize] {
+        &self.depth_counts
+    }
+
+    /// Viewers waiting for a feeder.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether a tree viewer ever joined (the broadcaster then gets the tree's figures).
+    pub fn in_use(&self) -> bool {
+        self.in_use
     }
 
     pub fn is_empty(&self) -> bool {
@@ -432,9 +457,28 @@ impl Tree {
         if let Some(key) = candidate_key(id, node, fanout) {
             self.candidates.remove(&key);
         }
+        let before = node.anchored.then_some(node.depth);
         change(node);
+        let after = node.anchored.then_some(node.depth);
         if let Some(key) = candidate_key(id, node, fanout) {
             self.candidates.insert(key);
+        }
+        if before != after {
+            if let Some(depth) = before
+                && let Some(count) = self.depth_counts.get_mut(depth.saturating_sub(1))
+            {
+                *count = count.saturating_sub(1);
+            }
+            if let Some(depth) = after {
+                let at = depth.saturating_sub(1);
+                if self.depth_counts.len() <= at {
+                    self.depth_counts.resize(at + 1, 0);
+                }
+                self.depth_counts[at] += 1;
+            }
+            while self.depth_counts.last() == Some(&0) {
+                self.depth_counts.pop();
+            }
         }
     }
 

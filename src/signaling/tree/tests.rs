@@ -97,6 +97,15 @@ fn check(tree: &Tree) {
         tree.waiting.len(),
         tree.nodes.values().filter(|n| n.waiting.is_some()).count()
     );
+    // The depth counts match the anchored nodes.
+    let mut counts = Vec::new();
+    for node in tree.nodes.values().filter(|n| n.anchored) {
+        if counts.len() < node.depth {
+            counts.resize(node.depth, 0);
+        }
+        counts[node.depth - 1] += 1;
+    }
+    assert_eq!(tree.depths(), counts.as_slice(), "depth counts");
     // The candidate index is exactly the anchored, eligible viewers with room.
     let expected: BTreeSet<_> = tree
         .nodes

@@ -1,8 +1,6 @@
 //! HTTP side: the page, health, assets, origin restriction, start-up errors.
 
-mod common;
-
-use common::spawn_app;
+use crate::helpers::spawn_app;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -1,11 +1,9 @@
 //! Hostile clients: what an attacker on a public broadcast link could try, each with a clear
 //! answer and no harm to anybody else.
 
-mod common;
-
 use std::time::Duration;
 
-use common::spawn_app;
+use crate::helpers::spawn_app;
 use serde_json::{Value, json};
 
 /// A bare Engine.IO long-polling session, as an official client in polling mode drives it.
@@ -167,23 +165,23 @@ async fn published_ids_are_not_transport_credentials() {
 #[tokio::test]
 async fn relays_name_and_reach_public_ids() {
     let app = spawn_app(&[]).await;
-    let (mut b, mut v) = common::channel_with_viewer(&app, "ids").await;
+    let (mut b, mut v) = crate::helpers::channel_with_viewer(&app, "ids").await;
     v.emit(
         "offer",
-        json!({"target": b.sid, "sdp": common::sample_sdp("offer")}),
+        json!({"target": b.sid, "sdp": crate::helpers::sample_sdp("offer")}),
     );
     let offer = b.expect("offer").await;
     assert_eq!(offer["sender"], v.sid);
     assert_ne!(offer["sender"], v.session);
     b.emit(
         "answer",
-        json!({"target": offer["sender"], "sdp": common::sample_sdp("answer")}),
+        json!({"target": offer["sender"], "sdp": crate::helpers::sample_sdp("answer")}),
     );
     assert_eq!(v.expect("answer").await["sender"], b.sid);
     // The session id is no address at all.
     b.emit(
         "answer",
-        json!({"target": v.session, "sdp": common::sample_sdp("answer")}),
+        json!({"target": v.session, "sdp": crate::helpers::sample_sdp("answer")}),
     );
     b.expect_relay_error("answer").await;
 }
@@ -305,7 +303,7 @@ async fn one_client_cannot_take_every_channel() {
 #[tokio::test]
 async fn script_tags_across_newlines_are_refused() {
     let app = spawn_app(&[]).await;
-    let (mut b, mut v) = common::channel_with_viewer(&app, "markup").await;
+    let (mut b, mut v) = crate::helpers::channel_with_viewer(&app, "markup").await;
     for hostile in [
         "<script\n>alert(1)</script>",
         "<script\nsrc=//evil.example/x.js>",

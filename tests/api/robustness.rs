@@ -1,10 +1,8 @@
 //! Validation, authorization, limits, expiry, transports and races, against the real server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{channel_with_viewer, sample_candidate, sample_sdp, spawn_app};
+use crate::helpers::{channel_with_viewer, sample_candidate, sample_sdp, spawn_app};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -352,7 +350,7 @@ struct Polling {
 }
 
 impl Polling {
-    async fn open(app: &common::TestApp) -> Polling {
+    async fn open(app: &crate::helpers::TestApp) -> Polling {
         let http = reqwest::Client::new();
         let base = format!("{}/socket.io/?EIO=4&transport=polling", app.url());
         let open = http.get(&base).send().await.unwrap().text().await.unwrap();

@@ -1,8 +1,6 @@
 //! PROTOCOL.md's core event table, row by row, against the real server.
 
-mod common;
-
-use common::{channel_with_viewer, sample_candidate, sample_sdp, spawn_app};
+use crate::helpers::{channel_with_viewer, sample_candidate, sample_sdp, spawn_app};
 use serde_json::json;
 
 #[tokio::test]

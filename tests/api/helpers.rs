@@ -1,7 +1,6 @@
 //! Test harness: the real server on an ephemeral port, and a small Socket.IO v5 client that
 //! speaks the wire protocol itself (WebSocket or long-polling) so tests can also send what
 //! official clients never would: malformed, oversized, out-of-order packets.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -1,0 +1,9 @@
+//! The integration tests: one binary, the real server on an ephemeral port, real sockets.
+
+mod helpers;
+
+mod hostile;
+mod http;
+mod protocol;
+mod robustness;
+mod tree;

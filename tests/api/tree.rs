@@ -1,0 +1,315 @@
+//! The relay tree over real sockets (PROTOCOL.md "Relay tree"): assignment, re-parenting,
+//! waiting, stop and going live again, and relay authorization along the tree.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Client, TestApp, sample_candidate, sample_sdp, spawn_app};
+
+/// A tree server with D = 1, F = 2 (and a short wait unless a test gives its own).
+async fn tree_app(extra: &[&str]) -> TestApp {
+    let mut args = vec!["--relay-direct", "1", "--relay-fanout", "2"];
+    args.extend_from_slice(extra);
+    spawn_app(&args).await
+}
+
+/// The broadcaster of `channel`, with its `broadcaster_ready` consumed.
+async fn broadcaster(app: &TestApp, channel: &str) -> Client {
+    let mut b = app.client().await;
+    b.emit("join_as_broadcaster", json!({ "channel_id": channel }));
+    b.expect("broadcaster_ready").await;
+    b
+}
+
+/// A tree viewer that joined `channel` (its `broadcaster_available` consumed).
+async fn tree_viewer(app: &TestApp, channel: &str) -> Client {
+    let mut v = app.client().await;
+    v.emit(
+        "join_as_viewer",
+        json!({ "channel_id": channel, "relay": true }),
+    );
+    v.expect("broadcaster_available").await;
+    v
+}
+
+/// Takes the broadcaster's bookkeeping events (`viewer_count`, `relay_tree`) up to and
+/// including the `relay_tree` that says `depths` and `waiting`.
+async fn until_figures(b: &mut Client, depths: Value, waiting: usize) -> Value {
+    loop {
+        let (name, args) = b.next().await;
+        match name.as_str() {
+            "viewer_count" => {}
+            "relay_tree" if args[0]["depths"] == depths && args[0]["waiting"] == waiting => {
+                return args[0].clone();
+            }
+            "relay_tree" => {}
+            other => panic!("unexpected {other} {args:?}"),
+        }
+    }
+}
+
+async fn until_depths(b: &mut Client, depths: Value) -> Value {
+    until_figures(b, depths, 0).await
+}
+
+/// The next event other than the broadcaster's bookkeeping (`viewer_count`, `relay_tree`).
+async fn expect_past_figures(b: &mut Client, event: &str) -> Value {
+    loop {
+        let (name, mut args) = b.next().await;
+        if name != "viewer_count" && name != "relay_tree" {
+            assert_eq!(name, event, "{args:?}");
+            return args.remove(0);
+        }
+    }
+}
+
+fn upstream(channel: &str, peer: &str, depth: usize) -> Value {
+    json!({"channel_id": channel, "peer_id": peer, "depth": depth})
+}
+
+#[tokio::test]
+async fn viewers_fill_the_tree_level_by_level_and_relay_to_their_feeder() {
+    let app = tree_app(&[]).await;
+    let mut b = broadcaster(&app, "tree").await;
+    let mut a = tree_viewer(&app, "tree").await;
+    assert_eq!(a.expect("upstream").await, upstream("tree", &b.sid, 1));
+    // The broadcaster is full (D = 1) and nobody relays yet: the next viewer waits.
+    let mut c = tree_viewer(&app, "tree").await;
+    c.assert_silent().await;
+    until_figures(&mut b, json!([1]), 1).await;
+    // a plays the stream: c is fed by a, at depth 2.
+    a.emit("relay_ready", json!({"channel_id": "tree"}));
+    assert_eq!(c.expect("upstream").await, upstream("tree", &a.sid, 2));
+    let figures = until_depths(&mut b, json!([1, 1])).await;
+    assert_eq!(
+        figures,
+        json!({"channel_id": "tree", "direct": 1, "relayed": 1, "waiting": 0, "depths": [1, 1]})
+    );
+
+    // c negotiates with a exactly as a legacy viewer does with its broadcaster.
+    c.emit(
+        "offer",
+        json!({"target": a.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(a.expect("offer").await["sender"], c.sid);
+    a.emit(
+        "answer",
+        json!({"target": c.sid, "sdp": sample_sdp("answer")}),
+    );
+    assert_eq!(c.expect("answer").await["sender"], a.sid);
+    a.emit(
+        "ice_candidate",
+        json!({"target": c.sid, "candidate": sample_candidate()}),
+    );
+    assert_eq!(c.expect("ice_candidate").await["sender"], a.sid);
+    // Two viewers that are not feeder and child are no peers.
+    let mut d = tree_viewer(&app, "tree").await;
+    assert_eq!(d.expect("upstream").await, upstream("tree", &a.sid, 2));
+    d.emit(
+        "offer",
+        json!({"target": c.sid, "sdp": sample_sdp("offer")}),
+    );
+    d.expect_relay_error("offer").await;
+    c.assert_silent().await;
+}
+
+#[tokio::test]
+async fn legacy_viewers_are_fed_by_the_broadcaster_and_see_nothing_new() {
+    let app = tree_app(&[]).await;
+    let mut b = broadcaster(&app, "mixed").await;
+    let mut a = tree_viewer(&app, "mixed").await;
+    a.expect("upstream").await;
+    a.emit("relay_ready", json!({"channel_id": "mixed"}));
+    // A legacy viewer: attached to the broadcaster at once, over D, told nothing new.
+    let mut legacy = app.client().await;
+    legacy.emit("join_as_viewer", json!({"channel_id": "mixed"}));
+    legacy.expect("broadcaster_available").await;
+    legacy.emit(
+        "offer",
+        json!({"target": b.sid, "sdp": sample_sdp("offer")}),
+    );
+    legacy.assert_silent().await;
+    until_depths(&mut b, json!([2])).await;
+    assert_eq!(b.expect("offer").await["sender"], legacy.sid);
+    // Its departure is announced to its feeder, the broadcaster, after the count.
+    legacy.close();
+    legacy.expect_closed().await;
+    assert_eq!(b.expect("viewer_count").await["count"], 1);
+    assert_eq!(
+        b.expect("downstream_left").await,
+        json!({"channel_id": "mixed", "peer_id": legacy.sid})
+    );
+}
+
+#[tokio::test]
+async fn a_relay_that_leaves_is_replaced_and_its_children_keep_theirs() {
+    let app = tree_app(&[]).await;
+    let mut b = broadcaster(&app, "heal").await;
+    // r ← broadcaster; c1, c2 ← r; g ← c1.
+    let mut r = tree_viewer(&app, "heal").await;
+    r.expect("upstream").await;
+    r.emit("relay_ready", json!({"channel_id": "heal"}));
+    let mut c1 = tree_viewer(&app, "heal").await;
+    assert_eq!(c1.expect("upstream").await, upstream("heal", &r.sid, 2));
+    c1.emit("relay_ready", json!({"channel_id": "heal"}));
+    let mut c2 = tree_viewer(&app, "heal").await;
+    assert_eq!(c2.expect("upstream").await, upstream("heal", &r.sid, 2));
+    let mut g = tree_viewer(&app, "heal").await;
+    assert_eq!(g.expect("upstream").await, upstream("heal", &c1.sid, 3));
+    until_depths(&mut b, json!([1, 2, 1])).await;
+
+    // The depth-1 relay leaves: its children are placed again at once; the grandchild is
+    // not told anything (its feeder keeps it and swaps tracks).
+    r.close();
+    r.expect_closed().await;
+    assert_eq!(b.expect("viewer_count").await["count"], 3);
+    assert_eq!(
+        b.expect("downstream_left").await,
+        json!({"channel_id": "heal", "peer_id": r.sid})
+    );
+    // c1 (joined first) takes the broadcaster's free slot; c2 goes under c1 beside g.
+    assert_eq!(c1.expect("upstream").await, upstream("heal", &b.sid, 1));
+    // c1 must say relay_ready again before it feeds anyone new: c2 waits until it does.
+    c2.assert_silent().await;
+    c1.emit("relay_ready", json!({"channel_id": "heal"}));
+    assert_eq!(c2.expect("upstream").await, upstream("heal", &c1.sid, 2));
+    g.assert_silent().await;
+    until_depths(&mut b, json!([1, 2])).await;
+    // The former feeder is no longer a peer of c2.
+    c2.emit(
+        "offer",
+        json!({"target": r.sid, "sdp": sample_sdp("offer")}),
+    );
+    c2.expect_relay_error("offer").await;
+}
+
+#[tokio::test]
+async fn upstream_failed_moves_the_viewer_and_tells_the_old_feeder() {
+    let app = tree_app(&[]).await;
+    let mut b = broadcaster(&app, "fail").await;
+    let mut a = tree_viewer(&app, "fail").await;
+    a.expect("upstream").await;
+    a.emit("relay_ready", json!({"channel_id": "fail"}));
+    let mut c = tree_viewer(&app, "fail").await;
+    assert_eq!(c.expect("upstream").await, upstream("fail", &a.sid, 2));
+    c.emit("relay_ready", json!({"channel_id": "fail"}));
+    let mut d = tree_viewer(&app, "fail").await;
+    assert_eq!(d.expect("upstream").await, upstream("fail", &a.sid, 2));
+    // d lost its media from a: it is moved to c (a is excluded), and a is told.
+    d.emit("upstream_failed", json!({"channel_id": "fail"}));
+    assert_eq!(
+        a.expect("downstream_left").await,
+        json!({"channel_id": "fail", "peer_id": d.sid})
+    );
+    assert_eq!(d.expect("upstream").await, upstream("fail", &c.sid, 3));
+    until_depths(&mut b, json!([1, 1, 1])).await;
+    // a and d are no longer peers; c and d are.
+    d.emit(
+        "offer",
+        json!({"target": a.sid, "sdp": sample_sdp("offer")}),
+    );
+    d.expect_relay_error("offer").await;
+    d.emit(
+        "offer",
+        json!({"target": c.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(c.expect("offer").await["sender"], d.sid);
+}
+
+#[tokio::test]
+async fn a_waiting_viewer_gets_the_broadcaster_after_the_wait_limit() {
+    let app = tree_app(&["--relay-wait-ms", "300"]).await;
+    let mut b = broadcaster(&app, "wait").await;
+    let mut a = tree_viewer(&app, "wait").await;
+    a.expect("upstream").await;
+    let mut c = tree_viewer(&app, "wait").await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(c.expect("upstream").await, upstream("wait", &b.sid, 1));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    until_depths(&mut b, json!([2])).await;
+}
+
+#[tokio::test]
+async fn stop_dissolves_the_tree_and_going_live_sends_fresh_upstreams() {
+    let app = tree_app(&[]).await;
+    let mut b = broadcaster(&app, "again").await;
+    let mut a = tree_viewer(&app, "again").await;
+    a.expect("upstream").await;
+    a.emit("relay_ready", json!({"channel_id": "again"}));
+    let mut c = tree_viewer(&app, "again").await;
+    assert_eq!(c.expect("upstream").await, upstream("again", &a.sid, 2));
+    b.emit("stop_broadcast", json!({"channel_id": "again"}));
+    a.expect("broadcaster_stopped").await;
+    c.expect("broadcaster_stopped").await;
+    // Nobody is eligible any more: a and c are no longer feeder and child.
+    c.emit(
+        "offer",
+        json!({"target": a.sid, "sdp": sample_sdp("offer")}),
+    );
+    c.expect_relay_error("offer").await;
+    b.emit(
+        "join_as_broadcaster",
+        json!({"channel_id": "again", "force": true}),
+    );
+    expect_past_figures(&mut b, "broadcaster_ready").await;
+    // broadcaster_available first, then a fresh upstream: a (joined first) gets the
+    // broadcaster; c waits for a relay.
+    a.expect("broadcaster_available").await;
+    assert_eq!(a.expect("upstream").await, upstream("again", &b.sid, 1));
+    c.expect("broadcaster_available").await;
+    c.assert_silent().await;
+    a.emit("relay_ready", json!({"channel_id": "again"}));
+    assert_eq!(c.expect("upstream").await, upstream("again", &a.sid, 2));
+}
+
+#[tokio::test]
+async fn a_channel_without_the_tree_feeds_everyone_directly() {
+    let off = ["--relay-direct", "1", "--relay-fanout", "0"];
+    let on = ["--relay-direct", "1", "--relay-fanout", "2"];
+    for (server, broadcaster_relay) in [(off, true), (on, false)] {
+        let app = spawn_app(&server).await;
+        let mut b = app.client().await;
+        b.emit(
+            "join_as_broadcaster",
+            json!({"channel_id": "flat", "relay": broadcaster_relay}),
+        );
+        b.expect("broadcaster_ready").await;
+        for _ in 0..3 {
+            let mut v = tree_viewer(&app, "flat").await;
+            assert_eq!(v.expect("upstream").await, upstream("flat", &b.sid, 1));
+            v.emit("relay_ready", json!({"channel_id": "flat"}));
+            v.assert_silent().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn tree_reports_are_validated_and_need_membership() {
+    let app = tree_app(&[]).await;
+    let _b = broadcaster(&app, "rules").await;
+    let mut stranger = app.client().await;
+    stranger.emit("relay_ready", json!({"channel_id": "rules"}));
+    stranger
+        .expect_error("You must be a viewer in this channel")
+        .await;
+    stranger.emit("upstream_failed", json!({"channel_id": "nope"}));
+    stranger.expect_error("Channel not found or expired").await;
+    stranger.emit("relay_ready", json!({}));
+    stranger
+        .expect_error("Invalid data: channel_id is required")
+        .await;
+    stranger.emit(
+        "join_as_viewer",
+        json!({"channel_id": "rules", "relay": "yes"}),
+    );
+    stranger.expect_error_prefix("Invalid data: relay").await;
+    // Nothing was left behind by any of it.
+    stranger.close();
+    stranger.expect_closed().await;
+    assert_eq!(app.health().await["indexed_sockets"], 1);
+}
