@@ -6,15 +6,13 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 use socketioxide::BroadcastError;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
-use validator::Validate;
 
 use super::Signaling;
 use super::channels::{Activity, Departure, Registry, SocketId, TreeEvent, unix_now};
+use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
     self, AliasSet, BroadcasterAvailable, BroadcasterReady, ChannelList, ChannelRef, ClientId,
@@ -88,17 +86,6 @@ impl<'a> Ctx<'a> {
         deliver(self.socket.within(rooms).emit(event, data), event)
     }
 
-    /// Decodes and validates a payload, answering `error` with the event's prefix when invalid.
-    fn decode<T: DeserializeOwned + Validate>(
-        &self,
-        payload: Option<&RawValue>,
-        prefix: ErrorPrefix,
-    ) -> Option<T> {
-        payloads::decode(payload, prefix)
-            .map_err(|e| self.error(e))
-            .ok()
-    }
-
     /// The one place domain errors become the protocol's `error` event.
     fn error(&self, message: impl ToString) {
         let message = message.to_string();
@@ -158,11 +145,44 @@ pub fn connect(socket: &SocketRef, id: SocketId) {
     }
 }
 
-pub fn join_as_broadcaster(ctx: &Ctx, payload: Option<&RawValue>) {
-    let Some(request) = ctx.decode::<payloads::JoinAsBroadcaster>(payload, ErrorPrefix::Data)
-    else {
-        return;
-    };
+/// Routes a decoded event to its handler, in PROTOCOL.md order.
+pub fn handle(ctx: &Ctx, request: Request<'_>) {
+    match request {
+        Request::JoinAsBroadcaster(r) => join_as_broadcaster(ctx, r),
+        Request::JoinAsViewer(r) => join_as_viewer(ctx, r),
+        Request::Relay(kind, r) => relay(ctx, kind, r),
+        Request::SetAlias(r) => set_alias(ctx, r),
+        Request::SendMessage(r) => send_message(ctx, r),
+        Request::StopBroadcast(r) => stop_broadcast(ctx, r),
+        Request::RelayReady(r) => tree_report(ctx, r, TreeReport::Ready),
+        Request::UpstreamFailed(r) => tree_report(ctx, r, TreeReport::UpstreamFailed),
+    }
+}
+
+/// Answers an event that failed decoding: `error` with its prefix, or `relay_error` (which
+/// also counts as a strike: relays are where junk floods come from).
+pub fn refuse(ctx: &Ctx, refusal: Refusal) {
+    match refusal {
+        Refusal::Invalid(e) => ctx.error(e),
+        Refusal::Relay(kind, message) => {
+            refuse_relay(ctx, kind, message);
+            ctx.enforce(ctx.limits.strike(&ctx.sid));
+        }
+    }
+}
+
+fn refuse_relay(ctx: &Ctx, kind: RelayKind, message: String) {
+    tracing::debug!(event = kind.event(), %message, "relay refused");
+    ctx.reply(
+        "relay_error",
+        &RelayError {
+            event: kind,
+            message,
+        },
+    );
+}
+
+pub fn join_as_broadcaster(ctx: &Ctx, request: payloads::JoinAsBroadcaster) {
     if !ctx.admit(Class::Join, ErrorPrefix::Data) {
         return;
     }
@@ -199,10 +219,7 @@ pub fn join_as_broadcaster(ctx: &Ctx, payload: Option<&RawValue>) {
     }
 }
 
-pub fn join_as_viewer(ctx: &Ctx, payload: Option<&RawValue>) {
-    let Some(request) = ctx.decode::<payloads::JoinAsViewer>(payload, ErrorPrefix::Data) else {
-        return;
-    };
+pub fn join_as_viewer(ctx: &Ctx, request: payloads::JoinAsViewer) {
     let class = match request.channel_id {
         Some(_) => Class::Join,
         None => Class::List,
@@ -251,26 +268,9 @@ pub fn join_as_viewer(ctx: &Ctx, payload: Option<&RawValue>) {
 /// `offer`, `answer` and `ice_candidate`: relayed only between a channel's broadcaster and its
 /// viewers; every refusal is a `relay_error`, never `error` (legacy pages treat `error` as
 /// "become a viewer").
-pub fn relay(ctx: &Ctx, payload: Option<&RawValue>, kind: RelayKind) {
+pub fn relay(ctx: &Ctx, kind: RelayKind, relay: payloads::Relay<'_>) {
     // Every refusal is also a strike: a client that keeps sending junk is disconnected.
-    let refuse = |message: String| {
-        tracing::debug!(event = kind.event(), %message, "relay refused");
-        ctx.reply(
-            "relay_error",
-            &RelayError {
-                event: kind,
-                message,
-            },
-        );
-    };
-    let relay = match payloads::decode_relay(payload, kind) {
-        Ok(r) => r,
-        Err(message) => {
-            refuse(message);
-            ctx.enforce(ctx.limits.strike(&ctx.sid));
-            return;
-        }
-    };
+    let refuse = |message: String| refuse_relay(ctx, kind, message);
     let activity = match kind {
         RelayKind::Offer | RelayKind::Answer => Activity::Refresh,
         RelayKind::IceCandidate => Activity::Keep,
@@ -338,10 +338,7 @@ fn evict(ctx: &Ctx, target: &SocketId) {
     announce(ctx, target, ctx.registry.disconnect(target));
 }
 
-pub fn set_alias(ctx: &Ctx, payload: Option<&RawValue>) {
-    let Some(request) = ctx.decode::<payloads::SetAlias>(payload, ErrorPrefix::Alias) else {
-        return;
-    };
+pub fn set_alias(ctx: &Ctx, request: payloads::SetAlias) {
     if !ctx.admit(Class::Join, ErrorPrefix::Alias) {
         return;
     }
@@ -361,10 +358,7 @@ pub fn set_alias(ctx: &Ctx, payload: Option<&RawValue>) {
     }
 }
 
-pub fn send_message(ctx: &Ctx, payload: Option<&RawValue>) {
-    let Some(request) = ctx.decode::<payloads::SendMessage>(payload, ErrorPrefix::Message) else {
-        return;
-    };
+pub fn send_message(ctx: &Ctx, request: payloads::SendMessage) {
     if !ctx.admit(Class::Chat, ErrorPrefix::Message) {
         return;
     }
@@ -388,10 +382,7 @@ pub fn send_message(ctx: &Ctx, payload: Option<&RawValue>) {
     }
 }
 
-pub fn stop_broadcast(ctx: &Ctx, payload: Option<&RawValue>) {
-    let Some(request) = ctx.decode::<payloads::ChannelRequest>(payload, ErrorPrefix::Data) else {
-        return;
-    };
+pub fn stop_broadcast(ctx: &Ctx, request: payloads::ChannelRequest) {
     if !ctx.admit(Class::Join, ErrorPrefix::Data) {
         return;
     }
@@ -412,10 +403,7 @@ pub fn stop_broadcast(ctx: &Ctx, payload: Option<&RawValue>) {
 }
 
 /// `relay_ready` and `upstream_failed`: the viewer's part in the relay tree.
-pub fn tree_report(ctx: &Ctx, payload: Option<&RawValue>, report: TreeReport) {
-    let Some(request) = ctx.decode::<payloads::ChannelRequest>(payload, ErrorPrefix::Data) else {
-        return;
-    };
+pub fn tree_report(ctx: &Ctx, request: payloads::ChannelRequest, report: TreeReport) {
     if !ctx.admit(Class::Join, ErrorPrefix::Data) {
         return;
     }

@@ -10,6 +10,7 @@
 
 pub mod channels;
 pub mod errors;
+pub mod events;
 mod handlers;
 pub mod ids;
 pub mod limits;
@@ -17,13 +18,11 @@ pub mod payloads;
 mod sweeper;
 pub mod tree;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
@@ -66,23 +65,14 @@ pub fn attach(
     );
 }
 
-/// The protocol's events, in PROTOCOL.md order; anything else is ignored.
+/// Decodes an event and hands it to its handler; anything unknown is ignored. The events and
+/// their handlers are listed in PROTOCOL.md order in `events::decode` and `handlers::handle`.
 fn dispatch(state: &Signaling, socket: &SocketRef, event: &str, payload: Option<&RawValue>) {
     let ctx = handlers::Ctx::new(state, socket);
-    match event {
-        "join_as_broadcaster" => handlers::join_as_broadcaster(&ctx, payload),
-        "join_as_viewer" => handlers::join_as_viewer(&ctx, payload),
-        "offer" => handlers::relay(&ctx, payload, payloads::RelayKind::Offer),
-        "answer" => handlers::relay(&ctx, payload, payloads::RelayKind::Answer),
-        "ice_candidate" => handlers::relay(&ctx, payload, payloads::RelayKind::IceCandidate),
-        "set_alias" => handlers::set_alias(&ctx, payload),
-        "send_message" => handlers::send_message(&ctx, payload),
-        "stop_broadcast" => handlers::stop_broadcast(&ctx, payload),
-        "relay_ready" => handlers::tree_report(&ctx, payload, handlers::TreeReport::Ready),
-        "upstream_failed" => {
-            handlers::tree_report(&ctx, payload, handlers::TreeReport::UpstreamFailed)
-        }
-        other => tracing::debug!(event = other, "ignoring unknown event"),
+    match events::decode(event, payload) {
+        Some(Ok(request)) => handlers::handle(&ctx, request),
+        Some(Err(refusal)) => handlers::refuse(&ctx, refusal),
+        None => tracing::debug!(event, "ignoring unknown event"),
     }
 }
 
@@ -129,7 +119,7 @@ impl MessageHandler<LocalAdapter, Inline> for OnEvent {
             tracing::debug!(sid = %handlers::public_id(&socket), "ignoring binary event");
             return;
         };
-        match parse_event(text.as_str()) {
+        match events::parse_packet(text.as_str()) {
             Ok((event, payload)) => {
                 let _span = tracing::debug_span!("event", event = %event).entered();
                 dispatch(&self.0, &socket, &event, payload);
@@ -150,52 +140,5 @@ impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
         self.0.public_ids.remove(socket.id.as_str());
         handlers::disconnect(&handlers::Ctx::new(&self.0, &socket), reason);
         defer(s);
-    }
-}
-
-/// Splits an event packet `["name", payload, ...]` into its name and first argument, keeping the
-/// argument as raw JSON. Extra arguments are ignored.
-fn parse_event(text: &str) -> serde_json::Result<(Cow<'_, str>, Option<&RawValue>)> {
-    struct EventVisitor;
-    impl<'de> Visitor<'de> for EventVisitor {
-        type Value = (Cow<'de, str>, Option<&'de RawValue>);
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an event array [name, payload?]")
-        }
-        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
-            let name: Cow<'de, str> = seq
-                .next_element()?
-                .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
-            let payload: Option<&'de RawValue> = seq.next_element()?;
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok((name, payload))
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = (&mut de).deserialize_seq(EventVisitor)?;
-    de.end()?;
-    Ok(parsed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_event;
-
-    #[test]
-    fn parses_name_and_first_argument_raw() {
-        let (name, payload) =
-            parse_event(r#"["offer",{"target":"x","sdp":{"a":1}},"extra"]"#).expect("valid packet");
-        assert_eq!(name, "offer");
-        assert_eq!(
-            payload.map(|p| p.get()),
-            Some(r#"{"target":"x","sdp":{"a":1}}"#)
-        );
-        let (name, payload) = parse_event(r#"["join_as_viewer"]"#).expect("valid packet");
-        assert_eq!(name, "join_as_viewer");
-        assert!(payload.is_none());
-        let (_, payload) = parse_event(r#"["join_as_viewer",null]"#).expect("valid packet");
-        assert_eq!(payload.map(|p| p.get()), Some("null"));
-        assert!(parse_event("[]").is_err());
-        assert!(parse_event(r#"{"a":1}"#).is_err());
     }
 }
