@@ -19,3 +19,8 @@ for tool in node npm python3 cargo; do
   command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool: install it first" >&2; exit 1; }
 done
 python3 -m pip install -q --disable-pip-version-check -r tests/compat/python/requirements.txt
+# The fuzzer's driver (the fuzz smoke run builds the fuzz target with it).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "installing cargo-fuzz from crates.io"
+  cargo install --locked --quiet cargo-fuzz --version 0.13.2
+fi

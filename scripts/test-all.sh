@@ -18,6 +18,9 @@ bash scripts/check-vendor.sh
 step "Rust unit and integration tests"
 cargo test --workspace
 
+step "fuzz smoke: the event decoder (coverage-guided, libFuzzer)"
+bash scripts/fuzz-smoke.sh
+
 step "release build"
 cargo build --release --workspace
 

@@ -1,0 +1,69 @@
+//! Every inbound event's decoding and validation, fed arbitrary bytes: a Socket.IO event packet
+//! (`["name", payload, ...]`) as a client would send it, and the same bytes as the payload of
+//! every event the protocol knows. Nothing may panic, and an accepted request must hold what
+//! validation promises.
+#![no_main]
+
+use broadcast_server::signaling::events::{self, Refusal, Request};
+use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
+
+const EVENTS: [&str; 10] = [
+    "join_as_broadcaster",
+    "join_as_viewer",
+    "offer",
+    "answer",
+    "ice_candidate",
+    "set_alias",
+    "send_message",
+    "stop_broadcast",
+    "relay_ready",
+    "upstream_failed",
+];
+
+fn check(request: Option<Result<Request<'_>, Refusal>>) {
+    match request {
+        Some(Ok(Request::JoinAsBroadcaster(r))) => channel_ok(r.channel_id.as_deref()),
+        Some(Ok(Request::JoinAsViewer(r))) => channel_ok(r.channel_id.as_deref()),
+        Some(Ok(Request::SetAlias(r))) => {
+            let alias = r.alias.expect("a valid alias is present");
+            assert!((5..=20).contains(&alias.chars().count()), "{alias:?}");
+            assert_eq!(alias.trim(), alias);
+        }
+        Some(Ok(Request::SendMessage(r))) => {
+            let message = r.message.expect("a valid message is present");
+            assert!((1..=200).contains(&message.chars().count()));
+            assert!(!message.to_lowercase().contains("<script"));
+        }
+        Some(Ok(Request::Relay(_, relay))) => {
+            assert!(!relay.target.trim().is_empty());
+            assert!(relay.body.get().starts_with('{'));
+        }
+        Some(Ok(Request::StopBroadcast(r) | Request::RelayReady(r) | Request::UpstreamFailed(r))) => {
+            channel_ok(Some(r.channel_id.as_deref().expect("required")));
+        }
+        Some(Err(Refusal::Invalid(e))) => assert!(e.to_string().starts_with("Invalid ")),
+        Some(Err(Refusal::Relay(_, message))) => assert!(!message.is_empty()),
+        None => {}
+    }
+}
+
+fn channel_ok(id: Option<&str>) {
+    if let Some(id) = id {
+        assert!(!id.is_empty() && id.chars().count() <= 20, "{id:?}");
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok((name, payload)) = events::parse_packet(text) {
+        check(events::decode(&name, payload));
+    }
+    let payload: Option<&RawValue> = serde_json::from_str(text).ok();
+    for event in EVENTS {
+        check(events::decode(event, payload));
+    }
+});
