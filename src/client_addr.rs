@@ -5,7 +5,9 @@
 //! the operator listed: anybody else could write any address into that header and so escape
 //! every per-address limit.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
@@ -59,6 +61,59 @@ impl TrustedProxies {
     }
 }
 
+/// Open Socket.IO sessions per client address, against a cap: one address (a bot, or a script
+/// looping on reconnect) cannot hold every connection the server has.
+#[derive(Debug)]
+pub struct SessionsPerAddr {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl SessionsPerAddr {
+    /// `limit` 0 = unlimited.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // One map operation per critical section: a poisoned map is still a valid map.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a slot for a new session from `addr`; `false` when the address is at its cap.
+    pub fn try_take(&self, addr: IpAddr) -> bool {
+        let mut open = self.lock();
+        let count = open.entry(addr).or_default();
+        if self.limit > 0 && *count >= self.limit {
+            if *count == 0 {
+                open.remove(&addr);
+            }
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Gives back the slot of a session that ended.
+    pub fn release(&self, addr: IpAddr) {
+        let mut open = self.lock();
+        if let Some(count) = open.get_mut(&addr) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&addr);
+            }
+        }
+    }
+
+    /// Addresses with at least one session (for `/healthz` and leak checks).
+    pub fn addresses(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 /// Parses one `--trusted-proxies` entry: an address or a CIDR block.
 pub fn parse_proxy(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
@@ -101,6 +156,17 @@ mod tests {
         assert_eq!(lb.client_ip(ip("10.1.2.3"), &[]), ip("10.1.2.3"));
         assert_eq!(lb.client_ip(ip("10.1.2.3"), &["junk"]), ip("10.1.2.3"));
         assert!(parse_proxy("nope").is_err());
+        let sessions = SessionsPerAddr::new(2);
+        let home = ip("198.51.100.7");
+        assert!(sessions.try_take(home) && sessions.try_take(home));
+        assert!(!sessions.try_take(home), "third session from one address");
+        assert!(sessions.try_take(ip("203.0.113.1")));
+        sessions.release(home);
+        assert!(sessions.try_take(home));
+        for addr in [home, home, ip("203.0.113.1")] {
+            sessions.release(addr);
+        }
+        assert_eq!(sessions.addresses(), 0);
         assert_eq!(parse_proxy("::1").unwrap().to_string(), "::1/128");
     }
 }

@@ -120,6 +120,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_channels_per_ip: u64,
 
+    /// Socket.IO connections one client address may hold at once (0 = unlimited); over it the
+    /// client gets `connect_error` "Too many connections from your network address…".
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: u64,
+
     /// Load balancers or reverse proxies (addresses or CIDR blocks, comma-separated) whose
     /// `X-Forwarded-For` header names the client for per-address limits; from anybody else the
     /// header is ignored.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -122,6 +122,8 @@ pub struct GuardedAcceptor<A> {
     limits: ConnectionLimits,
     open: Arc<AtomicUsize>,
     ids: PublicIds,
+    /// Throttles the over-the-cap warning (see `telemetry::throttled`).
+    log_gate: Arc<AtomicU64>,
 }
 
 impl<A> GuardedAcceptor<A> {
@@ -131,6 +133,7 @@ impl<A> GuardedAcceptor<A> {
             limits,
             open,
             ids,
+            log_gate: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -163,14 +166,16 @@ where
         let permit = Permit::take(&self.open);
         let over = permit.count > self.limits.max_connections;
         let inner = self.inner.accept(stream, service);
-        let (limits, ids) = (self.limits, self.ids.clone());
+        let (limits, ids, log_gate) = (self.limits, self.ids.clone(), self.log_gate.clone());
         Box::pin(async move {
             let (mut stream, service) = inner.await?;
             if over {
-                tracing::warn!(
-                    limit = limits.max_connections,
-                    "connection refused: at the connection limit"
-                );
+                crate::telemetry::throttled(&log_gate, || {
+                    tracing::warn!(
+                        limit = limits.max_connections,
+                        "connection refused: at the connection limit"
+                    )
+                });
                 // Best effort: the client may not even be speaking HTTP.
                 let answer = async {
                     stream.write_all(OVER_CAPACITY).await?;

@@ -21,6 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::client_addr::SessionsPerAddr;
 use crate::config::Config;
 use crate::signaling::Registry;
 
@@ -73,6 +74,7 @@ impl AssetSource {
 struct AppState {
     page: Bytes,
     registry: Registry,
+    sessions: Arc<SessionsPerAddr>,
     io: SocketIo,
 }
 
@@ -208,12 +210,14 @@ pub fn router(
     config: &Config,
     page: String,
     registry: Registry,
+    sessions: Arc<SessionsPerAddr>,
     io: SocketIo,
     socketio: SocketIoLayer,
 ) -> Router {
     let state = AppState {
         page: Bytes::from(page),
         registry,
+        sessions,
         io,
     };
     let assets = assets_router(AssetSource::from_config(config));
@@ -338,6 +342,10 @@ struct Health {
     channels: usize,
     sockets: usize,
     indexed_sockets: usize,
+    /// Client addresses owning a channel (per-address limits); 0 when no channel is open.
+    indexed_addresses: usize,
+    /// Client addresses with an open Socket.IO session; 0 when nobody is connected.
+    client_addresses: usize,
 }
 
 async fn health(State(state): State<AppState>) -> Json<Health> {
@@ -347,6 +355,8 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
         channels: stats.channels,
         sockets: state.io.sockets().len(),
         indexed_sockets: stats.indexed_sockets,
+        indexed_addresses: stats.indexed_addresses,
+        client_addresses: state.sessions.addresses(),
     })
 }
 

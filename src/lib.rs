@@ -22,7 +22,7 @@ use hyper_util::rt::TokioTimer;
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
-use client_addr::TrustedProxies;
+use client_addr::{SessionsPerAddr, TrustedProxies};
 use config::Config;
 use connection::{ConnectionLimits, GuardedAcceptor, PublicIds};
 use signaling::{RateLimits, Registry, RegistryLimits, SweeperGuard};
@@ -184,15 +184,19 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         .build_layer();
     let public_ids = PublicIds::default();
     let limits = Arc::new(RateLimits::new(config.rates()));
+    let sessions = Arc::new(SessionsPerAddr::new(
+        usize::try_from(config.max_connections_per_ip).unwrap_or(usize::MAX),
+    ));
     signaling::attach(
         &io,
         registry.clone(),
         limits.clone(),
         public_ids.clone(),
         TrustedProxies(config.trusted_proxies.clone()),
+        sessions.clone(),
     );
     let sweeper = signaling::spawn_sweeper(registry.clone(), limits, io.clone());
-    let app = http::router(config, page, registry, io.clone(), socketio);
+    let app = http::router(config, page, registry, sessions, io.clone(), socketio);
 
     let addr = SocketAddr::new(config.host, config.port);
     let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;

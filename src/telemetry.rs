@@ -15,3 +15,25 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().with_current_span(true).init(),
     }
 }
+
+/// Runs `log` at most once a second per `gate`: warnings caused by a client (an abusive one
+/// can cause thousands a second) must not flood the log.
+pub fn throttled(gate: &std::sync::atomic::AtomicU64, log: impl FnOnce()) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let last = gate.load(std::sync::atomic::Ordering::Relaxed);
+    if now > last
+        && gate
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        log();
+    }
+}

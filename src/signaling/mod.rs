@@ -22,6 +22,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
@@ -33,7 +34,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 pub use channels::{Registry, RegistryLimits};
 pub use limits::{Rate, RateLimits, Rates};
 
-use crate::client_addr::TrustedProxies;
+use crate::client_addr::{SessionsPerAddr, TrustedProxies};
 use crate::connection::PublicIds;
 pub use sweeper::{SweeperGuard, spawn_sweeper};
 
@@ -44,6 +45,9 @@ pub struct Signaling {
     limits: Arc<RateLimits>,
     public_ids: PublicIds,
     proxies: Arc<TrustedProxies>,
+    sessions: Arc<SessionsPerAddr>,
+    /// When a refusal was last logged: one abusive address must not flood the log.
+    log_gate: Arc<AtomicU64>,
 }
 
 /// Registers the protocol on the default namespace.
@@ -53,6 +57,7 @@ pub fn attach(
     limits: Arc<RateLimits>,
     public_ids: PublicIds,
     proxies: TrustedProxies,
+    sessions: Arc<SessionsPerAddr>,
 ) {
     io.ns(
         "/",
@@ -61,6 +66,8 @@ pub fn attach(
             limits,
             public_ids,
             proxies: Arc::new(proxies),
+            sessions,
+            log_gate: Arc::new(AtomicU64::new(0)),
         }),
     );
 }
@@ -91,11 +98,22 @@ impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
         _auth: &'a Option<Value>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn fmt::Display + Send>>> + Send + 'a>> {
         let socket = SocketRef::from(s);
-        let id = handlers::assign_public_id(&socket);
-        self.0.public_ids.insert(socket.id.as_str(), id);
         if let Some(addr) = self.0.proxies.of_request(socket.req_parts()) {
+            if !self.0.sessions.try_take(addr) {
+                // The client's `connect_error` carries this; nothing was kept for it.
+                let refusal: Box<dyn fmt::Display + Send> =
+                    Box::new("Too many connections from your network address; try again later");
+                crate::telemetry::throttled(
+                    &self.0.log_gate,
+                    || tracing::warn!(%addr, "refused a connection: too many from this address"),
+                );
+                return Box::pin(std::future::ready(Err(refusal)));
+            }
+            // Holding a `ClientAddr` means holding a slot: the disconnect handler gives it back.
             socket.extensions.insert(handlers::ClientAddr(addr));
         }
+        let id = handlers::assign_public_id(&socket);
+        self.0.public_ids.insert(socket.id.as_str(), id);
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -138,6 +156,9 @@ impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
     fn call_with_defer(&self, s: Arc<Socket>, reason: DisconnectReason, defer: fn(Arc<Socket>)) {
         let socket = SocketRef::from(s.clone());
         self.0.public_ids.remove(socket.id.as_str());
+        if let Some(handlers::ClientAddr(addr)) = socket.extensions.get::<handlers::ClientAddr>() {
+            self.0.sessions.release(addr);
+        }
         handlers::disconnect(&handlers::Ctx::new(&self.0, &socket), reason);
         defer(s);
     }

@@ -365,3 +365,32 @@ async fn channel_list_requests_are_rate_limited() {
     owner.assert_silent().await;
     assert_eq!(app.health().await["indexed_sockets"], 1);
 }
+
+/// One address cannot hold every session: past its cap it gets a clear `connect_error`, and
+/// a freed slot is usable again.
+#[tokio::test]
+async fn sessions_per_address_are_capped() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app(&["--max-connections-per-ip", "2"]).await;
+    let mut first = app.client().await;
+    let _second = app.client().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url()).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // Engine.IO open
+    ws.send(Message::text("40")).await.unwrap();
+    let refused = loop {
+        if let Message::Text(t) = ws.next().await.unwrap().unwrap()
+            && t.as_str() != "2"
+        {
+            break t.to_string();
+        }
+    };
+    assert_eq!(
+        refused,
+        r#"44{"message":"Too many connections from your network address; try again later"}"#
+    );
+    first.close();
+    first.expect_closed().await;
+    let _third = app.client().await;
+    assert_eq!(app.health().await["client_addresses"], 1);
+}
