@@ -161,6 +161,11 @@ impl Client {
         self.send_raw(&format!("42{}", json!([event, data])));
     }
 
+    /// Sends any WebSocket message as is (binary frames, say).
+    pub fn send_message(&self, message: Message) {
+        self.outgoing.send(message).expect("writer alive");
+    }
+
     /// Emits an event with no argument at all.
     pub fn emit_bare(&self, event: &str) {
         self.send_raw(&format!("42{}", json!([event])));

@@ -375,7 +375,9 @@ async fn sessions_per_address_are_capped() {
     let app = spawn_app(&["--max-connections-per-ip", "2"]).await;
     let mut first = app.client().await;
     let _second = app.client().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .unwrap();
     ws.next().await.unwrap().unwrap(); // Engine.IO open
     ws.send(Message::text("40")).await.unwrap();
     let refused = loop {

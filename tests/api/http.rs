@@ -41,7 +41,8 @@ async fn health_reports_channels_and_sockets() {
     let app = spawn_app(&[]).await;
     assert_eq!(
         app.health().await,
-        json!({"status": "ok", "channels": 0, "sockets": 0, "indexed_sockets": 0})
+        json!({"status": "ok", "channels": 0, "sockets": 0, "indexed_sockets": 0,
+               "indexed_addresses": 0, "client_addresses": 0})
     );
     let mut b = app.client().await;
     b.emit("join_as_broadcaster", json!({"channel_id": "h"}));

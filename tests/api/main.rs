@@ -3,6 +3,7 @@
 mod helpers;
 
 mod hostile;
+mod hostile_suite;
 mod http;
 mod protocol;
 mod robustness;
