@@ -5,12 +5,16 @@
   python3 scripts/hostile-repro.py --url http://127.0.0.1:3000 --pid <server pid> list-flood
 
   python3 scripts/hostile-repro.py --url http://127.0.0.1:3000 --pid <server pid> slowloris
+  python3 scripts/hostile-repro.py --url http://127.0.0.1:3000 --pid <server pid> soak
 
 slow-broadcaster: a broadcaster stops reading while its viewer sends 20,000 offers of 8 KiB.
 list-flood: a client that never reads asks for the channel list 20,000 times while 99 channels
 exist. Each prints the server's RSS growth and whether (and when) the server dropped the client.
 slowloris: 300 connections send one byte of a request head per second and 100 say nothing;
 prints how many the server still holds open after --watch seconds.
+soak: --soak-secs (default 30 min) of churn (broadcasters and viewers meeting, signaling,
+chatting, leaving) with abusive clients mixed in (junk frames, floods, readers that stop,
+abrupt drops); prints the server's RSS every 10 s and compares the end to the post-warm-up level.
 Standard library only: a minimal WebSocket client (masked frames, Engine.IO v4, Socket.IO v5).
 """
 
@@ -166,13 +170,140 @@ def slowloris(host, port, seconds):
     )
 
 
+def churn_cycle(host, port, n, stop):
+    """A broadcaster and three viewers (two in the relay tree) meet, signal, chat and leave."""
+    channel = f"soak{n % 50}"
+    clients = []
+    try:
+        b = Ws(host, port)
+        clients.append(b)
+        b.drain_forever()
+        b.emit("join_as_broadcaster", {"channel_id": channel})
+        time.sleep(0.05)
+        for i in range(3):
+            v = Ws(host, port)
+            clients.append(v)
+            v.drain_forever()
+            v.emit("join_as_viewer", {"channel_id": channel, "relay": i > 0})
+            v.emit("offer", {"target": b.id, "sdp": {"type": "offer", "sdp": "v=0\r\n" * 200}})
+            v.emit("ice_candidate", {"target": b.id, "candidate": {"candidate": "c", "sdpMid": "0"}})
+            v.emit("relay_ready", {"channel_id": channel})
+            v.emit("set_alias", {"channel_id": channel, "alias": f"Viewer {i:03d}"})
+            v.emit("send_message", {"channel_id": channel, "message": "hello from the soak"})
+            b.emit("answer", {"target": v.id, "sdp": {"type": "answer", "sdp": "v=0\r\n" * 200}})
+        time.sleep(0.3)
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        for c in clients:
+            try:
+                c.sock.close()
+            except OSError:
+                pass
+
+
+def abuse_cycle(host, port, n):
+    """One abusive client: junk, floods, a reader that stops, or an abrupt drop."""
+    kind = n % 5
+    try:
+        if kind == 0:
+            c = Ws(host, port)
+            c.send("42{junk")
+        elif kind == 1:
+            c = Ws(host, port)
+            for _ in range(300):
+                c.emit("join_as_viewer", {})
+        elif kind == 2:
+            c = Ws(host, port)
+            c.emit("join_as_viewer", {"channel_id": "soak0"})
+            for _ in range(300):
+                c.emit("send_message", {"channel_id": "soak0", "message": "spam"})
+        elif kind == 3:
+            c = Ws(host, port, rcvbuf=4096)
+            c.emit("join_as_broadcaster", {"channel_id": f"stuck{n % 7}"})
+            t = Ws(host, port)
+            t.drain_forever()
+            t.emit("join_as_viewer", {"channel_id": f"stuck{n % 7}"})
+            for _ in range(40):
+                t.emit("ice_candidate", {"target": c.id, "candidate": {"candidate": "x" * 3000}})
+                time.sleep(0.05)
+            t.sock.close()
+        else:
+            c = Ws(host, port)
+            c.emit("join_as_broadcaster", {"channel_id": f"drop{n % 7}"})
+        time.sleep(0.2)
+        c.sock.close()
+    except (ConnectionError, OSError):
+        pass
+
+
+def soak(host, port, args):
+    stop = threading.Event()
+    counts = {"churn": 0, "abuse": 0}
+
+    def churn_worker(w):
+        n = w
+        while not stop.is_set():
+            churn_cycle(host, port, n, stop)
+            counts["churn"] += 1
+            n += 4
+
+    def abuse_worker(w):
+        n = w
+        while not stop.is_set():
+            abuse_cycle(host, port, n)
+            counts["abuse"] += 1
+            n += 2
+
+    workers = [threading.Thread(target=churn_worker, args=(w,), daemon=True) for w in range(4)]
+    workers += [threading.Thread(target=abuse_worker, args=(w,), daemon=True) for w in range(2)]
+    for w in workers:
+        w.start()
+    start = time.monotonic()
+    warm = None
+    samples = []
+    while time.monotonic() - start < args.soak_secs:
+        time.sleep(10)
+        elapsed = time.monotonic() - start
+        rss = rss_kb(args.pid)
+        samples.append((round(elapsed), rss))
+        if warm is None and elapsed >= args.warmup_secs:
+            warm = rss
+        print(f"{elapsed:7.0f} s  RSS {rss / 1024:7.1f} MB  cycles {counts}", flush=True)
+    stop.set()
+    for w in workers:
+        w.join(timeout=30)
+    time.sleep(15)
+    end = rss_kb(args.pid)
+    health = sockets_count(args.url)
+    peak = max(r for _, r in samples)
+    print(
+        json.dumps(
+            {
+                "scenario": "soak",
+                "secs": args.soak_secs,
+                "cycles": counts,
+                "rss_post_warmup_mb": round((warm or end) / 1024, 1),
+                "rss_peak_mb": round(peak / 1024, 1),
+                "rss_end_mb": round(end / 1024, 1),
+                "end_vs_warmup_pct": round(100 * (end - (warm or end)) / (warm or end), 1),
+                "health_after": health,
+            }
+        )
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="http://127.0.0.1:3000")
     parser.add_argument("--pid", type=int, required=True)
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--watch", type=int, default=60, help="seconds to watch afterwards")
-    parser.add_argument("scenario", choices=["slow-broadcaster", "list-flood", "slowloris"])
+    parser.add_argument("--soak-secs", type=int, default=1800)
+    parser.add_argument("--warmup-secs", type=int, default=300)
+    parser.add_argument(
+        "scenario", choices=["slow-broadcaster", "list-flood", "slowloris", "soak"]
+    )
     args = parser.parse_args()
     host, port = args.url.split("//")[1].split(":")
     port = int(port)
@@ -180,6 +311,8 @@ def main():
     print(f"server RSS before: {base / 1024:.1f} MB")
     if args.scenario == "slowloris":
         return slowloris(host, port, args.watch)
+    if args.scenario == "soak":
+        return soak(host, port, args)
     started = time.monotonic()
     if args.scenario == "slow-broadcaster":
         victim = Ws(host, port, rcvbuf=4096)
