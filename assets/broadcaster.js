@@ -1,11 +1,14 @@
 // Broadcaster mode: camera and microphone, going live on a channel (again after Stop, after
-// our own reconnect, after a server restart), and one answering peer connection per viewer.
+// our own reconnect, after a server restart), and one answering peer connection per viewer it
+// feeds. With the relay tree (the "Let viewers relay" switch, on by default) the server sends us
+// only the first few viewers; the others are fed by viewers who pass the stream on, and the
+// server's figures say how many sit at each depth.
 
 import { setChatEnabled, showChat } from "./chat.js";
 import {
-  applyRemoteDescription, closeAllPeers, closePeer, createPeer, plainDescription,
+  applyRemoteDescription, closeAllPeers, closePeer, createPeer, sendDescription,
 } from "./peers.js";
-import { emit, request } from "./signaling.js";
+import { request } from "./signaling.js";
 import { app, params, peers } from "./state.js";
 import { $, flashButton, renderStatus, setPhase, ui } from "./ui.js";
 
@@ -31,6 +34,13 @@ const broadcaster = {
   viewerCount: 0,
 };
 
+/** What the relay switch says, while it can be changed and once the channel has it. */
+const RELAY_HINT = {
+  open: "On: viewers pass your stream on to a few others, so your upload carries a few streams however many watch. Off: you send one stream to every viewer. Applies when you go live.",
+  on: "Viewers relay on this channel. To change it, reload the page and start a new channel.",
+  off: "Every viewer watches directly from you on this channel. To change it, reload the page and start a new channel.",
+};
+
 const bui = {};
 
 export const broadcasterMode = {
@@ -48,6 +58,9 @@ export const broadcasterMode = {
       copyBtn: $("copy-link-btn"),
       viewerCount: $("viewer-count"),
       viewerCountLabel: $("viewer-count-label"),
+      viewerBreakdown: $("viewer-breakdown"),
+      relaySwitch: $("relay-switch"),
+      relayHint: $("relay-hint"),
     });
     bui.view.hidden = false;
     bui.channelInput.value = (params.get("channel") || "").trim();
@@ -66,6 +79,8 @@ export const broadcasterMode = {
     socket.on("broadcaster_ready", onBroadcasterReady);
     socket.on("offer", onViewerOffer);
     socket.on("viewer_count", onViewerCount);
+    socket.on("relay_tree", onTreeFigures);
+    socket.on("downstream_left", onDownstreamLeft);
     socket.on("channel_expired", onChannelExpired);
   },
 
@@ -79,6 +94,7 @@ export const broadcasterMode = {
     closeAllPeers();
     broadcaster.ownsChannel = false;
     setViewerCount(0);
+    setTreeFigures(null);
     if (broadcaster.wantLive) {
       // Live before (or still starting): same channel id, or the one asked for at Start.
       const channelId = app.channelId || broadcaster.requestedId;
@@ -111,9 +127,15 @@ export const broadcasterMode = {
     bui.stopBtn.disabled = !(connected && phase === "live");
     // A channel this page owns keeps its id; pick another one by reloading the page.
     bui.channelInput.disabled = broadcaster.ownsChannel || phase === "starting" || phase === "live";
+    // The server fixes the tree when it creates the channel, so the switch is fixed with the
+    // channel (a rejoin after a reconnect creates it again with the same setting).
+    const relayFixed = broadcaster.ownsChannel || phase === "starting" || phase === "live";
+    bui.relaySwitch.disabled = relayFixed;
+    bui.relayHint.textContent = relayFixed ? RELAY_HINT[bui.relaySwitch.checked ? "on" : "off"] : RELAY_HINT.open;
     bui.copyBtn.disabled = !bui.viewerLink.value;
     bui.onAir.hidden = phase !== "live";
     renderViewerCountLabel();
+    renderBreakdown();
   },
 };
 
@@ -138,7 +160,9 @@ async function startBroadcast() {
 
 function joinAsBroadcaster(channelId, force) {
   clearTimeout(broadcaster.rejoinTimer);
-  request("join", "join_as_broadcaster", { channel_id: channelId, force });
+  // `relay: false` runs the channel without the tree: the server sends us every viewer.
+  const relay = bui.relaySwitch.checked;
+  request("join", "join_as_broadcaster", { channel_id: channelId, force, relay });
 }
 
 /** Reuses the camera across Stop/Start so the preview stays on. */
@@ -189,7 +213,10 @@ function onBroadcasterReady(payload) {
     request("stop", "stop_broadcast", { channel_id: channelId });
     return;
   }
-  if (channelId !== app.channelId) setViewerCount(0);
+  if (channelId !== app.channelId) {
+    setViewerCount(0);
+    setTreeFigures(null);
+  }
   app.channelId = channelId;
   broadcaster.ownsChannel = true;
   broadcaster.rejoinAttempts = 0;
@@ -239,15 +266,14 @@ async function onViewerOffer(payload) {
   // A viewer offers again after any hiccup; the new offer replaces its old connection.
   closePeer(viewerId);
   const pc = createPeer(viewerId, onBroadcasterPeerState);
+  renderBreakdown();
   try {
     if (!(await applyRemoteDescription(viewerId, pc, payload.sdp))) return;
     // Tracks are added after the offer so they reuse the viewer's recvonly transceivers.
     for (const track of broadcaster.localStream.getTracks()) {
       pc.addTrack(track, broadcaster.localStream);
     }
-    await pc.setLocalDescription(await pc.createAnswer());
-    if (peers.get(viewerId) !== pc) return;
-    emit("answer", { target: viewerId, sdp: plainDescription(pc.localDescription) });
+    await sendDescription("answer", viewerId, pc, await pc.createAnswer());
   } catch (err) {
     console.error("Could not answer viewer", viewerId, err);
     if (peers.get(viewerId) === pc) closePeer(viewerId);
@@ -255,13 +281,84 @@ async function onViewerOffer(payload) {
 }
 
 function onBroadcasterPeerState(viewerId, pc) {
-  // The protocol does not say when a viewer leaves; its failed connection does.
-  if (pc.connectionState === "failed" || pc.connectionState === "closed") closePeer(viewerId);
+  // A legacy server does not say when a viewer leaves; its failed connection does.
+  if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+    closePeer(viewerId);
+    renderBreakdown();
+  }
+}
+
+/** A viewer we fed left the channel or was moved under a relaying viewer. */
+function onDownstreamLeft(payload) {
+  if (!payload || typeof payload.peer_id !== "string" || payload.channel_id !== app.channelId) return;
+  closePeer(payload.peer_id);
+  renderBreakdown();
 }
 
 function onViewerCount(payload) {
   if (!payload || payload.channel_id !== app.channelId) return;
   if (typeof payload.count === "number") setViewerCount(payload.count);
+  // A server may carry the tree's figures here too; either way they are optional.
+  if (Array.isArray(payload.depths)) onTreeFigures(payload);
+}
+
+/** `relay_tree {channel_id, direct, relayed, waiting, depths}`: who is fed how. */
+function onTreeFigures(payload) {
+  if (!payload || payload.channel_id !== app.channelId || !Array.isArray(payload.depths)) return;
+  const depths = payload.depths.map((n) => (Number.isInteger(n) && n >= 0 ? n : 0));
+  const relayedByDepth = depths.slice(1).reduce((sum, n) => sum + n, 0);
+  setTreeFigures({
+    direct: Number.isInteger(payload.direct) ? payload.direct : depths[0] || 0,
+    relayed: Number.isInteger(payload.relayed) ? payload.relayed : relayedByDepth,
+    waiting: Number.isInteger(payload.waiting) ? payload.waiting : 0,
+    depths,
+  });
+}
+
+function setTreeFigures(figures) {
+  app.tree = figures;
+  renderBreakdown();
+}
+
+/**
+ * How the audience is fed: directly by us, relayed (by depth), waiting. From the server's
+ * figures when it sends them, else from our own peer connections.
+ */
+function renderBreakdown() {
+  const el = bui.viewerBreakdown;
+  const live = app.phase.state === "live";
+  if (!live) {
+    el.hidden = true;
+    return;
+  }
+  el.hidden = false;
+  const tree = app.tree;
+  if (!bui.relaySwitch.checked) {
+    el.textContent = `You send ${streams(tree ? tree.direct : peers.size)} directly; viewers do not relay on this channel.`;
+    return;
+  }
+  if (!tree) {
+    el.textContent = `You send ${streams(peers.size)} directly.`;
+    return;
+  }
+  const parts = [`You send ${streams(tree.direct)} directly`];
+  if (tree.relayed > 0) {
+    const byDepth = tree.depths
+      .map((count, i) => ({ count, depth: i + 1 }))
+      .slice(1)
+      .filter(({ count }) => count > 0)
+      .map(({ count, depth }) => `depth ${depth}: ${count}`)
+      .join(", ");
+    parts.push(`${tree.relayed} relayed by viewers (${byDepth})`);
+  } else {
+    parts.push("none relayed");
+  }
+  if (tree.waiting > 0) parts.push(`${tree.waiting} waiting for a place`);
+  el.textContent = `${parts.join(" · ")}.`;
+}
+
+function streams(count) {
+  return `${count} ${count === 1 ? "stream" : "streams"}`;
 }
 
 function setViewerCount(count) {
@@ -282,8 +379,9 @@ function stopBroadcast() {
   broadcaster.wantLive = false;
   clearTimeout(broadcaster.rejoinTimer);
   request("stop", "stop_broadcast", { channel_id: app.channelId });
-  // Viewers are told by the server; the camera preview stays on for a quick restart.
+  // Viewers are told by the server (the tree dissolves); the camera preview stays on.
   closeAllPeers();
+  setTreeFigures(null);
   setPhase("stopped", `Broadcast stopped. Press "Go live again" to resume channel ${app.channelId}.`);
 }
 
@@ -294,6 +392,7 @@ function onChannelExpired(payload) {
   closeAllPeers();
   bui.viewerLink.value = "";
   setViewerCount(0);
+  setTreeFigures(null);
   setChatEnabled(false);
   setPhase("expired", `Channel ${payload.channel_id} closed after a while without viewers. Press Start to go live again.`);
 }

@@ -14,6 +14,7 @@
 //   chat.js         chat and the viewer's alias
 //   broadcaster.js  broadcaster mode
 //   viewer.js       viewer mode; picker.js its channel list
+//   relay.js        a viewer's place in the relay tree: its feeder, and the viewers it feeds
 // User-supplied text is only ever inserted with textContent.
 
 import { broadcasterMode } from "./broadcaster.js";

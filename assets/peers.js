@@ -1,5 +1,6 @@
-// WebRTC plumbing shared by both modes: one RTCPeerConnection per remote id, ICE candidates
-// relayed through the server and queued until the remote description is set.
+// WebRTC plumbing shared by both modes: one RTCPeerConnection per remote id (a viewer in the
+// relay tree holds its feeder's and its children's), ICE candidates relayed through the server
+// and queued until the remote description is set.
 
 import { peers } from "./state.js";
 import { emit } from "./signaling.js";
@@ -41,10 +42,19 @@ export function createPeer(remoteId, onStateChange) {
 }
 
 export function closePeer(remoteId) {
+  const pc = forgetPeer(remoteId);
+  if (pc) pc.close();
+}
+
+/**
+ * Stops signaling with `remoteId` (its candidates are dropped, ours no longer sent) but leaves
+ * its connection open for the caller, which closes it later; returns that connection.
+ */
+export function forgetPeer(remoteId) {
   const pc = peers.get(remoteId);
   peers.delete(remoteId);
   pendingCandidates.delete(remoteId);
-  if (pc) pc.close();
+  return pc;
 }
 
 export function closeAllPeers() {
@@ -54,6 +64,21 @@ export function closeAllPeers() {
 /** The session description as the plain `{type, sdp}` object the protocol relays. */
 export function plainDescription(description) {
   return { type: description.type, sdp: description.sdp };
+}
+
+/**
+ * Applies our own offer or answer and sends it as `event` to `remoteId` at once, rather than
+ * after it is applied: it is final when created, and a connection runs its operations in
+ * order, so the reply cannot overtake it. That saves a trip through the browser's WebRTC
+ * thread on each side of every (re)connection, which counts on a busy machine when a viewer
+ * is moved. Resolves false when the connection was replaced meanwhile.
+ */
+export async function sendDescription(event, remoteId, pc, description) {
+  if (peers.get(remoteId) !== pc) return false;
+  const applied = pc.setLocalDescription(description);
+  emit(event, { target: remoteId, sdp: plainDescription(description) });
+  await applied;
+  return true;
 }
 
 /** Sets the remote description, then adds the candidates that had to wait for it. */

@@ -4,7 +4,10 @@
 export const params = new URLSearchParams(window.location.search);
 export const mode = readMode(params);
 
-/** Remote id → RTCPeerConnection (broadcaster: one per viewer; viewer: the broadcaster). */
+/**
+ * Remote id → RTCPeerConnection. Broadcaster: one per viewer it feeds. Viewer: its feeder (the
+ * broadcaster or a relaying viewer) and each viewer it relays to.
+ */
 export const peers = new Map();
 
 export const app = {
@@ -29,6 +32,10 @@ export const app = {
    * carries no request id, so unprefixed errors are routed by what we asked last.
    */
   lastRequest: null,
+  /** Viewer mode: the relay tree's state (relay.js): feeder, children, forwarded tracks. */
+  relay: null,
+  /** Broadcaster mode: the latest figures of its channel's relay tree, when the server sends them. */
+  tree: null,
 };
 
 // Debug handle for tests and the console (the contract promises `socket` and `peers`).

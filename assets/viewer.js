@@ -1,14 +1,15 @@
-// Viewer mode: join a channel, offer to its broadcaster (recvonly) and play what comes back;
-// wait through a stopped stream, and keep asking for a broadcaster who left.
+// Viewer mode: join a channel as a relay-tree viewer, play what our feeder sends (relay.js
+// negotiates with it and passes the stream on to the viewers below us), say where the picture
+// comes from; wait through a stopped stream, and keep asking for a broadcaster who left.
 
 import {
   forgetAliasOwner, initAlias, onAliasSet, renderAliasCurrent, restoreAlias, setAliasEnabled,
   setChatEnabled, showChat, showChatError,
 } from "./chat.js";
-import { applyRemoteDescription, closeAllPeers, createPeer, plainDescription } from "./peers.js";
 import { initPicker, onChannelList, renderPicker, requestChannelList } from "./picker.js";
-import { emit, request } from "./signaling.js";
-import { app, params, peers } from "./state.js";
+import { bindRelaySocket, initRelay, isUpstreamPlaying, relay, resetRelay } from "./relay.js";
+import { request } from "./signaling.js";
+import { app, params } from "./state.js";
 import { $, renderStatus, setPhase } from "./ui.js";
 
 /**
@@ -22,16 +23,10 @@ const LEFT_POLL_MS = 5000;
  */
 const LEFT_POLL_FIRST_MS = 1000;
 const LEFT_POLL_LIMIT = 60;
-/** Delay before a viewer asks for a fresh negotiation after its peer connection failed. */
-const PEER_RETRY_BASE_MS = 2000;
-const PEER_RETRY_MAX_MS = 30000;
 
 const viewer = {
-  broadcasterId: null,
   /** In the channel as far as the server knows (between broadcaster_available and leaving). */
   joined: false,
-  peerRetries: 0,
-  peerRetryTimer: null,
   leftPolls: 0,
   leftPollTimer: null,
 };
@@ -61,12 +56,26 @@ export const viewerMode = {
 
     vui.unmuteBtn.addEventListener("click", toggleMute);
     vui.video.addEventListener("playing", onRemotePlaying);
+    initRelay({
+      onPlacing,
+      onTracks: showStream,
+      onPlaying: showWatching,
+      onInterrupted: () => {
+        setPhase("waiting", `Connection to ${sourceName()} interrupted. Waiting for it to recover…`);
+      },
+      onFailed: () => {
+        setPhase("waiting", `Lost the picture from ${sourceName()}. Finding another source…`);
+      },
+      onChildren: () => {
+        if (app.phase.state === "live") showWatching();
+      },
+    });
   },
 
   bindSocket(socket) {
     socket.on("channel_list", onChannelList);
     socket.on("broadcaster_available", onBroadcasterAvailable);
-    socket.on("answer", onBroadcasterAnswer);
+    bindRelaySocket(socket);
     socket.on("broadcaster_stopped", onBroadcasterStopped);
     socket.on("broadcaster_disconnected", onBroadcasterDisconnected);
     socket.on("alias_set", onAliasSet);
@@ -96,6 +105,12 @@ export const viewerMode = {
   },
 
   onError(message, lastRequest) {
+    if (lastRequest === "tree") {
+      // A `relay_ready`/`upstream_failed` that crossed the channel closing or our leaving it;
+      // the events that explain it arrive on their own.
+      console.info("Relay tree report refused:", message);
+      return;
+    }
     const notFound = /not found or expired/.test(message);
     if (notFound && app.phase.state === "broadcaster-left" && lastRequest === "poll") {
       // Still gone; keep waiting quietly.
@@ -133,16 +148,19 @@ export const viewerMode = {
 function joinChannel(channelId, kind = "join") {
   app.channelId = channelId;
   setPhase("waiting", `Joining channel ${channelId}…`);
-  request(kind, "join_as_viewer", { channel_id: channelId });
+  requestJoin(kind);
+}
+
+/** Every join names the channel and asks for a place in the relay tree (`relay: true`). */
+function requestJoin(kind) {
+  request(kind, "join_as_viewer", { channel_id: app.channelId, relay: true });
 }
 
 function leaveChannel() {
   stopLeftPolling();
-  clearTimeout(viewer.peerRetryTimer);
-  closeAllPeers();
+  resetRelay();
   clearRemoteVideo();
   viewer.joined = false;
-  viewer.broadcasterId = null;
   forgetAliasOwner();
   showChatError("");
 }
@@ -153,87 +171,55 @@ function onBroadcasterAvailable(payload) {
   stopLeftPolling();
   viewer.joined = true;
   restoreAlias();
-  setPhase("waiting", `Joined channel ${app.channelId}. Waiting for video…`);
-  offerToBroadcaster(payload.broadcaster_id);
-}
-
-/** Viewers make the offer (recvonly); every broadcaster_available starts a fresh connection. */
-async function offerToBroadcaster(broadcasterId) {
-  closeAllPeers();
+  // A fresh place in the channel (first join, our reconnect, or the broadcaster live again):
+  // whatever we were connected to belongs to the old one. `upstream` names our feeder, at once
+  // when one has room, else as soon as one has.
+  resetRelay();
   clearRemoteVideo();
-  viewer.broadcasterId = broadcasterId;
-  const pc = createPeer(broadcasterId, onViewerPeerState);
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("audio", { direction: "recvonly" });
-  const stream = new MediaStream();
-  pc.ontrack = ({ track }) => {
-    stream.addTrack(track);
-    vui.unmuteBtn.hidden = false;
-    if (vui.video.srcObject !== stream) vui.video.srcObject = stream;
-    vui.video.play().catch(() => {
-      // Autoplay with sound can be refused; the video starts muted, so this is rare.
-    });
-  };
-  try {
-    await pc.setLocalDescription(await pc.createOffer());
-    if (peers.get(broadcasterId) !== pc) return;
-    emit("offer", { target: broadcasterId, sdp: plainDescription(pc.localDescription) });
-  } catch (err) {
-    console.error("Could not create an offer", err);
-    setPhase("error", `Could not start the video connection: ${err.message || err}`);
+  setPhase("waiting", `Joined channel ${app.channelId}. Waiting for a free place: the broadcaster or another viewer will pass the stream on to you shortly…`);
+}
+
+/** The server named our feeder (`moved`: instead of the one we had). */
+function onPlacing(upstream, moved) {
+  const source = upstream.depth === 1 ? "the broadcaster" : `another viewer (depth ${upstream.depth})`;
+  if (moved) {
+    // The last picture stays on screen until the new feeder's arrives.
+    setPhase("waiting", `Your source changed. Reconnecting through ${source}…`);
+  } else {
+    setPhase("waiting", `Connecting to ${source}…`);
   }
 }
 
-async function onBroadcasterAnswer(payload) {
-  if (!payload || typeof payload.sender !== "string" || !payload.sdp) return;
-  const pc = peers.get(payload.sender);
-  if (!pc) return;
-  try {
-    await applyRemoteDescription(payload.sender, pc, payload.sdp);
-  } catch (err) {
-    console.error("Could not apply the broadcaster's answer", err);
-    schedulePeerRetry();
-  }
+/** Where our picture comes from, for the status line. */
+function sourceName() {
+  const upstream = relay.upstream;
+  if (!upstream) return "your source";
+  return upstream.depth === 1 ? "the broadcaster" : "the viewer relaying to you";
 }
 
-function onViewerPeerState(broadcasterId, pc) {
-  const state = pc.connectionState;
-  if (state === "connected") {
-    viewer.peerRetries = 0;
-    if (isRemoteVideoPlaying()) showWatching();
-  } else if (state === "disconnected") {
-    setPhase("waiting", "Connection to the broadcaster interrupted. Waiting for it to recover…");
-  } else if (state === "failed") {
-    setPhase("waiting", "Lost the connection to the broadcaster. Retrying…");
-    schedulePeerRetry();
-  }
-}
-
-/** Asks the server for broadcaster_available again, which restarts negotiation. */
-function schedulePeerRetry() {
-  clearTimeout(viewer.peerRetryTimer);
-  const delay = Math.min(PEER_RETRY_BASE_MS * 2 ** viewer.peerRetries, PEER_RETRY_MAX_MS);
-  viewer.peerRetries += 1;
-  viewer.peerRetryTimer = setTimeout(() => {
-    if (app.socket.connected && viewer.joined && app.channelId) {
-      request("join", "join_as_viewer", { channel_id: app.channelId });
-    }
-  }, delay);
+/** A new feeder's tracks: the player switches to them. */
+function showStream(stream) {
+  vui.unmuteBtn.hidden = false;
+  if (vui.video.srcObject !== stream) vui.video.srcObject = stream;
+  vui.video.play().catch(() => {
+    // Autoplay with sound can be refused; the video starts muted, so this is rare.
+  });
 }
 
 function onRemotePlaying() {
   vui.placeholder.hidden = true;
-  const pc = viewer.broadcasterId && peers.get(viewer.broadcasterId);
-  if (pc && pc.connectionState !== "failed") showWatching();
+  if (isUpstreamPlaying()) showWatching();
 }
 
-function isRemoteVideoPlaying() {
-  const video = vui.video;
-  return Boolean(video.srcObject) && !video.paused && video.readyState >= 2;
-}
-
+/** Frames decode from our feeder: say where they come from, and whom we pass them on to. */
 function showWatching() {
-  setPhase("live", `Watching channel ${app.channelId}`);
+  const upstream = relay.upstream;
+  if (!upstream || !upstream.playing) return;
+  const from = upstream.depth === 1 ? "direct from the broadcaster" : `relayed, depth ${upstream.depth}`;
+  const children = relay.children.size;
+  const passing = children === 0 ? "" :
+    ` · passing it on to ${children} ${children === 1 ? "viewer" : "viewers"}`;
+  setPhase("live", `Watching live (${from})${passing}`);
 }
 
 function clearRemoteVideo() {
@@ -250,8 +236,8 @@ function toggleMute() {
 
 function onBroadcasterStopped(payload) {
   if (payload && payload.channel_id && payload.channel_id !== app.channelId) return;
-  clearTimeout(viewer.peerRetryTimer);
-  closeAllPeers();
+  // The tree is dissolved: our feeder and our children stop too.
+  resetRelay();
   clearRemoteVideo();
   // We are still in the channel: broadcaster_available arrives when it goes live again.
   setPhase("stopped", "The broadcaster stopped the stream. It resumes here if they go live again.");
@@ -276,7 +262,7 @@ function pollForReturningBroadcaster() {
       return;
     }
     viewer.leftPolls += 1;
-    if (app.socket.connected) request("poll", "join_as_viewer", { channel_id: app.channelId });
+    if (app.socket.connected) requestJoin("poll");
     viewer.leftPollTimer = setTimeout(poll, leftPollDelay(viewer.leftPolls));
   };
   viewer.leftPollTimer = setTimeout(poll, leftPollDelay(0));

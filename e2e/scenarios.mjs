@@ -8,9 +8,13 @@ import {
   assert,
   boxOf,
   chatLines,
+  decodeProgress,
+  decodeSamples,
   expectPlaying,
   iceServersOf,
   overflowingElements,
+  sendingVideoStreams,
+  startDecodeMonitor,
   waitForChatLine,
 } from './lib/checks.mjs';
 import { sleep } from './lib/harness.mjs';
@@ -30,14 +34,22 @@ async function serverAndBrowser(s, { tls, browserArgs } = {}) {
 
 /**
  * A broadcaster opens its link with a channel id, presses Start and goes live.
+ * @param {object} [options]
+ * @param {import('playwright-core').BrowserContextOptions} [options.contextOptions]
+ * @param {object} [options.camera] its fake camera's size and rate (see Scenario.participant)
+ * @param {boolean} [options.relay] the "Let viewers relay" switch (on by default)
+ * @param {string} [options.role]
  * @returns {Promise<{broadcaster: import('./lib/harness.mjs').Participant, link: string}>}
  */
-async function goLive(s, channel, contextOptions) {
-  const broadcaster = await s.participant('broadcaster', contextOptions);
+async function goLive(s, channel, { contextOptions, camera, relay = true, role = 'broadcaster' } = {}) {
+  const broadcaster = await s.participant(role, contextOptions, { camera });
   await broadcaster.goto(`${s.server.url}?broadcaster=true&channel=${channel}`);
   await broadcaster.waitForState('idle');
   const prefilled = await broadcaster.page.inputValue('#channel-id-input');
-  assert(prefilled === channel, `broadcaster: #channel-id-input holds "${prefilled}", not the channel from the URL "${channel}"`);
+  assert(prefilled === channel, `${role}: #channel-id-input holds "${prefilled}", not the channel from the URL "${channel}"`);
+  const switchedOn = await broadcaster.page.isChecked('#relay-switch');
+  assert(switchedOn, `${role}: "Let viewers relay" is not on by default`);
+  if (!relay) await broadcaster.page.uncheck('#relay-switch');
 
   await broadcaster.page.click('#start-btn');
   await broadcaster.waitForState('live', 20_000);
@@ -99,6 +111,177 @@ async function allNotice(viewers, state, since) {
     assert(ms <= NOTICE_MS, `${role}: showed "${state}" only after ${ms} ms (limit ${NOTICE_MS} ms)`);
   }
   return took.map(({ role, ms }) => `${role} ${ms} ms`).join(', ');
+}
+
+/**
+ * A small fake camera, and small windows, for scenarios with many pages: every page decodes,
+ * relays re-encode, and two CPU cores must keep up.
+ */
+const SMALL_CAMERA = { width: 320, height: 240, frameRate: 10 };
+const SMALL_WINDOW = { viewport: { width: 640, height: 480 } };
+
+/**
+ * The relay scenario's tree: the broadcaster feeds one viewer, each relay two. The wait limit
+ * only has to outlast a level of the tree getting ready, so nobody lands on the broadcaster.
+ */
+const RELAY_TREE_ARGS = ['--relay-direct', '1', '--relay-fanout', '2', '--relay-wait-ms', '10000'];
+
+/** The time limits of the relay scenario, from the issue (loopback). */
+const REPARENT_PLAY_MS = 2_000;
+const GRANDCHILD_GAP_MS = 1_000;
+
+/**
+ * Each viewer's place in the relay tree as its own page knows it (`broadcastApp.relay`), with
+ * its depth found by walking the feeders up to the broadcaster (null: it does not get there).
+ */
+async function relayTreeOf(broadcaster, viewers) {
+  const root = await broadcaster.page.evaluate(() => window.broadcastApp.myId);
+  const nodes = await Promise.all(
+    viewers.map(async (participant) => ({
+      role: participant.role,
+      participant,
+      ...(await participant.page.evaluate(() => {
+        const { myId, relay } = window.broadcastApp;
+        return {
+          id: myId,
+          feeder: relay.upstream?.id ?? null,
+          children: [...relay.children.keys()],
+        };
+      })),
+    })),
+  );
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  for (const node of nodes) {
+    let at = node;
+    let depth = 1;
+    while (at && at.feeder !== root && depth <= nodes.length) {
+      at = byId.get(at.feeder);
+      depth += 1;
+    }
+    node.depth = at && at.feeder === root ? depth : null;
+  }
+  const name = (id) => (id === root ? 'broadcaster' : byId.get(id)?.role ?? `unknown ${id}`);
+  const shape = nodes
+    .map((n) => `${n.role}@${n.depth ?? '?'}<-${n.feeder ? name(n.feeder) : 'nobody'}`)
+    .join(', ');
+  return { root, nodes, byId, shape };
+}
+
+/** Every viewer reaches the broadcaster, and each feeder counts it among its children. */
+function expectConnectedTree(tree) {
+  for (const node of tree.nodes) {
+    assert(node.depth !== null, `${node.role} does not reach the broadcaster through its feeders: ${tree.shape}`);
+    if (node.feeder !== tree.root) {
+      const feeder = tree.byId.get(node.feeder);
+      assert(
+        feeder.children.includes(node.id),
+        `${node.role} is fed by ${feeder.role}, which does not count it among its children: ${tree.shape}`,
+      );
+    }
+  }
+}
+
+/** The broadcaster's figures of the relay tree and its display of them. */
+async function expectTreeFigures(broadcaster, { direct, relayed }) {
+  try {
+    await broadcaster.page.waitForFunction(
+      (want) => {
+        const tree = window.broadcastApp.tree;
+        return tree && tree.direct === want.direct && tree.relayed === want.relayed;
+      },
+      { direct, relayed },
+      { timeout: 5_000 },
+    );
+  } catch {
+    const seen = await broadcaster.page.evaluate(() => window.broadcastApp.tree);
+    throw new Error(`broadcaster: relay tree figures ${JSON.stringify(seen)}, expected ${direct} direct and ${relayed} relayed`);
+  }
+  const shown = await broadcaster.page.textContent('#viewer-breakdown');
+  assert(
+    (await broadcaster.page.isVisible('#viewer-breakdown')) && shown.includes(`${relayed} relayed`),
+    `broadcaster: #viewer-breakdown shows "${shown}", expected the ${relayed} relayed viewers`,
+  );
+  return shown.trim();
+}
+
+/** A legacy page (socket.io client 4.5.4, another origin) watches `channel` and connects. */
+async function openLegacyViewer(s, channel, role = 'legacy-viewer') {
+  const pages = await startLegacyPageServer();
+  s.onCleanup(pages.close);
+  s.allowedOrigins.add(pages.origin);
+  const legacy = await s.participant(role);
+  await legacy.goto(`${pages.origin}/?server=${encodeURIComponent(s.server.origin)}&channel=${channel}`);
+  await legacy.page.waitForFunction(() => window.legacy?.pc?.connectionState === 'connected', null, {
+    timeout: 25_000,
+  }).catch(async () => {
+    const seen = await legacy.page.evaluate(() => ({
+      state: document.querySelector('#state').textContent,
+      events: window.legacy.events,
+      errors: window.legacy.errors,
+      pc: window.legacy.pc?.connectionState,
+    }));
+    throw new Error(`${role}: no peer connection: ${JSON.stringify(seen)}`);
+  });
+  return legacy;
+}
+
+/** Milliseconds from `since` to the first frames decoded on a connection other than `old`. */
+function playAgainAfter(samples, since, old) {
+  const first = samples.find(([time, connection, frames]) => time >= since && connection !== 0 && connection !== old && frames > 0);
+  return first ? first[0] - since : null;
+}
+
+/** The connection a page was sampling last before `since`. */
+function connectionBefore(samples, since) {
+  const before = samples.filter(([time]) => time < since);
+  return before.length ? before[before.length - 1][1] : 0;
+}
+
+/**
+ * The longest time without a newly decoded frame, from the last one before `since` to the end
+ * of the samples (a stall still going on at the end counts up to the last sample).
+ */
+function longestDecodeGap(samples, since) {
+  const progress = decodeProgress(samples);
+  const start = progress.filter((t) => t <= since).pop() ?? since;
+  const times = [start, ...progress.filter((t) => t > since), samples[samples.length - 1][0]];
+  let longest = 0;
+  for (let i = 1; i < times.length; i++) longest = Math.max(longest, times[i] - times[i - 1]);
+  return longest;
+}
+
+/**
+ * A broadcast without the tree: two viewers each play straight from the broadcaster, which
+ * sends two streams, and say so in their status line. `relay`: the broadcaster's switch;
+ * `tag` prefixes the participants' names.
+ */
+async function expectEveryoneDirect(s, tag, { relay, channel }) {
+  const { broadcaster, link } = await goLive(s, channel, {
+    contextOptions: SMALL_WINDOW,
+    camera: SMALL_CAMERA,
+    relay,
+    role: `${tag}-broadcaster`,
+  });
+  const page = broadcaster.page;
+  assert(await page.isDisabled('#relay-switch'), `${broadcaster.role}: the relay switch can still be changed while live`);
+  const hint = (await page.textContent('#relay-hint')).trim();
+  const viewers = [];
+  for (const i of [1, 2]) viewers.push(await watch(s, `${tag}-viewer-${i}`, link, SMALL_WINDOW));
+  await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
+  const root = await page.evaluate(() => window.broadcastApp.myId);
+  for (const v of viewers) {
+    const feeder = await v.page.evaluate(() => window.broadcastApp.relay.upstream?.id);
+    assert(feeder === root, `${v.role}: fed by ${feeder}, not by the broadcaster ${root}`);
+    const { text } = await v.status();
+    assert(/direct from the broadcaster/.test(text), `${v.role}: status "${text}" does not say it watches directly`);
+  }
+  const sending = await sendingVideoStreams(page);
+  assert(sending === 2, `${broadcaster.role}: ${sending} outbound video streams sending, expected one per viewer (2)`);
+  await expectViewerCount(broadcaster, 2);
+  const breakdown = (await page.textContent('#viewer-breakdown')).trim();
+  for (const p of [broadcaster, ...viewers]) await p.screenshot('end');
+  for (const p of [broadcaster, ...viewers]) await p.page.close();
+  return { hint, breakdown };
 }
 
 export const scenarios = [
@@ -319,25 +502,9 @@ export const scenarios = [
     title: 'a legacy page with socket.io client 4.5.4 (polling, then upgrade) watches a served-page broadcast',
     async run(s) {
       await serverAndBrowser(s);
-      const pages = await startLegacyPageServer();
-      s.onCleanup(pages.close);
-      s.allowedOrigins.add(pages.origin);
-
       const channel = channelId('s7');
       const { broadcaster } = await goLive(s, channel);
-      const legacy = await s.participant('legacy-viewer');
-      await legacy.goto(`${pages.origin}/?server=${encodeURIComponent(s.server.origin)}&channel=${channel}`);
-      await legacy.page.waitForFunction(() => window.legacy?.pc?.connectionState === 'connected', null, {
-        timeout: 25_000,
-      }).catch(async () => {
-        const seen = await legacy.page.evaluate(() => ({
-          state: document.querySelector('#state').textContent,
-          events: window.legacy.events,
-          errors: window.legacy.errors,
-          pc: window.legacy.pc?.connectionState,
-        }));
-        throw new Error(`legacy-viewer: no peer connection: ${JSON.stringify(seen)}`);
-      });
+      const legacy = await openLegacyViewer(s, channel);
       const r = await expectPlaying(legacy.page, { role: legacy.role, pcs: 'legacy' });
 
       await legacy.page.waitForFunction(() => window.legacy.upgradedTo === 'websocket', null, { timeout: 10_000 })
@@ -468,6 +635,148 @@ export const scenarios = [
       await expectViewerCount(broadcaster, 1);
       await expectPeerCount(broadcaster, 1);
       return `lost noticed: ${lost}; live again after restart: broadcaster ${broadcasterBack} ms, viewer ${viewerBack} ms; ${r.width}x${r.height}, ${r.frames} frames/2 s`;
+    },
+  },
+
+  {
+    name: '11-relay-tree',
+    title: 'seven viewers relay the broadcast along a tree; it heals when a relay leaves, without a stall below it; a legacy viewer is fed directly',
+    async run(s) {
+      await s.startServer({ extraArgs: RELAY_TREE_ARGS });
+      await s.launchBrowser();
+      const channel = channelId('s11');
+      const { broadcaster, link } = await goLive(s, channel, { contextOptions: SMALL_WINDOW, camera: SMALL_CAMERA });
+      const viewers = await Promise.all([1, 2, 3, 4, 5, 6, 7].map((i) => watch(s, `viewer-${i}`, link, SMALL_WINDOW)));
+      const played = await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
+
+      // The tree, from each page's own view: 1 direct, 2 per relay, so 7 viewers make 3 levels.
+      const tree = await relayTreeOf(broadcaster, viewers);
+      expectConnectedTree(tree);
+      const depth = Math.max(...tree.nodes.map((n) => n.depth));
+      assert(depth >= 3, `the relay tree is only ${depth} deep: ${tree.shape}`);
+      const sending = await sendingVideoStreams(broadcaster.page);
+      assert(sending === 1, `broadcaster: ${sending} outbound video streams sending, expected exactly 1 (${tree.shape})`);
+      await Promise.all(
+        tree.nodes.filter((n) => n.children.length).map(async (n) => {
+          const out = await sendingVideoStreams(n.participant.page);
+          assert(out === n.children.length, `${n.role}: ${out} outbound video streams sending, expected one per child (${n.children.length})`);
+        }),
+      );
+      await expectViewerCount(broadcaster, 7);
+      const figures = await expectTreeFigures(broadcaster, { direct: 1, relayed: 6 });
+
+      // The depth-1 relay leaves. What must not change below its children is noted first.
+      const leaving = tree.nodes.find((n) => n.depth === 1 && n.children.some((c) => tree.byId.get(c).children.length));
+      assert(leaving, `no depth-1 relay with grandchildren: ${tree.shape}`);
+      const children = leaving.children.map((id) => tree.byId.get(id));
+      const grandchildren = children.flatMap((c) => c.children.map((id) => tree.byId.get(id)));
+      for (const c of children) {
+        await c.participant.page.evaluate(() => {
+          window.__e2eChildren = new Map(window.broadcastApp.relay.children);
+        });
+      }
+      for (const g of grandchildren) {
+        await g.participant.page.evaluate(() => {
+          const { relay } = window.broadcastApp;
+          const pc = relay.upstream.pc;
+          window.__e2eFeed = {
+            pc,
+            placements: relay.placements,
+            local: pc.localDescription.sdp,
+            remote: pc.remoteDescription.sdp,
+          };
+        });
+      }
+      const watched = [...children, ...grandchildren];
+      await Promise.all(watched.map((n) => n.participant.screenshot('before-relay-leaves')));
+      await Promise.all(watched.map((n) => startDecodeMonitor(n.participant.page)));
+      await sleep(1_000);
+
+      const closedAt = Date.now();
+      await leaving.participant.page.close();
+      await Promise.all(children.map((c) => c.participant.waitForState('live', 10_000)));
+      await sleep(Math.max(0, closedAt + 4_000 - Date.now()));
+      const samples = await Promise.all(watched.map((n) => decodeSamples(n.participant.page)));
+      const byRole = new Map(watched.map((n, i) => [n.role, samples[i]]));
+
+      const playAgain = children.map((c) => {
+        const own = byRole.get(c.role);
+        const ms = playAgainAfter(own, closedAt, connectionBefore(own, closedAt));
+        assert(ms !== null, `${c.role}: no frames from a new feeder within 4 s after its feeder ${leaving.role} left`);
+        assert(ms <= REPARENT_PLAY_MS, `${c.role}: played again only ${ms} ms after its feeder left (limit ${REPARENT_PLAY_MS} ms)`);
+        return `${c.role} ${ms} ms`;
+      });
+      const gaps = [];
+      for (const g of grandchildren) {
+        const own = byRole.get(g.role);
+        const connections = new Set(own.map(([, connection]) => connection));
+        assert(
+          connections.size === 1 && connections.has(1),
+          `${g.role}: its connection to its feeder changed while the relay above it left (connections sampled: ${[...connections]})`,
+        );
+        const gap = longestDecodeGap(own, closedAt);
+        assert(gap <= GRANDCHILD_GAP_MS, `${g.role}: decoded no frame for ${gap} ms while the relay above it left (limit ${GRANDCHILD_GAP_MS} ms)`);
+        const same = await g.participant.page.evaluate(() => {
+          const { relay } = window.broadcastApp;
+          const feed = window.__e2eFeed;
+          const pc = relay.upstream?.pc;
+          return {
+            samePc: pc === feed.pc,
+            placements: relay.placements - feed.placements,
+            sameSdp: pc?.localDescription?.sdp === feed.local && pc?.remoteDescription?.sdp === feed.remote,
+            state: pc?.connectionState,
+          };
+        });
+        assert(
+          same.samePc && same.placements === 0 && same.sameSdp && same.state === 'connected',
+          `${g.role}: its feeder connection was replaced or renegotiated: ${JSON.stringify(same)}`,
+        );
+        gaps.push(`${g.role} ${gap} ms`);
+      }
+      for (const c of children) {
+        const kept = await c.participant.page.evaluate(() => {
+          const now = window.broadcastApp.relay.children;
+          return [...window.__e2eChildren].every(([id, pc]) => now.get(id) === pc && pc.connectionState === 'connected');
+        });
+        assert(kept, `${c.role}: the connections to its own children did not survive its move`);
+      }
+
+      // Healed: everybody still reaches the broadcaster, which still sends one stream.
+      const rest = viewers.filter((v) => v !== leaving.participant);
+      const healed = await relayTreeOf(broadcaster, rest);
+      expectConnectedTree(healed);
+      await Promise.all(rest.map((v) => expectPlaying(v.page, { role: v.role })));
+      const sendingHealed = await sendingVideoStreams(broadcaster.page);
+      assert(sendingHealed === 1, `broadcaster: ${sendingHealed} outbound video streams after healing, expected 1 (${healed.shape})`);
+
+      // A legacy page never joins the tree: the broadcaster feeds it, over the direct limit.
+      const legacy = await openLegacyViewer(s, channel);
+      await expectPlaying(legacy.page, { role: legacy.role, pcs: 'legacy' });
+      const withLegacy = await sendingVideoStreams(broadcaster.page);
+      assert(withLegacy === 2, `broadcaster: ${withLegacy} outbound video streams with a legacy viewer, expected 2`);
+      await expectViewerCount(broadcaster, 7);
+
+      const size = `${played[0].width}x${played[0].height}`;
+      return `${size}, depth ${depth}; "${figures}"; ${leaving.role} left: children played again after ${playAgain.join(', ')}; ` +
+        `grandchildren's longest decode gap ${gaps.join(', ')}; legacy viewer fed directly (2 streams at the broadcaster)`;
+    },
+  },
+
+  {
+    name: '12-relay-off',
+    title: 'without the tree (the broadcaster switches relaying off, or the server runs --relay-fanout 0) every viewer watches directly',
+    async run(s) {
+      // The broadcaster's switch, on a server whose tree would put the second viewer under the first.
+      await s.startServer({ extraArgs: ['--relay-direct', '1'] });
+      await s.launchBrowser();
+      const off = await expectEveryoneDirect(s, 'switch-off', { relay: false, channel: channelId('s12a') });
+      assert(/directly from you/.test(off.hint), `the relay hint while live with relaying off says "${off.hint}"`);
+
+      // A server with the tree turned off, and a broadcaster with the switch on (the default).
+      await s.server.stop();
+      await s.startServer({ extraArgs: ['--relay-direct', '1', '--relay-fanout', '0'] });
+      const serverOff = await expectEveryoneDirect(s, 'fanout-0', { relay: true, channel: channelId('s12b') });
+      return `switch off: "${off.breakdown}"; --relay-fanout 0: "${serverOff.breakdown}"`;
     },
   },
 ];

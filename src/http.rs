@@ -106,7 +106,7 @@ const ENTRY_MODULE: &str = "main.js";
 
 /// Every file the page loads, directly or by import; their contents make the `?v=` version.
 /// A new module belongs here (a test checks that no script in `assets/` is left out).
-const PAGE_ASSETS: [&str; 11] = [
+const PAGE_ASSETS: [&str; 12] = [
     ENTRY_MODULE,
     "state.js",
     "ui.js",
@@ -115,6 +115,7 @@ const PAGE_ASSETS: [&str; 11] = [
     "chat.js",
     "broadcaster.js",
     "viewer.js",
+    "relay.js",
     "picker.js",
     "style.css",
     "vendor/socket.io.min.js",

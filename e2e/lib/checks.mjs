@@ -216,3 +216,92 @@ export function boxOf(page, selector) {
     };
   }, selector);
 }
+
+/**
+ * How many outbound video streams of the served page are really sending: over `ms`, the
+ * stream encoded new frames and sent new bytes (`getStats()` of every peer connection in
+ * `window.broadcastApp.peers`).
+ */
+export async function sendingVideoStreams(page, ms = 1_000) {
+  const sample = () => page.evaluate(async () => {
+    const streams = {};
+    let n = 0;
+    for (const pc of window.broadcastApp.peers.values()) {
+      n += 1;
+      const report = await pc.getStats();
+      report.forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video') {
+          streams[`${n}/${s.id}`] = { frames: s.framesEncoded || 0, bytes: s.bytesSent || 0 };
+        }
+      });
+    }
+    return streams;
+  });
+  const before = await sample();
+  await sleep(ms);
+  const after = await sample();
+  return Object.entries(after).filter(([key, now]) => {
+    const then = before[key];
+    return then && now.frames > then.frames && now.bytes > then.bytes;
+  }).length;
+}
+
+/**
+ * Starts sampling, every `everyMs` in the page, the video frames decoded from the page's
+ * feeder in the relay tree (`window.broadcastApp.relay.upstream`): `[time, connection, frames]`
+ * where `connection` numbers each distinct RTCPeerConnection object in order of appearance
+ * (0: no feeder). `decodeSamples` reads them.
+ */
+export function startDecodeMonitor(page, everyMs = 100) {
+  return page.evaluate((everyMs) => {
+    const monitor = { samples: [], connections: [], busy: false };
+    window.__e2eDecode = monitor;
+    monitor.timer = setInterval(async () => {
+      const upstream = window.broadcastApp.relay?.upstream;
+      if (!upstream) {
+        monitor.samples.push([Date.now(), 0, 0]);
+        return;
+      }
+      if (monitor.busy) return;
+      if (!monitor.connections.includes(upstream.pc)) monitor.connections.push(upstream.pc);
+      const connection = monitor.connections.indexOf(upstream.pc) + 1;
+      monitor.busy = true;
+      let frames = 0;
+      try {
+        const report = await upstream.pc.getStats();
+        report.forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+        });
+      } catch {
+        // A closed connection has no stats: no progress.
+      } finally {
+        monitor.busy = false;
+      }
+      monitor.samples.push([Date.now(), connection, frames]);
+    }, everyMs);
+  }, everyMs);
+}
+
+/** Stops a page's decode monitor and returns its samples `[time, connection, frames]`. */
+export function decodeSamples(page) {
+  return page.evaluate(() => {
+    const monitor = window.__e2eDecode;
+    clearInterval(monitor.timer);
+    return monitor.samples;
+  });
+}
+
+/**
+ * The times at which new frames were decoded: a sample with more frames than the previous
+ * one on the same connection, or the first frames of a connection not sampled before.
+ */
+export function decodeProgress(samples) {
+  const times = [];
+  let previous = null;
+  for (const [time, connection, frames] of samples) {
+    const grew = previous && previous[1] === connection ? frames > previous[2] : frames > 0;
+    if (connection !== 0 && grew) times.push(time);
+    previous = [time, connection, frames];
+  }
+  return times;
+}

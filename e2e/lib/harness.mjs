@@ -103,13 +103,19 @@ export class Scenario {
    * A participant: a new browser context (own cookies, storage and socket) with one page.
    * @param {string} role e.g. "broadcaster", "viewer-1"; names its screenshot
    * @param {import('playwright-core').BrowserContextOptions} [contextOptions]
+   * @param {object} [options]
+   * @param {{width: number, height: number, frameRate: number}} [options.camera] the fake
+   *   camera's picture: every `getUserMedia` video request of this participant asks for it
+   *   (Chromium's fake device otherwise captures 640x480), so scenarios with many pages stay
+   *   within a small machine's CPU
    */
-  async participant(role, contextOptions = {}) {
+  async participant(role, contextOptions = {}, { camera } = {}) {
     const context = await this.browser.newContext({
       viewport: { width: 1024, height: 768 },
       ...contextOptions,
     });
     context.setDefaultTimeout(15_000);
+    if (camera) await context.addInitScript(askForCamera, camera);
     const page = await context.newPage();
     const participant = new Participant(this, role, context, page);
     this.participants.push(participant);
@@ -187,6 +193,27 @@ export class Scenario {
     for (const problem of problems) this.log(`FINISH: ${problem}`);
     return problems;
   }
+}
+
+/**
+ * Runs in the page before its own scripts: video requests ask for `camera`'s size and rate
+ * (the page's own constraints, if any, win where they say something else).
+ */
+function askForCamera(camera) {
+  const devices = navigator.mediaDevices;
+  if (!devices || typeof devices.getUserMedia !== 'function') return;
+  const getUserMedia = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = (constraints = {}) => {
+    if (!constraints.video) return getUserMedia(constraints);
+    const own = typeof constraints.video === 'object' ? constraints.video : {};
+    const video = {
+      width: { ideal: camera.width },
+      height: { ideal: camera.height },
+      frameRate: { ideal: camera.frameRate, max: camera.frameRate },
+      ...own,
+    };
+    return getUserMedia({ ...constraints, video });
+  };
 }
 
 export class Participant {
