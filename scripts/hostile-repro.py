@@ -81,6 +81,15 @@ class Ws:
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
         self.sock.sendall(header + mask + masked)
 
+    def close(self):
+        """Closes at once: shutdown wakes this client's own reader thread and sends the FIN
+        (a bare close() would leave a thread blocked in recv holding the connection open)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
     def emit(self, event, payload):
         self.send("42" + json.dumps([event, payload]))
 
@@ -196,10 +205,7 @@ def churn_cycle(host, port, n, stop):
         pass
     finally:
         for c in clients:
-            try:
-                c.sock.close()
-            except OSError:
-                pass
+            c.close()
 
 
 def abuse_cycle(host, port, n):
@@ -227,12 +233,12 @@ def abuse_cycle(host, port, n):
             for _ in range(40):
                 t.emit("ice_candidate", {"target": c.id, "candidate": {"candidate": "x" * 3000}})
                 time.sleep(0.05)
-            t.sock.close()
+            t.close()
         else:
             c = Ws(host, port)
             c.emit("join_as_broadcaster", {"channel_id": f"drop{n % 7}"})
         time.sleep(0.2)
-        c.sock.close()
+        c.close()
     except (ConnectionError, OSError):
         pass
 
