@@ -1191,4 +1191,130 @@ mod tests {
             }
         );
     }
+
+    /// Every index agrees with the channels: the socket index lists exactly the channels each
+    /// socket broadcasts or watches (and no socket without any), the address counts match the
+    /// owners, and the wait index matches the trees.
+    fn check_indexes(r: &Registry) {
+        let state = r.state();
+        let mut expected: HashMap<SocketId, (HashSet<ChannelId>, HashSet<ChannelId>)> =
+            HashMap::new();
+        let mut by_addr: HashMap<IpAddr, usize> = HashMap::new();
+        for (id, channel) in &state.channels {
+            expected
+                .entry(channel.broadcaster.clone())
+                .or_default()
+                .0
+                .insert(id.clone());
+            for viewer in channel.viewers.keys() {
+                expected
+                    .entry(viewer.clone())
+                    .or_default()
+                    .1
+                    .insert(id.clone());
+            }
+            if let Some(addr) = channel.owner_addr {
+                *by_addr.entry(addr).or_default() += 1;
+            }
+            assert_eq!(
+                state.waits.get(id).copied(),
+                channel.tree.next_deadline(),
+                "wait index of {id}"
+            );
+        }
+        let actual: HashMap<SocketId, (HashSet<ChannelId>, HashSet<ChannelId>)> = state
+            .sockets
+            .iter()
+            .map(|(sid, m)| (sid.clone(), (m.broadcasting.clone(), m.watching.clone())))
+            .collect();
+        assert_eq!(actual, expected, "socket index");
+        assert_eq!(state.by_addr, by_addr, "address index");
+        assert!(state.waits.keys().all(|id| state.channels.contains_key(id)));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Broadcast(u8, u8, bool),
+        Watch(u8, u8, bool),
+        Relay(u8, u8),
+        Ready(u8, u8),
+        Failed(u8, u8),
+        Stop(u8, u8),
+        Disconnect(u8),
+        Sweep,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            2 => (0u8..8, 0u8..3, any::<bool>()).prop_map(|(s, c, f)| Op::Broadcast(s, c, f)),
+            4 => (0u8..8, 0u8..3, any::<bool>()).prop_map(|(s, c, r)| Op::Watch(s, c, r)),
+            3 => (0u8..8, 0u8..8).prop_map(|(a, b)| Op::Relay(a, b)),
+            3 => (0u8..8, 0u8..3).prop_map(|(s, c)| Op::Ready(s, c)),
+            1 => (0u8..8, 0u8..3).prop_map(|(s, c)| Op::Failed(s, c)),
+            1 => (0u8..8, 0u8..3).prop_map(|(s, c)| Op::Stop(s, c)),
+            2 => (0u8..8).prop_map(Op::Disconnect),
+            1 => Just(Op::Sweep),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary sequences of joins (both kinds), relays, tree reports, stops, sweeps and
+        /// disconnects keep every index consistent, relays are authorized only between peers
+        /// (broadcaster and viewer of one channel, or feeder and child in its tree), and nothing
+        /// is left once everybody has disconnected.
+        #[test]
+        fn registry_invariants_hold_for_any_sequence(
+            ops in proptest::collection::vec(op(), 1..60),
+        ) {
+            let r = Registry::new(RegistryLimits {
+                max_channels: 2,
+                idle_ttl: Duration::from_secs(3600),
+                max_channels_per_socket: 2,
+                max_channels_per_addr: 2,
+                tree: TreeLimits { direct: 1, fanout: 1, wait: Duration::from_secs(10) },
+            });
+            let name = |i: u8| sid(&format!("s{i}"));
+            let channel = |i: u8| format!("c{i}");
+            let addr = |i: u8| Some(IpAddr::from([10, 0, 0, i % 3]));
+            for op in ops {
+                match op {
+                    Op::Broadcast(s, c, force) => {
+                        let _ = r.join_as_broadcaster(&name(s), addr(s), Some(&channel(c)), force, true);
+                    }
+                    Op::Watch(s, c, relay) => { let _ = r.join_as_viewer(&name(s), &channel(c), relay); }
+                    Op::Relay(a, b) => {
+                        let allowed = r.authorize_relay(&name(a), &format!("s{b}"), Activity::Keep).is_ok();
+                        let state = r.state();
+                        let peers = state.channels.values().any(|ch| {
+                            let (a, b) = (name(a), name(b));
+                            (ch.broadcaster == a && ch.viewers.contains_key(&b))
+                                || (ch.broadcaster == b && ch.viewers.contains_key(&a))
+                                || (ch.viewers.contains_key(&a)
+                                    && ch.viewers.contains_key(&b)
+                                    && ch.tree.are_linked(&a, &b))
+                        });
+                        proptest::prop_assert_eq!(allowed, peers, "relay s{} -> s{}", a, b);
+                    }
+                    Op::Ready(s, c) => { let _ = r.relay_ready(&name(s), &channel(c)); }
+                    Op::Failed(s, c) => { let _ = r.upstream_failed(&name(s), &channel(c)); }
+                    Op::Stop(s, c) => { let _ = r.stop_broadcast(&name(s), &channel(c)); }
+                    Op::Disconnect(s) => { r.disconnect(&name(s)); }
+                    Op::Sweep => { r.sweep(Instant::now() + Duration::from_secs(7200)); }
+                }
+                check_indexes(&r);
+            }
+            for s in 0..8 {
+                r.disconnect(&name(s));
+            }
+            check_indexes(&r);
+            proptest::prop_assert_eq!(
+                r.stats(),
+                RegistryStats { channels: 0, indexed_sockets: 0, indexed_addresses: 0 }
+            );
+            proptest::prop_assert!(r.state().waits.is_empty());
+        }
+    }
 }
