@@ -355,12 +355,14 @@ def main():
     print(f"sent in {sent:.1f} s; server RSS now {rss_kb(args.pid) / 1024:.1f} MB")
     # The victim never reads, so its side cannot tell whether the server dropped it: the
     # server's own socket count does (a drop before this point counts as at this point).
-    dropped_after = None
+    drops = []
     peak = rss_kb(args.pid)
     while time.monotonic() - started < sent + args.watch:
         peak = max(peak, rss_kb(args.pid))
-        if dropped_after is None and sockets_count(args.url)["sockets"] < connected:
-            dropped_after = time.monotonic() - started
+        now = sockets_count(args.url)["sockets"]
+        if now < connected:
+            drops.append((round(time.monotonic() - started, 1), connected - now))
+            connected = now
         time.sleep(1)
     end = rss_kb(args.pid)
     print(
@@ -370,7 +372,8 @@ def main():
                 "rss_before_mb": round(base / 1024, 1),
                 "rss_peak_growth_mb": round((peak - base) / 1024, 1),
                 "rss_end_growth_mb": round((end - base) / 1024, 1),
-                "client_dropped_after_s": None if dropped_after is None else round(dropped_after, 1),
+                # (seconds since the start, sockets the server dropped then)
+                "server_dropped": drops,
                 "watched_s": args.watch,
                 "health": sockets_count(args.url),
             }
