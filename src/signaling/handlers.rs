@@ -7,6 +7,7 @@ use std::task::{Context, Poll, Waker};
 
 use serde::Serialize;
 use socketioxide::BroadcastError;
+use socketioxide::SocketError;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 
@@ -102,6 +103,13 @@ pub(super) fn deliver(fut: impl Future<Output = Result<(), BroadcastError>>, eve
     let fut = pin!(fut);
     match fut.poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(Ok(())) => true,
+        // A recipient that disconnected meanwhile is an everyday race, not worth a warning.
+        Poll::Ready(Err(BroadcastError::Socket(errors)))
+            if errors.iter().all(|e| matches!(e, SocketError::Closed)) =>
+        {
+            tracing::debug!(event, "recipient already gone");
+            true
+        }
         Poll::Ready(Err(e)) => {
             tracing::warn!(event, "not delivered to some sockets: {e}");
             false
