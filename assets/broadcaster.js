@@ -302,9 +302,17 @@ function onViewerCount(payload) {
   if (Array.isArray(payload.depths)) onTreeFigures(payload);
 }
 
-/** `relay_tree {channel_id, direct, relayed, waiting, depths}`: who is fed how. */
+/**
+ * `relay_tree {channel_id, direct, relayed, waiting, depths, version}`: who is fed how. Figures
+ * may arrive out of order; an older `version` than the one shown is ignored.
+ */
 function onTreeFigures(payload) {
   if (!payload || payload.channel_id !== app.channelId || !Array.isArray(payload.depths)) return;
+  if (Number.isInteger(payload.version)) {
+    const same = app.tree && app.tree.channelId === payload.channel_id;
+    const shown = same && Number.isInteger(app.tree.version) ? app.tree.version : -1;
+    if (payload.version < shown) return;
+  }
   const depths = payload.depths.map((n) => (Number.isInteger(n) && n >= 0 ? n : 0));
   const relayedByDepth = depths.slice(1).reduce((sum, n) => sum + n, 0);
   setTreeFigures({
@@ -312,6 +320,8 @@ function onTreeFigures(payload) {
     relayed: Number.isInteger(payload.relayed) ? payload.relayed : relayedByDepth,
     waiting: Number.isInteger(payload.waiting) ? payload.waiting : 0,
     depths,
+    version: Number.isInteger(payload.version) ? payload.version : undefined,
+    channelId: payload.channel_id,
   });
 }
 

@@ -4,6 +4,8 @@
 #
 # Sizes come from the environment (defaults: moderate sizes that fit a 2-core machine):
 #   STORM=2000 FANOUT_VIEWERS=200 FANOUT_MESSAGES=2000 IDLE=5000 IDLE_SECS=30 CHURN=500 CHURN_SECS=15
+#   TREE=2000 TREE_REPARENTS=5  (relay tree; ours only: the Node peer has no relay tree)
+#   RELAY_DIRECT= RELAY_FANOUT=  (our server's D and F for `tree`; empty = the server's defaults)
 #   FANOUT_RATES=  (comma list of messages/s; empty = automatic doubling sweep)
 #   FANOUT_START=20000  (first step of the automatic sweep, in deliveries/s)
 #   SERVERS="ours peer"  (which servers to run)
@@ -22,6 +24,10 @@ IDLE=${IDLE:-5000}
 IDLE_SECS=${IDLE_SECS:-30}
 CHURN=${CHURN:-500}
 CHURN_SECS=${CHURN_SECS:-15}
+TREE=${TREE:-2000}
+TREE_REPARENTS=${TREE_REPARENTS:-5}
+RELAY_DIRECT=${RELAY_DIRECT:-}
+RELAY_FANOUT=${RELAY_FANOUT:-}
 SERVERS=${SERVERS:-ours peer}
 
 # SKIP_BUILD=1 uses the binaries already built (e.g. while the tree does not build).
@@ -78,7 +84,10 @@ scenarios=(
     "fanout $FANOUT_VIEWERS $FANOUT_MESSAGES --start-deliveries $FANOUT_START${FANOUT_RATES:+ --rates $FANOUT_RATES}"
     "idle $IDLE --hold-secs $IDLE_SECS"
     "churn $CHURN --secs $CHURN_SECS"
+    "tree $TREE --reparents $TREE_REPARENTS"
 )
+# The tree's shape is set on the server: D and F only when given.
+tree_flags=(${RELAY_DIRECT:+--relay-direct "$RELAY_DIRECT"} ${RELAY_FANOUT:+--relay-fanout "$RELAY_FANOUT"})
 
 # The machine may be shared: the load average says how quiet it was.
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -89,14 +98,22 @@ for label in $SERVERS; do
         # the start-up line that names the port stays. Rate and per-client limits are off:
         # the generator is one client doing the work of thousands, and the peer has none.
         ours) cmd=(env RUST_LOG="${RUST_LOG:-warn,broadcast_server=info,broadcast_server::signaling=warn}"
-            "${SERVER_BIN:-target/release/broadcast-server}" --host 127.0.0.1 --port 0 --max-channels 100000 --rate-sdp 0 --rate-ice 0 --rate-chat 0 --rate-join 0 --rate-strikes 0 --max-channels-per-socket 10000 --max-channels-per-ip 10000000) ;;
+            "${SERVER_BIN:-target/release/broadcast-server}" --host 127.0.0.1 --port 0 --max-channels 100000 --rate-sdp 0 --rate-ice 0 --rate-chat 0 --rate-join 0 --rate-strikes 0 --max-channels-per-socket 10000 --max-channels-per-ip 10000000 --max-connections-per-ip 0) ;;
         peer) cmd=(node bench/peers/node/server.js --host 127.0.0.1 --port 0 --max-channels 100000) ;;
         *) echo "unknown server $label (ours|peer)" >&2; exit 2 ;;
     esac
     rm -f "$out/$label.jsonl"
     for scenario in "${scenarios[@]}"; do
-        start_server "$out/$label-${scenario%% *}.log" "${cmd[@]}"
-        echo "== $label: ${cmd[*]} (pid $server_pid, port $port): bench $scenario"
+        extra=()
+        if [[ ${scenario%% *} == tree ]]; then
+            if [[ $label == peer ]]; then
+                echo "== peer: tree skipped (the Node peer has no relay tree; the table shows ours alone)"
+                continue
+            fi
+            extra=("${tree_flags[@]}")
+        fi
+        start_server "$out/$label-${scenario%% *}.log" "${cmd[@]}" "${extra[@]}"
+        echo "== $label: ${cmd[*]} ${extra[*]} (pid $server_pid, port $port): bench $scenario"
         sleep 1
         # shellcheck disable=SC2086 # the scenario is a word list on purpose
         target/release/bench $scenario --url "http://127.0.0.1:$port" --pid "$server_pid" \
@@ -117,7 +134,7 @@ if [[ -f "$out/ours.jsonl" && -f "$out/peer.jsonl" ]]; then
         echo "- Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
         echo "- Load average before the run: $load_before"
         echo "- Node: $(node --version), socket.io $(node -p 'require("./bench/peers/node/node_modules/socket.io/package.json").version')"
-        echo "- Command: SERVERS=\"$SERVERS\" STORM=$STORM FANOUT_VIEWERS=$FANOUT_VIEWERS FANOUT_MESSAGES=$FANOUT_MESSAGES FANOUT_START=$FANOUT_START IDLE=$IDLE IDLE_SECS=$IDLE_SECS CHURN=$CHURN CHURN_SECS=$CHURN_SECS${FANOUT_RATES:+ FANOUT_RATES=$FANOUT_RATES} bench/run.sh"
+        echo "- Command: SERVERS=\"$SERVERS\" STORM=$STORM FANOUT_VIEWERS=$FANOUT_VIEWERS FANOUT_MESSAGES=$FANOUT_MESSAGES FANOUT_START=$FANOUT_START IDLE=$IDLE IDLE_SECS=$IDLE_SECS CHURN=$CHURN CHURN_SECS=$CHURN_SECS TREE=$TREE TREE_REPARENTS=$TREE_REPARENTS${RELAY_DIRECT:+ RELAY_DIRECT=$RELAY_DIRECT}${RELAY_FANOUT:+ RELAY_FANOUT=$RELAY_FANOUT}${FANOUT_RATES:+ FANOUT_RATES=$FANOUT_RATES} bench/run.sh"
         echo
         target/release/bench compare "$out/ours.jsonl" "$out/peer.jsonl"
     } | tee "$out/table-$stamp.md"

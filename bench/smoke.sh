@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke test of the benchmark for CI: each scenario once, at a tiny size, against our server.
+# Smoke test of the benchmark for CI: each scenario once, at a tiny size, against our server
+# (`tree` only against ours).
 # Exits non-zero if any scenario reports an error. Set SERVER=peer to run it against the Node peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ case $SERVER in
         cargo build "${flags[@]}" --bin broadcast-server
         # The start-up line that names the port is an info log.
         # Rate and per-client limits off, as in run.sh (one generator plays thousands of clients).
-        cmd=(env RUST_LOG=info "target/$PROFILE/broadcast-server" --host 127.0.0.1 --port 0 --max-channels 1000 --rate-sdp 0 --rate-ice 0 --rate-chat 0 --rate-join 0 --rate-strikes 0 --max-channels-per-socket 10000 --max-channels-per-ip 10000000) ;;
+        cmd=(env RUST_LOG=info "target/$PROFILE/broadcast-server" --host 127.0.0.1 --port 0 --max-channels 1000 --rate-sdp 0 --rate-ice 0 --rate-chat 0 --rate-join 0 --rate-strikes 0 --max-channels-per-socket 10000 --max-channels-per-ip 10000000 --max-connections-per-ip 0) ;;
     peer)
         (cd bench/peers/node && npm ci --no-audit --no-fund --silent)
         cmd=(node bench/peers/node/server.js --host 127.0.0.1 --port 0 --max-channels 1000) ;;
@@ -54,5 +55,11 @@ run fanout 10 50 --rates 100,500 --min-step-secs 0
 run idle 50 --hold-secs 2
 # A generous memory tolerance: two-second phases are too short to tell a leak from noise.
 run churn 20 --secs 2 --tolerance-kib 65536
+# The relay tree is ours alone: the Node peer has none.
+if [[ $SERVER == ours ]]; then
+    run tree 50 --reparents 2
+else
+    echo "tree skipped: the Node peer has no relay tree"
+fi
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -13,6 +13,7 @@ mod report;
 mod sdp;
 mod sio;
 mod storm;
+mod tree;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,8 @@ enum Command {
     Idle(idle::IdleArgs),
     /// N viewers join and leave continuously; memory must not grow and nothing may be left.
     Churn(churn::ChurnArgs),
+    /// N viewers join the relay tree; the depth-1 relay with the largest subtree leaves.
+    Tree(tree::TreeArgs),
     /// All four scenarios in turn, waiting for the server to be empty between them.
     All(AllArgs),
     /// Side-by-side table of two servers' JSON lines: ours, the peer's, and the ratio.
@@ -148,6 +151,7 @@ async fn run(ctx: &Ctx, command: Command) -> bool {
         Command::Fanout(a) => emit(fanout::run(ctx, &a).await),
         Command::Idle(a) => emit(idle::run(ctx, &a).await),
         Command::Churn(a) => emit(churn::run(ctx, &a).await),
+        Command::Tree(a) => emit(tree::run(ctx, &a).await),
         Command::All(a) => {
             let mut ok = true;
             between(ctx).await;

@@ -129,6 +129,7 @@ impl Channel {
                 direct: self.tree.direct_count(),
                 waiting: self.tree.waiting_count(),
                 depths: self.tree.depths().to_vec(),
+                version: self.tree.version(),
             });
         }
     }
@@ -184,6 +185,7 @@ pub enum TreeEvent {
         direct: usize,
         waiting: usize,
         depths: Vec<usize>,
+        version: u64,
     },
 }
 

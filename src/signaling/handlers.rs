@@ -479,6 +479,7 @@ pub(super) fn emit_tree(
                 direct,
                 waiting,
                 depths,
+                version,
             } => deliver(
                 to(broadcaster.to_string()).emit(
                     "relay_tree",
@@ -488,6 +489,7 @@ pub(super) fn emit_tree(
                         relayed: depths.iter().skip(1).sum(),
                         waiting: *waiting,
                         depths,
+                        version: *version,
                     },
                 ),
                 "relay_tree",

@@ -433,6 +433,8 @@ pub struct RelayTree<'a> {
     pub relayed: usize,
     pub waiting: usize,
     pub depths: &'a [usize],
+    /// Grows with every change: figures may arrive out of order, the highest is current.
+    pub version: u64,
 }
 
 #[derive(Debug, Serialize)]

@@ -309,6 +309,12 @@ impl Tree {
         self.in_use
     }
 
+    /// A number that grows with every change of the tree: figures computed by concurrent
+    /// handlers may leave in either order, and the receiver keeps the newest.
+    pub fn version(&self) -> u64 {
+        self.seq
+    }
+
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }

@@ -1,0 +1,938 @@
+//! `tree N`: one broadcaster; N viewers join its relay tree (PROTOCOL.md, "Relay tree"), then
+//! the depth-1 relay with the largest subtree leaves, a few times over. Protocol only, no media.
+//!
+//! Each viewer joins with `relay: true` and sends `relay_ready` as soon as it gets an
+//! `upstream` (the stream "plays" at once), so it may feed others from then on; at most
+//! `--concurrency` viewers are between connecting and their first `upstream` at a time, like a
+//! crowd arriving. Assignment latency runs from `join_as_viewer` to that `upstream`, so viewers
+//! that wait for a relay to become ready count with their wait.
+//!
+//! The tree is known three ways, which must agree: the server's `relay_tree` figures (viewers
+//! per depth), the depth each viewer was told in its `upstream`, and the depths that follow from
+//! the feeders the viewers were told. The figures are asked for afresh once the channel is quiet
+//! (see [`fresh_figures`]); when the last `relay_tree` the broadcaster had received differs from
+//! them, the server sent the figures out of order, and `relay_tree_stale` counts it.
+//!
+//! Re-parenting: the depth-1 relay with the largest subtree closes its socket; the clock runs
+//! until each of its children has its new `upstream`, and every event any connection of the
+//! channel receives from the close until nothing arrives for `--quiet-ms` is counted. Those
+//! messages should grow with the departed relay's children, not with the channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::common::{self, Ctx};
+use crate::probe;
+use crate::report::{Errors, Latency, Report};
+use crate::sio::{Conn, Frame, Target};
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TreeArgs {
+    /// Number of tree viewers.
+    pub(crate) viewers: usize,
+    /// Viewers between connecting and their first `upstream` at the same time.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) concurrency: usize,
+    /// Re-parent measurements: each one disconnects the depth-1 relay with the largest subtree.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) reparents: usize,
+    /// A phase is over once no connection has received an event for this long.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) quiet_ms: u64,
+    /// Give up joining after this long.
+    #[arg(long, default_value_t = 180)]
+    pub(crate) timeout_secs: u64,
+}
+
+/// The events counted apart; everything else is `other`.
+const KINDS: [&str; 5] = [
+    "upstream",
+    "downstream_left",
+    "relay_tree",
+    "viewer_count",
+    "other",
+];
+
+/// Every event any connection of the channel received, by kind, and when the latest arrived.
+struct Traffic {
+    base: Instant,
+    counts: [AtomicU64; KINDS.len()],
+    /// Nanoseconds from `base` to the latest event.
+    last_ns: AtomicU64,
+}
+
+impl Traffic {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            counts: Default::default(),
+            last_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn saw(&self, frame: &Frame) {
+        let kind = KINDS
+            .iter()
+            .position(|k| *k == frame.name())
+            .unwrap_or(KINDS.len() - 1);
+        self.counts[kind].fetch_add(1, Ordering::Relaxed);
+        let at = frame.at.saturating_duration_since(self.base).as_nanos() as u64;
+        self.last_ns.fetch_max(at, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> [u64; KINDS.len()] {
+        std::array::from_fn(|k| self.counts[k].load(Ordering::Relaxed))
+    }
+
+    /// How long no connection has received anything.
+    fn quiet_for(&self) -> Duration {
+        let last = self.base + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed));
+        last.elapsed()
+    }
+}
+
+/// The broadcaster's latest `relay_tree` figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Figures {
+    direct: usize,
+    relayed: usize,
+    waiting: usize,
+    /// Index 0 = depth 1 (fed by the broadcaster).
+    depths: Vec<usize>,
+}
+
+impl Figures {
+    fn parse(payload: &Value) -> Option<Self> {
+        let count = |k: &str| payload[k].as_u64().map(|v| v as usize);
+        Some(Self {
+            direct: count("direct")?,
+            relayed: count("relayed")?,
+            waiting: count("waiting")?,
+            depths: payload["depths"]
+                .as_array()?
+                .iter()
+                .map(|v| v.as_u64().map(|v| v as usize))
+                .collect::<Option<_>>()?,
+        })
+    }
+}
+
+/// What the broadcaster heard about its tree.
+#[derive(Default)]
+struct Heard {
+    latest: Mutex<Option<Figures>>,
+    /// How many `relay_tree` events arrived.
+    received: AtomicU64,
+    /// The most viewers waiting for a feeder in any `relay_tree` so far.
+    waiting_max: AtomicU64,
+}
+
+/// Drains the broadcaster's events (`viewer_count` and `relay_tree` on every join), keeping
+/// the latest `relay_tree`, until `stop`.
+async fn broadcaster(
+    mut conn: Conn,
+    traffic: Arc<Traffic>,
+    heard: Arc<Heard>,
+    errors: Arc<Errors>,
+    mut stop: oneshot::Receiver<()>,
+) -> Conn {
+    loop {
+        let frame = tokio::select! {
+            frame = conn.recv() => frame,
+            _ = &mut stop => break,
+        };
+        let Some(frame) = frame else {
+            errors.add("the broadcaster was disconnected");
+            break;
+        };
+        traffic.saw(&frame);
+        match frame.name() {
+            "relay_tree" => match Figures::parse(&frame.payload()) {
+                Some(figures) => {
+                    heard
+                        .waiting_max
+                        .fetch_max(figures.waiting as u64, Ordering::Relaxed);
+                    *heard.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(figures);
+                    heard.received.fetch_add(1, Ordering::Release);
+                }
+                None => errors.add(format!("malformed relay_tree: {}", frame.describe())),
+            },
+            "error" | "relay_error" => errors.add(format!("broadcaster got {}", frame.describe())),
+            _ => {}
+        }
+    }
+    conn
+}
+
+/// What viewer tasks tell the scenario.
+enum Update {
+    Connected {
+        viewer: usize,
+        sid: String,
+    },
+    Upstream {
+        viewer: usize,
+        peer: String,
+        depth: usize,
+        at: Instant,
+        /// Set on the viewer's first `upstream`: time since its `join_as_viewer`.
+        assigned_after: Option<Duration>,
+    },
+    /// Never connected, or no `upstream` within the time limit.
+    Failed,
+    /// The server closed the connection.
+    Gone {
+        viewer: usize,
+    },
+}
+
+/// What every viewer task shares.
+struct Shared {
+    target: Arc<Target>,
+    channel: String,
+    updates: mpsc::UnboundedSender<Update>,
+    traffic: Arc<Traffic>,
+    errors: Arc<Errors>,
+    /// Set when the scenario closes everything: the channel's end is not an error then.
+    ending: AtomicBool,
+    join_deadline: Instant,
+}
+
+/// One tree viewer: join, `relay_ready` after every `upstream`, count every event, until
+/// `close` fires (or its sender is dropped); dropping the connection closes the socket.
+async fn viewer(
+    shared: Arc<Shared>,
+    viewer: usize,
+    permit: OwnedSemaphorePermit,
+    mut close: oneshot::Receiver<()>,
+) {
+    let mut permit = Some(permit);
+    let mut conn = match Conn::connect(&shared.target, viewer + 1, shared.join_deadline).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            shared.errors.add(e);
+            let _ = shared.updates.send(Update::Failed);
+            return;
+        }
+    };
+    let _ = shared.updates.send(Update::Connected {
+        viewer,
+        sid: conn.sid.clone(),
+    });
+    let ready = json!({ "channel_id": shared.channel });
+    let sent = Instant::now();
+    conn.emit(
+        "join_as_viewer",
+        &json!({ "channel_id": shared.channel, "relay": true }),
+    );
+    let join_deadline = tokio::time::Instant::from_std(shared.join_deadline);
+    loop {
+        tokio::select! {
+            frame = conn.recv() => {
+                let Some(frame) = frame else {
+                    if !shared.ending.load(Ordering::Relaxed) {
+                        shared.errors.add("a viewer was disconnected by the server");
+                    }
+                    let _ = shared.updates.send(Update::Gone { viewer });
+                    return;
+                };
+                shared.traffic.saw(&frame);
+                match frame.name() {
+                    "upstream" => {
+                        let payload = frame.payload();
+                        let (Some(peer), Some(depth)) =
+                            (payload["peer_id"].as_str(), payload["depth"].as_u64())
+                        else {
+                            shared.errors.add(format!("malformed upstream: {}", frame.describe()));
+                            continue;
+                        };
+                        // The stream plays at once: this viewer may feed others.
+                        conn.emit("relay_ready", &ready);
+                        let assigned_after = permit.take().map(|p| {
+                            drop(p);
+                            frame.at.saturating_duration_since(sent)
+                        });
+                        let _ = shared.updates.send(Update::Upstream {
+                            viewer,
+                            peer: peer.to_owned(),
+                            depth: depth as usize,
+                            at: frame.at,
+                            assigned_after,
+                        });
+                    }
+                    "error" | "relay_error" | "broadcaster_disconnected" | "broadcaster_stopped"
+                        if !shared.ending.load(Ordering::Relaxed) =>
+                    {
+                        shared.errors.add(format!("viewer got {}", frame.describe()));
+                    }
+                    _ => {}
+                }
+            }
+            _ = tokio::time::sleep_until(join_deadline), if permit.is_some() => {
+                shared.errors.add("timed out waiting for upstream");
+                permit = None;
+                let _ = shared.updates.send(Update::Failed);
+            }
+            _ = &mut close => return,
+        }
+    }
+}
+
+/// One viewer as the scenario knows it from its updates.
+#[derive(Default)]
+struct Member {
+    sid: Option<String>,
+    /// Socket id of its feeder, from its latest `upstream`.
+    parent: Option<String>,
+    told_depth: Option<usize>,
+    upstream_at: Option<Instant>,
+    gone: bool,
+}
+
+/// The scenario's view of the audience, kept up to date from the viewers' updates.
+struct Audience {
+    updates: mpsc::UnboundedReceiver<Update>,
+    broadcaster: String,
+    members: Vec<Member>,
+    by_sid: HashMap<String, usize>,
+    joined: usize,
+    failed: usize,
+    assigned: Latency,
+    last_assigned: Option<Instant>,
+}
+
+/// How often waiting loops look at the clock when no update arrives.
+const TICK: Duration = Duration::from_millis(5);
+
+impl Audience {
+    fn new(updates: mpsc::UnboundedReceiver<Update>, broadcaster: String, n: usize) -> Self {
+        Self {
+            updates,
+            broadcaster,
+            members: (0..n).map(|_| Member::default()).collect(),
+            by_sid: HashMap::with_capacity(n),
+            joined: 0,
+            failed: 0,
+            assigned: Latency::default(),
+            last_assigned: None,
+        }
+    }
+
+    fn apply(&mut self, update: Update) {
+        match update {
+            Update::Connected { viewer, sid } => {
+                self.by_sid.insert(sid.clone(), viewer);
+                self.members[viewer].sid = Some(sid);
+            }
+            Update::Upstream {
+                viewer,
+                peer,
+                depth,
+                at,
+                assigned_after,
+            } => {
+                let m = &mut self.members[viewer];
+                m.parent = Some(peer);
+                m.told_depth = Some(depth);
+                m.upstream_at = Some(at);
+                if let Some(after) = assigned_after {
+                    self.joined += 1;
+                    self.assigned.record(after);
+                    self.last_assigned = Some(self.last_assigned.map_or(at, |l| l.max(at)));
+                }
+            }
+            Update::Failed => self.failed += 1,
+            Update::Gone { viewer } => self.members[viewer].gone = true,
+        }
+    }
+
+    /// Applies updates until `done` holds (true) or `deadline` passes (false).
+    async fn follow(&mut self, deadline: Instant, done: impl Fn(&Self) -> bool) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                update = self.updates.recv() => match update {
+                    Some(update) => self.apply(update),
+                    None => tokio::time::sleep(TICK).await,
+                },
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// Applies updates until no connection has received anything for `quiet`.
+    async fn settle(&mut self, traffic: &Traffic, quiet: Duration, deadline: Instant) -> bool {
+        self.follow(deadline, |_| traffic.quiet_for() >= quiet)
+            .await
+    }
+
+    fn present(&self) -> impl Iterator<Item = (usize, &Member)> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.sid.is_some() && !m.gone)
+    }
+
+    /// Each feeder's children (present viewers), by the feeder's socket id.
+    fn children(&self) -> HashMap<&str, Vec<usize>> {
+        let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, m) in self.present() {
+            if let Some(parent) = &m.parent {
+                children.entry(parent.as_str()).or_default().push(i);
+            }
+        }
+        children
+    }
+
+    /// Viewers per depth as the feeders say (walking down from the broadcaster), and how many
+    /// present viewers that walk does not reach.
+    fn depths_from_parents(&self) -> (Vec<usize>, usize) {
+        let children = self.children();
+        let mut counts = Vec::new();
+        let mut reached = 0;
+        let mut level: Vec<usize> = children
+            .get(self.broadcaster.as_str())
+            .cloned()
+            .unwrap_or_default();
+        while !level.is_empty() {
+            counts.push(level.len());
+            reached += level.len();
+            level = level
+                .iter()
+                .filter_map(|&v| self.members[v].sid.as_deref())
+                .filter_map(|sid| children.get(sid))
+                .flatten()
+                .copied()
+                .collect();
+        }
+        (counts, self.present().count() - reached)
+    }
+
+    /// Viewers per depth as each was told in its latest `upstream`.
+    fn told_depths(&self) -> Vec<usize> {
+        let mut counts = Vec::new();
+        for (_, m) in self.present() {
+            if let Some(d) = m.told_depth.filter(|d| *d > 0) {
+                if counts.len() < d {
+                    counts.resize(d, 0);
+                }
+                counts[d - 1] += 1;
+            }
+        }
+        counts
+    }
+
+    /// The most children any viewer feeds.
+    fn max_fanout(&self) -> usize {
+        let children = self.children();
+        children
+            .iter()
+            .filter(|(feeder, _)| **feeder != self.broadcaster)
+            .map(|(_, c)| c.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The depth-1 viewer with the most viewers below it: (viewer, its children, subtree size
+    /// without itself). `None` when no depth-1 viewer feeds anybody.
+    fn largest_depth1_relay(&self) -> Option<(usize, Vec<usize>, usize)> {
+        let children = self.children();
+        let below = |root: usize| {
+            let mut count = 0;
+            let mut stack = vec![root];
+            while let Some(v) = stack.pop() {
+                if let Some(c) = self.members[v].sid.as_deref().and_then(|s| children.get(s)) {
+                    count += c.len();
+                    stack.extend(c);
+                }
+            }
+            count
+        };
+        children
+            .get(self.broadcaster.as_str())?
+            .iter()
+            .map(|&v| (v, below(v)))
+            .filter(|(_, size)| *size > 0)
+            .max_by_key(|(_, size)| *size)
+            .map(|(v, size)| {
+                let sid = self.members[v].sid.as_deref().unwrap_or_default();
+                (v, children.get(sid).cloned().unwrap_or_default(), size)
+            })
+    }
+}
+
+/// Depth of a full breadth-first tree of `n` viewers: depth d holds D·F^(d−1).
+fn full_tree_depth(n: usize, direct: usize, fanout: usize) -> Option<usize> {
+    if n == 0 || direct == 0 {
+        return None;
+    }
+    let (mut depth, mut capacity, mut level) = (0, 0usize, direct);
+    while capacity < n {
+        depth += 1;
+        capacity = capacity.saturating_add(level);
+        if fanout == 0 && capacity < n {
+            return None;
+        }
+        level = level.saturating_mul(fanout);
+    }
+    Some(depth)
+}
+
+impl Heard {
+    fn latest(&self) -> Option<Figures> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until `count` `relay_tree` events have arrived (false: `deadline` passed first).
+    async fn wait_received(&self, count: u64, deadline: Instant) -> bool {
+        while self.received.load(Ordering::Acquire) < count {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        true
+    }
+}
+
+/// The server's figures as they are now, once the channel is quiet, and the last `relay_tree`
+/// the broadcaster had received before when it differed from them (a stale display).
+///
+/// There is no request for the figures, so a legacy viewer joins and leaves: each change sends
+/// the broadcaster a fresh `relay_tree`. The probe leaves only once the first has arrived, so
+/// the second is computed and sent after everything else and describes the tree as it is.
+async fn fresh_figures(
+    shared: &Shared,
+    heard: &Heard,
+    quiet: Duration,
+) -> Result<(Figures, Option<Option<Figures>>), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pushed = heard.latest();
+    let seen = heard.received.load(Ordering::Acquire);
+    let mut probe = Conn::connect(&shared.target, 0, deadline).await?;
+    probe.emit("join_as_viewer", &json!({ "channel_id": shared.channel }));
+    probe.expect("broadcaster_available", deadline).await?;
+    if !heard.wait_received(seen + 1, deadline).await {
+        return Err("no relay_tree after a legacy viewer joined".into());
+    }
+    drop(probe);
+    if !heard.wait_received(seen + 2, deadline).await {
+        return Err("no relay_tree after a legacy viewer left".into());
+    }
+    while shared.traffic.quiet_for() < quiet && Instant::now() < deadline {
+        tokio::time::sleep(TICK).await;
+    }
+    let fresh = heard.latest().ok_or("no relay_tree")?;
+    let stale = (pushed.as_ref() != Some(&fresh)).then_some(pushed);
+    Ok((fresh, stale))
+}
+
+/// One re-parenting: the departed relay, and what it cost.
+struct Reparent {
+    channel: usize,
+    children: usize,
+    subtree: usize,
+    /// From closing the relay to the last orphan's new `upstream`.
+    time: Option<Duration>,
+    events: [u64; KINDS.len()],
+    max_depth: usize,
+    /// The broadcaster's last `relay_tree` afterwards did not describe the tree.
+    stale: bool,
+}
+
+/// Closes the depth-1 relay with the largest subtree and measures the re-parenting.
+async fn reparent(
+    audience: &mut Audience,
+    closers: &mut [Option<oneshot::Sender<()>>],
+    shared: &Shared,
+    heard: &Heard,
+    quiet: Duration,
+    errors: &Errors,
+) -> Option<Reparent> {
+    let traffic = &*shared.traffic;
+    let limit = Instant::now() + Duration::from_secs(30);
+    if !audience.settle(traffic, quiet, limit).await {
+        errors.add("the channel never went quiet before re-parenting");
+    }
+    let (victim, orphans, subtree) = audience.largest_depth1_relay()?;
+    let channel = audience.present().count();
+    let before = traffic.snapshot();
+    let closed = Instant::now();
+    // Dropping the sender closes the socket just as sending would.
+    closers[victim].take();
+    audience.members[victim].gone = true;
+    let deadline = closed + Duration::from_secs(30);
+    let moved = |a: &Audience| {
+        orphans
+            .iter()
+            .all(|&o| a.members[o].upstream_at.is_some_and(|at| at > closed))
+    };
+    let all_moved = audience.follow(deadline, moved).await;
+    let time = all_moved.then(|| {
+        orphans
+            .iter()
+            .filter_map(|&o| audience.members[o].upstream_at)
+            .max()
+            .map_or(Duration::ZERO, |at| at.duration_since(closed))
+    });
+    if !all_moved {
+        errors.add(format!(
+            "not every orphan got a new upstream within 30 s ({} children)",
+            orphans.len()
+        ));
+    }
+    if !audience.settle(traffic, quiet, deadline).await {
+        errors.add("the channel never went quiet after re-parenting");
+    }
+    let after = traffic.snapshot();
+    let events = std::array::from_fn(|k| after[k] - before[k]);
+    // The server's figures must match the feeders the viewers were given.
+    let (from_parents, unreached) = audience.depths_from_parents();
+    let mut stale = false;
+    match fresh_figures(shared, heard, quiet).await {
+        Ok((fresh, was_stale)) => {
+            stale = was_stale.is_some();
+            if fresh.depths != from_parents || unreached != 0 {
+                errors.add(format!(
+                    "after re-parenting, relay_tree depths {:?} but the upstreams give {from_parents:?} ({unreached} unreached)",
+                    fresh.depths
+                ));
+            }
+        }
+        Err(e) => errors.add(e),
+    }
+    Some(Reparent {
+        channel,
+        children: orphans.len(),
+        subtree,
+        time,
+        events,
+        max_depth: from_parents.len(),
+        stale,
+    })
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
+    let mut report = Report::new("tree", &ctx.label);
+    report.param("viewers", args.viewers);
+    report.param("concurrency", args.concurrency);
+    report.param("reparents", args.reparents);
+    let errors = Arc::new(Errors::default());
+    if let Some(limit) = probe::open_files_limit()
+        && args.viewers as u64 + 64 > limit
+    {
+        report.fail(format!(
+            "{} viewers need more open files than this process may have ({limit}); raise `ulimit -n`",
+            args.viewers
+        ));
+        return report;
+    }
+    let quiet = Duration::from_millis(args.quiet_ms);
+    let join_deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let channel = common::channel_name("tree");
+    let conn = match common::broadcaster(ctx, &channel, join_deadline).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            report.fail(format!("broadcaster: {e}"));
+            return report;
+        }
+    };
+    let traffic = Arc::new(Traffic::new());
+    let heard = Arc::new(Heard::default());
+    let (updates_tx, updates) = mpsc::unbounded_channel();
+    let mut audience = Audience::new(updates, conn.sid.clone(), args.viewers);
+    let (stop_broadcaster, stop_rx) = oneshot::channel();
+    let listening = tokio::spawn(broadcaster(
+        conn,
+        traffic.clone(),
+        heard.clone(),
+        errors.clone(),
+        stop_rx,
+    ));
+    let shared = Arc::new(Shared {
+        target: ctx.target.clone(),
+        channel,
+        updates: updates_tx,
+        traffic: traffic.clone(),
+        errors: errors.clone(),
+        ending: AtomicBool::new(false),
+        join_deadline,
+    });
+
+    // The crowd: a viewer holds its permit from connecting until its first upstream.
+    let cpu_before = ctx.cpu_secs();
+    let own_before = ctx.own_cpu_secs();
+    let drops_before = probe::listen_drops();
+    let start = Instant::now();
+    let arrivals = {
+        let shared = shared.clone();
+        let n = args.viewers;
+        let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+        tokio::spawn(async move {
+            let mut closers = Vec::with_capacity(n);
+            let mut tasks = JoinSet::new();
+            for i in 0..n {
+                let Ok(permit) = gate.clone().acquire_owned().await else {
+                    break;
+                };
+                let (close, close_rx) = oneshot::channel();
+                closers.push(Some(close));
+                tasks.spawn(viewer(shared.clone(), i, permit, close_rx));
+            }
+            (closers, tasks)
+        })
+    };
+    let n = args.viewers;
+    audience
+        .follow(join_deadline, |a| a.joined + a.failed >= n)
+        .await;
+    let join_wall = audience
+        .last_assigned
+        .map(|at| at.duration_since(start).as_secs_f64());
+    let cpu_after = ctx.cpu_secs();
+    let own_after = ctx.own_cpu_secs();
+    let drops = drops_before
+        .zip(probe::listen_drops())
+        .map(|(a, b)| (b - a) as f64);
+    let rss = ctx.rss_kib();
+    let (mut closers, mut tasks) = match arrivals.await {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            report.fail(format!("task: {e}"));
+            return report;
+        }
+    };
+    if !audience
+        .settle(&traffic, quiet, Instant::now() + Duration::from_secs(30))
+        .await
+    {
+        errors.add("the channel never went quiet after the joins");
+    }
+
+    // The tree three ways: the server's figures, the depths told, the feeders told.
+    let mut stale = 0;
+    let joined_figures = match fresh_figures(&shared, &heard, quiet).await {
+        Ok((fresh, was_stale)) => {
+            if let Some(pushed) = was_stale {
+                stale += 1;
+                report.note(format!(
+                    "after the joins, the broadcaster's last relay_tree was stale: depths {:?}, the tree's: {:?}",
+                    pushed.map(|f| f.depths),
+                    fresh.depths
+                ));
+            }
+            Some(fresh)
+        }
+        Err(e) => {
+            errors.add(e);
+            None
+        }
+    };
+    let told = audience.told_depths();
+    let (from_parents, unreached) = audience.depths_from_parents();
+    let server_depths = joined_figures
+        .as_ref()
+        .map(|f| f.depths.clone())
+        .unwrap_or_default();
+    if server_depths != told || server_depths != from_parents || unreached != 0 {
+        errors.add(format!(
+            "relay_tree depths {server_depths:?}, depths told {told:?}, depths from the feeders {from_parents:?} ({unreached} unreached)"
+        ));
+    }
+    let direct = joined_figures.as_ref().map(|f| f.direct);
+    let fanout = audience.max_fanout();
+    report.note(format!(
+        "viewers per depth (relay_tree, from depth 1): {server_depths:?}; told in upstream: {told:?}; from the feeders: {from_parents:?}"
+    ));
+
+    report.figure("viewers", n as f64);
+    report.figure("joined", audience.joined as f64);
+    report.figure("join_wall_s", join_wall);
+    report.figure(
+        "joins_per_s",
+        join_wall.map(|w| audience.joined as f64 / w.max(1e-9)),
+    );
+    report.figure("assign_p50_ms", audience.assigned.ms(0.50));
+    report.figure("assign_p99_ms", audience.assigned.ms(0.99));
+    report.figure("assign_max_ms", audience.assigned.max_ms());
+    report.figure(
+        "waiting_max",
+        heard.waiting_max.load(Ordering::Relaxed) as f64,
+    );
+    report.figure("direct", direct.map(|d| d as f64));
+    report.figure("relayed", joined_figures.as_ref().map(|f| f.relayed as f64));
+    report.figure("max_fanout", fanout as f64);
+    report.figure("max_depth", server_depths.len() as f64);
+    report.figure(
+        "full_tree_depth",
+        direct
+            .and_then(|d| full_tree_depth(audience.joined, d, fanout))
+            .map(|d| d as f64),
+    );
+    for (d, count) in server_depths.iter().enumerate() {
+        report.figure(&format!("depth_{}", d + 1), *count as f64);
+    }
+    report.figure(
+        "join_server_cpu_s",
+        cpu_before.zip(cpu_after).map(|(a, b)| b - a),
+    );
+    report.figure(
+        "join_bench_cpu_s",
+        own_before.zip(own_after).map(|(a, b)| b - a),
+    );
+    report.figure("server_rss_kib", rss);
+    report.figure("listen_drops", drops);
+
+    // Re-parenting, a few times: the tree changes after each, so each picks afresh.
+    let mut runs = Vec::new();
+    if audience.joined == n {
+        for run in 1..=args.reparents {
+            let Some(r) =
+                reparent(&mut audience, &mut closers, &shared, &heard, quiet, &errors).await
+            else {
+                report.note("no depth-1 relay feeds anybody: nothing to re-parent");
+                break;
+            };
+            let breakdown: Vec<String> = KINDS
+                .iter()
+                .zip(r.events)
+                .filter(|(_, c)| *c > 0)
+                .map(|(k, c)| format!("{k} {c}"))
+                .collect();
+            report.note(format!(
+                "re-parent {run}: a depth-1 relay left (children: {}, viewers below it: {}, channel: {} viewers); last new upstream after {} ms; {} events ({}); max depth after: {}{}",
+                r.children,
+                r.subtree,
+                r.channel,
+                r.time
+                    .map_or("-".into(), |t| format!("{:.3}", t.as_secs_f64() * 1e3)),
+                r.events.iter().sum::<u64>(),
+                breakdown.join(", "),
+                r.max_depth,
+                if r.stale {
+                    "; the broadcaster's last relay_tree was stale"
+                } else {
+                    ""
+                },
+            ));
+            stale += usize::from(r.stale);
+            runs.push(r);
+        }
+    } else {
+        report.note("not every viewer joined: re-parenting skipped");
+    }
+    let times: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.time.map(|t| t.as_secs_f64() * 1e3))
+        .collect();
+    let events: Vec<f64> = runs
+        .iter()
+        .map(|r| r.events.iter().sum::<u64>() as f64)
+        .collect();
+    report.figure("reparent_runs", runs.len() as f64);
+    report.figure(
+        "reparent_children",
+        median(runs.iter().map(|r| r.children as f64).collect()),
+    );
+    report.figure(
+        "reparent_subtree",
+        median(runs.iter().map(|r| r.subtree as f64).collect()),
+    );
+    report.figure(
+        "reparent_channel",
+        median(runs.iter().map(|r| r.channel as f64).collect()),
+    );
+    report.figure("reparent_ms_median", median(times.clone()));
+    report.figure("reparent_ms_max", times.iter().copied().reduce(f64::max));
+    report.figure("reparent_events_median", median(events.clone()));
+    report.figure(
+        "reparent_events_max",
+        events.iter().copied().reduce(f64::max),
+    );
+    // Events beyond one `upstream` per orphan: constant if the cost follows the children.
+    report.figure(
+        "reparent_events_over_children_max",
+        runs.iter()
+            .map(|r| r.events.iter().sum::<u64>() as f64 - r.children as f64)
+            .reduce(f64::max),
+    );
+    report.figure(
+        "max_depth_after_reparents",
+        runs.last().map(|r| r.max_depth as f64),
+    );
+    // Not an error of the generator's making: the server sent an older `relay_tree` after a
+    // newer one (two handlers emitting in the other order than they computed).
+    report.figure("relay_tree_stale", stale as f64);
+    report.errors(&errors);
+    if audience.joined < n {
+        report.fail(format!(
+            "{} of {n} viewers got an upstream",
+            audience.joined
+        ));
+    }
+
+    // The broadcaster leaves first: the channel closes at once instead of re-parenting as
+    // each viewer goes.
+    shared.ending.store(true, Ordering::Relaxed);
+    let _ = stop_broadcaster.send(());
+    if let Ok(conn) = listening.await {
+        drop(conn);
+    }
+    drop(closers);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_tree_depth_follows_the_levels() {
+        // D = 4, F = 2: 4, 8, 16, ... per depth.
+        assert_eq!(full_tree_depth(4, 4, 2), Some(1));
+        assert_eq!(full_tree_depth(5, 4, 2), Some(2));
+        assert_eq!(full_tree_depth(12, 4, 2), Some(2));
+        assert_eq!(full_tree_depth(13, 4, 2), Some(3));
+        assert_eq!(full_tree_depth(10_000, 4, 2), Some(12));
+        assert_eq!(full_tree_depth(9, 4, 0), None);
+        assert_eq!(full_tree_depth(7, 4, 1), Some(2));
+    }
+
+    #[test]
+    fn relay_tree_figures_are_read() {
+        let payload =
+            json!({"channel_id": "c", "direct": 4, "relayed": 8, "waiting": 1, "depths": [4, 8]});
+        assert_eq!(
+            Figures::parse(&payload),
+            Some(Figures {
+                direct: 4,
+                relayed: 8,
+                waiting: 1,
+                depths: vec![4, 8],
+            })
+        );
+    }
+}
