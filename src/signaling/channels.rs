@@ -1097,12 +1097,8 @@ mod tests {
                 channel_id: ChannelId::from("room"),
                 broadcaster: b.clone(),
                 viewer_count: 1,
-                // The broadcaster fed v1 (a legacy leaf): it may close that connection.
-                tree: vec![TreeEvent::DownstreamLeft {
-                    channel_id: ChannelId::from("room"),
-                    to: b.clone(),
-                    peer: v1.clone(),
-                }],
+                // Legacy viewers only: nothing new for the broadcaster.
+                tree: vec![],
             }]
         );
         assert_eq!(r.stats().indexed_sockets, 2);

@@ -446,12 +446,17 @@ impl Tree {
                 });
             }
         }
+        let relay = self.nodes.get(viewer).is_some_and(|n| n.relay);
         self.update(viewer, |n| n.parent = None);
         self.set_anchored(viewer, false);
-        notices.push(Notice::DownstreamLeft {
-            feeder: parent,
-            child: viewer.clone(),
-        });
+        // In a channel where no tree viewer ever joined, the broadcaster hears nothing new when
+        // a legacy viewer leaves: exactly what legacy pages and their recorded sessions show.
+        if relay || self.in_use {
+            notices.push(Notice::DownstreamLeft {
+                feeder: parent,
+                child: viewer.clone(),
+            });
+        }
     }
 
     /// Applies `change` to a node, keeping the candidate index in step.

@@ -131,9 +131,17 @@ fn legacy_viewers_attach_to_the_broadcaster_silently() {
     assert_eq!(tree.join(&id("legacy2"), false, now), vec![]);
     assert_eq!(tree.direct_count(), 2);
     assert_eq!(tree.upstream_of("legacy2"), Some(&Feeder::Broadcaster));
+    // A channel of legacy viewers only: their departure tells the broadcaster nothing new.
+    assert_eq!(tree.leave(&id("legacy1"), now), vec![]);
+    // Once a tree viewer has joined (a waits: the legacy leaf holds the one direct slot), the
+    // broadcaster hears about every child it fed, and the freed slot goes to a.
+    assert_eq!(tree.join(&id("a"), true, now), vec![]);
     assert_eq!(
-        tree.leave(&id("legacy1"), now),
-        vec![left(Feeder::Broadcaster, "legacy1")]
+        tree.leave(&id("legacy2"), now),
+        vec![
+            left(Feeder::Broadcaster, "legacy2"),
+            up("a", Feeder::Broadcaster, 1)
+        ]
     );
     check(&tree);
 }
