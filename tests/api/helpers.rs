@@ -292,3 +292,107 @@ pub async fn channel_with_viewer(app: &TestApp, channel: &str) -> (Client, Clien
     broadcaster.expect("viewer_count").await;
     (broadcaster, viewer)
 }
+
+/// A bare Engine.IO long-polling session, as the 4.5 browser client starts (and as an attacker
+/// would drive one by hand).
+pub struct Polling {
+    http: reqwest::Client,
+    base: String,
+    /// The Engine.IO session id of this client's handshake: its credential.
+    pub session: String,
+    /// The socket id the Socket.IO CONNECT packet announced, once it has arrived.
+    pub connect_sid: Option<String>,
+    /// Event packets received but not taken yet.
+    pending: Vec<Value>,
+}
+
+impl Polling {
+    /// The Engine.IO handshake only (send `40` to connect the namespace).
+    pub async fn open(app: &TestApp) -> Polling {
+        let http = reqwest::Client::new();
+        let base = format!("{}/socket.io/?EIO=4&transport=polling", app.url());
+        let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+        assert!(open.starts_with('0'), "{open}");
+        let session = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Polling {
+            http,
+            base,
+            session,
+            connect_sid: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The polling URL with any session id (an attacker's guess, say).
+    pub fn url_for(&self, sid: &str) -> String {
+        format!("{}&sid={sid}", self.base)
+    }
+
+    /// Posts packets in one body; the server must accept them.
+    pub async fn post(&self, packets: &[String]) {
+        let body = packets.join("\u{1e}");
+        let res = self
+            .http
+            .post(self.url_for(&self.session))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+
+    pub async fn emit(&self, event: &str, data: Value) {
+        self.post(&[format!("42{}", json!([event, data]))]).await;
+    }
+
+    /// One poll: answers pings, notes the CONNECT packet, queues event packets.
+    async fn poll(&mut self) {
+        let body = self
+            .http
+            .get(self.url_for(&self.session))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for packet in body.split('\u{1e}') {
+            if let Some(connect) = packet.strip_prefix("40") {
+                let sid = serde_json::from_str::<Value>(connect).unwrap()["sid"].clone();
+                self.connect_sid = sid.as_str().map(str::to_owned);
+            } else if let Some(event) = packet.strip_prefix("42") {
+                self.pending.push(serde_json::from_str(event).unwrap());
+            } else if packet == "2" {
+                self.post(&["3".into()]).await;
+            }
+        }
+    }
+
+    /// Polls until `count` event packets have arrived; returns them (as `[name, args…]`).
+    pub async fn events(&mut self, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.pending.len() < count && tokio::time::Instant::now() < deadline {
+            self.poll().await;
+        }
+        let take = count.min(self.pending.len());
+        self.pending.drain(..take).collect()
+    }
+
+    /// Polls until an event named `event` arrives; returns its first argument.
+    pub async fn expect(&mut self, event: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            if let Some(i) = self.pending.iter().position(|e| e[0] == event) {
+                return self.pending.remove(i)[1].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {event} within the timeout"
+            );
+            self.poll().await;
+        }
+    }
+}

@@ -3,104 +3,23 @@
 
 use std::time::Duration;
 
-use crate::helpers::spawn_app;
-use serde_json::{Value, json};
-
-/// A bare Engine.IO long-polling session, as an official client in polling mode drives it.
-struct Polling {
-    http: reqwest::Client,
-    base: String,
-    /// The Engine.IO session id this client got in its handshake.
-    session: String,
-    /// Event packets received but not taken yet.
-    pending: Vec<Value>,
-}
-
-impl Polling {
-    async fn open(app_url: &str) -> Polling {
-        let http = reqwest::Client::new();
-        let base = format!("{app_url}/socket.io/?EIO=4&transport=polling");
-        let open = http.get(&base).send().await.unwrap().text().await.unwrap();
-        let session = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let client = Polling {
-            http,
-            base,
-            session,
-            pending: Vec::new(),
-        };
-        assert_eq!(client.post("40").await, 200);
-        client
-    }
-
-    fn url(&self, sid: &str) -> String {
-        format!("{}&sid={sid}", self.base)
-    }
-
-    async fn post(&self, body: &str) -> u16 {
-        self.http
-            .post(self.url(&self.session))
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    async fn emit(&self, event: &str, data: Value) {
-        assert_eq!(self.post(&format!("42{}", json!([event, data]))).await, 200);
-    }
-
-    /// Polls until an event named `event` arrives; returns its first argument.
-    async fn expect(&mut self, event: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(i) = self.pending.iter().position(|e| e[0] == event) {
-                return self.pending.remove(i)[1].clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {event} within 5 s"
-            );
-            let body = self
-                .http
-                .get(self.url(&self.session))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            for packet in body.split('\u{1e}') {
-                if let Some(connect) = packet.strip_prefix("40") {
-                    let sid = serde_json::from_str::<Value>(connect).unwrap()["sid"].clone();
-                    self.pending.push(json!(["connect", {"sid": sid}]));
-                } else if packet == "2" {
-                    self.post("3").await;
-                } else if let Some(event) = packet.strip_prefix("42") {
-                    self.pending.push(serde_json::from_str(event).unwrap());
-                }
-            }
-        }
-    }
-}
+use crate::helpers::{Polling, spawn_app};
+use serde_json::json;
 
 /// Defect 1: every id the protocol publishes used to be the Engine.IO session id, so anyone
 /// who saw it could post into, poll or upgrade the victim's session.
 #[tokio::test]
 async fn published_ids_are_not_transport_credentials() {
     let app = spawn_app(&[]).await;
-    let mut victim = Polling::open(&app.url()).await;
+    let mut victim = Polling::open(&app).await;
+    victim.post(&["40".into()]).await;
     let victim_id = victim.expect("client_id").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_ne!(victim_id, victim.session);
     // The official client takes `socket.id` from the CONNECT packet: the public id too.
-    assert_eq!(victim.expect("connect").await["sid"], victim_id);
+    assert_eq!(victim.connect_sid.as_deref(), Some(victim_id.as_str()));
     victim
         .emit("join_as_broadcaster", json!({"channel_id": "victim"}))
         .await;
@@ -125,13 +44,13 @@ async fn published_ids_are_not_transport_credentials() {
     let http = reqwest::Client::new();
     let stop = format!("42{}", json!(["stop_broadcast", {"channel_id": "victim"}]));
     let post = http
-        .post(victim.url(&victim_id))
+        .post(victim.url_for(&victim_id))
         .body(stop)
         .send()
         .await
         .unwrap();
     assert_eq!(post.status(), 400, "posting into the victim's session");
-    let poll = http.get(victim.url(&victim_id)).send().await.unwrap();
+    let poll = http.get(victim.url_for(&victim_id)).send().await.unwrap();
     assert_eq!(poll.status(), 400, "polling the victim's session");
     let upgrade =
         tokio_tungstenite::connect_async(format!("{}&sid={victim_id}", app.ws_url())).await;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{channel_with_viewer, sample_candidate, sample_sdp, spawn_app};
+use crate::helpers::{Polling, channel_with_viewer, sample_candidate, sample_sdp, spawn_app};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -343,62 +343,6 @@ async fn broadcaster_and_fifty_viewers_disconnecting_at_once_leave_nothing() {
     );
 }
 
-/// Engine.IO long-polling, as the 4.5 browser client starts.
-struct Polling {
-    http: reqwest::Client,
-    base: String,
-    sid: String,
-}
-
-impl Polling {
-    async fn open(app: &crate::helpers::TestApp) -> Polling {
-        let http = reqwest::Client::new();
-        let base = format!("{}/socket.io/?EIO=4&transport=polling", app.url());
-        let open = http.get(&base).send().await.unwrap().text().await.unwrap();
-        assert!(open.starts_with('0'), "{open}");
-        let sid = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        Polling { http, base, sid }
-    }
-
-    fn url(&self) -> String {
-        format!("{}&sid={}", self.base, self.sid)
-    }
-
-    async fn post(&self, packets: &[String]) {
-        let body = packets.join("\u{1e}");
-        let res = self.http.post(self.url()).body(body).send().await.unwrap();
-        assert!(res.status().is_success(), "{}", res.status());
-    }
-
-    /// Polls until `count` event packets (`42…`) have arrived; returns them parsed.
-    async fn events(&self, count: usize) -> Vec<Value> {
-        let mut events = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while events.len() < count && tokio::time::Instant::now() < deadline {
-            let body = self
-                .http
-                .get(self.url())
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            for packet in body.split('\u{1e}') {
-                if let Some(json) = packet.strip_prefix("42") {
-                    events.push(serde_json::from_str(json).unwrap());
-                } else if packet == "2" {
-                    self.post(&["3".into()]).await;
-                }
-            }
-        }
-        events
-    }
-}
-
 #[tokio::test]
 async fn polling_client_sending_fifty_packets_in_one_post_loses_none() {
     // About the transport, not rate limits: 50 answers to one peer at once is over them.
@@ -407,7 +351,7 @@ async fn polling_client_sending_fifty_packets_in_one_post_loses_none() {
     b.emit("join_as_broadcaster", json!({"channel_id": "burst"}));
     b.expect("broadcaster_ready").await;
 
-    let polling = Polling::open(&app).await;
+    let mut polling = Polling::open(&app).await;
     polling.post(&["40".into()]).await;
     let hello = polling.events(1).await;
     assert_eq!(hello[0][0], "client_id");
@@ -466,14 +410,14 @@ async fn polling_client_upgrades_to_websocket_and_keeps_its_session() {
     b.emit("join_as_broadcaster", json!({"channel_id": "upgrade"}));
     b.expect("broadcaster_ready").await;
 
-    let polling = Polling::open(&app).await;
+    let mut polling = Polling::open(&app).await;
     polling.post(&["40".into()]).await;
     let hello = polling.events(1).await;
     let viewer_sid = hello[0][1]["id"].as_str().unwrap().to_owned();
 
     let ws_url = format!(
         "ws://{}/socket.io/?EIO=4&transport=websocket&sid={}",
-        app.server.local_addr, polling.sid
+        app.server.local_addr, polling.session
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
     ws.send(Message::text("2probe")).await.unwrap();
