@@ -2,29 +2,17 @@
 // relay tree holds its feeder's and its children's), ICE candidates relayed through the server
 // and queued until the remote description is set.
 
-import { peers } from "./state.js";
+import { peers, serverConfig } from "./state.js";
 import { emit } from "./signaling.js";
-import { $ } from "./ui.js";
 
-const iceServers = readIceServers();
+/** The server hands its ICE servers to the page; `[]` means host candidates only. */
+const { iceServers } = serverConfig;
 
 /**
  * Remote id → ICE candidates received before that peer's remote description was set.
  * An entry exists exactly while candidates must wait; afterwards they are added directly.
  */
 const pendingCandidates = new Map();
-
-/** The server hands its ICE servers to the page as JSON; `[]` means host candidates only. */
-function readIceServers() {
-  try {
-    const parsed = JSON.parse($("config").textContent || "[]");
-    if (Array.isArray(parsed)) return parsed;
-    if (parsed && Array.isArray(parsed.iceServers)) return parsed.iceServers;
-  } catch (err) {
-    console.error("Unreadable ICE server config; using host candidates only", err);
-  }
-  return [];
-}
 
 export function createPeer(remoteId, onStateChange) {
   const pc = new RTCPeerConnection({ iceServers });

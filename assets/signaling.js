@@ -1,7 +1,7 @@
 // The Socket.IO connection: connecting and reconnecting, our id from `client_id`, and the
 // helpers every mode emits through. The vendored client (a classic script) defines `io`.
 
-import { app } from "./state.js";
+import { app, serverConfig } from "./state.js";
 import { setConnection, showNotice } from "./ui.js";
 
 /** Failed reconnect attempts after which "reconnecting" becomes "unreachable". */
@@ -16,9 +16,11 @@ let clientIdWaiters = [];
  * Returns the socket so the caller can bind the other events.
  */
 export function connect(controller, onServerError) {
-  // Polling first, then upgrade: the same order legacy pages use, and it works through
-  // proxies that block WebSocket.
-  const socket = window.io({ transports: ["polling", "websocket"] });
+  // By default polling first, then upgrade: the same order legacy pages use, and it works
+  // through proxies that block WebSocket. A server running WebSocket-only (several nodes behind
+  // a load balancer without sticky sessions, where a polling session would hit another node)
+  // says `["websocket"]`.
+  const socket = window.io({ transports: serverConfig.transports });
   app.socket = socket;
 
   socket.on("connect", () => onConnect(controller));

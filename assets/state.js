@@ -1,8 +1,19 @@
-// Page-wide state every module shares: the mode from the query string, the peer connections,
-// and `app`, which is also `window.broadcastApp` (the debug handle for tests and the console).
+// Page-wide state every module shares: the mode from the query string, the server's
+// configuration for the page, the peer connections, and `app`, which is also
+// `window.broadcastApp` (the debug handle for tests and the console).
 
 export const params = new URLSearchParams(window.location.search);
 export const mode = readMode(params);
+
+/** The socket.io-client transports when the server says nothing usable: polling, then upgrade. */
+const DEFAULT_TRANSPORTS = ["polling", "websocket"];
+
+/**
+ * What the server configured for the page (the JSON in `#config`): `iceServers` (RTCIceServer
+ * objects; `[]` means host candidates only) and `transports` (`["websocket"]` when the server
+ * runs WebSocket-only, e.g. several nodes behind a load balancer without sticky sessions).
+ */
+export const serverConfig = readServerConfig();
 
 /**
  * Remote id → RTCPeerConnection. Broadcaster: one per viewer it feeds. Viewer: its feeder (the
@@ -36,10 +47,33 @@ export const app = {
   relay: null,
   /** Broadcaster mode: the latest figures of its channel's relay tree, when the server sends them. */
   tree: null,
+  /** The server's configuration for the page (`iceServers`, `transports`). */
+  serverConfig,
 };
 
 // Debug handle for tests and the console (the contract promises `socket` and `peers`).
 window.broadcastApp = app;
+
+function readServerConfig() {
+  const config = { iceServers: [], transports: DEFAULT_TRANSPORTS };
+  let parsed;
+  try {
+    parsed = JSON.parse(document.getElementById("config")?.textContent || "{}");
+  } catch (err) {
+    console.error("Unreadable server config; using host candidates only", err);
+    return config;
+  }
+  if (parsed && Array.isArray(parsed.iceServers)) config.iceServers = parsed.iceServers;
+  const transports = parsed && parsed.transports;
+  if (
+    Array.isArray(transports) &&
+    transports.length > 0 &&
+    transports.every((t) => t === "polling" || t === "websocket")
+  ) {
+    config.transports = transports;
+  }
+  return config;
+}
 
 function readMode(query) {
   if (isFlagSet(query, "broadcaster")) return "broadcaster";

@@ -18,6 +18,7 @@ import {
   waitForChatLine,
 } from './lib/checks.mjs';
 import { sleep } from './lib/harness.mjs';
+import { deleteKeysUnder, expectRedis, keysLeftUnder, keysUnder, REDIS_URL } from './lib/redis.mjs';
 import { makeSelfSignedCert } from './lib/server.mjs';
 import { startLegacyPageServer } from './lib/static-server.mjs';
 
@@ -282,6 +283,43 @@ async function expectEveryoneDirect(s, tag, { relay, channel }) {
   for (const p of [broadcaster, ...viewers]) await p.screenshot('end');
   for (const p of [broadcaster, ...viewers]) await p.page.close();
   return { hint, breakdown };
+}
+
+/**
+ * How long keys under a stopped cluster's prefix may take to go: keys with a time to live
+ * (a node's heartbeat lives about twice `--heartbeat-ms`, 2 s by default) expire on their own.
+ */
+const REDIS_LEFTOVER_GRACE_MS = 5_000;
+
+/** A cluster node is ready once its /healthz says so. */
+const clusterReady = (health) => health.status === 'ok' && health.mode === 'cluster';
+
+/** A node's `/healthz` body (null if it does not answer). */
+async function healthOf(node) {
+  try {
+    const response = await fetch(`${node.origin}/healthz`, { signal: AbortSignal.timeout(2_000) });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Waits (up to `ms`) until a node counts no socket, e.g. after every page on it closed. */
+async function untilNoSockets(node, ms = 3_000) {
+  const deadline = Date.now() + ms;
+  let health = await healthOf(node);
+  while (health && typeof health.sockets === 'number' && health.sockets > 0 && Date.now() < deadline) {
+    await sleep(100);
+    health = await healthOf(node);
+  }
+  return health;
+}
+
+/** The same link, on another node of the cluster. */
+function onNode(link, node) {
+  const url = new URL(link);
+  url.host = new URL(node.origin).host;
+  return url.href;
 }
 
 export const scenarios = [
@@ -777,6 +815,71 @@ export const scenarios = [
       await s.startServer({ extraArgs: ['--relay-direct', '1', '--relay-fanout', '0'] });
       const serverOff = await expectEveryoneDirect(s, 'fanout-0', { relay: true, channel: channelId('s12b') });
       return `switch off: "${off.breakdown}"; --relay-fanout 0: "${serverOff.breakdown}"`;
+    },
+  },
+
+  {
+    name: '13-cluster',
+    title: 'two nodes share one Redis: broadcaster on node A, viewers on A and B play; Redis is left empty',
+    async run(s) {
+      await expectRedis();
+      // A prefix of this run alone: nothing of another run is seen, and nothing is left.
+      const prefix = `e2e-${randomBytes(4).toString('hex')}`;
+      const cluster = { extraArgs: ['--redis-url', REDIS_URL, '--redis-prefix', prefix], ready: clusterReady };
+      s.onCleanup(async () => {
+        // Had the scenario failed half-way: stop the nodes, then remove what they left.
+        for (const node of s.servers) await node.stop();
+        const removed = await deleteKeysUnder(prefix);
+        if (removed) s.log(`cleanup: deleted ${removed} keys under ${prefix}`);
+      });
+      // Both start at once; neither is left starting when the other fails.
+      const started = await Promise.allSettled([
+        s.startServer({ name: 'node-a', ...cluster }),
+        s.startNode('node-b', cluster),
+      ]);
+      const failed = started.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      const [nodeA, nodeB] = started.map((r) => r.value);
+      await s.launchBrowser();
+
+      const channel = channelId('s13');
+      const { broadcaster, link } = await goLive(s, channel);
+      const placed = [
+        ['viewer-1-node-a', nodeA],
+        ['viewer-2-node-b', nodeB],
+        ['viewer-3-node-b', nodeB],
+      ];
+      const viewers = await Promise.all(placed.map(([role, node]) => watch(s, role, onNode(link, node))));
+      const results = await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
+      await expectViewerCount(broadcaster, 3);
+      await expectPeerCount(broadcaster, 3);
+      for (const [i, [role, node]] of placed.entries()) {
+        const origin = new URL(viewers[i].page.url()).origin;
+        assert(origin === node.origin, `${role}: its page is served by ${origin}, not by its node ${node.origin}`);
+      }
+      const live = await keysUnder(prefix);
+      assert(live.length > 0, `Redis holds no key under ${prefix} while the channel is live: do the nodes use it?`);
+      const sockets = await Promise.all([nodeA, nodeB].map(async (n) => (await healthOf(n))?.sockets ?? '?'));
+
+      // The end: everyone leaves, the nodes stop, and Redis holds nothing of this run.
+      const everyone = [broadcaster, ...viewers];
+      for (const p of everyone) await p.screenshot('end');
+      for (const p of everyone) await p.page.close();
+      await Promise.all([nodeA, nodeB].map((n) => untilNoSockets(n)));
+      const stopped = await Promise.all([nodeA.stop(), nodeB.stop()]);
+      for (const [i, how] of stopped.entries()) {
+        assert(!how.killed, `node ${'AB'[i]} did not exit within 5 s of SIGTERM (it was killed); see node-${'ab'[i]}.log`);
+      }
+      const since = Date.now();
+      const left = await keysLeftUnder(prefix, REDIS_LEFTOVER_GRACE_MS);
+      assert(
+        left.length === 0,
+        `Redis still holds ${left.length} keys under ${prefix} ${REDIS_LEFTOVER_GRACE_MS} ms after both nodes stopped ` +
+          `(deleted now): ${left.slice(0, 20).join(', ')}`,
+      );
+      const played = results.map((r, i) => `${placed[i][0]}: ${r.width}x${r.height}, ${r.frames} frames/2 s`);
+      return `${played.join('; ')}; sockets A ${sockets[0]}, B ${sockets[1]}; ` +
+        `${live.length} keys under the prefix while live, none ${Date.now() - since} ms after the nodes stopped`;
     },
   },
 ];

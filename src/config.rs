@@ -157,6 +157,31 @@ pub struct Config {
     #[arg(long, env = "RATE_STRIKES", default_value_t = 5)]
     pub rate_strikes: u32,
 
+    /// Cluster mode: the Redis (7 or later) that several nodes behind a load balancer share,
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. Without it the server
+    /// runs alone, in memory, as before. (Its value is kept out of `--help`: it may hold a
+    /// password.)
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = RedisUrlParser)]
+    pub redis_url: Option<String>,
+
+    /// Cluster mode: prefix of every Redis key and pub/sub channel, so several deployments (or
+    /// test runs) can share one Redis; every node of one deployment must use the same.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "broadcast", value_parser = parse_redis_prefix)]
+    pub redis_prefix: String,
+
+    /// Cluster mode: milliseconds between a node's heartbeats; the others notice a dead node
+    /// within twice this (they then end its broadcasts and remove its viewers).
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub heartbeat_ms: u64,
+
+    /// Transports clients may use: `polling,websocket` (long-polling first, then the upgrade,
+    /// as the earlier server) or `websocket` (WebSocket only: for several nodes behind a load
+    /// balancer without sticky sessions, which long-polling needs). The served page follows it.
+    #[arg(long, env = "TRANSPORTS", default_value = "polling,websocket",
+          value_parser = parse_transports)]
+    pub transports: Transports,
+
     /// Probe a server running with this configuration on this host (`GET /healthz` on
     /// 127.0.0.1:PORT) and exit 0 if healthy: a container health check without curl.
     #[arg(long)]
@@ -167,6 +192,38 @@ pub struct Config {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Which Engine.IO transports the server accepts (and the served page uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transports {
+    /// Long-polling first, then the WebSocket upgrade: the earlier server's behaviour, and what
+    /// gets through proxies that block WebSocket. Several nodes need sticky sessions for it.
+    PollingAndWebsocket,
+    /// WebSocket only: each session is one connection, so any node can hold it and a load
+    /// balancer needs no stickiness.
+    WebsocketOnly,
+}
+
+impl Transports {
+    /// The transports for `SocketIo::builder().transports(…)`. The builder takes an array and
+    /// treats it as a set (the entries are OR-ed into a bit mask), so a repeated entry means
+    /// that one transport alone.
+    pub fn socketio(self) -> [socketioxide::TransportType; 2] {
+        use socketioxide::TransportType::{Polling, Websocket};
+        match self {
+            Self::PollingAndWebsocket => [Polling, Websocket],
+            Self::WebsocketOnly => [Websocket, Websocket],
+        }
+    }
+
+    /// The socket.io-client `transports` option the page connects with, in order.
+    pub fn client_names(self) -> &'static [&'static str] {
+        match self {
+            Self::PollingAndWebsocket => &["polling", "websocket"],
+            Self::WebsocketOnly => &["websocket"],
+        }
+    }
 }
 
 /// One allowed origin, or any.
@@ -224,6 +281,60 @@ fn parse_ice_servers(s: &str) -> Result<IceServers, String> {
     Ok(IceServers(value))
 }
 
+/// Checks a Redis URL's scheme only (the Redis client parses the rest at start-up). A parser of
+/// its own rather than a function because clap quotes the value of a failed function, and a
+/// Redis URL may hold a password.
+#[derive(Debug, Clone, Copy)]
+struct RedisUrlParser;
+
+impl clap::builder::TypedValueParser for RedisUrlParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let url = value.to_str().map(str::trim).unwrap_or_default();
+        let rest = url
+            .strip_prefix("redis://")
+            .or_else(|| url.strip_prefix("rediss://"));
+        match rest {
+            Some(rest) if !rest.is_empty() => Ok(url.to_owned()),
+            _ => Err(clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                "--redis-url (REDIS_URL) must look like redis://host:6379 or rediss://host:6380\n",
+            )
+            .with_cmd(cmd)),
+        }
+    }
+}
+
+fn parse_redis_prefix(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "Redis prefix `{s}` must be 1 to 64 letters, digits, `_`, `.`, `:` or `-`"
+        ))
+    }
+}
+
+fn parse_transports(s: &str) -> Result<Transports, String> {
+    let names: Vec<&str> = s.split(',').map(str::trim).collect();
+    match names.as_slice() {
+        ["polling", "websocket"] => Ok(Transports::PollingAndWebsocket),
+        ["websocket"] => Ok(Transports::WebsocketOnly),
+        _ => Err(format!(
+            "transports `{s}` must be `polling,websocket` (the default) or `websocket`"
+        )),
+    }
+}
+
 fn is_ice_url(u: &str) -> bool {
     ["stun:", "stuns:", "turn:", "turns:"]
         .iter()
@@ -263,6 +374,11 @@ impl Config {
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.write_timeout_secs)
+    }
+
+    /// Cluster mode: how often a node refreshes its heartbeat in Redis.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -316,6 +432,104 @@ mod tests {
         assert_eq!(c.allowed_origins(), None);
         assert_eq!(c.ice_servers.0.as_array().map(Vec::len), Some(2));
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.redis_url, None, "cluster mode is off without a Redis URL");
+        assert_eq!(c.redis_prefix, "broadcast");
+        assert_eq!(c.heartbeat(), Duration::from_millis(2000));
+        assert_eq!(c.transports, Transports::PollingAndWebsocket);
+    }
+
+    #[test]
+    fn a_redis_url_switches_cluster_mode_on() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "rediss://user:secret@redis.example:6380/2",
+            "redis://localhost:6379?protocol=resp3",
+        ] {
+            assert_eq!(
+                parse(&["--redis-url", url]).unwrap().redis_url.as_deref(),
+                Some(url)
+            );
+        }
+        for bad in [
+            "127.0.0.1:6379",
+            "http://redis:6379",
+            "redis://",
+            "REDIS://x",
+            "",
+        ] {
+            let err = parse(&["--redis-url", bad]).unwrap_err().to_string();
+            assert!(
+                err.contains("--redis-url (REDIS_URL) must look like redis://"),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse(&["--redis-url", "http://user:secret@redis"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("secret"),
+            "the URL may hold a password: {err}"
+        );
+    }
+
+    #[test]
+    fn redis_prefix_is_a_short_key_safe_name() {
+        for prefix in ["b", "broadcast", "test_1.node-a:x", &"p".repeat(64)] {
+            assert_eq!(
+                parse(&["--redis-prefix", prefix]).unwrap().redis_prefix,
+                prefix
+            );
+        }
+        for bad in ["", "with space", "a/b", "{tag}", "é", &"p".repeat(65)] {
+            let err = parse(&["--redis-prefix", bad]).unwrap_err().to_string();
+            assert!(err.contains("must be 1 to 64 letters"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn heartbeat_is_bounded() {
+        assert_eq!(
+            parse(&["--heartbeat-ms", "100"]).unwrap().heartbeat(),
+            Duration::from_millis(100)
+        );
+        assert!(parse(&["--heartbeat-ms", "60000"]).is_ok());
+        assert!(parse(&["--heartbeat-ms", "99"]).is_err());
+        assert!(parse(&["--heartbeat-ms", "60001"]).is_err());
+        assert!(parse(&["--heartbeat-ms", "soon"]).is_err());
+    }
+
+    #[test]
+    fn transports_are_both_or_websocket_only() {
+        use socketioxide::TransportType::{Polling, Websocket};
+        let both = parse(&["--transports", "polling,websocket"])
+            .unwrap()
+            .transports;
+        assert_eq!(both, Transports::PollingAndWebsocket);
+        assert_eq!(both.socketio(), [Polling, Websocket]);
+        assert_eq!(both.client_names(), ["polling", "websocket"]);
+        let ws = parse(&["--transports", "websocket"]).unwrap().transports;
+        assert_eq!(ws, Transports::WebsocketOnly);
+        assert!(!ws.socketio().contains(&Polling));
+        assert_eq!(ws.client_names(), ["websocket"]);
+        assert_eq!(
+            parse(&["--transports", "polling, websocket"])
+                .unwrap()
+                .transports,
+            Transports::PollingAndWebsocket
+        );
+        for bad in [
+            "polling",
+            "websocket,polling",
+            "webtransport",
+            "",
+            "websocket,websocket",
+        ] {
+            let err = parse(&["--transports", bad]).unwrap_err().to_string();
+            assert!(
+                err.contains("must be `polling,websocket` (the default) or `websocket`"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use minijinja::{Environment, context};
 use serde::Serialize;
-use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::layer::SocketIoLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -22,7 +22,9 @@ use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 use crate::client_addr::SessionsPerAddr;
+use crate::cluster::{Health as ClusterHealth, NodeId};
 use crate::config::Config;
+use crate::connection::PublicIds;
 use crate::signaling::Registry;
 
 const PAGE_TEMPLATE: &str = include_str!("../templates/broadcast.html");
@@ -75,7 +77,16 @@ struct AppState {
     page: Bytes,
     registry: Registry,
     sessions: Arc<SessionsPerAddr>,
-    io: SocketIo,
+    /// One entry per connected socket of this node.
+    public_ids: PublicIds,
+    cluster: Option<ClusterStatus>,
+}
+
+/// What `/healthz` reports of a node in cluster mode.
+#[derive(Clone)]
+pub struct ClusterStatus {
+    pub node: NodeId,
+    pub health: Arc<ClusterHealth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,12 +97,24 @@ pub struct TemplateError(#[from] minijinja::Error);
 pub fn render_page(config: &Config) -> Result<String, TemplateError> {
     let mut env = Environment::new();
     env.add_template("broadcast.html", PAGE_TEMPLATE)?;
-    let ice_servers_json = serde_json::to_string(&config.ice_servers.0)
-        .unwrap_or_else(|_| "[]".to_owned())
+    /// What the page's scripts need from the server's configuration (read by state.js).
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct PageConfig<'a> {
+        ice_servers: &'a serde_json::Value,
+        /// The socket.io-client `transports` option.
+        transports: &'static [&'static str],
+    }
+    let page_config = PageConfig {
+        ice_servers: &config.ice_servers.0,
+        transports: config.transports.client_names(),
+    };
+    let page_config_json = serde_json::to_string(&page_config)
+        .unwrap_or_else(|_| "{}".to_owned())
         // Keep the JSON inert inside <script type="application/json">.
         .replace("</", "<\\/");
     Ok(env.get_template("broadcast.html")?.render(context! {
-        ice_servers_json,
+        page_config_json,
         version => env!("CARGO_PKG_VERSION"),
         asset_version => asset_version(&AssetSource::from_config(config)),
         preloaded_modules => PAGE_ASSETS
@@ -207,19 +230,26 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// The HTTP side of the app; `socketio` is the Socket.IO layer that serves `/socket.io/`.
-pub fn router(
+/// The shared parts the HTTP side reads.
+pub struct Shared {
+    pub registry: Registry,
+    pub sessions: Arc<SessionsPerAddr>,
+    pub public_ids: PublicIds,
+    pub cluster: Option<ClusterStatus>,
+}
+
+pub fn router<A: Adapter>(
     config: &Config,
     page: String,
-    registry: Registry,
-    sessions: Arc<SessionsPerAddr>,
-    io: SocketIo,
-    socketio: SocketIoLayer,
+    shared: Shared,
+    socketio: SocketIoLayer<A>,
 ) -> Router {
     let state = AppState {
         page: Bytes::from(page),
-        registry,
-        sessions,
-        io,
+        registry: shared.registry,
+        sessions: shared.sessions,
+        public_ids: shared.public_ids,
+        cluster: shared.cluster,
     };
     let assets = assets_router(AssetSource::from_config(config));
     let origins = config.allowed_origins();
@@ -340,6 +370,14 @@ async fn page_handler(State(state): State<AppState>) -> Response {
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
+    /// Why the node is unhealthy (cluster mode: Redis cannot be reached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// `memory` (one node) or `cluster` (several nodes on Redis).
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+    /// Channels of the whole deployment.
     channels: usize,
     sockets: usize,
     indexed_sockets: usize,
@@ -349,16 +387,40 @@ struct Health {
     client_addresses: usize,
 }
 
-async fn health(State(state): State<AppState>) -> Json<Health> {
-    let stats = state.registry.stats();
-    Json(Health {
-        status: "ok",
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let problem = state
+        .cluster
+        .as_ref()
+        .and_then(|cluster| cluster.health.problem());
+    // While Redis is away the counts would only repeat the failure.
+    let stats = match problem {
+        Some(_) => Default::default(),
+        None => state.registry.stats().await,
+    };
+    let code = match problem {
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        None => StatusCode::OK,
+    };
+    let health = Health {
+        status: if problem.is_some() {
+            "unavailable"
+        } else {
+            "ok"
+        },
+        reason: problem,
+        mode: if state.cluster.is_some() {
+            "cluster"
+        } else {
+            "memory"
+        },
+        node_id: state.cluster.as_ref().map(|c| c.node.to_string()),
         channels: stats.channels,
-        sockets: state.io.sockets().len(),
+        sockets: state.public_ids.len(),
         indexed_sockets: stats.indexed_sockets,
         indexed_addresses: stats.indexed_addresses,
         client_addresses: state.sessions.addresses(),
-    })
+    };
+    (code, Json(health))
 }
 
 /// Whether an `--assets-dir` looks usable; checked at start-up for a clear message.

@@ -2,6 +2,7 @@
 //! viewers, live chat. See PROTOCOL.md for the wire contract.
 
 pub mod client_addr;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod healthcheck;
@@ -10,7 +11,9 @@ pub mod shutdown;
 pub mod signaling;
 pub mod telemetry;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -19,13 +22,17 @@ use axum_server::Handle;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use hyper_util::rt::TokioTimer;
-use socketioxide::SocketIo;
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::{SocketIo, SocketIoBuilder};
+use socketioxide_redis::FredAdapter;
 use tokio::task::JoinHandle;
 
 use client_addr::{SessionsPerAddr, TrustedProxies};
+use cluster::node::Node;
+use cluster::{ClusterError, ClusterRegistry, Connection};
 use config::Config;
 use connection::{ConnectionLimits, GuardedAcceptor, PublicIds};
-use signaling::{RateLimits, Registry, RegistryLimits, SweeperGuard};
+use signaling::{MemoryRegistry, RateLimits, Registry, RegistryLimits, SweeperGuard};
 
 /// Transport settings of the earlier server (PROTOCOL.md "Transport settings").
 const PING_INTERVAL: Duration = Duration::from_secs(25);
@@ -61,16 +68,21 @@ pub enum StartError {
     Assets(String),
     #[error(transparent)]
     Template(#[from] http::TemplateError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
+
+/// Closes every socket of this node and, in cluster mode, signs the node off.
+type Closer = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// A server that is accepting connections.
 pub struct RunningServer {
     pub local_addr: SocketAddr,
     pub https: bool,
     handle: Handle,
-    io: SocketIo,
+    close: Closer,
     task: JoinHandle<std::io::Result<()>>,
     grace: Duration,
     _sweeper: SweeperGuard,
@@ -86,7 +98,7 @@ impl RunningServer {
     /// Stops accepting, disconnects every socket, lets in-flight requests finish, and waits.
     pub async fn shutdown(self) -> Result<(), StartError> {
         self.handle.graceful_shutdown(Some(self.grace));
-        self.io.close().await;
+        (self.close)().await;
         self.wait().await
     }
 
@@ -101,13 +113,13 @@ impl RunningServer {
     /// Runs until SIGTERM/SIGINT, then shuts down gracefully.
     pub async fn run_until_signal(self) -> Result<(), StartError> {
         let handle = self.handle.clone();
-        let io = self.io.clone();
+        let close = self.close.clone();
         let grace = self.grace;
         tokio::spawn(async move {
             shutdown::signal().await;
             tracing::info!("shutting down: closing sockets, finishing in-flight requests");
             handle.graceful_shutdown(Some(grace));
-            io.close().await;
+            close().await;
         });
         self.wait().await
     }
@@ -165,38 +177,80 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     };
     let page = http::render_page(config)?;
 
-    let registry = Registry::new(RegistryLimits {
+    let registry_limits = RegistryLimits {
         max_channels: usize::try_from(config.max_channels).unwrap_or(usize::MAX),
         idle_ttl: config.channel_ttl(),
         max_channels_per_socket: usize::try_from(config.max_channels_per_socket)
             .unwrap_or(usize::MAX),
         max_channels_per_addr: usize::try_from(config.max_channels_per_ip).unwrap_or(usize::MAX),
         tree: config.tree_limits(),
-    });
-    let (socketio, io) = SocketIo::builder()
-        .ping_interval(PING_INTERVAL)
-        .ping_timeout(PING_TIMEOUT)
-        .max_payload(MAX_INBOUND_BYTES as u64)
-        .ws_max_message_size(MAX_INBOUND_BYTES)
-        .ws_max_frame_size(MAX_INBOUND_BYTES)
-        .max_buffer_size(usize::try_from(config.max_queued_packets).unwrap_or(usize::MAX))
-        .ws_read_buffer_size(WS_READ_BUFFER)
-        .build_layer();
+    };
     let public_ids = PublicIds::default();
-    let limits = Arc::new(RateLimits::new(config.rates()));
     let sessions = Arc::new(SessionsPerAddr::new(
         usize::try_from(config.max_connections_per_ip).unwrap_or(usize::MAX),
     ));
-    signaling::attach(
-        &io,
-        registry.clone(),
-        limits.clone(),
-        public_ids.clone(),
-        TrustedProxies(config.trusted_proxies.clone()),
-        sessions.clone(),
-    );
-    let sweeper = signaling::spawn_sweeper(registry.clone(), limits, io.clone());
-    let app = http::router(config, page, registry, sessions, io.clone(), socketio);
+    let parts = Parts {
+        config,
+        page,
+        public_ids: public_ids.clone(),
+        sessions,
+    };
+    let assembled = match &config.redis_url {
+        None => {
+            let registry = Registry::Memory(MemoryRegistry::new(registry_limits));
+            let built = socketio_settings(SocketIo::builder(), config).build_layer();
+            parts.assemble::<LocalAdapter>(registry, built, None, |()| {
+                Box::pin(std::future::ready(Ok(())))
+            })
+        }
+        Some(url) => {
+            let connection = Connection::open(url, &config.redis_prefix).await?;
+            let adapter = connection.adapter().await?;
+            let builder = SocketIo::builder().with_adapter::<FredAdapter<_>>(adapter);
+            let built = socketio_settings(builder, config).build_layer();
+            let registry = ClusterRegistry::new(
+                connection.client.clone(),
+                connection.keys.clone(),
+                registry_limits,
+                connection.node.clone(),
+                connection.health.clone(),
+            );
+            let node = Arc::new(Node::new(
+                connection.client.clone(),
+                connection.keys.clone(),
+                connection.node.clone(),
+                config.heartbeat(),
+                registry.clone(),
+                connection.health.clone(),
+            ));
+            node.announce()
+                .await
+                .map_err(|reason| ClusterError::Unreachable {
+                    url: "Redis".to_owned(),
+                    reason,
+                })?;
+            tracing::info!(node = %node.id(), prefix = %config.redis_prefix, "cluster mode: joined");
+            let cluster = ClusterNode {
+                node,
+                connection: Arc::new(connection),
+            };
+            parts.assemble(Registry::Cluster(registry), built, Some(cluster), |init| {
+                Box::pin(async move {
+                    init.await.map_err(|e| ClusterError::Unreachable {
+                        url: "Redis (pub/sub)".to_owned(),
+                        reason: e.to_string(),
+                    })
+                })
+            })
+        }
+    };
+    assembled.init.await?;
+    let Assembled {
+        app,
+        close,
+        sweeper,
+        ..
+    } = assembled;
 
     let addr = SocketAddr::new(config.host, config.port);
     let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
@@ -247,13 +301,114 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         local_addr,
         https,
         handle,
-        io,
+        close,
         task,
         grace: config.shutdown_grace(),
         _sweeper: sweeper,
     };
     tracing::info!("listening on {}", server.url());
     Ok(server)
+}
+
+/// The Socket.IO settings both adapters share.
+fn socketio_settings<A: Adapter>(
+    builder: SocketIoBuilder<A>,
+    config: &Config,
+) -> SocketIoBuilder<A> {
+    builder
+        .ping_interval(PING_INTERVAL)
+        .ping_timeout(PING_TIMEOUT)
+        .max_payload(MAX_INBOUND_BYTES as u64)
+        .ws_max_message_size(MAX_INBOUND_BYTES)
+        .ws_max_frame_size(MAX_INBOUND_BYTES)
+        .max_buffer_size(usize::try_from(config.max_queued_packets).unwrap_or(usize::MAX))
+        .ws_read_buffer_size(WS_READ_BUFFER)
+        .transports(config.transports.socketio())
+}
+
+/// A node of a cluster: what shutdown needs to sign it off.
+#[derive(Clone)]
+struct ClusterNode {
+    node: Arc<Node>,
+    connection: Arc<Connection>,
+}
+
+/// What the app is built from, whichever the adapter.
+struct Parts<'a> {
+    config: &'a Config,
+    page: String,
+    public_ids: PublicIds,
+    sessions: Arc<SessionsPerAddr>,
+}
+
+/// The adapter's initialization, awaited before serving (subscriptions in cluster mode).
+type Init = Pin<Box<dyn Future<Output = Result<(), ClusterError>> + Send>>;
+
+/// The assembled app, ready to serve once `init` is done.
+struct Assembled {
+    app: axum::Router,
+    init: Init,
+    close: Closer,
+    sweeper: SweeperGuard,
+}
+
+impl Parts<'_> {
+    /// Attaches the protocol, starts the background work, and builds the router.
+    fn assemble<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(
+        self,
+        registry: Registry,
+        (layer, io): (socketioxide::layer::SocketIoLayer<A>, SocketIo<A>),
+        cluster: Option<ClusterNode>,
+        init: impl FnOnce(A::InitRes) -> Init,
+    ) -> Assembled {
+        let limits = Arc::new(RateLimits::new(self.config.rates()));
+        let init = init(signaling::attach(
+            &io,
+            registry.clone(),
+            limits.clone(),
+            self.public_ids.clone(),
+            TrustedProxies(self.config.trusted_proxies.clone()),
+            self.sessions.clone(),
+        ));
+        let sweeper = signaling::spawn_sweeper(
+            registry.clone(),
+            limits,
+            io.clone(),
+            cluster.as_ref().map(|c| c.node.clone()),
+        );
+        let status = cluster.as_ref().map(|c| http::ClusterStatus {
+            node: c.node.id().clone(),
+            health: c.connection.health.clone(),
+        });
+        let shared = http::Shared {
+            registry,
+            sessions: self.sessions,
+            public_ids: self.public_ids,
+            cluster: status,
+        };
+        let app = http::router(self.config, self.page, shared, layer);
+        let close: Closer = Arc::new(move || {
+            let io = io.clone();
+            let cluster = cluster.clone();
+            Box::pin(async move {
+                io.close().await;
+                if let Some(cluster) = cluster {
+                    // Whatever this node's sockets still hold goes now, not when the others
+                    // notice the missing heartbeat.
+                    for departure in cluster.node.sign_off().await {
+                        signaling::announce(&io, departure).await;
+                    }
+                    cluster.connection.close().await;
+                }
+            })
+        });
+        Assembled {
+            app,
+            init,
+            close,
+            sweeper,
+        }
+    }
 }
 
 /// Starts the server and serves until a shutdown signal.

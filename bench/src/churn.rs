@@ -89,7 +89,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &ChurnArgs) -> Report {
     report.param("secs_per_phase", args.secs);
     report.param("phases", args.phases);
     let errors = Arc::new(Errors::default());
-    if ctx.pid.is_none() {
+    if ctx.pids.is_empty() {
         report.note("no --pid: the leak check needs the server's memory; only healthz is checked");
     }
     let channel = common::channel_name("churn");

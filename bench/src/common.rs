@@ -15,19 +15,29 @@ use crate::sio::{Conn, Target};
 /// The server under test and where results go.
 pub(crate) struct Ctx {
     pub(crate) target: Arc<Target>,
-    /// The server's process id, for memory and CPU figures from `/proc`.
-    pub(crate) pid: Option<u32>,
+    /// The server's process ids (one per node), for memory and CPU figures from `/proc`.
+    pub(crate) pids: Vec<u32>,
     pub(crate) label: String,
     pub(crate) json_out: Option<PathBuf>,
 }
 
 impl Ctx {
+    /// Resident memory of the server: the sum over its nodes.
     pub(crate) fn rss_kib(&self) -> Option<f64> {
-        self.pid.and_then(probe::rss_kib).map(|v| v as f64)
+        self.sum(|pid| probe::rss_kib(pid).map(|v| v as f64))
     }
 
+    /// CPU time of the server: the sum over its nodes.
     pub(crate) fn cpu_secs(&self) -> Option<f64> {
-        self.pid.and_then(probe::cpu_secs)
+        self.sum(probe::cpu_secs)
+    }
+
+    /// A figure summed over every process, or `None` without processes or when one is gone.
+    fn sum(&self, figure: impl Fn(u32) -> Option<f64>) -> Option<f64> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|&pid| figure(pid)).sum()
     }
 
     /// CPU time of the generator itself: shows when it, not the server, is the bottleneck.

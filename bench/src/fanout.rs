@@ -60,6 +60,9 @@ struct Received {
     stale: u64,
     last_at: Option<Instant>,
     latency: Latency,
+    /// With several nodes: messages sent from this participant's node, and from another.
+    same_node: Latency,
+    cross_node: Latency,
 }
 
 /// The outcome of one rate step.
@@ -73,7 +76,24 @@ struct Step {
     stale: u64,
     deliveries_per_s: f64,
     latency: Latency,
+    /// Deliveries to a participant on the sender's node, and on another node (one hop through
+    /// the cluster's relay on the way).
+    same_node: Latency,
+    cross_node: Latency,
     held: bool,
+}
+
+/// The viewers that send, and the node each is connected to (by position).
+struct Senders {
+    emitters: Vec<Emitter>,
+    nodes: Arc<Vec<usize>>,
+}
+
+impl Senders {
+    /// Whether the participants are spread over more than one node.
+    fn several_nodes(&self) -> bool {
+        self.nodes.iter().any(|&n| n != self.nodes[0])
+    }
 }
 
 /// Extracts the `"message":"..."` value of a `new_message` packet without parsing it all.
@@ -95,7 +115,7 @@ async fn receive(
     mut conn: Conn,
     step: u32,
     messages: usize,
-    senders: usize,
+    sender_nodes: Arc<Vec<usize>>,
     base: Instant,
     sent: Arc<Vec<AtomicU64>>,
     deadline: Instant,
@@ -107,7 +127,10 @@ async fn receive(
         stale: 0,
         last_at: None,
         latency: Latency::default(),
+        same_node: Latency::default(),
+        cross_node: Latency::default(),
     };
+    let senders = sender_nodes.len();
     // Last sequence number seen from each sender, plus one (0: none yet).
     let mut last = vec![0usize; senders];
     while (r.count as usize) < messages {
@@ -135,8 +158,13 @@ async fn receive(
                 }
                 last[sender] = last[sender].max(seq + 1);
                 let sent_at = base + Duration::from_nanos(sent[seq].load(Ordering::Acquire));
-                r.latency
-                    .record(frame.at.saturating_duration_since(sent_at));
+                let took = frame.at.saturating_duration_since(sent_at);
+                r.latency.record(took);
+                if sender_nodes[sender] == conn.node {
+                    r.same_node.record(took);
+                } else {
+                    r.cross_node.record(took);
+                }
                 r.count += 1;
                 r.last_at = Some(frame.at);
             }
@@ -150,7 +178,7 @@ async fn receive(
 #[allow(clippy::too_many_arguments)]
 async fn step(
     conns: &mut Vec<Conn>,
-    senders: &[Emitter],
+    senders: &Senders,
     channel: &str,
     number: u32,
     rate: f64,
@@ -171,7 +199,7 @@ async fn step(
             conn,
             number,
             messages,
-            senders.len(),
+            senders.nodes.clone(),
             base,
             sent.clone(),
             deadline,
@@ -192,7 +220,7 @@ async fn step(
             let packet = format!(
                 "42[\"send_message\",{{\"channel_id\":{channel_json},\"message\":\"s{number}.{k} {padding}\"}}]"
             );
-            senders[k % senders.len()].raw(packet);
+            senders.emitters[k % senders.emitters.len()].raw(packet);
             k += 1;
         }
         if k < messages {
@@ -207,6 +235,8 @@ async fn step(
     let mut stale = 0;
     let mut last_at = start;
     let mut latency = Latency::default();
+    let mut same_node = Latency::default();
+    let mut cross_node = Latency::default();
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok((conn, r)) => {
@@ -217,12 +247,14 @@ async fn step(
                     last_at = last_at.max(at);
                 }
                 latency.merge(&r.latency);
+                same_node.merge(&r.same_node);
+                cross_node.merge(&r.cross_node);
                 conns.push(conn);
             }
             Err(e) => errors.add(format!("task: {e}")),
         }
     }
-    let expected = (messages * (senders.len() + 1)) as u64;
+    let expected = (messages * (senders.emitters.len() + 1)) as u64;
     let span = last_at.duration_since(start).as_secs_f64().max(1e-9);
     let held = delivered == expected
         && reordered == 0
@@ -236,6 +268,8 @@ async fn step(
         stale,
         deliveries_per_s: delivered as f64 / span,
         latency,
+        same_node,
+        cross_node,
         held,
     }
 }
@@ -244,7 +278,7 @@ async fn step(
 #[allow(clippy::too_many_arguments)]
 async fn noted_step(
     conns: &mut Vec<Conn>,
-    senders: &[Emitter],
+    senders: &Senders,
     channel: &str,
     number: &mut u32,
     rate: f64,
@@ -253,8 +287,20 @@ async fn noted_step(
     report: &mut Report,
 ) -> Step {
     let s = step(conns, senders, channel, *number, rate, args, errors).await;
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    let by_node = if senders.several_nodes() {
+        format!(
+            " (same node p50 {} ms, p99 {} ms; cross-node p50 {} ms, p99 {} ms)",
+            ms(s.same_node.ms(0.5)),
+            ms(s.same_node.ms(0.99)),
+            ms(s.cross_node.ms(0.5)),
+            ms(s.cross_node.ms(0.99)),
+        )
+    } else {
+        String::new()
+    };
     report.note(format!(
-        "step {number}: offered {:.1} msg/s (achieved {:.1}), delivered {}/{} ({:.0}/s), reordered {}, late from an earlier step {}, p50 {} ms, p99 {} ms: {}",
+        "step {number}: offered {:.1} msg/s (achieved {:.1}), delivered {}/{} ({:.0}/s), reordered {}, late from an earlier step {}, p50 {} ms, p99 {} ms{by_node}: {}",
         s.rate,
         s.offered_per_s,
         s.delivered,
@@ -262,8 +308,8 @@ async fn noted_step(
         s.deliveries_per_s,
         s.reordered,
         s.stale,
-        s.latency.ms(0.5).map_or("-".into(), |v| format!("{v:.2}")),
-        s.latency.ms(0.99).map_or("-".into(), |v| format!("{v:.2}")),
+        ms(s.latency.ms(0.5)),
+        ms(s.latency.ms(0.99)),
         if s.held { "held" } else { "did not hold" },
     ));
     *number += 1;
@@ -315,7 +361,10 @@ pub(crate) async fn run(ctx: &Ctx, args: &FanoutArgs) -> Report {
         ));
         return report;
     }
-    let senders: Vec<Emitter> = viewers.iter().map(Conn::emitter).collect();
+    let senders = Senders {
+        emitters: viewers.iter().map(Conn::emitter).collect(),
+        nodes: Arc::new(viewers.iter().map(|c| c.node).collect()),
+    };
     let mut conns = viewers;
     conns.push(broadcaster);
     // Let join notifications (viewer_count) drain before measuring.
@@ -406,6 +455,24 @@ pub(crate) async fn run(ctx: &Ctx, args: &FanoutArgs) -> Report {
         "latency_p99_ms",
         best.as_ref().and_then(|s| s.latency.ms(0.99)),
     );
+    if senders.several_nodes() {
+        report.figure(
+            "same_node_latency_p50_ms",
+            best.as_ref().and_then(|s| s.same_node.ms(0.50)),
+        );
+        report.figure(
+            "same_node_latency_p99_ms",
+            best.as_ref().and_then(|s| s.same_node.ms(0.99)),
+        );
+        report.figure(
+            "cross_node_latency_p50_ms",
+            best.as_ref().and_then(|s| s.cross_node.ms(0.50)),
+        );
+        report.figure(
+            "cross_node_latency_p99_ms",
+            best.as_ref().and_then(|s| s.cross_node.ms(0.99)),
+        );
+    }
     report.figure("first_failing_msgs_per_s", limit);
     report.figure("losses", lost_total as f64);
     report.figure("reordered", reordered_total as f64);

@@ -36,7 +36,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &IdleArgs) -> Report {
         ));
         return report;
     }
-    if ctx.pid.is_none() {
+    if ctx.pids.is_empty() {
         report.note("no --pid: memory and CPU figures are not available");
     }
 

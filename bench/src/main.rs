@@ -34,9 +34,14 @@ struct Cli {
     /// The server under test (loopback only).
     #[arg(long, global = true, default_value = "http://127.0.0.1:3000")]
     url: String,
-    /// The server's process id, for memory and CPU figures.
-    #[arg(long, global = true)]
-    pid: Option<u32>,
+    /// Several nodes of one cluster instead of `--url` (comma separated, loopback only): the
+    /// broadcaster connects to the first, viewers round-robin to all (`storm` and `fanout`).
+    #[arg(long, global = true, value_delimiter = ',', conflicts_with = "url")]
+    nodes: Vec<String>,
+    /// The server's process id, for memory and CPU figures; with several nodes, each node's
+    /// (comma separated): the figures are sums over them.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pid: Vec<u32>,
     /// A name for the server in the results.
     #[arg(long, global = true, default_value = "server")]
     label: String,
@@ -69,6 +74,15 @@ enum Command {
     All(AllArgs),
     /// Side-by-side table of two servers' JSON lines: ours, the peer's, and the ratio.
     Compare { ours: PathBuf, peer: PathBuf },
+    /// Table of several runs' JSON lines (e.g. in-memory, 1 node on Redis, 2 nodes on Redis),
+    /// each with its ratio to the first.
+    Ratios {
+        /// The run the others are measured against.
+        base: PathBuf,
+        /// The other runs.
+        #[arg(required = true)]
+        others: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -101,8 +115,13 @@ struct AllArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Compare { ours, peer } = &cli.command {
-        return match report::compare(ours, peer) {
+    let tables = match &cli.command {
+        Command::Compare { ours, peer } => Some(report::compare(ours, peer)),
+        Command::Ratios { base, others } => Some(report::ratios(base, others)),
+        _ => None,
+    };
+    if let Some(printed) = tables {
+        return match printed {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
@@ -110,7 +129,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let target = match sio::Target::parse(&cli.url, cli.source_ips) {
+    let target = match target(&cli) {
         Ok(t) => Arc::new(t),
         Err(e) => {
             eprintln!("{e}");
@@ -119,7 +138,7 @@ fn main() -> ExitCode {
     };
     let ctx = Ctx {
         target,
-        pid: cli.pid,
+        pids: cli.pid.clone(),
         label: cli.label.clone(),
         json_out: cli.json_out.clone(),
     };
@@ -136,6 +155,31 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The server under test from `--url` or `--nodes`. Only `storm` and `fanout` know how to
+/// spread over several nodes: the others read one server's `/healthz` for their verdicts.
+fn target(cli: &Cli) -> Result<sio::Target, String> {
+    if cli.nodes.is_empty() {
+        return sio::Target::parse(&cli.url, cli.source_ips).map_err(|e| format!("--url {e}"));
+    }
+    let urls: Vec<&str> = cli.nodes.iter().map(String::as_str).collect();
+    let target = sio::Target::nodes(&urls, cli.source_ips).map_err(|e| format!("--nodes {e}"))?;
+    let spreads = matches!(cli.command, Command::Storm(_) | Command::Fanout(_));
+    if target.node_count() > 1 && !spreads {
+        return Err(
+            "--nodes with more than one node: only storm and fanout spread over several nodes"
+                .into(),
+        );
+    }
+    if !cli.pid.is_empty() && cli.pid.len() != target.node_count() {
+        return Err(format!(
+            "--pid: {} process ids for {} nodes (give one per node, in the same order)",
+            cli.pid.len(),
+            target.node_count()
+        ));
+    }
+    Ok(target)
 }
 
 async fn run(ctx: &Ctx, command: Command) -> bool {
@@ -194,7 +238,9 @@ async fn run(ctx: &Ctx, command: Command) -> bool {
             ok &= emit(churn::run(ctx, &churn).await);
             ok
         }
-        Command::Compare { .. } => unreachable!("handled before the runtime starts"),
+        Command::Compare { .. } | Command::Ratios { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 

@@ -311,3 +311,94 @@ fn label_of(lines: &[Value]) -> String {
         .unwrap_or("?")
         .to_owned()
 }
+
+/// A scenario with its parameters, e.g. `storm (candidates=4, concurrency=200, viewers=2000)`:
+/// the rows of [`ratios`] match runs on this, so one file may hold a scenario at two sizes.
+fn title_of(line: &Value) -> String {
+    let params: Vec<String> = line["params"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+        .unwrap_or_default();
+    format!(
+        "{} ({})",
+        line["scenario"].as_str().unwrap_or("?"),
+        params.join(", ")
+    )
+}
+
+/// Prints, per scenario and figure: the base run's value, each other run's, and each other
+/// run's ratio to the base (e.g. 2 nodes on Redis / in memory). A scenario or figure missing
+/// from a run shows as `-`.
+pub(crate) fn ratios(base: &Path, others: &[std::path::PathBuf]) -> Result<(), String> {
+    let mut runs = vec![read_lines(base)?];
+    for other in others {
+        runs.push(read_lines(other)?);
+    }
+    let labels: Vec<String> = runs.iter().map(|r| label_of(r)).collect();
+    let ratio_heads: Vec<String> = labels[1..]
+        .iter()
+        .map(|l| format!("{l}/{}", labels[0]))
+        .collect();
+    println!(
+        "| scenario | figure | {} | {} |",
+        labels.join(" | "),
+        ratio_heads.join(" | ")
+    );
+    println!(
+        "|---|---|{}{}",
+        "---:|".repeat(labels.len()),
+        "---:|".repeat(ratio_heads.len())
+    );
+    // Scenarios in order of first appearance, base first; each run's last line of each.
+    let mut titles: Vec<String> = Vec::new();
+    for line in runs.iter().flatten() {
+        let title = title_of(line);
+        if !titles.contains(&title) {
+            titles.push(title);
+        }
+    }
+    for title in titles {
+        let lines: Vec<Option<&Value>> = runs
+            .iter()
+            .map(|r| r.iter().rev().find(|v| title_of(v) == title))
+            .collect();
+        let mut figures: Vec<String> = Vec::new();
+        for line in lines.iter().flatten() {
+            for f in line["order"].as_array().into_iter().flatten() {
+                if let Some(f) = f.as_str()
+                    && !figures.iter().any(|g| g == f)
+                {
+                    figures.push(f.to_owned());
+                }
+            }
+        }
+        for figure in figures {
+            let values: Vec<Option<f64>> = lines
+                .iter()
+                .map(|l| l.and_then(|l| l["figures"][&figure].as_f64()))
+                .collect();
+            let ratios: Vec<String> = values[1..]
+                .iter()
+                .map(|&v| match (v, values[0]) {
+                    (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
+                    (Some(x), Some(y)) if x == y => "1.00".into(),
+                    _ => "-".into(),
+                })
+                .collect();
+            let shown: Vec<String> = values.iter().map(|&v| fmt(v)).collect();
+            println!(
+                "| {title} | {figure} | {} | {} |",
+                shown.join(" | "),
+                ratios.join(" | ")
+            );
+        }
+        for (label, line) in labels.iter().zip(&lines) {
+            if let Some(line) = line
+                && line["ok"] != Value::Bool(true)
+            {
+                println!("| {title} | result | {label} FAILED: {} |", line["notes"]);
+            }
+        }
+    }
+    Ok(())
+}

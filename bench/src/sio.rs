@@ -21,44 +21,80 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-/// The server under test. Only loopback addresses are accepted: this tool never leaves the host.
+/// The server under test: one node, or several nodes of one cluster. Only loopback addresses
+/// are accepted: this tool never leaves the host.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
+    /// The first node: the broadcaster's, and the one whose `/healthz` is read.
     pub(crate) addr: SocketAddr,
+    nodes: Vec<SocketAddr>,
     sources: Vec<Ipv4Addr>,
 }
 
 impl Target {
     /// Parses `http://127.0.0.1:PORT` (or `ws://`, or bare `IP:PORT`) and checks it is loopback.
     pub(crate) fn parse(url: &str, source_ips: usize) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("ws://"))
-            .unwrap_or(url);
-        let authority = rest.split('/').next().unwrap_or_default();
-        let authority = authority.replace("localhost", "127.0.0.1");
-        let addr: SocketAddr = authority
-            .parse()
-            .map_err(|e| format!("--url {url}: expected http://127.0.0.1:PORT ({e})"))?;
-        if !addr.ip().is_loopback() {
-            return Err(format!("--url {url}: only loopback targets are allowed"));
-        }
-        if !addr.is_ipv4() {
-            return Err(format!("--url {url}: use an IPv4 loopback address"));
-        }
+        Self::nodes(&[url], source_ips)
+    }
+
+    /// Several nodes of one cluster, each as [`Target::parse`] takes it; the first is the
+    /// broadcaster's.
+    pub(crate) fn nodes(urls: &[&str], source_ips: usize) -> Result<Self, String> {
+        let nodes = urls
+            .iter()
+            .map(|url| parse_addr(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(&addr) = nodes.first() else {
+            return Err("no server to target".into());
+        };
         if !(1..=250).contains(&source_ips) {
             return Err("--source-ips must be 1 to 250".into());
         }
         let sources = (0..source_ips)
             .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8))
             .collect();
-        Ok(Self { addr, sources })
+        Ok(Self {
+            addr,
+            nodes,
+            sources,
+        })
+    }
+
+    /// How many nodes connections are spread over.
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The node (index into the list given) of the `i`-th connection: connection 0, the
+    /// broadcaster, goes to the first node; viewers 1, 2, 3, … go round-robin to the first,
+    /// second, third, … node, so with two nodes half of them share the broadcaster's.
+    pub(crate) fn node_of(&self, i: usize) -> usize {
+        i.saturating_sub(1) % self.nodes.len()
     }
 
     /// The loopback source address of the `i`-th connection.
     pub(crate) fn source(&self, i: usize) -> Ipv4Addr {
         self.sources[i % self.sources.len()]
     }
+}
+
+fn parse_addr(url: &str) -> Result<SocketAddr, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.replace("localhost", "127.0.0.1");
+    let addr: SocketAddr = authority
+        .parse()
+        .map_err(|e| format!("{url}: expected http://127.0.0.1:PORT ({e})"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("{url}: only loopback targets are allowed"));
+    }
+    if !addr.is_ipv4() {
+        return Err(format!("{url}: use an IPv4 loopback address"));
+    }
+    Ok(addr)
 }
 
 /// One event packet as received, with the instant the pump read it.
@@ -118,12 +154,15 @@ impl Emitter {
 /// A connected Socket.IO client socket.
 pub(crate) struct Conn {
     pub(crate) sid: String,
+    /// The node it is connected to (see [`Target::node_of`]).
+    pub(crate) node: usize,
     emitter: Emitter,
     inbox: mpsc::UnboundedReceiver<Frame>,
 }
 
 impl Conn {
-    /// Connects from the `index`-th source address and completes the Socket.IO handshake.
+    /// Connects from the `index`-th source address to the `index`-th connection's node and
+    /// completes the Socket.IO handshake.
     pub(crate) async fn connect(
         target: &Target,
         index: usize,
@@ -132,10 +171,12 @@ impl Conn {
         let deadline = tokio::time::Instant::from_std(deadline);
         let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
         let source = SocketAddr::new(target.source(index).into(), 0);
+        let node = target.node_of(index);
+        let addr = target.nodes[node];
         socket
             .bind(source)
             .map_err(|e| format!("bind {source}: {e}"))?;
-        let stream = timeout_at(deadline, socket.connect(target.addr))
+        let stream = timeout_at(deadline, socket.connect(addr))
             .await
             .map_err(|_| "connect: timed out".to_string())?
             .map_err(|e| format!("connect: {e}"))?;
@@ -143,7 +184,7 @@ impl Conn {
             .set_nodelay(true)
             .map_err(|e| format!("nodelay: {e}"))?;
 
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", target.addr);
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         // Small buffers: the packets here are small, and 20,000 sockets add up.
         let config = WebSocketConfig::default()
             .read_buffer_size(8 * 1024)
@@ -188,6 +229,7 @@ impl Conn {
         tokio::spawn(pump(ws, out_rx, in_tx));
         Ok(Conn {
             sid,
+            node,
             emitter: Emitter { out: out_tx },
             inbox: in_rx,
         })
@@ -313,5 +355,32 @@ async fn pump(
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broadcaster_goes_to_the_first_node_and_viewers_round_robin() {
+        let target = Target::nodes(&["http://127.0.0.1:4001", "127.0.0.1:4002"], 4)
+            .expect("two loopback nodes");
+        assert_eq!(target.node_count(), 2);
+        assert_eq!(target.addr, "127.0.0.1:4001".parse().expect("address"));
+        let nodes: Vec<usize> = (0..6).map(|i| target.node_of(i)).collect();
+        assert_eq!(nodes, [0, 0, 1, 0, 1, 0]);
+    }
+
+    #[test]
+    fn one_node_takes_everyone() {
+        let target = Target::parse("http://localhost:3000/", 4).expect("loopback");
+        assert!((0..5).all(|i| target.node_of(i) == 0));
+    }
+
+    #[test]
+    fn a_node_off_the_host_is_refused() {
+        let refused = Target::nodes(&["http://127.0.0.1:4001", "http://10.0.0.1:4002"], 4);
+        assert!(refused.is_err_and(|e| e.contains("only loopback")));
     }
 }

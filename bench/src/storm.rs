@@ -95,6 +95,8 @@ struct Negotiated {
     held: Held,
     offer_to_answer: Duration,
     done: Instant,
+    /// The node the viewer is connected to.
+    node: usize,
 }
 
 /// One viewer: connect, join, offer, trickle, and wait for the answer and candidates.
@@ -108,6 +110,7 @@ async fn run_viewer(
     dropped: Arc<AtomicUsize>,
 ) -> Result<Negotiated, String> {
     let mut conn = Conn::connect(&ctx_target, i, deadline).await?;
+    let node = conn.node;
     conn.emit(
         "join_as_viewer",
         &serde_json::json!({ "channel_id": channel }),
@@ -158,6 +161,7 @@ async fn run_viewer(
         held: conn.hold(dropped),
         offer_to_answer: answered.duration_since(sent),
         done: Instant::now(),
+        node,
     })
 }
 
@@ -178,6 +182,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &StormArgs) -> Report {
         }
     };
     let broadcaster_sid: Arc<str> = Arc::from(broadcaster.sid.as_str());
+    let broadcaster_node = broadcaster.node;
     let counts = Arc::new(BroadcasterCounts::default());
     let (stop, stop_rx) = oneshot::channel();
     let answering = tokio::spawn(run_broadcaster(
@@ -220,12 +225,21 @@ pub(crate) async fn run(ctx: &Ctx, args: &StormArgs) -> Report {
         });
     }
     let mut latency = Latency::default();
+    // With several nodes: viewers on the broadcaster's node, and viewers on another, whose
+    // offer and answer each cross from one node to the other.
+    let mut same_node = Latency::default();
+    let mut cross_node = Latency::default();
     let mut held = Vec::with_capacity(args.viewers);
     let mut last_done = start;
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok(Ok(n)) => {
                 latency.record(n.offer_to_answer);
+                if n.node == broadcaster_node {
+                    same_node.record(n.offer_to_answer);
+                } else {
+                    cross_node.record(n.offer_to_answer);
+                }
                 last_done = last_done.max(n.done);
                 held.push(n.held);
             }
@@ -267,6 +281,12 @@ pub(crate) async fn run(ctx: &Ctx, args: &StormArgs) -> Report {
     report.figure("offer_answer_p95_ms", latency.ms(0.95));
     report.figure("offer_answer_p99_ms", latency.ms(0.99));
     report.figure("offer_answer_max_ms", latency.max_ms());
+    if ctx.target.node_count() > 1 {
+        report.figure("offer_answer_same_node_p50_ms", same_node.ms(0.50));
+        report.figure("offer_answer_same_node_p99_ms", same_node.ms(0.99));
+        report.figure("offer_answer_cross_node_p50_ms", cross_node.ms(0.50));
+        report.figure("offer_answer_cross_node_p99_ms", cross_node.ms(0.99));
+    }
     report.figure(
         "server_cpu_s",
         cpu_before.zip(cpu_after).map(|(a, b)| b - a),

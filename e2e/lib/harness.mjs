@@ -62,6 +62,8 @@ export class Scenario {
     this.failedLoads = [];
     this.pageErrors = [];
     this.server = null;
+    /** Every server started, so all of them are stopped at the end. */
+    this.servers = [];
     this.browser = null;
     this.cleanups = [];
   }
@@ -72,15 +74,32 @@ export class Scenario {
 
   /**
    * Starts the release server (HTTP, or HTTPS with `tls`) for this scenario. A scenario that
-   * restarts it (same `port`) gets one log per run: server.log, server-2.log, …
+   * restarts it (same `port`) gets one log per run: server.log, server-2.log, … (`name`:
+   * `<name>.log` instead).
    */
-  async startServer(options = {}) {
+  async startServer({ name, ...options } = {}) {
     this.serverRuns = (this.serverRuns ?? 0) + 1;
-    const logName = this.serverRuns === 1 ? 'server.log' : `server-${this.serverRuns}.log`;
-    this.server = await startServer({ logFile: path.join(this.dir, logName), ...options });
-    this.allowedOrigins.add(this.server.origin);
+    const logName = name ? `${name}.log` : this.serverRuns === 1 ? 'server.log' : `server-${this.serverRuns}.log`;
+    this.server = await this.#start(logName, options);
     this.log(`server at ${this.server.origin}`);
     return this.server;
+  }
+
+  /**
+   * Starts one more server next to the scenario's own, e.g. a second node of a cluster; its
+   * log is `<name>.log`. `s.server` stays what it was; both are stopped at the end.
+   */
+  async startNode(name, options = {}) {
+    const node = await this.#start(`${name}.log`, options);
+    this.log(`${name} at ${node.origin} (pid ${node.pid})`);
+    return node;
+  }
+
+  async #start(logName, options) {
+    const server = await startServer({ logFile: path.join(this.dir, logName), ...options });
+    this.servers.push(server);
+    this.allowedOrigins.add(server.origin);
+    return server;
   }
 
   /** One fresh Chromium (Playwright gives each launch a new, empty user-data-dir). */
@@ -189,7 +208,9 @@ export class Scenario {
         .catch((err) => problems.push(`cleanup: ${err.message}`));
     }
     await this.browser?.close().catch((err) => problems.push(`browser close: ${err.message}`));
-    await this.server?.stop().catch((err) => problems.push(`server stop: ${err.message}`));
+    for (const server of this.servers) {
+      await server.stop().catch((err) => problems.push(`server stop: ${err.message}`));
+    }
     for (const problem of problems) this.log(`FINISH: ${problem}`);
     return problems;
   }

@@ -3,6 +3,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -32,18 +33,36 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   });
 }
 
+/** A TCP port free on 127.0.0.1 right now (the kernel's pick for a listener on port 0). */
+async function freePort() {
+  const probe = net.createServer();
+  await new Promise((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
 /**
  * Runs the server on 127.0.0.1 with an ephemeral port and no ICE servers (the page
- * must connect with host candidates alone), and resolves once it announced its address.
+ * must connect with host candidates alone), and resolves once it is ready: once it announced
+ * its address, or, with `ready`, once `GET /healthz` answers 200 with a body `ready` accepts
+ * (the port is then picked beforehand).
  *
  * @param {object} options
  * @param {string} options.logFile where the server's stdout and stderr go
  * @param {{cert: string, key: string}} [options.tls] PEM paths: serve HTTPS
  * @param {number} [options.port] a fixed port (to restart on the same address); 0 = any
  * @param {string[]} [options.extraArgs]
- * @returns {Promise<{url: string, origin: string, stop: () => Promise<void>}>}
+ * @param {(health: object) => boolean} [options.ready] readiness from `/healthz` (plain HTTP)
+ * @returns {Promise<{url: string, origin: string, pid: number,
+ *   stop: () => Promise<{code: number|null, signal: string|null, killed: boolean}>}>}
  */
-export async function startServer({ logFile, tls, port = 0, extraArgs = [] }) {
+export async function startServer({ logFile, tls, port = 0, extraArgs = [], ready }) {
+  if (ready && tls) throw new Error('readiness from /healthz is only read over plain HTTP');
+  if (ready && port === 0) port = await freePort();
   const args = ['--host', '127.0.0.1', '--port', String(port), '--ice-servers', '[]', ...extraArgs];
   if (tls) args.push('--tls-cert', tls.cert, '--tls-key', tls.key);
 
@@ -63,48 +82,81 @@ export async function startServer({ logFile, tls, port = 0, extraArgs = [] }) {
     });
   });
   child.stderr.pipe(log, { end: false });
+  child.stdout.pipe(log, { end: false });
 
-  const origin = await new Promise((resolve, reject) => {
-    let seen = '';
-    const timer = setTimeout(
-      () => reject(new Error(`server did not announce its address within ${START_TIMEOUT_MS} ms`)),
-      START_TIMEOUT_MS,
-    );
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot start ${SERVER_BIN}: ${err.message}`));
-    });
-    exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited before listening (code ${code}, signal ${signal}); see ${logFile}`));
-    });
-    child.stdout.on('data', (chunk) => {
-      log.write(chunk);
-      if (seen === null) return;
-      seen += chunk.toString();
-      const match = LISTENING.exec(seen);
-      if (match) {
-        seen = null;
-        clearTimeout(timer);
-        resolve(`${match[1]}://${match[2]}:${match[3]}`);
-      }
-    });
-  });
-
+  // Resolves with how the server ended: `{code, signal}`, `killed` if it needed SIGKILL.
   let stopping = null;
   const stop = () => {
     stopping ??= (async () => {
+      let killed = false;
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+        const timer = setTimeout(() => {
+          killed = true;
+          child.kill('SIGKILL');
+        }, STOP_GRACE_MS);
         await exited;
         clearTimeout(timer);
       }
       await new Promise((resolve) => log.end(resolve));
+      return { ...(await exited), killed };
     })();
     return stopping;
   };
-  return { origin, url: `${origin}/`, stop };
+
+  let timer;
+  const gaveUp = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`server was not ready within ${START_TIMEOUT_MS} ms; see ${logFile}`)), START_TIMEOUT_MS);
+    child.once('error', (err) => reject(new Error(`cannot start ${SERVER_BIN}: ${err.message}`)));
+    exited.then(({ code, signal }) =>
+      reject(new Error(`server exited before it was ready (code ${code}, signal ${signal}); see ${logFile}`)));
+  });
+  let origin;
+  try {
+    origin = await Promise.race([
+      ready ? untilHealthy(`http://127.0.0.1:${port}`, ready, () => stopping !== null) : announcedOrigin(child),
+      gaveUp,
+    ]);
+  } catch (err) {
+    await stop();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  return { origin, url: `${origin}/`, pid: child.pid, stop };
+}
+
+/** The address the server announces in its log (`listening on http://IP:PORT`). */
+function announcedOrigin(child) {
+  return new Promise((resolve) => {
+    let seen = '';
+    const scan = (chunk) => {
+      seen += chunk.toString();
+      const match = LISTENING.exec(seen);
+      if (match) {
+        child.stdout.off('data', scan);
+        resolve(`${match[1]}://${match[2]}:${match[3]}`);
+      }
+    };
+    child.stdout.on('data', scan);
+  });
+}
+
+/**
+ * Polls `GET /healthz` until it answers 200 with a JSON body `ready` accepts; resolves with
+ * the origin. Stops polling once `cancelled()` (the start gave up meanwhile).
+ */
+async function untilHealthy(origin, ready, cancelled) {
+  while (!cancelled()) {
+    try {
+      const response = await fetch(`${origin}/healthz`, { signal: AbortSignal.timeout(1_000) });
+      if (response.status === 200 && ready(await response.json())) return origin;
+    } catch {
+      // Not listening yet, or not answering yet: ask again.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return origin;
 }
 
 /**

@@ -13,11 +13,12 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::clock::Moment;
 use super::errors::ChannelError;
 use super::tree::{Feeder, Notice, Tree, TreeLimits};
 
@@ -42,9 +43,10 @@ pub struct RegistryLimits {
     pub tree: TreeLimits,
 }
 
-/// Cheap-to-clone handle over the shared registry.
+/// The in-memory registry: one process holds every channel (the default, single-node mode).
+/// Cheap to clone.
 #[derive(Clone)]
-pub struct Registry {
+pub struct MemoryRegistry {
     shared: Arc<Shared>,
 }
 
@@ -56,21 +58,28 @@ struct Shared {
     state: Mutex<State>,
 }
 
+/// The registry's data and every rule that changes it.
+///
+/// In memory it holds everything. In cluster mode a node loads only the part an operation
+/// touches (its channels, the caller's membership, the cluster-wide counts), runs the same
+/// operation on it, and writes back what changed atomically; so each rule lives here once.
 #[derive(Default)]
-struct State {
-    channels: HashMap<ChannelId, Channel>,
+pub(crate) struct State {
+    pub(crate) channels: HashMap<ChannelId, Channel>,
     /// Channels where some viewer waits for a feeder, by its deadline.
-    waits: HashMap<ChannelId, Instant>,
-    sockets: HashMap<SocketId, Membership>,
+    pub(crate) waits: HashMap<ChannelId, Moment>,
+    pub(crate) sockets: HashMap<SocketId, Membership>,
     /// Channels per broadcaster address (entries at zero are removed).
-    by_addr: HashMap<IpAddr, usize>,
+    pub(crate) by_addr: HashMap<IpAddr, usize>,
+    /// For a partial state: how many channels exist in all (the capacity check's count).
+    pub(crate) total_channels: Option<usize>,
 }
 
 /// The channels one socket takes part in; the index that bounds disconnect and relay work.
-#[derive(Default)]
-struct Membership {
-    broadcasting: HashSet<ChannelId>,
-    watching: HashSet<ChannelId>,
+#[derive(Default, Clone, Debug, PartialEq)]
+pub(crate) struct Membership {
+    pub(crate) broadcasting: HashSet<ChannelId>,
+    pub(crate) watching: HashSet<ChannelId>,
 }
 
 impl Membership {
@@ -79,20 +88,20 @@ impl Membership {
     }
 }
 
-struct Channel {
-    id: ChannelId,
-    broadcaster: SocketId,
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Channel {
+    pub(crate) id: ChannelId,
+    pub(crate) broadcaster: SocketId,
     /// Where the broadcaster connects from, when known: counted against its address's limit.
-    owner_addr: Option<IpAddr>,
-    created_at: f64,
-    last_activity: Instant,
-    last_activity_unix: f64,
+    pub(crate) owner_addr: Option<IpAddr>,
+    pub(crate) created_at: f64,
+    pub(crate) last_activity: Moment,
     /// Viewer socket id → alias (if set).
-    viewers: HashMap<SocketId, Option<Arc<str>>>,
+    pub(crate) viewers: HashMap<SocketId, Option<Arc<str>>>,
     /// Between `stop_broadcast` and going live again: viewers who join meanwhile are told.
     stopped: bool,
     /// Who feeds whom (PROTOCOL.md "Relay tree"); every viewer is in it.
-    tree: Tree,
+    pub(crate) tree: Tree,
 }
 
 impl Channel {
@@ -132,11 +141,6 @@ impl Channel {
                 version: self.tree.version(),
             });
         }
-    }
-
-    fn touch(&mut self, now: Instant) {
-        self.last_activity = now;
-        self.last_activity_unix = unix_now();
     }
 
     fn participants(&self) -> Vec<SocketId> {
@@ -257,7 +261,7 @@ pub struct RegistryStats {
     pub indexed_addresses: usize,
 }
 
-impl Registry {
+impl MemoryRegistry {
     pub fn new(limits: RegistryLimits) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -290,15 +294,150 @@ impl Registry {
         force: bool,
         relay: bool,
     ) -> Result<BroadcastStarted, ChannelError> {
-        let now = Instant::now();
         let mut state = self.state();
-        let channel_id: ChannelId = match channel_id {
+        let channel_id = match channel_id {
             Some(id) => ChannelId::from(id),
             None => state.fresh_channel_id(),
         };
-        if let Some(channel) = state.channels.get_mut(&channel_id) {
+        let request = BroadcastRequest { addr, force, relay };
+        state.join_as_broadcaster(self.limits(), sid, channel_id, request, Moment::now())
+    }
+
+    /// Lists channels, oldest first.
+    pub fn list(&self) -> Vec<ChannelSummary> {
+        self.state().list(Moment::now())
+    }
+
+    /// Adds `sid` as a viewer of `channel_id` (idempotent; an alias already set is kept).
+    /// `relay`: it joins the relay tree (else it is a leaf fed by the broadcaster).
+    pub fn join_as_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<ViewerJoined, ChannelError> {
+        self.state()
+            .join_as_viewer(sid, channel_id, relay, Moment::now())
+    }
+
+    /// `relay_ready`: the viewer plays the stream and may feed others; waiting viewers may get
+    /// it as their feeder.
+    pub fn relay_ready(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.state()
+            .tree_op(sid, channel_id, TreeOp::Ready, Moment::now())
+    }
+
+    /// `upstream_failed`: the viewer lost its media; it gets another feeder (or waits).
+    pub fn upstream_failed(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.state()
+            .tree_op(sid, channel_id, TreeOp::UpstreamFailed, Moment::now())
+    }
+
+    /// Viewers that waited for a feeder past the wait limit get the broadcaster. Touches only
+    /// the channels where somebody waits.
+    pub fn expire_waits(&self, now: Moment) -> Vec<TreeEvent> {
+        self.state().expire_waits(now)
+    }
+
+    /// The earliest wait deadline of any channel, if anybody waits.
+    pub fn next_wait_deadline(&self) -> Option<Moment> {
+        self.state().waits.values().min().copied()
+    }
+
+    /// Checks that `sender` and `target` share a channel as broadcaster and viewer (either way),
+    /// and returns the target's id. Looks only at the sender's own channels.
+    pub fn authorize_relay(
+        &self,
+        sender: &SocketId,
+        target: &str,
+        activity: Activity,
+    ) -> Result<SocketId, ChannelError> {
+        self.state()
+            .authorize_relay(sender, target, activity, Moment::now())
+    }
+
+    /// Stores the alias of a viewer of `channel_id`.
+    pub fn set_alias(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        alias: &str,
+    ) -> Result<(), ChannelError> {
+        self.state().set_alias(sid, channel_id, alias)
+    }
+
+    /// Resolves the sender's display name and everyone in the channel, the sender included.
+    pub fn chat(&self, sid: &SocketId, channel_id: &str) -> Result<ChatDelivery, ChannelError> {
+        self.state().chat(sid, channel_id)
+    }
+
+    /// Marks the broadcast stopped: returns the viewers to tell. The channel stays.
+    pub fn stop_broadcast(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<SocketId>, ChannelError> {
+        self.state().stop_broadcast(sid, channel_id, Moment::now())
+    }
+
+    /// Removes a socket everywhere: its own channels close, and it leaves those it watched.
+    /// Touches only the socket's own channels.
+    pub fn disconnect(&self, sid: &SocketId) -> Departure {
+        self.state().disconnect(sid, Moment::now())
+    }
+
+    /// Reaps channels idle for longer than the TTL, except live ones (a broadcaster with at least
+    /// one viewer). Returns them so their broadcasters can be told.
+    pub fn sweep(&self, now: Moment) -> Vec<ClosedChannel> {
+        self.state().sweep(self.shared.limits.idle_ttl, now)
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        let state = self.state();
+        RegistryStats {
+            channels: state.channels.len(),
+            indexed_sockets: state.sockets.len(),
+            indexed_addresses: state.by_addr.len(),
+        }
+    }
+}
+
+/// The options of a `join_as_broadcaster` besides the ids.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BroadcastRequest {
+    pub(crate) addr: Option<IpAddr>,
+    pub(crate) force: bool,
+    pub(crate) relay: bool,
+}
+
+/// A viewer's report about its place in the relay tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TreeOp {
+    Ready,
+    UpstreamFailed,
+}
+
+impl State {
+    pub(crate) fn join_as_broadcaster(
+        &mut self,
+        limits: &RegistryLimits,
+        sid: &SocketId,
+        channel_id: ChannelId,
+        request: BroadcastRequest,
+        now: Moment,
+    ) -> Result<BroadcastStarted, ChannelError> {
+        let BroadcastRequest { addr, force, relay } = request;
+        if let Some(channel) = self.channels.get_mut(&channel_id) {
             if force && channel.broadcaster == *sid {
-                channel.touch(now);
+                channel.last_activity = now;
                 channel.stopped = false;
                 let notices = channel.tree.go_live(now);
                 let mut tree = Vec::new();
@@ -308,48 +447,48 @@ impl Registry {
                     waiting_viewers: channel.viewers.keys().cloned().collect(),
                     tree,
                 };
-                state.track_waits(&channel_id);
+                self.track_waits(&channel_id);
                 return Ok(started);
             }
             return Err(ChannelError::AlreadyHasBroadcaster(channel_id));
         }
-        let limits = &self.shared.limits;
-        let owned = state.sockets.get(sid).map_or(0, |m| m.broadcasting.len());
+        let owned = self.sockets.get(sid).map_or(0, |m| m.broadcasting.len());
         if owned >= limits.max_channels_per_socket {
             return Err(ChannelError::TooManyForSocket(
                 limits.max_channels_per_socket,
             ));
         }
         if let Some(addr) = addr
-            && state.by_addr.get(&addr).copied().unwrap_or(0) >= limits.max_channels_per_addr
+            && self.by_addr.get(&addr).copied().unwrap_or(0) >= limits.max_channels_per_addr
         {
             return Err(ChannelError::TooManyForAddress(
                 limits.max_channels_per_addr,
             ));
         }
-        if state.channels.len() >= limits.max_channels {
+        let total = self.total_channels.unwrap_or(self.channels.len());
+        if total >= limits.max_channels {
             return Err(ChannelError::AtCapacity(limits.max_channels));
         }
         if let Some(addr) = addr {
-            *state.by_addr.entry(addr).or_default() += 1;
+            *self.by_addr.entry(addr).or_default() += 1;
         }
-        let unix = unix_now();
-        state.channels.insert(
+        if let Some(total) = &mut self.total_channels {
+            *total += 1;
+        }
+        self.channels.insert(
             channel_id.clone(),
             Channel {
                 id: channel_id.clone(),
                 broadcaster: sid.clone(),
                 owner_addr: addr,
-                created_at: unix,
+                created_at: now.as_unix_secs(),
                 last_activity: now,
-                last_activity_unix: unix,
                 viewers: HashMap::new(),
                 stopped: false,
                 tree: Tree::new(limits.tree, relay),
             },
         );
-        state
-            .sockets
+        self.sockets
             .entry(sid.clone())
             .or_default()
             .broadcasting
@@ -361,11 +500,9 @@ impl Registry {
         })
     }
 
-    /// Lists channels, oldest first.
-    pub fn list(&self) -> Vec<ChannelSummary> {
-        let state = self.state();
-        let now = unix_now();
-        let mut list: Vec<ChannelSummary> = state
+    pub(crate) fn list(&self, now: Moment) -> Vec<ChannelSummary> {
+        let now = now.as_unix_secs();
+        let mut list: Vec<ChannelSummary> = self
             .channels
             .iter()
             .map(|(id, c)| ChannelSummary {
@@ -373,7 +510,7 @@ impl Registry {
                 broadcaster_sid: c.broadcaster.clone(),
                 created_at: c.created_at,
                 age_seconds: (now - c.created_at).max(0.0) as u64,
-                last_activity: c.last_activity_unix,
+                last_activity: c.last_activity.as_unix_secs(),
             })
             .collect();
         list.sort_by(|a, b| {
@@ -384,21 +521,18 @@ impl Registry {
         list
     }
 
-    /// Adds `sid` as a viewer of `channel_id` (idempotent; an alias already set is kept).
-    /// `relay`: it joins the relay tree (else it is a leaf fed by the broadcaster).
-    pub fn join_as_viewer(
-        &self,
+    pub(crate) fn join_as_viewer(
+        &mut self,
         sid: &SocketId,
         channel_id: &str,
         relay: bool,
+        now: Moment,
     ) -> Result<ViewerJoined, ChannelError> {
-        let now = Instant::now();
-        let mut state = self.state();
-        let channel = state
+        let channel = self
             .channels
             .get_mut(channel_id)
             .ok_or_else(|| ChannelError::NotFound(ChannelId::from(channel_id)))?;
-        channel.touch(now);
+        channel.last_activity = now;
         channel.viewers.entry(sid.clone()).or_insert(None);
         // A broadcaster watching its own channel never relays to itself.
         let relay = relay && *sid != channel.broadcaster;
@@ -412,9 +546,8 @@ impl Registry {
             tree,
         };
         let key = channel.id.clone();
-        state.track_waits(&key);
-        state
-            .sockets
+        self.track_waits(&key);
+        self.sockets
             .entry(sid.clone())
             .or_default()
             .watching
@@ -422,54 +555,34 @@ impl Registry {
         Ok(joined)
     }
 
-    /// `relay_ready`: the viewer plays the stream and may feed others; waiting viewers may get
-    /// it as their feeder.
-    pub fn relay_ready(
-        &self,
+    /// Runs a tree report on behalf of a viewer of the channel.
+    pub(crate) fn tree_op(
+        &mut self,
         sid: &SocketId,
         channel_id: &str,
+        op: TreeOp,
+        now: Moment,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.tree_op(sid, channel_id, |tree, _| tree.ready(sid))
-    }
-
-    /// `upstream_failed`: the viewer lost its media; it gets another feeder (or waits).
-    pub fn upstream_failed(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.tree_op(sid, channel_id, |tree, now| tree.upstream_failed(sid, now))
-    }
-
-    /// Runs a tree operation on behalf of a viewer of the channel.
-    fn tree_op(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-        op: impl FnOnce(&mut Tree, Instant) -> Vec<Notice>,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        let now = Instant::now();
-        let mut state = self.state();
-        let channel = state
+        let channel = self
             .channels
             .get_mut(channel_id)
             .ok_or(ChannelError::NotFoundOrExpired)?;
         if !channel.viewers.contains_key(sid) {
             return Err(ChannelError::NotAViewer);
         }
-        let notices = op(&mut channel.tree, now);
+        let notices = match op {
+            TreeOp::Ready => channel.tree.ready(sid),
+            TreeOp::UpstreamFailed => channel.tree.upstream_failed(sid, now),
+        };
         let mut events = Vec::new();
         channel.address(notices, false, &mut events);
         let key = channel.id.clone();
-        state.track_waits(&key);
+        self.track_waits(&key);
         Ok(events)
     }
 
-    /// Viewers that waited for a feeder past the wait limit get the broadcaster. Touches only
-    /// the channels where somebody waits.
-    pub fn expire_waits(&self, now: Instant) -> Vec<TreeEvent> {
-        let mut state = self.state();
-        let due: Vec<ChannelId> = state
+    pub(crate) fn expire_waits(&mut self, now: Moment) -> Vec<TreeEvent> {
+        let due: Vec<ChannelId> = self
             .waits
             .iter()
             .filter(|(_, deadline)| **deadline <= now)
@@ -477,33 +590,25 @@ impl Registry {
             .collect();
         let mut events = Vec::new();
         for id in due {
-            if let Some(channel) = state.channels.get_mut(&id) {
+            if let Some(channel) = self.channels.get_mut(&id) {
                 let notices = channel.tree.expire_waits(now);
                 channel.address(notices, false, &mut events);
             }
-            state.track_waits(&id);
+            self.track_waits(&id);
         }
         events
     }
 
-    /// The earliest wait deadline of any channel, if anybody waits.
-    pub fn next_wait_deadline(&self) -> Option<Instant> {
-        self.state().waits.values().min().copied()
-    }
-
-    /// Checks that `sender` and `target` share a channel as broadcaster and viewer (either way),
-    /// and returns the target's id. Looks only at the sender's own channels.
-    pub fn authorize_relay(
-        &self,
+    pub(crate) fn authorize_relay(
+        &mut self,
         sender: &SocketId,
         target: &str,
         activity: Activity,
+        now: Moment,
     ) -> Result<SocketId, ChannelError> {
-        let now = Instant::now();
-        let mut state = self.state();
         let State {
             channels, sockets, ..
-        } = &mut *state;
+        } = self;
         let membership = sockets.get(sender).ok_or(ChannelError::NotPeers)?;
         let (shared, target) = membership
             .broadcasting
@@ -532,20 +637,18 @@ impl Registry {
         if activity == Activity::Refresh
             && let Some(channel) = channels.get_mut(shared)
         {
-            channel.touch(now);
+            channel.last_activity = now;
         }
         Ok(target)
     }
 
-    /// Stores the alias of a viewer of `channel_id`.
-    pub fn set_alias(
-        &self,
+    pub(crate) fn set_alias(
+        &mut self,
         sid: &SocketId,
         channel_id: &str,
         alias: &str,
     ) -> Result<(), ChannelError> {
-        let mut state = self.state();
-        let channel = state
+        let channel = self
             .channels
             .get_mut(channel_id)
             .ok_or(ChannelError::NotFoundOrExpired)?;
@@ -557,10 +660,12 @@ impl Registry {
         Ok(())
     }
 
-    /// Resolves the sender's display name and everyone in the channel, the sender included.
-    pub fn chat(&self, sid: &SocketId, channel_id: &str) -> Result<ChatDelivery, ChannelError> {
-        let state = self.state();
-        let channel = state
+    pub(crate) fn chat(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let channel = self
             .channels
             .get(channel_id)
             .ok_or(ChannelError::NotFoundOrExpired)?;
@@ -578,46 +683,40 @@ impl Registry {
         })
     }
 
-    /// Marks the broadcast stopped: returns the viewers to tell. The channel stays.
-    pub fn stop_broadcast(
-        &self,
+    pub(crate) fn stop_broadcast(
+        &mut self,
         sid: &SocketId,
         channel_id: &str,
+        now: Moment,
     ) -> Result<Vec<SocketId>, ChannelError> {
-        let now = Instant::now();
-        let mut state = self.state();
-        let channel = state
+        let channel = self
             .channels
             .get_mut(channel_id)
             .ok_or(ChannelError::NotFoundOrExpired)?;
         if channel.broadcaster != *sid {
             return Err(ChannelError::NotTheBroadcaster);
         }
-        channel.touch(now);
+        channel.last_activity = now;
         channel.stopped = true;
         channel.tree.stop();
         let viewers = channel.viewers.keys().cloned().collect();
         let key = channel.id.clone();
-        state.track_waits(&key);
+        self.track_waits(&key);
         Ok(viewers)
     }
 
-    /// Removes a socket everywhere: its own channels close, and it leaves those it watched.
-    /// Touches only the socket's own channels.
-    pub fn disconnect(&self, sid: &SocketId) -> Departure {
-        let mut state = self.state();
-        let Some(membership) = state.sockets.remove(sid) else {
+    pub(crate) fn disconnect(&mut self, sid: &SocketId, now: Moment) -> Departure {
+        let Some(membership) = self.sockets.remove(sid) else {
             return Departure::default();
         };
         let mut departure = Departure::default();
         for channel_id in membership.broadcasting {
-            if let Some(closed) = state.close_channel(&channel_id) {
+            if let Some(closed) = self.close_channel(&channel_id) {
                 departure.closed.push(closed);
             }
         }
-        let now = Instant::now();
         for channel_id in membership.watching {
-            if let Some(channel) = state.channels.get_mut(&channel_id)
+            if let Some(channel) = self.channels.get_mut(&channel_id)
                 && channel.viewers.remove(sid).is_some()
             {
                 let notices = channel.tree.leave(sid, now);
@@ -629,18 +728,14 @@ impl Registry {
                     viewer_count: channel.viewers.len(),
                     tree,
                 });
-                state.track_waits(&channel_id);
+                self.track_waits(&channel_id);
             }
         }
         departure
     }
 
-    /// Reaps channels idle for longer than the TTL, except live ones (a broadcaster with at least
-    /// one viewer). Returns them so their broadcasters can be told.
-    pub fn sweep(&self, now: Instant) -> Vec<ClosedChannel> {
-        let ttl = self.shared.limits.idle_ttl;
-        let mut state = self.state();
-        let expired: Vec<ChannelId> = state
+    pub(crate) fn sweep(&mut self, ttl: Duration, now: Moment) -> Vec<ClosedChannel> {
+        let expired: Vec<ChannelId> = self
             .channels
             .iter()
             .filter(|(_, c)| c.viewers.is_empty() && now.duration_since(c.last_activity) >= ttl)
@@ -648,23 +743,12 @@ impl Registry {
             .collect();
         expired
             .iter()
-            .filter_map(|id| state.close_channel(id))
+            .filter_map(|id| self.close_channel(id))
             .collect()
     }
 
-    pub fn stats(&self) -> RegistryStats {
-        let state = self.state();
-        RegistryStats {
-            channels: state.channels.len(),
-            indexed_sockets: state.sockets.len(),
-            indexed_addresses: state.by_addr.len(),
-        }
-    }
-}
-
-impl State {
     /// Keeps the index of channels with waiting viewers in step with one channel's tree.
-    fn track_waits(&mut self, channel_id: &ChannelId) {
+    pub(crate) fn track_waits(&mut self, channel_id: &ChannelId) {
         match self
             .channels
             .get(channel_id)
@@ -682,6 +766,9 @@ impl State {
     /// Removes a channel and every index entry pointing at it.
     fn close_channel(&mut self, channel_id: &ChannelId) -> Option<ClosedChannel> {
         let channel = self.channels.remove(channel_id)?;
+        if let Some(total) = &mut self.total_channels {
+            *total = total.saturating_sub(1);
+        }
         self.waits.remove(channel_id);
         self.unindex(&channel.broadcaster, channel_id, |m| &mut m.broadcasting);
         if let Some(addr) = channel.owner_addr
@@ -718,18 +805,22 @@ impl State {
     }
 
     fn fresh_channel_id(&self) -> ChannelId {
-        let mut rng = rand::rng();
         loop {
-            let id: String = (0..GENERATED_ID_LEN)
-                .map(|_| {
-                    GENERATED_ID_ALPHABET[rng.random_range(0..GENERATED_ID_ALPHABET.len())] as char
-                })
-                .collect();
-            if !self.channels.contains_key(id.as_str()) {
-                return ChannelId::from(id);
+            let id = random_channel_id();
+            if !self.channels.contains_key(&id) {
+                return id;
             }
         }
     }
+}
+
+/// A channel id in the earlier server's format (8 lowercase letters and digits).
+pub(crate) fn random_channel_id() -> ChannelId {
+    let mut rng = rand::rng();
+    let id: String = (0..GENERATED_ID_LEN)
+        .map(|_| GENERATED_ID_ALPHABET[rng.random_range(0..GENERATED_ID_ALPHABET.len())] as char)
+        .collect();
+    ChannelId::from(id)
 }
 
 /// The name a viewer without an alias chats under, as the earlier server named it.
@@ -756,8 +847,8 @@ mod tests {
         wait: Duration::from_secs(10),
     };
 
-    fn registry(max_channels: usize, ttl: Duration) -> Registry {
-        Registry::new(RegistryLimits {
+    fn registry(max_channels: usize, ttl: Duration) -> MemoryRegistry {
+        MemoryRegistry::new(RegistryLimits {
             max_channels,
             idle_ttl: ttl,
             max_channels_per_socket: 100,
@@ -770,7 +861,7 @@ mod tests {
         SocketId::from(s)
     }
 
-    fn default_registry() -> Registry {
+    fn default_registry() -> MemoryRegistry {
         registry(100, Duration::from_secs(3600))
     }
 
@@ -860,7 +951,7 @@ mod tests {
 
     #[test]
     fn one_socket_or_address_cannot_take_every_channel() {
-        let r = Registry::new(RegistryLimits {
+        let r = MemoryRegistry::new(RegistryLimits {
             max_channels: 100,
             idle_ttl: Duration::from_secs(60),
             max_channels_per_socket: 2,
@@ -1118,9 +1209,9 @@ mod tests {
             .unwrap();
         r.join_as_viewer(&sid("v"), "live", false).unwrap();
 
-        assert!(r.sweep(Instant::now()).is_empty(), "nothing is idle yet");
+        assert!(r.sweep(Moment::now()).is_empty(), "nothing is idle yet");
         std::thread::sleep(ttl * 2);
-        let reaped = r.sweep(Instant::now());
+        let reaped = r.sweep(Moment::now());
         assert_eq!(
             reaped,
             vec![ClosedChannel {
@@ -1133,12 +1224,12 @@ mod tests {
         assert_eq!(ids, vec![ChannelId::from("live")]);
         // Far in the future, the live channel still stays.
         assert!(
-            r.sweep(Instant::now() + Duration::from_secs(86_400))
+            r.sweep(Moment::now() + Duration::from_secs(86_400))
                 .is_empty()
         );
         // Once its last viewer leaves, it is idle and goes at the next sweep past the TTL.
         r.disconnect(&sid("v"));
-        assert_eq!(r.sweep(Instant::now() + ttl * 2).len(), 1);
+        assert_eq!(r.sweep(Moment::now() + ttl * 2).len(), 1);
         assert_eq!(
             r.stats(),
             RegistryStats {
@@ -1160,7 +1251,7 @@ mod tests {
         // A stop refreshes activity too.
         r.stop_broadcast(&b, "room").unwrap();
         std::thread::sleep(Duration::from_millis(30));
-        assert!(r.sweep(Instant::now()).is_empty());
+        assert!(r.sweep(Moment::now()).is_empty());
     }
 
     #[test]
@@ -1193,7 +1284,7 @@ mod tests {
     /// Every index agrees with the channels: the socket index lists exactly the channels each
     /// socket broadcasts or watches (and no socket without any), the address counts match the
     /// owners, and the wait index matches the trees.
-    fn check_indexes(r: &Registry) {
+    fn check_indexes(r: &MemoryRegistry) {
         let state = r.state();
         let mut expected: HashMap<SocketId, (HashSet<ChannelId>, HashSet<ChannelId>)> =
             HashMap::new();
@@ -1267,7 +1358,7 @@ mod tests {
         fn registry_invariants_hold_for_any_sequence(
             ops in proptest::collection::vec(op(), 1..60),
         ) {
-            let r = Registry::new(RegistryLimits {
+            let r = MemoryRegistry::new(RegistryLimits {
                 max_channels: 2,
                 idle_ttl: Duration::from_secs(3600),
                 max_channels_per_socket: 2,
@@ -1300,7 +1391,7 @@ mod tests {
                     Op::Failed(s, c) => { let _ = r.upstream_failed(&name(s), &channel(c)); }
                     Op::Stop(s, c) => { let _ = r.stop_broadcast(&name(s), &channel(c)); }
                     Op::Disconnect(s) => { r.disconnect(&name(s)); }
-                    Op::Sweep => { r.sweep(Instant::now() + Duration::from_secs(7200)); }
+                    Op::Sweep => { r.sweep(Moment::now() + Duration::from_secs(7200)); }
                 }
                 check_indexes(&r);
             }

@@ -27,4 +27,7 @@ pub enum ChannelError {
     NotTheBroadcaster,
     #[error("Target is not a peer of yours in any channel")]
     NotPeers,
+    /// Cluster mode only: the shared store (Redis) cannot be reached or answered nonsense.
+    #[error("Server unavailable: its shared storage cannot be reached; try again shortly")]
+    Unavailable,
 }

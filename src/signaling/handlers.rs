@@ -2,17 +2,16 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::pin::Pin;
 
 use serde::Serialize;
-use socketioxide::BroadcastError;
-use socketioxide::SocketError;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
+use socketioxide::{BroadcastError, SocketError, SocketIo};
 
 use super::Signaling;
-use super::channels::{Activity, Departure, Registry, SocketId, TreeEvent, unix_now};
+use super::channels::{Activity, Departure, SocketId, TreeEvent, unix_now};
 use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
@@ -20,22 +19,23 @@ use super::payloads::{
     DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError, RelayKind, RelayTree,
     RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
 };
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::operators::BroadcastOperators;
+use super::registry::Registry;
 
 /// What a handler needs about the socket it serves.
-pub struct Ctx<'a> {
+pub struct Ctx<'a, A: Adapter> {
     registry: &'a Registry,
     limits: &'a RateLimits,
-    socket: &'a SocketRef,
+    io: &'a SocketIo<A>,
+    socket: &'a SocketRef<A>,
     sid: SocketId,
 }
 
-impl<'a> Ctx<'a> {
-    pub fn new(state: &'a Signaling, socket: &'a SocketRef) -> Self {
+impl<'a, A: Adapter> Ctx<'a, A> {
+    pub fn new(state: &'a Signaling<A>, socket: &'a SocketRef<A>) -> Self {
         Self {
             registry: &state.registry,
             limits: &state.limits,
+            io: &state.io,
             socket,
             sid: public_id(socket),
         }
@@ -79,12 +79,13 @@ impl<'a> Ctx<'a> {
 
     /// Emits to other sockets by id, serializing the payload once for all of them. `false` when
     /// some recipient's queue was full and the packet was dropped for it.
-    fn send<T: Serialize + ?Sized>(&self, targets: &[SocketId], event: &str, data: &T) -> bool {
-        if targets.is_empty() {
-            return true;
-        }
-        let rooms: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-        deliver(self.socket.within(rooms).emit(event, data), event)
+    async fn send<T: Serialize + ?Sized>(
+        &self,
+        targets: &[SocketId],
+        event: &str,
+        data: &T,
+    ) -> bool {
+        send(self.io, targets, event, data).await
     }
 
     /// The one place domain errors become the protocol's `error` event.
@@ -95,35 +96,56 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Drives an adapter broadcast to completion. The in-process adapter finishes broadcasts
-/// synchronously (its future is ready on first poll), which keeps emits in event order without a
-/// task per emit. A cross-node adapter will need an async hand-off here.
+/// Emits to sockets by public id (each socket is in a room named after it), on whichever node
+/// they are: the adapter forwards to other nodes in cluster mode. The payload is serialized
+/// once for all of them. `false` when some recipient's queue was full and it missed the packet.
+pub(super) async fn send<A: Adapter, T: Serialize + ?Sized>(
+    io: &SocketIo<A>,
+    targets: &[SocketId],
+    event: &str,
+    data: &T,
+) -> bool {
+    if targets.is_empty() {
+        return true;
+    }
+    let rooms: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    deliver(Box::pin(io.to(rooms).emit(event, data)), event).await
+}
+
+/// An adapter broadcast in flight.
+pub(super) type Emit<'a> = Pin<Box<dyn Future<Output = Result<(), BroadcastError>> + Send + 'a>>;
+
+/// Awaits an adapter broadcast. Callers await each one before the next, which is what keeps a
+/// socket's events in order for its recipients with either adapter (the in-process one finishes
+/// at once; the Redis one publishes in order on one connection).
 /// Returns whether every recipient got the packet (a full per-socket queue drops it).
-pub(super) fn deliver(fut: impl Future<Output = Result<(), BroadcastError>>, event: &str) -> bool {
-    let fut = pin!(fut);
-    match fut.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(())) => true,
+/// The future is boxed by the caller: that pins down its lifetimes where it is made, which the
+/// compiler needs to see it is `Send` (the adapter's futures are opaque trait-method types).
+pub(super) async fn deliver(fut: Emit<'_>, event: &str) -> bool {
+    match fut.await {
+        Ok(()) => true,
         // A recipient that disconnected meanwhile is an everyday race, not worth a warning.
-        Poll::Ready(Err(BroadcastError::Socket(errors)))
+        Err(BroadcastError::Socket(errors))
             if errors.iter().all(|e| matches!(e, SocketError::Closed)) =>
         {
             tracing::debug!(event, "recipient already gone");
             true
         }
-        Poll::Ready(Err(e)) => {
-            tracing::warn!(event, "not delivered to some sockets: {e}");
+        Err(BroadcastError::Socket(errors)) => {
+            tracing::warn!(event, "not delivered to some sockets: {errors:?}");
             false
         }
-        Poll::Pending => {
-            tracing::error!(event, "adapter did not deliver synchronously");
-            false
+        Err(e) => {
+            // The cross-node bus failed (Redis away): local recipients got it, remote ones not.
+            tracing::warn!(event, "not delivered to other nodes: {e}");
+            true
         }
     }
 }
 
 /// The public id of a socket, drawn at connection (see [`SocketId`] for why it is not the
 /// transport's session id).
-pub fn public_id(socket: &SocketRef) -> SocketId {
+pub fn public_id<A: Adapter>(socket: &SocketRef<A>) -> SocketId {
     socket.extensions.get::<SocketId>().unwrap_or_else(|| {
         // `connect` stores the id before any handler can run; a socket without one would be a
         // bug, and a fresh id at least never exposes the session id.
@@ -137,13 +159,13 @@ pub fn public_id(socket: &SocketRef) -> SocketId {
 pub struct ClientAddr(pub IpAddr);
 
 /// Gives a new socket its public id; call before any handler of it can run.
-pub fn assign_public_id(socket: &SocketRef) -> SocketId {
+pub fn assign_public_id<A: Adapter>(socket: &SocketRef<A>) -> SocketId {
     let id = SocketId::generate();
     socket.extensions.insert(id.clone());
     id
 }
 
-pub fn connect(socket: &SocketRef, id: SocketId) {
+pub fn connect<A: Adapter>(socket: &SocketRef<A>, id: SocketId) {
     // Join a room named after the public id so other sockets are addressed by it through the
     // adapter (the same call then works across nodes). The session id never leaves this socket.
     socket.join(id.to_string());
@@ -154,22 +176,22 @@ pub fn connect(socket: &SocketRef, id: SocketId) {
 }
 
 /// Routes a decoded event to its handler, in PROTOCOL.md order.
-pub fn handle(ctx: &Ctx, request: Request<'_>) {
+pub async fn handle<A: Adapter>(ctx: &Ctx<'_, A>, request: Request<'_>) {
     match request {
-        Request::JoinAsBroadcaster(r) => join_as_broadcaster(ctx, r),
-        Request::JoinAsViewer(r) => join_as_viewer(ctx, r),
-        Request::Relay(kind, r) => relay(ctx, kind, r),
-        Request::SetAlias(r) => set_alias(ctx, r),
-        Request::SendMessage(r) => send_message(ctx, r),
-        Request::StopBroadcast(r) => stop_broadcast(ctx, r),
-        Request::RelayReady(r) => tree_report(ctx, r, TreeReport::Ready),
-        Request::UpstreamFailed(r) => tree_report(ctx, r, TreeReport::UpstreamFailed),
+        Request::JoinAsBroadcaster(r) => join_as_broadcaster(ctx, r).await,
+        Request::JoinAsViewer(r) => join_as_viewer(ctx, r).await,
+        Request::Relay(kind, r) => relay(ctx, kind, r).await,
+        Request::SetAlias(r) => set_alias(ctx, r).await,
+        Request::SendMessage(r) => send_message(ctx, r).await,
+        Request::StopBroadcast(r) => stop_broadcast(ctx, r).await,
+        Request::RelayReady(r) => tree_report(ctx, r, TreeReport::Ready).await,
+        Request::UpstreamFailed(r) => tree_report(ctx, r, TreeReport::UpstreamFailed).await,
     }
 }
 
 /// Answers an event that failed decoding: `error` with its prefix, or `relay_error` (which
 /// also counts as a strike: relays are where junk floods come from).
-pub fn refuse(ctx: &Ctx, refusal: Refusal) {
+pub async fn refuse<A: Adapter>(ctx: &Ctx<'_, A>, refusal: Refusal) {
     match refusal {
         Refusal::Invalid(e) => ctx.error(e),
         Refusal::Relay(kind, message) => {
@@ -179,7 +201,7 @@ pub fn refuse(ctx: &Ctx, refusal: Refusal) {
     }
 }
 
-fn refuse_relay(ctx: &Ctx, kind: RelayKind, message: String) {
+fn refuse_relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, message: String) {
     tracing::debug!(event = kind.event(), %message, "relay refused");
     ctx.reply(
         "relay_error",
@@ -190,20 +212,21 @@ fn refuse_relay(ctx: &Ctx, kind: RelayKind, message: String) {
     );
 }
 
-pub fn join_as_broadcaster(ctx: &Ctx, request: payloads::JoinAsBroadcaster) {
+pub async fn join_as_broadcaster<A: Adapter>(
+    ctx: &Ctx<'_, A>,
+    request: payloads::JoinAsBroadcaster,
+) {
     if !ctx.admit(Class::Join, ErrorPrefix::Data) {
         return;
     }
     let force = request.force.unwrap_or(false);
     let relay = request.relay.unwrap_or(true);
     let addr = ctx.socket.extensions.get::<ClientAddr>().map(|a| a.0);
-    match ctx.registry.join_as_broadcaster(
-        &ctx.sid,
-        addr,
-        request.channel_id.as_deref(),
-        force,
-        relay,
-    ) {
+    match ctx
+        .registry
+        .join_as_broadcaster(&ctx.sid, addr, request.channel_id.as_deref(), force, relay)
+        .await
+    {
         Ok(started) => {
             tracing::info!(sid = %ctx.sid, channel = %started.channel_id, "broadcaster ready");
             ctx.reply(
@@ -220,14 +243,15 @@ pub fn join_as_broadcaster(ctx: &Ctx, request: payloads::JoinAsBroadcaster) {
                     broadcaster_id: &ctx.sid,
                     channel_id: &started.channel_id,
                 },
-            );
-            emit_tree(&|to| ctx.socket.within(to), &started.tree);
+            )
+            .await;
+            emit_tree(ctx.io, &started.tree).await;
         }
         Err(e) => ctx.error(e),
     }
 }
 
-pub fn join_as_viewer(ctx: &Ctx, request: payloads::JoinAsViewer) {
+pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::JoinAsViewer) {
     let class = match request.channel_id {
         Some(_) => Class::Join,
         None => Class::List,
@@ -236,11 +260,17 @@ pub fn join_as_viewer(ctx: &Ctx, request: payloads::JoinAsViewer) {
         return;
     }
     let Some(channel_id) = request.channel_id else {
-        let channels = ctx.registry.list();
-        return ctx.reply("channel_list", &ChannelList { channels });
+        return match ctx.registry.list().await {
+            Ok(channels) => ctx.reply("channel_list", &ChannelList { channels }),
+            Err(e) => ctx.error(e),
+        };
     };
     let relay = request.relay.unwrap_or(false);
-    match ctx.registry.join_as_viewer(&ctx.sid, &channel_id, relay) {
+    match ctx
+        .registry
+        .join_as_viewer(&ctx.sid, &channel_id, relay)
+        .await
+    {
         Ok(joined) => {
             tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer joined");
             ctx.reply(
@@ -265,9 +295,10 @@ pub fn join_as_viewer(ctx: &Ctx, request: payloads::JoinAsViewer) {
                     channel_id: &channel_id,
                     count: joined.viewer_count,
                 },
-            );
+            )
+            .await;
             // After the count, as on leaving: the core events come first.
-            emit_tree(&|to| ctx.socket.within(to), &joined.tree);
+            emit_tree(ctx.io, &joined.tree).await;
         }
         Err(e) => ctx.error(e),
     }
@@ -276,7 +307,7 @@ pub fn join_as_viewer(ctx: &Ctx, request: payloads::JoinAsViewer) {
 /// `offer`, `answer` and `ice_candidate`: relayed only between a channel's broadcaster and its
 /// viewers; every refusal is a `relay_error`, never `error` (legacy pages treat `error` as
 /// "become a viewer").
-pub fn relay(ctx: &Ctx, kind: RelayKind, relay: payloads::Relay<'_>) {
+pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payloads::Relay<'_>) {
     // Every refusal is also a strike: a client that keeps sending junk is disconnected.
     let refuse = |message: String| refuse_relay(ctx, kind, message);
     let activity = match kind {
@@ -286,6 +317,7 @@ pub fn relay(ctx: &Ctx, kind: RelayKind, relay: payloads::Relay<'_>) {
     let target = match ctx
         .registry
         .authorize_relay(&ctx.sid, &relay.target, activity)
+        .await
     {
         Ok(target) => target,
         Err(e) => {
@@ -307,29 +339,35 @@ pub fn relay(ctx: &Ctx, kind: RelayKind, relay: payloads::Relay<'_>) {
     tracing::debug!(target_sid = %target, "relaying");
     let target = [target];
     let delivered = match kind {
-        RelayKind::Offer | RelayKind::Answer => ctx.send(
-            &target,
-            kind.event(),
-            &RelayedSdp {
-                sdp: relay.body,
-                sender: &ctx.sid,
-            },
-        ),
-        RelayKind::IceCandidate => ctx.send(
-            &target,
-            kind.event(),
-            &RelayedCandidate {
-                candidate: relay.body,
-                sender: &ctx.sid,
-            },
-        ),
+        RelayKind::Offer | RelayKind::Answer => {
+            ctx.send(
+                &target,
+                kind.event(),
+                &RelayedSdp {
+                    sdp: relay.body,
+                    sender: &ctx.sid,
+                },
+            )
+            .await
+        }
+        RelayKind::IceCandidate => {
+            ctx.send(
+                &target,
+                kind.event(),
+                &RelayedCandidate {
+                    candidate: relay.body,
+                    sender: &ctx.sid,
+                },
+            )
+            .await
+        }
     };
     if !delivered {
         // The target's queue is full: it has stopped reading (or reads far too slowly for
         // signaling). Holding more for it would only pin memory, so it is disconnected, and
         // the sender hears that the message was lost rather than waiting forever.
         refuse("Target is not keeping up with its messages; try again".to_owned());
-        evict(ctx, &target[0]);
+        evict(ctx, &target[0]).await;
     }
 }
 
@@ -337,16 +375,17 @@ pub fn relay(ctx: &Ctx, kind: RelayKind, relay: payloads::Relay<'_>) {
 /// disconnect would. Its transport closes by itself: with its queue full, the next heartbeat
 /// ping cannot be queued (socketioxide cannot send it a disconnect packet either), and a
 /// connection that takes no bytes is closed by the connection layer.
-fn evict(ctx: &Ctx, target: &SocketId) {
+async fn evict<A: Adapter>(ctx: &Ctx<'_, A>, target: &SocketId) {
     tracing::info!(target_sid = %target, "evicting a client that stopped reading");
-    let fut = pin!(ctx.socket.within(target.to_string()).disconnect());
-    if let Poll::Ready(Err(e)) = fut.poll(&mut Context::from_waker(Waker::noop())) {
+    let disconnect: Pin<Box<dyn Future<Output = _> + Send>> =
+        Box::pin(ctx.io.to(target.to_string()).disconnect());
+    if let Err(e) = disconnect.await {
         tracing::debug!("could not disconnect it yet: {e:?}");
     }
-    announce(ctx, target, ctx.registry.disconnect(target));
+    announce(ctx.io, ctx.registry.disconnect(target).await).await;
 }
 
-pub fn set_alias(ctx: &Ctx, request: payloads::SetAlias) {
+pub async fn set_alias<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SetAlias) {
     if !ctx.admit(Class::Join, ErrorPrefix::Alias) {
         return;
     }
@@ -354,7 +393,7 @@ pub fn set_alias(ctx: &Ctx, request: payloads::SetAlias) {
         request.channel_id.unwrap_or_default(),
         request.alias.unwrap_or_default(),
     );
-    match ctx.registry.set_alias(&ctx.sid, &channel_id, &alias) {
+    match ctx.registry.set_alias(&ctx.sid, &channel_id, &alias).await {
         Ok(()) => ctx.reply(
             "alias_set",
             &AliasSet {
@@ -366,7 +405,7 @@ pub fn set_alias(ctx: &Ctx, request: payloads::SetAlias) {
     }
 }
 
-pub fn send_message(ctx: &Ctx, request: payloads::SendMessage) {
+pub async fn send_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SendMessage) {
     if !ctx.admit(Class::Chat, ErrorPrefix::Message) {
         return;
     }
@@ -374,7 +413,7 @@ pub fn send_message(ctx: &Ctx, request: payloads::SendMessage) {
         request.channel_id.unwrap_or_default(),
         request.message.unwrap_or_default(),
     );
-    match ctx.registry.chat(&ctx.sid, &channel_id) {
+    match ctx.registry.chat(&ctx.sid, &channel_id).await {
         Ok(delivery) => {
             ctx.send(
                 &delivery.recipients,
@@ -384,18 +423,19 @@ pub fn send_message(ctx: &Ctx, request: payloads::SendMessage) {
                     message: &message,
                     timestamp: unix_now(),
                 },
-            );
+            )
+            .await;
         }
         Err(e) => ctx.error(e),
     }
 }
 
-pub fn stop_broadcast(ctx: &Ctx, request: payloads::ChannelRequest) {
+pub async fn stop_broadcast<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::ChannelRequest) {
     if !ctx.admit(Class::Join, ErrorPrefix::Data) {
         return;
     }
     let channel_id = request.channel_id.unwrap_or_default();
-    match ctx.registry.stop_broadcast(&ctx.sid, &channel_id) {
+    match ctx.registry.stop_broadcast(&ctx.sid, &channel_id).await {
         Ok(viewers) => {
             tracing::info!(sid = %ctx.sid, channel = %channel_id, viewers = viewers.len(), "broadcast stopped");
             ctx.send(
@@ -404,26 +444,31 @@ pub fn stop_broadcast(ctx: &Ctx, request: payloads::ChannelRequest) {
                 &ChannelRef {
                     channel_id: &channel_id,
                 },
-            );
+            )
+            .await;
         }
         Err(e) => ctx.error(e),
     }
 }
 
 /// `relay_ready` and `upstream_failed`: the viewer's part in the relay tree.
-pub fn tree_report(ctx: &Ctx, request: payloads::ChannelRequest, report: TreeReport) {
+pub async fn tree_report<A: Adapter>(
+    ctx: &Ctx<'_, A>,
+    request: payloads::ChannelRequest,
+    report: TreeReport,
+) {
     if !ctx.admit(Class::Join, ErrorPrefix::Data) {
         return;
     }
     let channel_id = request.channel_id.unwrap_or_default();
     let result = match report {
-        TreeReport::Ready => ctx.registry.relay_ready(&ctx.sid, &channel_id),
-        TreeReport::UpstreamFailed => ctx.registry.upstream_failed(&ctx.sid, &channel_id),
+        TreeReport::Ready => ctx.registry.relay_ready(&ctx.sid, &channel_id).await,
+        TreeReport::UpstreamFailed => ctx.registry.upstream_failed(&ctx.sid, &channel_id).await,
     };
     match result {
         Ok(events) => {
             tracing::debug!(?report, moved = events.len(), "relay tree");
-            emit_tree(&|to| ctx.socket.within(to), &events);
+            emit_tree(ctx.io, &events).await;
         }
         Err(e) => ctx.error(e),
     }
@@ -436,95 +481,85 @@ pub enum TreeReport {
     UpstreamFailed,
 }
 
-/// Sends relay-tree events, each to its one socket (`to` addresses a socket by public id).
-pub(super) fn emit_tree(
-    to: &dyn Fn(String) -> BroadcastOperators<LocalAdapter>,
-    events: &[TreeEvent],
-) {
+/// Sends relay-tree events, each to its one socket.
+pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]) {
     for event in events {
         match event {
             TreeEvent::Upstream {
                 channel_id,
-                to: viewer,
+                to,
                 peer,
                 depth,
-            } => deliver(
-                to(viewer.to_string()).emit(
-                    "upstream",
-                    &Upstream {
-                        channel_id,
-                        peer_id: peer,
-                        depth: *depth,
-                    },
-                ),
-                "upstream",
-            ),
+            } => {
+                let upstream = Upstream {
+                    channel_id,
+                    peer_id: peer,
+                    depth: *depth,
+                };
+                send(io, std::slice::from_ref(to), "upstream", &upstream).await
+            }
             TreeEvent::DownstreamLeft {
                 channel_id,
-                to: feeder,
+                to,
                 peer,
-            } => deliver(
-                to(feeder.to_string()).emit(
-                    "downstream_left",
-                    &DownstreamLeft {
-                        channel_id,
-                        peer_id: peer,
-                    },
-                ),
-                "downstream_left",
-            ),
+            } => {
+                let left = DownstreamLeft {
+                    channel_id,
+                    peer_id: peer,
+                };
+                send(io, std::slice::from_ref(to), "downstream_left", &left).await
+            }
             TreeEvent::Figures {
                 channel_id,
-                to: broadcaster,
+                to,
                 direct,
                 waiting,
                 depths,
                 version,
-            } => deliver(
-                to(broadcaster.to_string()).emit(
-                    "relay_tree",
-                    &RelayTree {
-                        channel_id,
-                        direct: *direct,
-                        relayed: depths.iter().skip(1).sum(),
-                        waiting: *waiting,
-                        depths,
-                        version: *version,
-                    },
-                ),
-                "relay_tree",
-            ),
+            } => {
+                let figures = RelayTree {
+                    channel_id,
+                    direct: *direct,
+                    relayed: depths.iter().skip(1).sum(),
+                    waiting: *waiting,
+                    depths,
+                    version: *version,
+                };
+                send(io, std::slice::from_ref(to), "relay_tree", &figures).await
+            }
         };
     }
 }
 
-pub fn disconnect(ctx: &Ctx, reason: DisconnectReason) {
-    let departure = ctx.registry.disconnect(&ctx.sid);
+pub async fn disconnect<A: Adapter>(ctx: &Ctx<'_, A>, reason: DisconnectReason) {
+    let departure = ctx.registry.disconnect(&ctx.sid).await;
     tracing::info!(
         sid = %ctx.sid,
         ?reason,
         closed_channels = departure.closed.len(),
         "disconnected"
     );
-    announce(ctx, &ctx.sid, departure);
+    announce(ctx.io, departure).await;
 }
 
 /// Tells everybody a departure concerns.
-fn announce(ctx: &Ctx, sid: &SocketId, departure: Departure) {
+pub(super) async fn announce<A: Adapter>(io: &SocketIo<A>, departure: Departure) {
     for closed in &departure.closed {
-        tracing::info!(sid = %sid, channel = %closed.channel_id, viewers = closed.viewers.len(), "channel closed: broadcaster left");
-        ctx.send(&closed.viewers, "broadcaster_disconnected", &());
+        tracing::info!(sid = %closed.broadcaster, channel = %closed.channel_id, viewers = closed.viewers.len(), "channel closed: broadcaster left");
+        send(io, &closed.viewers, "broadcaster_disconnected", &()).await;
     }
     for left in &departure.left {
-        ctx.send(
+        send(
+            io,
             std::slice::from_ref(&left.broadcaster),
             "viewer_count",
             &ViewerCount {
                 channel_id: &left.channel_id,
                 count: left.viewer_count,
             },
-        );
+        )
+        .await;
         // After the count, so a broadcaster sees the core events first.
-        emit_tree(&|to| ctx.socket.within(to), &left.tree);
+        emit_tree(io, &left.tree).await;
     }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Length of a public id: as long as a Socket.IO id, so clients that size or slice ids see no
 /// difference.
@@ -24,7 +24,8 @@ const PUBLIC_ID_ALPHABET: &[u8] =
 /// id: every public id is published to other clients, and the session id is the credential that
 /// lets a request post into, poll or upgrade a session. Keeping the two apart is what stops one
 /// client from hijacking another's transport (PROTOCOL.md, "never transport credentials").
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Deserialized only from the server's own shared state (cluster mode), never from clients.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SocketId(Arc<str>);
 
@@ -41,6 +42,11 @@ impl SocketId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// An id read back from the server's own shared state (cluster mode), never from a client.
+    pub fn from_stored(id: &str) -> Self {
+        Self(Arc::from(id))
+    }
 }
 
 /// Tests name sockets by hand (`"viewer-1"`); the server only ever generates them.
@@ -52,7 +58,7 @@ impl From<&str> for SocketId {
 }
 
 /// A channel id that passed validation (`[A-Za-z0-9_-]{1,20}`) or that the server generated.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ChannelId(Arc<str>);
 

@@ -1,20 +1,22 @@
 //! The Socket.IO side of the server: registers the default namespace and routes each event of
 //! PROTOCOL.md to its handler.
 //!
-//! Events are dispatched *inline*, in the order they arrive on the connection, instead of through
-//! socketioxide's closure handlers (which spawn one task per event and so may run a socket's
-//! events out of order: an ICE candidate overtaking its offer, a chat message overtaking the
-//! previous one). Every handler is short and never awaits, so running it on the connection's own
-//! task is both ordered and cheaper. One fallback handler per socket, not one per event, keeps
-//! per-connection memory small.
+//! Events are dispatched through each socket's [`mailbox::Mailbox`] instead of socketioxide's
+//! closure handlers (which spawn one task per event and so may run a socket's events out of
+//! order: an ICE candidate overtaking its offer, a chat message overtaking the previous one).
+//! One fallback handler per socket, not one per event, keeps per-connection memory small.
+//! Everything is generic over the Socket.IO adapter: in-process, or Redis in cluster mode.
 
 pub mod channels;
+pub mod clock;
 pub mod errors;
 pub mod events;
 mod handlers;
 pub mod ids;
 pub mod limits;
+mod mailbox;
 pub mod payloads;
+pub mod registry;
 mod sweeper;
 pub mod tree;
 
@@ -24,23 +26,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use serde_json::value::RawValue;
 use socketioxide::SocketIo;
-use socketioxide::adapter::LocalAdapter;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide_core::adapter::DefinedAdapter;
 
-pub use channels::{Registry, RegistryLimits};
+pub use channels::{MemoryRegistry, RegistryLimits};
 pub use limits::{Rate, RateLimits, Rates};
+pub use registry::Registry;
 
 use crate::client_addr::{SessionsPerAddr, TrustedProxies};
 use crate::connection::PublicIds;
 pub use sweeper::{SweeperGuard, spawn_sweeper};
 
 /// Shared state every handler sees.
-#[derive(Clone)]
-pub struct Signaling {
+pub struct Signaling<A: Adapter> {
+    io: SocketIo<A>,
     registry: Registry,
     limits: Arc<RateLimits>,
     public_ids: PublicIds,
@@ -50,18 +53,34 @@ pub struct Signaling {
     log_gate: Arc<AtomicU64>,
 }
 
-/// Registers the protocol on the default namespace.
-pub fn attach(
-    io: &SocketIo,
+impl<A: Adapter> Clone for Signaling<A> {
+    fn clone(&self) -> Self {
+        Self {
+            io: self.io.clone(),
+            registry: self.registry.clone(),
+            limits: self.limits.clone(),
+            public_ids: self.public_ids.clone(),
+            proxies: self.proxies.clone(),
+            sessions: self.sessions.clone(),
+            log_gate: self.log_gate.clone(),
+        }
+    }
+}
+
+/// Registers the protocol on the default namespace. With a cross-node adapter the returned
+/// initialization must be awaited before serving.
+pub fn attach<A: Adapter + DefinedAdapter>(
+    io: &SocketIo<A>,
     registry: Registry,
     limits: Arc<RateLimits>,
     public_ids: PublicIds,
     proxies: TrustedProxies,
     sessions: Arc<SessionsPerAddr>,
-) {
+) -> A::InitRes {
     io.ns(
         "/",
         OnConnect(Signaling {
+            io: io.clone(),
             registry,
             limits,
             public_ids,
@@ -69,32 +88,45 @@ pub fn attach(
             sessions,
             log_gate: Arc::new(AtomicU64::new(0)),
         }),
-    );
+    )
 }
 
 /// Decodes an event and hands it to its handler; anything unknown is ignored. The events and
 /// their handlers are listed in PROTOCOL.md order in `events::decode` and `handlers::handle`.
-fn dispatch(state: &Signaling, socket: &SocketRef, event: &str, payload: Option<&RawValue>) {
+async fn dispatch<A: Adapter>(state: &Signaling<A>, socket: &SocketRef<A>, text: &str) {
+    let (event, payload) = match events::parse_packet(text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            // Logs name sockets by their public id: the session id is a credential.
+            tracing::debug!(sid = %handlers::public_id(socket), "unreadable event packet: {e}");
+            return;
+        }
+    };
     let ctx = handlers::Ctx::new(state, socket);
-    match events::decode(event, payload) {
-        Some(Ok(request)) => handlers::handle(&ctx, request),
-        Some(Err(refusal)) => handlers::refuse(&ctx, refusal),
-        None => tracing::debug!(event, "ignoring unknown event"),
+    match events::decode(&event, payload) {
+        Some(Ok(request)) => handlers::handle(&ctx, request).await,
+        Some(Err(refusal)) => handlers::refuse(&ctx, refusal).await,
+        None => tracing::debug!(%event, "ignoring unknown event"),
     }
 }
 
 /// Marker for the handler traits implemented below (they are generic over an extractor tuple).
 pub struct Inline;
 
-#[derive(Clone)]
-struct OnConnect(Signaling);
+struct OnConnect<A: Adapter>(Signaling<A>);
 
-impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
+impl<A: Adapter> Clone for OnConnect<A> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
     /// Runs before socketioxide sends the CONNECT packet: the socket gets its public id here,
     /// so that the packet leaves with it (see [`PublicIds`]).
     fn call_middleware<'a>(
         &'a self,
-        s: Arc<Socket>,
+        s: Arc<Socket<A>>,
         _auth: &'a Option<Value>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn fmt::Display + Send>>> + Send + 'a>> {
         let socket = SocketRef::from(s);
@@ -117,49 +149,65 @@ impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn call(&self, s: Arc<Socket>, _auth: Option<Value>) {
+    fn call(&self, s: Arc<Socket<A>>, _auth: Option<Value>) {
         let socket = SocketRef::from(s);
         // The handlers go in before anything else, so no early event can miss them.
         let id = handlers::public_id(&socket);
-        socket.on_fallback(OnEvent(self.0.clone()));
-        socket.on_disconnect(OnDisconnect(self.0.clone()));
+        let mailbox = mailbox::Mailbox::spawn();
+        socket.on_fallback(OnEvent(self.0.clone(), mailbox.clone()));
+        socket.on_disconnect(OnDisconnect(self.0.clone(), mailbox));
         handlers::connect(&socket, id);
     }
 }
 
-struct OnEvent(Signaling);
+struct OnEvent<A: Adapter>(Signaling<A>, mailbox::Mailbox);
 
-impl MessageHandler<LocalAdapter, Inline> for OnEvent {
-    fn call(&self, s: Arc<Socket>, value: Value, _ack_id: Option<i64>) {
+impl<A: Adapter> MessageHandler<A, Inline> for OnEvent<A> {
+    fn call(&self, s: Arc<Socket<A>>, value: Value, _ack_id: Option<i64>) {
         let socket = SocketRef::from(s);
-        // Logs name sockets by their public id: the session id is a credential.
-        let Value::Str(text, _) = &value else {
+        let Value::Str(text, _) = value else {
             tracing::debug!(sid = %handlers::public_id(&socket), "ignoring binary event");
             return;
         };
-        match events::parse_packet(text.as_str()) {
-            Ok((event, payload)) => {
-                let _span = tracing::debug_span!("event", event = %event).entered();
-                dispatch(&self.0, &socket, &event, payload);
+        let state = self.0.clone();
+        let job_socket = socket.clone();
+        let job: mailbox::Job = Box::pin(async move {
+            dispatch(&state, &job_socket, text.as_str()).await;
+        });
+        if self.1.submit(job).is_err() {
+            let sid = handlers::public_id(&socket);
+            tracing::debug!(%sid, "dropping an event: too many waiting for this socket");
+            if self.0.limits.strike(&sid) == limits::Verdict::Disconnect {
+                let _ = socket.disconnect();
             }
-            Err(e) => tracing::debug!(
-                sid = %handlers::public_id(&socket),
-                "unreadable event packet: {e}"
-            ),
         }
     }
 }
 
-struct OnDisconnect(Signaling);
+struct OnDisconnect<A: Adapter>(Signaling<A>, mailbox::Mailbox);
 
-impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
-    fn call_with_defer(&self, s: Arc<Socket>, reason: DisconnectReason, defer: fn(Arc<Socket>)) {
+impl<A: Adapter> DisconnectHandler<A, Inline> for OnDisconnect<A> {
+    fn call_with_defer(
+        &self,
+        s: Arc<Socket<A>>,
+        reason: DisconnectReason,
+        defer: fn(Arc<Socket<A>>),
+    ) {
         let socket = SocketRef::from(s.clone());
         self.0.public_ids.remove(socket.id.as_str());
         if let Some(handlers::ClientAddr(addr)) = socket.extensions.get::<handlers::ClientAddr>() {
             self.0.sessions.release(addr);
         }
-        handlers::disconnect(&handlers::Ctx::new(&self.0, &socket), reason);
+        let state = self.0.clone();
+        // After every event the socket sent before it, like any other event.
+        self.1.submit_last(Box::pin(async move {
+            handlers::disconnect(&handlers::Ctx::new(&state, &socket), reason).await;
+        }));
         defer(s);
     }
+}
+
+/// Tells everybody a departure concerns (at shutdown, for what this node's sockets still held).
+pub async fn announce<A: Adapter>(io: &SocketIo<A>, departure: channels::Departure) {
+    handlers::announce(io, departure).await;
 }

@@ -1,23 +1,31 @@
-//! Background reaping of abandoned channels (PROTOCOL.md difference 4).
+//! Background work that no client event triggers: reaping idle channels (PROTOCOL.md
+//! difference 4), ending relay-tree waits, and in cluster mode the node's heartbeat and the
+//! clean-up after dead nodes.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use tokio::task::JoinHandle;
 
-use super::channels::Registry;
-use super::handlers::{deliver, emit_tree};
+use super::clock::Moment;
+use super::handlers::{announce, emit_tree, send};
 use super::limits::RateLimits;
 use super::payloads::ChannelRef;
+use super::registry::Registry;
+use crate::cluster::node::{Beat, Node};
 
-/// Stops the sweeper when dropped, so its lifetime is the server's and never leaks past it.
+/// Stops the background tasks when dropped, so their lifetime is the server's.
 #[must_use = "the sweeper stops when this guard is dropped"]
-pub struct SweeperGuard(JoinHandle<()>);
+pub struct SweeperGuard(Vec<JoinHandle<()>>);
 
 impl Drop for SweeperGuard {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -30,12 +38,22 @@ pub fn sweep_interval(ttl: Duration) -> Duration {
     (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
 }
 
-/// Starts the sweeper; reaped channels' broadcasters (still connected, or they would have been
-/// removed on disconnect) get `channel_expired`.
-/// It also lets the rate limiters forget clients that have gone quiet.
-pub fn spawn_sweeper(registry: Registry, limits: Arc<RateLimits>, io: SocketIo) -> SweeperGuard {
+/// Starts the background work; reaped channels' broadcasters (still connected, or they would
+/// have been removed on disconnect) get `channel_expired`. It also lets the rate limiters
+/// forget clients that have gone quiet. In cluster mode every node sweeps; the registry's
+/// compare-and-set makes exactly one of them act on each channel.
+pub fn spawn_sweeper<A: Adapter>(
+    registry: Registry,
+    limits: Arc<RateLimits>,
+    io: SocketIo<A>,
+    node: Option<Arc<Node>>,
+) -> SweeperGuard {
     let period = sweep_interval(registry.limits().idle_ttl);
-    SweeperGuard(tokio::spawn(async move {
+    let mut tasks = Vec::new();
+    if let Some(node) = node {
+        tasks.push(tokio::spawn(run_node(node, io.clone())));
+    }
+    tasks.push(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Relay-tree waits end within this of their deadline; the check touches only the
@@ -46,26 +64,58 @@ pub fn spawn_sweeper(registry: Registry, limits: Arc<RateLimits>, io: SocketIo) 
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = waits.tick() => {
-                    let events = registry.expire_waits(Instant::now());
-                    emit_tree(&|to| io.to(to), &events);
+                    let events = registry.expire_waits(Moment::now()).await;
+                    emit_tree(&io, &events).await;
                     continue;
                 }
             }
             limits.forget_idle();
-            for closed in registry.sweep(Instant::now()) {
+            for closed in registry.sweep(Moment::now()).await {
                 tracing::info!(channel = %closed.channel_id, "channel expired after idle TTL");
-                deliver(
-                    io.to(closed.broadcaster.to_string()).emit(
-                        "channel_expired",
-                        &ChannelRef {
-                            channel_id: &closed.channel_id,
-                        },
-                    ),
+                let expired = ChannelRef {
+                    channel_id: &closed.channel_id,
+                };
+                send(
+                    &io,
+                    std::slice::from_ref(&closed.broadcaster),
                     "channel_expired",
-                );
+                    &expired,
+                )
+                .await;
             }
         }
-    }))
+    }));
+    SweeperGuard(tasks)
+}
+
+/// The node's heartbeat and its watch over the others (timing in [`crate::cluster::node`]).
+async fn run_node<A: Adapter>(node: Arc<Node>, io: SocketIo<A>) {
+    let mut beat = tokio::time::interval(node.beat_interval());
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut look = tokio::time::interval(node.check_interval());
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {
+                if node.beat().await == Beat::Reaped {
+                    // The cluster forgot this node (Redis lost its data, or took it for dead):
+                    // its sockets are in no channel any more. Dropping them makes every client
+                    // reconnect and join again, which restores a consistent picture.
+                    tracing::warn!(node = %node.id(), "the cluster dropped this node's state; reconnecting its clients");
+                    let all: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+                        Box::pin(io.local().disconnect());
+                    if let Err(e) = all.await {
+                        tracing::warn!("could not disconnect local sockets: {e:?}");
+                    }
+                }
+            }
+            _ = look.tick() => {
+                for departure in node.reap_dead().await {
+                    announce(&io, departure).await;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,12 +10,16 @@
 //! only), never the whole channel.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::clock::Moment;
 
 use super::ids::SocketId;
 
 /// The tree's limits (server options).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeLimits {
     /// D: viewers the broadcaster feeds directly before relays take over (legacy leaves count).
     pub direct: usize,
@@ -26,7 +30,7 @@ pub struct TreeLimits {
 }
 
 /// Who feeds a viewer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Feeder {
     Broadcaster,
     Viewer(SocketId),
@@ -45,7 +49,7 @@ pub enum Notice {
     DownstreamLeft { feeder: Feeder, child: SocketId },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Node {
     /// A tree viewer (joined with `relay: true`); otherwise a legacy leaf.
     relay: bool,
@@ -60,13 +64,13 @@ struct Node {
     /// Order of joining, for going live again.
     joined: u64,
     /// While waiting: the key in the waiting queue and when the wait started.
-    waiting: Option<(u64, Instant)>,
+    waiting: Option<(u64, Moment)>,
     /// A feeder this node reported as failed, excluded from its next assignment.
     avoid: Option<Feeder>,
 }
 
 /// One channel's tree.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tree {
     limits: TreeLimits,
     /// False when the tree is off for this channel (fan-out 0, or the broadcaster joined with
@@ -113,7 +117,7 @@ impl Tree {
 
     /// A viewer joins (`relay`: it asked for the tree). Legacy leaves attach to the broadcaster
     /// at once and are told nothing (they offer the broadcaster, as they always did).
-    pub fn join(&mut self, viewer: &SocketId, relay: bool, now: Instant) -> Vec<Notice> {
+    pub fn join(&mut self, viewer: &SocketId, relay: bool, now: Moment) -> Vec<Notice> {
         if self.nodes.contains_key(viewer) {
             return Vec::new();
         }
@@ -157,7 +161,7 @@ impl Tree {
 
     /// `upstream_failed`: the viewer lost its media; it is moved, avoiding the feeder it
     /// reported. Its own children stay with it.
-    pub fn upstream_failed(&mut self, viewer: &SocketId, now: Instant) -> Vec<Notice> {
+    pub fn upstream_failed(&mut self, viewer: &SocketId, now: Moment) -> Vec<Notice> {
         let mut notices = Vec::new();
         let Some(node) = self.nodes.get(viewer) else {
             return notices;
@@ -180,7 +184,7 @@ impl Tree {
     }
 
     /// A viewer leaves (or disconnects): its feeder is told, its children are placed again.
-    pub fn leave(&mut self, viewer: &SocketId, now: Instant) -> Vec<Notice> {
+    pub fn leave(&mut self, viewer: &SocketId, now: Moment) -> Vec<Notice> {
         let mut notices = Vec::new();
         if !self.nodes.contains_key(viewer) {
             return notices;
@@ -233,7 +237,7 @@ impl Tree {
     }
 
     /// Going live again: every viewer still here is placed afresh, in order of joining.
-    pub fn go_live(&mut self, now: Instant) -> Vec<Notice> {
+    pub fn go_live(&mut self, now: Moment) -> Vec<Notice> {
         let mut notices = Vec::new();
         if self.live {
             return notices;
@@ -252,7 +256,7 @@ impl Tree {
     }
 
     /// Viewers that waited past the limit get the broadcaster, over D.
-    pub fn expire_waits(&mut self, now: Instant) -> Vec<Notice> {
+    pub fn expire_waits(&mut self, now: Moment) -> Vec<Notice> {
         let mut notices = Vec::new();
         while let Some((&key, viewer)) = self.waiting.first_key_value() {
             let viewer = viewer.clone();
@@ -272,7 +276,7 @@ impl Tree {
     }
 
     /// When the oldest waiter's limit runs out, if anybody waits.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self) -> Option<Moment> {
         let (_, viewer) = self.waiting.first_key_value()?;
         let (_, since) = self.nodes.get(viewer)?.waiting?;
         Some(since + self.limits.wait)
@@ -320,7 +324,7 @@ impl Tree {
     }
 
     /// Finds a feeder for an unattached viewer, or queues it.
-    fn place(&mut self, viewer: &SocketId, now: Instant, notices: &mut Vec<Notice>) {
+    fn place(&mut self, viewer: &SocketId, now: Moment, notices: &mut Vec<Notice>) {
         let Some(node) = self.nodes.get(viewer) else {
             return;
         };

@@ -2,13 +2,17 @@
 //! speaks the wire protocol itself (WebSocket or long-polling) so tests can also send what
 //! official clients never would: malformed, oversized, out-of-order packets.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use broadcast_server::RunningServer;
 use broadcast_server::config::Config;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -309,8 +313,13 @@ pub struct Polling {
 impl Polling {
     /// The Engine.IO handshake only (send `40` to connect the namespace).
     pub async fn open(app: &TestApp) -> Polling {
+        Polling::open_url(&app.url()).await
+    }
+
+    /// The Engine.IO handshake with the server at `url` (`http://host:port`).
+    pub async fn open_url(url: &str) -> Polling {
         let http = reqwest::Client::new();
-        let base = format!("{}/socket.io/?EIO=4&transport=polling", app.url());
+        let base = format!("{url}/socket.io/?EIO=4&transport=polling");
         let open = http.get(&base).send().await.unwrap().text().await.unwrap();
         assert!(open.starts_with('0'), "{open}");
         let session = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"]
@@ -346,6 +355,16 @@ impl Polling {
 
     pub async fn emit(&self, event: &str, data: Value) {
         self.post(&[format!("42{}", json!([event, data]))]).await;
+    }
+
+    /// Ends the session with an Engine.IO close packet, as a page that goes away does.
+    pub async fn close(&self) {
+        let _ = self
+            .http
+            .post(self.url_for(&self.session))
+            .body("1")
+            .send()
+            .await;
     }
 
     /// One poll: answers pings, notes the CONNECT packet, queues event packets.
@@ -393,6 +412,523 @@ impl Polling {
                 "no {event} within the timeout"
             );
             self.poll().await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Cluster mode: real server processes (the built binary) sharing one Redis, each test under a
+// Redis prefix of its own so that tests run in parallel and never see each other's keys.
+
+/// The Redis the cluster tests share (CI usually runs one; the harness starts one otherwise).
+pub const SHARED_REDIS_PORT: u16 = 6379;
+
+/// How long a node may take to answer `/healthz` with 200 after it was started.
+const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a node may take to exit after SIGTERM.
+const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// The nodes' default heartbeat (`--heartbeat-ms`), for tests that do not set one.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2000);
+
+/// A port nobody listens on right now (the OS picks it; it is free again once dropped).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
+/// A prefix no other test (or run) uses: `t-` and 12 hex digits.
+pub fn unique_prefix() -> String {
+    format!("t-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// Runs `redis-cli -p PORT ARGS…` (bounded in time); its output, or `None` if it failed.
+pub async fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let run = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(5), run).await {
+        Ok(Ok(out)) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into()),
+        _ => None,
+    }
+}
+
+/// Whether a Redis answers `PING` on 127.0.0.1:`port`.
+pub async fn redis_answers(port: u16) -> bool {
+    redis_cli(port, &["PING"])
+        .await
+        .is_some_and(|out| out.trim() == "PONG")
+}
+
+fn lines(out: &str) -> Vec<String> {
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every key under `prefix` (a full `SCAN … MATCH prefix*` iteration).
+pub async fn keys_under(port: u16, prefix: &str) -> Vec<String> {
+    let pattern = format!("{prefix}*");
+    let out = redis_cli(port, &["--scan", "--pattern", &pattern])
+        .await
+        .expect("redis-cli --scan works");
+    lines(&out)
+}
+
+/// Every pub/sub channel under `prefix` that somebody is subscribed to.
+pub async fn pubsub_channels_under(port: u16, prefix: &str) -> Vec<String> {
+    let pattern = format!("{prefix}*");
+    let out = redis_cli(port, &["PUBSUB", "CHANNELS", &pattern])
+        .await
+        .expect("redis-cli PUBSUB CHANNELS works");
+    lines(&out)
+}
+
+/// Makes sure a Redis answers on 127.0.0.1:6379, starting a daemonized `redis-server` there if
+/// none does (once per test binary). The shared Redis is never stopped or flushed by the tests.
+pub async fn ensure_shared_redis() {
+    static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            if redis_answers(SHARED_REDIS_PORT).await {
+                return;
+            }
+            let status = Command::new("redis-server")
+                .args(["--port", &SHARED_REDIS_PORT.to_string()])
+                .args(["--bind", "127.0.0.1", "--daemonize", "yes"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(std::env::temp_dir())
+                .stdout(Stdio::null())
+                .status()
+                .await
+                .expect("redis-server is on PATH");
+            assert!(status.success(), "redis-server --daemonize: {status}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !redis_answers(SHARED_REDIS_PORT).await {
+                assert!(
+                    Instant::now() < deadline,
+                    "the Redis started on {SHARED_REDIS_PORT} does not answer"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+}
+
+/// A private `redis-server` child process (no persistence), for tests that stop Redis.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one on `port` and waits until it answers.
+    pub async fn start(port: u16) -> RedisServer {
+        let mut server = RedisServer { port, child: None };
+        server.restart().await;
+        server
+    }
+
+    /// Starts it (again) on the same port.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is on PATH");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !redis_answers(self.port).await {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} does not answer",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: Redis vanishes at once, as in a crash.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("redis-server running");
+        child.start_kill().expect("SIGKILL redis-server");
+        tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .expect("redis-server exits after SIGKILL")
+            .expect("wait for redis-server");
+    }
+}
+
+/// One server process in cluster mode, on its own port, killed when dropped.
+pub struct Node {
+    pub addr: SocketAddr,
+    child: Child,
+    exited: Option<ExitStatus>,
+    /// Its stdout and stderr (kept when a test fails; the path is printed at start).
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+/// Why a node did not come up.
+enum StartFailure {
+    Exited(ExitStatus),
+    Timeout,
+}
+
+impl Node {
+    /// Starts the binary against the Redis on `redis_port` with `prefix`, and waits until its
+    /// `/healthz` answers 200 in cluster mode.
+    pub async fn start(redis_port: u16, prefix: &str, extra: &[String]) -> Node {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .expect("http client");
+        let mut failures = Vec::new();
+        // The port is free when picked but another process may take it before the node binds
+        // it: then the node exits at once and another port is tried.
+        for _ in 0..3 {
+            let port = free_port();
+            let log = std::env::temp_dir().join(format!("broadcast-{prefix}-{port}.log"));
+            let out = std::fs::File::create(&log).expect("node log file");
+            let err = out.try_clone().expect("node log file");
+            let child = Command::new(env!("CARGO_BIN_EXE_broadcast-server"))
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
+                .args(["--redis-prefix", prefix, "--shutdown-grace-secs", "2"])
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start the server binary");
+            let mut node = Node {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                child,
+                exited: None,
+                log,
+                http: http.clone(),
+            };
+            println!("node {} log: {}", node.addr, node.log.display());
+            match node.wait_ready().await {
+                Ok(()) => return node,
+                Err(StartFailure::Exited(status)) => {
+                    failures.push(format!("exited with {status}: {}", node.log_text()));
+                }
+                Err(StartFailure::Timeout) => {
+                    panic!(
+                        "node {} not healthy within {NODE_START_TIMEOUT:?}: {}",
+                        node.addr,
+                        node.log_text()
+                    );
+                }
+            }
+        }
+        panic!("node did not start: {failures:#?}");
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), StartFailure> {
+        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                return Err(StartFailure::Exited(status));
+            }
+            // Another server that happened to get the port would not say it is a cluster node.
+            if let Some((200, health)) = self.try_health().await
+                && health["mode"] == "cluster"
+                && self.exit_status().is_none()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(StartFailure::Timeout)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/socket.io/?EIO=4&transport=websocket", self.addr)
+    }
+
+    /// A WebSocket client connected to this node.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// `GET /healthz`: status code and JSON body, or `None` if it did not answer.
+    pub async fn try_health(&self) -> Option<(u16, Value)> {
+        let response = self
+            .http
+            .get(format!("{}/healthz", self.url()))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let body = response.json().await.ok()?;
+        Some((status, body))
+    }
+
+    /// `GET /healthz`, which must answer.
+    pub async fn health(&self) -> (u16, Value) {
+        self.try_health()
+            .await
+            .unwrap_or_else(|| panic!("node {} answers /healthz", self.addr))
+    }
+
+    /// Polls `/healthz` until `ok(status, body)` holds; panics after `within`. Returns the
+    /// matching answer and how long it took.
+    pub async fn wait_health(
+        &self,
+        what: &str,
+        within: Duration,
+        ok: impl Fn(u16, &Value) -> bool,
+    ) -> (u16, Value, Duration) {
+        let started = Instant::now();
+        let mut last = None;
+        loop {
+            if let Some((status, body)) = self.try_health().await {
+                if ok(status, &body) {
+                    return (status, body, started.elapsed());
+                }
+                last = Some((status, body));
+            }
+            assert!(
+                started.elapsed() < within,
+                "node {}: {what} not within {within:?}; last /healthz: {last:?}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait on the node");
+        }
+        self.exited
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    /// SIGKILL, as a crashed machine: no goodbye to Redis or to clients.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("SIGKILL the node");
+        let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .expect("node exits after SIGKILL")
+            .expect("wait for the node");
+        self.exited = Some(status);
+    }
+
+    /// SIGTERM, as a deploy does; waits for the exit and returns its status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit_status() {
+            return status;
+        }
+        let pid = self.child.id().expect("running node has a pid");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        let status = tokio::time::timeout(NODE_STOP_TIMEOUT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node {} did not exit within {NODE_STOP_TIMEOUT:?} of SIGTERM",
+                    self.addr
+                )
+            })
+            .expect("wait for the node");
+        self.exited = Some(status);
+        status
+    }
+
+    /// What the node wrote so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // `kill_on_drop` ends the process; the log stays only when a test failed.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// Several nodes of one deployment (one Redis, one prefix).
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub redis_port: u16,
+    pub prefix: String,
+    pub heartbeat: Duration,
+    extra: Vec<String>,
+    torn_down: bool,
+}
+
+impl Cluster {
+    /// `count` nodes on the shared Redis with a fresh prefix; `extra` flags go to every node.
+    pub async fn start(count: usize, extra: &[&str]) -> Cluster {
+        ensure_shared_redis().await;
+        Cluster::start_on(SHARED_REDIS_PORT, count, extra).await
+    }
+
+    /// `count` nodes on the Redis at `redis_port` with a fresh prefix.
+    pub async fn start_on(redis_port: u16, count: usize, extra: &[&str]) -> Cluster {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let heartbeat = extra
+            .iter()
+            .position(|a| a == "--heartbeat-ms")
+            .and_then(|i| extra.get(i + 1))
+            .map(|ms| Duration::from_millis(ms.parse().expect("--heartbeat-ms N")))
+            .unwrap_or(DEFAULT_HEARTBEAT);
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            redis_port,
+            prefix: unique_prefix(),
+            heartbeat,
+            extra,
+            torn_down: false,
+        };
+        for _ in 0..count {
+            cluster.add_node(&[]).await;
+        }
+        cluster
+    }
+
+    /// Starts one more node with the cluster's flags and `more`; returns its index.
+    pub async fn add_node(&mut self, more: &[&str]) -> usize {
+        let mut args = self.extra.clone();
+        args.extend(more.iter().map(|s| (*s).to_owned()));
+        let node = Node::start(self.redis_port, &self.prefix, &args).await;
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// The end of every cluster test: the clients leave, every surviving node must then report
+    /// no socket and no channel, the nodes stop (SIGTERM, exit 0), and nothing may remain
+    /// under the prefix in Redis — no key, no subscribed channel — apart from keys that expire
+    /// by themselves within the heartbeat's reach (a killed node's heartbeat).
+    pub async fn teardown(mut self, clients: Vec<Client>) {
+        for client in &clients {
+            client.close();
+        }
+        let settle = self.heartbeat * 2 + Duration::from_secs(5);
+        for node in &mut self.nodes {
+            if !node.is_running() {
+                continue;
+            }
+            node.wait_health("no socket and no channel left", settle, |status, h| {
+                status == 200
+                    && h["sockets"] == 0
+                    && h["channels"] == 0
+                    && h.get("indexed_sockets").is_none_or(|v| *v == 0)
+            })
+            .await;
+        }
+        drop(clients);
+        for node in &mut self.nodes {
+            if node.is_running() {
+                let status = node.terminate().await;
+                assert!(
+                    status.success(),
+                    "node {} exits 0 on SIGTERM, got {status}: {}",
+                    node.addr,
+                    node.log_text()
+                );
+            }
+        }
+        self.assert_nothing_left().await;
+        self.torn_down = true;
+    }
+
+    /// No key and no subscribed pub/sub channel under the prefix (waiting, at most the
+    /// heartbeat's reach, for keys that expire by themselves).
+    pub async fn assert_nothing_left(&self) {
+        let started = Instant::now();
+        let within = self.heartbeat * 2 + Duration::from_secs(3);
+        loop {
+            let keys = keys_under(self.redis_port, &self.prefix).await;
+            let channels = pubsub_channels_under(self.redis_port, &self.prefix).await;
+            if keys.is_empty() && channels.is_empty() {
+                println!(
+                    "redis under {}: empty {:?} after the nodes stopped",
+                    self.prefix,
+                    started.elapsed()
+                );
+                return;
+            }
+            if started.elapsed() > within {
+                let mut left = Vec::new();
+                for key in &keys {
+                    let ttl = redis_cli(self.redis_port, &["PTTL", key]).await;
+                    let kind = redis_cli(self.redis_port, &["TYPE", key]).await;
+                    left.push(format!(
+                        "{key} ({}, pttl {})",
+                        kind.unwrap_or_default().trim(),
+                        ttl.unwrap_or_default().trim()
+                    ));
+                }
+                panic!(
+                    "left in Redis under {} {within:?} after the nodes stopped: keys {left:#?}, \
+                     subscribed channels {channels:?}",
+                    self.prefix
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// A test that failed before its teardown: kill the nodes and remove what they left under
+    /// the prefix, so the shared Redis does not collect garbage (only this prefix is touched).
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        for node in &mut self.nodes {
+            let _ = node.child.start_kill();
+        }
+        let pattern = format!("{}*", self.prefix);
+        let port = self.redis_port.to_string();
+        let Ok(out) = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "--scan", "--pattern", &pattern])
+            .output()
+        else {
+            return;
+        };
+        for key in lines(&String::from_utf8_lossy(&out.stdout)) {
+            let _ = std::process::Command::new("redis-cli")
+                .args(["-p", &port, "DEL", &key])
+                .stdout(Stdio::null())
+                .status();
         }
     }
 }

@@ -36,12 +36,54 @@ async fn page_is_served_with_ice_servers_and_no_third_party_urls() {
     }
 }
 
+/// The JSON the page's scripts read their server configuration from (`#config`).
+async fn page_config(app: &crate::helpers::TestApp) -> Value {
+    let body = reqwest::get(format!("{}/?viewer=true", app.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let start = r#"<script type="application/json" id="config">"#;
+    let json = body
+        .split_once(start)
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(json, _)| json)
+        .unwrap_or_else(|| panic!("page has a #config script: {body}"));
+    serde_json::from_str(json).expect("#config is JSON")
+}
+
+#[tokio::test]
+async fn page_connects_with_polling_then_websocket_by_default() {
+    let app = spawn_app(&["--ice-servers", "[]"]).await;
+    assert_eq!(
+        page_config(&app).await,
+        json!({"iceServers": [], "transports": ["polling", "websocket"]})
+    );
+}
+
+#[tokio::test]
+async fn websocket_only_server_serves_a_websocket_only_page_and_refuses_polling() {
+    let app = spawn_app(&["--transports", "websocket", "--ice-servers", "[]"]).await;
+    assert_eq!(
+        page_config(&app).await,
+        json!({"iceServers": [], "transports": ["websocket"]})
+    );
+    let polling = reqwest::get(format!("{}/socket.io/?EIO=4&transport=polling", app.url()))
+        .await
+        .unwrap();
+    assert_eq!(polling.status(), 400, "no polling session can be opened");
+    let mut b = app.client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "ws-only"}));
+    b.expect("broadcaster_ready").await;
+}
+
 #[tokio::test]
 async fn health_reports_channels_and_sockets() {
     let app = spawn_app(&[]).await;
     assert_eq!(
         app.health().await,
-        json!({"status": "ok", "channels": 0, "sockets": 0, "indexed_sockets": 0,
+        json!({"status": "ok", "mode": "memory", "channels": 0, "sockets": 0, "indexed_sockets": 0,
                "indexed_addresses": 0, "client_addresses": 0})
     );
     let mut b = app.client().await;

@@ -338,7 +338,7 @@ async fn broadcaster_and_fifty_viewers_disconnecting_at_once_leave_nothing() {
     }
     assert_eq!(
         last,
-        json!({"status": "ok", "channels": 0, "sockets": 0, "indexed_sockets": 0,
+        json!({"status": "ok", "mode": "memory", "channels": 0, "sockets": 0, "indexed_sockets": 0,
                "indexed_addresses": 0, "client_addresses": 0})
     );
 }

@@ -1,4 +1,6 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::signaling::clock::Moment;
 
 use proptest::prelude::*;
 
@@ -125,7 +127,7 @@ fn check(tree: &Tree) {
 
 #[test]
 fn legacy_viewers_attach_to_the_broadcaster_silently() {
-    let now = Instant::now();
+    let now = Moment::now();
     let mut tree = Tree::new(limits(1, 2), true);
     assert_eq!(tree.join(&id("legacy1"), false, now), vec![]);
     assert_eq!(tree.join(&id("legacy2"), false, now), vec![]);
@@ -148,7 +150,7 @@ fn legacy_viewers_attach_to_the_broadcaster_silently() {
 
 #[test]
 fn tree_fills_breadth_first_once_relays_are_ready() {
-    let now = Instant::now();
+    let now = Moment::now();
     let mut tree = Tree::new(limits(1, 2), true);
     assert_eq!(
         tree.join(&id("a"), true, now),
@@ -172,7 +174,7 @@ fn tree_fills_breadth_first_once_relays_are_ready() {
 
 #[test]
 fn a_relay_leaving_moves_its_children_who_keep_theirs() {
-    let now = Instant::now();
+    let now = Moment::now();
     let mut tree = Tree::new(limits(1, 2), true);
     for name in ["a", "b", "c", "d", "e", "f"] {
         tree.join(&id(name), true, now);
@@ -200,7 +202,7 @@ fn a_relay_leaving_moves_its_children_who_keep_theirs() {
 
 #[test]
 fn a_waiting_viewer_gets_the_broadcaster_after_the_wait_limit() {
-    let now = Instant::now();
+    let now = Moment::now();
     let mut tree = Tree::new(limits(1, 1), true);
     tree.join(&id("a"), true, now);
     tree.ready(&id("a"));
@@ -220,7 +222,7 @@ fn a_waiting_viewer_gets_the_broadcaster_after_the_wait_limit() {
 
 #[test]
 fn upstream_failed_avoids_the_reported_feeder() {
-    let now = Instant::now();
+    let now = Moment::now();
     let mut tree = Tree::new(limits(1, 2), true);
     for name in ["a", "b", "c"] {
         tree.join(&id(name), true, now);
@@ -237,7 +239,7 @@ fn upstream_failed_avoids_the_reported_feeder() {
 
 #[test]
 fn stop_dissolves_and_going_live_places_everyone_again() {
-    let now = Instant::now();
+    let now = Moment::now();
     let mut tree = Tree::new(limits(2, 2), true);
     for name in ["a", "b", "c"] {
         tree.join(&id(name), true, now);
@@ -268,7 +270,7 @@ fn stop_dissolves_and_going_live_places_everyone_again() {
 
 #[test]
 fn without_the_tree_everyone_is_fed_by_the_broadcaster() {
-    let now = Instant::now();
+    let now = Moment::now();
     for mut tree in [
         Tree::new(limits(1, 2), false),
         Tree::new(limits(1, 0), true),
@@ -287,7 +289,7 @@ fn without_the_tree_everyone_is_fed_by_the_broadcaster() {
 
 #[test]
 fn depth_grows_with_the_logarithm_of_the_audience() {
-    let now = Instant::now();
+    let now = Moment::now();
     let (d, f) = (4, 2);
     let mut tree = Tree::new(limits(d, f), true);
     let n = 1000;
@@ -343,7 +345,7 @@ proptest! {
         relay_allowed in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..80),
     ) {
-        let start = Instant::now();
+        let start = Moment::now();
         let mut now = start;
         let mut tree = Tree::new(limits(direct, fanout), relay_allowed);
         let mut expired = false;

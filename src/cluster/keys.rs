@@ -1,0 +1,77 @@
+//! Every Redis key and pub/sub prefix cluster mode uses, in one place. All start with the
+//! deployment's `--redis-prefix`, so several deployments (or parallel tests) share one Redis
+//! and `SCAN <prefix>*` finds everything one of them left.
+
+use std::net::IpAddr;
+
+use crate::signaling::ids::{ChannelId, SocketId};
+
+use super::NodeId;
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The Socket.IO adapter's channels (socketioxide-redis).
+    pub fn adapter_prefix(&self) -> String {
+        format!("{}:sio", self.prefix)
+    }
+
+    /// A channel's document: hash {v: version, d: JSON}.
+    pub fn channel(&self, id: &ChannelId) -> String {
+        format!("{}:ch:{id}", self.prefix)
+    }
+
+    /// Every channel id, scored by creation time: `channel_list` order and the capacity count.
+    pub fn channel_index(&self) -> String {
+        format!("{}:channels", self.prefix)
+    }
+
+    /// Channels where a relay-tree viewer waits for a feeder, scored by its deadline (ms).
+    pub fn waits(&self) -> String {
+        format!("{}:waits", self.prefix)
+    }
+
+    /// Channels a socket broadcasts.
+    pub fn broadcasting(&self, sid: &SocketId) -> String {
+        format!("{}:sock:{sid}:b", self.prefix)
+    }
+
+    /// Channels a socket watches.
+    pub fn watching(&self, sid: &SocketId) -> String {
+        format!("{}:sock:{sid}:w", self.prefix)
+    }
+
+    /// How many channels broadcasters at one address own.
+    pub fn addr(&self, addr: &IpAddr) -> String {
+        format!("{}:addr:{addr}", self.prefix)
+    }
+
+    /// Every node that has announced itself and not yet been reaped.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// A node's heartbeat: it exists while the node lives.
+    pub fn heartbeat(&self, node: &NodeId) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    /// Sockets of a node that joined some channel: what to clean up when it dies.
+    pub fn node_sockets(&self, node: &NodeId) -> String {
+        format!("{}:node:{node}:socks", self.prefix)
+    }
+
+    /// Held by the one survivor cleaning up after a dead node.
+    pub fn reaper(&self, node: &NodeId) -> String {
+        format!("{}:reap:{node}", self.prefix)
+    }
+}

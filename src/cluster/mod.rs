@@ -1,0 +1,210 @@
+//! Cluster mode: several nodes behind a load balancer share every channel through Redis.
+//!
+//! - [`store`]: the channel registry's Redis backend (the same rules as in memory, made atomic
+//!   with an optimistic compare-and-set script).
+//! - [`node`]: heartbeats, noticing dead nodes and cleaning up after them, health.
+//! - Socket.IO fan-out across nodes is socketioxide-redis's adapter over the same connection
+//!   settings (see [`Connection::adapter`]).
+//!
+//! Without `--redis-url` none of this runs: the server keeps everything in memory.
+
+mod keys;
+pub mod node;
+mod store;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
+use fred::types::RespVersion;
+use rand::Rng;
+
+pub use keys::Keys;
+pub use node::Health;
+pub use store::ClusterRegistry;
+
+/// How long one Redis command may take before the operation fails (and health says why).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between reconnection attempts while Redis is away.
+const RECONNECT_DELAY_MS: u32 = 500;
+
+/// A node's id: random per process start, so a restarted node is a new node and its
+/// predecessor's leftovers are reaped like any dead node's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    pub fn generate() -> Self {
+        let mut rng = rand::rng();
+        let id: String = (0..12)
+            .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
+            .collect();
+        Self(Arc::from(id))
+    }
+
+    pub fn parse(id: &str) -> Self {
+        Self(Arc::from(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("invalid --redis-url: {0}")]
+    Url(String),
+    #[error("cannot reach Redis at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("Redis at {url} is too old for cluster mode (need 7 or newer, RESP3): {reason}")]
+    Version { url: String, reason: String },
+}
+
+/// The Redis connections of one node: commands (registry, heartbeats) and pub/sub (the
+/// Socket.IO adapter), both reconnecting by themselves.
+pub struct Connection {
+    pub client: fred::clients::Client,
+    subscriber: fred::clients::SubscriberClient,
+    pub keys: Keys,
+    pub node: NodeId,
+    pub health: Arc<Health>,
+}
+
+impl Connection {
+    /// Connects both clients; fails (for one clear line at start-up) when Redis does not answer.
+    pub async fn open(url: &str, prefix: &str) -> Result<Self, ClusterError> {
+        // fred does not read a `?protocol=resp3` query (the form the `redis` crate documents);
+        // accept it and set RESP3 ourselves, which socketioxide-redis's fred driver expects.
+        let base = strip_protocol_query(url);
+        let mut config = Config::from_url(&base).map_err(|e| ClusterError::Url(e.to_string()))?;
+        config.version = RespVersion::RESP3;
+        config.fail_fast = true;
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
+            .with_connection_config(|c| {
+                c.connection_timeout = COMMAND_TIMEOUT;
+                c.internal_command_timeout = COMMAND_TIMEOUT;
+                c.max_command_attempts = 2;
+            })
+            .set_policy(ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS));
+        let unreachable = |e: fred::error::Error| {
+            let reason = e.to_string();
+            if reason.contains("HELLO") || reason.contains("unknown command") {
+                ClusterError::Version {
+                    url: redacted(&base),
+                    reason,
+                }
+            } else {
+                ClusterError::Unreachable {
+                    url: redacted(&base),
+                    reason,
+                }
+            }
+        };
+        let client = builder.build().map_err(unreachable)?;
+        client.init().await.map_err(unreachable)?;
+        let subscriber = builder.build_subscriber_client().map_err(unreachable)?;
+        Ok(Self {
+            client,
+            subscriber,
+            keys: Keys::new(prefix),
+            node: NodeId::generate(),
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    /// The Socket.IO adapter's state over this node's pub/sub client. Subscriptions are
+    /// re-made after every reconnection, so fan-out resumes when Redis comes back.
+    pub async fn adapter(
+        &self,
+    ) -> Result<
+        socketioxide_redis::RedisAdapterCtr<socketioxide_redis::drivers::fred::FredDriver>,
+        ClusterError,
+    > {
+        let config =
+            socketioxide_redis::RedisAdapterConfig::new().with_prefix(self.keys.adapter_prefix());
+        let ctr = socketioxide_redis::RedisAdapterCtr::new_with_fred_config(
+            self.subscriber.clone(),
+            config,
+        )
+        .await
+        .map_err(|e| ClusterError::Unreachable {
+            url: "(pub/sub)".to_owned(),
+            reason: e.to_string(),
+        })?;
+        drop(self.subscriber.manage_subscriptions());
+        Ok(ctr)
+    }
+
+    /// Closes both connections (at shutdown, after the node has signed off).
+    pub async fn close(&self) {
+        let _ = self.subscriber.quit().await;
+        let _ = self.client.quit().await;
+    }
+}
+
+fn strip_protocol_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let rest: Vec<&str> = query
+                .split('&')
+                .filter(|p| !p.to_ascii_lowercase().starts_with("protocol="))
+                .collect();
+            if rest.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}?{}", rest.join("&"))
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The URL without its password, for messages and logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Locks a std mutex, surviving poison (the guarded data is always left consistent).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_query_is_dropped_and_passwords_redacted() {
+        assert_eq!(
+            strip_protocol_query("redis://h:6379?protocol=resp3"),
+            "redis://h:6379"
+        );
+        assert_eq!(
+            strip_protocol_query("redis://h:6379/0?protocol=RESP3&x=1"),
+            "redis://h:6379/0?x=1"
+        );
+        assert_eq!(redacted("redis://u:secret@h:6379"), "redis://…@h:6379");
+        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn node_ids_differ() {
+        assert_ne!(NodeId::generate(), NodeId::generate());
+    }
+}

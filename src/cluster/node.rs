@@ -1,0 +1,226 @@
+//! A node's life in the cluster: its heartbeat, noticing dead nodes and cleaning up after
+//! them, and the health `/healthz` reports.
+//!
+//! Timing, for a heartbeat interval H (`--heartbeat-ms`): a node refreshes its heartbeat key
+//! every H/3 with a time-to-live of 3H/2, and looks for dead nodes every H/2. A node that dies
+//! stops refreshing; its key is gone at most 3H/2 after its last refresh, and a survivor's next
+//! look comes at most H/2 later: **a dead node is noticed within 2H**. A live node tolerates a
+//! stall of about H before others would take it for dead.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fred::prelude::{Client, Expiration, KeysInterface, SetOptions, SetsInterface};
+
+use super::{ClusterRegistry, Keys, NodeId, lock};
+use crate::signaling::channels::Departure;
+use crate::signaling::ids::SocketId;
+
+/// Whether this node can reach Redis; `/healthz` turns 503 with the reason while it cannot.
+#[derive(Debug, Default)]
+pub struct Health {
+    problem: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn down(&self, reason: String) {
+        let mut problem = lock(&self.problem);
+        if problem.is_none() {
+            tracing::error!(%reason, "cluster storage unavailable");
+        }
+        *problem = Some(reason);
+    }
+
+    pub fn up(&self) {
+        if lock(&self.problem).take().is_some() {
+            tracing::info!("cluster storage reachable again");
+        }
+    }
+
+    /// The reason the node is unhealthy, if it is.
+    pub fn problem(&self) -> Option<String> {
+        lock(&self.problem).clone()
+    }
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    Alive,
+    /// Redis was unreachable; nothing changed.
+    Failed,
+    /// Others took this node for dead (or Redis lost its data) and cleaned up after it: its
+    /// sockets are in no channel any more, so they must reconnect and join again.
+    Reaped,
+}
+
+pub struct Node {
+    client: Client,
+    keys: Keys,
+    id: NodeId,
+    heartbeat: Duration,
+    registry: ClusterRegistry,
+    health: std::sync::Arc<Health>,
+}
+
+impl Node {
+    pub fn new(
+        client: Client,
+        keys: Keys,
+        id: NodeId,
+        heartbeat: Duration,
+        registry: ClusterRegistry,
+        health: std::sync::Arc<Health>,
+    ) -> Self {
+        Self {
+            client,
+            keys,
+            id,
+            heartbeat,
+            registry,
+            health,
+        }
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    pub fn beat_interval(&self) -> Duration {
+        self.heartbeat / 3
+    }
+
+    pub fn check_interval(&self) -> Duration {
+        self.heartbeat / 2
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from((self.heartbeat * 3 / 2).as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Refreshes the heartbeat and checks that the cluster still counts this node.
+    pub async fn beat(&self) -> Beat {
+        let refreshed: Result<(), _> = self
+            .client
+            .set(
+                self.keys.heartbeat(&self.id),
+                "1",
+                Some(Expiration::PX(self.ttl_ms())),
+                None,
+                false,
+            )
+            .await;
+        if let Err(e) = refreshed {
+            self.health.down(format!("redis: {e}"));
+            return Beat::Failed;
+        }
+        let added: Result<u64, _> = self.client.sadd(self.keys.nodes(), self.id.as_str()).await;
+        match added {
+            Ok(added) => {
+                self.health.up();
+                if added == 1 {
+                    Beat::Reaped
+                } else {
+                    Beat::Alive
+                }
+            }
+            Err(e) => {
+                self.health.down(format!("redis: {e}"));
+                Beat::Failed
+            }
+        }
+    }
+
+    /// Joins the cluster at start-up (before any socket connects).
+    pub async fn announce(&self) -> Result<(), String> {
+        match self.beat().await {
+            Beat::Failed => Err(self.health.problem().unwrap_or_default()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cleans up after every node whose heartbeat is gone; returns what changed, for the
+    /// survivors' peers to be told. Exactly one survivor reaps each dead node.
+    pub async fn reap_dead(&self) -> Vec<Departure> {
+        let nodes: Vec<String> = match self.client.smembers(self.keys.nodes()).await {
+            Ok(nodes) => nodes,
+            Err(_) => return Vec::new(),
+        };
+        let mut departures = Vec::new();
+        for node in nodes.iter().filter(|n| n.as_str() != self.id.as_str()) {
+            let node = NodeId::parse(node);
+            let alive: Result<u64, _> = self.client.exists(self.keys.heartbeat(&node)).await;
+            if alive != Ok(0) {
+                continue;
+            }
+            let claimed: Result<Option<String>, _> = self
+                .client
+                .set(
+                    self.keys.reaper(&node),
+                    self.id.as_str(),
+                    Some(Expiration::PX(30_000)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await;
+            if !matches!(claimed, Ok(Some(_))) {
+                continue;
+            }
+            tracing::warn!(dead = %node, "a node stopped its heartbeat; cleaning up after it");
+            departures.extend(self.remove_sockets_of(&node).await);
+            let cleared: Result<(), _> = async {
+                self.client
+                    .del::<(), _>(self.keys.node_sockets(&node))
+                    .await?;
+                self.client
+                    .srem::<(), _, _>(self.keys.nodes(), node.as_str())
+                    .await?;
+                self.client.del::<(), _>(self.keys.reaper(&node)).await
+            }
+            .await;
+            if let Err(e) = cleared {
+                tracing::warn!(dead = %node, "cleanup unfinished, retried on the next look: {e}");
+            }
+        }
+        departures
+    }
+
+    async fn remove_sockets_of(&self, node: &NodeId) -> Vec<Departure> {
+        let sids: Vec<String> = self
+            .client
+            .smembers(self.keys.node_sockets(node))
+            .await
+            .unwrap_or_default();
+        let mut departures = Vec::with_capacity(sids.len());
+        for sid in sids {
+            departures.push(
+                self.registry
+                    .remove_socket(&SocketId::from_stored(&sid), node)
+                    .await,
+            );
+        }
+        departures
+    }
+
+    /// Leaves the cluster at shutdown: whatever this node's sockets still hold is removed
+    /// (returned for the peers to be told), then its heartbeat and registration.
+    pub async fn sign_off(&self) -> Vec<Departure> {
+        let departures = self.remove_sockets_of(&self.id).await;
+        let result: Result<(), fred::error::Error> = async {
+            self.client
+                .del::<(), _>(self.keys.node_sockets(&self.id))
+                .await?;
+            self.client
+                .srem::<(), _, _>(self.keys.nodes(), self.id.as_str())
+                .await?;
+            self.client
+                .del::<(), _>(self.keys.heartbeat(&self.id))
+                .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!("could not sign off from the cluster (others will reap this node): {e}");
+        }
+        departures
+    }
+}

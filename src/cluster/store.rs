@@ -1,0 +1,669 @@
+//! The channel registry's Redis backend.
+//!
+//! Every operation reads the part of the registry it concerns (its channels' documents, the
+//! caller's memberships, the counts it checks), runs the very same rules the in-memory registry
+//! runs ([`State`]) on that part, and hands what changed to one Lua script that applies it only
+//! if every channel it read still has the version it read (optimistic concurrency; a conflict
+//! reloads and runs the rule again). So no node ever writes on the strength of a stale read,
+//! and each rule of the protocol is still written once.
+//!
+//! Layout (see [`Keys`]): a channel is one hash {v: version, d: JSON document with its viewers,
+//! aliases and relay tree}; a sorted set lists channels by creation time (`channel_list` order,
+//! the capacity count); per-socket sets say which channels a socket broadcasts and watches
+//! (derived from the documents, written in the same script); per-address counters; a sorted
+//! set of channels with relay-tree waits by deadline; per-node sets of sockets to clean up when
+//! the node dies. Nothing is written that the last leaver does not delete.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::{
+    Client, HashesInterface, KeysInterface, LuaInterface, SetsInterface, SortedSetsInterface,
+};
+use futures_util::future::try_join_all;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::{Health, Keys, NodeId};
+use crate::signaling::channels::{
+    Activity, BroadcastRequest, BroadcastStarted, Channel, ChannelSummary, ChatDelivery,
+    ClosedChannel, Departure, Membership, RegistryLimits, State, TreeEvent, TreeOp, ViewerJoined,
+    random_channel_id,
+};
+use crate::signaling::clock::Moment;
+use crate::signaling::errors::ChannelError;
+use crate::signaling::ids::{ChannelId, SocketId};
+use crate::signaling::registry::Stats;
+
+const COMMIT: &str = include_str!("commit.lua");
+
+/// Conflicting writers retry this often before the caller is told to try again; each retry
+/// reloads, so only a channel under a storm of simultaneous changes ever gets there.
+const MAX_ATTEMPTS: usize = 64;
+
+#[derive(Clone)]
+pub struct ClusterRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    keys: Keys,
+    limits: RegistryLimits,
+    node: NodeId,
+    health: Arc<Health>,
+}
+
+/// What an operation read of one channel (absent channels are read as `None`).
+struct Read {
+    version: String,
+    raw: String,
+    broadcaster: SocketId,
+    viewers: HashSet<SocketId>,
+    owner_addr: Option<IpAddr>,
+    wait: Option<Moment>,
+}
+
+/// One attempt of an operation: the part of the registry it loaded.
+#[derive(Default)]
+struct Txn {
+    state: State,
+    read: HashMap<ChannelId, Option<Read>>,
+    /// Writes besides the channels' own (index entries of the caller).
+    extra: Plan,
+}
+
+/// The script's input, built up write by write.
+#[derive(Default)]
+struct Plan {
+    keys: Vec<String>,
+    index: HashMap<String, usize>,
+    checks: Vec<Value>,
+    writes: Vec<Value>,
+    docs: Vec<String>,
+    cap: Option<Value>,
+    addr: Option<Value>,
+}
+
+impl Plan {
+    /// The 1-based KEYS index of `key`.
+    fn key(&mut self, key: String) -> usize {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        self.keys.push(key.clone());
+        self.index.insert(key, self.keys.len());
+        self.keys.len()
+    }
+
+    fn write(&mut self, op: &str, key: String, mut fields: Value) {
+        let k = self.key(key);
+        fields["op"] = json!(op);
+        fields["k"] = json!(k);
+        self.writes.push(fields);
+    }
+
+    fn merge(&mut self, other: Plan) {
+        for mut w in other.writes {
+            if let Some(k) = w["k"].as_u64() {
+                let key = other.keys[k as usize - 1].clone();
+                w["k"] = json!(self.key(key));
+            }
+            self.writes.push(w);
+        }
+    }
+}
+
+/// Outcome of one attempt: done, or a conflict to retry.
+type Attempt<T> = Result<Option<T>, ChannelError>;
+
+/// Runs an attempt (a block evaluating to an [`Attempt`], `?` allowed) until it is not a
+/// conflict. A macro rather than a function taking an async closure: the compiler cannot yet
+/// prove such closures' futures `Send`.
+macro_rules! retrying {
+    ($self:ident, $attempt:block) => {{
+        let mut n = 0usize;
+        loop {
+            let outcome: Attempt<_> = async { $attempt }.await;
+            match outcome {
+                Err(e) => break Err(e),
+                Ok(Some(done)) => break Ok(done),
+                Ok(None) => {
+                    n += 1;
+                    if n >= MAX_ATTEMPTS {
+                        tracing::warn!(
+                            "registry operation gave up after {MAX_ATTEMPTS} conflicting attempts"
+                        );
+                        break Err(ChannelError::Unavailable);
+                    }
+                    $self.backoff(n).await;
+                }
+            }
+        }
+    }};
+}
+
+impl ClusterRegistry {
+    pub fn new(
+        client: Client,
+        keys: Keys,
+        limits: RegistryLimits,
+        node: NodeId,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                keys,
+                limits,
+                node,
+                health,
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &RegistryLimits {
+        &self.inner.limits
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// Turns a Redis failure into the client-facing refusal, and says so on `/healthz`.
+    fn unavailable(&self, e: impl std::fmt::Display) -> ChannelError {
+        self.inner.health.down(format!("redis: {e}"));
+        ChannelError::Unavailable
+    }
+
+    /// Waits a little before retrying a conflicting attempt, spreading simultaneous writers
+    /// of one channel apart.
+    async fn backoff(&self, attempt: usize) {
+        if attempt >= 2 {
+            let jitter = rand::rng().random_range(0..=(attempt as u64).min(20));
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+    }
+
+    async fn load(&self, id: &ChannelId) -> Result<Option<(Read, Channel)>, ChannelError> {
+        let fields: Vec<Option<String>> = self
+            .inner
+            .client
+            .hmget(self.keys().channel(id), vec!["v", "d"])
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let (Some(Some(version)), Some(Some(raw))) = (fields.first(), fields.get(1)) else {
+            return Ok(None);
+        };
+        let channel: Channel = serde_json::from_str(raw).map_err(|e| {
+            tracing::error!(channel = %id, "unreadable channel document: {e}");
+            ChannelError::Unavailable
+        })?;
+        let read = Read {
+            version: version.clone(),
+            raw: raw.clone(),
+            broadcaster: channel.broadcaster.clone(),
+            viewers: channel.viewers.keys().cloned().collect(),
+            owner_addr: channel.owner_addr,
+            wait: channel.tree.next_deadline(),
+        };
+        Ok(Some((read, channel)))
+    }
+
+    /// Starts an attempt with these channels loaded.
+    async fn begin(&self, ids: &[ChannelId]) -> Result<Txn, ChannelError> {
+        let loaded = try_join_all(ids.iter().map(|id| self.load(id))).await?;
+        let mut txn = Txn::default();
+        for (id, found) in ids.iter().zip(loaded) {
+            match found {
+                Some((read, channel)) => {
+                    txn.state.channels.insert(id.clone(), channel);
+                    txn.state.track_waits(id);
+                    txn.read.insert(id.clone(), Some(read));
+                }
+                None => {
+                    txn.read.insert(id.clone(), None);
+                }
+            }
+        }
+        Ok(txn)
+    }
+
+    async fn membership(&self, sid: &SocketId) -> Result<Membership, ChannelError> {
+        let client = &self.inner.client;
+        let (b, w): (Vec<String>, Vec<String>) = tokio::try_join!(
+            client.smembers(self.keys().broadcasting(sid)),
+            client.smembers(self.keys().watching(sid)),
+        )
+        .map_err(|e| self.unavailable(e))?;
+        Ok(Membership {
+            broadcasting: b.into_iter().map(ChannelId::from).collect(),
+            watching: w.into_iter().map(ChannelId::from).collect(),
+        })
+    }
+
+    /// Starts an attempt with the caller's memberships and all their channels loaded.
+    async fn begin_for(&self, sid: &SocketId) -> Result<Txn, ChannelError> {
+        let membership = self.membership(sid).await?;
+        let ids: Vec<ChannelId> = membership
+            .broadcasting
+            .iter()
+            .chain(&membership.watching)
+            .cloned()
+            .collect();
+        let mut txn = self.begin(&ids).await?;
+        if !membership.broadcasting.is_empty() || !membership.watching.is_empty() {
+            txn.state.sockets.insert(sid.clone(), membership);
+        }
+        Ok(txn)
+    }
+
+    /// Writes what the attempt changed, if what it read is unchanged. `Ok(None)`: conflict.
+    async fn commit(&self, txn: Txn) -> Result<Option<()>, ChannelError> {
+        let keys = self.keys();
+        let mut plan = Plan::default();
+        let Txn { state, read, extra } = txn;
+        for (id, before) in &read {
+            let k = plan.key(keys.channel(id));
+            let v = before.as_ref().map_or("", |r| r.version.as_str());
+            plan.checks.push(json!({"k": k, "v": v}));
+        }
+        for (id, before) in read {
+            let after = state.channels.get(&id);
+            match (before, after) {
+                (None, None) => {}
+                (Some(before), None) => self.plan_removal(&mut plan, &id, &before),
+                (before, Some(channel)) => {
+                    self.plan_update(&mut plan, &id, before.as_ref(), channel)?
+                }
+            }
+        }
+        plan.merge(extra);
+        if plan.writes.is_empty() {
+            return Ok(Some(()));
+        }
+        let mut spec = json!({
+            "checks": plan.checks,
+            "writes": plan.writes,
+        });
+        if let Some(cap) = plan.cap {
+            spec["cap"] = cap;
+        }
+        if let Some(addr) = plan.addr {
+            spec["addr"] = addr;
+        }
+        let mut args = Vec::with_capacity(plan.docs.len() + 1);
+        args.push(spec.to_string());
+        args.extend(plan.docs);
+        let verdict: i64 = self
+            .inner
+            .client
+            .eval(COMMIT, plan.keys, args)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        match verdict {
+            1 => Ok(Some(())),
+            0 => Ok(None),
+            -1 => Err(ChannelError::AtCapacity(self.inner.limits.max_channels)),
+            -2 => Err(ChannelError::TooManyForAddress(
+                self.inner.limits.max_channels_per_addr,
+            )),
+            other => {
+                tracing::error!(other, "unexpected answer from the commit script");
+                Err(ChannelError::Unavailable)
+            }
+        }
+    }
+
+    fn plan_removal(&self, plan: &mut Plan, id: &ChannelId, before: &Read) {
+        let keys = self.keys();
+        plan.write("del", keys.channel(id), json!({}));
+        plan.write("zrem", keys.channel_index(), json!({"m": id.as_str()}));
+        plan.write("zrem", keys.waits(), json!({"m": id.as_str()}));
+        plan.write(
+            "srem",
+            keys.broadcasting(&before.broadcaster),
+            json!({"m": id.as_str()}),
+        );
+        for viewer in &before.viewers {
+            plan.write("srem", keys.watching(viewer), json!({"m": id.as_str()}));
+        }
+        if let Some(addr) = before.owner_addr {
+            plan.write("incr", keys.addr(&addr), json!({"n": -1}));
+        }
+    }
+
+    fn plan_update(
+        &self,
+        plan: &mut Plan,
+        id: &ChannelId,
+        before: Option<&Read>,
+        channel: &Channel,
+    ) -> Result<(), ChannelError> {
+        let keys = self.keys();
+        let doc = serde_json::to_string(channel).map_err(|e| {
+            tracing::error!("cannot encode a channel: {e}");
+            ChannelError::Unavailable
+        })?;
+        if before.is_none_or(|b| b.raw != doc) {
+            let version = format!("{:016x}", rand::rng().random::<u64>());
+            plan.docs.push(doc);
+            let a = plan.docs.len() + 1;
+            plan.write("put", keys.channel(id), json!({"v": version, "a": a}));
+        }
+        let mine = keys.node_sockets(&self.inner.node);
+        if before.is_none() {
+            let k = plan.key(keys.channel_index());
+            plan.cap = Some(json!({"k": k, "max": self.inner.limits.max_channels}));
+            plan.write(
+                "zadd",
+                keys.channel_index(),
+                json!({"s": format!("{:.6}", channel.created_at), "m": id.as_str()}),
+            );
+            plan.write(
+                "sadd",
+                keys.broadcasting(&channel.broadcaster),
+                json!({"m": id.as_str()}),
+            );
+            plan.write(
+                "sadd",
+                mine.clone(),
+                json!({"m": channel.broadcaster.as_str()}),
+            );
+            if let Some(addr) = channel.owner_addr {
+                let k = plan.key(keys.addr(&addr));
+                plan.addr = Some(json!({"k": k, "max": self.inner.limits.max_channels_per_addr}));
+                plan.write("incr", keys.addr(&addr), json!({"n": 1}));
+            }
+        }
+        let empty = HashSet::new();
+        let old = before.map_or(&empty, |b| &b.viewers);
+        for viewer in channel.viewers.keys().filter(|v| !old.contains(*v)) {
+            // Only the caller ever joins, and the caller is this node's.
+            plan.write("sadd", keys.watching(viewer), json!({"m": id.as_str()}));
+            plan.write("sadd", mine.clone(), json!({"m": viewer.as_str()}));
+        }
+        for viewer in old.iter().filter(|v| !channel.viewers.contains_key(*v)) {
+            plan.write("srem", keys.watching(viewer), json!({"m": id.as_str()}));
+        }
+        let wait = channel.tree.next_deadline();
+        if wait != before.and_then(|b| b.wait) {
+            match wait {
+                Some(deadline) => plan.write(
+                    "zadd",
+                    keys.waits(),
+                    json!({"s": deadline.as_millis().to_string(), "m": id.as_str()}),
+                ),
+                None => plan.write("zrem", keys.waits(), json!({"m": id.as_str()})),
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_count(&self) -> Result<usize, ChannelError> {
+        self.inner
+            .client
+            .zcard(self.keys().channel_index())
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    pub async fn join_as_broadcaster(
+        &self,
+        sid: &SocketId,
+        addr: Option<IpAddr>,
+        channel_id: Option<&str>,
+        force: bool,
+        relay: bool,
+    ) -> Result<BroadcastStarted, ChannelError> {
+        let request = BroadcastRequest { addr, force, relay };
+        retrying!(self, {
+            let id = channel_id.map_or_else(random_channel_id, ChannelId::from);
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            if channel_id.is_none() && txn.state.channels.contains_key(&id) {
+                return Ok(None); // a generated id that is taken: draw another
+            }
+            let membership = self.membership(sid).await?;
+            txn.state.sockets.insert(sid.clone(), membership);
+            if let Some(addr) = addr {
+                let count: Option<usize> = self
+                    .inner
+                    .client
+                    .get(self.keys().addr(&addr))
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
+                txn.state.by_addr.insert(addr, count.unwrap_or(0));
+            }
+            txn.state.total_channels = Some(self.channel_count().await?);
+            let started = txn.state.join_as_broadcaster(
+                &self.inner.limits,
+                sid,
+                id,
+                request,
+                Moment::now(),
+            )?;
+            Ok(self.commit(txn).await?.map(|()| started))
+        })
+    }
+
+    pub async fn list(&self) -> Result<Vec<ChannelSummary>, ChannelError> {
+        let ids = self.all_channel_ids().await?;
+        let txn = self.begin(&ids).await?;
+        Ok(txn.state.list(Moment::now()))
+    }
+
+    async fn all_channel_ids(&self) -> Result<Vec<ChannelId>, ChannelError> {
+        let ids: Vec<String> = self
+            .inner
+            .client
+            .zrange(self.keys().channel_index(), 0, -1, None, false, None, false)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(ids.into_iter().map(ChannelId::from).collect())
+    }
+
+    pub async fn join_as_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<ViewerJoined, ChannelError> {
+        let id = ChannelId::from(channel_id);
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            let joined = txn
+                .state
+                .join_as_viewer(sid, channel_id, relay, Moment::now())?;
+            Ok(self.commit(txn).await?.map(|()| joined))
+        })
+    }
+
+    async fn tree_op(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        op: TreeOp,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        let id = ChannelId::from(channel_id);
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            let events = txn.state.tree_op(sid, channel_id, op, Moment::now())?;
+            Ok(self.commit(txn).await?.map(|()| events))
+        })
+    }
+
+    pub async fn relay_ready(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.tree_op(sid, channel_id, TreeOp::Ready).await
+    }
+
+    pub async fn upstream_failed(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.tree_op(sid, channel_id, TreeOp::UpstreamFailed).await
+    }
+
+    /// Every node runs this; the compare-and-set lets exactly one of them act on each wait.
+    pub async fn expire_waits(&self, now: Moment) -> Vec<TreeEvent> {
+        let due: Result<Vec<String>, _> = self
+            .inner
+            .client
+            .zrangebyscore(self.keys().waits(), 0, now.as_millis() as f64, false, None)
+            .await;
+        let due = match due {
+            Ok(due) => due,
+            Err(e) => {
+                self.unavailable(e);
+                return Vec::new();
+            }
+        };
+        let mut events = Vec::new();
+        for id in due.into_iter().map(ChannelId::from) {
+            let result = retrying!(self, {
+                let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+                if !txn.state.channels.contains_key(&id) {
+                    // Closed meanwhile: drop the stale wait entry with it.
+                    txn.extra
+                        .write("zrem", self.keys().waits(), json!({"m": id.as_str()}));
+                }
+                let moved = txn.state.expire_waits(now);
+                Ok(self.commit(txn).await?.map(|()| moved))
+            });
+            match result {
+                Ok(moved) => events.extend(moved),
+                Err(e) => tracing::debug!(channel = %id, "wait expiry deferred: {e}"),
+            }
+        }
+        events
+    }
+
+    pub async fn authorize_relay(
+        &self,
+        sender: &SocketId,
+        target: &str,
+        activity: Activity,
+    ) -> Result<SocketId, ChannelError> {
+        retrying!(self, {
+            let mut txn = self.begin_for(sender).await?;
+            let target = txn
+                .state
+                .authorize_relay(sender, target, activity, Moment::now())?;
+            if activity == Activity::Keep {
+                return Ok(Some(target));
+            }
+            Ok(self.commit(txn).await?.map(|()| target))
+        })
+    }
+
+    pub async fn set_alias(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        alias: &str,
+    ) -> Result<(), ChannelError> {
+        let id = ChannelId::from(channel_id);
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            txn.state.set_alias(sid, channel_id, alias)?;
+            self.commit(txn).await
+        })
+    }
+
+    pub async fn chat(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
+        txn.state.chat(sid, channel_id)
+    }
+
+    pub async fn stop_broadcast(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<SocketId>, ChannelError> {
+        let id = ChannelId::from(channel_id);
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            let viewers = txn.state.stop_broadcast(sid, channel_id, Moment::now())?;
+            Ok(self.commit(txn).await?.map(|()| viewers))
+        })
+    }
+
+    /// Removes a socket of this node everywhere.
+    pub async fn disconnect(&self, sid: &SocketId) -> Departure {
+        self.remove_socket(sid, &self.inner.node).await
+    }
+
+    /// Removes a socket of `node` (this one, or a dead one being reaped) everywhere.
+    pub async fn remove_socket(&self, sid: &SocketId, node: &NodeId) -> Departure {
+        let result = retrying!(self, {
+            let mut txn = self.begin_for(sid).await?;
+            let departure = txn.state.disconnect(sid, Moment::now());
+            txn.extra.write(
+                "srem",
+                self.keys().node_sockets(node),
+                json!({"m": sid.as_str()}),
+            );
+            Ok(self.commit(txn).await?.map(|()| departure))
+        });
+        result.unwrap_or_else(|e| {
+            // Its entries stay until a retry or, if this node dies, the reaper; nothing is lost
+            // for its peers but a late notice.
+            tracing::warn!(sid = %sid, "could not remove a departed socket from Redis: {e}");
+            Departure::default()
+        })
+    }
+
+    pub async fn sweep(&self, now: Moment) -> Vec<ClosedChannel> {
+        let ttl = self.inner.limits.idle_ttl;
+        let candidates = match self.all_channel_ids().await {
+            Ok(ids) => match self.begin(&ids).await {
+                Ok(txn) => txn
+                    .state
+                    .channels
+                    .values()
+                    .filter(|c| c.viewers.is_empty() && now.duration_since(c.last_activity) >= ttl)
+                    .map(|c| c.id.clone())
+                    .collect::<Vec<_>>(),
+                Err(_) => return Vec::new(),
+            },
+            Err(_) => return Vec::new(),
+        };
+        let mut closed = Vec::new();
+        for id in candidates {
+            let result = retrying!(self, {
+                let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+                let reaped = txn.state.sweep(ttl, now);
+                Ok(self.commit(txn).await?.map(|()| reaped))
+            });
+            if let Ok(reaped) = result {
+                closed.extend(reaped);
+            }
+        }
+        closed
+    }
+
+    pub async fn stats(&self) -> Stats {
+        let channels = self.channel_count().await.unwrap_or(0);
+        let indexed_sockets: usize = self
+            .inner
+            .client
+            .scard(self.keys().node_sockets(&self.inner.node))
+            .await
+            .unwrap_or(0);
+        Stats {
+            channels,
+            indexed_sockets,
+            indexed_addresses: 0,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Runs one socket's events strictly one after another, in arrival order, even when handling
+//! one has to wait (for Redis in cluster mode).
+//!
+//! socketioxide's own async handlers spawn a task per event, so two events of one socket may
+//! run out of order: an ICE candidate overtaking its offer, a chat message the one before it.
+//! Here an event first runs inline on the connection's task; when it completes there (always in
+//! memory mode, where nothing awaits) that is the whole cost. When it has to wait, it moves to
+//! the socket's own queue, and every later event of the socket queues behind it until the queue
+//! is empty again. Either way each event finishes before the next starts, and its emits leave
+//! in that order.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Waker};
+
+use tokio::sync::mpsc;
+
+/// One event's handling.
+pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Events one socket may have waiting; beyond it a client is sending faster than the server can
+/// handle (only possible while Redis answers slowly) and its excess events are dropped.
+pub const MAX_WAITING: usize = 256;
+
+/// A socket's queue. Cheap to clone; the worker stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Mailbox {
+    tx: mpsc::UnboundedSender<Job>,
+    /// Jobs handed to the worker and not finished yet.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// The socket already has [`MAX_WAITING`] events waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+impl Mailbox {
+    /// Creates the queue and its worker (a task that is idle unless an event had to wait).
+    pub fn spawn() -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let counter = waiting.clone();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                job.await;
+                counter.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+        Self { tx, waiting }
+    }
+
+    /// Runs an event's handling after everything before it.
+    pub fn submit(&self, job: Job) -> Result<(), Full> {
+        if self.waiting.load(Ordering::Acquire) >= MAX_WAITING {
+            return Err(Full);
+        }
+        self.run(job);
+        Ok(())
+    }
+
+    /// Like [`Mailbox::submit`], but never refused: for the disconnect, which must run.
+    pub fn submit_last(&self, job: Job) {
+        self.run(job);
+    }
+
+    fn run(&self, mut job: Job) {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            // Nothing of this socket is pending, so running it now keeps the order. A job that
+            // cannot finish yet is polled again by the worker, with a real waker.
+            if job
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_ready()
+            {
+                return;
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(job).is_err() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!("event for a socket whose queue is gone");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn events_finish_in_arrival_order_whether_or_not_they_wait() {
+        let mailbox = Mailbox::spawn();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for (i, wait_ms) in [(0, 0u64), (1, 30), (2, 0), (3, 10), (4, 0)] {
+            let log = log.clone();
+            mailbox
+                .submit(Box::pin(async move {
+                    if wait_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    }
+                    log.lock().unwrap().push(i);
+                }))
+                .unwrap();
+        }
+        // The first runs inline; the second waits, so the rest queue behind it.
+        assert_eq!(*log.lock().unwrap(), vec![0]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*log.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        // Idle again: the next event runs inline.
+        let inline = log.clone();
+        mailbox
+            .submit(Box::pin(async move { inline.lock().unwrap().push(5) }))
+            .unwrap();
+        assert_eq!(log.lock().unwrap().last(), Some(&5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_behind_a_slow_event_is_bounded_but_the_last_job_always_runs() {
+        let mailbox = Mailbox::spawn();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let slow = || {
+            let ran = ran.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ran.fetch_add(1, Ordering::SeqCst);
+            }) as Job
+        };
+        let accepted = (0..MAX_WAITING + 50)
+            .filter(|_| mailbox.submit(slow()).is_ok())
+            .count();
+        assert_eq!(accepted, MAX_WAITING);
+        mailbox.submit_last(slow());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(ran.load(Ordering::SeqCst), MAX_WAITING + 1);
+    }
+}

@@ -1,0 +1,158 @@
+//! The channel registry's one interface over its two backends: in memory (one node, the
+//! default) and in Redis (cluster mode, several nodes share every channel).
+//!
+//! Both run the same rules ([`super::channels::State`]); they differ only in where the state
+//! lives and how an operation is made atomic (a mutex here, an optimistic Redis transaction
+//! there). The methods are async because the Redis backend is; the in-memory one never awaits.
+
+use std::net::IpAddr;
+
+use super::channels::{
+    Activity, BroadcastStarted, ChannelSummary, ChatDelivery, ClosedChannel, Departure,
+    MemoryRegistry, RegistryLimits, TreeEvent, ViewerJoined,
+};
+use super::clock::Moment;
+use super::errors::ChannelError;
+use super::ids::SocketId;
+use crate::cluster::ClusterRegistry;
+
+/// Cheap to clone; every clone shares the same channels.
+#[derive(Clone)]
+pub enum Registry {
+    Memory(MemoryRegistry),
+    Cluster(ClusterRegistry),
+}
+
+/// Counts for the health endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Channels in the whole deployment.
+    pub channels: usize,
+    /// Sockets in this node's index (in memory: every socket in a channel).
+    pub indexed_sockets: usize,
+    /// Client addresses that own at least one channel (in memory).
+    pub indexed_addresses: usize,
+}
+
+macro_rules! both {
+    ($self:ident, $r:ident => $call:expr) => {
+        match $self {
+            Registry::Memory($r) => $call,
+            Registry::Cluster($r) => $call.await,
+        }
+    };
+}
+
+impl Registry {
+    pub fn limits(&self) -> &RegistryLimits {
+        match self {
+            Registry::Memory(r) => r.limits(),
+            Registry::Cluster(r) => r.limits(),
+        }
+    }
+
+    pub async fn join_as_broadcaster(
+        &self,
+        sid: &SocketId,
+        addr: Option<IpAddr>,
+        channel_id: Option<&str>,
+        force: bool,
+        relay: bool,
+    ) -> Result<BroadcastStarted, ChannelError> {
+        both!(self, r => r.join_as_broadcaster(sid, addr, channel_id, force, relay))
+    }
+
+    pub async fn list(&self) -> Result<Vec<ChannelSummary>, ChannelError> {
+        match self {
+            Registry::Memory(r) => Ok(r.list()),
+            Registry::Cluster(r) => r.list().await,
+        }
+    }
+
+    pub async fn join_as_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<ViewerJoined, ChannelError> {
+        both!(self, r => r.join_as_viewer(sid, channel_id, relay))
+    }
+
+    pub async fn relay_ready(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        both!(self, r => r.relay_ready(sid, channel_id))
+    }
+
+    pub async fn upstream_failed(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        both!(self, r => r.upstream_failed(sid, channel_id))
+    }
+
+    pub async fn expire_waits(&self, now: Moment) -> Vec<TreeEvent> {
+        both!(self, r => r.expire_waits(now))
+    }
+
+    pub async fn authorize_relay(
+        &self,
+        sender: &SocketId,
+        target: &str,
+        activity: Activity,
+    ) -> Result<SocketId, ChannelError> {
+        both!(self, r => r.authorize_relay(sender, target, activity))
+    }
+
+    pub async fn set_alias(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        alias: &str,
+    ) -> Result<(), ChannelError> {
+        both!(self, r => r.set_alias(sid, channel_id, alias))
+    }
+
+    pub async fn chat(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        both!(self, r => r.chat(sid, channel_id))
+    }
+
+    pub async fn stop_broadcast(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<SocketId>, ChannelError> {
+        both!(self, r => r.stop_broadcast(sid, channel_id))
+    }
+
+    /// Removes a socket everywhere. In cluster mode a failure leaves its entries for the
+    /// dead-node reaper or a retry; the departure is then empty.
+    pub async fn disconnect(&self, sid: &SocketId) -> Departure {
+        both!(self, r => r.disconnect(sid))
+    }
+
+    pub async fn sweep(&self, now: Moment) -> Vec<ClosedChannel> {
+        both!(self, r => r.sweep(now))
+    }
+
+    pub async fn stats(&self) -> Stats {
+        match self {
+            Registry::Memory(r) => {
+                let s = r.stats();
+                Stats {
+                    channels: s.channels,
+                    indexed_sockets: s.indexed_sockets,
+                    indexed_addresses: s.indexed_addresses,
+                }
+            }
+            Registry::Cluster(r) => r.stats().await,
+        }
+    }
+}

@@ -1,0 +1,872 @@
+//! Cluster mode (`--redis-url`): several server processes sharing channels through Redis. For
+//! every client the cluster must behave exactly as one server does (protocol.rs's expectations,
+//! with the participants spread over the nodes), notice a dead node within two heartbeats,
+//! report a Redis outage and recover from it by itself, and leave nothing behind in Redis.
+//!
+//! Each test runs the real binary as child processes against a Redis prefix of its own (see
+//! `helpers::Cluster`); its teardown checks that Redis holds nothing more under that prefix.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::helpers::{
+    Client, Cluster, Node, Polling, RedisServer, free_port, keys_under, pubsub_channels_under,
+    sample_candidate, sample_sdp, unique_prefix,
+};
+
+/// Flags for tests that open more channels from 127.0.0.1 than a real client address would.
+const FEW_LIMITS: [&str; 4] = [
+    "--max-channels-per-ip",
+    "10000000",
+    "--max-channels-per-socket",
+    "10000",
+];
+
+/// The heartbeat of the death tests, and the slack allowed on top of "within 2 × heartbeat"
+/// for the notice to travel (Redis pub/sub, the WebSocket) on a busy CI machine.
+const HEARTBEAT_MS: u64 = 300;
+const DEATH_SLACK: Duration = Duration::from_millis(500);
+
+/// A broadcaster on `b_node` and a viewer on `v_node` in `channel`, set-up events consumed.
+async fn channel_across(b_node: &Node, v_node: &Node, channel: &str) -> (Client, Client) {
+    let mut broadcaster = b_node.client().await;
+    broadcaster.emit("join_as_broadcaster", json!({ "channel_id": channel }));
+    assert_eq!(
+        broadcaster.expect("broadcaster_ready").await,
+        json!({"id": broadcaster.sid, "channel_id": channel})
+    );
+    let viewer = join_viewer(v_node, &mut broadcaster, channel, 1).await;
+    (broadcaster, viewer)
+}
+
+/// A new viewer on `node` joins `channel` of `broadcaster`, which then counts `count` viewers.
+async fn join_viewer(node: &Node, broadcaster: &mut Client, channel: &str, count: u64) -> Client {
+    let mut viewer = node.client().await;
+    viewer.emit("join_as_viewer", json!({ "channel_id": channel }));
+    assert_eq!(
+        viewer.expect("broadcaster_available").await,
+        json!({"broadcaster_id": broadcaster.sid, "channel_id": channel})
+    );
+    assert_eq!(
+        broadcaster.expect("viewer_count").await,
+        json!({"channel_id": channel, "count": count})
+    );
+    viewer
+}
+
+/// `broadcaster_disconnected` carries `null` (or nothing).
+fn assert_broadcaster_disconnected(name: &str, args: &[Value]) {
+    assert_eq!(name, "broadcaster_disconnected", "got {name} {args:?}");
+    assert!(args.is_empty() || args == [Value::Null], "{args:?}");
+}
+
+/// Every node reports `count` channels (the cluster-wide figure) within a moment.
+async fn assert_channels_everywhere(cluster: &Cluster, count: u64) {
+    assert_channels_on(&cluster.nodes.iter().collect::<Vec<_>>(), count).await;
+}
+
+/// These nodes report `count` channels (the cluster-wide figure) within a moment.
+async fn assert_channels_on(nodes: &[&Node], count: u64) {
+    for node in nodes {
+        node.wait_health(
+            &format!("channels == {count}"),
+            Duration::from_secs(2),
+            |status, h| status == 200 && h["channels"] == count,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn cluster_health_reports_its_node_and_cluster_wide_channels() {
+    let cluster = Cluster::start(2, &[]).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (status_a, health_a) = a.health().await;
+    let (status_b, health_b) = b.health().await;
+    for (status, health) in [(status_a, &health_a), (status_b, &health_b)] {
+        assert_eq!(status, 200, "{health}");
+        assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(health["mode"], "cluster", "{health}");
+        assert_eq!(health["channels"], 0, "{health}");
+        assert_eq!(health["sockets"], 0, "{health}");
+        let id = health["node_id"].as_str().expect("node_id is a string");
+        assert!(!id.is_empty(), "{health}");
+    }
+    assert_ne!(health_a["node_id"], health_b["node_id"], "nodes differ");
+
+    let mut broadcaster = a.client().await;
+    broadcaster.emit("join_as_broadcaster", json!({"channel_id": "hello"}));
+    broadcaster.expect("broadcaster_ready").await;
+    // `channels` counts the whole cluster; `sockets` this node's own.
+    assert_channels_everywhere(&cluster, 1).await;
+    assert_eq!(a.health().await.1["sockets"], 1);
+    assert_eq!(b.health().await.1["sockets"], 0);
+    let viewer = join_viewer(b, &mut broadcaster, "hello", 1).await;
+    assert_eq!(b.health().await.1["sockets"], 1);
+    assert_eq!(a.health().await.1["sockets"], 1);
+
+    // The deployment's keys and pub/sub channels live under its prefix.
+    let keys = keys_under(cluster.redis_port, &cluster.prefix).await;
+    assert!(!keys.is_empty(), "no key under {}", cluster.prefix);
+    let channels = pubsub_channels_under(cluster.redis_port, &cluster.prefix).await;
+    assert!(
+        !channels.is_empty(),
+        "no pub/sub channel under {} (socket.io fan-out must use the prefix too)",
+        cluster.prefix
+    );
+    cluster.teardown(vec![broadcaster, viewer]).await;
+}
+
+/// `from` sends an offer and right after it 20 candidates; `to` gets them in that order.
+async fn offer_then_candidates_in_order(from: &Client, to: &mut Client) {
+    from.emit(
+        "offer",
+        json!({"target": to.sid, "sdp": sample_sdp("offer")}),
+    );
+    for i in 0..20 {
+        let mut candidate = sample_candidate();
+        candidate["sdpMLineIndex"] = json!(i);
+        from.emit(
+            "ice_candidate",
+            json!({"target": to.sid, "candidate": candidate}),
+        );
+    }
+    assert_eq!(to.expect("offer").await["sender"], from.sid.as_str());
+    for i in 0..20 {
+        let relayed = to.expect("ice_candidate").await;
+        assert_eq!(relayed["candidate"]["sdpMLineIndex"], i, "{relayed}");
+        assert_eq!(relayed["sender"], from.sid.as_str());
+    }
+}
+
+#[tokio::test]
+async fn offer_answer_and_ice_cross_nodes_both_ways_in_order() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let (mut bc, mut v) = channel_across(a, b, "relay").await;
+
+    v.emit(
+        "offer",
+        json!({"target": bc.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(
+        bc.expect("offer").await,
+        json!({"sdp": sample_sdp("offer"), "sender": v.sid})
+    );
+    bc.emit(
+        "answer",
+        json!({"target": v.sid, "sdp": sample_sdp("answer")}),
+    );
+    assert_eq!(
+        v.expect("answer").await,
+        json!({"sdp": sample_sdp("answer"), "sender": bc.sid})
+    );
+    v.emit(
+        "ice_candidate",
+        json!({"target": bc.sid, "candidate": sample_candidate()}),
+    );
+    assert_eq!(
+        bc.expect("ice_candidate").await,
+        json!({"candidate": sample_candidate(), "sender": v.sid})
+    );
+    bc.emit(
+        "ice_candidate",
+        json!({"target": v.sid, "candidate": sample_candidate()}),
+    );
+    assert_eq!(
+        v.expect("ice_candidate").await,
+        json!({"candidate": sample_candidate(), "sender": bc.sid})
+    );
+    // Opaque objects cross the cluster as received, whatever they hold.
+    let odd = json!({"type": "offer", "sdp": "x", "nested": {"ü": [1, 2.5, null, true]}});
+    v.emit("offer", json!({"target": bc.sid, "sdp": odd}));
+    assert_eq!(bc.expect("offer").await["sdp"], odd);
+
+    // Order: the candidates a browser sends right after its offer arrive after it, in order,
+    // in both directions.
+    offer_then_candidates_in_order(&v, &mut bc).await;
+    offer_then_candidates_in_order(&bc, &mut v).await;
+
+    // A socket on a third node that shares no channel with them is refused, both ways.
+    let mut outsider = c.client().await;
+    outsider.emit(
+        "offer",
+        json!({"target": bc.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(
+        outsider.expect_relay_error("offer").await,
+        "Target is not a peer of yours in any channel"
+    );
+    bc.emit(
+        "ice_candidate",
+        json!({"target": outsider.sid, "candidate": sample_candidate()}),
+    );
+    assert_eq!(
+        bc.expect_relay_error("ice_candidate").await,
+        "Target is not a peer of yours in any channel"
+    );
+    bc.assert_silent().await;
+    v.assert_silent().await;
+    outsider.assert_silent().await;
+    cluster.teardown(vec![bc, v, outsider]).await;
+}
+
+#[tokio::test]
+async fn chat_reaches_every_participant_on_every_node_with_aliases() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let (mut bc, mut v1) = channel_across(a, b, "chat").await;
+    let mut v2 = join_viewer(c, &mut bc, "chat", 2).await;
+    let mut v3 = join_viewer(a, &mut bc, "chat", 3).await;
+    let mut outsider = c.client().await;
+
+    // set_alias rules, wherever the channel lives.
+    v1.emit("set_alias", json!({"channel_id": "nope", "alias": "Alice"}));
+    v1.expect_error("Channel not found or expired").await;
+    outsider.emit(
+        "set_alias",
+        json!({"channel_id": "chat", "alias": "Mallory"}),
+    );
+    outsider
+        .expect_error("You must be a viewer in this channel")
+        .await;
+    bc.emit("set_alias", json!({"channel_id": "chat", "alias": "Owner"}));
+    bc.expect_error("You must be a viewer in this channel")
+        .await;
+
+    // A viewer on B speaks: everyone on A, B and C hears it, the sender included.
+    v1.emit(
+        "send_message",
+        json!({"channel_id": "chat", "message": "  hello all  "}),
+    );
+    let default_name = format!("Viewer-{}", &v1.sid[..8]);
+    for client in [&mut bc, &mut v1, &mut v2, &mut v3] {
+        let msg = client.expect("new_message").await;
+        assert_eq!(msg["sender_id"], default_name.as_str(), "{msg}");
+        assert_eq!(msg["message"], "hello all");
+        assert!(msg["timestamp"].is_f64(), "{msg}");
+        assert_eq!(msg.as_object().map(|o| o.len()), Some(3), "{msg}");
+    }
+
+    // A viewer on C with an alias.
+    v2.emit(
+        "set_alias",
+        json!({"channel_id": "chat", "alias": "  Bobby  "}),
+    );
+    assert_eq!(
+        v2.expect("alias_set").await,
+        json!({"alias": "Bobby", "success": true})
+    );
+    let long = "😀".repeat(200);
+    v2.emit(
+        "send_message",
+        json!({"channel_id": "chat", "message": long}),
+    );
+    for client in [&mut bc, &mut v1, &mut v2, &mut v3] {
+        let msg = client.expect("new_message").await;
+        assert_eq!(msg["sender_id"], "Bobby", "{msg}");
+        assert_eq!(msg["message"], long.as_str());
+    }
+
+    // A viewer on the broadcaster's own node.
+    v3.emit(
+        "set_alias",
+        json!({"channel_id": "chat", "alias": "Carol C"}),
+    );
+    v3.expect("alias_set").await;
+    v3.emit(
+        "send_message",
+        json!({"channel_id": "chat", "message": "from A"}),
+    );
+    for client in [&mut bc, &mut v1, &mut v2, &mut v3] {
+        let msg = client.expect("new_message").await;
+        assert_eq!(msg["sender_id"], "Carol C", "{msg}");
+        assert_eq!(msg["message"], "from A");
+    }
+
+    // Refusals: the broadcaster and an outsider are not viewers.
+    bc.emit(
+        "send_message",
+        json!({"channel_id": "chat", "message": "hi"}),
+    );
+    bc.expect_error("You must be a viewer in this channel to send messages")
+        .await;
+    outsider.emit(
+        "send_message",
+        json!({"channel_id": "chat", "message": "hi"}),
+    );
+    outsider
+        .expect_error("You must be a viewer in this channel to send messages")
+        .await;
+    v1.emit(
+        "send_message",
+        json!({"channel_id": "nope", "message": "hi"}),
+    );
+    v1.expect_error("Channel not found or expired").await;
+    for client in [&mut bc, &mut v1, &mut v2, &mut v3, &mut outsider] {
+        client.assert_silent().await;
+    }
+    cluster.teardown(vec![bc, v1, v2, v3, outsider]).await;
+}
+
+#[tokio::test]
+async fn channel_list_is_cluster_wide_and_oldest_first() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let mut viewer = c.client().await;
+    viewer.emit("join_as_viewer", json!({}));
+    assert_eq!(viewer.expect("channel_list").await, json!({"channels": []}));
+    viewer.emit("join_as_viewer", json!({"channel_id": "ghost"}));
+    viewer
+        .expect_error("Channel ghost not found or expired")
+        .await;
+
+    let mut broadcasters = Vec::new();
+    for (node, id) in [(a, "older"), (b, "newer"), (c, "newest")] {
+        let mut broadcaster = node.client().await;
+        broadcaster.emit("join_as_broadcaster", json!({"channel_id": id}));
+        broadcaster.expect("broadcaster_ready").await;
+        broadcasters.push(broadcaster);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for payload in [None, Some(json!(null)), Some(json!({"channel_id": null}))] {
+        match payload {
+            None => viewer.emit_bare("join_as_viewer"),
+            Some(p) => viewer.emit("join_as_viewer", p),
+        }
+        let list = viewer.expect("channel_list").await;
+        let channels = list["channels"].as_array().expect("channels array");
+        let ids: Vec<&str> = channels.iter().filter_map(|c| c["id"].as_str()).collect();
+        assert_eq!(ids, ["older", "newer", "newest"], "{list}");
+        for (channel, broadcaster) in channels.iter().zip(&broadcasters) {
+            assert_eq!(channel["broadcaster_sid"], broadcaster.sid.as_str());
+            assert!(channel["created_at"].is_f64(), "{channel}");
+            assert!(channel["last_activity"].is_f64(), "{channel}");
+            assert!(channel["age_seconds"].is_u64(), "{channel}");
+            assert_eq!(channel.as_object().map(|o| o.len()), Some(5), "{channel}");
+        }
+        let created: Vec<f64> = channels
+            .iter()
+            .filter_map(|c| c["created_at"].as_f64())
+            .collect();
+        assert!(created.windows(2).all(|w| w[0] < w[1]), "{created:?}");
+    }
+
+    // Joining a channel of another node works like joining a local one.
+    viewer.emit("join_as_viewer", json!({"channel_id": "newer", "extra": 1}));
+    assert_eq!(
+        viewer.expect("broadcaster_available").await,
+        json!({"broadcaster_id": broadcasters[1].sid, "channel_id": "newer"})
+    );
+    assert_eq!(
+        broadcasters[1].expect("viewer_count").await,
+        json!({"channel_id": "newer", "count": 1})
+    );
+    viewer.assert_silent().await;
+    for broadcaster in &mut broadcasters {
+        broadcaster.assert_silent().await;
+    }
+    broadcasters.push(viewer);
+    cluster.teardown(broadcasters).await;
+}
+
+#[tokio::test]
+async fn capacity_is_counted_across_nodes() {
+    let cluster = Cluster::start(2, &["--max-channels", "2"]).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    // Node A fills the cluster.
+    let mut first = a.client().await;
+    first.emit("join_as_broadcaster", json!({"channel_id": "one"}));
+    first.expect("broadcaster_ready").await;
+    let (mut bc, v) = channel_across(a, b, "two").await;
+
+    // Node B refuses a third, named or not.
+    let mut late = b.client().await;
+    late.emit("join_as_broadcaster", json!({"channel_id": "three"}));
+    let message = late.expect_error_prefix("Server is at capacity").await;
+    assert!(message.contains('2'), "{message}");
+    late.emit("join_as_broadcaster", json!({}));
+    late.expect_error_prefix("Server is at capacity").await;
+    // Existing channels are untouched and still work.
+    v.emit(
+        "offer",
+        json!({"target": bc.sid, "sdp": sample_sdp("offer")}),
+    );
+    bc.expect("offer").await;
+    first.assert_silent().await;
+    late.emit("join_as_viewer", json!({}));
+    let list = late.expect("channel_list").await;
+    assert_eq!(list["channels"].as_array().map(Vec::len), Some(2), "{list}");
+
+    // Room frees up on B when a broadcaster on A leaves.
+    first.close();
+    assert_channels_everywhere(&cluster, 1).await;
+    late.emit("join_as_broadcaster", json!({"channel_id": "three"}));
+    late.expect("broadcaster_ready").await;
+    bc.assert_silent().await;
+    cluster.teardown(vec![first, bc, v, late]).await;
+}
+
+#[tokio::test]
+async fn one_broadcaster_per_channel_across_nodes() {
+    let cluster = Cluster::start(2, &FEW_LIMITS).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut first = a.client().await;
+    first.emit("join_as_broadcaster", json!({"channel_id": "taken"}));
+    first.expect("broadcaster_ready").await;
+    let mut second = b.client().await;
+    second.emit("join_as_broadcaster", json!({"channel_id": "taken"}));
+    second
+        .expect_error("Channel taken already has a broadcaster")
+        .await;
+    // force does not let anybody else take over a live broadcast, from any node.
+    second.emit(
+        "join_as_broadcaster",
+        json!({"channel_id": "taken", "force": true}),
+    );
+    second
+        .expect_error("Channel taken already has a broadcaster")
+        .await;
+    first.assert_silent().await;
+
+    // Two nodes claiming the same new channel at the same moment: exactly one wins.
+    for round in 0..8 {
+        let id = format!("race-{round}");
+        first.emit("join_as_broadcaster", json!({ "channel_id": id }));
+        second.emit("join_as_broadcaster", json!({ "channel_id": id }));
+        let (x, y) = tokio::join!(first.next(), second.next());
+        let refused = json!({"message": format!("Channel {id} already has a broadcaster")});
+        let won =
+            |(name, args): &(String, Vec<Value>)| name == "broadcaster_ready" && args.len() == 1;
+        let lost =
+            |(name, args): &(String, Vec<Value>)| name == "error" && *args == [refused.clone()];
+        assert!(
+            (won(&x) && lost(&y)) || (lost(&x) && won(&y)),
+            "{id}: A got {x:?}, B got {y:?}"
+        );
+    }
+    first.emit("join_as_viewer", json!({}));
+    let list = first.expect("channel_list").await;
+    assert_eq!(list["channels"].as_array().map(Vec::len), Some(9), "{list}");
+    first.assert_silent().await;
+    second.assert_silent().await;
+    cluster.teardown(vec![first, second]).await;
+}
+
+#[tokio::test]
+async fn stop_broadcast_and_going_live_again_reach_viewers_on_other_nodes() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let (mut bc, mut v) = channel_across(a, b, "stopme").await;
+    bc.emit("stop_broadcast", json!({"channel_id": "nope"}));
+    bc.expect_error("Channel not found or expired").await;
+    v.emit("stop_broadcast", json!({"channel_id": "stopme"}));
+    v.expect_error("You are not the broadcaster of this channel")
+        .await;
+
+    bc.emit("stop_broadcast", json!({"channel_id": "stopme"}));
+    assert_eq!(
+        v.expect("broadcaster_stopped").await,
+        json!({"channel_id": "stopme"})
+    );
+    bc.assert_silent().await;
+    assert_channels_everywhere(&cluster, 1).await;
+
+    // Someone joining on a third node while stopped is told right away, after the usual answer.
+    let mut late = c.client().await;
+    late.emit("join_as_viewer", json!({"channel_id": "stopme"}));
+    assert_eq!(
+        late.expect("broadcaster_available").await,
+        json!({"broadcaster_id": bc.sid, "channel_id": "stopme"})
+    );
+    assert_eq!(
+        late.expect("broadcaster_stopped").await,
+        json!({"channel_id": "stopme"})
+    );
+    assert_eq!(
+        bc.expect("viewer_count").await,
+        json!({"channel_id": "stopme", "count": 2})
+    );
+
+    // Without force the owner is refused, as before.
+    bc.emit("join_as_broadcaster", json!({"channel_id": "stopme"}));
+    bc.expect_error("Channel stopme already has a broadcaster")
+        .await;
+    // With force it goes live again; the viewers on B and C are told.
+    bc.emit(
+        "join_as_broadcaster",
+        json!({"channel_id": "stopme", "force": true}),
+    );
+    assert_eq!(
+        bc.expect("broadcaster_ready").await,
+        json!({"id": bc.sid, "channel_id": "stopme"})
+    );
+    for viewer in [&mut v, &mut late] {
+        assert_eq!(
+            viewer.expect("broadcaster_available").await,
+            json!({"broadcaster_id": bc.sid, "channel_id": "stopme"})
+        );
+    }
+    late.emit(
+        "offer",
+        json!({"target": bc.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(bc.expect("offer").await["sender"], late.sid.as_str());
+    for client in [&mut bc, &mut v, &mut late] {
+        client.assert_silent().await;
+    }
+    cluster.teardown(vec![bc, v, late]).await;
+}
+
+#[tokio::test]
+async fn disconnects_are_told_across_nodes() {
+    let cluster = Cluster::start(3, &[]).await;
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let (mut bc, v1) = channel_across(a, b, "bye").await;
+    let mut v2 = join_viewer(c, &mut bc, "bye", 2).await;
+
+    // A viewer on B leaves: the broadcaster on A gets the count, and nothing else.
+    let v1_sid = v1.sid.clone();
+    v1.close();
+    assert_eq!(
+        bc.expect("viewer_count").await,
+        json!({"channel_id": "bye", "count": 1})
+    );
+    bc.assert_silent().await;
+    bc.emit(
+        "offer",
+        json!({"target": v1_sid, "sdp": sample_sdp("offer")}),
+    );
+    bc.expect_relay_error("offer").await;
+
+    // The broadcaster on A leaves: the viewer on C is told, and the channel is gone everywhere.
+    bc.close();
+    let (name, args) = v2.next().await;
+    assert_broadcaster_disconnected(&name, &args);
+    assert_channels_everywhere(&cluster, 0).await;
+    v2.emit("join_as_viewer", json!({}));
+    assert_eq!(v2.expect("channel_list").await, json!({"channels": []}));
+    v2.emit("join_as_viewer", json!({"channel_id": "bye"}));
+    v2.expect_error("Channel bye not found or expired").await;
+    v2.assert_silent().await;
+    cluster.teardown(vec![bc, v1, v2]).await;
+}
+
+#[tokio::test]
+async fn idle_channel_expires_once_and_live_ones_across_nodes_stay() {
+    let cluster = Cluster::start(2, &["--channel-ttl-secs", "1"]).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut idle = a.client().await;
+    idle.emit("join_as_broadcaster", json!({"channel_id": "idle"}));
+    idle.expect("broadcaster_ready").await;
+    // Live channels whose viewer is on the other node, one each way.
+    let (mut live_a, mut live_av) = channel_across(a, b, "live-a").await;
+    let (mut live_b, mut live_bv) = channel_across(b, a, "live-b").await;
+
+    let expired = tokio::time::timeout(Duration::from_secs(4), idle.expect("channel_expired"))
+        .await
+        .expect("channel_expired within the TTL plus a sweep");
+    assert_eq!(expired, json!({"channel_id": "idle"}));
+    // Told once, not once per node.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    idle.assert_silent().await;
+    assert_channels_everywhere(&cluster, 2).await;
+
+    // The live channels still relay, and the expired one is gone for viewers on both nodes.
+    for (broadcaster, viewer) in [(&mut live_a, &mut live_av), (&mut live_b, &mut live_bv)] {
+        viewer.emit(
+            "offer",
+            json!({"target": broadcaster.sid, "sdp": sample_sdp("offer")}),
+        );
+        assert_eq!(
+            broadcaster.expect("offer").await["sender"],
+            viewer.sid.as_str()
+        );
+        viewer.emit("join_as_viewer", json!({"channel_id": "idle"}));
+        viewer
+            .expect_error("Channel idle not found or expired")
+            .await;
+        broadcaster.assert_silent().await;
+        viewer.assert_silent().await;
+    }
+    // The expired broadcaster can start afresh.
+    idle.emit("join_as_broadcaster", json!({"channel_id": "idle"}));
+    idle.expect("broadcaster_ready").await;
+    cluster
+        .teardown(vec![idle, live_a, live_av, live_b, live_bv])
+        .await;
+}
+
+#[tokio::test]
+async fn long_polling_viewer_and_websocket_only_node() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let ws_only = cluster.add_node(&["--transports", "websocket"]).await;
+    let (a, b, c) = (
+        &cluster.nodes[0],
+        &cluster.nodes[1],
+        &cluster.nodes[ws_only],
+    );
+    let mut bc = a.client().await;
+    bc.emit("join_as_broadcaster", json!({"channel_id": "poll"}));
+    bc.expect("broadcaster_ready").await;
+
+    // The legacy client's first transport on B, the broadcaster on A.
+    let mut polling = Polling::open_url(&b.url()).await;
+    polling.post(&["40".into()]).await;
+    let polling_sid = polling.expect("client_id").await["id"]
+        .as_str()
+        .expect("client_id")
+        .to_owned();
+    polling
+        .emit("join_as_viewer", json!({"channel_id": "poll"}))
+        .await;
+    assert_eq!(
+        polling.expect("broadcaster_available").await,
+        json!({"broadcaster_id": bc.sid, "channel_id": "poll"})
+    );
+    assert_eq!(
+        bc.expect("viewer_count").await,
+        json!({"channel_id": "poll", "count": 1})
+    );
+    bc.emit(
+        "offer",
+        json!({"target": polling_sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(
+        polling.expect("offer").await,
+        json!({"sdp": sample_sdp("offer"), "sender": bc.sid})
+    );
+
+    // `--transports websocket`: no long-polling handshake, WebSocket as usual.
+    let refused = reqwest::get(format!("{}/socket.io/?EIO=4&transport=polling", c.url()))
+        .await
+        .expect("node answers");
+    assert!(
+        refused.status().is_client_error(),
+        "polling handshake on a websocket-only node: {}",
+        refused.status()
+    );
+    let v = join_viewer(c, &mut bc, "poll", 2).await;
+    polling.close().await;
+    assert_eq!(
+        bc.expect("viewer_count").await,
+        json!({"channel_id": "poll", "count": 1})
+    );
+    cluster.teardown(vec![bc, v]).await;
+}
+
+#[tokio::test]
+async fn killed_node_is_noticed_within_two_heartbeats() {
+    let heartbeat = HEARTBEAT_MS.to_string();
+    let mut cluster = Cluster::start(3, &["--heartbeat-ms", &heartbeat]).await;
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    // On A (to be killed): the broadcaster of "doomed", and a viewer of "safe".
+    let (mut doomed_b, mut doomed_v1) = channel_across(a, b, "doomed").await;
+    let mut doomed_v2 = join_viewer(c, &mut doomed_b, "doomed", 2).await;
+    let (mut safe_b, mut safe_v1) = channel_across(b, a, "safe").await;
+    let mut safe_v2 = join_viewer(c, &mut safe_b, "safe", 2).await;
+    let lost_sid = safe_v1.sid.clone();
+    assert_channels_everywhere(&cluster, 2).await;
+
+    let killed_at = Instant::now();
+    cluster.nodes[0].kill().await;
+    async fn next_after(client: &mut Client, since: Instant) -> (String, Vec<Value>, Duration) {
+        let (name, args) = tokio::time::timeout(Duration::from_secs(10), client.next_event())
+            .await
+            .expect("an event within 10 s of the kill")
+            .expect("connection open");
+        (name, args, since.elapsed())
+    }
+    let (on_b, on_c, count) = tokio::join!(
+        next_after(&mut doomed_v1, killed_at),
+        next_after(&mut doomed_v2, killed_at),
+        next_after(&mut safe_b, killed_at),
+    );
+    let bound = Duration::from_millis(2 * HEARTBEAT_MS) + DEATH_SLACK;
+    println!(
+        "dead node noticed (heartbeat {HEARTBEAT_MS} ms, bound {bound:?}): \
+         broadcaster_disconnected on B after {:?}, on C after {:?}; viewer_count after {:?}",
+        on_b.2, on_c.2, count.2
+    );
+    assert_broadcaster_disconnected(&on_b.0, &on_b.1);
+    assert_broadcaster_disconnected(&on_c.0, &on_c.1);
+    assert_eq!(count.0, "viewer_count", "{count:?}");
+    assert_eq!(count.1, [json!({"channel_id": "safe", "count": 1})]);
+    for (what, took) in [
+        ("broadcaster_disconnected on B", on_b.2),
+        ("broadcaster_disconnected on C", on_c.2),
+        ("viewer_count", count.2),
+    ] {
+        assert!(took <= bound, "{what} after {took:?}, beyond {bound:?}");
+    }
+    // The killed node's clients lost their connection.
+    safe_v1.expect_closed().await;
+    doomed_b.expect_closed().await;
+
+    let (b, c) = (&cluster.nodes[1], &cluster.nodes[2]);
+    assert_channels_on(&[b, c], 1).await;
+    // The channel of the surviving broadcaster is otherwise untouched: it relays, it is listed.
+    safe_v2.emit(
+        "offer",
+        json!({"target": safe_b.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(safe_b.expect("offer").await["sender"], safe_v2.sid.as_str());
+    safe_b.emit(
+        "answer",
+        json!({"target": safe_v2.sid, "sdp": sample_sdp("answer")}),
+    );
+    assert_eq!(
+        safe_v2.expect("answer").await["sender"],
+        safe_b.sid.as_str()
+    );
+    safe_b.emit(
+        "offer",
+        json!({"target": lost_sid, "sdp": sample_sdp("offer")}),
+    );
+    safe_b.expect_relay_error("offer").await;
+    doomed_v1.emit("join_as_viewer", json!({}));
+    let list = doomed_v1.expect("channel_list").await;
+    let channels = list["channels"].as_array().expect("channels");
+    assert_eq!(channels.len(), 1, "{list}");
+    assert_eq!(channels[0]["id"], "safe");
+    assert_eq!(channels[0]["broadcaster_sid"], safe_b.sid.as_str());
+    doomed_v2.emit("join_as_viewer", json!({"channel_id": "doomed"}));
+    doomed_v2
+        .expect_error("Channel doomed not found or expired")
+        .await;
+
+    // The killed node's viewer reconnects to a survivor and carries on.
+    let back = join_viewer(b, &mut safe_b, "safe", 2).await;
+    // The dead broadcaster's channel id is free again.
+    let mut reborn = c.client().await;
+    reborn.emit("join_as_broadcaster", json!({"channel_id": "doomed"}));
+    reborn.expect("broadcaster_ready").await;
+    for client in [&mut safe_b, &mut safe_v2, &mut doomed_v1, &mut doomed_v2] {
+        client.assert_silent().await;
+    }
+    cluster
+        .teardown(vec![
+            doomed_b, doomed_v1, doomed_v2, safe_b, safe_v1, safe_v2, back, reborn,
+        ])
+        .await;
+}
+
+#[tokio::test]
+async fn redis_outage_is_reported_and_recovered_from() {
+    let mut redis = RedisServer::start(free_port()).await;
+    let heartbeat = HEARTBEAT_MS.to_string();
+    let mut cluster = Cluster::start_on(redis.port, 2, &["--heartbeat-ms", &heartbeat]).await;
+    for node in &cluster.nodes {
+        assert_eq!(node.health().await.0, 200);
+    }
+    let mut early = cluster.nodes[0].client().await;
+
+    redis.kill().await;
+    let lost_at = Instant::now();
+    for node in &cluster.nodes {
+        let (_, health, took) = node
+            .wait_health(
+                "503 while Redis is down",
+                Duration::from_secs(10),
+                |s, _| s == 503,
+            )
+            .await;
+        println!(
+            "redis down: node {} says 503 after {took:?}: {health}",
+            node.addr
+        );
+        assert_eq!(health["status"], "unavailable", "{health}");
+        let reason = health["reason"].as_str().expect("a reason");
+        assert!(reason.starts_with("redis: "), "{health}");
+    }
+    println!(
+        "both nodes unhealthy {:?} after Redis died",
+        lost_at.elapsed()
+    );
+    early.emit("join_as_broadcaster", json!({"channel_id": "during"}));
+    early.expect_error_prefix("Server unavailable").await;
+    early.emit("join_as_viewer", json!({"channel_id": "during"}));
+    early.expect_error_prefix("Server unavailable").await;
+    for node in &mut cluster.nodes {
+        assert!(node.is_running(), "node exited: {}", node.log_text());
+    }
+
+    redis.restart().await;
+    let back_at = Instant::now();
+    for node in &cluster.nodes {
+        let (_, health, took) = node
+            .wait_health("200 once Redis is back", Duration::from_secs(15), |s, _| {
+                s == 200
+            })
+            .await;
+        println!("redis back: node {} healthy after {took:?}", node.addr);
+        assert_eq!(health["status"], "ok", "{health}");
+    }
+    println!(
+        "both nodes healthy {:?} after Redis came back",
+        back_at.elapsed()
+    );
+    // A broadcast and a viewer on the other node work again, fan-out included.
+    early.emit("join_as_broadcaster", json!({"channel_id": "after"}));
+    assert_eq!(
+        early.expect("broadcaster_ready").await,
+        json!({"id": early.sid, "channel_id": "after"})
+    );
+    let mut viewer = join_viewer(&cluster.nodes[1], &mut early, "after", 1).await;
+    viewer.emit(
+        "offer",
+        json!({"target": early.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(early.expect("offer").await["sender"], viewer.sid.as_str());
+    early.emit(
+        "send_message",
+        json!({"channel_id": "after", "message": "x"}),
+    );
+    early
+        .expect_error("You must be a viewer in this channel to send messages")
+        .await;
+    viewer.emit(
+        "send_message",
+        json!({"channel_id": "after", "message": "back"}),
+    );
+    for client in [&mut early, &mut viewer] {
+        assert_eq!(client.expect("new_message").await["message"], "back");
+    }
+    for node in &mut cluster.nodes {
+        assert!(node.is_running(), "node exited: {}", node.log_text());
+        assert!(!node.log_text().contains("panicked"), "{}", node.log_text());
+    }
+    cluster.teardown(vec![early, viewer]).await;
+    drop(redis);
+}
+
+#[tokio::test]
+async fn redis_down_at_start_exits_1_with_one_error_line() {
+    let closed = free_port();
+    let started = Instant::now();
+    let run = Command::new(env!("CARGO_BIN_EXE_broadcast-server"))
+        .args(["--host", "127.0.0.1", "--port", &free_port().to_string()])
+        .args(["--redis-url", &format!("redis://127.0.0.1:{closed}")])
+        .args(["--redis-prefix", &unique_prefix()])
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(8), run)
+        .await
+        .expect("the server gives up within a few seconds")
+        .expect("run the server binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!(
+        "exited after {:?} with {}: {stderr}",
+        started.elapsed(),
+        output.status
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one error line on stderr, got {stderr:?}");
+    assert!(lines[0].to_lowercase().contains("redis"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
