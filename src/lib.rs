@@ -115,13 +115,29 @@ impl RunningServer {
         let handle = self.handle.clone();
         let close = self.close.clone();
         let grace = self.grace;
-        tokio::spawn(async move {
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stopping.clone();
+        let closing = tokio::spawn(async move {
             shutdown::signal().await;
             tracing::info!("shutting down: closing sockets, finishing in-flight requests");
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
             handle.graceful_shutdown(Some(grace));
             close().await;
         });
-        self.wait().await
+        let result = self.wait().await;
+        if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // The sockets' departures and, in cluster mode, the node's sign-off finish before
+            // the process exits (bounded: Redis commands time out).
+            if tokio::time::timeout(grace + Duration::from_secs(5), closing)
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown clean-up did not finish in time");
+            }
+        } else {
+            closing.abort();
+        }
+        result
     }
 }
 

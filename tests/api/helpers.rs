@@ -79,6 +79,9 @@ pub struct Client {
     outgoing: mpsc::UnboundedSender<Message>,
     events: mpsc::UnboundedReceiver<(String, Vec<Value>)>,
     closed: mpsc::UnboundedReceiver<()>,
+    /// Set when the server sent a Socket.IO DISCONNECT packet (`41`, "io server disconnect":
+    /// the official client does not reconnect after it).
+    disconnect_packet: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Client {
@@ -114,6 +117,8 @@ impl Client {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (closed_tx, closed_rx) = mpsc::unbounded_channel();
         let pong_tx = out_tx.clone();
+        let disconnect_packet = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let saw_disconnect = disconnect_packet.clone();
         tokio::spawn(async move {
             while let Some(msg) = out_rx.recv().await {
                 if sink.send(msg).await.is_err() {
@@ -127,6 +132,8 @@ impl Client {
                 let text = text.to_string();
                 if text == "2" {
                     let _ = pong_tx.send(Message::text("3"));
+                } else if text.starts_with("41") {
+                    saw_disconnect.store(true, std::sync::atomic::Ordering::SeqCst);
                 } else if let Some(body) = text.strip_prefix("42") {
                     let mut array: Vec<Value> =
                         serde_json::from_str(body).expect("event packet is a JSON array");
@@ -144,6 +151,7 @@ impl Client {
             outgoing: out_tx,
             events: ev_rx,
             closed: closed_rx,
+            disconnect_packet,
         };
         let hello = client.expect("client_id").await;
         let id = hello["id"].as_str().expect("client_id carries a string id");
@@ -241,6 +249,13 @@ impl Client {
         if let Ok(Some(ev)) = tokio::time::timeout(QUIET, self.events.recv()).await {
             panic!("unexpected event {ev:?}");
         }
+    }
+
+    /// Whether the server sent a Socket.IO DISCONNECT packet (rather than, or before, closing
+    /// the transport).
+    pub fn got_disconnect_packet(&self) -> bool {
+        self.disconnect_packet
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits for the server to close the connection.
