@@ -362,13 +362,19 @@ pub(crate) fn ratios(base: &Path, others: &[std::path::PathBuf]) -> Result<(), S
             .iter()
             .map(|r| r.iter().rev().find(|v| title_of(v) == title))
             .collect();
+        // Every run's figures, each one a run alone has placed after its predecessor there
+        // (e.g. the cross-node latencies of several nodes next to the overall latencies).
         let mut figures: Vec<String> = Vec::new();
         for line in lines.iter().flatten() {
+            let mut at = 0;
             for f in line["order"].as_array().into_iter().flatten() {
-                if let Some(f) = f.as_str()
-                    && !figures.iter().any(|g| g == f)
-                {
-                    figures.push(f.to_owned());
+                let Some(f) = f.as_str() else { continue };
+                match figures.iter().position(|g| g == f) {
+                    Some(i) => at = i + 1,
+                    None => {
+                        figures.insert(at, f.to_owned());
+                        at += 1;
+                    }
                 }
             }
         }

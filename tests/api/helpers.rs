@@ -497,13 +497,18 @@ pub async fn keys_under(port: u16, prefix: &str) -> Vec<String> {
     lines(&out)
 }
 
-/// Every pub/sub channel under `prefix` that somebody is subscribed to.
+/// Every pub/sub channel under `prefix` that somebody is subscribed to, classic
+/// (`SUBSCRIBE`) or sharded (`SSUBSCRIBE`, Redis 7, what socketioxide-redis uses).
 pub async fn pubsub_channels_under(port: u16, prefix: &str) -> Vec<String> {
     let pattern = format!("{prefix}*");
-    let out = redis_cli(port, &["PUBSUB", "CHANNELS", &pattern])
-        .await
-        .expect("redis-cli PUBSUB CHANNELS works");
-    lines(&out)
+    let mut channels = Vec::new();
+    for kind in ["CHANNELS", "SHARDCHANNELS"] {
+        let out = redis_cli(port, &["PUBSUB", kind, &pattern])
+            .await
+            .unwrap_or_else(|| panic!("redis-cli PUBSUB {kind} works"));
+        channels.extend(lines(&out).into_iter().filter(|l| !l.starts_with("ERR")));
+    }
+    channels
 }
 
 /// Makes sure a Redis answers on 127.0.0.1:6379, starting a daemonized `redis-server` there if
