@@ -173,9 +173,9 @@ if ((cluster)); then
             *) echo "unknown cluster mode $mode (memory|redis-1|redis-2)" >&2; exit 2 ;;
         esac
         rm -f "$out/$mode.jsonl"
-        for scenario in "${cluster_scenarios[@]}"; do
-            name=${scenario%% *}
-            start_nodes "$out/$mode-$name" "$count" "${ours_node[@]}"
+        for i in "${!cluster_scenarios[@]}"; do
+            scenario=${cluster_scenarios[$i]}
+            start_nodes "$out/$mode-$((i + 1))-${scenario%% *}" "$count" "${ours_node[@]}"
             echo "== $mode: ${#node_urls[@]} node(s) ${node_urls[*]} (pids ${node_pids[*]}${node_prefix:+, Redis prefix $node_prefix}): bench $scenario"
             sleep 1
             cpu_before=$(redis_cpu_secs)
