@@ -10,6 +10,7 @@
 //   state.js        page-wide state (`window.broadcastApp`)
 //   ui.js           status line, notice, DOM helpers
 //   signaling.js    the Socket.IO connection, our id (`client_id`), emit helpers
+//   ice.js          the ICE servers (fresh TURN credentials) for new peer connections
 //   peers.js        RTCPeerConnections and ICE candidates, both modes
 //   chat.js         chat and the viewer's alias
 //   broadcaster.js  broadcaster mode
@@ -19,6 +20,7 @@
 
 import { broadcasterMode } from "./broadcaster.js";
 import { initChat, onChatRefused, onNewMessage, showAliasError, showChatError } from "./chat.js";
+import { loadIceServers } from "./ice.js";
 import { onIceCandidate } from "./peers.js";
 import { connect } from "./signaling.js";
 import { app, mode } from "./state.js";
@@ -42,7 +44,7 @@ const landingMode = {
   render() {},
 };
 
-function start() {
+async function start() {
   markActiveMode();
   const controller = { broadcaster: broadcasterMode, viewer: viewerMode, landing: landingMode }[mode];
   useController(controller);
@@ -52,6 +54,10 @@ function start() {
     setPhase("error", "The page's Socket.IO client failed to load; reload the page.");
     return;
   }
+  // Peer connections start from socket events, so none exists before this: each gets the
+  // server's ICE servers (with TURN credentials minted for us), or the config's if that
+  // request fails. The landing view makes no peer connection.
+  if (mode !== "landing") await loadIceServers();
   const socket = connect(controller, (message) => routeError(controller, message));
   socket.on("ice_candidate", onIceCandidate);
   socket.on("new_message", onNewMessage);

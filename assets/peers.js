@@ -2,11 +2,9 @@
 // relay tree holds its feeder's and its children's), ICE candidates relayed through the server
 // and queued until the remote description is set.
 
-import { peers, serverConfig } from "./state.js";
+import { currentIceServers } from "./ice.js";
+import { peers } from "./state.js";
 import { emit } from "./signaling.js";
-
-/** The server hands its ICE servers to the page; `[]` means host candidates only. */
-const { iceServers } = serverConfig;
 
 /**
  * Remote id → ICE candidates received before that peer's remote description was set.
@@ -15,7 +13,9 @@ const { iceServers } = serverConfig;
 const pendingCandidates = new Map();
 
 export function createPeer(remoteId, onStateChange) {
-  const pc = new RTCPeerConnection({ iceServers });
+  // The servers of the moment: TURN credentials expire, so each connection takes the
+  // freshest (ice.js); `[]` means host candidates only.
+  const pc = new RTCPeerConnection({ iceServers: currentIceServers() });
   peers.set(remoteId, pc);
   pendingCandidates.set(remoteId, []);
   pc.onicecandidate = ({ candidate }) => {

@@ -10,7 +10,8 @@ const DEFAULT_TRANSPORTS = ["polling", "websocket"];
 
 /**
  * What the server configured for the page (the JSON in `#config`): `iceServers` (RTCIceServer
- * objects; `[]` means host candidates only) and `transports` (`["websocket"]` when the server
+ * objects; `[]` means host candidates only; ice.js uses them until `/ice-servers` answers, or
+ * when it cannot) and `transports` (`["websocket"]` when the server
  * runs WebSocket-only, e.g. several nodes behind a load balancer without sticky sessions).
  */
 export const serverConfig = readServerConfig();
@@ -49,6 +50,11 @@ export const app = {
   tree: null,
   /** The server's configuration for the page (`iceServers`, `transports`). */
   serverConfig,
+  /**
+   * Where new peer connections' ICE servers come from (ice.js): `source` ("config" or
+   * "server"), `ttl`, `fetches`, `fetchedAt`, `refreshAt`. Never the credentials themselves.
+   */
+  ice: null,
 };
 
 // Debug handle for tests and the console (the contract promises `socket` and `peers`).

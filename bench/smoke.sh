@@ -3,6 +3,8 @@
 # (`tree` only against ours); then storm and fanout against two nodes of ours sharing the Redis
 # at REDIS_URL (default redis://127.0.0.1:6379, which CI starts; without it the run fails).
 # Exits non-zero if any scenario reports an error. Set SERVER=peer to run it against the Node peer.
+# SKIP_BUILD=1 uses the binaries already built (e.g. while the tree does not build);
+# SERVER_BIN=path runs that server binary instead of target/$PROFILE/broadcast-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/cluster.sh
@@ -16,13 +18,13 @@ case $PROFILE in
     debug) flags=() ;;
     *) echo "PROFILE must be release or debug" >&2; exit 2 ;;
 esac
-cargo build "${flags[@]}" -p bench --bin bench
+[[ "${SKIP_BUILD:-0}" == 1 ]] || cargo build "${flags[@]}" -p bench --bin bench
 case $SERVER in
     ours)
-        cargo build "${flags[@]}" --bin broadcast-server
+        [[ "${SKIP_BUILD:-0}" == 1 ]] || cargo build "${flags[@]}" --bin broadcast-server
         # The start-up line that names the port is an info log.
         # Rate and per-client limits off, as in run.sh (one generator plays thousands of clients).
-        node_cmd=(env RUST_LOG=info "target/$PROFILE/broadcast-server" --host 127.0.0.1 --max-channels 1000 --rate-sdp 0 --rate-ice 0 --rate-chat 0 --rate-join 0 --rate-strikes 0 --max-channels-per-socket 10000 --max-channels-per-ip 10000000 --max-connections-per-ip 0)
+        node_cmd=(env RUST_LOG=info "${SERVER_BIN:-target/$PROFILE/broadcast-server}" --host 127.0.0.1 --max-channels 1000 --rate-sdp 0 --rate-ice 0 --rate-chat 0 --rate-join 0 --rate-strikes 0 --max-channels-per-socket 10000 --max-channels-per-ip 10000000 --max-connections-per-ip 0)
         cmd=("${node_cmd[@]}" --port 0)
         redis_check ;;
     peer)

@@ -3,6 +3,8 @@
 // over loopback, the real release server.
 
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 
 import {
   assert,
@@ -13,6 +15,7 @@ import {
   expectPlaying,
   iceServersOf,
   overflowingElements,
+  selectedCandidates,
   sendingVideoStreams,
   startDecodeMonitor,
   waitForChatLine,
@@ -21,6 +24,7 @@ import { sleep } from './lib/harness.mjs';
 import { deleteKeysUnder, expectRedis, keysLeftUnder, keysUnder, REDIS_URL } from './lib/redis.mjs';
 import { makeSelfSignedCert } from './lib/server.mjs';
 import { startLegacyPageServer } from './lib/static-server.mjs';
+import { coturnCredential, startTurnServer } from './lib/turn.mjs';
 
 /** A channel id no other scenario uses: `[A-Za-z0-9_-]`, at most 20 characters. */
 const channelId = (tag) => `e2e-${tag}-${randomBytes(4).toString('hex')}`;
@@ -40,10 +44,13 @@ async function serverAndBrowser(s, { tls, browserArgs } = {}) {
  * @param {object} [options.camera] its fake camera's size and rate (see Scenario.participant)
  * @param {boolean} [options.relay] the "Let viewers relay" switch (on by default)
  * @param {string} [options.role]
+ * @param {(p: import('./lib/harness.mjs').Participant) => Promise<void>} [options.setup] runs
+ *   before the page opens (e.g. an init script)
  * @returns {Promise<{broadcaster: import('./lib/harness.mjs').Participant, link: string}>}
  */
-async function goLive(s, channel, { contextOptions, camera, relay = true, role = 'broadcaster' } = {}) {
+async function goLive(s, channel, { contextOptions, camera, relay = true, role = 'broadcaster', setup } = {}) {
   const broadcaster = await s.participant(role, contextOptions, { camera });
+  if (setup) await setup(broadcaster);
   await broadcaster.goto(`${s.server.url}?broadcaster=true&channel=${channel}`);
   await broadcaster.waitForState('idle');
   const prefilled = await broadcaster.page.inputValue('#channel-id-input');
@@ -73,9 +80,10 @@ async function goLive(s, channel, { contextOptions, camera, relay = true, role =
   return { broadcaster, link };
 }
 
-/** A viewer opens the viewer link and its video plays. */
-async function watch(s, role, link, contextOptions) {
+/** A viewer opens the viewer link and its video plays. `setup` runs before the page opens. */
+async function watch(s, role, link, contextOptions, setup) {
   const viewer = await s.participant(role, contextOptions);
+  if (setup) await setup(viewer);
   await viewer.goto(link);
   await viewer.waitForState('live', 25_000);
   return viewer;
@@ -321,6 +329,71 @@ function onNode(link, node) {
   url.host = new URL(node.origin).host;
   return url.href;
 }
+
+/**
+ * The TURN scenario's credential lifetime: the shortest the server allows, so that the pages'
+ * refresh (at 80 % of it, 48 s) comes within the scenario.
+ */
+const TURN_TTL_SECS = 60;
+/** How far a username's expiry may be from the page's fetch time + TTL (clock steps, rounding). */
+const TURN_EXPIRY_SLACK_SECS = 5;
+
+/**
+ * Runs in the page before its own scripts: every RTCPeerConnection may use relay candidates
+ * only (`iceTransportPolicy: "relay"`), whatever the page asks for. A test hook like
+ * askForCamera, so the page itself has no such switch.
+ */
+function relayOnly() {
+  const Native = window.RTCPeerConnection;
+  window.RTCPeerConnection = class RelayOnlyPeerConnection extends Native {
+    constructor(configuration = {}, ...rest) {
+      super({ ...configuration, iceTransportPolicy: 'relay' }, ...rest);
+    }
+  };
+}
+
+/** A page's ICE bookkeeping (`broadcastApp.ice`: source, ttl, fetches, times). */
+const iceStateOf = (page) => page.evaluate(() => ({ ...window.broadcastApp.ice }));
+
+/**
+ * Every peer connection of a page is relay-only, was created with the TURN server and a
+ * credential that is coturn's HMAC of its username, and its selected candidate pair is relay
+ * on both ends. Returns, per connection, its remote id and TURN username.
+ */
+async function expectRelayed(participant, turn, count) {
+  const { role, page } = participant;
+  let pcs = [];
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    pcs = await selectedCandidates(page);
+    if (pcs.length === count && pcs.every((pc) => pc.local && pc.remote)) break;
+    if (Date.now() > deadline) break;
+    await sleep(200);
+  }
+  const shape = pcs.map(({ state, iceTransportPolicy, local, remote, iceServers }) => ({
+    state, iceTransportPolicy, local, remote, urls: iceServers.map((server) => server.urls),
+  }));
+  assert(pcs.length === count, `${role}: ${pcs.length} peer connections, expected ${count}: ${JSON.stringify(shape)}`);
+  const ice = await iceStateOf(page);
+  assert(ice.source === 'server' && ice.fetches >= 1, `${role}: its ICE servers are not from /ice-servers: ${JSON.stringify(ice)}`);
+  return pcs.map((pc, i) => {
+    assert(pc.iceTransportPolicy === 'relay', `${role}: a peer connection is not relay-only: ${JSON.stringify(shape[i])}`);
+    const server = pc.iceServers.find((entry) => [].concat(entry.urls).includes(turn.url));
+    assert(server, `${role}: a peer connection was created without the TURN server ${turn.url}: ${JSON.stringify(shape[i])}`);
+    assert(
+      server.credential === coturnCredential(turn.secret, server.username),
+      `${role}: the TURN credential is not base64(HMAC-SHA1(secret, username)) for username ${server.username}`,
+    );
+    assert(
+      pc.local === 'relay' && pc.remote === 'relay',
+      `${role}: the selected candidate pair is ${pc.local}/${pc.remote}, not relay/relay: ${JSON.stringify(shape[i])}`,
+    );
+    return { remoteId: pc.remoteId, username: server.username, protocol: pc.relayProtocol };
+  });
+}
+
+/** The expiry (unix seconds) a TURN username carries. */
+const expiryOf = (username) => Number(username.split(':')[0]);
 
 export const scenarios = [
   {
@@ -880,6 +953,94 @@ export const scenarios = [
       const played = results.map((r, i) => `${placed[i][0]}: ${r.width}x${r.height}, ${r.frames} frames/2 s`);
       return `${played.join('; ')}; sockets A ${sockets[0]}, B ${sockets[1]}; ` +
         `${live.length} keys under the prefix while live, none ${Date.now() - since} ms after the nodes stopped`;
+    },
+  },
+
+  {
+    name: '14-turn-relay',
+    title: 'through a real coturn with time-limited credentials: relay-only pages play, and new connections get fresh credentials',
+    async run(s) {
+      const turn = await startTurnServer({ logFile: path.join(s.dir, 'turnserver.log') });
+      s.onCleanup(async () => {
+        const how = await turn.stop();
+        if (how.killed) throw new Error('turnserver did not exit within 5 s of SIGTERM (it was killed)');
+      });
+      s.log(`turnserver at ${turn.url} (pid ${turn.pid})`);
+      await s.startServer({
+        extraArgs: ['--turn-urls', turn.url, '--turn-secret', turn.secret, '--turn-ttl-secs', String(TURN_TTL_SECS)],
+      });
+      await s.launchBrowser();
+
+      // Every page may only use relay candidates, and every URL it requests is noted.
+      const requested = [];
+      const relayOnlyPage = async (p) => {
+        await p.context.addInitScript(relayOnly);
+        p.context.on('request', (request) => requested.push(`${p.role} ${request.method()} ${request.url()}`));
+      };
+      const channel = channelId('s14');
+      const { broadcaster, link } = await goLive(s, channel, { setup: relayOnlyPage });
+      const viewer = await watch(s, 'viewer-1', link, undefined, relayOnlyPage);
+      const played = await expectPlaying(viewer.page, { role: viewer.role });
+      const [viewerFeed] = await expectRelayed(viewer, turn, 1);
+      const [first] = await expectRelayed(broadcaster, turn, 1);
+      const fetched = await iceStateOf(broadcaster.page);
+      assert(
+        Math.abs(expiryOf(first.username) - (fetched.fetchedAt / 1000 + TURN_TTL_SECS)) <= TURN_EXPIRY_SLACK_SECS,
+        `broadcaster: username ${first.username} does not expire ${TURN_TTL_SECS} s after the page fetched it (${fetched.fetchedAt})`,
+      );
+      assert(fetched.ttl === TURN_TTL_SECS, `broadcaster: /ice-servers said ttl ${fetched.ttl}, not ${TURN_TTL_SECS}`);
+
+      // Before the credentials expire the page fetches new ones, and a new connection uses them.
+      const refreshAfter = fetched.refreshAt - fetched.fetchedAt;
+      assert(
+        Math.abs(refreshAfter - TURN_TTL_SECS * 800) <= 1_000,
+        `broadcaster: next fetch planned ${refreshAfter} ms after the last, expected at 80 % of ${TURN_TTL_SECS} s`,
+      );
+      await broadcaster.page.waitForFunction(() => window.broadcastApp.ice.fetches >= 2, null, {
+        timeout: Math.max(0, fetched.refreshAt - Date.now()) + 10_000,
+        polling: 500,
+      }).catch(async () => {
+        throw new Error(`broadcaster: no new /ice-servers fetch by 80 % of the TTL: ${JSON.stringify(await iceStateOf(broadcaster.page))}`);
+      });
+      const second = await watch(s, 'viewer-2', link, undefined, relayOnlyPage);
+      await expectPlaying(second.page, { role: second.role });
+      await expectRelayed(second, turn, 1);
+      const feeds = await expectRelayed(broadcaster, turn, 2);
+      const secondId = await second.page.evaluate(() => window.broadcastApp.myId);
+      const fresh = feeds.find((feed) => feed.remoteId === secondId);
+      assert(fresh, `broadcaster: no peer connection to viewer-2 (${secondId})`);
+      assert(
+        fresh.username !== first.username && expiryOf(fresh.username) >= expiryOf(first.username) + TURN_TTL_SECS / 2,
+        `broadcaster: its connection to viewer-2 uses ${fresh.username}, not the credentials fetched after ${first.username}`,
+      );
+
+      // Nothing secret in a URL, on the screen, in a console or in the server's log.
+      const secrets = [
+        ['the TURN secret', turn.secret],
+        ...[first, fresh, viewerFeed].flatMap((feed) => {
+          const credential = coturnCredential(turn.secret, feed.username);
+          return [['a TURN credential', credential], ['a TURN credential', encodeURIComponent(credential)]];
+        }),
+      ];
+      for (const p of [broadcaster, viewer, second]) {
+        const text = await p.page.evaluate(() => document.documentElement.innerText);
+        for (const [what, value] of secrets) assert(!text.includes(value), `${p.role}: ${what} is on the screen`);
+      }
+      for (const [what, value] of [...secrets, ...[first, fresh].map((feed) => ['a TURN username', feed.username])]) {
+        const inUrl = requested.find((line) => line.includes(value) || line.includes(encodeURIComponent(value)));
+        assert(!inUrl, `${what} is in a requested URL: ${inUrl}`);
+      }
+      const consoles = readFileSync(s.consoleLog, 'utf8');
+      const serverLog = readFileSync(path.join(s.dir, 'server.log'), 'utf8');
+      for (const [what, value] of secrets) {
+        assert(!consoles.includes(value), `${what} is in a page's console (${s.consoleLog})`);
+        assert(!serverLog.includes(value), `${what} is in the server's log`);
+      }
+      const fetches = requested.filter((line) => line.includes('/ice-servers')).length;
+      const allocations = (readFileSync(path.join(s.dir, 'turnserver.log'), 'utf8').match(/ALLOCATE processed, success/g) || []).length;
+      return `${played.width}x${played.height}, ${played.frames} frames/2 s over relay/relay (${viewerFeed.protocol}); ` +
+        `${fetches} /ice-servers fetches, refreshed after ${(refreshAfter / 1000).toFixed(0)} s; ` +
+        `viewer-2 on fresh credentials; coturn allocations: ${allocations}`;
     },
   },
 ];

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suites need when it is missing: Chromium (Debian package), the Python
-# Socket.IO client, a Redis (7 or later) on 127.0.0.1:6379 for the cluster-mode tests (Debian's
-# package, started here when nothing answers there). Node packages are installed by each suite
+# Installs what the test suites need when it is missing: Chromium and coturn (Debian packages),
+# the Python Socket.IO client, a Redis (7 or later) on 127.0.0.1:6379 for the cluster-mode tests
+# (Debian's package, started here when nothing answers there). Node packages are installed by each suite
 # from its lock file. Safe to run again: what is already there is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,14 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium from Debian's packages"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+# A real TURN server (coturn) for the browser scenario that relays media through it. The scenario
+# starts its own instance on a free loopback port; a system service the package may set up is
+# not used.
+if ! command -v turnserver >/dev/null 2>&1; then
+  echo "installing coturn from Debian's packages"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
 fi
 if ! command -v openssl >/dev/null 2>&1; then
   as_root apt-get update -qq

@@ -46,6 +46,24 @@ pub struct Config {
           value_parser = parse_ice_servers)]
     pub ice_servers: IceServers,
 
+    /// TURN servers to hand the page with time-limited credentials minted per request (coturn's
+    /// `use-auth-secret`), comma-separated `turn:host[:port][?transport=udp|tcp]` or `turns:…`
+    /// URLs. Needs `--turn-secret`.
+    #[arg(long, env = "TURN_URLS", value_delimiter = ',', value_parser = parse_turn_url)]
+    pub turn_urls: Vec<String>,
+
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`), which signs the
+    /// credentials. Needs `--turn-urls`. Prefer the environment variable: a command line is
+    /// visible to every user of the machine. (Its value is kept out of `--help`, logs and
+    /// error messages.)
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true, value_parser = TurnSecretParser)]
+    pub turn_secret: Option<TurnSecret>,
+
+    /// Seconds a minted TURN credential stays valid (the page fetches new ones before then).
+    #[arg(long, env = "TURN_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(60..=86_400))]
+    pub turn_ttl_secs: u64,
+
     /// PEM certificate chain; with `--tls-key`, serves HTTPS (browsers only allow camera access
     /// on other devices over HTTPS).
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
@@ -85,6 +103,12 @@ pub struct Config {
     #[arg(long, env = "RELAY_WAIT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub relay_wait_ms: u64,
+
+    /// Seconds a channel is held for its broadcaster after its connection drops, when the
+    /// broadcaster asked for it (`join_as_broadcaster {resume: true}`); 0 turns holding off.
+    #[arg(long, env = "RESUME_GRACE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub resume_grace_secs: u64,
 
     /// Most open connections at once (capped below the process's open-file limit); beyond it
     /// a client gets `503 Service Unavailable` and the connection closes.
@@ -281,6 +305,102 @@ fn parse_ice_servers(s: &str) -> Result<IceServers, String> {
     Ok(IceServers(value))
 }
 
+/// The secret shared with the TURN server. Its `Debug` never shows it, so neither does a
+/// logged or printed `Config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TurnSecret(String);
+
+impl TurnSecret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for signing credentials only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for TurnSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TurnSecret(<redacted>)")
+    }
+}
+
+/// Reads `--turn-secret` without ever quoting it in an error (clap quotes the value of a
+/// failed function parser).
+#[derive(Debug, Clone, Copy)]
+struct TurnSecretParser;
+
+impl clap::builder::TypedValueParser for TurnSecretParser {
+    type Value = TurnSecret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<TurnSecret, clap::Error> {
+        match value.to_str() {
+            Some(secret) if !secret.trim().is_empty() => Ok(TurnSecret::new(secret)),
+            _ => Err(clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                "--turn-secret (TURN_SECRET) must be a non-empty UTF-8 string\n",
+            )
+            .with_cmd(cmd)),
+        }
+    }
+}
+
+/// A `turn:` or `turns:` URL (RFC 7065): `turn:host[:port][?transport=udp|tcp]`, the host a
+/// name, an IPv4 address or a bracketed IPv6 address.
+fn parse_turn_url(s: &str) -> Result<String, String> {
+    let url = s.trim();
+    let invalid = || {
+        format!(
+            "TURN URL `{url}` must look like turn:host[:port][?transport=udp|tcp] or turns:host[:port][?transport=tcp]"
+        )
+    };
+    let (scheme, rest) = url.split_once(':').ok_or_else(invalid)?;
+    if !matches!(scheme, "turn" | "turns") {
+        return Err(invalid());
+    }
+    let (authority, query) = match rest.split_once('?') {
+        Some((authority, query)) => (authority, Some(query)),
+        None => (rest, None),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or_else(invalid)?;
+        addr.parse::<std::net::Ipv6Addr>().map_err(|_| invalid())?;
+        match after {
+            "" => (addr, None),
+            _ => (addr, Some(after.strip_prefix(':').ok_or_else(invalid)?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    let query_ok = match query {
+        None => true,
+        Some("transport=tcp") => true,
+        // TURN over TLS runs on TCP only.
+        Some("transport=udp") => scheme == "turn",
+        Some(_) => false,
+    };
+    if host_ok && port_ok && query_ok {
+        Ok(url.to_owned())
+    } else {
+        Err(invalid())
+    }
+}
+
 /// Checks a Redis URL's scheme only (the Redis client parses the rest at start-up). A parser of
 /// its own rather than a function because clap quotes the value of a failed function, and a
 /// Redis URL may hold a password.
@@ -342,6 +462,44 @@ fn is_ice_url(u: &str) -> bool {
 }
 
 impl Config {
+    /// Reads the configuration from the command line and the environment, checks the options
+    /// that only make sense together, and on any problem prints one line and exits (status 2,
+    /// as for any bad option).
+    pub fn load() -> Self {
+        Self::try_load_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Config::load`] from these arguments (the first is the program name), returning the
+    /// error instead of exiting.
+    pub fn try_load_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let config = Self::try_parse_from(args)?;
+        config.check().map_err(|message| {
+            clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, message + "\n")
+                .with_cmd(&<Self as clap::CommandFactory>::command())
+        })?;
+        Ok(config)
+    }
+
+    /// Options that clap checks one by one but that only make sense together. (Not clap's
+    /// `requires`: its message spans several lines and names no environment variable.)
+    pub fn check(&self) -> Result<(), String> {
+        match (self.turn_urls.is_empty(), self.turn_secret.is_some()) {
+            (false, false) => Err(
+                "--turn-urls (TURN_URLS) needs --turn-secret (TURN_SECRET), the secret shared with the TURN server; set both, or neither"
+                    .to_owned(),
+            ),
+            (true, true) => Err(
+                "--turn-secret (TURN_SECRET) needs --turn-urls (TURN_URLS), the TURN servers it signs credentials for; set both, or neither"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     pub fn channel_ttl(&self) -> Duration {
         Duration::from_secs(self.channel_ttl_secs)
     }
@@ -357,6 +515,11 @@ impl Config {
             join: rate(self.rate_join, self.rate_join.saturating_mul(4)),
             strikes: rate(self.rate_strikes, self.rate_strikes.saturating_mul(10)),
         }
+    }
+
+    /// How long a resumable channel is held after its broadcaster's connection drops.
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_secs(self.resume_grace_secs)
     }
 
     /// The relay tree's limits.
@@ -561,5 +724,117 @@ mod tests {
             "cert needs key"
         );
         assert!(parse(&["--log-format", "xml"]).is_err());
+    }
+
+    fn load(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut all = vec!["broadcast-server"];
+        all.extend_from_slice(args);
+        Config::try_load_from(all)
+    }
+
+    #[test]
+    fn turn_is_off_by_default_with_an_hour_of_ttl() {
+        let c = load(&[]).unwrap();
+        assert!(c.turn_urls.is_empty());
+        assert_eq!(c.turn_secret, None);
+        assert_eq!(c.turn_ttl_secs, 3600);
+    }
+
+    #[test]
+    fn turn_urls_and_secret_are_read_together() {
+        let c = load(&[
+            "--turn-urls",
+            "turn:turn.example.com:3478?transport=udp, turns:turn.example.com:5349,turn:[::1]:3478",
+            "--turn-secret",
+            "s3cret",
+            "--turn-ttl-secs",
+            "60",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.turn_urls,
+            [
+                "turn:turn.example.com:3478?transport=udp",
+                "turns:turn.example.com:5349",
+                "turn:[::1]:3478"
+            ]
+        );
+        assert_eq!(
+            c.turn_secret.as_ref().map(TurnSecret::expose),
+            Some(&b"s3cret"[..])
+        );
+        assert_eq!(c.turn_ttl_secs, 60);
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug never shows the secret"
+        );
+    }
+
+    #[test]
+    fn turn_urls_must_be_turn_or_turns() {
+        for good in [
+            "turn:127.0.0.1",
+            "turn:127.0.0.1:3478?transport=tcp",
+            "turns:turn.example.com",
+            "turn:[2001:db8::1]",
+        ] {
+            assert!(parse(&["--turn-urls", good]).is_ok(), "{good}");
+        }
+        for bad in [
+            "stun:stun.example.com",
+            "turn:",
+            "turn://host",
+            "http://host",
+            "turn:host:0",
+            "turn:host:99999",
+            "turn:host?transport=sctp",
+            "turns:host?transport=udp",
+            "turn:[not-v6]:3478",
+            "turn:host name",
+            "",
+        ] {
+            let err = parse(&["--turn-urls", bad]).unwrap_err().to_string();
+            assert!(err.contains("must look like turn:host"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn turn_ttl_is_a_minute_to_a_day() {
+        assert!(parse(&["--turn-ttl-secs", "60"]).is_ok());
+        assert!(parse(&["--turn-ttl-secs", "86400"]).is_ok());
+        assert!(parse(&["--turn-ttl-secs", "59"]).is_err());
+        assert!(parse(&["--turn-ttl-secs", "86401"]).is_err());
+    }
+
+    #[test]
+    fn half_a_turn_config_is_one_clear_line() {
+        for (args, names) in [
+            (
+                &["--turn-urls", "turn:t:3478"][..],
+                "--turn-urls (TURN_URLS) needs",
+            ),
+            (
+                &["--turn-secret", "s3cret"][..],
+                "--turn-secret (TURN_SECRET) needs",
+            ),
+        ] {
+            let err = load(args).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("error: {names}")), "{text}");
+            assert_eq!(text.trim_end().lines().count(), 1, "one line: {text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        let err = parse(&["--turn-secret", " "]).unwrap_err().to_string();
+        assert!(err.contains("must be a non-empty"), "{err}");
+    }
+
+    #[test]
+    fn turn_secret_is_kept_out_of_help() {
+        // The binary's `--help` with the variable set is checked in tests/api/turn.rs.
+        let arg = <Config as clap::CommandFactory>::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "turn_secret")
+            .map(|a| a.is_hide_env_values_set());
+        assert_eq!(arg, Some(true));
     }
 }

@@ -1,9 +1,13 @@
-//! HTTP routes: the served page, health, static assets, and the origin gate for Socket.IO.
+//! HTTP routes: the served page, health, ICE servers (with TURN credentials), static assets,
+//! and the origin gate for Socket.IO.
+
+pub mod turn;
 
 use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -80,6 +84,8 @@ struct AppState {
     /// One entry per connected socket of this node.
     public_ids: PublicIds,
     cluster: Option<ClusterStatus>,
+    /// What `/ice-servers` answers with (TURN credentials are minted per request).
+    ice_servers: Arc<turn::IceServers>,
 }
 
 /// What `/healthz` reports of a node in cluster mode.
@@ -129,11 +135,12 @@ const ENTRY_MODULE: &str = "main.js";
 
 /// Every file the page loads, directly or by import; their contents make the `?v=` version.
 /// A new module belongs here (a test checks that no script in `assets/` is left out).
-const PAGE_ASSETS: [&str; 12] = [
+const PAGE_ASSETS: [&str; 13] = [
     ENTRY_MODULE,
     "state.js",
     "ui.js",
     "signaling.js",
+    "ice.js",
     "peers.js",
     "chat.js",
     "broadcaster.js",
@@ -244,18 +251,28 @@ pub fn router<A: Adapter>(
     shared: Shared,
     socketio: SocketIoLayer<A>,
 ) -> Router {
+    let ice = turn::IceServers::from_config(config);
+    if !ice.turn_urls().is_empty() {
+        tracing::info!(
+            urls = ?ice.turn_urls(),
+            ttl_secs = ice.ttl().as_secs(),
+            "TURN: /ice-servers mints time-limited credentials"
+        );
+    }
     let state = AppState {
         page: Bytes::from(page),
         registry: shared.registry,
         sessions: shared.sessions,
         public_ids: shared.public_ids,
         cluster: shared.cluster,
+        ice_servers: Arc::new(ice),
     };
     let assets = assets_router(AssetSource::from_config(config));
     let origins = config.allowed_origins();
     Router::new()
         .route("/", get(page_handler))
         .route("/healthz", get(health))
+        .route("/ice-servers", get(ice_servers))
         .nest("/assets", assets)
         .layer(CompressionLayer::new())
         .layer(socketio)
@@ -363,6 +380,17 @@ async fn page_handler(State(state): State<AppState>) -> Response {
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
         Html(state.page),
+    )
+        .into_response()
+}
+
+/// `GET /ice-servers`: the ICE servers for the page's next peer connections, with TURN
+/// credentials minted for this request. Never stored by a browser or a proxy: every answer
+/// carries credentials of its own.
+async fn ice_servers(State(state): State<AppState>) -> Response {
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(state.ice_servers.answer(SystemTime::now())),
     )
         .into_response()
 }

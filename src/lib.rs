@@ -200,6 +200,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
             .unwrap_or(usize::MAX),
         max_channels_per_addr: usize::try_from(config.max_channels_per_ip).unwrap_or(usize::MAX),
         tree: config.tree_limits(),
+        resume_grace: config.resume_grace(),
     };
     let public_ids = PublicIds::default();
     let sessions = Arc::new(SessionsPerAddr::new(

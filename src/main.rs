@@ -1,10 +1,8 @@
-use clap::Parser;
-
 use broadcast_server::config::Config;
 
 #[tokio::main]
 async fn main() {
-    let config = Config::parse();
+    let config = Config::load();
     if config.healthcheck {
         if let Err(e) = broadcast_server::healthcheck::probe(&config) {
             eprintln!("{e}");

@@ -134,6 +134,35 @@ export function iceServersOf(page) {
   );
 }
 
+/**
+ * For each peer connection of the served page: its remote id, its ICE configuration (transport
+ * policy and servers) and the selected candidate pair's local and remote candidate types
+ * (`host`, `srflx`, `prflx`, `relay`; null while none is selected), from `getStats()`.
+ */
+export function selectedCandidates(page) {
+  return page.evaluate(async () => {
+    const out = [];
+    for (const [remoteId, pc] of window.broadcastApp.peers) {
+      const report = await pc.getStats();
+      const stats = new Map();
+      report.forEach((s) => stats.set(s.id, s));
+      const transport = [...stats.values()].find((s) => s.type === 'transport' && s.selectedCandidatePairId);
+      const pair = transport && stats.get(transport.selectedCandidatePairId);
+      const { iceTransportPolicy, iceServers } = pc.getConfiguration();
+      out.push({
+        remoteId,
+        state: pc.connectionState,
+        iceTransportPolicy,
+        iceServers,
+        local: pair ? stats.get(pair.localCandidateId)?.candidateType ?? null : null,
+        remote: pair ? stats.get(pair.remoteCandidateId)?.candidateType ?? null : null,
+        relayProtocol: pair ? stats.get(pair.localCandidateId)?.relayProtocol ?? null : null,
+      });
+    }
+    return out;
+  });
+}
+
 /** The chat lines of a page as `{sender, text}`, in order. */
 export function chatLines(page) {
   return page.evaluate(() =>

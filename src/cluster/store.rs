@@ -29,8 +29,8 @@ use serde_json::{Value, json};
 use super::{Health, Keys, NodeId};
 use crate::signaling::channels::{
     Activity, BroadcastRequest, BroadcastStarted, Channel, ChannelSummary, ChatDelivery,
-    ClosedChannel, Departure, Membership, RegistryLimits, State, TreeEvent, TreeOp, ViewerJoined,
-    random_channel_id,
+    ClosedChannel, Departure, Expired, Membership, RegistryLimits, State, TreeEvent, TreeOp,
+    ViewerJoined, random_channel_id,
 };
 use crate::signaling::clock::Moment;
 use crate::signaling::errors::ChannelError;
@@ -60,7 +60,8 @@ struct Inner {
 struct Read {
     version: String,
     raw: String,
-    broadcaster: SocketId,
+    /// The connected broadcaster (none while the channel waits for it to resume).
+    broadcaster: Option<SocketId>,
     viewers: HashSet<SocketId>,
     owner_addr: Option<IpAddr>,
     wait: Option<Moment>,
@@ -204,10 +205,10 @@ impl ClusterRegistry {
         let read = Read {
             version: version.clone(),
             raw: raw.clone(),
-            broadcaster: channel.broadcaster.clone(),
+            broadcaster: channel.present_broadcaster().cloned(),
             viewers: channel.viewers.keys().cloned().collect(),
             owner_addr: channel.owner_addr,
-            wait: channel.tree.next_deadline(),
+            wait: channel.next_deadline(),
         };
         Ok(Some((read, channel)))
     }
@@ -322,11 +323,13 @@ impl ClusterRegistry {
         plan.write("del", keys.channel(id), json!({}));
         plan.write("zrem", keys.channel_index(), json!({"m": id.as_str()}));
         plan.write("zrem", keys.waits(), json!({"m": id.as_str()}));
-        plan.write(
-            "srem",
-            keys.broadcasting(&before.broadcaster),
-            json!({"m": id.as_str()}),
-        );
+        if let Some(broadcaster) = &before.broadcaster {
+            plan.write(
+                "srem",
+                keys.broadcasting(broadcaster),
+                json!({"m": id.as_str()}),
+            );
+        }
         for viewer in &before.viewers {
             plan.write("srem", keys.watching(viewer), json!({"m": id.as_str()}));
         }
@@ -362,20 +365,28 @@ impl ClusterRegistry {
                 keys.channel_index(),
                 json!({"s": format!("{:.6}", channel.created_at), "m": id.as_str()}),
             );
-            plan.write(
-                "sadd",
-                keys.broadcasting(&channel.broadcaster),
-                json!({"m": id.as_str()}),
-            );
-            plan.write(
-                "sadd",
-                mine.clone(),
-                json!({"m": channel.broadcaster.as_str()}),
-            );
             if let Some(addr) = channel.owner_addr {
                 let k = plan.key(keys.addr(&addr));
                 plan.addr = Some(json!({"k": k, "max": self.inner.limits.max_channels_per_addr}));
                 plan.write("incr", keys.addr(&addr), json!({"n": 1}));
+            }
+        }
+        // The broadcaster: a new channel's, one that resumed or took over, or one that dropped
+        // (the channel is then held for it and indexed under nobody).
+        let present = channel.present_broadcaster();
+        let previous = before.and_then(|b| b.broadcaster.as_ref());
+        if present != previous {
+            if let Some(gone) = previous {
+                plan.write("srem", keys.broadcasting(gone), json!({"m": id.as_str()}));
+            }
+            if let Some(now_present) = present {
+                // Only the caller ever becomes a broadcaster, and the caller is this node's.
+                plan.write(
+                    "sadd",
+                    keys.broadcasting(now_present),
+                    json!({"m": id.as_str()}),
+                );
+                plan.write("sadd", mine.clone(), json!({"m": now_present.as_str()}));
             }
         }
         let empty = HashSet::new();
@@ -388,7 +399,7 @@ impl ClusterRegistry {
         for viewer in old.iter().filter(|v| !channel.viewers.contains_key(*v)) {
             plan.write("srem", keys.watching(viewer), json!({"m": id.as_str()}));
         }
-        let wait = channel.tree.next_deadline();
+        let wait = channel.next_deadline();
         if wait != before.and_then(|b| b.wait) {
             match wait {
                 Some(deadline) => plan.write(
@@ -410,15 +421,13 @@ impl ClusterRegistry {
             .map_err(|e| self.unavailable(e))
     }
 
-    pub async fn join_as_broadcaster(
+    pub(crate) async fn start_broadcast(
         &self,
         sid: &SocketId,
-        addr: Option<IpAddr>,
         channel_id: Option<&str>,
-        force: bool,
-        relay: bool,
+        request: BroadcastRequest<'_>,
     ) -> Result<BroadcastStarted, ChannelError> {
-        let request = BroadcastRequest { addr, force, relay };
+        let addr = request.addr;
         retrying!(self, {
             let id = channel_id.map_or_else(random_channel_id, ChannelId::from);
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
@@ -441,11 +450,16 @@ impl ClusterRegistry {
                 &self.inner.limits,
                 sid,
                 id,
-                request,
+                request.clone(),
                 Moment::now(),
             )?;
             Ok(self.commit(txn).await?.map(|()| started))
         })
+    }
+
+    pub async fn password_of(&self, channel_id: &str) -> Result<Option<String>, ChannelError> {
+        let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
+        Ok(txn.state.password_of(channel_id))
     }
 
     pub async fn list(&self) -> Result<Vec<ChannelSummary>, ChannelError> {
@@ -464,18 +478,19 @@ impl ClusterRegistry {
         Ok(ids.into_iter().map(ChannelId::from).collect())
     }
 
-    pub async fn join_as_viewer(
+    pub async fn join_verified(
         &self,
         sid: &SocketId,
         channel_id: &str,
         relay: bool,
+        password: Option<&str>,
     ) -> Result<ViewerJoined, ChannelError> {
         let id = ChannelId::from(channel_id);
         retrying!(self, {
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
-            let joined = txn
-                .state
-                .join_as_viewer(sid, channel_id, relay, Moment::now())?;
+            let joined =
+                txn.state
+                    .join_as_viewer(sid, channel_id, relay, password, Moment::now())?;
             Ok(self.commit(txn).await?.map(|()| joined))
         })
     }
@@ -511,7 +526,7 @@ impl ClusterRegistry {
     }
 
     /// Every node runs this; the compare-and-set lets exactly one of them act on each wait.
-    pub async fn expire_waits(&self, now: Moment) -> Vec<TreeEvent> {
+    pub async fn expire_waits(&self, now: Moment) -> Expired {
         let due: Result<Vec<String>, _> = self
             .inner
             .client
@@ -521,10 +536,10 @@ impl ClusterRegistry {
             Ok(due) => due,
             Err(e) => {
                 self.unavailable(e);
-                return Vec::new();
+                return Expired::default();
             }
         };
-        let mut events = Vec::new();
+        let mut expired = Expired::default();
         for id in due.into_iter().map(ChannelId::from) {
             let result = retrying!(self, {
                 let mut txn = self.begin(std::slice::from_ref(&id)).await?;
@@ -537,11 +552,14 @@ impl ClusterRegistry {
                 Ok(self.commit(txn).await?.map(|()| moved))
             });
             match result {
-                Ok(moved) => events.extend(moved),
+                Ok(done) => {
+                    expired.tree.extend(done.tree);
+                    expired.abandoned.extend(done.abandoned);
+                }
                 Err(e) => tracing::debug!(channel = %id, "wait expiry deferred: {e}"),
             }
         }
-        events
+        expired
     }
 
     pub async fn authorize_relay(
@@ -607,7 +625,8 @@ impl ClusterRegistry {
     pub async fn remove_socket(&self, sid: &SocketId, node: &NodeId) -> Departure {
         let result = retrying!(self, {
             let mut txn = self.begin_for(sid).await?;
-            let departure = txn.state.disconnect(sid, Moment::now());
+            let grace = self.inner.limits.resume_grace;
+            let departure = txn.state.disconnect(sid, grace, Moment::now());
             txn.extra.write(
                 "srem",
                 self.keys().node_sockets(node),

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::Moment;
 use super::errors::ChannelError;
+use super::secrets;
 use super::tree::{Feeder, Notice, Tree, TreeLimits};
 
 pub use super::ids::{ChannelId, SocketId};
@@ -41,6 +42,8 @@ pub struct RegistryLimits {
     pub max_channels_per_addr: usize,
     /// The relay tree's limits (fan-out 0 turns it off).
     pub tree: TreeLimits,
+    /// How long a resumable channel is held after its broadcaster's connection drops.
+    pub resume_grace: Duration,
 }
 
 /// The in-memory registry: one process holds every channel (the default, single-node mode).
@@ -102,9 +105,37 @@ pub(crate) struct Channel {
     stopped: bool,
     /// Who feeds whom (PROTOCOL.md "Relay tree"); every viewer is in it.
     pub(crate) tree: Tree,
+    /// Digest of the broadcaster's current resume token (see `secrets`).
+    #[serde(default)]
+    pub(crate) token: String,
+    /// The broadcaster asked for its channel to be held when its connection drops.
+    #[serde(default)]
+    pub(crate) resumable: bool,
+    /// Set while the broadcaster's connection is gone: the channel is held for it until then.
+    #[serde(default)]
+    pub(crate) away_until: Option<Moment>,
+    /// Private channel: argon2 hash of its password (unlisted; viewers must give it).
+    #[serde(default)]
+    pub(crate) password: Option<String>,
 }
 
 impl Channel {
+    /// The broadcaster while it is connected (not while the channel waits for it to resume).
+    pub(crate) fn present_broadcaster(&self) -> Option<&SocketId> {
+        match self.away_until {
+            None => Some(&self.broadcaster),
+            Some(_) => None,
+        }
+    }
+
+    /// The channel's next deadline: a relay-tree wait or the end of its broadcaster's grace.
+    pub(crate) fn next_deadline(&self) -> Option<Moment> {
+        match (self.tree.next_deadline(), self.away_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Turns the tree's notices into addressed events (the broadcaster by its id), followed by
     /// the tree's figures for the broadcaster when they changed (`membership`: a viewer joined
     /// or left) and the channel uses the tree.
@@ -197,6 +228,8 @@ pub enum TreeEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BroadcastStarted {
     pub channel_id: ChannelId,
+    /// A takeover: the socket that broadcast until now (it is told it was replaced).
+    pub replaced: Option<SocketId>,
     /// Viewers already in the channel when its owner goes live again; they are told so.
     pub waiting_viewers: Vec<SocketId>,
     /// Their fresh feeders, sent after `broadcaster_available`.
@@ -210,6 +243,8 @@ pub struct ViewerJoined {
     pub viewer_count: usize,
     /// The broadcaster stopped and has not gone live again yet.
     pub stopped: bool,
+    /// The broadcaster's connection dropped and the channel waits for it to resume.
+    pub away: bool,
     /// The new viewer's feeder, when it joined the tree and one has room.
     pub tree: Vec<TreeEvent>,
 }
@@ -229,6 +264,22 @@ pub struct ClosedChannel {
     pub viewers: Vec<SocketId>,
 }
 
+/// A channel held for its broadcaster, whose connection dropped: its viewers are told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldChannel {
+    pub channel_id: ChannelId,
+    pub viewers: Vec<SocketId>,
+}
+
+/// What the passing of time ended: relay-tree waits and the grace of broadcasters that did not
+/// come back.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Expired {
+    pub tree: Vec<TreeEvent>,
+    /// Closed: their viewers get `broadcaster_disconnected`.
+    pub abandoned: Vec<ClosedChannel>,
+}
+
 /// A viewer left a channel; its broadcaster may want the new count, and the tree healed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewerLeft {
@@ -242,6 +293,7 @@ pub struct ViewerLeft {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Departure {
     pub closed: Vec<ClosedChannel>,
+    pub held: Vec<HeldChannel>,
     pub left: Vec<ViewerLeft>,
 }
 
@@ -294,13 +346,36 @@ impl MemoryRegistry {
         force: bool,
         relay: bool,
     ) -> Result<BroadcastStarted, ChannelError> {
+        let request = BroadcastRequest {
+            addr,
+            force,
+            relay,
+            resumable: false,
+            presented: None,
+            fresh: "",
+            password: None,
+        };
+        self.start_broadcast(sid, channel_id, request)
+    }
+
+    /// `join_as_broadcaster` with every option (resume, takeover, private channels).
+    pub(crate) fn start_broadcast(
+        &self,
+        sid: &SocketId,
+        channel_id: Option<&str>,
+        request: BroadcastRequest,
+    ) -> Result<BroadcastStarted, ChannelError> {
         let mut state = self.state();
         let channel_id = match channel_id {
             Some(id) => ChannelId::from(id),
             None => state.fresh_channel_id(),
         };
-        let request = BroadcastRequest { addr, force, relay };
         state.join_as_broadcaster(self.limits(), sid, channel_id, request, Moment::now())
+    }
+
+    /// The stored password hash of a private channel.
+    pub fn password_of(&self, channel_id: &str) -> Option<String> {
+        self.state().password_of(channel_id)
     }
 
     /// Lists channels, oldest first.
@@ -316,8 +391,20 @@ impl MemoryRegistry {
         channel_id: &str,
         relay: bool,
     ) -> Result<ViewerJoined, ChannelError> {
+        self.join_verified(sid, channel_id, relay, None)
+    }
+
+    /// `join_as_viewer`, for a private channel with the password hash the caller's password
+    /// was verified against.
+    pub fn join_verified(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+        password: Option<&str>,
+    ) -> Result<ViewerJoined, ChannelError> {
         self.state()
-            .join_as_viewer(sid, channel_id, relay, Moment::now())
+            .join_as_viewer(sid, channel_id, relay, password, Moment::now())
     }
 
     /// `relay_ready`: the viewer plays the stream and may feed others; waiting viewers may get
@@ -343,7 +430,7 @@ impl MemoryRegistry {
 
     /// Viewers that waited for a feeder past the wait limit get the broadcaster. Touches only
     /// the channels where somebody waits.
-    pub fn expire_waits(&self, now: Moment) -> Vec<TreeEvent> {
+    pub fn expire_waits(&self, now: Moment) -> Expired {
         self.state().expire_waits(now)
     }
 
@@ -391,7 +478,8 @@ impl MemoryRegistry {
     /// Removes a socket everywhere: its own channels close, and it leaves those it watched.
     /// Touches only the socket's own channels.
     pub fn disconnect(&self, sid: &SocketId) -> Departure {
-        self.state().disconnect(sid, Moment::now())
+        let grace = self.shared.limits.resume_grace;
+        self.state().disconnect(sid, grace, Moment::now())
     }
 
     /// Reaps channels idle for longer than the TTL, except live ones (a broadcaster with at least
@@ -411,11 +499,19 @@ impl MemoryRegistry {
 }
 
 /// The options of a `join_as_broadcaster` besides the ids.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BroadcastRequest {
+#[derive(Debug, Clone)]
+pub(crate) struct BroadcastRequest<'a> {
     pub(crate) addr: Option<IpAddr>,
     pub(crate) force: bool,
     pub(crate) relay: bool,
+    /// Hold the channel when the broadcaster's connection drops.
+    pub(crate) resumable: bool,
+    /// Digest of the resume token the client presented, if any.
+    pub(crate) presented: Option<&'a str>,
+    /// Digest of the token this `broadcaster_ready` will carry (every one carries a fresh one).
+    pub(crate) fresh: &'a str,
+    /// Hash of the password that makes a new channel private.
+    pub(crate) password: Option<String>,
 }
 
 /// A viewer's report about its place in the relay tree.
@@ -434,23 +530,53 @@ impl State {
         request: BroadcastRequest,
         now: Moment,
     ) -> Result<BroadcastStarted, ChannelError> {
-        let BroadcastRequest { addr, force, relay } = request;
+        let BroadcastRequest {
+            addr,
+            force,
+            relay,
+            resumable,
+            presented,
+            fresh,
+            password,
+        } = request;
         if let Some(channel) = self.channels.get_mut(&channel_id) {
-            if force && channel.broadcaster == *sid {
-                channel.last_activity = now;
-                channel.stopped = false;
-                let notices = channel.tree.go_live(now);
-                let mut tree = Vec::new();
-                channel.address(notices, true, &mut tree);
-                let started = BroadcastStarted {
-                    channel_id: channel_id.clone(),
-                    waiting_viewers: channel.viewers.keys().cloned().collect(),
-                    tree,
-                };
-                self.track_waits(&channel_id);
-                return Ok(started);
+            let holds_token =
+                presented.is_some_and(|digest| secrets::digests_match(digest, &channel.token));
+            let owner_again = force && channel.broadcaster == *sid && channel.away_until.is_none();
+            // Resume: the broadcaster's connection dropped and it is back (with its token).
+            // Takeover: `force` with the token replaces a live broadcaster (another device).
+            let resume = channel.away_until.is_some() && holds_token;
+            let takeover = force && holds_token && !owner_again && !resume;
+            if !(owner_again || resume || takeover) {
+                return Err(ChannelError::AlreadyHasBroadcaster(channel_id));
             }
-            return Err(ChannelError::AlreadyHasBroadcaster(channel_id));
+            let previous = std::mem::replace(&mut channel.broadcaster, sid.clone());
+            let replaced = (takeover && previous != *sid).then_some(previous.clone());
+            channel.last_activity = now;
+            channel.stopped = false;
+            channel.away_until = None;
+            channel.token = fresh.to_owned();
+            channel.resumable = channel.resumable || resumable;
+            let notices = channel.tree.go_live(now);
+            let mut tree = Vec::new();
+            channel.address(notices, true, &mut tree);
+            let started = BroadcastStarted {
+                channel_id: channel_id.clone(),
+                replaced,
+                waiting_viewers: channel.viewers.keys().cloned().collect(),
+                tree,
+            };
+            if started.replaced.is_some() {
+                self.unindex(&previous, &channel_id, |m| &mut m.broadcasting);
+            }
+            // A resumed channel was indexed under nobody while held.
+            self.sockets
+                .entry(sid.clone())
+                .or_default()
+                .broadcasting
+                .insert(channel_id.clone());
+            self.track_waits(&channel_id);
+            return Ok(started);
         }
         let owned = self.sockets.get(sid).map_or(0, |m| m.broadcasting.len());
         if owned >= limits.max_channels_per_socket {
@@ -486,6 +612,10 @@ impl State {
                 viewers: HashMap::new(),
                 stopped: false,
                 tree: Tree::new(limits.tree, relay),
+                token: fresh.to_owned(),
+                resumable,
+                away_until: None,
+                password,
             },
         );
         self.sockets
@@ -495,6 +625,7 @@ impl State {
             .insert(channel_id.clone());
         Ok(BroadcastStarted {
             channel_id,
+            replaced: None,
             waiting_viewers: Vec::new(),
             tree: Vec::new(),
         })
@@ -505,6 +636,7 @@ impl State {
         let mut list: Vec<ChannelSummary> = self
             .channels
             .iter()
+            .filter(|(_, c)| c.password.is_none())
             .map(|(id, c)| ChannelSummary {
                 id: id.clone(),
                 broadcaster_sid: c.broadcaster.clone(),
@@ -521,17 +653,24 @@ impl State {
         list
     }
 
+    /// `password`: the stored hash the caller's password was verified against, if any.
     pub(crate) fn join_as_viewer(
         &mut self,
         sid: &SocketId,
         channel_id: &str,
         relay: bool,
+        password: Option<&str>,
         now: Moment,
     ) -> Result<ViewerJoined, ChannelError> {
         let channel = self
             .channels
             .get_mut(channel_id)
             .ok_or_else(|| ChannelError::NotFound(ChannelId::from(channel_id)))?;
+        if let Some(stored) = &channel.password
+            && password != Some(stored.as_str())
+        {
+            return Err(ChannelError::WrongPassword);
+        }
         channel.last_activity = now;
         channel.viewers.entry(sid.clone()).or_insert(None);
         // A broadcaster watching its own channel never relays to itself.
@@ -543,6 +682,7 @@ impl State {
             broadcaster: channel.broadcaster.clone(),
             viewer_count: channel.viewers.len(),
             stopped: channel.stopped,
+            away: channel.away_until.is_some(),
             tree,
         };
         let key = channel.id.clone();
@@ -581,22 +721,40 @@ impl State {
         Ok(events)
     }
 
-    pub(crate) fn expire_waits(&mut self, now: Moment) -> Vec<TreeEvent> {
+    /// Ends what the passing of time ends: relay-tree waits past their limit (those viewers get
+    /// the broadcaster) and channels whose broadcaster did not resume within its grace.
+    pub(crate) fn expire_waits(&mut self, now: Moment) -> Expired {
         let due: Vec<ChannelId> = self
             .waits
             .iter()
             .filter(|(_, deadline)| **deadline <= now)
             .map(|(id, _)| id.clone())
             .collect();
-        let mut events = Vec::new();
+        let mut expired = Expired::default();
         for id in due {
+            let gone = self
+                .channels
+                .get(&id)
+                .and_then(|c| c.away_until)
+                .is_some_and(|until| until <= now);
+            if gone {
+                if let Some(closed) = self.close_channel(&id) {
+                    expired.abandoned.push(closed);
+                }
+                continue;
+            }
             if let Some(channel) = self.channels.get_mut(&id) {
                 let notices = channel.tree.expire_waits(now);
-                channel.address(notices, false, &mut events);
+                channel.address(notices, false, &mut expired.tree);
             }
             self.track_waits(&id);
         }
-        events
+        expired
+    }
+
+    /// The stored password hash of a private channel (`None`: public or unknown).
+    pub(crate) fn password_of(&self, channel_id: &str) -> Option<String> {
+        self.channels.get(channel_id)?.password.clone()
     }
 
     pub(crate) fn authorize_relay(
@@ -622,7 +780,9 @@ impl State {
                 membership.watching.iter().find_map(|id| {
                     let channel = channels.get(id)?;
                     if channel.broadcaster.as_str() == target {
-                        return Some((id, channel.broadcaster.clone()));
+                        // Nobody to relay to while the channel waits for its broadcaster.
+                        let present = channel.present_broadcaster()?;
+                        return Some((id, present.clone()));
                     }
                     // A tree viewer and its current feeder or child (PROTOCOL.md "Relay
                     // authorization"): both are viewers of this channel.
@@ -705,13 +865,28 @@ impl State {
         Ok(viewers)
     }
 
-    pub(crate) fn disconnect(&mut self, sid: &SocketId, now: Moment) -> Departure {
+    /// `grace`: how long a resumable channel is held for its broadcaster.
+    pub(crate) fn disconnect(&mut self, sid: &SocketId, grace: Duration, now: Moment) -> Departure {
         let Some(membership) = self.sockets.remove(sid) else {
             return Departure::default();
         };
         let mut departure = Departure::default();
         for channel_id in membership.broadcasting {
-            if let Some(closed) = self.close_channel(&channel_id) {
+            let hold = !grace.is_zero()
+                && self
+                    .channels
+                    .get(&channel_id)
+                    .is_some_and(|c| c.resumable && c.broadcaster == *sid);
+            if hold {
+                if let Some(channel) = self.channels.get_mut(&channel_id) {
+                    channel.away_until = Some(now + grace);
+                    departure.held.push(HeldChannel {
+                        channel_id: channel_id.clone(),
+                        viewers: channel.viewers.keys().cloned().collect(),
+                    });
+                }
+                self.track_waits(&channel_id);
+            } else if let Some(closed) = self.close_channel(&channel_id) {
                 departure.closed.push(closed);
             }
         }
@@ -752,7 +927,7 @@ impl State {
         match self
             .channels
             .get(channel_id)
-            .and_then(|c| c.tree.next_deadline())
+            .and_then(Channel::next_deadline)
         {
             Some(deadline) => {
                 self.waits.insert(channel_id.clone(), deadline);
@@ -854,6 +1029,7 @@ mod tests {
             max_channels_per_socket: 100,
             max_channels_per_addr: 100,
             tree: TREE,
+            resume_grace: Duration::ZERO,
         })
     }
 
@@ -957,6 +1133,7 @@ mod tests {
             max_channels_per_socket: 2,
             max_channels_per_addr: 3,
             tree: TREE,
+            resume_grace: Duration::ZERO,
         });
         let home: IpAddr = "198.51.100.7".parse().unwrap();
         let hog = sid("hog");
@@ -1290,11 +1467,14 @@ mod tests {
             HashMap::new();
         let mut by_addr: HashMap<IpAddr, usize> = HashMap::new();
         for (id, channel) in &state.channels {
-            expected
-                .entry(channel.broadcaster.clone())
-                .or_default()
-                .0
-                .insert(id.clone());
+            // A channel held for its dropped broadcaster is indexed under nobody.
+            if let Some(broadcaster) = channel.present_broadcaster() {
+                expected
+                    .entry(broadcaster.clone())
+                    .or_default()
+                    .0
+                    .insert(id.clone());
+            }
             for viewer in channel.viewers.keys() {
                 expected
                     .entry(viewer.clone())
@@ -1307,7 +1487,7 @@ mod tests {
             }
             assert_eq!(
                 state.waits.get(id).copied(),
-                channel.tree.next_deadline(),
+                channel.next_deadline(),
                 "wait index of {id}"
             );
         }
@@ -1331,6 +1511,10 @@ mod tests {
         Stop(u8, u8),
         Disconnect(u8),
         Sweep,
+        /// `join_as_broadcaster` presenting the token (resume, or takeover with `force`).
+        Resume(u8, u8, bool),
+        /// Time passes beyond every grace and wait.
+        Expire,
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -1344,6 +1528,8 @@ mod tests {
             1 => (0u8..8, 0u8..3).prop_map(|(s, c)| Op::Stop(s, c)),
             2 => (0u8..8).prop_map(Op::Disconnect),
             1 => Just(Op::Sweep),
+            2 => (0u8..8, 0u8..3, any::<bool>()).prop_map(|(s, c, f)| Op::Resume(s, c, f)),
+            1 => Just(Op::Expire),
         ]
     }
 
@@ -1364,23 +1550,49 @@ mod tests {
                 max_channels_per_socket: 2,
                 max_channels_per_addr: 2,
                 tree: TreeLimits { direct: 1, fanout: 1, wait: Duration::from_secs(10) },
+                resume_grace: Duration::from_secs(30),
             });
             let name = |i: u8| sid(&format!("s{i}"));
             let channel = |i: u8| format!("c{i}");
             let addr = |i: u8| Some(IpAddr::from([10, 0, 0, i % 3]));
+            // Even sockets ask for resuming; every token's digest is "t" (the rules compare
+            // digests; making them is `secrets`' business).
+            let request = |s: u8, force: bool, presented: Option<&'static str>| BroadcastRequest {
+                addr: addr(s),
+                force,
+                relay: true,
+                resumable: s.is_multiple_of(2),
+                presented,
+                fresh: "t",
+                password: None,
+            };
             for op in ops {
                 match op {
                     Op::Broadcast(s, c, force) => {
-                        let _ = r.join_as_broadcaster(&name(s), addr(s), Some(&channel(c)), force, true);
+                        let _ = r.start_broadcast(&name(s), Some(&channel(c)), request(s, force, None));
                     }
+                    Op::Resume(s, c, force) => {
+                        let before = r.state().channels.get(channel(c).as_str()).map(|ch| (ch.broadcaster.clone(), ch.away_until.is_some()));
+                        let result = r.start_broadcast(&name(s), Some(&channel(c)), request(s, force, Some("t")));
+                        if let (Some((previous, away)), Ok(started)) = (before, &result) {
+                            // A held channel is resumed; a live one only taken over with force.
+                            proptest::prop_assert!(away || force || previous == name(s));
+                            proptest::prop_assert_eq!(
+                                started.replaced.clone(),
+                                (!away && previous != name(s)).then_some(previous)
+                            );
+                        }
+                    }
+                    Op::Expire => { r.expire_waits(Moment::now() + Duration::from_secs(3600)); }
                     Op::Watch(s, c, relay) => { let _ = r.join_as_viewer(&name(s), &channel(c), relay); }
                     Op::Relay(a, b) => {
                         let allowed = r.authorize_relay(&name(a), &format!("s{b}"), Activity::Keep).is_ok();
                         let state = r.state();
                         let peers = state.channels.values().any(|ch| {
                             let (a, b) = (name(a), name(b));
-                            (ch.broadcaster == a && ch.viewers.contains_key(&b))
-                                || (ch.broadcaster == b && ch.viewers.contains_key(&a))
+                            let present = ch.present_broadcaster();
+                            (present == Some(&a) && ch.viewers.contains_key(&b))
+                                || (present == Some(&b) && ch.viewers.contains_key(&a))
                                 || (ch.viewers.contains_key(&a)
                                     && ch.viewers.contains_key(&b)
                                     && ch.tree.are_linked(&a, &b))
@@ -1398,6 +1610,11 @@ mod tests {
             for s in 0..8 {
                 r.disconnect(&name(s));
             }
+            check_indexes(&r);
+            // Held channels go when their grace ends, announced.
+            let held = r.state().channels.len();
+            let expired = r.expire_waits(Moment::now() + Duration::from_secs(3600));
+            proptest::prop_assert_eq!(expired.abandoned.len(), held);
             check_indexes(&r);
             proptest::prop_assert_eq!(
                 r.stats(),

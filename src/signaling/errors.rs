@@ -27,6 +27,9 @@ pub enum ChannelError {
     NotTheBroadcaster,
     #[error("Target is not a peer of yours in any channel")]
     NotPeers,
+    /// A private channel's password was missing or wrong (one answer for both: nothing to learn).
+    #[error("Invalid data: password is missing or wrong for this channel")]
+    WrongPassword,
     /// Cluster mode only: the shared store (Redis) cannot be reached or answered nonsense.
     #[error("Server unavailable: its shared storage cannot be reached; try again shortly")]
     Unavailable,

@@ -11,7 +11,8 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
 use super::Signaling;
-use super::channels::{Activity, Departure, SocketId, TreeEvent, unix_now};
+use super::channels::{Activity, BroadcastRequest, Departure, SocketId, TreeEvent, unix_now};
+use super::errors::ChannelError;
 use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
@@ -20,6 +21,7 @@ use super::payloads::{
     RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
 };
 use super::registry::Registry;
+use super::secrets;
 
 /// What a handler needs about the socket it serves.
 pub struct Ctx<'a, A: Adapter> {
@@ -136,8 +138,9 @@ pub(super) async fn deliver(fut: Emit<'_>, event: &str) -> bool {
             false
         }
         Err(e) => {
-            // The cross-node bus failed (Redis away): local recipients got it, remote ones not.
-            tracing::warn!(event, "not delivered to other nodes: {e}");
+            // The cross-node bus failed (Redis away); the adapter publishes before it delivers
+            // locally, so nobody got it. Not the recipients' fault: nobody is evicted for it.
+            tracing::warn!(event, "not delivered: {e}");
             true
         }
     }
@@ -219,12 +222,30 @@ pub async fn join_as_broadcaster<A: Adapter>(
     if !ctx.admit(Class::Join, ErrorPrefix::Data) {
         return;
     }
-    let force = request.force.unwrap_or(false);
-    let relay = request.relay.unwrap_or(true);
-    let addr = ctx.socket.extensions.get::<ClientAddr>().map(|a| a.0);
+    let password = match request.password {
+        // Hashed off the event loop: argon2 is slow on purpose.
+        Some(password) => match blocking(move || secrets::hash_password(&password.0)).await {
+            Some(hash) => Some(hash),
+            None => return ctx.error("Server could not store the password; try again"),
+        },
+        None => None,
+    };
+    let fresh = secrets::IssuedToken::generate();
+    // Asking for it, or presenting a token, is what makes a broadcaster resumable.
+    let resumable = request.resume.unwrap_or(false) || request.resume_token.is_some();
+    let presented = request.resume_token.as_ref().map(|t| secrets::digest(&t.0));
+    let broadcast = BroadcastRequest {
+        addr: ctx.socket.extensions.get::<ClientAddr>().map(|a| a.0),
+        force: request.force.unwrap_or(false),
+        relay: request.relay.unwrap_or(true),
+        resumable,
+        presented: presented.as_deref(),
+        fresh: &fresh.digest,
+        password,
+    };
     match ctx
         .registry
-        .join_as_broadcaster(&ctx.sid, addr, request.channel_id.as_deref(), force, relay)
+        .join_as_broadcaster(&ctx.sid, request.channel_id.as_deref(), broadcast)
         .await
     {
         Ok(started) => {
@@ -234,8 +255,21 @@ pub async fn join_as_broadcaster<A: Adapter>(
                 &BroadcasterReady {
                     id: &ctx.sid,
                     channel_id: &started.channel_id,
+                    resume_token: resumable.then_some(fresh.token.as_str()),
                 },
             );
+            if let Some(replaced) = &started.replaced {
+                tracing::info!(sid = %ctx.sid, %replaced, channel = %started.channel_id, "broadcaster took over");
+                let channel = ChannelRef {
+                    channel_id: &started.channel_id,
+                };
+                ctx.send(
+                    std::slice::from_ref(replaced),
+                    "broadcaster_replaced",
+                    &channel,
+                )
+                .await;
+            }
             ctx.send(
                 &started.waiting_viewers,
                 "broadcaster_available",
@@ -266,20 +300,37 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         };
     };
     let relay = request.relay.unwrap_or(false);
-    match ctx
+    let verified = match ctx.registry.password_of(&channel_id).await {
+        Ok(None) => None,
+        Ok(Some(stored)) => match check_password(ctx, request.password, stored).await {
+            Some(verified) => Some(verified),
+            None => return,
+        },
+        Err(e) => return ctx.error(e),
+    };
+    let joined = ctx
         .registry
-        .join_as_viewer(&ctx.sid, &channel_id, relay)
-        .await
-    {
+        .join_as_viewer(&ctx.sid, &channel_id, relay, verified.as_deref())
+        .await;
+    match joined {
         Ok(joined) => {
             tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer joined");
-            ctx.reply(
-                "broadcaster_available",
-                &BroadcasterAvailable {
-                    broadcaster_id: &joined.broadcaster,
-                    channel_id: &channel_id,
-                },
-            );
+            let channel = ChannelRef {
+                channel_id: &channel_id,
+            };
+            if joined.away {
+                // Nobody to negotiate with until the broadcaster is back (then
+                // `broadcaster_available` comes by itself).
+                ctx.reply("broadcaster_reconnecting", &channel);
+            } else {
+                ctx.reply(
+                    "broadcaster_available",
+                    &BroadcasterAvailable {
+                        broadcaster_id: &joined.broadcaster,
+                        channel_id: &channel_id,
+                    },
+                );
+            }
             if joined.stopped {
                 ctx.reply(
                     "broadcaster_stopped",
@@ -302,6 +353,36 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         }
         Err(e) => ctx.error(e),
     }
+}
+
+/// Checks a private channel's password: `Some(stored hash)` when it matches; otherwise the
+/// caller has been answered. Attempts are rate limited and every wrong one is a strike.
+async fn check_password<A: Adapter>(
+    ctx: &Ctx<'_, A>,
+    given: Option<payloads::Secret>,
+    stored: String,
+) -> Option<String> {
+    if !ctx.admit(Class::Password, ErrorPrefix::Data) {
+        return None;
+    }
+    let matches = match given {
+        Some(given) => {
+            let hash = stored.clone();
+            blocking(move || secrets::verify_password(&given.0, &hash)).await
+        }
+        None => false,
+    };
+    if matches {
+        return Some(stored);
+    }
+    ctx.error(ChannelError::WrongPassword);
+    ctx.enforce(ctx.limits.strike(&ctx.sid));
+    None
+}
+
+/// Runs CPU-heavy work (password hashing) off the event loop.
+async fn blocking<T: Default + Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.unwrap_or_default()
 }
 
 /// `offer`, `answer` and `ice_candidate`: relayed only between a channel's broadcaster and its
@@ -544,6 +625,13 @@ pub async fn disconnect<A: Adapter>(ctx: &Ctx<'_, A>, reason: DisconnectReason) 
 
 /// Tells everybody a departure concerns.
 pub(super) async fn announce<A: Adapter>(io: &SocketIo<A>, departure: Departure) {
+    for held in &departure.held {
+        tracing::info!(channel = %held.channel_id, viewers = held.viewers.len(), "broadcaster dropped; channel held for it to resume");
+        let channel = ChannelRef {
+            channel_id: &held.channel_id,
+        };
+        send(io, &held.viewers, "broadcaster_reconnecting", &channel).await;
+    }
     for closed in &departure.closed {
         tracing::info!(sid = %closed.broadcaster, channel = %closed.channel_id, viewers = closed.viewers.len(), "channel closed: broadcaster left");
         send(io, &closed.viewers, "broadcaster_disconnected", &()).await;

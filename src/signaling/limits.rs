@@ -47,6 +47,8 @@ pub enum Class {
     Join,
     /// `join_as_viewer` without a channel: the channel list, the largest answer there is.
     List,
+    /// A password check for a private channel (slow on purpose, and a guessing target).
+    Password,
 }
 
 /// Whether an event may go ahead.
@@ -68,8 +70,16 @@ pub struct RateLimits {
     chat: Limiter<SocketId>,
     join: Limiter<SocketId>,
     list: Limiter<SocketId>,
+    password: Limiter<SocketId>,
     strikes: Limiter<SocketId>,
 }
+
+/// Password attempts one socket may make: a person mistyping gets three tries at once, a
+/// guesser one a second (and each costs it a strike when wrong).
+const PASSWORD_RATE: Rate = Rate {
+    per_second: 1,
+    burst: 3,
+};
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(rate: Rate) -> Limiter<K> {
     rate.quota().map(DefaultKeyedRateLimiter::keyed)
@@ -87,6 +97,7 @@ impl RateLimits {
             chat: limiter(rates.chat),
             join: limiter(rates.join),
             list: limiter(rates.join),
+            password: limiter(PASSWORD_RATE),
             strikes: limiter(rates.strikes),
         }
     }
@@ -97,6 +108,7 @@ impl RateLimits {
             Class::Chat => &self.chat,
             Class::Join => &self.join,
             Class::List => &self.list,
+            Class::Password => &self.password,
         };
         if allows(limiter, sender) {
             Verdict::Allow
@@ -128,9 +140,15 @@ impl RateLimits {
     /// Forgets clients whose buckets are full again; called periodically so departed sockets
     /// leave nothing behind.
     pub fn forget_idle(&self) {
-        for limiter in [&self.chat, &self.join, &self.list, &self.strikes]
-            .into_iter()
-            .flatten()
+        for limiter in [
+            &self.chat,
+            &self.join,
+            &self.list,
+            &self.password,
+            &self.strikes,
+        ]
+        .into_iter()
+        .flatten()
         {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -143,11 +161,17 @@ impl RateLimits {
 
     /// Entries held across all limiters (for `/healthz` and leak tests).
     pub fn tracked(&self) -> usize {
-        let singles: usize = [&self.chat, &self.join, &self.list, &self.strikes]
-            .into_iter()
-            .flatten()
-            .map(|l| l.len())
-            .sum();
+        let singles: usize = [
+            &self.chat,
+            &self.join,
+            &self.list,
+            &self.password,
+            &self.strikes,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|l| l.len())
+        .sum();
         let pairs: usize = [&self.sdp, &self.ice]
             .into_iter()
             .flatten()

@@ -17,6 +17,7 @@ pub mod limits;
 mod mailbox;
 pub mod payloads;
 pub mod registry;
+pub mod secrets;
 mod sweeper;
 pub mod tree;
 

@@ -216,6 +216,70 @@ pub struct JoinAsBroadcaster {
     /// `false`: this channel runs without the relay tree.
     #[serde(default)]
     pub relay: Option<bool>,
+    /// `true`: hold the channel for a grace period when this connection drops.
+    #[serde(default)]
+    pub resume: Option<bool>,
+    /// The token of an earlier `broadcaster_ready`: resume, or (with `force`) take over.
+    #[serde(default)]
+    #[validate(custom(function = "validate_token"))]
+    pub resume_token: Option<Secret>,
+    /// Makes a new channel private: unlisted, and viewers must give it.
+    #[serde(default)]
+    #[validate(custom(function = "validate_password"))]
+    pub password: Option<Secret>,
+}
+
+/// A client's secret (resume token, password): never shown by `Debug`, so never logged.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+/// Validation errors may carry the value; a secret's stands in as a placeholder.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("…")
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+const SECRET_MAX_CHARS: usize = 128;
+
+fn validate_token(token: &Secret) -> Result<(), ValidationError> {
+    let ok = (1..=SECRET_MAX_CHARS).contains(&token.0.len())
+        && token
+            .0
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(failure(
+            "pattern",
+            "resume_token must be the token a broadcaster_ready gave".into(),
+        ))
+    }
+}
+
+fn validate_password(password: &Secret) -> Result<(), ValidationError> {
+    let chars = password.0.chars().count();
+    if !(1..=SECRET_MAX_CHARS).contains(&chars) {
+        return Err(failure(
+            "length",
+            format!("password must be 1 to {SECRET_MAX_CHARS} characters (got {chars})"),
+        ));
+    }
+    if password.0.chars().any(char::is_control) {
+        return Err(failure(
+            "control",
+            "password must not contain control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, Validate)]
@@ -226,6 +290,10 @@ pub struct JoinAsViewer {
     /// `true`: this page takes part in the relay tree; missing or `false`: a legacy leaf.
     #[serde(default)]
     pub relay: Option<bool>,
+    /// A private channel's password.
+    #[serde(default)]
+    #[validate(custom(function = "validate_password"))]
+    pub password: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize, Validate)]
@@ -374,6 +442,12 @@ pub struct RelayError {
 pub struct BroadcasterReady<'a> {
     pub id: &'a str,
     pub channel_id: &'a str,
+    /// Secret: lets this broadcaster resume after a dropped connection, or take over from
+    /// another device (`force`). Given only to broadcasters that asked for resuming (legacy
+    /// pages see the payload they always saw); every such `broadcaster_ready` carries a fresh
+    /// one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]

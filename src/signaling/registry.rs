@@ -5,11 +5,9 @@
 //! lives and how an operation is made atomic (a mutex here, an optimistic Redis transaction
 //! there). The methods are async because the Redis backend is; the in-memory one never awaits.
 
-use std::net::IpAddr;
-
 use super::channels::{
-    Activity, BroadcastStarted, ChannelSummary, ChatDelivery, ClosedChannel, Departure,
-    MemoryRegistry, RegistryLimits, TreeEvent, ViewerJoined,
+    Activity, BroadcastRequest, BroadcastStarted, ChannelSummary, ChatDelivery, ClosedChannel,
+    Departure, Expired, MemoryRegistry, RegistryLimits, TreeEvent, ViewerJoined,
 };
 use super::clock::Moment;
 use super::errors::ChannelError;
@@ -51,15 +49,21 @@ impl Registry {
         }
     }
 
-    pub async fn join_as_broadcaster(
+    pub(crate) async fn join_as_broadcaster(
         &self,
         sid: &SocketId,
-        addr: Option<IpAddr>,
         channel_id: Option<&str>,
-        force: bool,
-        relay: bool,
+        request: BroadcastRequest<'_>,
     ) -> Result<BroadcastStarted, ChannelError> {
-        both!(self, r => r.join_as_broadcaster(sid, addr, channel_id, force, relay))
+        both!(self, r => r.start_broadcast(sid, channel_id, request))
+    }
+
+    /// The stored password hash of a private channel (`None`: public or unknown).
+    pub async fn password_of(&self, channel_id: &str) -> Result<Option<String>, ChannelError> {
+        match self {
+            Registry::Memory(r) => Ok(r.password_of(channel_id)),
+            Registry::Cluster(r) => r.password_of(channel_id).await,
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<ChannelSummary>, ChannelError> {
@@ -69,13 +73,15 @@ impl Registry {
         }
     }
 
+    /// `password`: for a private channel, the stored hash the caller's password matched.
     pub async fn join_as_viewer(
         &self,
         sid: &SocketId,
         channel_id: &str,
         relay: bool,
+        password: Option<&str>,
     ) -> Result<ViewerJoined, ChannelError> {
-        both!(self, r => r.join_as_viewer(sid, channel_id, relay))
+        both!(self, r => r.join_verified(sid, channel_id, relay, password))
     }
 
     pub async fn relay_ready(
@@ -94,7 +100,7 @@ impl Registry {
         both!(self, r => r.upstream_failed(sid, channel_id))
     }
 
-    pub async fn expire_waits(&self, now: Moment) -> Vec<TreeEvent> {
+    pub async fn expire_waits(&self, now: Moment) -> Expired {
         both!(self, r => r.expire_waits(now))
     }
 

@@ -64,8 +64,12 @@ pub fn spawn_sweeper<A: Adapter>(
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = waits.tick() => {
-                    let events = registry.expire_waits(Moment::now()).await;
-                    emit_tree(&io, &events).await;
+                    let expired = registry.expire_waits(Moment::now()).await;
+                    emit_tree(&io, &expired.tree).await;
+                    for closed in expired.abandoned {
+                        tracing::info!(channel = %closed.channel_id, "channel closed: its broadcaster did not resume in time");
+                        send(&io, &closed.viewers, "broadcaster_disconnected", &()).await;
+                    }
                     continue;
                 }
             }

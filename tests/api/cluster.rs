@@ -24,10 +24,13 @@ const FEW_LIMITS: [&str; 4] = [
     "10000",
 ];
 
-/// The heartbeat of the death tests, and the slack allowed on top of "within 2 × heartbeat"
-/// for the notice to travel (Redis pub/sub, the WebSocket) on a busy CI machine.
-const HEARTBEAT_MS: u64 = 300;
+/// The heartbeat of the death test, and the slack allowed on top of "within 2 × heartbeat"
+/// for the notice to travel (Redis pub/sub, the WebSocket) on a busy CI machine. Shorter
+/// heartbeats make a CPU-starved but live node look dead (its key lives 1.5 × heartbeat).
+const HEARTBEAT_MS: u64 = 500;
 const DEATH_SLACK: Duration = Duration::from_millis(500);
+/// The heartbeat of the Redis outage test (it measures Redis, not the heartbeat).
+const OUTAGE_HEARTBEAT_MS: &str = "1000";
 
 /// A broadcaster on `b_node` and a viewer on `v_node` in `channel`, set-up events consumed.
 async fn channel_across(b_node: &Node, v_node: &Node, channel: &str) -> (Client, Client) {
@@ -54,6 +57,25 @@ async fn join_viewer(node: &Node, broadcaster: &mut Client, channel: &str, count
         json!({"channel_id": channel, "count": count})
     );
     viewer
+}
+
+/// The next event of `client` (within 10 s) and how long after `since` it arrived.
+async fn next_after(client: &mut Client, since: Instant) -> (String, Vec<Value>, Duration) {
+    try_next_after(client, since)
+        .await
+        .unwrap_or_else(|| panic!("no event within 10 s ({:?} since the cue)", since.elapsed()))
+}
+
+/// The next event of `client` within 10 s, if any, and how long after `since` it arrived.
+async fn try_next_after(
+    client: &mut Client,
+    since: Instant,
+) -> Option<(String, Vec<Value>, Duration)> {
+    let (name, args) = tokio::time::timeout(Duration::from_secs(10), client.next_event())
+        .await
+        .ok()?
+        .expect("connection open");
+    Some((name, args, since.elapsed()))
 }
 
 /// `broadcaster_disconnected` carries `null` (or nothing).
@@ -673,13 +695,6 @@ async fn killed_node_is_noticed_within_two_heartbeats() {
 
     let killed_at = Instant::now();
     cluster.nodes[0].kill().await;
-    async fn next_after(client: &mut Client, since: Instant) -> (String, Vec<Value>, Duration) {
-        let (name, args) = tokio::time::timeout(Duration::from_secs(10), client.next_event())
-            .await
-            .expect("an event within 10 s of the kill")
-            .expect("connection open");
-        (name, args, since.elapsed())
-    }
     let (on_b, on_c, count) = tokio::join!(
         next_after(&mut doomed_v1, killed_at),
         next_after(&mut doomed_v2, killed_at),
@@ -755,10 +770,63 @@ async fn killed_node_is_noticed_within_two_heartbeats() {
 }
 
 #[tokio::test]
+async fn stopped_node_tells_peers_at_once_and_its_clients_reconnect() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (leaving_b, mut staying_v) = channel_across(a, b, "leaving").await;
+    let (mut staying_b, leaving_v) = channel_across(b, a, "staying").await;
+
+    // SIGTERM (a deploy): the peers are told at once, not after the heartbeat bound (4 s here:
+    // a heartbeat-based notice would take at least 1.5 × 2 s).
+    let stopped_at = Instant::now();
+    let (status, disconnected, count) = tokio::join!(
+        cluster.nodes[0].terminate(),
+        try_next_after(&mut staying_v, stopped_at),
+        try_next_after(&mut staying_b, stopped_at),
+    );
+    println!(
+        "graceful stop: exit {status}; viewer on B got {disconnected:?}; broadcaster on B got \
+         {count:?}"
+    );
+    assert!(
+        status.success(),
+        "exit 0 on SIGTERM, got {status}: {}",
+        cluster.nodes[0].log_text()
+    );
+    let disconnected = disconnected.expect("the viewer on B is told within 10 s");
+    let count = count.expect("the broadcaster on B is told within 10 s");
+    assert_broadcaster_disconnected(&disconnected.0, &disconnected.1);
+    assert_eq!(count.0, "viewer_count", "{count:?}");
+    assert_eq!(count.1, [json!({"channel_id": "staying", "count": 0})]);
+    for (what, took) in [
+        ("broadcaster_disconnected", disconnected.2),
+        ("viewer_count", count.2),
+    ] {
+        assert!(took < Duration::from_secs(2), "{what} after {took:?}");
+    }
+    // Its clients saw their transport close, not an "io server disconnect" (after which the
+    // official client would not reconnect).
+    for client in [&leaving_b, &leaving_v] {
+        assert!(
+            !client.got_disconnect_packet(),
+            "SIGTERM sent a DISCONNECT packet"
+        );
+    }
+    // The viewer comes back through the survivor.
+    let back = join_viewer(&cluster.nodes[1], &mut staying_b, "staying", 1).await;
+    assert_channels_on(&[&cluster.nodes[1]], 1).await;
+    staying_b.assert_silent().await;
+    staying_v.assert_silent().await;
+    cluster
+        .teardown(vec![leaving_b, leaving_v, staying_b, staying_v, back])
+        .await;
+}
+
+#[tokio::test]
 async fn redis_outage_is_reported_and_recovered_from() {
     let mut redis = RedisServer::start(free_port()).await;
-    let heartbeat = HEARTBEAT_MS.to_string();
-    let mut cluster = Cluster::start_on(redis.port, 2, &["--heartbeat-ms", &heartbeat]).await;
+    let mut cluster =
+        Cluster::start_on(redis.port, 2, &["--heartbeat-ms", OUTAGE_HEARTBEAT_MS]).await;
     for node in &cluster.nodes {
         assert_eq!(node.health().await.0, 200);
     }

@@ -9,3 +9,4 @@ mod http;
 mod protocol;
 mod robustness;
 mod tree;
+mod turn;
