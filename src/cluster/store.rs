@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use super::{Health, Keys, NodeId};
 use crate::signaling::channels::{
-    Activity, BroadcastRequest, BroadcastStarted, Channel, ChannelSummary, ChatDelivery,
+    Activity, BroadcastRequest, BroadcastStarted, Census, Channel, ChannelSummary, ChatDelivery,
     ClosedChannel, Departure, Expired, Membership, RegistryLimits, State, TreeEvent, TreeOp,
     ViewerJoined, random_channel_id,
 };
@@ -455,6 +455,12 @@ impl ClusterRegistry {
             )?;
             Ok(self.commit(txn).await?.map(|()| started))
         })
+    }
+
+    /// How the channels of the whole deployment stand (loads every channel: for `/metrics`).
+    pub async fn census(&self) -> Result<Census, ChannelError> {
+        let ids = self.all_channel_ids().await?;
+        Ok(self.begin(&ids).await?.state.census())
     }
 
     pub async fn password_of(&self, channel_id: &str) -> Result<Option<String>, ChannelError> {

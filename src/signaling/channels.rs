@@ -297,6 +297,21 @@ pub struct Departure {
     pub left: Vec<ViewerLeft>,
 }
 
+/// How the channels stand, for `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Census {
+    /// Channels with their broadcaster connected and streaming.
+    pub live: usize,
+    /// Channels whose broadcaster stopped (and may go live again).
+    pub stopped: usize,
+    /// Channels held for a broadcaster whose connection dropped.
+    pub held: usize,
+    /// Viewers of each channel.
+    pub viewers: Vec<usize>,
+    /// Depth of each channel's relay tree (1 = everyone fed by the broadcaster).
+    pub tree_depths: Vec<usize>,
+}
+
 /// Whether a relay refreshes the channel's activity (offers and answers do, ICE does not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activity {
@@ -371,6 +386,11 @@ impl MemoryRegistry {
             None => state.fresh_channel_id(),
         };
         state.join_as_broadcaster(self.limits(), sid, channel_id, request, Moment::now())
+    }
+
+    /// How the channels stand (for `/metrics`).
+    pub fn census(&self) -> Census {
+        self.state().census()
     }
 
     /// The stored password hash of a private channel.
@@ -750,6 +770,22 @@ impl State {
             self.track_waits(&id);
         }
         expired
+    }
+
+    pub(crate) fn census(&self) -> Census {
+        let mut census = Census::default();
+        for channel in self.channels.values() {
+            if channel.away_until.is_some() {
+                census.held += 1;
+            } else if channel.stopped {
+                census.stopped += 1;
+            } else {
+                census.live += 1;
+            }
+            census.viewers.push(channel.viewers.len());
+            census.tree_depths.push(channel.tree.depths().len());
+        }
+        census
     }
 
     /// The stored password hash of a private channel (`None`: public or unknown).

@@ -6,8 +6,8 @@
 //! there). The methods are async because the Redis backend is; the in-memory one never awaits.
 
 use super::channels::{
-    Activity, BroadcastRequest, BroadcastStarted, ChannelSummary, ChatDelivery, ClosedChannel,
-    Departure, Expired, MemoryRegistry, RegistryLimits, TreeEvent, ViewerJoined,
+    Activity, BroadcastRequest, BroadcastStarted, Census, ChannelSummary, ChatDelivery,
+    ClosedChannel, Departure, Expired, MemoryRegistry, RegistryLimits, TreeEvent, ViewerJoined,
 };
 use super::clock::Moment;
 use super::errors::ChannelError;
@@ -56,6 +56,14 @@ impl Registry {
         request: BroadcastRequest<'_>,
     ) -> Result<BroadcastStarted, ChannelError> {
         both!(self, r => r.start_broadcast(sid, channel_id, request))
+    }
+
+    /// How the channels stand, for `/metrics` (cluster mode: the whole deployment).
+    pub async fn census(&self) -> Result<Census, ChannelError> {
+        match self {
+            Registry::Memory(r) => Ok(r.census()),
+            Registry::Cluster(r) => r.census().await,
+        }
     }
 
     /// The stored password hash of a private channel (`None`: public or unknown).
