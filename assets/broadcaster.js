@@ -3,6 +3,13 @@
 // feeds. With the relay tree (the "Let viewers relay" switch, on by default) the server sends us
 // only the first few viewers; the others are fed by viewers who pass the stream on, and the
 // server's figures say how many sit at each depth.
+//
+// Every channel is resumable (`resume: true`): when our connection drops, the server holds the
+// channel and its viewers for a grace period, and the `resume_token` of our latest
+// `broadcaster_ready` takes it back (the viewers renegotiate; the camera stream is reused). The
+// token is kept in memory and in sessionStorage (a reload of this tab resumes too), never in a
+// URL or on screen. The same token on another device takes the broadcast over: this page then
+// gets `broadcaster_replaced` and stops. An optional password makes the channel private.
 
 import { setChatEnabled, showChat } from "./chat.js";
 import {
@@ -20,6 +27,11 @@ import { $, flashButton, renderStatus, setPhase, ui } from "./ui.js";
 const REJOIN_RETRY_MS = 3000;
 const REJOIN_RETRY_LIMIT = 20;
 
+/** Where this tab keeps its resume token across reloads (sessionStorage: this tab only). */
+const RESUME_STORAGE_KEY = "broadcast.resume";
+/** The server's password limit, counted in Unicode characters like the server does. */
+const PASSWORD_MAX_CHARS = 128;
+
 const broadcaster = {
   localStream: null,
   /** True from Start until Stop/expiry/failure: offers are answered only while this holds. */
@@ -32,6 +44,23 @@ const broadcaster = {
   rejoinAttempts: 0,
   rejoinTimer: null,
   viewerCount: 0,
+  /**
+   * `{channelId, token, password}`: the latest `resume_token`, the channel it resumes and that
+   * channel's password ("" for a public one), so that a reload of this tab resumes it as it was.
+   * Never shown, never in a URL.
+   */
+  resume: null,
+  /** The password the channel was started with ("" for a public one); sent with every join. */
+  password: "",
+  /** Our last join presented a resume token. */
+  sentToken: false,
+};
+
+/** What the password hint says, while it can be changed and once the channel has it. */
+const PASSWORD_HINT = {
+  open: "Makes the channel private: it is not listed, and viewers must enter this password to watch. The viewer link does not contain it; tell your viewers separately.",
+  private: "Private channel: it is not listed, and viewers must enter the password to watch. The viewer link does not contain it; tell your viewers separately.",
+  public: "Public channel: listed for everyone. To make it private, reload the page and start a new channel with a password.",
 };
 
 /** What the relay switch says, while it can be changed and once the channel has it. */
@@ -61,7 +90,10 @@ export const broadcasterMode = {
       viewerBreakdown: $("viewer-breakdown"),
       relaySwitch: $("relay-switch"),
       relayHint: $("relay-hint"),
+      passwordInput: $("channel-password-input"),
+      passwordHint: $("channel-password-hint"),
     });
+    broadcaster.resume = loadResume();
     bui.view.hidden = false;
     bui.channelInput.value = (params.get("channel") || "").trim();
     ui.chatInput.placeholder = "Message your viewers…";
@@ -82,18 +114,27 @@ export const broadcasterMode = {
     socket.on("relay_tree", onTreeFigures);
     socket.on("downstream_left", onDownstreamLeft);
     socket.on("channel_expired", onChannelExpired);
+    socket.on("broadcaster_replaced", onBroadcasterReplaced);
   },
 
   onConnect(isReconnect) {
     if (!isReconnect) {
-      setPhase("idle", "Ready. Press Start to go live.");
+      const channelId = bui.channelInput.value.trim();
+      if (resumeTokenFor(channelId)) {
+        // This tab was live on that channel before a reload: Start takes it back.
+        setPhase("idle", `Ready. Press Start to resume your broadcast on channel ${channelId}.`);
+      } else {
+        setPhase("idle", "Ready. Press Start to go live.");
+      }
       return;
     }
-    // Our old socket's channel and its peer connections are gone on the server side; viewers
-    // were told the broadcaster left and come back when the channel reappears.
+    // Our old socket is gone: the server holds its channel for us (our viewers were told we are
+    // reconnecting), or, after a server restart, knows nothing of it. Either way every viewer
+    // negotiates afresh, so the old peer connections go; the camera stream stays.
     closeAllPeers();
     broadcaster.ownsChannel = false;
-    setViewerCount(0);
+    // A held channel keeps its viewers (the server does not count them again for us).
+    if (!resumeTokenFor(app.channelId)) setViewerCount(0);
     setTreeFigures(null);
     if (broadcaster.wantLive) {
       // Live before (or still starting): same channel id, or the one asked for at Start.
@@ -121,7 +162,7 @@ export const broadcasterMode = {
   render() {
     const connected = app.connection === "connected";
     const phase = app.phase.state;
-    const canStart = connected && ["idle", "stopped", "expired", "error"].includes(phase);
+    const canStart = connected && ["idle", "stopped", "expired", "error", "replaced"].includes(phase);
     bui.startBtn.disabled = !canStart;
     bui.startBtn.textContent = broadcaster.ownsChannel && phase === "stopped" ? "Go live again" : "Start";
     bui.stopBtn.disabled = !(connected && phase === "live");
@@ -132,6 +173,10 @@ export const broadcasterMode = {
     const relayFixed = broadcaster.ownsChannel || phase === "starting" || phase === "live";
     bui.relaySwitch.disabled = relayFixed;
     bui.relayHint.textContent = relayFixed ? RELAY_HINT[bui.relaySwitch.checked ? "on" : "off"] : RELAY_HINT.open;
+    // The password, like the switch, is fixed with the channel.
+    bui.passwordInput.disabled = relayFixed;
+    bui.passwordHint.textContent = !relayFixed ? PASSWORD_HINT.open :
+      isPrivate() ? PASSWORD_HINT.private : PASSWORD_HINT.public;
     bui.copyBtn.disabled = !bui.viewerLink.value;
     bui.onAir.hidden = phase !== "live";
     renderViewerCountLabel();
@@ -142,6 +187,16 @@ export const broadcasterMode = {
 async function startBroadcast() {
   if (!app.socket.connected) return;
   const requested = broadcaster.ownsChannel ? app.channelId : bui.channelInput.value.trim();
+  // After a reload, the password of the channel this tab resumes unless another one is typed.
+  const password = broadcaster.ownsChannel ? broadcaster.password :
+    bui.passwordInput.value || resumedPasswordFor(requested);
+  const passwordProblem = checkPassword(password);
+  if (passwordProblem) {
+    setPhase("error", passwordProblem);
+    bui.passwordInput.focus();
+    return;
+  }
+  broadcaster.password = password;
   setPhase("starting", "Starting camera and microphone…");
   try {
     await ensureLocalStream();
@@ -161,8 +216,80 @@ async function startBroadcast() {
 function joinAsBroadcaster(channelId, force) {
   clearTimeout(broadcaster.rejoinTimer);
   // `relay: false` runs the channel without the tree: the server sends us every viewer.
-  const relay = bui.relaySwitch.checked;
-  request("join", "join_as_broadcaster", { channel_id: channelId, force, relay });
+  // `resume: true`: if our connection drops, the server holds the channel for us a while.
+  const payload = { channel_id: channelId, force, relay: bui.relaySwitch.checked, resume: true };
+  const token = resumeTokenFor(channelId);
+  if (token) {
+    // Resumes the channel the server holds for us, or, with `force`, takes it over from our
+    // own old connection when the server has not noticed yet that it is gone (or from this
+    // tab before a reload).
+    payload.resume_token = token;
+    payload.force = true;
+  }
+  broadcaster.sentToken = Boolean(token);
+  // Only a new channel takes it; sent every time, so a channel that closed meanwhile (its
+  // grace ran out, the server restarted) comes back private, never public.
+  if (broadcaster.password) payload.password = broadcaster.password;
+  request("join", "join_as_broadcaster", payload);
+}
+
+/** Why the server would refuse this password (1 to 128 characters, no control characters). */
+function checkPassword(password) {
+  if (!password) return null;
+  if ([...password].length > PASSWORD_MAX_CHARS) {
+    return `The password is too long: at most ${PASSWORD_MAX_CHARS} characters.`;
+  }
+  // Rust's char::is_control: the C0 and C1 control characters.
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(password)) {
+    return "The password must not contain control characters.";
+  }
+  return null;
+}
+
+function isPrivate() {
+  return Boolean(broadcaster.password);
+}
+
+/** The resume token for `channelId`, if we hold one. */
+function resumeTokenFor(channelId) {
+  const resume = broadcaster.resume;
+  return resume && channelId && resume.channelId === channelId ? resume.token : null;
+}
+
+function resumedPasswordFor(channelId) {
+  const resume = broadcaster.resume;
+  return resume && channelId && resume.channelId === channelId ? resume.password : "";
+}
+
+function saveResume(channelId, token) {
+  broadcaster.resume = { channelId, token, password: broadcaster.password };
+  try {
+    sessionStorage.setItem(RESUME_STORAGE_KEY, JSON.stringify(broadcaster.resume));
+  } catch {
+    // Storage may be off (private mode, quota): resuming after our own reconnect still works.
+  }
+}
+
+function forgetResume() {
+  broadcaster.resume = null;
+  try {
+    sessionStorage.removeItem(RESUME_STORAGE_KEY);
+  } catch {
+    // Nothing stored then.
+  }
+}
+
+function loadResume() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(RESUME_STORAGE_KEY) || "null");
+    if (saved && typeof saved.channelId === "string" && typeof saved.token === "string") {
+      const password = typeof saved.password === "string" ? saved.password : "";
+      return { channelId: saved.channelId, token: saved.token, password };
+    }
+  } catch {
+    // Unreadable: start without.
+  }
+  return null;
 }
 
 /** Reuses the camera across Stop/Start so the preview stays on. */
@@ -206,6 +333,8 @@ function cameraErrorText(err) {
 function onBroadcasterReady(payload) {
   if (!payload || typeof payload.channel_id !== "string") return;
   const channelId = payload.channel_id;
+  // Every `broadcaster_ready` of a resumable channel carries a fresh token; the last one works.
+  if (typeof payload.resume_token === "string") saveResume(channelId, payload.resume_token);
   if (!broadcaster.wantLive) {
     // A late reply to a join we no longer want: keep the channel, but do not go live unasked.
     broadcaster.ownsChannel = true;
@@ -237,6 +366,15 @@ function viewerUrl(channelId) {
 
 function onJoinRefused(message) {
   const channelId = app.channelId || broadcaster.requestedId;
+  if (broadcaster.sentToken && /already has a broadcaster/.test(message)) {
+    // Our token resumes or takes over any channel it belongs to, so the channel has another
+    // broadcaster with a newer token: our other device, or someone after the channel closed.
+    forgetResume();
+    if (isRejoin()) {
+      stopAsReplaced(`This broadcast continues on another device: channel ${channelId} has another broadcaster now.`);
+      return;
+    }
+  }
   const retriable = /already has a broadcaster/.test(message) && isRejoin() &&
     broadcaster.wantLive && app.phase.state === "starting" &&
     broadcaster.rejoinAttempts < REJOIN_RETRY_LIMIT;
@@ -247,6 +385,8 @@ function onJoinRefused(message) {
     broadcaster.rejoinTimer = setTimeout(() => joinAsBroadcaster(channelId, true), REJOIN_RETRY_MS);
     return;
   }
+  // A token the server does not take as one (damaged storage): start without it next time.
+  if (/resume_token/.test(message)) forgetResume();
   broadcaster.wantLive = false;
   setPhase("error", message);
 }
@@ -405,6 +545,39 @@ function onChannelExpired(payload) {
   setTreeFigures(null);
   setChatEnabled(false);
   setPhase("expired", `Channel ${payload.channel_id} closed after a while without viewers. Press Start to go live again.`);
+}
+
+/**
+ * The same broadcaster (its resume token) took the channel over from another device or tab:
+ * this page stops sending and lets the camera go.
+ */
+function onBroadcasterReplaced(payload) {
+  if (!payload || payload.channel_id !== app.channelId) return;
+  stopAsReplaced("This broadcast continues on another device. This page no longer sends your camera.");
+}
+
+function stopAsReplaced(text) {
+  broadcaster.wantLive = false;
+  broadcaster.ownsChannel = false;
+  clearTimeout(broadcaster.rejoinTimer);
+  // Our token stopped working when the other device got its own.
+  forgetResume();
+  closeAllPeers();
+  stopLocalStream();
+  bui.viewerLink.value = "";
+  setViewerCount(0);
+  setTreeFigures(null);
+  setChatEnabled(false);
+  setPhase("replaced", text);
+}
+
+function stopLocalStream() {
+  if (broadcaster.localStream) {
+    for (const track of broadcaster.localStream.getTracks()) track.stop();
+  }
+  broadcaster.localStream = null;
+  bui.localVideo.srcObject = null;
+  bui.placeholder.hidden = false;
 }
 
 async function copyViewerLink() {

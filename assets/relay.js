@@ -56,6 +56,13 @@ export const relay = {
   tracks: { video: null, audio: null },
   /** `upstream` events received (a test reads it to tell that a viewer was not moved). */
   placements: 0,
+  /**
+   * The broadcaster's connection dropped and the server holds the channel for it
+   * (`broadcaster_reconnecting`): our connections stay, and whatever picture still arrives keeps
+   * playing, but a feeder that stops is not reported; the whole tree is placed afresh when the
+   * broadcaster is back (`broadcaster_available`, then `upstream`).
+   */
+  held: false,
 };
 
 /**
@@ -105,10 +112,20 @@ export function isUpstreamPlaying() {
 }
 
 /**
+ * The broadcaster is reconnecting: keep every connection (media may still flow), but stop
+ * watching our feeder and reporting it; see `relay.held`. resetRelay (or a new `upstream`) ends it.
+ */
+export function holdRelay() {
+  relay.held = true;
+  stopSampling();
+}
+
+/**
  * Closes every connection of the tree: our feeder and our children. The server has dissolved
  * or forgotten our place (a stop, the broadcaster left, a fresh join after our reconnect).
  */
 export function resetRelay() {
+  relay.held = false;
   stopSampling();
   dropPrevious();
   if (relay.upstream) closePeer(relay.upstream.id);
@@ -127,6 +144,7 @@ function onUpstream(payload) {
   if (!payload || typeof payload.peer_id !== "string") return;
   if (payload.channel_id && payload.channel_id !== app.channelId) return;
   relay.placements += 1;
+  relay.held = false;
   const depth = Number.isInteger(payload.depth) && payload.depth > 0 ? payload.depth : 1;
   const moved = relay.upstream !== null;
   if (moved) {
@@ -192,7 +210,7 @@ async function onUpstreamAnswer(payload) {
 
 function onUpstreamState(peerId, pc) {
   const upstream = relay.upstream;
-  if (!upstream || upstream.pc !== pc) return;
+  if (!upstream || upstream.pc !== pc || relay.held) return;
   if (pc.connectionState === "failed") {
     reportFailed(upstream, "the connection failed");
   } else if (pc.connectionState === "disconnected") {
@@ -205,7 +223,7 @@ function onUpstreamState(peerId, pc) {
 
 /** Asks the server for another feeder (once per feeder); it answers with `upstream`. */
 function reportFailed(upstream, why) {
-  if (upstream.reported || relay.upstream !== upstream) return;
+  if (upstream.reported || relay.upstream !== upstream || relay.held) return;
   upstream.reported = true;
   console.warn(`Feeder ${upstream.id} lost: ${why}; asking for another`);
   // A report queued while offline would reach the server for a socket that is not in the

@@ -6,6 +6,13 @@ import { setConnection, showNotice } from "./ui.js";
 
 /** Failed reconnect attempts after which "reconnecting" becomes "unreachable". */
 const UNREACHABLE_AFTER_ATTEMPTS = 3;
+/**
+ * The longest wait between reconnect attempts (socket.io-client's default is 5 s). A
+ * broadcaster whose network comes back is live again, and its viewers play again, within about
+ * this much: the server holds its channel for a grace period (`--resume-grace-secs`, 30 s by
+ * default), and every second of waiting is a second of frozen picture for the whole audience.
+ */
+const RECONNECT_DELAY_MAX_MS = 2000;
 
 /** Callbacks waiting for this connection's `client_id`; dropped when the connection is lost. */
 let clientIdWaiters = [];
@@ -20,7 +27,10 @@ export function connect(controller, onServerError) {
   // through proxies that block WebSocket. A server running WebSocket-only (several nodes behind
   // a load balancer without sticky sessions, where a polling session would hit another node)
   // says `["websocket"]`.
-  const socket = window.io({ transports: serverConfig.transports });
+  const socket = window.io({
+    transports: serverConfig.transports,
+    reconnectionDelayMax: RECONNECT_DELAY_MAX_MS,
+  });
   app.socket = socket;
 
   socket.on("connect", () => onConnect(controller));

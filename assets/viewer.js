@@ -1,13 +1,16 @@
 // Viewer mode: join a channel as a relay-tree viewer, play what our feeder sends (relay.js
 // negotiates with it and passes the stream on to the viewers below us), say where the picture
-// comes from; wait through a stopped stream, and keep asking for a broadcaster who left.
+// comes from; wait through a stopped stream or a reconnecting broadcaster, keep asking for a
+// broadcaster who left, and ask for the password of a private channel.
 
 import {
   forgetAliasOwner, initAlias, onAliasSet, renderAliasCurrent, restoreAlias, setAliasEnabled,
   setChatEnabled, showChat, showChatError,
 } from "./chat.js";
 import { initPicker, onChannelList, renderPicker, requestChannelList } from "./picker.js";
-import { bindRelaySocket, initRelay, isUpstreamPlaying, relay, resetRelay } from "./relay.js";
+import {
+  bindRelaySocket, holdRelay, initRelay, isUpstreamPlaying, relay, resetRelay,
+} from "./relay.js";
 import { request } from "./signaling.js";
 import { app, params } from "./state.js";
 import { $, renderStatus, setPhase } from "./ui.js";
@@ -29,6 +32,11 @@ const viewer = {
   joined: false,
   leftPolls: 0,
   leftPollTimer: null,
+  /**
+   * A private channel's password as the viewer typed it; sent with every join (rejoins after
+   * a reconnect too). Kept in memory only: never in the address, on screen or in storage.
+   */
+  password: null,
 };
 
 const vui = {};
@@ -37,6 +45,7 @@ const vui = {};
 const PLAYER_PLACEHOLDER = {
   waiting: "Waiting for video…",
   stopped: "Stream paused",
+  "broadcaster-reconnecting": "Broadcaster reconnecting…",
   "broadcaster-left": "The broadcaster left",
 };
 
@@ -47,6 +56,11 @@ export const viewerMode = {
       video: $("remote-video"),
       placeholder: $("remote-placeholder"),
       unmuteBtn: $("unmute-btn"),
+      passwordPanel: $("password-panel"),
+      passwordForm: $("password-form"),
+      passwordInput: $("password-input"),
+      passwordError: $("password-error"),
+      passwordSubmit: $("password-submit"),
     });
     const channel = (params.get("channel") || "").trim();
     initPicker(channel, (channelId) => channelId === app.channelId && viewer.joined);
@@ -55,6 +69,10 @@ export const viewerMode = {
     app.phase = { state: "idle", text: "" };
 
     vui.unmuteBtn.addEventListener("click", toggleMute);
+    vui.passwordForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      submitPassword();
+    });
     vui.video.addEventListener("playing", onRemotePlaying);
     initRelay({
       onPlacing,
@@ -75,6 +93,7 @@ export const viewerMode = {
   bindSocket(socket) {
     socket.on("channel_list", onChannelList);
     socket.on("broadcaster_available", onBroadcasterAvailable);
+    socket.on("broadcaster_reconnecting", onBroadcasterReconnecting);
     bindRelaySocket(socket);
     socket.on("broadcaster_stopped", onBroadcasterStopped);
     socket.on("broadcaster_disconnected", onBroadcasterDisconnected);
@@ -87,7 +106,8 @@ export const viewerMode = {
       setPhase("idle", "Pick a live channel to watch, or enter a channel id.");
       return;
     }
-    if (isReconnect && app.phase.state === "not-found") {
+    if (isReconnect && ["not-found", "password"].includes(app.phase.state)) {
+      // Nothing to rejoin: the channel was not found, or it still waits for its password.
       renderStatus();
       return;
     }
@@ -111,6 +131,11 @@ export const viewerMode = {
       console.info("Relay tree report refused:", message);
       return;
     }
+    if (message.startsWith("Invalid data: password") || (lastRequest === "password" && message.startsWith("Invalid data:"))) {
+      // A private channel: no password yet, or a wrong one (or too many tries at once).
+      askForPassword(viewer.password !== null || lastRequest === "password" ? message : "");
+      return;
+    }
     const notFound = /not found or expired/.test(message);
     if (notFound && app.phase.state === "broadcaster-left" && lastRequest === "poll") {
       // Still gone; keep waiting quietly.
@@ -124,7 +149,7 @@ export const viewerMode = {
       pollForReturningBroadcaster();
       return;
     }
-    if (notFound && (lastRequest === "join" || lastRequest === "poll")) {
+    if (notFound && ["join", "poll", "password"].includes(lastRequest)) {
       leaveChannel();
       setPhase("not-found", message);
       requestChannelList();
@@ -135,8 +160,10 @@ export const viewerMode = {
 
   render() {
     const inChannel = Boolean(app.channelId) &&
-      ["waiting", "live", "stopped", "broadcaster-left"].includes(app.phase.state);
+      ["waiting", "live", "stopped", "broadcaster-reconnecting", "broadcaster-left"].includes(app.phase.state);
     vui.view.hidden = !inChannel;
+    vui.passwordPanel.hidden = app.phase.state !== "password";
+    vui.passwordSubmit.disabled = app.connection !== "connected";
     vui.placeholder.textContent = PLAYER_PLACEHOLDER[app.phase.state] || PLAYER_PLACEHOLDER.waiting;
     showChat(inChannel || viewer.joined);
     setChatEnabled(viewer.joined && app.connection === "connected");
@@ -151,9 +178,41 @@ function joinChannel(channelId, kind = "join") {
   requestJoin(kind);
 }
 
-/** Every join names the channel and asks for a place in the relay tree (`relay: true`). */
+/**
+ * Every join names the channel and asks for a place in the relay tree (`relay: true`), with
+ * the password once the channel asked for one.
+ */
 function requestJoin(kind) {
-  request(kind, "join_as_viewer", { channel_id: app.channelId, relay: true });
+  const payload = { channel_id: app.channelId, relay: true };
+  if (viewer.password !== null) payload.password = viewer.password;
+  request(kind, "join_as_viewer", payload);
+}
+
+/**
+ * The server refused our join for want of the right password: ask for it (again). `error` is
+ * the server's message when the one we sent was refused, "" when we sent none.
+ */
+function askForPassword(error) {
+  leaveChannel();
+  viewer.password = null;
+  setPhase("password", `Channel ${app.channelId} is private: enter its password to watch.`);
+  vui.passwordError.textContent = error;
+  vui.passwordInput.value = "";
+  vui.passwordInput.focus();
+}
+
+function submitPassword() {
+  const password = vui.passwordInput.value;
+  if (!password) {
+    vui.passwordError.textContent = "Enter the channel's password.";
+    vui.passwordInput.focus();
+    return;
+  }
+  if (!app.socket.connected) return;
+  vui.passwordError.textContent = "";
+  viewer.password = password;
+  vui.passwordInput.value = "";
+  joinChannel(app.channelId, "password");
 }
 
 function leaveChannel() {
@@ -171,12 +230,34 @@ function onBroadcasterAvailable(payload) {
   stopLeftPolling();
   viewer.joined = true;
   restoreAlias();
-  // A fresh place in the channel (first join, our reconnect, or the broadcaster live again):
-  // whatever we were connected to belongs to the old one. `upstream` names our feeder, at once
-  // when one has room, else as soon as one has.
+  const wasReconnecting = app.phase.state === "broadcaster-reconnecting";
+  // A fresh place in the channel (first join, our reconnect, the broadcaster live again, back
+  // after its connection dropped, or on another device): whatever we were connected to belongs
+  // to the old one. `upstream` names our feeder, at once when one has room, else as soon as one
+  // has. A picture still on screen stays until the new stream's.
   resetRelay();
-  clearRemoteVideo();
-  setPhase("waiting", `Joined channel ${app.channelId}. Waiting for a free place: the broadcaster or another viewer will pass the stream on to you shortly…`);
+  if (!vui.video.srcObject) clearRemoteVideo();
+  if (wasReconnecting) {
+    setPhase("waiting", "The broadcaster is back. Reconnecting to the stream…");
+  } else {
+    setPhase("waiting", `Joined channel ${app.channelId}. Waiting for a free place: the broadcaster or another viewer will pass the stream on to you shortly…`);
+  }
+}
+
+/**
+ * The broadcaster's connection dropped; the server holds the channel for it a while (we stay
+ * in it) and sends `broadcaster_available` when it is back. A viewer joining meanwhile gets
+ * this instead of `broadcaster_available`. The player and whatever still arrives stay.
+ */
+function onBroadcasterReconnecting(payload) {
+  if (payload && payload.channel_id && payload.channel_id !== app.channelId) return;
+  stopLeftPolling();
+  if (!viewer.joined) {
+    viewer.joined = true;
+    restoreAlias();
+  }
+  holdRelay();
+  setPhase("broadcaster-reconnecting", "Broadcaster reconnecting… The stream continues here when they are back.");
 }
 
 /** The server named our feeder (`moved`: instead of the one we had). */

@@ -77,6 +77,12 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Bearer token `GET /metrics` requires (`Authorization: Bearer <token>`); without it the
+    /// endpoint is open. Prefer the environment variable: a command line is visible to every
+    /// user of the machine. (Its value is kept out of `--help`, logs and error messages.)
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true, value_parser = crate::metrics::TokenParser)]
+    pub metrics_token: Option<crate::metrics::Token>,
+
     /// Serve the page's static files from this directory instead of the copy built into the
     /// binary: for development, so edits show on reload without a rebuild.
     #[arg(long, env = "ASSETS_DIR")]
@@ -109,6 +115,15 @@ pub struct Config {
     #[arg(long, env = "RESUME_GRACE_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub resume_grace_secs: u64,
+
+    /// Viewers that may wait (`join_as_viewer {wait: true}`) for one channel id that has no
+    /// broadcaster yet.
+    #[arg(long, env = "MAX_WAITING_PER_CHANNEL", default_value_t = 500)]
+    pub max_waiting_per_channel: u64,
+
+    /// Viewers that may wait in the whole waiting room (all channel ids together).
+    #[arg(long, env = "MAX_WAITING", default_value_t = 10_000)]
+    pub max_waiting: u64,
 
     /// Most open connections at once (capped below the process's open-file limit); beyond it
     /// a client gets `503 Service Unavailable` and the connection closes.

@@ -17,6 +17,7 @@ use axum_server::accept::Accept;
 use memchr::memmem;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::signaling::ids::SocketId;
 
@@ -97,6 +98,31 @@ impl PublicIds {
     }
 }
 
+/// Closes every open connection at once, at the byte stream, so that clients see their
+/// transport close and reconnect by themselves (a Socket.IO disconnect packet would tell the
+/// official client not to). Used when this node's clients must join again: the cluster forgot
+/// their state. Connections accepted afterwards are not affected.
+#[derive(Clone, Default)]
+pub struct Reconnector {
+    current: Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl Reconnector {
+    fn token(&self) -> CancellationToken {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Drops every connection open now.
+    pub fn drop_all(&self) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.cancel();
+        *current = CancellationToken::new();
+    }
+}
+
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -122,17 +148,25 @@ pub struct GuardedAcceptor<A> {
     limits: ConnectionLimits,
     open: Arc<AtomicUsize>,
     ids: PublicIds,
+    reconnector: Reconnector,
     /// Throttles the over-the-cap warning (see `telemetry::throttled`).
     log_gate: Arc<AtomicU64>,
 }
 
 impl<A> GuardedAcceptor<A> {
-    pub fn new(inner: A, limits: ConnectionLimits, open: Arc<AtomicUsize>, ids: PublicIds) -> Self {
+    pub fn new(
+        inner: A,
+        limits: ConnectionLimits,
+        open: Arc<AtomicUsize>,
+        ids: PublicIds,
+        reconnector: Reconnector,
+    ) -> Self {
         Self {
             inner,
             limits,
             open,
             ids,
+            reconnector,
             log_gate: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -167,6 +201,7 @@ where
         let over = permit.count > self.limits.max_connections;
         let inner = self.inner.accept(stream, service);
         let (limits, ids, log_gate) = (self.limits, self.ids.clone(), self.log_gate.clone());
+        let dropped = Box::pin(self.reconnector.token().cancelled_owned());
         Box::pin(async move {
             let (mut stream, service) = inner.await?;
             if over {
@@ -192,6 +227,7 @@ where
                     stall_limit: limits.write_stall,
                     stall: None,
                     idle: Box::pin(tokio::time::sleep(limits.first_byte)),
+                    dropped,
                     _permit: permit,
                 },
                 service,
@@ -234,6 +270,8 @@ pub struct Connection<S> {
     stall: Option<Pin<Box<Sleep>>>,
     /// When the peer has been silent too long; pushed back by every byte it sends.
     idle: Pin<Box<Sleep>>,
+    /// Resolves when the node drops every connection (see [`Reconnector`]).
+    dropped: Pin<Box<WaitForCancellationFutureOwned>>,
     _permit: Permit,
 }
 
@@ -300,6 +338,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Connection<S> {
                 Poll::Ready(result)
             }
             Poll::Pending => {
+                if self.dropped.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the node dropped its connections",
+                    )));
+                }
                 ready!(self.idle.as_mut().poll(cx));
                 tracing::debug!("closing a connection that sent nothing in time");
                 Poll::Ready(Err(io::Error::new(

@@ -243,6 +243,7 @@ pub struct Shared {
     pub sessions: Arc<SessionsPerAddr>,
     pub public_ids: PublicIds,
     pub cluster: Option<ClusterStatus>,
+    pub sockets: crate::metrics::Sockets,
 }
 
 pub fn router<A: Adapter>(
@@ -259,6 +260,11 @@ pub fn router<A: Adapter>(
             "TURN: /ice-servers mints time-limited credentials"
         );
     }
+    let metrics = crate::metrics::router(
+        config.metrics_token.as_ref(),
+        shared.registry.clone(),
+        shared.sockets,
+    );
     let state = AppState {
         page: Bytes::from(page),
         registry: shared.registry,
@@ -273,6 +279,7 @@ pub fn router<A: Adapter>(
         .route("/", get(page_handler))
         .route("/healthz", get(health))
         .route("/ice-servers", get(ice_servers))
+        .merge(metrics)
         .nest("/assets", assets)
         .layer(CompressionLayer::new())
         .layer(socketio)

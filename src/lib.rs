@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod healthcheck;
 pub mod http;
+pub mod metrics;
 pub mod shutdown;
 pub mod signaling;
 pub mod telemetry;
@@ -31,7 +32,7 @@ use client_addr::{SessionsPerAddr, TrustedProxies};
 use cluster::node::Node;
 use cluster::{ClusterError, ClusterRegistry, Connection};
 use config::Config;
-use connection::{ConnectionLimits, GuardedAcceptor, PublicIds};
+use connection::{ConnectionLimits, GuardedAcceptor, PublicIds, Reconnector};
 use signaling::{MemoryRegistry, RateLimits, Registry, RegistryLimits, SweeperGuard};
 
 /// Transport settings of the earlier server (PROTOCOL.md "Transport settings").
@@ -201,16 +202,21 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         max_channels_per_addr: usize::try_from(config.max_channels_per_ip).unwrap_or(usize::MAX),
         tree: config.tree_limits(),
         resume_grace: config.resume_grace(),
+        max_waiting_per_channel: usize::try_from(config.max_waiting_per_channel)
+            .unwrap_or(usize::MAX),
+        max_waiting: usize::try_from(config.max_waiting).unwrap_or(usize::MAX),
     };
     let public_ids = PublicIds::default();
     let sessions = Arc::new(SessionsPerAddr::new(
         usize::try_from(config.max_connections_per_ip).unwrap_or(usize::MAX),
     ));
+    let reconnector = Reconnector::default();
     let parts = Parts {
         config,
         page,
         public_ids: public_ids.clone(),
         sessions,
+        reconnector: reconnector.clone(),
     };
     let assembled = match &config.redis_url {
         None => {
@@ -300,6 +306,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
                     limits,
                     open,
                     public_ids,
+                    reconnector,
                 ))
                 .serve(service),
         ),
@@ -310,6 +317,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
                     limits,
                     open,
                     public_ids,
+                    reconnector,
                 ))
                 .serve(service),
         ),
@@ -356,6 +364,7 @@ struct Parts<'a> {
     page: String,
     public_ids: PublicIds,
     sessions: Arc<SessionsPerAddr>,
+    reconnector: Reconnector,
 }
 
 /// The adapter's initialization, awaited before serving (subscriptions in cluster mode).
@@ -391,7 +400,9 @@ impl Parts<'_> {
             registry.clone(),
             limits,
             io.clone(),
-            cluster.as_ref().map(|c| c.node.clone()),
+            cluster
+                .as_ref()
+                .map(|c| (c.node.clone(), self.reconnector.clone())),
         );
         let status = cluster.as_ref().map(|c| http::ClusterStatus {
             node: c.node.id().clone(),
@@ -402,19 +413,22 @@ impl Parts<'_> {
             sessions: self.sessions,
             public_ids: self.public_ids,
             cluster: status,
+            sockets: metrics::sockets_of(&io),
         };
         let app = http::router(self.config, self.page, shared, layer);
         let close: Closer = Arc::new(move || {
             let io = io.clone();
             let cluster = cluster.clone();
             Box::pin(async move {
-                io.close().await;
-                if let Some(cluster) = cluster {
-                    // Whatever this node's sockets still hold goes now, not when the others
-                    // notice the missing heartbeat.
+                if let Some(cluster) = &cluster {
+                    // Whatever this node's sockets hold goes first, while the namespace can
+                    // still emit: peers are told now, not when the heartbeat runs out.
                     for departure in cluster.node.sign_off().await {
                         signaling::announce(&io, departure).await;
                     }
+                }
+                io.close().await;
+                if let Some(cluster) = cluster {
                     cluster.connection.close().await;
                 }
             })

@@ -5,10 +5,12 @@
 -- channel the empty string), and the cluster-wide counts it relies on must still allow it.
 --
 -- KEYS: every key named below, by index.
--- ARGV[1]: JSON {checks = [{k, v}], cap = {k, max}?, addr = {k, max}?, writes = [...]}
+-- ARGV[1]: JSON {checks = [{k, v}], cap = {k, max}?, addr = {k, max}?, waiting = {k, max, n}?,
+--          writes = [...]}
 -- ARGV[2..]: channel documents, referenced by `put` writes as `a`.
 -- Returns 1 when applied, 0 on a conflict (the caller reloads and retries), -1 when the
--- channel capacity is reached, -2 when the owner's address has too many channels.
+-- channel capacity is reached, -2 when the owner's address has too many channels, -3 when
+-- the waiting room is full.
 local spec = cjson.decode(ARGV[1])
 for _, c in ipairs(spec.checks) do
   local v = redis.call('HGET', KEYS[c.k], 'v')
@@ -21,6 +23,10 @@ end
 if spec.addr then
   local n = tonumber(redis.call('GET', KEYS[spec.addr.k]) or '0')
   if n >= spec.addr.max then return -2 end
+end
+if spec.waiting then
+  local n = tonumber(redis.call('GET', KEYS[spec.waiting.k]) or '0')
+  if n + spec.waiting.n > spec.waiting.max then return -3 end
 end
 for _, w in ipairs(spec.writes) do
   local key = KEYS[w.k]

@@ -50,6 +50,21 @@ impl Keys {
         format!("{}:sock:{sid}:w", self.prefix)
     }
 
+    /// Viewers waiting for a channel id that has no broadcaster yet: hash {v, d: JSON list}.
+    pub fn lobby(&self, id: &ChannelId) -> String {
+        format!("{}:lobby:{id}", self.prefix)
+    }
+
+    /// Channel ids a socket waits for.
+    pub fn waiting(&self, sid: &SocketId) -> String {
+        format!("{}:sock:{sid}:l", self.prefix)
+    }
+
+    /// How many viewers wait in all (the server-wide waiting-room limit).
+    pub fn waiting_total(&self) -> String {
+        format!("{}:waiting", self.prefix)
+    }
+
     /// How many channels broadcasters at one address own.
     pub fn addr(&self, addr: &IpAddr) -> String {
         format!("{}:addr:{addr}", self.prefix)

@@ -72,6 +72,8 @@ struct Read {
 struct Txn {
     state: State,
     read: HashMap<ChannelId, Option<Read>>,
+    /// Waiting-room lobbies read: version and members.
+    lobbies: HashMap<ChannelId, Option<(String, HashSet<SocketId>)>>,
     /// Writes besides the channels' own (index entries of the caller).
     extra: Plan,
 }
@@ -86,6 +88,7 @@ struct Plan {
     docs: Vec<String>,
     cap: Option<Value>,
     addr: Option<Value>,
+    waiting: Option<Value>,
 }
 
 impl Plan {
@@ -234,15 +237,50 @@ impl ClusterRegistry {
 
     async fn membership(&self, sid: &SocketId) -> Result<Membership, ChannelError> {
         let client = &self.inner.client;
-        let (b, w): (Vec<String>, Vec<String>) = tokio::try_join!(
+        let (b, w, l): (Vec<String>, Vec<String>, Vec<String>) = tokio::try_join!(
             client.smembers(self.keys().broadcasting(sid)),
             client.smembers(self.keys().watching(sid)),
+            client.smembers(self.keys().waiting(sid)),
         )
         .map_err(|e| self.unavailable(e))?;
         Ok(Membership {
             broadcasting: b.into_iter().map(ChannelId::from).collect(),
             watching: w.into_iter().map(ChannelId::from).collect(),
+            waiting: l.into_iter().map(ChannelId::from).collect(),
         })
+    }
+
+    /// Adds these waiting-room lobbies (and the server-wide waiting count) to an attempt.
+    async fn load_lobbies(&self, txn: &mut Txn, ids: &[ChannelId]) -> Result<(), ChannelError> {
+        let client = &self.inner.client;
+        let docs = try_join_all(ids.iter().map(|id| async move {
+            let fields: Vec<Option<String>> =
+                client.hmget(self.keys().lobby(id), vec!["v", "d"]).await?;
+            Ok::<_, fred::error::Error>(fields)
+        }))
+        .await
+        .map_err(|e| self.unavailable(e))?;
+        for (id, fields) in ids.iter().zip(docs) {
+            let found = match (fields.first(), fields.get(1)) {
+                (Some(Some(v)), Some(Some(d))) => {
+                    let members: HashSet<SocketId> = serde_json::from_str::<Vec<String>>(d)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|s| SocketId::from_stored(s))
+                        .collect();
+                    txn.state.lobbies.insert(id.clone(), members.clone());
+                    Some((v.clone(), members))
+                }
+                _ => None,
+            };
+            txn.lobbies.insert(id.clone(), found);
+        }
+        let total: Option<usize> = client
+            .get(self.keys().waiting_total())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        txn.state.waiting_total = total.unwrap_or(0);
+        Ok(())
     }
 
     /// Starts an attempt with the caller's memberships and all their channels loaded.
@@ -255,7 +293,10 @@ impl ClusterRegistry {
             .cloned()
             .collect();
         let mut txn = self.begin(&ids).await?;
-        if !membership.broadcasting.is_empty() || !membership.watching.is_empty() {
+        if !membership.broadcasting.is_empty()
+            || !membership.watching.is_empty()
+            || !membership.waiting.is_empty()
+        {
             txn.state.sockets.insert(sid.clone(), membership);
         }
         Ok(txn)
@@ -265,7 +306,13 @@ impl ClusterRegistry {
     async fn commit(&self, txn: Txn) -> Result<Option<()>, ChannelError> {
         let keys = self.keys();
         let mut plan = Plan::default();
-        let Txn { state, read, extra } = txn;
+        let Txn {
+            state,
+            read,
+            lobbies,
+            extra,
+        } = txn;
+        self.plan_lobbies(&mut plan, &state, &lobbies);
         for (id, before) in &read {
             let k = plan.key(keys.channel(id));
             let v = before.as_ref().map_or("", |r| r.version.as_str());
@@ -295,6 +342,9 @@ impl ClusterRegistry {
         if let Some(addr) = plan.addr {
             spec["addr"] = addr;
         }
+        if let Some(waiting) = plan.waiting {
+            spec["waiting"] = waiting;
+        }
         let mut args = Vec::with_capacity(plan.docs.len() + 1);
         args.push(spec.to_string());
         args.extend(plan.docs);
@@ -311,10 +361,61 @@ impl ClusterRegistry {
             -2 => Err(ChannelError::TooManyForAddress(
                 self.inner.limits.max_channels_per_addr,
             )),
+            -3 => Err(ChannelError::WaitingRoomFull),
             other => {
                 tracing::error!(other, "unexpected answer from the commit script");
                 Err(ChannelError::Unavailable)
             }
+        }
+    }
+
+    /// Writes for the waiting-room lobbies an attempt read: their documents, the members'
+    /// indexes, and the server-wide count (guarded when it grows).
+    fn plan_lobbies(
+        &self,
+        plan: &mut Plan,
+        state: &State,
+        lobbies: &HashMap<ChannelId, Option<(String, HashSet<SocketId>)>>,
+    ) {
+        let keys = self.keys();
+        let empty = HashSet::new();
+        let mut delta: i64 = 0;
+        for (id, before) in lobbies {
+            let k = plan.key(keys.lobby(id));
+            let v = before.as_ref().map_or("", |(v, _)| v.as_str());
+            plan.checks.push(json!({"k": k, "v": v}));
+            let old = before.as_ref().map_or(&empty, |(_, m)| m);
+            let new = state.lobbies.get(id).unwrap_or(&empty);
+            if old == new {
+                continue;
+            }
+            if new.is_empty() {
+                plan.write("del", keys.lobby(id), json!({}));
+            } else {
+                let mut members: Vec<&str> = new.iter().map(|s| s.as_str()).collect();
+                members.sort_unstable();
+                plan.docs.push(json!(members).to_string());
+                let a = plan.docs.len() + 1;
+                let version = format!("{:016x}", rand::rng().random::<u64>());
+                plan.write("put", keys.lobby(id), json!({"v": version, "a": a}));
+            }
+            for joined in new.difference(old) {
+                plan.write("sadd", keys.waiting(joined), json!({"m": id.as_str()}));
+                let mine = keys.node_sockets(&self.inner.node);
+                plan.write("sadd", mine, json!({"m": joined.as_str()}));
+            }
+            for left in old.difference(new) {
+                plan.write("srem", keys.waiting(left), json!({"m": id.as_str()}));
+            }
+            delta += new.len() as i64 - old.len() as i64;
+        }
+        if delta != 0 {
+            if delta > 0 {
+                let k = plan.key(keys.waiting_total());
+                plan.waiting =
+                    Some(json!({"k": k, "max": self.inner.limits.max_waiting, "n": delta}));
+            }
+            plan.write("incr", keys.waiting_total(), json!({"n": delta}));
         }
     }
 
@@ -446,6 +547,11 @@ impl ClusterRegistry {
                 txn.state.by_addr.insert(addr, count.unwrap_or(0));
             }
             txn.state.total_channels = Some(self.channel_count().await?);
+            if !txn.state.channels.contains_key(&id) {
+                // A new channel takes in whoever waited for its id.
+                self.load_lobbies(&mut txn, std::slice::from_ref(&id))
+                    .await?;
+            }
             let started = txn.state.join_as_broadcaster(
                 &self.inner.limits,
                 sid,
@@ -461,6 +567,19 @@ impl ClusterRegistry {
     pub async fn census(&self) -> Result<Census, ChannelError> {
         let ids = self.all_channel_ids().await?;
         Ok(self.begin(&ids).await?.state.census())
+    }
+
+    pub async fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
+        let id = ChannelId::from(channel_id);
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            self.load_lobbies(&mut txn, std::slice::from_ref(&id))
+                .await?;
+            let membership = self.membership(sid).await?;
+            txn.state.sockets.insert(sid.clone(), membership);
+            let waiting = txn.state.wait_for(&self.inner.limits, sid, &id)?;
+            Ok(self.commit(txn).await?.map(|()| waiting))
+        })
     }
 
     pub async fn password_of(&self, channel_id: &str) -> Result<Option<String>, ChannelError> {
@@ -631,6 +750,15 @@ impl ClusterRegistry {
     pub async fn remove_socket(&self, sid: &SocketId, node: &NodeId) -> Departure {
         let result = retrying!(self, {
             let mut txn = self.begin_for(sid).await?;
+            let waits: Vec<ChannelId> = txn
+                .state
+                .sockets
+                .get(sid)
+                .map(|m| m.waiting.iter().cloned().collect())
+                .unwrap_or_default();
+            if !waits.is_empty() {
+                self.load_lobbies(&mut txn, &waits).await?;
+            }
             let grace = self.inner.limits.resume_grace;
             let departure = txn.state.disconnect(sid, grace, Moment::now());
             txn.extra.write(

@@ -141,6 +141,7 @@ impl IceServers {
             self.configured.iter().map(IceServer::Configured).collect();
         if let Some(minter) = &self.turn {
             ice_servers.push(IceServer::Turn(minter.mint(now)));
+            crate::metrics::turn_credential_minted();
         }
         IceServersAnswer {
             ice_servers,

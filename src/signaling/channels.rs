@@ -44,6 +44,10 @@ pub struct RegistryLimits {
     pub tree: TreeLimits,
     /// How long a resumable channel is held after its broadcaster's connection drops.
     pub resume_grace: Duration,
+    /// Viewers that may wait for one channel id that has no broadcaster yet.
+    pub max_waiting_per_channel: usize,
+    /// Viewers that may wait in all of the waiting room.
+    pub max_waiting: usize,
 }
 
 /// The in-memory registry: one process holds every channel (the default, single-node mode).
@@ -76,6 +80,10 @@ pub(crate) struct State {
     pub(crate) by_addr: HashMap<IpAddr, usize>,
     /// For a partial state: how many channels exist in all (the capacity check's count).
     pub(crate) total_channels: Option<usize>,
+    /// Viewers waiting for a channel that has no broadcaster yet (the waiting room).
+    pub(crate) lobbies: HashMap<ChannelId, HashSet<SocketId>>,
+    /// How many wait in all lobbies (in a partial state: as counted when it was loaded).
+    pub(crate) waiting_total: usize,
 }
 
 /// The channels one socket takes part in; the index that bounds disconnect and relay work.
@@ -83,11 +91,13 @@ pub(crate) struct State {
 pub(crate) struct Membership {
     pub(crate) broadcasting: HashSet<ChannelId>,
     pub(crate) watching: HashSet<ChannelId>,
+    /// Channels it waits for in the waiting room.
+    pub(crate) waiting: HashSet<ChannelId>,
 }
 
 impl Membership {
     fn is_empty(&self) -> bool {
-        self.broadcasting.is_empty() && self.watching.is_empty()
+        self.broadcasting.is_empty() && self.watching.is_empty() && self.waiting.is_empty()
     }
 }
 
@@ -228,8 +238,12 @@ pub enum TreeEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BroadcastStarted {
     pub channel_id: ChannelId,
+    /// Viewers that waited for this channel id: they get `broadcaster_joined`.
+    pub lobby: Vec<SocketId>,
     /// A takeover: the socket that broadcast until now (it is told it was replaced).
     pub replaced: Option<SocketId>,
+    /// The broadcaster came back to its held channel (with its resume token).
+    pub resumed: bool,
     /// Viewers already in the channel when its owner goes live again; they are told so.
     pub waiting_viewers: Vec<SocketId>,
     /// Their fresh feeders, sent after `broadcaster_available`.
@@ -386,6 +400,13 @@ impl MemoryRegistry {
             None => state.fresh_channel_id(),
         };
         state.join_as_broadcaster(self.limits(), sid, channel_id, request, Moment::now())
+    }
+
+    /// Puts a viewer in the waiting room of a channel id without a broadcaster;
+    /// `Ok(false)`: the channel exists (join it instead).
+    pub fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
+        self.state()
+            .wait_for(&self.shared.limits, sid, &ChannelId::from(channel_id))
     }
 
     /// How the channels stand (for `/metrics`).
@@ -582,7 +603,9 @@ impl State {
             channel.address(notices, true, &mut tree);
             let started = BroadcastStarted {
                 channel_id: channel_id.clone(),
+                lobby: Vec::new(),
                 replaced,
+                resumed: resume,
                 waiting_viewers: channel.viewers.keys().cloned().collect(),
                 tree,
             };
@@ -643,9 +666,20 @@ impl State {
             .or_default()
             .broadcasting
             .insert(channel_id.clone());
+        let lobby: Vec<SocketId> = self
+            .lobbies
+            .remove(&channel_id)
+            .map(|waiting| waiting.into_iter().collect())
+            .unwrap_or_default();
+        self.waiting_total = self.waiting_total.saturating_sub(lobby.len());
+        for viewer in &lobby {
+            self.unindex(viewer, &channel_id, |m| &mut m.waiting);
+        }
         Ok(BroadcastStarted {
             channel_id,
+            lobby,
             replaced: None,
+            resumed: false,
             waiting_viewers: Vec::new(),
             tree: Vec::new(),
         })
@@ -713,6 +747,39 @@ impl State {
             .watching
             .insert(key);
         Ok(joined)
+    }
+
+    /// Puts a viewer in the waiting room of a channel id that has no broadcaster yet.
+    /// `Ok(false)`: the channel exists after all (the caller joins it instead).
+    pub(crate) fn wait_for(
+        &mut self,
+        limits: &RegistryLimits,
+        sid: &SocketId,
+        channel_id: &ChannelId,
+    ) -> Result<bool, ChannelError> {
+        if self.channels.contains_key(channel_id) {
+            return Ok(false);
+        }
+        let lobby = self.lobbies.get(channel_id);
+        if lobby.is_some_and(|l| l.contains(sid)) {
+            return Ok(true);
+        }
+        if lobby.map_or(0, HashSet::len) >= limits.max_waiting_per_channel
+            || self.waiting_total >= limits.max_waiting
+        {
+            return Err(ChannelError::WaitingRoomFull);
+        }
+        self.lobbies
+            .entry(channel_id.clone())
+            .or_default()
+            .insert(sid.clone());
+        self.waiting_total += 1;
+        self.sockets
+            .entry(sid.clone())
+            .or_default()
+            .waiting
+            .insert(channel_id.clone());
+        Ok(true)
     }
 
     /// Runs a tree report on behalf of a viewer of the channel.
@@ -907,6 +974,16 @@ impl State {
             return Departure::default();
         };
         let mut departure = Departure::default();
+        for channel_id in &membership.waiting {
+            if let Some(lobby) = self.lobbies.get_mut(channel_id)
+                && lobby.remove(sid)
+            {
+                self.waiting_total = self.waiting_total.saturating_sub(1);
+                if lobby.is_empty() {
+                    self.lobbies.remove(channel_id);
+                }
+            }
+        }
         for channel_id in membership.broadcasting {
             let hold = !grace.is_zero()
                 && self
@@ -1066,6 +1143,8 @@ mod tests {
             max_channels_per_addr: 100,
             tree: TREE,
             resume_grace: Duration::ZERO,
+            max_waiting_per_channel: 10,
+            max_waiting: 100,
         })
     }
 
@@ -1170,6 +1249,8 @@ mod tests {
             max_channels_per_addr: 3,
             tree: TREE,
             resume_grace: Duration::ZERO,
+            max_waiting_per_channel: 10,
+            max_waiting: 100,
         });
         let home: IpAddr = "198.51.100.7".parse().unwrap();
         let hog = sid("hog");
@@ -1454,6 +1535,49 @@ mod tests {
     }
 
     #[test]
+    fn waiting_room_fills_up_hands_over_and_forgets_leavers() {
+        let r = default_registry();
+        let (w1, w2, w3) = (sid("w1"), sid("w2"), sid("w3"));
+        assert_eq!(r.wait_for(&w1, "soon"), Ok(true));
+        assert_eq!(r.wait_for(&w1, "soon"), Ok(true), "idempotent");
+        assert_eq!(r.wait_for(&w2, "soon"), Ok(true));
+        assert_eq!(r.wait_for(&w3, "later"), Ok(true));
+        assert!(r.list().is_empty(), "waiting creates no channel");
+        r.disconnect(&w3);
+        let started = r
+            .join_as_broadcaster(&sid("b"), None, Some("soon"), false, true)
+            .unwrap();
+        let mut lobby = started.lobby;
+        lobby.sort();
+        assert_eq!(lobby, vec![w1.clone(), w2.clone()]);
+        assert_eq!(r.wait_for(&w1, "soon"), Ok(false), "the channel exists now");
+        let state = r.state();
+        assert!(state.lobbies.is_empty());
+        assert_eq!(state.waiting_total, 0);
+        assert!(!state.sockets.contains_key(&w1));
+    }
+
+    #[test]
+    fn waiting_room_limits_per_channel_and_overall() {
+        let r = default_registry(); // 10 per channel, 100 overall
+        for i in 0..10 {
+            assert_eq!(r.wait_for(&sid(&format!("a{i}")), "one"), Ok(true));
+        }
+        assert_eq!(
+            r.wait_for(&sid("a10"), "one"),
+            Err(ChannelError::WaitingRoomFull)
+        );
+        for i in 0..90 {
+            let channel = format!("c{}", i / 9);
+            assert_eq!(r.wait_for(&sid(&format!("b{i}")), &channel), Ok(true));
+        }
+        assert_eq!(
+            r.wait_for(&sid("late"), "other"),
+            Err(ChannelError::WaitingRoomFull)
+        );
+    }
+
+    #[test]
     fn activity_refresh_postpones_expiry() {
         let ttl = Duration::from_millis(50);
         let r = registry(10, ttl);
@@ -1499,8 +1623,27 @@ mod tests {
     /// owners, and the wait index matches the trees.
     fn check_indexes(r: &MemoryRegistry) {
         let state = r.state();
-        let mut expected: HashMap<SocketId, (HashSet<ChannelId>, HashSet<ChannelId>)> =
-            HashMap::new();
+        type Sets = (HashSet<ChannelId>, HashSet<ChannelId>, HashSet<ChannelId>);
+        let mut expected: HashMap<SocketId, Sets> = HashMap::new();
+        for (id, lobby) in &state.lobbies {
+            assert!(!lobby.is_empty(), "empty lobby {id} kept");
+            assert!(
+                !state.channels.contains_key(id),
+                "lobby of a live channel {id}"
+            );
+            for sid in lobby {
+                expected
+                    .entry(sid.clone())
+                    .or_default()
+                    .2
+                    .insert(id.clone());
+            }
+        }
+        assert_eq!(
+            state.waiting_total,
+            state.lobbies.values().map(HashSet::len).sum::<usize>(),
+            "waiting count"
+        );
         let mut by_addr: HashMap<IpAddr, usize> = HashMap::new();
         for (id, channel) in &state.channels {
             // A channel held for its dropped broadcaster is indexed under nobody.
@@ -1527,10 +1670,17 @@ mod tests {
                 "wait index of {id}"
             );
         }
-        let actual: HashMap<SocketId, (HashSet<ChannelId>, HashSet<ChannelId>)> = state
+        let actual: HashMap<SocketId, Sets> = state
             .sockets
             .iter()
-            .map(|(sid, m)| (sid.clone(), (m.broadcasting.clone(), m.watching.clone())))
+            .map(|(sid, m)| {
+                let sets = (
+                    m.broadcasting.clone(),
+                    m.watching.clone(),
+                    m.waiting.clone(),
+                );
+                (sid.clone(), sets)
+            })
             .collect();
         assert_eq!(actual, expected, "socket index");
         assert_eq!(state.by_addr, by_addr, "address index");
@@ -1551,6 +1701,8 @@ mod tests {
         Resume(u8, u8, bool),
         /// Time passes beyond every grace and wait.
         Expire,
+        /// `join_as_viewer {wait: true}` for a channel without a broadcaster.
+        Wait(u8, u8),
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -1566,6 +1718,7 @@ mod tests {
             1 => Just(Op::Sweep),
             2 => (0u8..8, 0u8..3, any::<bool>()).prop_map(|(s, c, f)| Op::Resume(s, c, f)),
             1 => Just(Op::Expire),
+            2 => (0u8..8, 0u8..3).prop_map(|(s, c)| Op::Wait(s, c)),
         ]
     }
 
@@ -1587,6 +1740,8 @@ mod tests {
                 max_channels_per_addr: 2,
                 tree: TreeLimits { direct: 1, fanout: 1, wait: Duration::from_secs(10) },
                 resume_grace: Duration::from_secs(30),
+                max_waiting_per_channel: 2,
+                max_waiting: 3,
             });
             let name = |i: u8| sid(&format!("s{i}"));
             let channel = |i: u8| format!("c{i}");
@@ -1620,6 +1775,13 @@ mod tests {
                         }
                     }
                     Op::Expire => { r.expire_waits(Moment::now() + Duration::from_secs(3600)); }
+                    Op::Wait(s, c) => {
+                        let exists = r.state().channels.contains_key(channel(c).as_str());
+                        let result = r.wait_for(&name(s), &channel(c));
+                        if exists {
+                            proptest::prop_assert_eq!(result, Ok(false));
+                        }
+                    }
                     Op::Watch(s, c, relay) => { let _ = r.join_as_viewer(&name(s), &channel(c), relay); }
                     Op::Relay(a, b) => {
                         let allowed = r.authorize_relay(&name(a), &format!("s{b}"), Activity::Keep).is_ok();
@@ -1657,6 +1819,7 @@ mod tests {
                 RegistryStats { channels: 0, indexed_sockets: 0, indexed_addresses: 0 }
             );
             proptest::prop_assert!(r.state().waits.is_empty());
+            proptest::prop_assert!(r.state().lobbies.is_empty());
         }
     }
 }

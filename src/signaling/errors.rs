@@ -30,6 +30,8 @@ pub enum ChannelError {
     /// A private channel's password was missing or wrong (one answer for both: nothing to learn).
     #[error("Invalid data: password is missing or wrong for this channel")]
     WrongPassword,
+    #[error("Too many viewers are waiting for a broadcaster; try again later")]
+    WaitingRoomFull,
     /// Cluster mode only: the shared store (Redis) cannot be reached or answered nonsense.
     #[error("Server unavailable: its shared storage cannot be reached; try again shortly")]
     Unavailable,

@@ -16,12 +16,13 @@ use super::errors::ChannelError;
 use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
-    self, AliasSet, BroadcasterAvailable, BroadcasterReady, ChannelList, ChannelRef, ClientId,
-    DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError, RelayKind, RelayTree,
-    RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
+    self, AliasSet, BroadcasterAvailable, BroadcasterJoined, BroadcasterReady, ChannelList,
+    ChannelRef, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError,
+    RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
 };
 use super::registry::Registry;
 use super::secrets;
+use crate::metrics;
 
 /// What a handler needs about the socket it serves.
 pub struct Ctx<'a, A: Adapter> {
@@ -48,10 +49,10 @@ impl<'a, A: Adapter> Ctx<'a, A> {
     fn admit(&self, class: Class, prefix: ErrorPrefix) -> bool {
         let verdict = self.limits.check(&self.sid, class);
         if verdict != Verdict::Allow {
-            self.error(payloads::InvalidPayload {
+            self.error(metrics::RateLimited(payloads::InvalidPayload {
                 prefix,
                 reason: "too many requests; wait a moment and try again".to_owned(),
-            });
+            }));
         }
         self.enforce(verdict)
     }
@@ -91,7 +92,8 @@ impl<'a, A: Adapter> Ctx<'a, A> {
     }
 
     /// The one place domain errors become the protocol's `error` event.
-    fn error(&self, message: impl ToString) {
+    fn error(&self, message: impl ToString + metrics::Refused) {
+        metrics::refused(message.reason());
         let message = message.to_string();
         tracing::debug!(%message, "refused");
         self.reply("error", &ErrorMessage { message });
@@ -110,8 +112,13 @@ pub(super) async fn send<A: Adapter, T: Serialize + ?Sized>(
     if targets.is_empty() {
         return true;
     }
+    // The namespace is gone once the server closes; an emit then has nobody left to reach.
+    let Some(namespace) = io.of("/") else {
+        tracing::debug!(event, "not delivered: the server is closing");
+        return true;
+    };
     let rooms: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-    deliver(Box::pin(io.to(rooms).emit(event, data)), event).await
+    deliver(Box::pin(namespace.to(rooms).emit(event, data)), event).await
 }
 
 /// An adapter broadcast in flight.
@@ -198,6 +205,7 @@ pub async fn refuse<A: Adapter>(ctx: &Ctx<'_, A>, refusal: Refusal) {
     match refusal {
         Refusal::Invalid(e) => ctx.error(e),
         Refusal::Relay(kind, message) => {
+            metrics::refused(metrics::Reason::Invalid);
             refuse_relay(ctx, kind, message);
             ctx.enforce(ctx.limits.strike(&ctx.sid));
         }
@@ -249,6 +257,7 @@ pub async fn join_as_broadcaster<A: Adapter>(
         .await
     {
         Ok(started) => {
+            metrics::broadcast_started(&started);
             tracing::info!(sid = %ctx.sid, channel = %started.channel_id, "broadcaster ready");
             ctx.reply(
                 "broadcaster_ready",
@@ -258,6 +267,12 @@ pub async fn join_as_broadcaster<A: Adapter>(
                     resume_token: resumable.then_some(fresh.token.as_str()),
                 },
             );
+            let joined = BroadcasterJoined {
+                id: &ctx.sid,
+                channel_id: &started.channel_id,
+            };
+            ctx.send(&started.lobby, "broadcaster_joined", &joined)
+                .await;
             if let Some(replaced) = &started.replaced {
                 tracing::info!(sid = %ctx.sid, %replaced, channel = %started.channel_id, "broadcaster took over");
                 let channel = ChannelRef {
@@ -308,10 +323,29 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         },
         Err(e) => return ctx.error(e),
     };
-    let joined = ctx
+    let mut joined = ctx
         .registry
         .join_as_viewer(&ctx.sid, &channel_id, relay, verified.as_deref())
         .await;
+    if request.wait == Some(true) && matches!(joined, Err(ChannelError::NotFound(_))) {
+        match ctx.registry.wait_for(&ctx.sid, &channel_id).await {
+            Ok(true) => {
+                tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer waits for a broadcaster");
+                let channel = ChannelRef {
+                    channel_id: &channel_id,
+                };
+                return ctx.reply("waiting_for_broadcaster", &channel);
+            }
+            // Created meanwhile (a private one needs the password: the join says so).
+            Ok(false) => {
+                joined = ctx
+                    .registry
+                    .join_as_viewer(&ctx.sid, &channel_id, relay, verified.as_deref())
+                    .await;
+            }
+            Err(e) => return ctx.error(e),
+        }
+    }
     match joined {
         Ok(joined) => {
             tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer joined");
@@ -402,6 +436,7 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
     {
         Ok(target) => target,
         Err(e) => {
+            metrics::refused(metrics::Reason::from(&e));
             refuse(e.to_string());
             ctx.enforce(ctx.limits.strike(&ctx.sid));
             return;
@@ -410,6 +445,7 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
     let sdp = matches!(kind, RelayKind::Offer | RelayKind::Answer);
     let verdict = ctx.limits.check_relay(&ctx.sid, &target, sdp);
     if verdict != Verdict::Allow {
+        metrics::refused(metrics::Reason::RateLimited);
         refuse(format!(
             "Too many {} messages to this peer; wait a moment and try again",
             kind.event()
@@ -443,7 +479,11 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
             .await
         }
     };
+    if delivered {
+        metrics::relayed(kind);
+    }
     if !delivered {
+        metrics::refused(metrics::Reason::Undelivered);
         // The target's queue is full: it has stopped reading (or reads far too slowly for
         // signaling). Holding more for it would only pin memory, so it is disconnected, and
         // the sender hears that the message was lost rather than waiting forever.
@@ -458,8 +498,11 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
 /// connection that takes no bytes is closed by the connection layer.
 async fn evict<A: Adapter>(ctx: &Ctx<'_, A>, target: &SocketId) {
     tracing::info!(target_sid = %target, "evicting a client that stopped reading");
+    let Some(namespace) = ctx.io.of("/") else {
+        return;
+    };
     let disconnect: Pin<Box<dyn Future<Output = _> + Send>> =
-        Box::pin(ctx.io.to(target.to_string()).disconnect());
+        Box::pin(namespace.to(target.to_string()).disconnect());
     if let Err(e) = disconnect.await {
         tracing::debug!("could not disconnect it yet: {e:?}");
     }

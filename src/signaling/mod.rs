@@ -140,6 +140,7 @@ impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
                     &self.0.log_gate,
                     || tracing::warn!(%addr, "refused a connection: too many from this address"),
                 );
+                crate::metrics::refused(crate::metrics::Reason::Quota);
                 return Box::pin(std::future::ready(Err(refusal)));
             }
             // Holding a `ClientAddr` means holding a slot: the disconnect handler gives it back.

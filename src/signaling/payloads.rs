@@ -294,6 +294,16 @@ pub struct JoinAsViewer {
     #[serde(default)]
     #[validate(custom(function = "validate_password"))]
     pub password: Option<Secret>,
+    /// `true`: if the channel has no broadcaster yet, wait for one (the waiting room).
+    #[serde(default)]
+    pub wait: Option<bool>,
+}
+
+/// `broadcaster_joined`: a channel a viewer waited for has gone live.
+#[derive(Debug, Serialize)]
+pub struct BroadcasterJoined<'a> {
+    pub id: &'a str,
+    pub channel_id: &'a str,
 }
 
 #[derive(Debug, Deserialize, Validate)]

@@ -58,6 +58,12 @@ impl Registry {
         both!(self, r => r.start_broadcast(sid, channel_id, request))
     }
 
+    /// Puts a viewer in the waiting room of a channel id without a broadcaster;
+    /// `Ok(false)`: the channel exists (join it instead).
+    pub async fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
+        both!(self, r => r.wait_for(sid, channel_id))
+    }
+
     /// How the channels stand, for `/metrics` (cluster mode: the whole deployment).
     pub async fn census(&self) -> Result<Census, ChannelError> {
         match self {

@@ -2,7 +2,6 @@
 //! difference 4), ending relay-tree waits, and in cluster mode the node's heartbeat and the
 //! clean-up after dead nodes.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use super::limits::RateLimits;
 use super::payloads::ChannelRef;
 use super::registry::Registry;
 use crate::cluster::node::{Beat, Node};
+use crate::connection::Reconnector;
 
 /// Stops the background tasks when dropped, so their lifetime is the server's.
 #[must_use = "the sweeper stops when this guard is dropped"]
@@ -46,12 +46,12 @@ pub fn spawn_sweeper<A: Adapter>(
     registry: Registry,
     limits: Arc<RateLimits>,
     io: SocketIo<A>,
-    node: Option<Arc<Node>>,
+    node: Option<(Arc<Node>, Reconnector)>,
 ) -> SweeperGuard {
     let period = sweep_interval(registry.limits().idle_ttl);
     let mut tasks = Vec::new();
-    if let Some(node) = node {
-        tasks.push(tokio::spawn(run_node(node, io.clone())));
+    if let Some((node, reconnector)) = node {
+        tasks.push(tokio::spawn(run_node(node, io.clone(), reconnector)));
     }
     tasks.push(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period);
@@ -93,7 +93,7 @@ pub fn spawn_sweeper<A: Adapter>(
 }
 
 /// The node's heartbeat and its watch over the others (timing in [`crate::cluster::node`]).
-async fn run_node<A: Adapter>(node: Arc<Node>, io: SocketIo<A>) {
+async fn run_node<A: Adapter>(node: Arc<Node>, io: SocketIo<A>, reconnector: Reconnector) {
     let mut beat = tokio::time::interval(node.beat_interval());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut look = tokio::time::interval(node.check_interval());
@@ -103,14 +103,11 @@ async fn run_node<A: Adapter>(node: Arc<Node>, io: SocketIo<A>) {
             _ = beat.tick() => {
                 if node.beat().await == Beat::Reaped {
                     // The cluster forgot this node (Redis lost its data, or took it for dead):
-                    // its sockets are in no channel any more. Dropping them makes every client
-                    // reconnect and join again, which restores a consistent picture.
+                    // its sockets are in no channel any more. Dropping their connections makes
+                    // every client reconnect and join again (a Socket.IO disconnect would tell the
+                    // official client to stay away), which restores a consistent picture.
                     tracing::warn!(node = %node.id(), "the cluster dropped this node's state; reconnecting its clients");
-                    let all: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
-                        Box::pin(io.local().disconnect());
-                    if let Err(e) = all.await {
-                        tracing::warn!("could not disconnect local sockets: {e:?}");
-                    }
+                    reconnector.drop_all();
                 }
             }
             _ = look.tick() => {

@@ -7,6 +7,7 @@ mod hostile;
 mod hostile_suite;
 mod http;
 mod protocol;
+mod resume;
 mod robustness;
 mod tree;
 mod turn;
