@@ -1036,11 +1036,20 @@ export const scenarios = [
         assert(!consoles.includes(value), `${what} is in a page's console (${s.consoleLog})`);
         assert(!serverLog.includes(value), `${what} is in the server's log`);
       }
+
+      // coturn itself allocated relays for the minted usernames, the first and the fresh one.
+      const turnLog = path.join(s.dir, 'turnserver.log');
+      const allocated = (username) => readFileSync(turnLog, 'utf8').includes(`user <${username}>: incoming packet ALLOCATE processed, success`);
+      const deadline = Date.now() + 3_000;
+      while (!(allocated(first.username) && allocated(fresh.username)) && Date.now() < deadline) await sleep(100);
+      for (const feed of [first, fresh]) {
+        assert(allocated(feed.username), `turnserver.log shows no successful ALLOCATE for ${feed.username}`);
+      }
+      const allocations = (readFileSync(turnLog, 'utf8').match(/ALLOCATE processed, success/g) || []).length;
       const fetches = requested.filter((line) => line.includes('/ice-servers')).length;
-      const allocations = (readFileSync(path.join(s.dir, 'turnserver.log'), 'utf8').match(/ALLOCATE processed, success/g) || []).length;
       return `${played.width}x${played.height}, ${played.frames} frames/2 s over relay/relay (${viewerFeed.protocol}); ` +
         `${fetches} /ice-servers fetches, refreshed after ${(refreshAfter / 1000).toFixed(0)} s; ` +
-        `viewer-2 on fresh credentials; coturn allocations: ${allocations}`;
+        `viewer-2 on fresh credentials; ${allocations} coturn allocations`;
     },
   },
 ];

@@ -93,6 +93,8 @@ export async function startTurnServer({ logFile }) {
     '--no-cli',
     '--no-rfc5780',
     '--log-file=stdout',
+    // Logs each allocation with its username, which the scenario looks for.
+    '--verbose',
     `--userdb=${path.join(dir, 'turndb')}`,
     `--pidfile=${path.join(dir, 'turnserver.pid')}`,
   ];

@@ -11,3 +11,4 @@ mod resume;
 mod robustness;
 mod tree;
 mod turn;
+mod waiting;
