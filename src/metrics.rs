@@ -495,7 +495,7 @@ fn render_state(out: &mut String, sockets: SocketCounts, census: Option<&Census>
     histogram(
         out,
         TREE_DEPTH,
-        "Relay tree depth per channel (1: every viewer fed by the broadcaster), over the channels open now (recomputed at each scrape).",
+        "Relay tree depth per channel (0: no viewers, 1: every viewer fed by the broadcaster), over the channels open now (recomputed at each scrape).",
         &DEPTH_BUCKETS,
         &census.tree_depths,
     );
@@ -641,6 +641,34 @@ mod tests {
             "Bearer ",
         ] {
             assert!(!guarded.authorized(&with_authorization(wrong)), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_kept_out_of_help_and_debug() {
+        let arg = <crate::config::Config as clap::CommandFactory>::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "metrics_token")
+            .map(|a| a.is_hide_env_values_set());
+        assert_eq!(arg, Some(true));
+        let config = crate::config::Config::try_load_from([
+            "broadcast-server",
+            "--metrics-token",
+            "s3cret-token",
+        ])
+        .expect("valid");
+        assert!(config.metrics_token.is_some());
+        assert!(!format!("{config:?}").contains("s3cret-token"));
+        for bad in ["", "with space", "tab\tbed", "é"] {
+            let err =
+                crate::config::Config::try_load_from(["broadcast-server", "--metrics-token", bad])
+                    .expect_err(bad)
+                    .to_string();
+            assert!(
+                err.contains("--metrics-token (METRICS_TOKEN) must be"),
+                "{err}"
+            );
+            assert!(bad.is_empty() || !err.contains(bad), "{err}");
         }
     }
 

@@ -30,7 +30,7 @@ use super::{Health, Keys, NodeId};
 use crate::signaling::channels::{
     Activity, BroadcastRequest, BroadcastStarted, Census, Channel, ChannelSummary, ChatDelivery,
     ClosedChannel, Departure, Expired, Membership, RegistryLimits, State, TreeEvent, TreeOp,
-    ViewerJoined, random_channel_id,
+    ViewerJoined, ViewerRequest, random_channel_id,
 };
 use crate::signaling::clock::Moment;
 use crate::signaling::errors::ChannelError;
@@ -603,19 +603,18 @@ impl ClusterRegistry {
         Ok(ids.into_iter().map(ChannelId::from).collect())
     }
 
-    pub async fn join_verified(
+    pub(crate) async fn join_verified(
         &self,
         sid: &SocketId,
         channel_id: &str,
-        relay: bool,
-        password: Option<&str>,
+        request: ViewerRequest<'_>,
     ) -> Result<ViewerJoined, ChannelError> {
         let id = ChannelId::from(channel_id);
         retrying!(self, {
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
-            let joined =
-                txn.state
-                    .join_as_viewer(sid, channel_id, relay, password, Moment::now())?;
+            let joined = txn
+                .state
+                .join_as_viewer(sid, channel_id, request, Moment::now())?;
             Ok(self.commit(txn).await?.map(|()| joined))
         })
     }

@@ -127,6 +127,20 @@ pub(crate) struct Channel {
     /// Private channel: argon2 hash of its password (unlisted; viewers must give it).
     #[serde(default)]
     pub(crate) password: Option<String>,
+    /// Digests of the resume tokens of viewers that asked for resuming.
+    #[serde(default)]
+    pub(crate) viewer_tokens: HashMap<SocketId, String>,
+    /// Places of departed resumable viewers, by token digest, until their grace ends. Nobody
+    /// is told when one ends: they are pruned by the channel's next change, and go with it.
+    #[serde(default)]
+    pub(crate) held_viewers: HashMap<String, HeldViewer>,
+}
+
+/// What a resumable viewer gets back when it returns within the grace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HeldViewer {
+    alias: Option<Arc<str>>,
+    until: Moment,
 }
 
 impl Channel {
@@ -259,6 +273,10 @@ pub struct ViewerJoined {
     pub stopped: bool,
     /// The broadcaster's connection dropped and the channel waits for it to resume.
     pub away: bool,
+    /// The viewer asked for resuming: its join answer carries the fresh token.
+    pub resumable: bool,
+    /// The viewer's alias came back with its token.
+    pub alias: Option<String>,
     /// The new viewer's feeder, when it joined the tree and one has room.
     pub tree: Vec<TreeEvent>,
 }
@@ -432,20 +450,23 @@ impl MemoryRegistry {
         channel_id: &str,
         relay: bool,
     ) -> Result<ViewerJoined, ChannelError> {
-        self.join_verified(sid, channel_id, relay, None)
+        let request = ViewerRequest {
+            relay,
+            ..ViewerRequest::default()
+        };
+        self.join_verified(sid, channel_id, request)
     }
 
     /// `join_as_viewer`, for a private channel with the password hash the caller's password
     /// was verified against.
-    pub fn join_verified(
+    pub(crate) fn join_verified(
         &self,
         sid: &SocketId,
         channel_id: &str,
-        relay: bool,
-        password: Option<&str>,
+        request: ViewerRequest,
     ) -> Result<ViewerJoined, ChannelError> {
         self.state()
-            .join_as_viewer(sid, channel_id, relay, password, Moment::now())
+            .join_as_viewer(sid, channel_id, request, Moment::now())
     }
 
     /// `relay_ready`: the viewer plays the stream and may feed others; waiting viewers may get
@@ -555,6 +576,21 @@ pub(crate) struct BroadcastRequest<'a> {
     pub(crate) password: Option<String>,
 }
 
+/// The options of a `join_as_viewer` besides the ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ViewerRequest<'a> {
+    /// It joins the relay tree (else it is a leaf fed by the broadcaster).
+    pub(crate) relay: bool,
+    /// For a private channel: the stored hash the caller's password was verified against.
+    pub(crate) password: Option<&'a str>,
+    /// It asked for resuming (or presented a token).
+    pub(crate) resumable: bool,
+    /// Digest of the resume token it presented, if any.
+    pub(crate) presented: Option<&'a str>,
+    /// Digest of the token its join answer will carry.
+    pub(crate) fresh: &'a str,
+}
+
 /// A viewer's report about its place in the relay tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TreeOp {
@@ -598,6 +634,12 @@ impl State {
             channel.away_until = None;
             channel.token = fresh.to_owned();
             channel.resumable = channel.resumable || resumable;
+            if resume || takeover {
+                // Every viewer renegotiates with the new broadcaster socket, as after going live
+                // again: the tree is placed afresh so that each tree viewer gets its `upstream`
+                // (a tree still marked live would send none, and its viewers would wait forever).
+                channel.tree.stop();
+            }
             let notices = channel.tree.go_live(now);
             let mut tree = Vec::new();
             channel.address(notices, true, &mut tree);
@@ -659,6 +701,8 @@ impl State {
                 resumable,
                 away_until: None,
                 password,
+                viewer_tokens: HashMap::new(),
+                held_viewers: HashMap::new(),
             },
         );
         self.sockets
@@ -712,10 +756,16 @@ impl State {
         &mut self,
         sid: &SocketId,
         channel_id: &str,
-        relay: bool,
-        password: Option<&str>,
+        request: ViewerRequest,
         now: Moment,
     ) -> Result<ViewerJoined, ChannelError> {
+        let ViewerRequest {
+            relay,
+            password,
+            resumable,
+            presented,
+            fresh,
+        } = request;
         let channel = self
             .channels
             .get_mut(channel_id)
@@ -726,7 +776,16 @@ impl State {
             return Err(ChannelError::WrongPassword);
         }
         channel.last_activity = now;
-        channel.viewers.entry(sid.clone()).or_insert(None);
+        channel.held_viewers.retain(|_, held| held.until > now);
+        let returning = presented.and_then(|digest| channel.held_viewers.remove(digest));
+        let alias = returning.and_then(|held| held.alias);
+        let slot = channel.viewers.entry(sid.clone()).or_insert(None);
+        if alias.is_some() {
+            slot.clone_from(&alias);
+        }
+        if resumable || presented.is_some() {
+            channel.viewer_tokens.insert(sid.clone(), fresh.to_owned());
+        }
         // A broadcaster watching its own channel never relays to itself.
         let relay = relay && *sid != channel.broadcaster;
         let notices = channel.tree.join(sid, relay, now);
@@ -737,6 +796,8 @@ impl State {
             viewer_count: channel.viewers.len(),
             stopped: channel.stopped,
             away: channel.away_until.is_some(),
+            resumable: resumable || presented.is_some(),
+            alias: alias.map(|a| a.to_string()),
             tree,
         };
         let key = channel.id.clone();
@@ -1005,8 +1066,18 @@ impl State {
         }
         for channel_id in membership.watching {
             if let Some(channel) = self.channels.get_mut(&channel_id)
-                && channel.viewers.remove(sid).is_some()
+                && let Some(alias) = channel.viewers.remove(sid)
             {
+                channel.held_viewers.retain(|_, held| held.until > now);
+                if let Some(digest) = channel.viewer_tokens.remove(sid)
+                    && !grace.is_zero()
+                {
+                    let held = HeldViewer {
+                        alias,
+                        until: now + grace,
+                    };
+                    channel.held_viewers.insert(digest, held);
+                }
                 let notices = channel.tree.leave(sid, now);
                 let mut tree = Vec::new();
                 channel.address(notices, true, &mut tree);
@@ -1532,6 +1603,51 @@ mod tests {
                 indexed_addresses: 0
             }
         );
+    }
+
+    #[test]
+    fn a_resumable_viewer_gets_its_alias_back_within_the_grace_only() {
+        let r = MemoryRegistry::new(RegistryLimits {
+            resume_grace: Duration::from_secs(30),
+            ..default_registry().limits().clone()
+        });
+        r.join_as_broadcaster(&sid("b"), None, Some("room"), false, true)
+            .unwrap();
+        let request = |presented, fresh| ViewerRequest {
+            resumable: true,
+            presented,
+            fresh,
+            ..ViewerRequest::default()
+        };
+        let joined = r
+            .join_verified(&sid("v1"), "room", request(None, "d1"))
+            .unwrap();
+        assert!(joined.resumable && joined.alias.is_none());
+        r.set_alias(&sid("v1"), "room", "Alice").unwrap();
+        r.disconnect(&sid("v1"));
+        // Another token gets nothing back; the right one gets the alias, once.
+        let stranger = r
+            .join_verified(&sid("x"), "room", request(Some("nope"), "dx"))
+            .unwrap();
+        assert_eq!(stranger.alias, None);
+        let back = r
+            .join_verified(&sid("v2"), "room", request(Some("d1"), "d2"))
+            .unwrap();
+        assert_eq!(back.alias.as_deref(), Some("Alice"));
+        assert_eq!(r.chat(&sid("v2"), "room").unwrap().sender_name, "Alice");
+        let again = r
+            .join_verified(&sid("v3"), "room", request(Some("d1"), "d3"))
+            .unwrap();
+        assert_eq!(again.alias, None, "a token works once");
+        // After the grace the place is gone.
+        r.disconnect(&sid("v2"));
+        let late = r.state().join_as_viewer(
+            &sid("v4"),
+            "room",
+            request(Some("d2"), "d4"),
+            Moment::now() + Duration::from_secs(31),
+        );
+        assert_eq!(late.unwrap().alias, None);
     }
 
     #[test]

@@ -11,14 +11,16 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
 use super::Signaling;
-use super::channels::{Activity, BroadcastRequest, Departure, SocketId, TreeEvent, unix_now};
+use super::channels::{
+    Activity, BroadcastRequest, Departure, SocketId, TreeEvent, ViewerRequest, unix_now,
+};
 use super::errors::ChannelError;
 use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
     self, AliasSet, BroadcasterAvailable, BroadcasterJoined, BroadcasterReady, ChannelList,
     ChannelRef, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError,
-    RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
+    RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount, ViewerToken,
 };
 use super::registry::Registry;
 use super::secrets;
@@ -323,9 +325,18 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         },
         Err(e) => return ctx.error(e),
     };
+    let fresh = secrets::IssuedToken::generate();
+    let presented = request.resume_token.as_ref().map(|t| secrets::digest(&t.0));
+    let viewer = ViewerRequest {
+        relay,
+        password: verified.as_deref(),
+        resumable: request.resume.unwrap_or(false),
+        presented: presented.as_deref(),
+        fresh: &fresh.digest,
+    };
     let mut joined = ctx
         .registry
-        .join_as_viewer(&ctx.sid, &channel_id, relay, verified.as_deref())
+        .join_as_viewer(&ctx.sid, &channel_id, viewer)
         .await;
     if request.wait == Some(true) && matches!(joined, Err(ChannelError::NotFound(_))) {
         match ctx.registry.wait_for(&ctx.sid, &channel_id).await {
@@ -340,7 +351,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
             Ok(false) => {
                 joined = ctx
                     .registry
-                    .join_as_viewer(&ctx.sid, &channel_id, relay, verified.as_deref())
+                    .join_as_viewer(&ctx.sid, &channel_id, viewer)
                     .await;
             }
             Err(e) => return ctx.error(e),
@@ -362,6 +373,23 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
                     &BroadcasterAvailable {
                         broadcaster_id: &joined.broadcaster,
                         channel_id: &channel_id,
+                    },
+                );
+            }
+            if joined.resumable {
+                let token = ViewerToken {
+                    channel_id: &channel_id,
+                    resume_token: &fresh.token,
+                };
+                ctx.reply("viewer_token", &token);
+            }
+            if let Some(alias) = &joined.alias {
+                // Back within its grace: its alias is restored.
+                ctx.reply(
+                    "alias_set",
+                    &AliasSet {
+                        alias,
+                        success: true,
                     },
                 );
             }

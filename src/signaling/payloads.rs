@@ -297,6 +297,21 @@ pub struct JoinAsViewer {
     /// `true`: if the channel has no broadcaster yet, wait for one (the waiting room).
     #[serde(default)]
     pub wait: Option<bool>,
+    /// `true`: give this viewer a token to come back with (its alias) after a dropped
+    /// connection.
+    #[serde(default)]
+    pub resume: Option<bool>,
+    /// The token of an earlier `viewer_token`.
+    #[serde(default)]
+    #[validate(custom(function = "validate_token"))]
+    pub resume_token: Option<Secret>,
+}
+
+/// `viewer_token`: a resumable viewer's token for this channel.
+#[derive(Debug, Serialize)]
+pub struct ViewerToken<'a> {
+    pub channel_id: &'a str,
+    pub resume_token: &'a str,
 }
 
 /// `broadcaster_joined`: a channel a viewer waited for has gone live.

@@ -8,6 +8,7 @@
 use super::channels::{
     Activity, BroadcastRequest, BroadcastStarted, Census, ChannelSummary, ChatDelivery,
     ClosedChannel, Departure, Expired, MemoryRegistry, RegistryLimits, TreeEvent, ViewerJoined,
+    ViewerRequest,
 };
 use super::clock::Moment;
 use super::errors::ChannelError;
@@ -87,15 +88,13 @@ impl Registry {
         }
     }
 
-    /// `password`: for a private channel, the stored hash the caller's password matched.
-    pub async fn join_as_viewer(
+    pub(crate) async fn join_as_viewer(
         &self,
         sid: &SocketId,
         channel_id: &str,
-        relay: bool,
-        password: Option<&str>,
+        request: ViewerRequest<'_>,
     ) -> Result<ViewerJoined, ChannelError> {
-        both!(self, r => r.join_verified(sid, channel_id, relay, password))
+        both!(self, r => r.join_verified(sid, channel_id, request))
     }
 
     pub async fn relay_ready(

@@ -272,6 +272,9 @@ impl Tree {
                 }
             }
         }
+        // A waiter fed at last may bring a subtree of ready relays with room (found by the
+        // property test): they serve whoever still waits.
+        self.serve_waiting(&mut notices);
         notices
     }
 
@@ -382,13 +385,22 @@ impl Tree {
         if !self.live || self.waiting.is_empty() {
             return;
         }
-        let queue: Vec<SocketId> = self.waiting.values().cloned().collect();
-        for viewer in queue {
-            if self.candidates.is_empty() && self.direct.len() >= self.limits.direct {
-                break;
+        // Until a pass places nobody: placing one waiter anchors its subtree, whose relays may
+        // have room for a waiter passed over earlier in the pass.
+        loop {
+            let queue: Vec<SocketId> = self.waiting.values().cloned().collect();
+            let mut placed = false;
+            for viewer in queue {
+                if self.candidates.is_empty() && self.direct.len() >= self.limits.direct {
+                    return;
+                }
+                if let Some(feeder) = self.best_feeder(&viewer) {
+                    self.attach(&viewer, feeder, notices);
+                    placed = true;
+                }
             }
-            if let Some(feeder) = self.best_feeder(&viewer) {
-                self.attach(&viewer, feeder, notices);
+            if !placed {
+                return;
             }
         }
     }
