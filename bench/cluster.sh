@@ -86,19 +86,20 @@ wait_ready() {
     return 1
 }
 
-# stop_nodes: SIGTERM to every node, SIGKILL to one still running 10 s later.
+# stop_nodes: SIGTERM to every node, SIGKILL to one still running 20 s later (a node's own
+# shutdown grace is 10 s by default: it waits for its sockets' departures to be recorded).
 stop_nodes() {
     local pid
     for pid in "${node_pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
     for pid in "${node_pids[@]}"; do
-        for _ in $(seq 1 100); do
+        for _ in $(seq 1 200); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
         if kill -0 "$pid" 2>/dev/null; then
-            echo "node pid $pid still running 10 s after SIGTERM: killed" >&2
+            echo "node pid $pid still running 20 s after SIGTERM: killed" >&2
             kill -9 "$pid" 2>/dev/null || true
         fi
         wait "$pid" 2>/dev/null || true

@@ -12,9 +12,9 @@
 #   SKIP_BUILD=1         (use the release binaries already in target/release)
 #   SERVER_BIN=path      (our server binary; default target/release/broadcast-server)
 #   CLUSTER_MODES="memory redis-1 redis-2"  REDIS_URL=redis://127.0.0.1:6379
-# `cluster` runs our server's storm and fanout (same sizes), plus two light probes of the
-# latency per message (storm one negotiation at a time, a slow fanout), three ways: one node in
-# memory (`memory`), one node on Redis (`redis-1`), two nodes on Redis (`redis-2`: the
+# `cluster` runs our server's storm (also with 20 viewers at a time) and fanout (same sizes),
+# plus two light probes of the latency per message (storm one negotiation at a time, a slow
+# fanout), three ways: one node in memory (`memory`), one node on Redis (`redis-1`), two nodes on Redis (`redis-2`: the
 # broadcaster on the first node, viewers round-robin over both). Each run has a fresh server
 # and a fresh Redis prefix, and Redis must hold nothing of it once the nodes stopped.
 # Results (JSON lines and the tables) go to target/bench/.
@@ -158,6 +158,8 @@ fi
 if ((cluster)); then
     cluster_scenarios=(
         "storm $STORM"
+        # The same crowd arriving 20 at a time instead of 200.
+        "storm $STORM --concurrency 20"
         "fanout $FANOUT_VIEWERS $FANOUT_MESSAGES --start-deliveries $FANOUT_START${FANOUT_RATES:+ --rates $FANOUT_RATES}"
         # Light probes of the time a message takes: one negotiation at a time, and a slow chat.
         "storm 200 --concurrency 1"

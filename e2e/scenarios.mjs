@@ -46,9 +46,10 @@ async function serverAndBrowser(s, { tls, browserArgs } = {}) {
  * @param {string} [options.role]
  * @param {(p: import('./lib/harness.mjs').Participant) => Promise<void>} [options.setup] runs
  *   before the page opens (e.g. an init script)
+ * @param {string} [options.password] typed into the password field: a private channel
  * @returns {Promise<{broadcaster: import('./lib/harness.mjs').Participant, link: string}>}
  */
-async function goLive(s, channel, { contextOptions, camera, relay = true, role = 'broadcaster', setup } = {}) {
+async function goLive(s, channel, { contextOptions, camera, relay = true, role = 'broadcaster', setup, password } = {}) {
   const broadcaster = await s.participant(role, contextOptions, { camera });
   if (setup) await setup(broadcaster);
   await broadcaster.goto(`${s.server.url}?broadcaster=true&channel=${channel}`);
@@ -58,6 +59,7 @@ async function goLive(s, channel, { contextOptions, camera, relay = true, role =
   const switchedOn = await broadcaster.page.isChecked('#relay-switch');
   assert(switchedOn, `${role}: "Let viewers relay" is not on by default`);
   if (!relay) await broadcaster.page.uncheck('#relay-switch');
+  if (password) await broadcaster.page.fill('#channel-password-input', password);
 
   await broadcaster.page.click('#start-btn');
   await broadcaster.waitForState('live', 20_000);
@@ -394,6 +396,92 @@ async function expectRelayed(participant, turn, count) {
 
 /** The expiry (unix seconds) a TURN username carries. */
 const expiryOf = (username) => Number(username.split(':')[0]);
+
+/**
+ * The resume scenario: how long the broadcaster's network is off, and the limit for its viewers
+ * to play again once it is back (the server holds the channel 30 s by default; the page retries
+ * its connection at least every 2 s).
+ */
+const OFFLINE_MS = 5_000;
+const RESUME_PLAY_MS = 10_000;
+
+/** Runs in the page before its own scripts: counts its camera requests (`__e2eCameraRequests`). */
+function countCameraRequests() {
+  const devices = navigator.mediaDevices;
+  if (!devices || typeof devices.getUserMedia !== 'function') return;
+  const getUserMedia = devices.getUserMedia.bind(devices);
+  window.__e2eCameraRequests = 0;
+  devices.getUserMedia = (constraints) => {
+    window.__e2eCameraRequests += 1;
+    return getUserMedia(constraints);
+  };
+}
+
+/**
+ * From now on, notes every change of the page's `#status` in `window.__e2eStates` as
+ * `[time, state, text, player shown]`; `statusHistory` reads them.
+ */
+function recordStatus(page) {
+  return page.evaluate(() => {
+    const status = document.querySelector('#status');
+    const seen = [];
+    window.__e2eStates = seen;
+    const note = () => {
+      const view = document.querySelector('#viewer-view');
+      seen.push([Date.now(), status.dataset.state, status.textContent.trim(), Boolean(view && !view.hidden)]);
+    };
+    note();
+    new MutationObserver(note).observe(status, { attributes: true, childList: true, characterData: true, subtree: true });
+  });
+}
+
+const statusHistory = (page) => page.evaluate(() => window.__e2eStates);
+
+/** What a broadcaster page holds: its public id, the resume token of this tab, camera requests. */
+function broadcasterSession(page) {
+  return page.evaluate(() => {
+    let saved = null;
+    try {
+      saved = JSON.parse(sessionStorage.getItem('broadcast.resume'));
+    } catch {
+      saved = null;
+    }
+    return {
+      id: window.broadcastApp.myId,
+      token: saved?.token ?? null,
+      channelId: saved?.channelId ?? null,
+      cameraRequests: window.__e2eCameraRequests,
+    };
+  });
+}
+
+/** Notes every URL a participant's page requests or opens a WebSocket to, into `requested`. */
+function noteRequests(p, requested) {
+  p.context.on('request', (request) => requested.push(`${p.role} ${request.url()}`));
+  p.page.on('websocket', (ws) => requested.push(`${p.role} ${ws.url()}`));
+}
+
+/**
+ * A secret is in no page's address, not on any screen (text or a visible field's value), in no
+ * requested URL and not in the server's log.
+ */
+async function expectSecretHidden(s, what, value, participants, requested) {
+  const encoded = encodeURIComponent(value);
+  for (const p of participants) {
+    if (p.page.isClosed()) continue;
+    const url = p.page.url();
+    assert(!url.includes(value) && !url.includes(encoded), `${p.role}: ${what} is in the page's address ${url}`);
+    const shown = await p.page.evaluate(() => [
+      document.documentElement.innerText,
+      ...[...document.querySelectorAll('input:not([type="password"])')].map((input) => input.value),
+    ].join('\n'));
+    assert(!shown.includes(value), `${p.role}: ${what} is on the screen`);
+  }
+  const inUrl = requested.find((line) => line.includes(value) || line.includes(encoded));
+  assert(!inUrl, `${what} is in a requested URL: ${inUrl}`);
+  const serverLog = readFileSync(path.join(s.dir, 'server.log'), 'utf8');
+  assert(!serverLog.includes(value), `${what} is in the server's log`);
+}
 
 export const scenarios = [
   {
@@ -1050,6 +1138,197 @@ export const scenarios = [
       return `${played.width}x${played.height}, ${played.frames} frames/2 s over relay/relay (${viewerFeed.protocol}); ` +
         `${fetches} /ice-servers fetches, refreshed after ${(refreshAfter / 1000).toFixed(0)} s; ` +
         `viewer-2 on fresh credentials; ${allocations} coturn allocations`;
+    },
+  },
+
+  {
+    name: '15-resume-offline',
+    title: "the broadcaster's network drops for 5 s: with no one touching a page it resumes its channel and the viewers play again; a duplicated tab takes over",
+    async run(s) {
+      await serverAndBrowser(s);
+      const channel = channelId('s15');
+      const requested = [];
+      const { broadcaster, link } = await goLive(s, channel, {
+        setup: async (p) => {
+          await p.context.addInitScript(countCameraRequests);
+          noteRequests(p, requested);
+        },
+      });
+      const viewers = await Promise.all([1, 2].map((i) => watch(s, `viewer-${i}`, link)));
+      await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
+      await expectViewerCount(broadcaster, 2);
+      await expectPeerCount(broadcaster, 2);
+      const before = await broadcasterSession(broadcaster.page);
+      assert(before.token && before.channelId === channel, `broadcaster: this tab keeps no resume token for ${channel} (sessionStorage)`);
+      await broadcaster.page.evaluate(() => {
+        window.__e2eLocal = document.querySelector('#local-video').srcObject;
+      });
+
+      // The broadcaster's network goes away for OFFLINE_MS (its own browser context only).
+      await Promise.all(viewers.map((v) => recordStatus(v.page)));
+      await Promise.all(viewers.map((v) => startDecodeMonitor(v.page)));
+      await sleep(500);
+      const offlineAt = Date.now();
+      await broadcaster.context.setOffline(true);
+      const lostAfter = await broadcaster.waitForState(['reconnecting', 'unreachable'], OFFLINE_MS);
+      await sleep(Math.max(0, offlineAt + OFFLINE_MS - 1_000 - Date.now()));
+      await Promise.all([broadcaster, ...viewers].map((p) => p.screenshot('offline')));
+      await sleep(Math.max(0, offlineAt + OFFLINE_MS - Date.now()));
+      await broadcaster.context.setOffline(false);
+      const onlineAt = Date.now();
+
+      // Nobody touches a page: the broadcaster resumes, and the viewers play from it again.
+      await Promise.all(viewers.map((v) => v.waitForState('live', RESUME_PLAY_MS + 5_000)));
+      const broadcasterBack = (await broadcaster.waitForState('live', 5_000)) + Date.now() - onlineAt;
+      const samples = await Promise.all(viewers.map((v) => decodeSamples(v.page)));
+      const resumed = viewers.map((v, i) => {
+        const own = samples[i];
+        const ms = playAgainAfter(own, onlineAt, connectionBefore(own, offlineAt));
+        assert(ms !== null, `${v.role}: decoded no frame on a new connection after the broadcaster came back online`);
+        assert(ms <= RESUME_PLAY_MS, `${v.role}: played again only ${ms} ms after the broadcaster came back online (limit ${RESUME_PLAY_MS} ms)`);
+        return { role: v.role, ms, frozen: longestDecodeGap(own, offlineAt) };
+      });
+      const after = await broadcasterSession(broadcaster.page);
+      assert(after.id && after.id !== before.id, 'broadcaster: same public id after the network came back (its connection never dropped?)');
+      assert(after.token && after.token !== before.token, 'broadcaster: the resume did not renew the resume token');
+      assert(
+        after.cameraRequests === before.cameraRequests,
+        `broadcaster: asked for the camera again on resuming (${before.cameraRequests} → ${after.cameraRequests} getUserMedia calls)`,
+      );
+      const sameStream = await broadcaster.page.evaluate(() => {
+        const now = document.querySelector('#local-video').srcObject;
+        return now === window.__e2eLocal && now.getTracks().every((track) => track.readyState === 'live');
+      });
+      assert(sameStream, 'broadcaster: the camera stream was replaced or stopped by the resume');
+      const played = await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
+      await expectViewerCount(broadcaster, 2);
+      await expectPeerCount(broadcaster, 2);
+      const newId = after.id;
+      for (const v of viewers) {
+        const feeder = await v.page.evaluate(() => window.broadcastApp.relay.upstream?.id);
+        assert(feeder === newId, `${v.role}: fed by ${feeder}, not by the resumed broadcaster ${newId}`);
+      }
+
+      // Meanwhile the viewers kept their player, never thought the broadcast had ended, and said
+      // the broadcaster was reconnecting if the server noticed it was gone.
+      const noticed = [];
+      for (const [i, v] of viewers.entries()) {
+        const history = (await statusHistory(v.page)).filter(([time]) => time >= offlineAt);
+        const bad = history.find(([, state, , shown]) => !shown || ['broadcaster-left', 'not-found', 'error', 'idle'].includes(state));
+        assert(!bad, `${v.role}: while the broadcaster was away it showed ${JSON.stringify(bad)}`);
+        const waiting = history.find(([, state]) => state === 'broadcaster-reconnecting');
+        if (waiting) {
+          assert(/Broadcaster reconnecting/.test(waiting[2]), `${v.role}: status "${waiting[2]}" while the broadcaster reconnects`);
+          noticed.push(`${v.role} after ${waiting[0] - offlineAt} ms`);
+        }
+        resumed[i].shown = history.map(([, state]) => state).filter((st, k, all) => st !== all[k - 1]).join('>');
+      }
+      await expectSecretHidden(s, 'a resume token', before.token, [broadcaster, ...viewers], requested);
+      await expectSecretHidden(s, 'a resume token', after.token, [broadcaster, ...viewers], requested);
+
+      // A duplicate of the tab (sessionStorage is copied with it) presses Start: the broadcast
+      // moves there, the first tab stops and says so, and the viewers follow.
+      const stored = await broadcaster.page.evaluate(() => sessionStorage.getItem('broadcast.resume'));
+      const { broadcaster: duplicate } = await goLive(s, channel, {
+        role: 'duplicate-tab',
+        setup: async (p) => {
+          await p.context.addInitScript((value) => {
+            try {
+              if (location.origin !== 'null' && !sessionStorage.getItem('broadcast.resume')) {
+                sessionStorage.setItem('broadcast.resume', value);
+              }
+            } catch {
+              // about:blank has no storage.
+            }
+          }, stored);
+          noteRequests(p, requested);
+        },
+      });
+      await broadcaster.waitForState('replaced', 5_000);
+      const replaced = await broadcaster.status();
+      assert(/continues on another device/.test(replaced.text), `broadcaster: status "${replaced.text}" after another tab took over`);
+      const released = await broadcaster.page.evaluate(() => ({
+        preview: Boolean(document.querySelector('#local-video').srcObject),
+        peers: window.broadcastApp.peers.size,
+        token: sessionStorage.getItem('broadcast.resume'),
+      }));
+      assert(!released.preview && released.peers === 0 && !released.token, `broadcaster: still holds ${JSON.stringify({ ...released, token: Boolean(released.token) })} after the takeover`);
+      await Promise.all(viewers.map((v) => v.waitForState('live', RESUME_PLAY_MS)));
+      const duplicateId = await duplicate.page.evaluate(() => window.broadcastApp.myId);
+      for (const v of viewers) {
+        await expectPlaying(v.page, { role: v.role });
+        const feeder = await v.page.evaluate(() => window.broadcastApp.relay.upstream?.id);
+        assert(feeder === duplicateId, `${v.role}: fed by ${feeder}, not by the tab that took over (${duplicateId})`);
+      }
+      await expectPeerCount(duplicate, 2);
+
+      const times = resumed.map((r) => `${r.role} ${r.ms} ms (no new frame for ${r.frozen} ms; ${r.shown})`).join(', ');
+      return `offline noticed by the broadcaster after ${lostAfter} ms; back online: broadcaster live after ${broadcasterBack} ms, ` +
+        `viewers played again after ${times}; "broadcaster reconnecting" shown: ${noticed.length ? noticed.join(', ') : 'no (the server had not noticed the drop)'}; ` +
+        `${played[0].width}x${played[0].height}, camera asked once; duplicated tab took over, first tab "${replaced.text}"`;
+    },
+  },
+
+  {
+    name: '16-private-channel',
+    title: 'a private channel is not listed; its link asks for the password, a wrong one is refused, the right one plays',
+    async run(s) {
+      await serverAndBrowser(s);
+      const channel = channelId('s16');
+      const password = `pw ${randomBytes(6).toString('hex')}`;
+      const requested = [];
+      const { broadcaster, link } = await goLive(s, channel, { password, setup: async (p) => noteRequests(p, requested) });
+      assert(!link.includes(password) && !link.includes(encodeURIComponent(password)), `broadcaster: the viewer link ${link} holds the password`);
+      assert(await broadcaster.page.isDisabled('#channel-password-input'), 'broadcaster: the password can still be changed while live');
+      const hint = (await broadcaster.page.textContent('#channel-password-hint')).trim();
+      assert(/private/i.test(hint) && /not listed/.test(hint), `broadcaster: the password hint while live says "${hint}"`);
+
+      // A public channel beside it is listed; the private one is not.
+      const publicChannel = channelId('s16pub');
+      await goLive(s, publicChannel, { role: 'public-broadcaster', contextOptions: SMALL_WINDOW, camera: SMALL_CAMERA });
+      const lister = await s.participant('list-viewer');
+      await lister.goto(`${s.server.url}?viewer=true`);
+      await lister.waitForState('idle');
+      await lister.page.locator(`#channel-list li[data-channel-id="${publicChannel}"]`).waitFor({ state: 'visible', timeout: 5_000 });
+      const listed = await lister.page.$$eval('#channel-list li', (lis) => lis.map((li) => li.dataset.channelId));
+      assert(!listed.includes(channel), `list-viewer: the private channel ${channel} is listed: ${JSON.stringify(listed)}`);
+
+      // The link asks for the password.
+      const viewer = await s.participant('viewer');
+      noteRequests(viewer, requested);
+      await viewer.goto(link);
+      await viewer.waitForState('password', 10_000);
+      const page = viewer.page;
+      assert(await page.isVisible('#password-form'), 'viewer: no password form for a private channel');
+      assert(await page.isHidden('#viewer-view'), 'viewer: the player shows before the password was given');
+      const asked = await viewer.status();
+      await viewer.screenshot('asked');
+
+      // A wrong one: the server's message, and the form again.
+      await page.fill('#password-input', `${password}-wrong`);
+      await page.click('#password-submit');
+      await page.waitForFunction(
+        () => document.querySelector('#password-error')?.textContent.includes('password is missing or wrong'),
+        null,
+        { timeout: 5_000 },
+      ).catch(async () => {
+        const shown = await page.textContent('#password-error').catch(() => '(missing)');
+        throw new Error(`viewer: #password-error shows "${shown}" after a wrong password, expected the server's message`);
+      });
+      await viewer.waitForState('password', 2_000);
+      assert(await page.isVisible('#password-form'), 'viewer: the password form is gone after a wrong password');
+      const refused = (await page.textContent('#password-error')).trim();
+      await viewer.screenshot('wrong-password');
+
+      // The right one plays.
+      await page.fill('#password-input', password);
+      await page.click('#password-submit');
+      await viewer.waitForState('live', 25_000);
+      assert(await page.isHidden('#password-form'), 'viewer: the password form still shows while watching');
+      const r = await expectPlaying(page, { role: viewer.role });
+      await expectViewerCount(broadcaster, 1);
+      await expectSecretHidden(s, 'the password', password, [broadcaster, viewer, lister], requested);
+      return `unlisted (list: ${listed.length} other channel); asked: "${asked.text}"; wrong: "${refused}"; right: ${r.width}x${r.height}, ${r.frames} frames/2 s`;
     },
   },
 ];

@@ -325,14 +325,16 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         },
         Err(e) => return ctx.error(e),
     };
-    let fresh = secrets::IssuedToken::generate();
+    // Tokens only for viewers that asked (every legacy join skips the work).
+    let resumable = request.resume.unwrap_or(false) || request.resume_token.is_some();
+    let fresh = resumable.then(secrets::IssuedToken::generate);
     let presented = request.resume_token.as_ref().map(|t| secrets::digest(&t.0));
     let viewer = ViewerRequest {
         relay,
         password: verified.as_deref(),
-        resumable: request.resume.unwrap_or(false),
+        resumable,
         presented: presented.as_deref(),
-        fresh: &fresh.digest,
+        fresh: fresh.as_ref().map_or("", |f| f.digest.as_str()),
     };
     let mut joined = ctx
         .registry
@@ -376,7 +378,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
                     },
                 );
             }
-            if joined.resumable {
+            if let Some(fresh) = &fresh {
                 let token = ViewerToken {
                     channel_id: &channel_id,
                     resume_token: &fresh.token,

@@ -6,6 +6,7 @@ mod cluster;
 mod hostile;
 mod hostile_suite;
 mod http;
+mod metrics;
 mod protocol;
 mod resume;
 mod robustness;

@@ -224,9 +224,16 @@ async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("the binary runs")
 }
 
+/// Arguments, environment variables, and how the error line starts.
+type HalfConfig = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 #[tokio::test]
 async fn half_a_turn_config_stops_start_up_with_one_clear_line() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    let cases: [HalfConfig; 4] = [
         (
             &["--turn-urls", "turn:127.0.0.1:3478"],
             &[],

@@ -6,7 +6,10 @@ use crate::helpers::{Client, Cluster, spawn_app};
 
 /// Waits for `channel`, checking the answer.
 async fn wait_for(viewer: &mut Client, channel: &str) {
-    viewer.emit("join_as_viewer", json!({"channel_id": channel, "wait": true}));
+    viewer.emit(
+        "join_as_viewer",
+        json!({"channel_id": channel, "wait": true}),
+    );
     assert_eq!(
         viewer.expect("waiting_for_broadcaster").await,
         json!({"channel_id": channel})
@@ -23,14 +26,13 @@ async fn viewers_wait_for_a_broadcaster_then_join() {
     // Idempotent, and nothing is listed or created by waiting.
     wait_for(&mut early, "soon").await;
     early.emit("join_as_viewer", json!({}));
-    assert_eq!(
-        early.expect("channel_list").await,
-        json!({"channels": []})
-    );
+    assert_eq!(early.expect("channel_list").await, json!({"channels": []}));
     // Without `wait` (every legacy page) an unknown channel is an error, as before.
     let mut legacy = app.client().await;
     legacy.emit("join_as_viewer", json!({"channel_id": "soon"}));
-    legacy.expect_error("Channel soon not found or expired").await;
+    legacy
+        .expect_error("Channel soon not found or expired")
+        .await;
     leaver.close();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
@@ -54,7 +56,10 @@ async fn viewers_wait_for_a_broadcaster_then_join() {
     );
     // `wait` on a live channel is an ordinary join.
     let mut late = app.client().await;
-    late.emit("join_as_viewer", json!({"channel_id": "soon", "wait": true}));
+    late.emit(
+        "join_as_viewer",
+        json!({"channel_id": "soon", "wait": true}),
+    );
     late.expect("broadcaster_available").await;
     for c in [&early, &late, &b, &legacy] {
         c.close();
