@@ -142,7 +142,10 @@ impl Connection {
             url: "(pub/sub)".to_owned(),
             reason: e.to_string(),
         })?;
-        drop(self.subscriber.manage_subscriptions());
+        drop(tokio::spawn(keep_subscriptions(
+            self.subscriber.clone(),
+            self.health.clone(),
+        )));
         Ok(ctr)
     }
 
@@ -150,6 +153,49 @@ impl Connection {
     pub async fn close(&self) {
         let _ = self.subscriber.quit().await;
         let _ = self.client.quit().await;
+    }
+}
+
+/// Re-makes the adapter's subscriptions after every reconnection of the pub/sub client, and
+/// keeps `/healthz` unhealthy until they are back: until then, events from other nodes would
+/// not arrive. (fred's own `manage_subscriptions` gives up on the empty pattern list the
+/// adapter leaves, so the shard channels the adapter uses are re-subscribed here.)
+async fn keep_subscriptions(subscriber: fred::clients::SubscriberClient, health: Arc<Health>) {
+    use fred::interfaces::{EventInterface, PubsubInterface};
+    let mut reconnects = subscriber.reconnect_rx();
+    let mut errors = subscriber.error_rx();
+    loop {
+        tokio::select! {
+            reconnect = reconnects.recv() => {
+                if matches!(reconnect, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+                loop {
+                    let channels: Vec<String> = subscriber
+                        .tracked_shard_channels()
+                        .into_iter()
+                        .map(|c| c.to_string())
+                        .collect();
+                    match subscriber.ssubscribe(channels).await {
+                        Ok(()) => {
+                            health.pubsub_up();
+                            break;
+                        }
+                        Err(e) => {
+                            health.pubsub_down(format!("redis: pub/sub: {e}"));
+                            tokio::time::sleep(Duration::from_millis(u64::from(RECONNECT_DELAY_MS))).await;
+                        }
+                    }
+                }
+            }
+            error = errors.recv() => {
+                match error {
+                    Ok((e, _)) => health.pubsub_down(format!("redis: pub/sub: {e}")),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(_) => {}
+                }
+            }
+        }
     }
 }
 

@@ -17,9 +17,11 @@ use crate::signaling::channels::Departure;
 use crate::signaling::ids::SocketId;
 
 /// Whether this node can reach Redis; `/healthz` turns 503 with the reason while it cannot.
+/// Commands and pub/sub go over separate connections, and each must work.
 #[derive(Debug, Default)]
 pub struct Health {
     problem: Mutex<Option<String>>,
+    pubsub: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -37,9 +39,25 @@ impl Health {
         }
     }
 
+    pub fn pubsub_down(&self, reason: String) {
+        let mut problem = lock(&self.pubsub);
+        if problem.is_none() {
+            tracing::error!(%reason, "cluster pub/sub unavailable");
+        }
+        *problem = Some(reason);
+    }
+
+    pub fn pubsub_up(&self) {
+        if lock(&self.pubsub).take().is_some() {
+            tracing::info!("cluster pub/sub subscribed again");
+        }
+    }
+
     /// The reason the node is unhealthy, if it is.
     pub fn problem(&self) -> Option<String> {
-        lock(&self.problem).clone()
+        lock(&self.problem)
+            .clone()
+            .or_else(|| lock(&self.pubsub).clone())
     }
 }
 
