@@ -6,9 +6,29 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Libraries that log whole frames (and spans holding them) below `info`: frames carry
+/// passwords and resume tokens, which must never reach a log, so they stay at `info` whatever
+/// `RUST_LOG` asks for.
+const FRAME_LOGGERS: &[&str] = &[
+    "socketioxide=info",
+    "socketioxide_core=info",
+    "socketioxide_redis=info",
+    "engineioxide=info",
+    "engineioxide_core=info",
+    "tungstenite=info",
+    "tokio_tungstenite=info",
+    "hyper=info",
+    "fred=info",
+];
+
 /// Installs the global subscriber. Defaults to `info` when `RUST_LOG` is unset or invalid.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for directive in FRAME_LOGGERS {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),

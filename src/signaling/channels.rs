@@ -252,6 +252,8 @@ pub enum TreeEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BroadcastStarted {
     pub channel_id: ChannelId,
+    /// The channel is resumable: its `broadcaster_ready` carries the fresh token.
+    pub resumable: bool,
     /// Viewers that waited for this channel id: they get `broadcaster_joined`.
     pub lobby: Vec<SocketId>,
     /// A takeover: the socket that broadcast until now (it is told it was replaced).
@@ -645,6 +647,7 @@ impl State {
             channel.address(notices, true, &mut tree);
             let started = BroadcastStarted {
                 channel_id: channel_id.clone(),
+                resumable: channel.resumable,
                 lobby: Vec::new(),
                 replaced,
                 resumed: resume,
@@ -721,6 +724,7 @@ impl State {
         }
         Ok(BroadcastStarted {
             channel_id,
+            resumable,
             lobby,
             replaced: None,
             resumed: false,

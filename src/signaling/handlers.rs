@@ -266,7 +266,7 @@ pub async fn join_as_broadcaster<A: Adapter>(
                 &BroadcasterReady {
                     id: &ctx.sid,
                     channel_id: &started.channel_id,
-                    resume_token: resumable.then_some(fresh.token.as_str()),
+                    resume_token: started.resumable.then_some(fresh.token.as_str()),
                 },
             );
             let joined = BroadcasterJoined {
