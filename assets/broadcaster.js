@@ -45,9 +45,9 @@ const broadcaster = {
   rejoinTimer: null,
   viewerCount: 0,
   /**
-   * `{channelId, token, password}`: the latest `resume_token`, the channel it resumes and that
-   * channel's password ("" for a public one), so that a reload of this tab resumes it as it was.
-   * Never shown, never in a URL.
+   * `{channelId, token, password, relay}`: the latest `resume_token`, the channel it resumes,
+   * that channel's password ("" for a public one) and relay switch, so that a reload of this tab
+   * resumes it as it was. Never shown, never in a URL.
    */
   resume: null,
   /** The password the channel was started with ("" for a public one); sent with every join. */
@@ -96,6 +96,7 @@ export const broadcasterMode = {
     broadcaster.resume = loadResume();
     bui.view.hidden = false;
     bui.channelInput.value = (params.get("channel") || "").trim();
+    if (resumeTokenFor(bui.channelInput.value)) bui.relaySwitch.checked = broadcaster.resume.relay;
     ui.chatInput.placeholder = "Message your viewers…";
     bui.startForm.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -262,7 +263,7 @@ function resumedPasswordFor(channelId) {
 }
 
 function saveResume(channelId, token) {
-  broadcaster.resume = { channelId, token, password: broadcaster.password };
+  broadcaster.resume = { channelId, token, password: broadcaster.password, relay: bui.relaySwitch.checked };
   try {
     sessionStorage.setItem(RESUME_STORAGE_KEY, JSON.stringify(broadcaster.resume));
   } catch {
@@ -284,7 +285,7 @@ function loadResume() {
     const saved = JSON.parse(sessionStorage.getItem(RESUME_STORAGE_KEY) || "null");
     if (saved && typeof saved.channelId === "string" && typeof saved.token === "string") {
       const password = typeof saved.password === "string" ? saved.password : "";
-      return { channelId: saved.channelId, token: saved.token, password };
+      return { channelId: saved.channelId, token: saved.token, password, relay: saved.relay !== false };
     }
   } catch {
     // Unreadable: start without.

@@ -275,6 +275,16 @@ pub async fn join_as_broadcaster<A: Adapter>(
             };
             ctx.send(&started.lobby, "broadcaster_joined", &joined)
                 .await;
+            if started.resumed || started.replaced.is_some() {
+                // The new socket has not seen the audience it takes over.
+                ctx.reply(
+                    "viewer_count",
+                    &ViewerCount {
+                        channel_id: &started.channel_id,
+                        count: started.waiting_viewers.len(),
+                    },
+                );
+            }
             if let Some(replaced) = &started.replaced {
                 tracing::info!(sid = %ctx.sid, %replaced, channel = %started.channel_id, "broadcaster took over");
                 let channel = ChannelRef {

@@ -314,6 +314,7 @@ async fn metrics_count_resumes_takeovers_and_held_channels() {
         json!({"channel_id": "again", "resume_token": token}),
     );
     let token = second.expect("broadcaster_ready").await["resume_token"].clone();
+    second.expect("viewer_count").await;
     let resumed = scrape(&app).await;
     assert!(resumed.delta(&before, "broadcast_resumes_total") >= 1.0);
     assert_eq!(resumed.get(LIVE), 1.0);

@@ -339,6 +339,11 @@ async fn resuming_with_the_token_from_a_new_socket_restores_the_channel() {
     );
     let fresh = token_of(&again.expect("broadcaster_ready").await, &again.sid, "back");
     assert_ne!(fresh, token);
+    // The new socket learns the audience it takes back.
+    assert_eq!(
+        again.expect("viewer_count").await,
+        json!({"channel_id": "back", "count": 2})
+    );
     for v in [&mut early, &mut late] {
         assert_eq!(
             v.expect("broadcaster_available").await,
@@ -544,6 +549,10 @@ async fn takeover_with_the_token_replaces_a_live_broadcaster() {
         "desk",
     );
     assert_ne!(fresh, token);
+    assert_eq!(
+        second.expect("viewer_count").await,
+        json!({"channel_id": "desk", "count": 1})
+    );
     assert_eq!(
         first.expect("broadcaster_replaced").await,
         json!({"channel_id": "desk"})
