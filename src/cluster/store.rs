@@ -54,6 +54,10 @@ struct Inner {
     limits: RegistryLimits,
     node: NodeId,
     health: Arc<Health>,
+    /// One queue per channel for this node's writers: they would only defeat each other's
+    /// compare-and-set (a crowd joining one channel), so they take turns, and conflicts are
+    /// left to writers on other nodes.
+    queues: std::sync::Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// What an operation read of one channel (absent channels are read as `None`).
@@ -164,8 +168,23 @@ impl ClusterRegistry {
                 limits,
                 node,
                 health,
+                queues: std::sync::Mutex::default(),
             }),
         }
+    }
+
+    /// Waits for this node's turn to write `id` (see `Inner::queues`).
+    async fn turn(&self, id: &ChannelId) -> tokio::sync::OwnedMutexGuard<()> {
+        let queue = super::lock(&self.inner.queues)
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        queue.lock_owned().await
+    }
+
+    /// Forgets the queues nobody waits in.
+    fn forget_idle_queues(&self) {
+        super::lock(&self.inner.queues).retain(|_, queue| Arc::strong_count(queue) > 1);
     }
 
     pub fn limits(&self) -> &RegistryLimits {
@@ -529,6 +548,10 @@ impl ClusterRegistry {
         request: BroadcastRequest<'_>,
     ) -> Result<BroadcastStarted, ChannelError> {
         let addr = request.addr;
+        let _turn = match channel_id {
+            Some(id) => Some(self.turn(&ChannelId::from(id)).await),
+            None => None,
+        };
         retrying!(self, {
             let id = channel_id.map_or_else(random_channel_id, ChannelId::from);
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
@@ -571,6 +594,7 @@ impl ClusterRegistry {
 
     pub async fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
         let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
         retrying!(self, {
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
             self.load_lobbies(&mut txn, std::slice::from_ref(&id))
@@ -610,6 +634,7 @@ impl ClusterRegistry {
         request: ViewerRequest<'_>,
     ) -> Result<ViewerJoined, ChannelError> {
         let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
         retrying!(self, {
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
             let joined = txn
@@ -626,6 +651,7 @@ impl ClusterRegistry {
         op: TreeOp,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
         let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
         retrying!(self, {
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
             let events = txn.state.tree_op(sid, channel_id, op, Moment::now())?;
@@ -694,13 +720,24 @@ impl ClusterRegistry {
     ) -> Result<SocketId, ChannelError> {
         retrying!(self, {
             let mut txn = self.begin_for(sender).await?;
-            let target = txn
+            let now = Moment::now();
+            let found = txn
                 .state
-                .authorize_relay(sender, target, activity, Moment::now())?;
-            if activity == Activity::Keep {
-                return Ok(Some(target));
+                .authorize_relay(sender, target, Activity::Keep, now)?;
+            // An offer or answer keeps its channel from idling out; writing the whole channel
+            // for each one would make every negotiation contend with every join, so the stored
+            // activity moves on in steps (a tenth of the TTL, at most a second).
+            let step = (self.inner.limits.idle_ttl / 10).min(Duration::from_secs(1));
+            let stale = txn
+                .state
+                .channels
+                .values()
+                .any(|c| now.duration_since(c.last_activity) >= step);
+            if activity == Activity::Keep || !stale {
+                return Ok(Some(found));
             }
-            Ok(self.commit(txn).await?.map(|()| target))
+            txn.state.authorize_relay(sender, target, activity, now)?;
+            Ok(self.commit(txn).await?.map(|()| found))
         })
     }
 
@@ -711,6 +748,7 @@ impl ClusterRegistry {
         alias: &str,
     ) -> Result<(), ChannelError> {
         let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
         retrying!(self, {
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
             txn.state.set_alias(sid, channel_id, alias)?;
@@ -733,6 +771,7 @@ impl ClusterRegistry {
         channel_id: &str,
     ) -> Result<Vec<SocketId>, ChannelError> {
         let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
         retrying!(self, {
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
             let viewers = txn.state.stop_broadcast(sid, channel_id, Moment::now())?;
@@ -747,6 +786,22 @@ impl ClusterRegistry {
 
     /// Removes a socket of `node` (this one, or a dead one being reaped) everywhere.
     pub async fn remove_socket(&self, sid: &SocketId, node: &NodeId) -> Departure {
+        // Its channels' turns, in one order everywhere so that no two removals wait on each
+        // other (a crowd leaving one channel at once would otherwise mostly conflict).
+        let mut turns = Vec::new();
+        if let Ok(membership) = self.membership(sid).await {
+            let mut ids: Vec<ChannelId> = membership
+                .broadcasting
+                .into_iter()
+                .chain(membership.watching)
+                .chain(membership.waiting)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            for id in &ids {
+                turns.push(self.turn(id).await);
+            }
+        }
         let result = retrying!(self, {
             let mut txn = self.begin_for(sid).await?;
             let waits: Vec<ChannelId> = txn
@@ -776,6 +831,7 @@ impl ClusterRegistry {
     }
 
     pub async fn sweep(&self, now: Moment) -> Vec<ClosedChannel> {
+        self.forget_idle_queues();
         let ttl = self.inner.limits.idle_ttl;
         let candidates = match self.all_channel_ids().await {
             Ok(ids) => match self.begin(&ids).await {
