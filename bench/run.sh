@@ -14,9 +14,10 @@
 #   CLUSTER_MODES="memory redis-1 redis-2"  REDIS_URL=redis://127.0.0.1:6379
 # `cluster` runs our server's storm (also with 20 viewers at a time) and fanout (same sizes),
 # plus two light probes of the latency per message (storm one negotiation at a time, a slow
-# fanout), three ways: one node in memory (`memory`), one node on Redis (`redis-1`), two nodes on Redis (`redis-2`: the
-# broadcaster on the first node, viewers round-robin over both). Each run has a fresh server
-# and a fresh Redis prefix, and Redis must hold nothing of it once the nodes stopped.
+# fanout), three ways: one node in memory (`memory`), one node on Redis (`redis-1`), two nodes
+# on Redis (`redis-2`: the broadcaster on the first node, viewers round-robin over both). Each
+# run has a fresh server and a fresh Redis prefix, and Redis must hold nothing of it once the
+# nodes stopped.
 # Results (JSON lines and the tables) go to target/bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
