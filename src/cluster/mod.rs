@@ -26,6 +26,8 @@ pub use store::ClusterRegistry;
 
 /// How long one Redis command may take before the operation fails (and health says why).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Cross-node events buffered between the pub/sub connection and the adapter.
+const PUBSUB_BUFFER: usize = 65_536;
 /// Pause between reconnection attempts while Redis is away.
 const RECONNECT_DELAY_MS: u32 = 500;
 
@@ -90,7 +92,12 @@ impl Connection {
         config.fail_fast = true;
         let mut builder = Builder::from_config(config);
         builder
-            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
+            .with_performance_config(|p| {
+                p.default_command_timeout = COMMAND_TIMEOUT;
+                // Every cross-node event passes through this broadcast channel; at fred's
+                // default (32) a burst overflows it and the overflow is dropped unseen.
+                p.broadcast_channel_capacity = PUBSUB_BUFFER;
+            })
             .with_connection_config(|c| {
                 c.connection_timeout = COMMAND_TIMEOUT;
                 c.internal_command_timeout = COMMAND_TIMEOUT;

@@ -177,10 +177,13 @@ pub fn assign_public_id<A: Adapter>(socket: &SocketRef<A>) -> SocketId {
     id
 }
 
-pub fn connect<A: Adapter>(socket: &SocketRef<A>, id: SocketId) {
-    // Join a room named after the public id so other sockets are addressed by it through the
-    // adapter (the same call then works across nodes). The session id never leaves this socket.
+/// Joins the room named after the public id, so other sockets address this one by it through
+/// the adapter (the same call then works across nodes). The session id never leaves the socket.
+pub fn join_own_room<A: Adapter>(socket: &SocketRef<A>, id: &SocketId) {
     socket.join(id.to_string());
+}
+
+pub fn connect<A: Adapter>(socket: &SocketRef<A>, id: SocketId) {
     tracing::info!(sid = %id, transport = ?socket.transport_type(), "connected");
     if let Err(e) = socket.emit("client_id", &ClientId { id: &id }) {
         tracing::debug!(sid = %id, "could not send client_id: {e}");

@@ -111,6 +111,19 @@ async fn dispatch<A: Adapter>(state: &Signaling<A>, socket: &SocketRef<A>, text:
     }
 }
 
+/// Waits (briefly) until socketioxide has marked the socket connected. A client may send its
+/// first event the moment it reads the CONNECT packet, which socketioxide writes just before it
+/// marks the socket connected, on another task; an answer emitted in between would be refused.
+/// Only such an early event ever waits (it then queues, keeping the socket's order).
+async fn connected<A: Adapter>(socket: &SocketRef<A>) {
+    for _ in 0..200 {
+        if socket.connected() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// Marker for the handler traits implemented below (they are generic over an extractor tuple).
 pub struct Inline;
 
@@ -147,18 +160,20 @@ impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
             socket.extensions.insert(handlers::ClientAddr(addr));
         }
         let id = handlers::assign_public_id(&socket);
-        self.0.public_ids.insert(socket.id.as_str(), id);
+        self.0.public_ids.insert(socket.id.as_str(), id.clone());
+        // The handlers go in here, before socketioxide sends the CONNECT packet: the client
+        // may send its first event the moment it reads that packet, and `call` below runs
+        // later, on another task; an event with no handler yet would be dropped unseen.
+        let mailbox = mailbox::Mailbox::spawn();
+        socket.on_fallback(OnEvent(self.0.clone(), mailbox.clone()));
+        socket.on_disconnect(OnDisconnect(self.0.clone(), mailbox));
+        handlers::join_own_room(&socket, &id);
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn call(&self, s: Arc<Socket<A>>, _auth: Option<Value>) {
         let socket = SocketRef::from(s);
-        // The handlers go in before anything else, so no early event can miss them.
-        let id = handlers::public_id(&socket);
-        let mailbox = mailbox::Mailbox::spawn();
-        socket.on_fallback(OnEvent(self.0.clone(), mailbox.clone()));
-        socket.on_disconnect(OnDisconnect(self.0.clone(), mailbox));
-        handlers::connect(&socket, id);
+        handlers::connect(&socket, handlers::public_id(&socket));
     }
 }
 
@@ -174,6 +189,7 @@ impl<A: Adapter> MessageHandler<A, Inline> for OnEvent<A> {
         let state = self.0.clone();
         let job_socket = socket.clone();
         let job: mailbox::Job = Box::pin(async move {
+            connected(&job_socket).await;
             dispatch(&state, &job_socket, text.as_str()).await;
         });
         if self.1.submit(job).is_err() {
