@@ -13,20 +13,48 @@ use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 
+/// One `--trusted-proxies` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedProxy {
+    /// A proxy at this address or in this block.
+    Net(IpNet),
+    /// Google Cloud Run's front end: every request reaches the container through it, from an
+    /// internal address that is not documented (link-local addresses are what containers see),
+    /// and it appends the address it saw to `X-Forwarded-For`. So the container's peer is
+    /// always the front end, whatever its address, and the last entry is the client's.
+    CloudRun,
+}
+
 /// Proxies whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(pub Vec<IpNet>);
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    /// The TCP peer is a trusted proxy whatever its address (`cloud-run`: nothing reaches
+    /// the container except through the platform's front end).
+    any_peer: bool,
+}
 
 impl TrustedProxies {
+    pub fn new(entries: &[TrustedProxy]) -> Self {
+        let mut proxies = Self::default();
+        for entry in entries {
+            match entry {
+                TrustedProxy::Net(net) => proxies.nets.push(*net),
+                TrustedProxy::CloudRun => proxies.any_peer = true,
+            }
+        }
+        proxies
+    }
+
     fn contains(&self, ip: &IpAddr) -> bool {
-        self.0.iter().any(|net| net.contains(ip))
+        self.nets.iter().any(|net| net.contains(ip))
     }
 
     /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last
     /// address in `X-Forwarded-For` that is not itself a trusted proxy (each proxy appends the
     /// address it saw, so entries left of an untrusted one may be forged).
     pub fn client_ip(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
-        if !self.contains(&peer) {
+        if !self.any_peer && !self.contains(&peer) {
             return peer;
         }
         let hops = forwarded_for
@@ -114,12 +142,21 @@ impl SessionsPerAddr {
     }
 }
 
-/// Parses one `--trusted-proxies` entry: an address or a CIDR block.
-pub fn parse_proxy(s: &str) -> Result<IpNet, String> {
+/// The `--trusted-proxies` preset for Google Cloud Run (see [`TrustedProxy::CloudRun`]).
+pub const CLOUD_RUN: &str = "cloud-run";
+
+/// Parses one `--trusted-proxies` entry: an address, a CIDR block or the `cloud-run` preset.
+pub fn parse_proxy(s: &str) -> Result<TrustedProxy, String> {
     let s = s.trim();
+    if s.eq_ignore_ascii_case(CLOUD_RUN) {
+        return Ok(TrustedProxy::CloudRun);
+    }
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("trusted proxy `{s}` must be an IP address or CIDR block"))
+        .map(TrustedProxy::Net)
+        .map_err(|_| {
+            format!("trusted proxy `{s}` must be an IP address, a CIDR block or `{CLOUD_RUN}`")
+        })
 }
 
 #[cfg(test)]
@@ -137,7 +174,7 @@ mod tests {
             none.client_ip(ip("203.0.113.9"), &["198.51.100.1"]),
             ip("203.0.113.9")
         );
-        let lb = TrustedProxies(vec![parse_proxy("10.0.0.0/8").unwrap()]);
+        let lb = TrustedProxies::new(&[parse_proxy("10.0.0.0/8").unwrap()]);
         assert_eq!(
             lb.client_ip(ip("10.1.2.3"), &["198.51.100.1"]),
             ip("198.51.100.1")
@@ -167,6 +204,45 @@ mod tests {
             sessions.release(addr);
         }
         assert_eq!(sessions.addresses(), 0);
-        assert_eq!(parse_proxy("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(
+            parse_proxy("::1").unwrap(),
+            TrustedProxy::Net("::1/128".parse().unwrap())
+        );
+    }
+
+    /// Cloud Run: the peer is the front end at an address nobody documents, and the front end
+    /// appends the address it saw, so the last entry is the client even when the client sent
+    /// a header of its own.
+    #[test]
+    fn cloud_run_takes_the_entry_its_front_end_appended() {
+        let run = TrustedProxies::new(&[parse_proxy("cloud-run").unwrap()]);
+        let front_end = ip("169.254.1.1");
+        assert_eq!(
+            run.client_ip(front_end, &["198.51.100.1"]),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            run.client_ip(ip("10.20.30.40"), &["198.51.100.1"]),
+            ip("198.51.100.1"),
+            "the front end's address is not part of the contract"
+        );
+        // A client's own header: the front end appended the real address after it.
+        assert_eq!(
+            run.client_ip(front_end, &["203.0.113.66, 198.51.100.1"]),
+            ip("198.51.100.1")
+        );
+        // No header (not through the front end, e.g. a local run): the peer.
+        assert_eq!(run.client_ip(front_end, &[]), front_end);
+        // An external HTTPS load balancer in front of Cloud Run appends its own forwarding
+        // rule's address last: listing it as well skips it.
+        let behind_lb = TrustedProxies::new(&[
+            parse_proxy("CLOUD-RUN").unwrap(),
+            parse_proxy("34.120.0.7").unwrap(),
+        ]);
+        assert_eq!(
+            behind_lb.client_ip(front_end, &["198.51.100.1, 34.120.0.7"]),
+            ip("198.51.100.1")
+        );
+        assert!(parse_proxy("cloud-runner").is_err());
     }
 }

@@ -166,9 +166,10 @@ pub struct Config {
 
     /// Load balancers or reverse proxies (addresses or CIDR blocks, comma-separated) whose
     /// `X-Forwarded-For` header names the client for per-address limits; from anybody else the
-    /// header is ignored.
+    /// header is ignored. `cloud-run` trusts Google Cloud Run's front end (set it on Cloud Run,
+    /// where every request arrives through it; never elsewhere).
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::client_addr::parse_proxy)]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<crate::client_addr::TrustedProxy>,
 
     /// Offers and answers one client may send to one peer per second (burst: twice that);
     /// over it the sender gets `relay_error`. 0 = unlimited.
@@ -221,8 +222,9 @@ pub struct Config {
           value_parser = parse_transports)]
     pub transports: Transports,
 
-    /// Probe a server running with this configuration on this host (`GET /healthz` on
-    /// 127.0.0.1:PORT) and exit 0 if healthy: a container health check without curl.
+    /// Probe a server running with this configuration on this host (`GET /livez` on `--host`,
+    /// or loopback when it is 0.0.0.0 or ::, and `--port`) and exit 0 if it serves: a container
+    /// health check without curl.
     #[arg(long)]
     pub healthcheck: bool,
 }

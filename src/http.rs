@@ -1,6 +1,8 @@
 //! HTTP routes: the served page, health, ICE servers (with TURN credentials), static assets,
 //! and the origin gate for Socket.IO.
 
+mod health;
+mod security;
 pub mod turn;
 
 use std::borrow::Cow;
@@ -277,7 +279,9 @@ pub fn router<A: Adapter>(
     let origins = config.allowed_origins();
     Router::new()
         .route("/", get(page_handler))
-        .route("/healthz", get(health))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/healthz", get(health::healthz))
         .route("/ice-servers", get(ice_servers))
         .merge(metrics)
         .nest("/assets", assets)
@@ -289,6 +293,7 @@ pub fn router<A: Adapter>(
             origin_gate,
         ))
         .layer(cors(origins))
+        .layer(security::every_response())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -386,6 +391,7 @@ fn owned_uri(uri: &Uri) -> Option<Uri> {
 async fn page_handler(State(state): State<AppState>) -> Response {
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+        security::page_headers(),
         Html(state.page),
     )
         .into_response()
@@ -400,62 +406,6 @@ async fn ice_servers(State(state): State<AppState>) -> Response {
         Json(state.ice_servers.answer(SystemTime::now())),
     )
         .into_response()
-}
-
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
-    /// Why the node is unhealthy (cluster mode: Redis cannot be reached).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    /// `memory` (one node) or `cluster` (several nodes on Redis).
-    mode: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    node_id: Option<String>,
-    /// Channels of the whole deployment.
-    channels: usize,
-    sockets: usize,
-    indexed_sockets: usize,
-    /// Client addresses owning a channel (per-address limits); 0 when no channel is open.
-    indexed_addresses: usize,
-    /// Client addresses with an open Socket.IO session; 0 when nobody is connected.
-    client_addresses: usize,
-}
-
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let problem = state
-        .cluster
-        .as_ref()
-        .and_then(|cluster| cluster.health.problem());
-    // While Redis is away the counts would only repeat the failure.
-    let stats = match problem {
-        Some(_) => Default::default(),
-        None => state.registry.stats().await,
-    };
-    let code = match problem {
-        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
-        None => StatusCode::OK,
-    };
-    let health = Health {
-        status: if problem.is_some() {
-            "unavailable"
-        } else {
-            "ok"
-        },
-        reason: problem,
-        mode: if state.cluster.is_some() {
-            "cluster"
-        } else {
-            "memory"
-        },
-        node_id: state.cluster.as_ref().map(|c| c.node.to_string()),
-        channels: stats.channels,
-        sockets: state.public_ids.len(),
-        indexed_sockets: stats.indexed_sockets,
-        indexed_addresses: stats.indexed_addresses,
-        client_addresses: state.sessions.addresses(),
-    };
-    (code, Json(health))
 }
 
 /// Whether an `--assets-dir` looks usable; checked at start-up for a clear message.

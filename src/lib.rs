@@ -393,7 +393,7 @@ impl Parts<'_> {
             registry.clone(),
             limits.clone(),
             self.public_ids.clone(),
-            TrustedProxies(self.config.trusted_proxies.clone()),
+            TrustedProxies::new(&self.config.trusted_proxies),
             self.sessions.clone(),
         ));
         let sweeper = signaling::spawn_sweeper(

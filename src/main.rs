@@ -4,6 +4,7 @@ use broadcast_server::config::Config;
 async fn main() {
     let config = Config::load();
     if config.healthcheck {
+        let config = broadcast_server::healthcheck::target(config, std::env::args_os().count());
         if let Err(e) = broadcast_server::healthcheck::probe(&config) {
             eprintln!("{e}");
             std::process::exit(1);

@@ -849,6 +849,16 @@ async fn redis_outage_is_reported_and_recovered_from() {
         assert_eq!(health["status"], "unavailable", "{health}");
         let reason = health["reason"].as_str().expect("a reason");
         assert!(reason.starts_with("redis: "), "{health}");
+        // Not ready (balancers stop sending clients), but alive (nobody restarts it).
+        let (ready, body) = node.probe("/readyz").await;
+        assert_eq!(ready, 503, "{body}");
+        assert!(
+            body["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("redis: ")),
+            "{body}"
+        );
+        assert_eq!(node.probe("/livez").await.0, 200);
     }
     println!(
         "both nodes unhealthy {:?} after Redis died",
@@ -872,6 +882,7 @@ async fn redis_outage_is_reported_and_recovered_from() {
             .await;
         println!("redis back: node {} healthy after {took:?}", node.addr);
         assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(node.probe("/readyz").await.0, 200);
     }
     println!(
         "both nodes healthy {:?} after Redis came back",

@@ -707,6 +707,18 @@ impl Node {
         Some((status, body))
     }
 
+    /// `GET path` (`/livez`, `/readyz`), which must answer with JSON: status and body.
+    pub async fn probe(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("node {} answers {path}: {e}", self.addr));
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
     /// `GET /healthz`, which must answer.
     pub async fn health(&self) -> (u16, Value) {
         self.try_health()

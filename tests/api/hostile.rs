@@ -315,3 +315,69 @@ async fn sessions_per_address_are_capped() {
     let _third = app.client().await;
     assert_eq!(app.health().await["client_addresses"], 1);
 }
+
+/// Opens a WebSocket session with an `X-Forwarded-For` header and returns the server's answer
+/// to the Socket.IO CONNECT packet (`40…` accepted, `44…` refused), keeping the socket open.
+async fn connect_forwarded_for(
+    app: &crate::helpers::TestApp,
+    forwarded_for: &str,
+) -> (
+    String,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = app.ws_url().into_client_request().expect("request");
+    request.headers_mut().insert(
+        "x-forwarded-for",
+        forwarded_for.parse().expect("header value"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket connects");
+    ws.next().await.expect("open").expect("open packet");
+    ws.send(Message::text("40")).await.expect("send connect");
+    let answer = loop {
+        match ws.next().await.expect("an answer").expect("a frame") {
+            Message::Text(t) if t.as_str() != "2" => break t.to_string(),
+            _ => continue,
+        }
+    };
+    (answer, ws)
+}
+
+/// On Cloud Run every connection comes from its front end, which appends the client's address
+/// to `X-Forwarded-For`: with `--trusted-proxies cloud-run` each client has its own per-address
+/// cap, and a client writing its own header cannot pick its address.
+#[tokio::test]
+async fn cloud_run_preset_counts_each_client_address_apart() {
+    let app = spawn_app(&[
+        "--trusted-proxies",
+        "cloud-run",
+        "--max-connections-per-ip",
+        "1",
+    ])
+    .await;
+    let (first, _first) = connect_forwarded_for(&app, "198.51.100.1").await;
+    assert!(first.starts_with("40"), "{first}");
+    let (second, _second) = connect_forwarded_for(&app, "198.51.100.2").await;
+    assert!(second.starts_with("40"), "another address: {second}");
+    // A forged entry on the left: the front end appended the real address after it.
+    let (forged, _forged) = connect_forwarded_for(&app, "203.0.113.50, 198.51.100.1").await;
+    assert_eq!(
+        forged,
+        r#"44{"message":"Too many connections from your network address; try again later"}"#
+    );
+    assert_eq!(app.health().await["client_addresses"], 2);
+}
+
+/// Without a trusted proxy the header is anybody's to write, so it is ignored.
+#[tokio::test]
+async fn forwarded_for_is_ignored_without_trusted_proxies() {
+    let app = spawn_app(&["--max-connections-per-ip", "1"]).await;
+    let (first, _first) = connect_forwarded_for(&app, "198.51.100.1").await;
+    assert!(first.starts_with("40"), "{first}");
+    let (second, _second) = connect_forwarded_for(&app, "198.51.100.2").await;
+    assert!(second.starts_with("44"), "same peer address: {second}");
+}

@@ -304,3 +304,80 @@ async fn a_browser_with_many_cookies_can_still_open_a_session() {
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().starts_with("0{\"sid\":"));
 }
+
+/// Liveness answers whatever the node's dependencies say; readiness (and `/healthz`) is 200
+/// in memory mode. (Cluster mode's 503 while Redis is away: `cluster.rs`.)
+#[tokio::test]
+async fn livez_and_readyz_answer_apart() {
+    let app = spawn_app(&[]).await;
+    for path in ["/livez", "/readyz"] {
+        let res = reqwest::get(format!("{}{path}", app.url())).await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body, json!({"status": "ok"}), "{path}");
+    }
+}
+
+/// The page carries a policy that allows only what it uses; every response says nosniff and
+/// keeps the full URL out of other origins' `Referer`.
+#[tokio::test]
+async fn page_and_every_response_carry_security_headers() {
+    let app = spawn_app(&[]).await;
+    let page = reqwest::get(format!("{}/?broadcaster=true", app.url()))
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "media-src 'self' blob: mediastream:",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let body = page.text().await.unwrap();
+    // What the policy allows is all the page loads: no inline script to run, no inline style.
+    assert!(
+        !body.contains(" style="),
+        "inline style attribute in the page"
+    );
+    for script in body.split("<script").skip(1) {
+        let tag = &script[..script.find('>').unwrap()];
+        assert!(
+            tag.contains(" src=\"/") || tag.contains("type=\"application/json\""),
+            "inline or foreign script: <script{tag}>"
+        );
+    }
+    for path in ["/", "/healthz", "/livez", "/assets/main.js", "/nope"] {
+        let res = reqwest::get(format!("{}{path}", app.url())).await.unwrap();
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(res.headers()["referrer-policy"], "same-origin", "{path}");
+    }
+}
+
+/// In a container the health check runs beside the server without its command line; run
+/// like that here (`--healthcheck` alone) it probes the configuration's own address.
+#[tokio::test]
+async fn healthcheck_probes_livez_on_the_configured_host() {
+    use clap::Parser;
+    let app = spawn_app(&[]).await;
+    let port = app.server.local_addr.port().to_string();
+    let config = broadcast_server::config::Config::try_parse_from([
+        "broadcast-server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--healthcheck",
+    ])
+    .unwrap();
+    let config = broadcast_server::healthcheck::target(config, 6);
+    assert_eq!(config.port.to_string(), port, "explicit flags are kept");
+    let probe = tokio::task::spawn_blocking(move || broadcast_server::healthcheck::probe(&config));
+    assert_eq!(probe.await.unwrap(), Ok(()));
+}
