@@ -19,9 +19,9 @@ pub enum TrustedProxy {
     /// A proxy at this address or in this block.
     Net(IpNet),
     /// Google Cloud Run's front end: every request reaches the container through it, from an
-    /// internal address that is not documented (link-local addresses are what containers see),
-    /// and it appends the address it saw to `X-Forwarded-For`. So the container's peer is
-    /// always the front end, whatever its address, and the last entry is the client's.
+    /// internal address Cloud Run does not document (so no address list could name it), and it
+    /// appends the address it saw to `X-Forwarded-For`. So the container's peer is always the
+    /// front end, whatever its address, and the header's last entry is the client's.
     CloudRun,
 }
 
