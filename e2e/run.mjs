@@ -8,14 +8,20 @@
 //   node run.mjs --repeat 2      everything twice in a row (flake check)
 //
 // Environment: SERVER_BIN (default ../target/release/broadcast-server), CHROMIUM
-// (default /usr/bin/chromium), E2E_TIMEOUT_MS (per scenario, default 120000).
+// (default /usr/bin/chromium), E2E_TIMEOUT_MS (per scenario, default 120000), TURNSERVER,
+// REDIS_URL.
+//
+// Before each scenario its prerequisites (the server binary, Chromium, and what it lists in
+// `needs`: coturn, Redis) are probed; a missing one fails it at once, saying how to install it.
 
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { CHROMIUM, Scenario } from './lib/harness.mjs';
 import { ARTIFACTS_DIR } from './lib/paths.mjs';
+import { missingFor } from './lib/prerequisites.mjs';
 import { SERVER_BIN } from './lib/server.mjs';
+import { TURNSERVER } from './lib/turn.mjs';
 import { scenarios } from './scenarios.mjs';
 
 const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 120_000);
@@ -47,14 +53,16 @@ async function runOne(scenario) {
   let error = null;
   let detail = '';
   try {
+    const missing = await missingFor(scenario, { serverBin: SERVER_BIN, chromium: CHROMIUM, turnserver: TURNSERVER });
+    if (missing.length) throw new Error(missing.join('\n'));
     detail = (await withTimeout(scenario.run(s), TIMEOUT_MS, scenario.name)) ?? '';
     s.assertClean();
   } catch (err) {
     error = err;
-    // An uncaught page error usually is the cause of whatever timed out after it.
-    if (s.pageErrors.length) {
-      error = new Error(`${err.message}\npage errors:\n  ${s.pageErrors.join('\n  ')}`);
-    }
+    // An uncaught page error or a blocked script usually is the cause of whatever timed out
+    // after it (assertClean's own error already holds them).
+    const seen = s.pageProblems().filter((section) => !err.message.includes(section));
+    if (seen.length) error = new Error(`${err.message}\n${seen.join('\n')}`);
   }
   // Screenshots, browser and server go away whatever happened above.
   const problems = await s.finish();
@@ -71,14 +79,6 @@ async function main() {
     process.exit(1);
   }
   mkdirSync(ARTIFACTS_DIR, { recursive: true });
-
-  const missing = [[SERVER_BIN, 'server binary (build it with cargo build --release, or set SERVER_BIN)'], [CHROMIUM, 'Chromium']]
-    .filter(([file]) => !existsSync(file));
-  for (const [file, what] of missing) console.log(`missing ${what}: ${file}`);
-  if (missing.length) {
-    console.log(`0 passed, ${selected.length * repeat} failed`);
-    process.exit(1);
-  }
 
   const results = [];
   for (let round = 1; round <= repeat; round++) {

@@ -21,7 +21,7 @@ import {
   waitForChatLine,
 } from './lib/checks.mjs';
 import { sleep } from './lib/harness.mjs';
-import { deleteKeysUnder, expectRedis, keysLeftUnder, keysUnder, REDIS_URL } from './lib/redis.mjs';
+import { deleteKeysUnder, keysLeftUnder, keysUnder, REDIS_URL } from './lib/redis.mjs';
 import { makeSelfSignedCert } from './lib/server.mjs';
 import { startLegacyPageServer } from './lib/static-server.mjs';
 import { coturnCredential, startTurnServer } from './lib/turn.mjs';
@@ -138,7 +138,7 @@ const SMALL_WINDOW = { viewport: { width: 640, height: 480 } };
  * The relay scenario's tree: the broadcaster feeds one viewer, each relay two. The wait limit
  * only has to outlast a level of the tree getting ready, so nobody lands on the broadcaster.
  */
-const RELAY_TREE_ARGS = ['--relay-direct', '1', '--relay-fanout', '2', '--relay-wait-ms', '10000'];
+const RELAY_TREE_ARGS = ['--relay-direct=1', '--relay-fanout=2', '--relay-wait-ms=10000'];
 
 /** The time limits of the relay scenario, from the issue (loopback). */
 const REPARENT_PLAY_MS = 2_000;
@@ -243,6 +243,52 @@ async function openLegacyViewer(s, channel, role = 'legacy-viewer') {
 function playAgainAfter(samples, since, old) {
   const first = samples.find(([time, connection, frames]) => time >= since && connection !== 0 && connection !== old && frames > 0);
   return first ? first[0] - since : null;
+}
+
+/**
+ * Waits until a page's decode monitor (startDecodeMonitor) has sampled decoded frames, at or after
+ * `since`, on a connection other than the one it sampled last before `before`. The page's own
+ * status may say "live" a moment earlier (it reads the same statistics on its own timer).
+ */
+async function untilDecodingAfresh(participant, { since, before, timeout }) {
+  await participant.page.waitForFunction(
+    ({ since, before }) => {
+      const samples = window.__e2eDecode.samples;
+      const earlier = samples.filter(([time]) => time < before);
+      const old = earlier.length ? earlier[earlier.length - 1][1] : 0;
+      return samples.some(([time, connection, frames]) => time >= since && connection !== 0 && connection !== old && frames > 0);
+    },
+    { since, before },
+    { timeout, polling: 100 },
+  ).catch(async () => {
+    const state = await participant.status().catch(() => ({}));
+    throw new Error(
+      `${participant.role}: decoded no frame on a new connection within ${timeout} ms (status "${state.state}": "${state.text}")`,
+    );
+  });
+}
+
+/**
+ * Waits until a viewer is fed by `feederId` and its status says it plays; returns how long that
+ * took. A viewer still live from its previous feeder does not count.
+ */
+async function untilFedBy(participant, feederId, timeout) {
+  const started = Date.now();
+  await participant.page.waitForFunction(
+    (id) => window.broadcastApp.relay?.upstream?.id === id &&
+      window.broadcastApp.relay.upstream.playing &&
+      document.querySelector('#status')?.dataset.state === 'live',
+    feederId,
+    { timeout, polling: 100 },
+  ).catch(async () => {
+    const seen = await participant.page.evaluate(() => ({
+      feeder: window.broadcastApp.relay?.upstream?.id ?? null,
+      playing: window.broadcastApp.relay?.upstream?.playing ?? null,
+      state: document.querySelector('#status')?.dataset.state,
+    })).catch(() => ({}));
+    throw new Error(`${participant.role}: not playing from ${feederId} within ${timeout} ms: ${JSON.stringify(seen)}`);
+  });
+  return Date.now() - started;
 }
 
 /** The connection a page was sampling last before `since`. */
@@ -489,6 +535,17 @@ async function expectSecretHidden(s, what, value, participants, requested) {
   assert(!serverLog.includes(value), `${what} is in the server's log`);
 }
 
+/**
+ * Waits (up to `ms`) until the scenario has collected new CSP violation reports and console
+ * messages since `since` (their counts then); returns the new ones.
+ */
+async function newCspViolations(s, since, ms = 3_000) {
+  const deadline = Date.now() + ms;
+  const arrived = () => s.cspViolations.length > since.reports && s.cspConsole.length > since.console;
+  while (!arrived() && Date.now() < deadline) await sleep(50);
+  return { reports: s.cspViolations.slice(since.reports), console: s.cspConsole.slice(since.console) };
+}
+
 export const scenarios = [
   {
     name: '1-three-viewers-play',
@@ -656,7 +713,7 @@ export const scenarios = [
     async run(s) {
       // The page asks the server to hold its channel when its connection drops (a reload resumes
       // it); a closed page looks just the same, so the channel closes when that grace ends.
-      await s.startServer({ extraArgs: ['--resume-grace-secs', String(LEAVE_GRACE_SECS)] });
+      await s.startServer({ extraArgs: [`--resume-grace-secs=${LEAVE_GRACE_SECS}`] });
       await s.launchBrowser();
       const channel = channelId('s5');
       const { broadcaster } = await goLive(s, channel);
@@ -982,14 +1039,14 @@ export const scenarios = [
     title: 'without the tree (the broadcaster switches relaying off, or the server runs --relay-fanout 0) every viewer watches directly',
     async run(s) {
       // The broadcaster's switch, on a server whose tree would put the second viewer under the first.
-      await s.startServer({ extraArgs: ['--relay-direct', '1'] });
+      await s.startServer({ extraArgs: ['--relay-direct=1'] });
       await s.launchBrowser();
       const off = await expectEveryoneDirect(s, 'switch-off', { relay: false, channel: channelId('s12a') });
       assert(/directly from you/.test(off.hint), `the relay hint while live with relaying off says "${off.hint}"`);
 
       // A server with the tree turned off, and a broadcaster with the switch on (the default).
       await s.server.stop();
-      await s.startServer({ extraArgs: ['--relay-direct', '1', '--relay-fanout', '0'] });
+      await s.startServer({ extraArgs: ['--relay-direct=1', '--relay-fanout=0'] });
       const serverOff = await expectEveryoneDirect(s, 'fanout-0', { relay: true, channel: channelId('s12b') });
       return `switch off: "${off.breakdown}"; --relay-fanout 0: "${serverOff.breakdown}"`;
     },
@@ -998,14 +1055,17 @@ export const scenarios = [
   {
     name: '13-cluster',
     title: 'two nodes share one Redis: broadcaster on node A, viewers on A and B play; Redis is left empty',
+    // The runner fails the scenario at once when Redis does not answer PING.
+    needs: ['redis'],
     async run(s) {
-      await expectRedis();
       // A prefix of this run alone: nothing of another run is seen, and nothing is left.
       const prefix = `e2e-${randomBytes(4).toString('hex')}`;
       // A short resume grace: the served page asks for its channel to be held when its
       // connection drops, so after the pages close the channel lives on for that long.
       const cluster = {
-        extraArgs: ['--redis-url', REDIS_URL, '--redis-prefix', prefix, '--resume-grace-secs', String(CLUSTER_GRACE_SECS)],
+        // The URL may carry a password: it goes through the environment, not the command line.
+        env: { REDIS_URL },
+        extraArgs: [`--redis-prefix=${prefix}`, `--resume-grace-secs=${CLUSTER_GRACE_SECS}`],
         ready: clusterReady,
       };
       s.onCleanup(async () => {
@@ -1071,6 +1131,7 @@ export const scenarios = [
   {
     name: '14-turn-relay',
     title: 'through a real coturn with time-limited credentials: relay-only pages play, and new connections get fresh credentials',
+    needs: ['turnserver'],
     async run(s) {
       const turn = await startTurnServer({ logFile: path.join(s.dir, 'turnserver.log') });
       s.onCleanup(async () => {
@@ -1078,8 +1139,11 @@ export const scenarios = [
         if (how.killed) throw new Error('turnserver did not exit within 5 s of SIGTERM (it was killed)');
       });
       s.log(`turnserver at ${turn.url} (pid ${turn.pid})`);
+      // The secret goes through the environment: never in the command line, where any user of
+      // the machine sees it and where one starting with "-" would be read as a flag.
       await s.startServer({
-        extraArgs: ['--turn-urls', turn.url, '--turn-secret', turn.secret, '--turn-ttl-secs', String(TURN_TTL_SECS)],
+        env: { TURN_SECRET: turn.secret },
+        extraArgs: [`--turn-urls=${turn.url}`, `--turn-ttl-secs=${TURN_TTL_SECS}`],
       });
       await s.launchBrowser();
 
@@ -1201,9 +1265,17 @@ export const scenarios = [
       await broadcaster.context.setOffline(false);
       const onlineAt = Date.now();
 
-      // Nobody touches a page: the broadcaster resumes, and the viewers play from it again.
-      await Promise.all(viewers.map((v) => v.waitForState('live', RESUME_PLAY_MS + 5_000)));
-      const broadcasterBack = (await broadcaster.waitForState('live', 5_000)) + Date.now() - onlineAt;
+      // Nobody touches a page: the broadcaster resumes, and the viewers play from it again. A
+      // viewer may never have left "live" (the picture over loopback kept flowing), so what is
+      // waited for is frames decoded on a new connection, as its decode monitor sampled them.
+      await broadcaster.waitForState('live', RESUME_PLAY_MS);
+      const broadcasterBack = Date.now() - onlineAt;
+      await Promise.all(viewers.map((v) => untilDecodingAfresh(v, {
+        since: onlineAt,
+        before: offlineAt,
+        timeout: Math.max(0, onlineAt + RESUME_PLAY_MS + 5_000 - Date.now()),
+      })));
+      await Promise.all(viewers.map((v) => v.waitForState('live', 5_000)));
       const samples = await Promise.all(viewers.map((v) => decodeSamples(v.page)));
       const resumed = viewers.map((v, i) => {
         const own = samples[i];
@@ -1277,8 +1349,10 @@ export const scenarios = [
         token: sessionStorage.getItem('broadcast.resume'),
       }));
       assert(!released.preview && released.peers === 0 && !released.token, `broadcaster: still holds ${JSON.stringify({ ...released, token: Boolean(released.token) })} after the takeover`);
-      await Promise.all(viewers.map((v) => v.waitForState('live', RESUME_PLAY_MS)));
+      // A viewer still shows "live" from the first tab until it hears of the takeover: what is
+      // waited for is a viewer playing from the new tab.
       const duplicateId = await duplicate.page.evaluate(() => window.broadcastApp.myId);
+      await Promise.all(viewers.map((v) => untilFedBy(v, duplicateId, RESUME_PLAY_MS)));
       for (const v of viewers) {
         await expectPlaying(v.page, { role: v.role });
         const feeder = await v.page.evaluate(() => window.broadcastApp.relay.upstream?.id);
@@ -1353,6 +1427,64 @@ export const scenarios = [
       await expectViewerCount(broadcaster, 1);
       await expectSecretHidden(s, 'the password', password, [broadcaster, viewer, lister], requested);
       return `unlisted (list: ${listed.length} other channel); asked: "${asked.text}"; wrong: "${refused}"; right: ${r.width}x${r.height}, ${r.frames} frames/2 s`;
+    },
+  },
+
+  {
+    name: '17-csp-check',
+    title: "the page is served with a Content-Security-Policy, and the suite's check catches a violation of it (an injected inline script)",
+    async run(s) {
+      await serverAndBrowser(s);
+      const viewer = await s.participant('viewer');
+      const response = await viewer.goto(`${s.server.url}?viewer=true`);
+      await viewer.waitForState('idle');
+      const policy = (await response.allHeaders())['content-security-policy'] ?? '';
+      const scriptSrc = /(?:^|;)\s*script-src([^;]*)/.exec(policy)?.[1].trim();
+      assert(
+        scriptSrc !== undefined && !/'unsafe-inline'|'unsafe-eval'/.test(scriptSrc),
+        `the page's Content-Security-Policy does not forbid inline scripts: "${policy}"`,
+      );
+      assert(!s.cspViolations.length, `the page violated its policy while loading:\n  ${s.cspViolations.join('\n  ')}`);
+
+      // A script injected into the page, as an XSS would: blocked, and reported by the checker.
+      const before = { reports: s.cspViolations.length, console: s.cspConsole.length };
+      await viewer.page.evaluate(() => {
+        const script = document.createElement('script');
+        script.textContent = 'window.__e2eInjectedRan = true;';
+        document.body.append(script);
+      });
+      const caught = await newCspViolations(s, before);
+      const ran = await viewer.page.evaluate(() => window.__e2eInjectedRan === true);
+      assert(!ran, 'an injected inline script ran in the page');
+      assert(
+        caught.reports.length === 1 && caught.console.length === 1,
+        `the checker collected ${caught.reports.length} reports and ${caught.console.length} console messages for one injected script: ${JSON.stringify(caught)}`,
+      );
+      let failure = null;
+      try {
+        s.assertClean();
+      } catch (err) {
+        failure = err.message;
+      }
+      assert(
+        failure && /Content-Security-Policy violations/.test(failure) && /script-src/.test(failure) && /inline/.test(failure),
+        `the scenario's checks did not fail on the violation (they said ${JSON.stringify(failure)})`,
+      );
+      // The console alone catches it too (a violation in a worker has no page listener).
+      const reports = s.cspViolations.splice(before.reports);
+      try {
+        s.assertClean();
+        failure = null;
+      } catch (err) {
+        failure = err.message;
+      }
+      assert(
+        failure && /console messages about the Content-Security-Policy/.test(failure),
+        `the checks did not fail on the console's message alone (they said ${JSON.stringify(failure)})`,
+      );
+      // That violation was this check's own doing; any other still fails the scenario.
+      s.cspConsole.splice(before.console);
+      return `policy "${policy}"; an injected inline script was blocked and failed the checks: ${reports[0]}`;
     },
   },
 ];

@@ -61,6 +61,13 @@ export class Scenario {
     this.outsideRequests = [];
     this.failedLoads = [];
     this.pageErrors = [];
+    /** Content-Security-Policy violations any page reported, as lines (see cspViolationLine). */
+    this.cspViolations = [];
+    /**
+     * Chromium's console messages about the policy: one per violation as well, but also from
+     * where no page listener runs (a worker); shown when they outnumber the reports above.
+     */
+    this.cspConsole = [];
     this.server = null;
     /** Every server started, so all of them are stopped at the end. */
     this.servers = [];
@@ -134,6 +141,10 @@ export class Scenario {
       ...contextOptions,
     });
     context.setDefaultTimeout(15_000);
+    // Every document of this participant (each navigation, each frame) reports the CSP
+    // violations it sees, before any of its own scripts runs.
+    await context.exposeBinding(CSP_BINDING, (_source, report) => this.#cspViolation(role, report));
+    await context.addInitScript(reportCspViolations, CSP_BINDING);
     if (camera) await context.addInitScript(askForCamera, camera);
     const page = await context.newPage();
     const participant = new Participant(this, role, context, page);
@@ -147,6 +158,7 @@ export class Scenario {
     page.on('console', (msg) => {
       const where = msg.location()?.url ? ` (${msg.location().url})` : '';
       this.log(`[${role}] console.${msg.type()}: ${msg.text()}${where}`);
+      if (CSP_CONSOLE.test(msg.text())) this.cspConsole.push(`${role}: ${msg.text()}${where}`);
     });
     page.on('pageerror', (err) => {
       this.pageErrors.push(`${role}: ${err.message}`);
@@ -159,6 +171,12 @@ export class Scenario {
       dialog.dismiss().catch(() => {});
     });
     return participant;
+  }
+
+  #cspViolation(role, report) {
+    const line = cspViolationLine(role, report);
+    this.cspViolations.push(line);
+    this.log(`[${role}] CSP VIOLATION ${line}`);
   }
 
   #checkOrigin(role, url) {
@@ -180,7 +198,27 @@ export class Scenario {
     }
   }
 
-  /** Fails the scenario if any page reached outside, failed to load its own files, or threw. */
+  /**
+   * What went wrong in the pages whatever the scenario checked: uncaught errors and CSP
+   * violations, as sections of a message (empty when none). A scenario that failed for another
+   * reason shows them too: a blocked script or a thrown error usually is the cause.
+   */
+  pageProblems() {
+    const sections = [];
+    if (this.pageErrors.length) sections.push(`page errors:\n  ${this.pageErrors.join('\n  ')}`);
+    if (this.cspViolations.length) {
+      sections.push(`Content-Security-Policy violations:\n  ${this.cspViolations.join('\n  ')}`);
+    }
+    if (this.cspConsole.length > this.cspViolations.length) {
+      sections.push(`console messages about the Content-Security-Policy:\n  ${this.cspConsole.join('\n  ')}`);
+    }
+    return sections;
+  }
+
+  /**
+   * Fails the scenario if any page reached outside, failed to load its own files, threw, or
+   * violated its Content-Security-Policy.
+   */
   assertClean() {
     if (this.failedLoads.length) {
       throw new Error(`failed loads:\n  ${this.failedLoads.join('\n  ')}`);
@@ -188,9 +226,8 @@ export class Scenario {
     if (this.outsideRequests.length) {
       throw new Error(`pages reached outside hosts:\n  ${this.outsideRequests.join('\n  ')}`);
     }
-    if (this.pageErrors.length) {
-      throw new Error(`page errors:\n  ${this.pageErrors.join('\n  ')}`);
-    }
+    const problems = this.pageProblems();
+    if (problems.length) throw new Error(problems.join('\n'));
   }
 
   /** Screenshots every open page, closes the browser, stops the server: always runs. */
@@ -214,6 +251,55 @@ export class Scenario {
     for (const problem of problems) this.log(`FINISH: ${problem}`);
     return problems;
   }
+}
+
+/** How Chromium's console words a CSP violation ("… violates the following Content Security Policy directive …"). */
+const CSP_CONSOLE = /Content.Security.Policy/i;
+
+/** The page function through which documents report CSP violations (a Playwright binding). */
+const CSP_BINDING = '__e2eCspViolation';
+
+/**
+ * Runs in every document before its own scripts: each `securitypolicyviolation` (fired at the
+ * element, the document or the window, and seen at the window, which every one of them reaches)
+ * goes to the test through `binding`. The page cannot have caught it first: this listener is
+ * the first one registered, in the capture phase.
+ */
+function reportCspViolations(binding) {
+  window.addEventListener(
+    'securitypolicyviolation',
+    (event) => {
+      const report = window[binding];
+      if (typeof report !== 'function') return;
+      Promise.resolve(
+        report({
+          directive: event.effectiveDirective || event.violatedDirective,
+          blockedURI: event.blockedURI,
+          disposition: event.disposition,
+          documentURI: event.documentURI,
+          sourceFile: event.sourceFile,
+          line: event.lineNumber,
+          column: event.columnNumber,
+          sample: event.sample,
+        }),
+      ).catch(() => {
+        // The page is closing; nothing to report to any more.
+      });
+    },
+    true,
+  );
+}
+
+/**
+ * One violation as a line: who, the violated directive, what was blocked (`inline`, `eval`,
+ * a URL) and where.
+ */
+export function cspViolationLine(role, report) {
+  const where = report.sourceFile ? ` at ${report.sourceFile}:${report.line}:${report.column}` : '';
+  const sample = report.sample ? ` (sample: ${JSON.stringify(report.sample)})` : '';
+  const mode = report.disposition === 'report' ? ' (report-only)' : '';
+  return `${role}: ${report.directive}${mode} blocked ${report.blockedURI || '(no URI)'} ` +
+    `in ${report.documentURI}${where}${sample}`;
 }
 
 /**
@@ -245,9 +331,10 @@ export class Participant {
     this.page = page;
   }
 
+  /** Opens `url` and waits for its load event; resolves with the document's response. */
   async goto(url) {
     this.scenario.log(`[${this.role}] goto ${url}`);
-    await this.page.goto(url, { waitUntil: 'load' });
+    return this.page.goto(url, { waitUntil: 'load' });
   }
 
   /** A screenshot now (the final ones are taken by Scenario.finish). */

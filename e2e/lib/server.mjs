@@ -19,6 +19,44 @@ const LISTENING = /listening on (https?):\/\/([0-9.]+):(\d+)/;
 const START_TIMEOUT_MS = 15_000;
 const STOP_GRACE_MS = 5_000;
 
+/**
+ * Server options that take no value; every other argument must be `--name=value` (see
+ * `checkServerArgs`). None is used today.
+ */
+const VALUELESS_FLAGS = new Set([]);
+/** Options whose value is a secret: better given through `env` (TURN_SECRET, METRICS_TOKEN). */
+const SECRET_FLAGS = new Set(['--turn-secret', '--metrics-token']);
+/**
+ * The only variables of the runner's environment a server inherits: nothing of the developer's
+ * shell (a `REDIS_URL` meant for the cluster scenario, a `TURN_SECRET`, a `PORT`) may configure
+ * the server under test behind the scenario's back.
+ */
+const INHERITED_ENV = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ', 'RUST_BACKTRACE', 'SSL_CERT_FILE', 'SSL_CERT_DIR'];
+
+/**
+ * Throws unless every argument is `--name=value` (or a known valueless flag). A value given as
+ * an argument of its own is read as a flag when it starts with "-" (a random secret does one
+ * time in 64: "unexpected argument '-9' found"), and the parser's error then quotes it. The
+ * message names the position and the flag before it, never the value.
+ */
+export function checkServerArgs(args) {
+  args.forEach((arg, i) => {
+    const where = `server argument ${i + 1}${i > 0 ? ` (after ${String(args[i - 1]).split('=')[0]})` : ''}`;
+    if (typeof arg !== 'string') throw new Error(`${where} is not a string`);
+    const flag = arg.split('=')[0];
+    if (SECRET_FLAGS.has(flag) && !arg.includes('=')) {
+      throw new Error(`${where}: ${flag} takes its value as ${flag}=VALUE or, better, from the environment, never as the next argument`);
+    }
+    if (!arg.startsWith('--')) {
+      throw new Error(`${where} is a value on its own: give every value as --flag=value (a value starting with "-" would be read as a flag)`);
+    }
+    if (!arg.includes('=') && !VALUELESS_FLAGS.has(flag)) {
+      throw new Error(`${where}: ${flag} has no "=value"; give every value as ${flag}=value, in the same argument`);
+    }
+  });
+  return args;
+}
+
 /** Every server still running, so an abrupt exit of the runner can still stop them. */
 const running = new Set();
 
@@ -55,30 +93,41 @@ async function freePort() {
  * @param {string} options.logFile where the server's stdout and stderr go
  * @param {{cert: string, key: string}} [options.tls] PEM paths: serve HTTPS
  * @param {number} [options.port] a fixed port (to restart on the same address); 0 = any
- * @param {string[]} [options.extraArgs]
+ * @param {string[]} [options.extraArgs] each `--name=value` (checkServerArgs)
+ * @param {Record<string, string>} [options.env] environment variables for the server, the way
+ *   to hand it secrets (`TURN_SECRET`, `METRICS_TOKEN`): not in its command line
  * @param {(health: object) => boolean} [options.ready] readiness from `/healthz` (plain HTTP)
  * @returns {Promise<{url: string, origin: string, pid: number,
  *   stop: () => Promise<{code: number|null, signal: string|null, killed: boolean}>}>}
  */
-export async function startServer({ logFile, tls, port = 0, extraArgs = [], ready }) {
+export async function startServer({ logFile, tls, port = 0, extraArgs = [], env = {}, ready }) {
   if (ready && tls) throw new Error('readiness from /healthz is only read over plain HTTP');
   if (ready && port === 0) port = await freePort();
-  const args = ['--host', '127.0.0.1', '--port', String(port), '--ice-servers', '[]', ...extraArgs];
-  if (tls) args.push('--tls-cert', tls.cert, '--tls-key', tls.key);
+  const args = ['--host=127.0.0.1', `--port=${port}`, '--ice-servers=[]', ...extraArgs];
+  if (tls) args.push(`--tls-cert=${tls.cert}`, `--tls-key=${tls.key}`);
+  checkServerArgs(args);
+  const inherited = Object.fromEntries(INHERITED_ENV.filter((name) => name in process.env).map((name) => [name, process.env[name]]));
 
   const log = createWriteStream(logFile);
   // The repository root is the working directory so the server finds templates/ and
   // assets/ the way it does when run from a checkout.
   const child = spawn(SERVER_BIN, args, {
     cwd: REPO_DIR,
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', LOG_FORMAT: 'text', NO_COLOR: '1' },
+    env: { ...inherited, RUST_LOG: process.env.RUST_LOG || 'info', LOG_FORMAT: 'text', NO_COLOR: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   running.add(child);
+  // A process that could not be spawned (no such file) emits `error` and never `exit`.
   const exited = new Promise((resolve) => {
     child.once('exit', (code, signal) => {
       running.delete(child);
       resolve({ code, signal });
+    });
+    child.once('error', () => {
+      if (child.pid === undefined) {
+        running.delete(child);
+        resolve({ code: null, signal: null });
+      }
     });
   });
   child.stderr.pipe(log, { end: false });

@@ -10,7 +10,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-const TURNSERVER = process.env.TURNSERVER || 'turnserver';
+/** coturn's server: `TURNSERVER`, or `turnserver` on PATH. */
+export const TURNSERVER = process.env.TURNSERVER || 'turnserver';
 const START_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
 
@@ -76,7 +77,10 @@ function stunAnswers(port, timeoutMs = 500) {
  */
 export async function startTurnServer({ logFile }) {
   const port = await freePort();
-  const secret = randomBytes(24).toString('base64url');
+  // Always starting with "-": a secret is any string, and one that looks like a flag must still
+  // reach coturn and the server as a value (`--flag=value` or the environment, never an argument
+  // of its own, which a parser reads as a flag).
+  const secret = `-${randomBytes(24).toString('base64url')}`;
   // Its database and pid file go to a folder of its own rather than /var.
   const dir = mkdtempSync(path.join(tmpdir(), 'broadcast-e2e-turn-'));
   const args = [
@@ -101,17 +105,24 @@ export async function startTurnServer({ logFile }) {
   const log = createWriteStream(logFile);
   const child = spawn(TURNSERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
+  // A process that could not be spawned (no such file) emits `error` and never `exit`.
   const exited = new Promise((resolve) => {
     child.once('exit', (code, signal) => {
       running.delete(child);
       resolve({ code, signal });
+    });
+    child.once('error', () => {
+      if (child.pid === undefined) {
+        running.delete(child);
+        resolve({ code: null, signal: null });
+      }
     });
   });
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });
   const failed = new Promise((_, reject) => {
     child.once('error', (err) => {
-      const hint = err.code === 'ENOENT' ? ' (install it: apt-get install coturn)' : '';
+      const hint = err.code === 'ENOENT' ? '; install it with bash scripts/install-test-deps.sh' : '';
       reject(new Error(`cannot start ${TURNSERVER}: ${err.message}${hint}`));
     });
     exited.then(({ code, signal }) => reject(new Error(`turnserver exited (code ${code}, signal ${signal}); see ${logFile}`)));
