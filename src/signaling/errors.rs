@@ -36,3 +36,31 @@ pub enum ChannelError {
     #[error("Server unavailable: its shared storage cannot be reached; try again shortly")]
     Unavailable,
 }
+
+impl ChannelError {
+    /// Whether the refusal is the client's own doing, and so counts as a strike (enough of them
+    /// and the client is disconnected). A refusal the server causes, its shared storage out of
+    /// reach or too contended to answer in time, never is: a broadcaster answering a crowd of
+    /// viewers must not be disconnected for the server's trouble.
+    pub fn is_clients_fault(&self) -> bool {
+        !matches!(self, Self::Unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_the_client_caused_are_strikes() {
+        assert!(!ChannelError::Unavailable.is_clients_fault());
+        for refusal in [
+            ChannelError::NotPeers,
+            ChannelError::NotAViewer,
+            ChannelError::NotTheBroadcaster,
+            ChannelError::WrongPassword,
+        ] {
+            assert!(refusal.is_clients_fault(), "{refusal:?}");
+        }
+    }
+}

@@ -466,7 +466,8 @@ async fn blocking<T: Default + Send + 'static>(work: impl FnOnce() -> T + Send +
 /// viewers; every refusal is a `relay_error`, never `error` (legacy pages treat `error` as
 /// "become a viewer").
 pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payloads::Relay<'_>) {
-    // Every refusal is also a strike: a client that keeps sending junk is disconnected.
+    // Every refusal the client caused is also a strike: one that keeps sending junk is
+    // disconnected.
     let refuse = |message: String| refuse_relay(ctx, kind, message);
     let activity = match kind {
         RelayKind::Offer | RelayKind::Answer => Activity::Refresh,
@@ -481,7 +482,9 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
         Err(e) => {
             metrics::refused(metrics::Reason::from(&e));
             refuse(e.to_string());
-            ctx.enforce(ctx.limits.strike(&ctx.sid));
+            if e.is_clients_fault() {
+                ctx.enforce(ctx.limits.strike(&ctx.sid));
+            }
             return;
         }
     };

@@ -196,6 +196,7 @@ impl<A: Adapter> MessageHandler<A, Inline> for OnEvent<A> {
             let sid = handlers::public_id(&socket);
             tracing::debug!(%sid, "dropping an event: too many waiting for this socket");
             if self.0.limits.strike(&sid) == limits::Verdict::Disconnect {
+                tracing::warn!(%sid, "disconnecting a client that kept sending faster than it was served");
                 let _ = socket.disconnect();
             }
         }

@@ -868,6 +868,16 @@ async fn redis_outage_is_reported_and_recovered_from() {
     early.expect_error_prefix("Server unavailable").await;
     early.emit("join_as_viewer", json!({"channel_id": "during"}));
     early.expect_error_prefix("Server unavailable").await;
+    // A relay is refused with the server's reason (each waits out the command timeout, so a
+    // few; that such refusals are never strikes is `ChannelError::is_clients_fault`'s test).
+    for _ in 0..3 {
+        early.emit(
+            "ice_candidate",
+            json!({"target": "someone", "candidate": sample_candidate()}),
+        );
+        let refused = early.expect_relay_error("ice_candidate").await;
+        assert!(refused.starts_with("Server unavailable"), "{refused}");
+    }
     for node in &mut cluster.nodes {
         assert!(node.is_running(), "node exited: {}", node.log_text());
     }
