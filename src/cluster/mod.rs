@@ -5,7 +5,7 @@
 //! - [`node`]: heartbeats, noticing dead nodes and cleaning up after them, health.
 //! - Socket.IO fan-out across nodes is socketioxide-redis's adapter over the same connection
 //!   settings (see [`Connection::adapter`]).
-//! - [`tls`]: `rediss://`: the certificates trusted.
+//! - [`tls`]: `rediss://`: the certificates trusted, and what a failed handshake means.
 //!
 //! Without `--redis-url` none of this runs: the server keeps everything in memory.
 
@@ -111,6 +111,7 @@ impl Connection {
             .as_ref()
             .map_or(base.as_str(), |(plain, _)| plain.as_str());
         let mut config = Config::from_url(address).map_err(|e| ClusterError::Url(e.to_string()))?;
+        let uses_tls = tls.is_some();
         config.tls = tls.map(|(_, client)| TlsConnector::from(client).into());
         config.version = RespVersion::RESP3;
         config.fail_fast = true;
@@ -130,6 +131,9 @@ impl Connection {
             .set_policy(ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS));
         let unreachable = |e: fred::error::Error| {
             let url = redacted(&base);
+            if let Some(reason) = tls::explain(&e, uses_tls) {
+                return ClusterError::Unreachable { url, reason };
+            }
             let reason = e.to_string();
             if reason.contains("HELLO") || reason.contains("unknown command") {
                 ClusterError::Version { url, reason }

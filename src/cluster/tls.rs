@@ -1,4 +1,5 @@
-//! TLS to Redis (`rediss://`): which certificates are trusted.
+//! TLS to Redis (`rediss://`): which certificates are trusted, and what a failed connection
+//! means in words an operator can act on.
 //!
 //! The roots are the system's (what `ca-certificates` installs) plus, with `--redis-ca-cert`,
 //! the CA certificates of a PEM file: a managed Redis often presents a certificate signed by
@@ -92,6 +93,58 @@ fn pem_problem(error: &pem::Error) -> String {
         pem::Error::Base64Decode(_) => "a PEM block is not valid base64".to_owned(),
         other => format!("not a PEM file: {other}"),
     }
+}
+
+/// Why connecting failed, when the cause is TLS, in words that say what to change: the wrong
+/// scheme for the port, or a certificate this node does not trust. `None` for anything else
+/// (the client's own message says it well enough).
+///
+/// The cases are recognised from the message fred builds: it carries rustls's error (its
+/// variant names, e.g. `UnknownIssuer`) or the I/O error of a connection closed mid-handshake,
+/// and no error type to match on.
+pub fn explain(error: &fred::error::Error, tls: bool) -> Option<String> {
+    use fred::error::ErrorKind;
+    let detail = error.details();
+    let has = |needle: &str| detail.contains(needle);
+    let reason = if tls {
+        if has("UnknownIssuer") || has("BadSignature") {
+            "its TLS certificate is not trusted (unknown issuer): pass the CA that signed it with \
+             --redis-ca-cert (REDIS_CA_CERT)"
+                .to_owned()
+        } else if has("NotValidForName") {
+            "its TLS certificate is not valid for this host name: connect with a name (or \
+             address) the certificate lists"
+                .to_owned()
+        } else if has("Expired") || has("NotValidYet") {
+            format!("its TLS certificate is not valid now (expired or not yet valid): {detail}")
+        } else if has("InvalidCertificate") {
+            format!("its TLS certificate is not accepted: {detail}")
+        } else if has("InvalidContentType") || has("CorruptMessage") || has("InvalidMessage") {
+            "it did not answer the TLS handshake; if this Redis does not use TLS, use redis://"
+                .to_owned()
+        } else if *error.kind() == ErrorKind::Timeout {
+            // A Redis without TLS takes the ClientHello for the start of a command and waits
+            // for the rest: the handshake times out rather than fails.
+            "no answer to the TLS handshake in time; if this Redis does not use TLS, use \
+             redis://"
+                .to_owned()
+        } else {
+            return None;
+        }
+    } else {
+        // A TLS-only port drops a connection whose first bytes are not a TLS handshake.
+        let lower = detail.to_ascii_lowercase();
+        let closed = ["connectionreset", "unexpectedeof", "brokenpipe", "closed"]
+            .iter()
+            .any(|s| lower.contains(s));
+        if !closed {
+            return None;
+        }
+        "the connection was closed during the handshake; if this Redis requires TLS, use \
+         rediss://"
+            .to_owned()
+    };
+    Some(reason)
 }
 
 #[cfg(test)]
@@ -189,5 +242,46 @@ DUo/jH8BZxg=
         let _ = std::fs::remove_file(&path);
         assert!(config.is_ok(), "{:?}", config.err());
         assert!(client_config(None).is_ok(), "system roots alone");
+    }
+
+    fn io_error(inner: rustls::Error) -> fred::error::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, inner).into()
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_change() {
+        use rustls::CertificateError;
+        let says = |error: &fred::error::Error, tls: bool| explain(error, tls).unwrap_or_default();
+        let untrusted = io_error(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert!(says(&untrusted, true).contains("not trusted"));
+        assert!(says(&untrusted, true).contains("--redis-ca-cert"));
+        let wrong_name = io_error(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName,
+        ));
+        assert!(says(&wrong_name, true).contains("not valid for this host name"));
+        let plain_server = io_error(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(says(&plain_server, true).contains("use redis://"));
+        let silent = fred::error::Error::new(fred::error::ErrorKind::Timeout, "Request timed out.");
+        assert!(says(&silent, true).contains("use redis://"));
+        assert_eq!(
+            explain(&silent, false),
+            None,
+            "a plain timeout is no TLS matter"
+        );
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            let closed: fred::error::Error = std::io::Error::from(kind).into();
+            assert!(says(&closed, false).contains("use rediss://"), "{kind:?}");
+        }
+        let refused: fred::error::Error =
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert_eq!(explain(&refused, false), None);
+        assert_eq!(explain(&refused, true), None);
     }
 }
