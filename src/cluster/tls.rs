@@ -112,8 +112,10 @@ pub fn explain(error: &fred::error::Error, tls: bool) -> Option<String> {
              --redis-ca-cert (REDIS_CA_CERT)"
                 .to_owned()
         } else if has("NotValidForName") {
-            "its TLS certificate is not valid for this host name: connect with a name (or \
-             address) the certificate lists"
+            // A certificate naming its host only in the subject's common name fails here:
+            // rustls, like browsers, reads the subject alternative names alone.
+            "its TLS certificate does not list this host name or address among its subject \
+             alternative names (the common name is not read): connect with a name it lists"
                 .to_owned()
         } else if has("Expired") || has("NotValidYet") {
             format!("its TLS certificate is not valid now (expired or not yet valid): {detail}")
@@ -260,7 +262,7 @@ DUo/jH8BZxg=
         let wrong_name = io_error(rustls::Error::InvalidCertificate(
             CertificateError::NotValidForName,
         ));
-        assert!(says(&wrong_name, true).contains("not valid for this host name"));
+        assert!(says(&wrong_name, true).contains("does not list this host name"));
         let plain_server = io_error(rustls::Error::InvalidMessage(
             rustls::InvalidMessage::InvalidContentType,
         ));
