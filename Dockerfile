@@ -20,7 +20,12 @@ COPY bench bench
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p broadcast-server
 
 FROM debian:bookworm-slim AS runtime
-RUN useradd --system --uid 10001 --no-create-home broadcast
+# The system CA roots: `rediss://` trusts them (plus any `--redis-ca-cert`), and the slim image
+# has none.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home broadcast
 WORKDIR /app
 COPY --from=build /app/target/release/broadcast-server /usr/local/bin/broadcast-server
 ENV HOST=0.0.0.0 PORT=3000 LOG_FORMAT=json

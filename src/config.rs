@@ -198,11 +198,19 @@ pub struct Config {
     pub rate_strikes: u32,
 
     /// Cluster mode: the Redis (7 or later) that several nodes behind a load balancer share,
-    /// `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. Without it the server
-    /// runs alone, in memory, as before. (Its value is kept out of `--help`: it may hold a
-    /// password.)
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS (the certificate must
+    /// be signed by a CA the system trusts or by one in `--redis-ca-cert`). Without it the
+    /// server runs alone, in memory, as before. (Its value is kept out of `--help`: it may hold
+    /// a password.)
     #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = RedisUrlParser)]
     pub redis_url: Option<String>,
+
+    /// Cluster mode over `rediss://`: a PEM file of CA certificates to trust for the Redis's
+    /// certificate, besides the system's: for a Redis whose certificate a private CA signed
+    /// (a managed Redis's own server CA, say). Read at start-up; only with `rediss://`, since
+    /// `redis://` checks no certificate.
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
 
     /// Cluster mode: prefix of every Redis key and pub/sub channel, so several deployments (or
     /// test runs) can share one Redis; every node of one deployment must use the same.
@@ -504,6 +512,11 @@ impl Config {
     /// Options that clap checks one by one but that only make sense together. (Not clap's
     /// `requires`: its message spans several lines and names no environment variable.)
     pub fn check(&self) -> Result<(), String> {
+        self.check_turn()?;
+        self.check_redis_tls()
+    }
+
+    fn check_turn(&self) -> Result<(), String> {
         match (self.turn_urls.is_empty(), self.turn_secret.is_some()) {
             (false, false) => Err(
                 "--turn-urls (TURN_URLS) needs --turn-secret (TURN_SECRET), the secret shared with the TURN server; set both, or neither"
@@ -515,6 +528,29 @@ impl Config {
             ),
             _ => Ok(()),
         }
+    }
+
+    /// `--redis-ca-cert` only means something for a `rediss://` URL; anywhere else it would be
+    /// ignored, and a deployment that meant to use TLS would run without it unnoticed.
+    fn check_redis_tls(&self) -> Result<(), String> {
+        match (&self.redis_ca_cert, self.redis_url.as_deref()) {
+            (Some(_), None) => Err(
+                "--redis-ca-cert (REDIS_CA_CERT) needs a rediss:// --redis-url (REDIS_URL): it is the CA to trust for Redis over TLS"
+                    .to_owned(),
+            ),
+            (Some(_), Some(_)) if !self.redis_uses_tls() => Err(
+                "--redis-ca-cert (REDIS_CA_CERT) is set but --redis-url (REDIS_URL) is redis://, which does not use TLS: use rediss://, or drop --redis-ca-cert"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether cluster mode talks to Redis over TLS (`rediss://`).
+    pub fn redis_uses_tls(&self) -> bool {
+        self.redis_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("rediss://"))
     }
 
     pub fn channel_ttl(&self) -> Duration {
@@ -843,6 +879,52 @@ mod tests {
         }
         let err = parse(&["--turn-secret", " "]).unwrap_err().to_string();
         assert!(err.contains("must be a non-empty"), "{err}");
+    }
+
+    #[test]
+    fn redis_ca_cert_goes_with_rediss_only() {
+        let c = load(&[
+            "--redis-url",
+            "rediss://u:secret@redis.example:6380",
+            "--redis-ca-cert",
+            "server-ca.pem",
+        ])
+        .unwrap();
+        assert!(c.redis_uses_tls());
+        assert_eq!(
+            c.redis_ca_cert.as_deref(),
+            Some(std::path::Path::new("server-ca.pem"))
+        );
+        let c = load(&["--redis-url", "rediss://redis.example:6380"]).unwrap();
+        assert!(c.redis_uses_tls(), "system roots alone");
+        assert_eq!(c.redis_ca_cert, None);
+        assert!(
+            !load(&["--redis-url", "redis://h:6379"])
+                .unwrap()
+                .redis_uses_tls()
+        );
+        assert!(!load(&[]).unwrap().redis_uses_tls());
+
+        for (args, expected) in [
+            (
+                &[
+                    "--redis-url",
+                    "redis://u:secret@h:6379",
+                    "--redis-ca-cert",
+                    "ca.pem",
+                ][..],
+                "error: --redis-ca-cert (REDIS_CA_CERT) is set but --redis-url (REDIS_URL) is redis://",
+            ),
+            (
+                &["--redis-ca-cert", "ca.pem"][..],
+                "error: --redis-ca-cert (REDIS_CA_CERT) needs a rediss:// --redis-url",
+            ),
+        ] {
+            let text = load(args).unwrap_err().to_string();
+            assert!(text.starts_with(expected), "{text}");
+            assert_eq!(text.trim_end().lines().count(), 1, "one line: {text}");
+            assert!(!text.contains("secret"), "{text}");
+        }
     }
 
     #[test]

@@ -175,8 +175,18 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(ACCEPT_BACKLOG)?.into_std()
 }
 
+/// Makes aws-lc-rs the process's rustls provider (the one axum-server's HTTPS and fred's
+/// `rediss://` are built with), unless one is installed already. Without it rustls guesses from
+/// its crate features and panics when it finds two: a test build also compiles in ring (for
+/// the test client), and a crate added later might too.
+fn install_crypto_provider() {
+    // An error means a provider is installed already (by an embedding program): keep it.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// Binds, builds the app and starts serving in the background.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
+    install_crypto_provider();
     if let Some(dir) = config.assets_dir()
         && !http::assets_present(dir)
     {
@@ -227,7 +237,9 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
             })
         }
         Some(url) => {
-            let connection = Connection::open(url, &config.redis_prefix).await?;
+            let connection =
+                Connection::open(url, &config.redis_prefix, config.redis_ca_cert.as_deref())
+                    .await?;
             let adapter = connection.adapter().await?;
             let builder = SocketIo::builder().with_adapter::<FredAdapter<_>>(adapter);
             let built = socketio_settings(builder, config).build_layer();

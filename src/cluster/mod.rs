@@ -5,19 +5,23 @@
 //! - [`node`]: heartbeats, noticing dead nodes and cleaning up after them, health.
 //! - Socket.IO fan-out across nodes is socketioxide-redis's adapter over the same connection
 //!   settings (see [`Connection::adapter`]).
+//! - [`tls`]: `rediss://`: the certificates trusted, and what a failed handshake means.
 //!
 //! Without `--redis-url` none of this runs: the server keeps everything in memory.
 
 mod keys;
 pub mod node;
 mod store;
+pub mod tls;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
 use fred::types::RespVersion;
+use fred::types::config::TlsConnector;
 use rand::Rng;
 
 pub use keys::Keys;
@@ -65,6 +69,10 @@ impl fmt::Display for NodeId {
 pub enum ClusterError {
     #[error("invalid --redis-url: {0}")]
     Url(String),
+    #[error("--redis-ca-cert (REDIS_CA_CERT) {path}: {reason}")]
+    CaCert { path: String, reason: String },
+    #[error("cannot set up TLS for Redis: {0}")]
+    Tls(String),
     #[error("cannot reach Redis at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("Redis at {url} is too old for cluster mode (need 7 or newer, RESP3): {reason}")]
@@ -83,11 +91,28 @@ pub struct Connection {
 
 impl Connection {
     /// Connects both clients; fails (for one clear line at start-up) when Redis does not answer.
-    pub async fn open(url: &str, prefix: &str) -> Result<Self, ClusterError> {
+    /// A `rediss://` URL connects over TLS, trusting the system's roots and `ca_cert`'s.
+    pub async fn open(
+        url: &str,
+        prefix: &str,
+        ca_cert: Option<&Path>,
+    ) -> Result<Self, ClusterError> {
         // fred does not read a `?protocol=resp3` query (the form the `redis` crate documents);
         // accept it and set RESP3 ourselves, which socketioxide-redis's fred driver expects.
         let base = strip_protocol_query(url);
-        let mut config = Config::from_url(&base).map_err(|e| ClusterError::Url(e.to_string()))?;
+        let tls = match base.strip_prefix("rediss://") {
+            Some(rest) => Some((format!("redis://{rest}"), tls::client_config(ca_cert)?)),
+            None => None,
+        };
+        // For `rediss://` fred would build TLS settings of its own (system roots only, failing
+        // on any unreadable system certificate); the address is parsed as `redis://` and ours
+        // are attached instead.
+        let address = tls
+            .as_ref()
+            .map_or(base.as_str(), |(plain, _)| plain.as_str());
+        let mut config = Config::from_url(address).map_err(|e| ClusterError::Url(e.to_string()))?;
+        let uses_tls = tls.is_some();
+        config.tls = tls.map(|(_, client)| TlsConnector::from(client).into());
         config.version = RespVersion::RESP3;
         config.fail_fast = true;
         let mut builder = Builder::from_config(config);
@@ -105,17 +130,15 @@ impl Connection {
             })
             .set_policy(ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS));
         let unreachable = |e: fred::error::Error| {
+            let url = redacted(&base);
+            if let Some(reason) = tls::explain(&e, uses_tls) {
+                return ClusterError::Unreachable { url, reason };
+            }
             let reason = e.to_string();
             if reason.contains("HELLO") || reason.contains("unknown command") {
-                ClusterError::Version {
-                    url: redacted(&base),
-                    reason,
-                }
+                ClusterError::Version { url, reason }
             } else {
-                ClusterError::Unreachable {
-                    url: redacted(&base),
-                    reason,
-                }
+                ClusterError::Unreachable { url, reason }
             }
         };
         let client = builder.build().map_err(unreachable)?;

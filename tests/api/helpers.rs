@@ -613,6 +613,12 @@ impl Node {
     /// Starts the binary against the Redis on `redis_port` with `prefix`, and waits until its
     /// `/healthz` answers 200 in cluster mode.
     pub async fn start(redis_port: u16, prefix: &str, extra: &[String]) -> Node {
+        let url = format!("redis://127.0.0.1:{redis_port}");
+        Node::start_with_url(&url, prefix, extra).await
+    }
+
+    /// [`Node::start`] with any `--redis-url` (`rediss://…`, say).
+    pub async fn start_with_url(redis_url: &str, prefix: &str, extra: &[String]) -> Node {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .no_proxy()
@@ -628,7 +634,7 @@ impl Node {
             let err = out.try_clone().expect("node log file");
             let child = Command::new(env!("CARGO_BIN_EXE_broadcast-server"))
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
+                .args(["--redis-url", redis_url])
                 .args(["--redis-prefix", prefix, "--shutdown-grace-secs", "2"])
                 .args(extra)
                 .env("RUST_LOG", "info")

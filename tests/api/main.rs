@@ -8,6 +8,7 @@ mod hostile_suite;
 mod http;
 mod metrics;
 mod protocol;
+mod redis_tls;
 mod resume;
 mod robustness;
 mod tree;
