@@ -7,6 +7,7 @@ mod hostile;
 mod hostile_suite;
 mod http;
 mod metrics;
+mod options_doc;
 mod protocol;
 mod redis_tls;
 mod resume;
