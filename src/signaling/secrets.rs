@@ -6,8 +6,7 @@
 //! deliberately slow argon2 hash. Comparisons take the same time whatever matches.
 
 use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -44,8 +43,7 @@ pub fn digests_match(presented: &str, stored: &str) -> bool {
 /// A channel password's stored form (argon2id, random salt, PHC string). Slow on purpose:
 /// callers run it off the event loop.
 pub fn hash_password(password: &str) -> Option<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    match Argon2::default().hash_password(password.as_bytes(), &salt) {
+    match Argon2::default().hash_password(password.as_bytes()) {
         Ok(hash) => Some(hash.to_string()),
         Err(e) => {
             tracing::error!("cannot hash a channel password: {e}");
@@ -56,13 +54,9 @@ pub fn hash_password(password: &str) -> Option<String> {
 
 /// Whether `password` is the one `stored` was made from (argon2 compares in constant time).
 pub fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .map(|hash| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    Argon2::default()
+        .verify_password(password.as_bytes(), stored)
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -89,5 +83,19 @@ mod tests {
         assert!(verify_password("correct horse", &one));
         assert!(!verify_password("wrong horse", &one));
         assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn hashes_made_by_argon2_0_5_still_verify() {
+        // Made by the argon2 0.5 crate (random salt, default parameters); in cluster mode such
+        // hashes can sit in Redis while nodes are upgraded one by one.
+        let stored = "$argon2id$v=19$m=19456,t=2,p=1$3mXD5iuRIeHEPyAkOUZOBQ$KtpxksL9LYdcTviJfU16WDPp3rehppDu/3r15trj2PY";
+        assert!(verify_password("correct horse", stored));
+        assert!(!verify_password("wrong horse", stored));
+        let fresh = hash_password("correct horse").unwrap();
+        assert!(
+            fresh.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{fresh}"
+        );
     }
 }
