@@ -22,7 +22,7 @@ use std::time::Duration;
 use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
 use fred::types::RespVersion;
 use fred::types::config::TlsConnector;
-use rand::Rng;
+use rand::RngExt;
 
 pub use keys::Keys;
 pub use node::Health;

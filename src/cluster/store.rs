@@ -23,7 +23,7 @@ use fred::prelude::{
     Client, HashesInterface, KeysInterface, LuaInterface, SetsInterface, SortedSetsInterface,
 };
 use futures_util::future::try_join_all;
-use rand::Rng;
+use rand::RngExt;
 use serde_json::{Value, json};
 
 use super::{Health, Keys, NodeId};

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit as _, Mac as _};
-use rand::Rng as _;
+use rand::RngExt as _;
 use serde::Serialize;
 use serde_json::Value;
 use sha1::Sha1;
