@@ -82,7 +82,7 @@ type Closer = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 
 pub struct RunningServer {
     pub local_addr: SocketAddr,
     pub https: bool,
-    handle: Handle,
+    handle: Handle<SocketAddr>,
     close: Closer,
     task: JoinHandle<std::io::Result<()>>,
     grace: Duration,
@@ -302,7 +302,8 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         first_byte: config.header_timeout(),
     };
     let open = Arc::new(AtomicUsize::new(0));
-    let mut server = axum_server::from_tcp(listener);
+    let mut server =
+        axum_server::from_tcp(listener).map_err(|source| StartError::Bind { addr, source })?;
     server
         .http_builder()
         .http1()
