@@ -10,11 +10,16 @@
 // token is kept in memory and in sessionStorage (a reload of this tab resumes too), never in a
 // URL or on screen. The same token on another device takes the broadcast over: this page then
 // gets `broadcaster_replaced` and stops. An optional password makes the channel private.
+//
+// While live we may send a screen instead of the camera (screen.js), and record what we send
+// into a local file (recording.js).
 
 import { setChatEnabled, showChat } from "./chat.js";
 import {
   applyRemoteDescription, closeAllPeers, closePeer, createPeer, sendDescription,
 } from "./peers.js";
+import { followTracks, initRecording, renderRecording, stopRecording } from "./recording.js";
+import { endScreenShare, initScreen, renderScreen, sentTracks } from "./screen.js";
 import { request } from "./signaling.js";
 import { app, params, peers } from "./state.js";
 import { $, flashButton, renderStatus, setPhase, ui } from "./ui.js";
@@ -92,6 +97,23 @@ export const broadcasterMode = {
       relayHint: $("relay-hint"),
       passwordInput: $("channel-password-input"),
       passwordHint: $("channel-password-hint"),
+      mediaStatus: $("media-status"),
+    });
+    initScreen({
+      button: $("screen-btn"),
+      status: bui.mediaStatus,
+      preview: bui.localVideo,
+      camera: () => broadcaster.localStream,
+      onSwitch: followTracks,
+    });
+    initRecording({
+      button: $("record-btn"),
+      indicator: $("recording-indicator"),
+      time: $("recording-time"),
+      status: bui.mediaStatus,
+      link: $("recording-link"),
+      tracks: sentTracks,
+      channel: () => app.channelId,
     });
     broadcaster.resume = loadResume();
     bui.view.hidden = false;
@@ -180,6 +202,8 @@ export const broadcasterMode = {
       isPrivate() ? PASSWORD_HINT.private : PASSWORD_HINT.public;
     bui.copyBtn.disabled = !bui.viewerLink.value;
     bui.onAir.hidden = phase !== "live";
+    renderScreen(phase === "live");
+    renderRecording(Boolean(broadcaster.localStream));
     renderViewerCountLabel();
     renderBreakdown();
   },
@@ -410,9 +434,10 @@ async function onViewerOffer(payload) {
   renderBreakdown();
   try {
     if (!(await applyRemoteDescription(viewerId, pc, payload.sdp))) return;
-    // Tracks are added after the offer so they reuse the viewer's recvonly transceivers.
-    for (const track of broadcaster.localStream.getTracks()) {
-      pc.addTrack(track, broadcaster.localStream);
+    // Tracks are added after the offer so they reuse the viewer's recvonly transceivers. What
+    // we send: the camera and microphone, or the screen while it is shared.
+    for (const track of Object.values(sentTracks())) {
+      if (track) pc.addTrack(track, broadcaster.localStream);
     }
     await sendDescription("answer", viewerId, pc, await pc.createAnswer());
   } catch (err) {
@@ -530,8 +555,10 @@ function stopBroadcast() {
   broadcaster.wantLive = false;
   clearTimeout(broadcaster.rejoinTimer);
   request("stop", "stop_broadcast", { channel_id: app.channelId });
-  // Viewers are told by the server (the tree dissolves); the camera preview stays on.
+  // Viewers are told by the server (the tree dissolves); the camera preview stays on, the
+  // screen is no longer captured.
   closeAllPeers();
+  endScreenShare();
   setTreeFigures(null);
   setPhase("stopped", `Broadcast stopped. Press "Go live again" to resume channel ${app.channelId}.`);
 }
@@ -541,6 +568,7 @@ function onChannelExpired(payload) {
   broadcaster.wantLive = false;
   broadcaster.ownsChannel = false;
   closeAllPeers();
+  endScreenShare();
   bui.viewerLink.value = "";
   setViewerCount(0);
   setTreeFigures(null);
@@ -573,6 +601,9 @@ function stopAsReplaced(text) {
 }
 
 function stopLocalStream() {
+  // A recording of the camera ends with it (its file downloads); so does a screen share.
+  stopRecording();
+  endScreenShare();
   if (broadcaster.localStream) {
     for (const track of broadcaster.localStream.getTracks()) track.stop();
   }

@@ -14,6 +14,8 @@
 //   peers.js        RTCPeerConnections and ICE candidates, both modes
 //   chat.js         chat and the viewer's alias
 //   broadcaster.js  broadcaster mode
+//   screen.js       the broadcaster's camera or screen, switched on every sender it feeds
+//   recording.js    the broadcaster's local recording of what it sends
 //   viewer.js       viewer mode; picker.js its channel list
 //   relay.js        a viewer's place in the relay tree: its feeder, and the viewers it feeds
 // User-supplied text is only ever inserted with textContent.

@@ -48,6 +48,16 @@ export const app = {
   relay: null,
   /** Broadcaster mode: the latest figures of its channel's relay tree, when the server sends them. */
   tree: null,
+  /**
+   * Broadcaster mode: what it sends (screen.js): `kind` ("camera" | "screen"), `switchedAt`
+   * (Date.now() when the senders got those tracks), `switches`.
+   */
+  source: null,
+  /**
+   * Broadcaster mode: its local recording (recording.js): `state` ("inactive" | "recording" |
+   * "saving"), `mimeType`, `startedAt`, `switches`, and `bytes` and `fileName` of the last file.
+   */
+  recording: null,
   /** The server's configuration for the page (`iceServers`, `transports`). */
   serverConfig,
   /**

@@ -45,6 +45,7 @@ async function serverAndBrowser(s, { tls, browserArgs } = {}) {
  * @param {object} [options]
  * @param {import('playwright-core').BrowserContextOptions} [options.contextOptions]
  * @param {object} [options.camera] its fake camera's size and rate (see Scenario.participant)
+ * @param {object} [options.screen] its fake screen's size and rate (see Scenario.participant)
  * @param {boolean} [options.relay] the "Let viewers relay" switch (on by default)
  * @param {string} [options.role]
  * @param {(p: import('./lib/harness.mjs').Participant) => Promise<void>} [options.setup] runs
@@ -52,8 +53,8 @@ async function serverAndBrowser(s, { tls, browserArgs } = {}) {
  * @param {string} [options.password] typed into the password field: a private channel
  * @returns {Promise<{broadcaster: import('./lib/harness.mjs').Participant, link: string}>}
  */
-async function goLive(s, channel, { contextOptions, camera, relay = true, role = 'broadcaster', setup, password } = {}) {
-  const broadcaster = await s.participant(role, contextOptions, { camera });
+async function goLive(s, channel, { contextOptions, camera, screen, relay = true, role = 'broadcaster', setup, password } = {}) {
+  const broadcaster = await s.participant(role, contextOptions, { camera, screen });
   if (setup) await setup(broadcaster);
   await broadcaster.goto(`${s.server.url}?broadcaster=true&channel=${channel}`);
   await broadcaster.waitForState('idle');
@@ -544,6 +545,259 @@ async function newCspViolations(s, since, ms = 3_000) {
   const arrived = () => s.cspViolations.length > since.reports && s.cspConsole.length > since.console;
   while (!arrived() && Date.now() < deadline) await sleep(50);
   return { reports: s.cspViolations.slice(since.reports), console: s.cspConsole.slice(since.console) };
+}
+
+/**
+ * The fake camera and screen of scenarios 18 and 19, small for two cores and of different
+ * shapes: the camera 16:9, the screen 4:3 (Chromium's fake screen is 1280x720, 16:9, unless
+ * capped; capped, it scales its 4:3 source down). A viewer tells them apart by the shape of
+ * the frames it presents, whatever size the encoders pick under load.
+ */
+const WIDE_CAMERA = { width: 320, height: 180, frameRate: 10 };
+const SMALL_SCREEN = { width: 480, height: 360, frameRate: 10 };
+/** Frames wider than this are the camera's (16:9 = 1.78); the screen's are 4:3 (1.33). */
+const WIDE_ASPECT = 1.55;
+/** The time limit for a switch between camera and screen to show on every viewer, from the issue. */
+const SWITCH_MS = 1_000;
+
+/**
+ * From now on the page notes each change of shape of the frames its player presents (the
+ * video element's own frame callbacks): `[Date.now(), width, height, wide]`.
+ */
+async function startShapeMonitor(participant, selector = '#remote-video') {
+  await participant.page.evaluate(({ selector, wideAspect }) => {
+    const video = document.querySelector(selector);
+    const shapes = [];
+    window.__e2eShapes = shapes;
+    const tick = (_now, frame) => {
+      if (window.__e2eShapes !== shapes) return;
+      const wide = frame.width / frame.height > wideAspect;
+      if (!shapes.length || shapes[shapes.length - 1][3] !== wide) shapes.push([Date.now(), frame.width, frame.height, wide]);
+      video.requestVideoFrameCallback(tick);
+    };
+    video.requestVideoFrameCallback(tick);
+  }, { selector, wideAspect: WIDE_ASPECT });
+  await participant.page.waitForFunction(() => window.__e2eShapes.length > 0, null, { timeout: 5_000, polling: 50 })
+    .catch(() => {
+      throw new Error(`${participant.role}: its player presented no frame within 5 s`);
+    });
+}
+
+/**
+ * For each viewer, how long after `since` (the broadcaster's Date.now() when its senders got
+ * the new tracks) its player first presented a frame of the wanted shape. Waits well past the
+ * limit so that a slow viewer's time is printed rather than a timeout; the caller judges.
+ */
+async function untilShape(viewers, { wide, since }) {
+  const what = wide ? 'the camera (16:9)' : 'the screen (4:3)';
+  const waitMs = SWITCH_MS + 9_000;
+  return Promise.all(viewers.map(async (v) => {
+    const found = await v.page.waitForFunction(
+      ({ wide, since }) => window.__e2eShapes.find(([time, , , isWide]) => time >= since && isWide === wide),
+      { wide, since },
+      { timeout: waitMs, polling: 50 },
+    ).catch(async () => {
+      const shapes = await v.page.evaluate(() => window.__e2eShapes).catch(() => null);
+      throw new Error(`${v.role}: presented no frame of ${what} within ${waitMs} ms of the switch; shapes since its monitor started: ${JSON.stringify(shapes)}`);
+    });
+    const [time, width, height] = await found.jsonValue();
+    return { role: v.role, ms: time - since, size: `${width}x${height}` };
+  }));
+}
+
+/** Every viewer saw the switch within SWITCH_MS; the times as `role ms (size)`. */
+function expectSwitchSeen(times, what) {
+  for (const { role, ms } of times) {
+    assert(ms <= SWITCH_MS, `${role}: showed ${what} only ${ms} ms after the switch (limit ${SWITCH_MS} ms)`);
+  }
+  return times.map(({ role, ms, size }) => `${role} ${ms} ms (${size})`).join(', ');
+}
+
+/**
+ * Runs `action` on the broadcaster and waits until its page sends `kind` ("camera" or
+ * "screen"); resolves with the page's Date.now() when its senders got the new tracks.
+ */
+async function switchSource(broadcaster, kind, action) {
+  const before = await broadcaster.page.evaluate(() => window.broadcastApp.source.switches);
+  await action();
+  const switched = await broadcaster.page.waitForFunction(
+    ({ kind, before }) => {
+      const source = window.broadcastApp.source;
+      return source.kind === kind && source.switches > before && source.switchedAt;
+    },
+    { kind, before },
+    { timeout: 10_000, polling: 50 },
+  ).catch(async () => {
+    const source = await broadcaster.page.evaluate(() => window.broadcastApp.source);
+    const said = await broadcaster.page.textContent('#media-status');
+    throw new Error(`broadcaster: does not send its ${kind} within 10 s: ${JSON.stringify(source)}, "${said}"`);
+  });
+  return switched.jsonValue();
+}
+
+/** The broadcaster's video senders carry the screen (`displaySurface` in their settings) or not. */
+async function expectSending(broadcaster, kind) {
+  const sent = await broadcaster.page.evaluate(() =>
+    [...window.broadcastApp.peers.values()].flatMap((pc) => pc.getSenders())
+      .filter((sender) => sender.track?.kind === 'video')
+      .map((sender) => ({ label: sender.track.label, surface: sender.track.getSettings().displaySurface ?? null, state: sender.track.readyState })));
+  const want = kind === 'screen';
+  assert(
+    sent.length > 0 && sent.every((t) => Boolean(t.surface) === want && t.state === 'live'),
+    `broadcaster: its video senders should carry its ${kind}: ${JSON.stringify(sent)}`,
+  );
+}
+
+/**
+ * Notes each page's peer connections (objects and SDP) and counts, from now on, the `offer`
+ * events the server relays to it (on the page's own socket) and the `upstream` events it gets.
+ */
+async function noteConnections(participants) {
+  await Promise.all(participants.map((p) => p.page.evaluate(() => {
+    const app = window.broadcastApp;
+    window.__e2eConnections = {
+      peers: new Map(app.peers),
+      sdp: new Map([...app.peers].map(([id, pc]) => [id, [pc.localDescription?.sdp, pc.remoteDescription?.sdp]])),
+      placements: app.relay?.placements ?? 0,
+    };
+    if (!window.__e2eOffers) {
+      window.__e2eOffers = { count: 0 };
+      app.socket.on('offer', () => {
+        window.__e2eOffers.count += 1;
+      });
+    }
+    window.__e2eOffers.count = 0;
+  })));
+}
+
+/** Each page still holds the very connections noted: same objects, same SDP, connected, no offer. */
+async function expectSameConnections(participants, when) {
+  for (const p of participants) {
+    const seen = await p.page.evaluate(() => {
+      const app = window.broadcastApp;
+      const noted = window.__e2eConnections;
+      const changed = [];
+      if (app.peers.size !== noted.peers.size) changed.push(`${noted.peers.size} connections before, ${app.peers.size} now`);
+      for (const [id, pc] of noted.peers) {
+        const [local, remote] = noted.sdp.get(id);
+        if (app.peers.get(id) !== pc) changed.push(`${id}: replaced`);
+        else if (pc.localDescription?.sdp !== local || pc.remoteDescription?.sdp !== remote) changed.push(`${id}: renegotiated`);
+        else if (pc.connectionState !== 'connected') changed.push(`${id}: ${pc.connectionState}`);
+      }
+      return { changed, offers: window.__e2eOffers.count, placements: (app.relay?.placements ?? 0) - noted.placements };
+    });
+    assert(
+      seen.changed.length === 0 && seen.offers === 0 && seen.placements === 0,
+      `${p.role}: ${when}, its peer connections changed: ${JSON.stringify(seen)}`,
+    );
+  }
+}
+
+/** EBML ids of the WebM elements the recording check reads. */
+const EBML = {
+  header: 0x1a45dfa3,
+  docType: 0x4282,
+  segment: 0x18538067,
+  tracks: 0x1654ae6b,
+  trackEntry: 0xae,
+  trackType: 0x83,
+  codecId: 0x86,
+};
+
+/**
+ * The start of a WebM file as its bytes say it: the EBML header's DocType and the Tracks
+ * element's entries (`type`: 1 video, 2 audio; `codec`: e.g. `V_VP9`, `A_OPUS`). A recorder's
+ * Segment and Clusters have an unknown size (all ones): they run to the end of their parent.
+ */
+function readWebm(bytes) {
+  const vint = (at, keepMarker) => {
+    const first = bytes[at];
+    let length = 1;
+    while (length <= 8 && !(first & (0x80 >> (length - 1)))) length += 1;
+    if (length > 8 || at + length > bytes.length) throw new Error(`no EBML number at byte ${at}`);
+    const mask = 0xff >> length;
+    let value = keepMarker ? first : first & mask;
+    let unknown = !keepMarker && (first & mask) === mask;
+    for (let i = 1; i < length; i++) {
+      value = value * 256 + bytes[at + i];
+      if (bytes[at + i] !== 0xff) unknown = false;
+    }
+    return { value, length, unknown };
+  };
+  const children = (start, end) => {
+    const found = [];
+    for (let at = start; at < end;) {
+      const id = vint(at, true);
+      const size = vint(at + id.length, false);
+      const from = at + id.length + size.length;
+      const to = size.unknown ? end : Math.min(end, from + size.value);
+      found.push({ id: id.value, from, to });
+      // Tracks come before the first Cluster; an unknown-sized Cluster ends the walk anyway.
+      if (id.value === EBML.tracks) break;
+      at = to;
+    }
+    return found;
+  };
+  const uint = ({ from, to }) => [...bytes.subarray(from, to)].reduce((n, b) => n * 256 + b, 0);
+  const text = ({ from, to }) => bytes.toString('latin1', from, to).replace(/\0+$/, '');
+
+  const top = children(0, bytes.length);
+  const header = top.find((e) => e.id === EBML.header);
+  const segment = top.find((e) => e.id === EBML.segment);
+  const docType = header && children(header.from, header.to).find((e) => e.id === EBML.docType);
+  const tracks = segment && children(segment.from, segment.to).find((e) => e.id === EBML.tracks);
+  const entries = tracks ? children(tracks.from, tracks.to).filter((e) => e.id === EBML.trackEntry) : [];
+  return {
+    docType: docType ? text(docType) : null,
+    tracks: entries.map((entry) => {
+      const fields = children(entry.from, entry.to);
+      const type = fields.find((e) => e.id === EBML.trackType);
+      const codec = fields.find((e) => e.id === EBML.codecId);
+      return { type: type ? uint(type) : null, codec: codec ? text(codec) : null };
+    }),
+  };
+}
+
+/**
+ * Plays a recording (its blob URL) in the page, at double speed: the frame sizes it presents,
+ * and which source each run of frames shows, told by the left edge of the picture: black where
+ * the 4:3 screen is fitted into the 16:9 frame, the fake camera's green where it fills it.
+ */
+function playback(page, url) {
+  return page.evaluate(async (url) => {
+    const video = document.createElement('video');
+    video.muted = true;
+    video.style.width = '160px';
+    document.body.append(video);
+    const canvas = document.createElement('canvas');
+    const context = canvas.getContext('2d', { willReadFrequently: true });
+    const sizes = [];
+    const sources = [];
+    try {
+      await new Promise((resolve, reject) => {
+        const tick = (_now, frame) => {
+          const size = `${frame.width}x${frame.height}`;
+          if (!sizes.includes(size)) sizes.push(size);
+          canvas.width = frame.width;
+          canvas.height = frame.height;
+          context.drawImage(video, 0, 0);
+          const [r, g, b] = context.getImageData(4, Math.floor(frame.height / 2), 1, 1).data;
+          const source = r + g + b < 60 ? 'screen' : 'camera';
+          if (sources[sources.length - 1] !== source) sources.push(source);
+          video.requestVideoFrameCallback(tick);
+        };
+        video.requestVideoFrameCallback(tick);
+        video.onended = resolve;
+        video.onerror = () => reject(new Error(`the recording does not play: ${video.error?.message}`));
+        video.src = url;
+        video.playbackRate = 2;
+        video.play().catch(reject);
+      });
+    } finally {
+      video.remove();
+    }
+    return { sizes, sources };
+  }, url);
 }
 
 export const scenarios = [
@@ -1485,6 +1739,185 @@ export const scenarios = [
       // That violation was this check's own doing; any other still fails the scenario.
       s.cspConsole.splice(before.console);
       return `policy "${policy}"; an injected inline script was blocked and failed the checks: ${reports[0]}`;
+    },
+  },
+
+  {
+    name: '18-screen-share',
+    title: 'the broadcaster switches to its screen and back (and the browser ends a share) while three viewers, one through a relay, keep their connections and show each switch within 1 s',
+    async run(s) {
+      await s.startServer({ extraArgs: RELAY_TREE_ARGS });
+      await s.launchBrowser();
+      const channel = channelId('s18');
+      const { broadcaster, link } = await goLive(s, channel, {
+        contextOptions: SMALL_WINDOW, camera: WIDE_CAMERA, screen: SMALL_SCREEN,
+      });
+      const viewers = await Promise.all([1, 2, 3].map((i) => watch(s, `viewer-${i}`, link, SMALL_WINDOW)));
+      await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
+      const tree = await relayTreeOf(broadcaster, viewers);
+      expectConnectedTree(tree);
+      assert(tree.nodes.some((n) => n.depth >= 2), `no viewer is fed through a relay: ${tree.shape}`);
+      const depthOf = new Map(tree.nodes.map((n) => [n.role, n.depth]));
+      const page = broadcaster.page;
+      const button = page.locator('#screen-btn');
+      const label = async () => (await button.textContent()).trim();
+      assert(await button.isEnabled() && (await label()) === 'Share screen', `broadcaster: #screen-btn says "${await label()}" (enabled: ${await button.isEnabled()}) while live`);
+
+      // A cancelled picker changes nothing, and the page says so.
+      await page.evaluate(() => {
+        window.__e2eCancelPicker = true;
+      });
+      await button.click();
+      await page.waitForFunction(() => /cancelled/i.test(document.querySelector('#media-status')?.textContent), null, { timeout: 5_000 })
+        .catch(async () => {
+          throw new Error(`broadcaster: a cancelled picker is not reported: #media-status says "${await page.textContent('#media-status')}"`);
+        });
+      const cancelled = (await page.textContent('#media-status')).trim();
+      assert(
+        (await page.evaluate(() => window.broadcastApp.source.kind)) === 'camera' && (await label()) === 'Share screen' && (await button.isEnabled()),
+        `broadcaster: after a cancelled picker the page no longer sends its camera, or its button says "${await label()}"`,
+      );
+
+      const everyone = [broadcaster, ...viewers];
+      await noteConnections(everyone);
+      await Promise.all(viewers.map((v) => startShapeMonitor(v)));
+      for (const v of viewers) {
+        const first = await v.page.evaluate(() => window.__e2eShapes[0]);
+        assert(first[3], `${v.role}: shows ${first[1]}x${first[2]} frames before the switch, not the 16:9 camera`);
+      }
+      const withDepth = (times) => times.map((t) => ({ ...t, role: `${t.role}@${depthOf.get(t.role)}` }));
+
+      const toScreen = await switchSource(broadcaster, 'screen', () => button.click());
+      const screenTimes = withDepth(await untilShape(viewers, { wide: false, since: toScreen }));
+      await expectSending(broadcaster, 'screen');
+      assert((await label()) === 'Back to camera', `broadcaster: #screen-btn says "${await label()}" while sharing`);
+      const sharing = (await page.textContent('#media-status')).trim();
+      assert(/sharing your screen/.test(sharing), `broadcaster: #media-status says "${sharing}" while sharing`);
+      const preview = await page.evaluate(() => {
+        const v = document.querySelector('#local-video');
+        return v.videoWidth / v.videoHeight;
+      });
+      assert(preview < WIDE_ASPECT, `broadcaster: its preview does not show the screen (aspect ${preview.toFixed(2)})`);
+      await expectSameConnections(everyone, 'after the switch to the screen');
+
+      const toCamera = await switchSource(broadcaster, 'camera', () => button.click());
+      const cameraTimes = withDepth(await untilShape(viewers, { wide: true, since: toCamera }));
+      await expectSending(broadcaster, 'camera');
+      assert((await label()) === 'Share screen', `broadcaster: #screen-btn says "${await label()}" back on the camera`);
+      await expectSameConnections(everyone, 'after the switch back to the camera');
+
+      // The browser's own "Stop sharing" ends the screen's track: the page goes back to the camera.
+      const again = await switchSource(broadcaster, 'screen', () => button.click());
+      const againTimes = withDepth(await untilShape(viewers, { wide: false, since: again }));
+      const ended = await switchSource(broadcaster, 'camera', () => page.evaluate(() => {
+        const pc = [...window.broadcastApp.peers.values()][0];
+        pc.getSenders().find((sender) => sender.track?.kind === 'video').track.dispatchEvent(new Event('ended'));
+      }));
+      const endedTimes = withDepth(await untilShape(viewers, { wide: true, since: ended }));
+      const endedText = (await page.textContent('#media-status')).trim();
+      assert(/ended/.test(endedText), `broadcaster: #media-status says "${endedText}" after the browser ended the share`);
+      await expectSending(broadcaster, 'camera');
+      await expectSameConnections(everyone, 'after the browser ended the share');
+      await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
+
+      const summary = [
+        `to screen: ${expectSwitchSeen(screenTimes, 'the screen')}`,
+        `back to camera: ${expectSwitchSeen(cameraTimes, 'the camera')}`,
+        `screen again: ${expectSwitchSeen(againTimes, 'the screen')}`,
+        `share ended by the browser: ${expectSwitchSeen(endedTimes, 'the camera')}`,
+      ];
+      return `${tree.shape}; no offer, same connections; ${summary.join('; ')}; cancelled picker: "${cancelled}"`;
+    },
+  },
+
+  {
+    name: '19-local-recording',
+    title: 'the broadcaster records about 3 s across a switch to its screen; Stop downloads one WebM file with a video and an audio track',
+    async run(s) {
+      await serverAndBrowser(s);
+      const channel = channelId('s19');
+      const { broadcaster } = await goLive(s, channel, { camera: WIDE_CAMERA, screen: SMALL_SCREEN });
+      const page = broadcaster.page;
+      const record = page.locator('#record-btn');
+      const label = async () => (await record.textContent()).trim();
+      assert(await record.isEnabled() && (await label()) === 'Record', `broadcaster: #record-btn says "${await label()}" (enabled: ${await record.isEnabled()}) while live`);
+      assert(await page.isHidden('#recording-indicator'), 'broadcaster: the recording indicator shows before recording');
+
+      await record.click();
+      await page.waitForFunction(
+        () => window.broadcastApp.recording.state === 'recording' && !document.querySelector('#recording-indicator').hidden,
+        null,
+        { timeout: 5_000 },
+      ).catch(async () => {
+        throw new Error(`broadcaster: not recording after Record: ${JSON.stringify(await page.evaluate(() => window.broadcastApp.recording))}, "${await page.textContent('#media-status')}"`);
+      });
+      assert((await label()) === 'Stop recording', `broadcaster: #record-btn says "${await label()}" while recording`);
+      const { mimeType } = await page.evaluate(() => window.broadcastApp.recording);
+
+      // About 1.5 s of camera, then the screen, then more: the recording goes on across the switch.
+      const elapsed = (ms) => page.waitForFunction((ms) => Date.now() - window.broadcastApp.recording.startedAt >= ms, ms, { timeout: 15_000, polling: 100 });
+      await elapsed(1_500);
+      await switchSource(broadcaster, 'screen', () => page.click('#screen-btn'));
+      await elapsed(3_000);
+      // The indicator counts the time.
+      await page.waitForFunction(() => /^0:0[3-9]$/.test(document.querySelector('#recording-time').textContent), null, { timeout: 5_000 })
+        .catch(async () => {
+          throw new Error(`broadcaster: the recording indicator shows "${await page.textContent('#recording-indicator')}" after 3 s`);
+        });
+      const shown = (await page.textContent('#recording-indicator')).replace(/\s+/g, ' ').trim();
+
+      const [download] = await Promise.all([page.waitForEvent('download', { timeout: 15_000 }), record.click()]);
+      const name = download.suggestedFilename();
+      assert(
+        new RegExp(`^broadcast-${channel}-\\d{8}-\\d{6}\\.webm$`).test(name),
+        `the download is named "${name}", expected broadcast-${channel}-<yyyymmdd-hhmmss>.webm`,
+      );
+      const file = path.join(s.dir, name);
+      await download.saveAs(file);
+      const bytes = readFileSync(file);
+      const magic = bytes.subarray(0, 4).toString('hex');
+      assert(magic === '1a45dfa3', `${name} starts with ${magic}, not the EBML header 1a45dfa3`);
+      const webm = readWebm(bytes);
+      assert(webm.docType === 'webm', `${name}: DocType "${webm.docType}", expected "webm"`);
+      const video = webm.tracks.filter((t) => t.type === 1);
+      const audio = webm.tracks.filter((t) => t.type === 2);
+      assert(
+        video.length === 1 && /^V_VP[89]$/.test(video[0].codec) && audio.length === 1 && audio[0].codec === 'A_OPUS',
+        `${name}: tracks ${JSON.stringify(webm.tracks)}, expected one VP8/VP9 video and one Opus audio track`,
+      );
+      assert(bytes.length > 20_000, `${name} holds only ${bytes.length} bytes for 3 s`);
+
+      const after = await page.evaluate(() => ({
+        recording: window.broadcastApp.recording,
+        href: document.querySelector('#recording-link').href,
+        download: document.querySelector('#recording-link').download,
+        linkHidden: document.querySelector('#recording-link').hidden,
+        indicatorHidden: document.querySelector('#recording-indicator').hidden,
+        status: document.querySelector('#media-status').textContent,
+      }));
+      assert(
+        after.recording.state === 'inactive' && after.recording.bytes === bytes.length && after.recording.fileName === name,
+        `broadcaster: the page's recording says ${JSON.stringify(after.recording)} after the ${bytes.length}-byte download ${name}`,
+      );
+      assert(after.recording.switches >= 1, `broadcaster: the recording did not follow the switch to the screen: ${JSON.stringify(after.recording)}`);
+      assert(
+        after.href.startsWith('blob:') && after.download === name && !after.linkHidden && after.indicatorHidden && after.status.includes(name),
+        `broadcaster: after Stop recording the page shows ${JSON.stringify(after)}`,
+      );
+      assert((await label()) === 'Record', `broadcaster: #record-btn says "${await label()}" after the recording`);
+
+      // The file plays back, the camera's frames then the screen's: one recording across the switch.
+      const played = await playback(page, after.href);
+      assert(
+        played.sizes.length === 1 && played.sources.join(' then ') === 'camera then screen',
+        `${name} plays back ${JSON.stringify(played)}: expected one frame size, the camera's frames then the screen's (with black bars)`,
+      );
+      await expectViewerCount(broadcaster, 0);
+      assert((await broadcaster.status()).state === 'live', 'broadcaster: no longer live after recording');
+
+      const tracks = webm.tracks.map((t) => t.codec).join(' + ');
+      return `${name}: ${bytes.length} bytes, ${mimeType}, EBML header ${magic}, DocType ${webm.docType}, tracks ${tracks}; ` +
+        `played back ${played.sizes[0]} frames, ${played.sources.join(' then ')}; indicator "${shown}"`;
     },
   },
 ];

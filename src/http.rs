@@ -137,7 +137,7 @@ const ENTRY_MODULE: &str = "main.js";
 
 /// Every file the page loads, directly or by import; their contents make the `?v=` version.
 /// A new module belongs here (a test checks that no script in `assets/` is left out).
-const PAGE_ASSETS: [&str; 13] = [
+const PAGE_ASSETS: [&str; 15] = [
     ENTRY_MODULE,
     "state.js",
     "ui.js",
@@ -146,6 +146,8 @@ const PAGE_ASSETS: [&str; 13] = [
     "peers.js",
     "chat.js",
     "broadcaster.js",
+    "screen.js",
+    "recording.js",
     "viewer.js",
     "relay.js",
     "picker.js",

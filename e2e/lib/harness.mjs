@@ -134,8 +134,12 @@ export class Scenario {
    *   camera's picture: every `getUserMedia` video request of this participant asks for it
    *   (Chromium's fake device otherwise captures 640x480), so scenarios with many pages stay
    *   within a small machine's CPU
+   * @param {{width: number, height: number, frameRate: number}} [options.screen] the fake
+   *   screen's picture: every `getDisplayMedia` of this participant asks for at most this
+   *   (Chromium's fake screen is 1280x720 at 30 fps; its fake devices need no picker). Also
+   *   `window.__e2eCancelPicker = true` in the page makes the next one fail as a cancelled picker
    */
-  async participant(role, contextOptions = {}, { camera } = {}) {
+  async participant(role, contextOptions = {}, { camera, screen } = {}) {
     const context = await this.browser.newContext({
       viewport: { width: 1024, height: 768 },
       ...contextOptions,
@@ -146,6 +150,7 @@ export class Scenario {
     await context.exposeBinding(CSP_BINDING, (_source, report) => this.#cspViolation(role, report));
     await context.addInitScript(reportCspViolations, CSP_BINDING);
     if (camera) await context.addInitScript(askForCamera, camera);
+    if (screen) await context.addInitScript(askForScreen, screen);
     const page = await context.newPage();
     const participant = new Participant(this, role, context, page);
     this.participants.push(participant);
@@ -320,6 +325,31 @@ function askForCamera(camera) {
       ...own,
     };
     return getUserMedia({ ...constraints, video });
+  };
+}
+
+/**
+ * Runs in the page before its own scripts: screen captures ask for at most `screen`'s size and
+ * rate (`getDisplayMedia` allows no `min` or `exact`); `window.__e2eCancelPicker` makes the next
+ * one fail the way a person's Cancel in the picker does.
+ */
+function askForScreen(screen) {
+  const devices = navigator.mediaDevices;
+  if (!devices || typeof devices.getDisplayMedia !== 'function') return;
+  const getDisplayMedia = devices.getDisplayMedia.bind(devices);
+  devices.getDisplayMedia = (options = {}) => {
+    if (window.__e2eCancelPicker) {
+      window.__e2eCancelPicker = false;
+      return Promise.reject(new DOMException('Permission denied by user', 'NotAllowedError'));
+    }
+    const own = typeof options.video === 'object' ? options.video : {};
+    const video = {
+      width: { max: screen.width },
+      height: { max: screen.height },
+      frameRate: { max: screen.frameRate },
+      ...own,
+    };
+    return getDisplayMedia({ ...options, video });
   };
 }
 
