@@ -61,6 +61,8 @@ if [ -n "${REDIS_URL:-}" ] || [ -n "${REDIS_URL_SECRET_NAME:-}" ]; then
     # Mounted as a file: --redis-ca-cert reads a path.
     secrets+=("/etc/redis-ca/ca.pem=${REDIS_CA_SECRET_NAME}:latest")
     env_vars+=("REDIS_CA_CERT=/etc/redis-ca/ca.pem")
+    # A certificate naming its address only in the common name (Memorystore's, reportedly).
+    [ "${REDIS_SKIP_HOSTNAME_CHECK:-}" = true ] && env_vars+=("REDIS_SKIP_HOSTNAME_CHECK=true")
   fi
   flags+=(--no-cpu-throttling --min-instances=1 "--max-instances=${MAX_INSTANCES}")
   if [ -n "${VPC_CONNECTOR:-}" ]; then
@@ -68,7 +70,7 @@ if [ -n "${REDIS_URL:-}" ] || [ -n "${REDIS_URL_SECRET_NAME:-}" ]; then
   fi
 else
   flags+=(--max-instances=1)
-  remove_vars+=(REDIS_URL REDIS_CA_CERT)
+  remove_vars+=(REDIS_URL REDIS_CA_CERT REDIS_SKIP_HOSTNAME_CHECK)
 fi
 
 joined="$(printf '|;|%s' "${env_vars[@]}")"

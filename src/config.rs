@@ -212,6 +212,13 @@ pub struct Config {
     #[arg(long, env = "REDIS_CA_CERT")]
     pub redis_ca_cert: Option<PathBuf>,
 
+    /// Cluster mode over `rediss://` with `--redis-ca-cert`: trust that CA alone (not the
+    /// system's) and accept its certificates whatever host name or address they name. For a
+    /// managed Redis whose certificate names its address only in the common name, which TLS
+    /// clients no longer read (Memorystore's, reportedly), and whose CA signs nothing else.
+    #[arg(long, env = "REDIS_SKIP_HOSTNAME_CHECK")]
+    pub redis_skip_hostname_check: bool,
+
     /// Cluster mode: prefix of every Redis key and pub/sub channel, so several deployments (or
     /// test runs) can share one Redis; every node of one deployment must use the same.
     #[arg(long, env = "REDIS_PREFIX", default_value = "broadcast", value_parser = parse_redis_prefix)]
@@ -540,6 +547,10 @@ impl Config {
             ),
             (Some(_), Some(_)) if !self.redis_uses_tls() => Err(
                 "--redis-ca-cert (REDIS_CA_CERT) is set but --redis-url (REDIS_URL) is redis://, which does not use TLS: use rediss://, or drop --redis-ca-cert"
+                    .to_owned(),
+            ),
+            (None, _) if self.redis_skip_hostname_check => Err(
+                "--redis-skip-hostname-check (REDIS_SKIP_HOSTNAME_CHECK) needs --redis-ca-cert (REDIS_CA_CERT): only certificates of a CA of your own may skip the host name check"
                     .to_owned(),
             ),
             _ => Ok(()),
@@ -904,6 +915,15 @@ mod tests {
                 .redis_uses_tls()
         );
         assert!(!load(&[]).unwrap().redis_uses_tls());
+        let skip = [
+            "--redis-url",
+            "rediss://h:6378",
+            "--redis-skip-hostname-check",
+        ];
+        let err = load(&skip).unwrap_err().to_string();
+        assert!(err.contains("needs --redis-ca-cert"), "{err}");
+        let c = load(&[&skip[..], &["--redis-ca-cert", "ca.pem"]].concat()).unwrap();
+        assert!(c.redis_skip_hostname_check);
 
         for (args, expected) in [
             (

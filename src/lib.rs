@@ -237,9 +237,11 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
             })
         }
         Some(url) => {
-            let connection =
-                Connection::open(url, &config.redis_prefix, config.redis_ca_cert.as_deref())
-                    .await?;
+            let trust = cluster::Trust {
+                ca_file: config.redis_ca_cert.as_deref(),
+                any_name: config.redis_skip_hostname_check,
+            };
+            let connection = Connection::open(url, &config.redis_prefix, trust).await?;
             let adapter = connection.adapter().await?;
             let builder = SocketIo::builder().with_adapter::<FredAdapter<_>>(adapter);
             let built = socketio_settings(builder, config).build_layer();

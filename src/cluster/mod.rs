@@ -15,7 +15,6 @@ mod store;
 pub mod tls;
 
 use std::fmt;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use rand::RngExt;
 pub use keys::Keys;
 pub use node::Health;
 pub use store::ClusterRegistry;
+pub use tls::Trust;
 
 /// How long one Redis command may take before the operation fails (and health says why).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -91,17 +91,17 @@ pub struct Connection {
 
 impl Connection {
     /// Connects both clients; fails (for one clear line at start-up) when Redis does not answer.
-    /// A `rediss://` URL connects over TLS, trusting the system's roots and `ca_cert`'s.
+    /// A `rediss://` URL connects over TLS, trusting what `trust` says.
     pub async fn open(
         url: &str,
         prefix: &str,
-        ca_cert: Option<&Path>,
+        trust: tls::Trust<'_>,
     ) -> Result<Self, ClusterError> {
         // fred does not read a `?protocol=resp3` query (the form the `redis` crate documents);
         // accept it and set RESP3 ourselves, which socketioxide-redis's fred driver expects.
         let base = strip_protocol_query(url);
         let tls = match base.strip_prefix("rediss://") {
-            Some(rest) => Some((format!("redis://{rest}"), tls::client_config(ca_cert)?)),
+            Some(rest) => Some((format!("redis://{rest}"), tls::client_config(trust)?)),
             None => None,
         };
         // For `rediss://` fred would build TLS settings of its own (system roots only, failing

@@ -8,19 +8,41 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::ClusterError;
 
+/// Which certificates `rediss://` accepts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trust<'a> {
+    /// `--redis-ca-cert`: CA certificates trusted besides the system's.
+    pub ca_file: Option<&'a Path>,
+    /// `--redis-skip-hostname-check` (only with `ca_file`): trust that CA alone and accept its
+    /// certificates whatever host they name.
+    pub any_name: bool,
+}
+
 /// The rustls client configuration for `rediss://`: system roots and the `ca_file`'s
-/// certificates. Fails when the file cannot be read or holds no usable certificate, so that a
-/// typo in the path is one clear line at start-up rather than an untrusted certificate later.
-pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClusterError> {
-    let mut roots = system_roots();
-    if let Some(path) = ca_file {
+/// certificates, or with `any_name` the `ca_file`'s alone. Fails when the file cannot be read
+/// or holds no usable certificate, so that a typo in the path is one clear line at start-up
+/// rather than an untrusted certificate later.
+pub fn client_config(trust: Trust<'_>) -> Result<rustls::ClientConfig, ClusterError> {
+    let mut roots = match (trust.any_name, trust.ca_file) {
+        (true, Some(_)) => RootCertStore::empty(),
+        (true, None) => {
+            return Err(ClusterError::Tls(
+                "--redis-skip-hostname-check needs --redis-ca-cert, the CA it trusts alone"
+                    .to_owned(),
+            ));
+        }
+        (false, _) => system_roots(),
+    };
+    if let Some(path) = trust.ca_file {
         for cert in read_ca_file(path)? {
             roots.add(cert).map_err(|e| ca_error(path, e))?;
         }
@@ -31,12 +53,73 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Clu
     let provider = CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ClusterError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| ClusterError::Tls(e.to_string()))?;
+    let config = if trust.any_name {
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| ClusterError::Tls(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyNameUnderCa(verifier)))
+            .with_no_client_auth()
+    } else {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
     Ok(config)
+}
+
+/// Accepts a certificate that chains to the operator's own CA whatever host name or address
+/// it names. For a managed Redis whose certificate names its address only in the subject's
+/// common name, which rustls (like browsers) does not read: Google's Memorystore has been
+/// reported to do so. The chain, dates and key usage are still checked in full (rustls checks
+/// the name last, after the chain), and only the `--redis-ca-cert` CA is a root: a dedicated
+/// CA that signs this Redis's certificates and nothing else.
+#[derive(Debug)]
+struct AnyNameUnderCa(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyNameUnderCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// The system's CA roots. A certificate the system store holds but rustls cannot use is
@@ -115,7 +198,9 @@ pub fn explain(error: &fred::error::Error, tls: bool) -> Option<String> {
             // A certificate naming its host only in the subject's common name fails here:
             // rustls, like browsers, reads the subject alternative names alone.
             "its TLS certificate does not list this host name or address among its subject \
-             alternative names (the common name is not read): connect with a name it lists"
+             alternative names (the common name is not read): connect with a name it lists, or \
+             for a Redis whose own CA is passed with --redis-ca-cert, add \
+             --redis-skip-hostname-check"
                 .to_owned()
         } else if has("Expired") || has("NotValidYet") {
             format!("its TLS certificate is not valid now (expired or not yet valid): {detail}")
@@ -240,10 +325,30 @@ DUo/jH8BZxg=
     #[test]
     fn the_client_config_takes_the_ca_file() {
         let path = temp_file("config", CA_PEM.as_bytes());
-        let config = client_config(Some(&path));
+        let with_ca = Trust {
+            ca_file: Some(&path),
+            any_name: false,
+        };
+        let config = client_config(with_ca);
+        let pinned = client_config(Trust {
+            any_name: true,
+            ..with_ca
+        });
         let _ = std::fs::remove_file(&path);
         assert!(config.is_ok(), "{:?}", config.err());
-        assert!(client_config(None).is_ok(), "system roots alone");
+        assert!(pinned.is_ok(), "{:?}", pinned.err());
+        assert!(
+            client_config(Trust::default()).is_ok(),
+            "system roots alone"
+        );
+        assert!(
+            client_config(Trust {
+                ca_file: None,
+                any_name: true
+            })
+            .is_err(),
+            "no name check without a CA of the operator's own"
+        );
     }
 
     fn io_error(inner: rustls::Error) -> fred::error::Error {

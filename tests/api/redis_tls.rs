@@ -29,11 +29,25 @@ struct TlsRedis {
     child: Child,
 }
 
+/// What the server certificate names.
+#[derive(Clone, Copy)]
+enum Names {
+    /// 127.0.0.1 and localhost as subject alternative names, as TLS clients read them.
+    Listed,
+    /// 127.0.0.1 in the common name only (no subject alternative names), as some managed
+    /// Redis certificates do.
+    CommonNameOnly,
+}
+
 impl TlsRedis {
     async fn start() -> TlsRedis {
+        TlsRedis::start_with(Names::Listed).await
+    }
+
+    async fn start_with(names: Names) -> TlsRedis {
         let dir = std::env::temp_dir().join(format!("broadcast-redis-tls-{}", unique_prefix()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
-        make_certificates(&dir).await;
+        make_certificates(&dir, names).await;
         let port = free_port();
         let log = dir.join("redis.log");
         let out = std::fs::File::create(&log).expect("redis log file");
@@ -88,6 +102,11 @@ impl TlsRedis {
     fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
+
+    /// Another CA, which signed nothing this Redis presents.
+    fn other_ca(&self) -> PathBuf {
+        self.dir.join("other-ca.pem")
+    }
 }
 
 impl Drop for TlsRedis {
@@ -98,23 +117,34 @@ impl Drop for TlsRedis {
 }
 
 /// A CA (`ca.pem`) and a server certificate it signed for 127.0.0.1 and localhost
-/// (`server.pem`, `server.key`), valid for a day, in `dir`.
-async fn make_certificates(dir: &Path) {
+/// (`server.pem`, `server.key`), valid for a day, in `dir`; and another CA (`other-ca.pem`).
+async fn make_certificates(dir: &Path, names: Names) {
+    let listed = match names {
+        Names::Listed => "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        Names::CommonNameOnly => "",
+    };
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
-         basicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\n\
-         extendedKeyUsage=serverAuth\n",
+        format!(
+            "{listed}basicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\n\
+             extendedKeyUsage=serverAuth\n"
+        ),
     )
     .expect("write the extensions file");
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    let steps: [Vec<&str>; 3] = [
+    let steps: [Vec<&str>; 4] = [
         [&["req", "-x509", "-nodes", "-days", "1"][..], &ec[..]]
             .concat()
             .into_iter()
             .chain(["-subj", "/CN=broadcast test CA"])
             .chain(["-keyout", "ca.key", "-out", "ca.pem"])
+            .collect(),
+        [&["req", "-x509", "-nodes", "-days", "1"][..], &ec[..]]
+            .concat()
+            .into_iter()
+            .chain(["-subj", "/CN=some other CA"])
+            .chain(["-keyout", "other-ca.key", "-out", "other-ca.pem"])
             .collect(),
         [&["req", "-new", "-nodes"][..], &ec[..]]
             .concat()
@@ -297,4 +327,55 @@ async fn an_unreadable_ca_cert_stops_start_up_before_connecting() {
             missing.display()
         ),
     );
+}
+
+/// A certificate that names its address only in the common name (as Memorystore's reportedly
+/// do) is refused with a line naming the way out; `--redis-skip-hostname-check` accepts it when
+/// it chains to the `--redis-ca-cert` CA, and only then.
+#[tokio::test]
+async fn a_common_name_only_certificate_needs_the_skip_hostname_check() {
+    let redis = TlsRedis::start_with(Names::CommonNameOnly).await;
+    let port = redis.port;
+    let url = format!("rediss://app:{PASSWORD}@127.0.0.1:{port}");
+    let ca = redis.ca().display().to_string();
+    let run = run_to_exit(&url, &["--redis-ca-cert", &ca]).await;
+    assert_one_line(
+        "a common-name-only certificate",
+        run,
+        &format!(
+            "error: cannot reach Redis at rediss://…@127.0.0.1:{port}: its TLS certificate \
+             does not list this host name or address among its subject alternative names (the \
+             common name is not read): connect with a name it lists, or for a Redis whose own \
+             CA is passed with --redis-ca-cert, add --redis-skip-hostname-check"
+        ),
+    );
+    // The chain is still checked: another CA does not vouch for this certificate.
+    let other = redis.other_ca().display().to_string();
+    let run = run_to_exit(
+        &url,
+        &["--redis-ca-cert", &other, "--redis-skip-hostname-check"],
+    )
+    .await;
+    assert_one_line(
+        "skip hostname check, wrong CA",
+        run,
+        &format!(
+            "error: cannot reach Redis at rediss://…@127.0.0.1:{port}: its TLS certificate is \
+             not trusted (unknown issuer): pass the CA that signed it with --redis-ca-cert \
+             (REDIS_CA_CERT)"
+        ),
+    );
+    let url = format!("rediss://127.0.0.1:{port}");
+    let extra = [
+        "--redis-ca-cert".to_owned(),
+        ca,
+        "--redis-skip-hostname-check".to_owned(),
+    ];
+    let mut node = Node::start_with_url(&url, &unique_prefix(), &extra).await;
+    let (status, health) = node.health().await;
+    println!("{url} with --redis-skip-hostname-check: /healthz {status} {health}");
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["mode"], "cluster", "{health}");
+    let status = node.terminate().await;
+    assert!(status.success(), "exit 0 on SIGTERM: {}", node.log_text());
 }

@@ -22,19 +22,19 @@ lacks() {
 memory="$(deploy)"
 for arg in --concurrency=1000 --timeout=3600 --session-affinity --allow-unauthenticated \
   --max-instances=1 '--update-env-vars=^|;|^TRUSTED_PROXIES=cloud-run' \
-  --remove-env-vars=REDIS_URL,REDIS_CA_CERT --image=img:1; do
+  --remove-env-vars=REDIS_URL,REDIS_CA_CERT,REDIS_SKIP_HOSTNAME_CHECK --image=img:1; do
   has "$memory" "$arg" "in memory"
 done
 lacks "$memory" '--set-env-vars' "in memory"
 lacks "$memory" '--no-cpu-throttling' "in memory"
 lacks "$memory" '--update-secrets' "in memory"
 
-cluster="$(deploy REDIS_URL='rediss://:p,w@10.0.0.3:6378' REDIS_CA_SECRET_NAME=redis-ca \
+cluster="$(deploy REDIS_URL='rediss://:p,w@10.0.0.3:6378' REDIS_CA_SECRET_NAME=redis-ca REDIS_SKIP_HOSTNAME_CHECK=true \
   TURN_URLS='turn:turn.example.com:3478,turns:turn.example.com:5349' TURN_SECRET_NAME=turn-secret \
   METRICS_TOKEN_NAME=metrics-token VPC_CONNECTOR=conn MAX_INSTANCES=4 CONCURRENCY=500)"
 for arg in --concurrency=500 --no-cpu-throttling --min-instances=1 --max-instances=4 \
   --vpc-connector=conn --allow-unauthenticated \
-  '--update-env-vars=^|;|^TRUSTED_PROXIES=cloud-run|;|TURN_URLS=turn:turn.example.com:3478,turns:turn.example.com:5349|;|REDIS_URL=rediss://:p,w@10.0.0.3:6378|;|REDIS_CA_CERT=/etc/redis-ca/ca.pem' \
+  '--update-env-vars=^|;|^TRUSTED_PROXIES=cloud-run|;|TURN_URLS=turn:turn.example.com:3478,turns:turn.example.com:5349|;|REDIS_URL=rediss://:p,w@10.0.0.3:6378|;|REDIS_CA_CERT=/etc/redis-ca/ca.pem|;|REDIS_SKIP_HOSTNAME_CHECK=true' \
   '--update-secrets=TURN_SECRET=turn-secret:latest,METRICS_TOKEN=metrics-token:latest,/etc/redis-ca/ca.pem=redis-ca:latest'; do
   has "$cluster" "$arg" "on Redis"
 done
