@@ -576,8 +576,8 @@ impl Config {
     }
 
     /// The relay tree's limits.
-    pub fn tree_limits(&self) -> crate::signaling::tree::TreeLimits {
-        crate::signaling::tree::TreeLimits {
+    pub fn tree_limits(&self) -> crate::registry::tree::TreeLimits {
+        crate::registry::tree::TreeLimits {
             direct: usize::try_from(self.relay_direct).unwrap_or(usize::MAX),
             fanout: usize::try_from(self.relay_fanout).unwrap_or(usize::MAX),
             wait: Duration::from_millis(self.relay_wait_ms),

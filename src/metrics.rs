@@ -29,9 +29,9 @@ use socketioxide::adapter::Adapter;
 use socketioxide::{SocketIo, TransportType};
 use subtle::ConstantTimeEq;
 
-use crate::signaling::Registry;
-use crate::signaling::channels::{BroadcastStarted, Census};
-use crate::signaling::errors::ChannelError;
+use crate::registry::Registry;
+use crate::registry::channels::{BroadcastStarted, Census};
+use crate::registry::errors::ChannelError;
 use crate::signaling::payloads::{InvalidPayload, RelayKind};
 
 pub const RELAYED: &str = "broadcast_relayed_total";

@@ -27,15 +27,15 @@ use rand::RngExt;
 use serde_json::{Value, json};
 
 use super::{Health, Keys, NodeId};
-use crate::signaling::channels::{
+use crate::registry::Stats;
+use crate::registry::channels::{
     Activity, BroadcastRequest, BroadcastStarted, Census, Channel, ChannelSummary, ChatDelivery,
     ClosedChannel, Departure, Expired, Membership, RegistryLimits, State, TreeEvent, TreeOp,
     ViewerJoined, ViewerRequest, random_channel_id,
 };
-use crate::signaling::clock::Moment;
-use crate::signaling::errors::ChannelError;
-use crate::signaling::ids::{ChannelId, SocketId};
-use crate::signaling::registry::Stats;
+use crate::registry::clock::Moment;
+use crate::registry::errors::ChannelError;
+use crate::registry::ids::{ChannelId, SocketId};
 
 const COMMIT: &str = include_str!("commit.lua");
 

@@ -1,19 +1,31 @@
-//! The channel registry's one interface over its two backends: in memory (one node, the
-//! default) and in Redis (cluster mode, several nodes share every channel).
+//! The channel registry: which channels exist, who broadcasts and who watches each, and the
+//! rules that change them. No socket types and no I/O: the Socket.IO transport ([`crate::signaling`])
+//! calls it and turns its results into emits.
 //!
-//! Both run the same rules ([`super::channels::State`]); they differ only in where the state
+//! [`Registry`] is its one interface over its two backends: in memory (one node, the default)
+//! and in Redis (cluster mode, several nodes share every channel).
+//!
+//! Both run the same rules ([`channels::State`]); they differ only in where the state
 //! lives and how an operation is made atomic (a mutex here, an optimistic Redis transaction
 //! there). The methods are async because the Redis backend is; the in-memory one never awaits.
 
-use super::channels::{
-    Activity, BroadcastRequest, BroadcastStarted, Census, ChannelSummary, ChatDelivery,
-    ClosedChannel, Departure, Expired, MemoryRegistry, RegistryLimits, TreeEvent, ViewerJoined,
-    ViewerRequest,
-};
-use super::clock::Moment;
-use super::errors::ChannelError;
-use super::ids::SocketId;
+pub mod channels;
+pub mod clock;
+pub mod errors;
+pub mod ids;
+pub mod secrets;
+pub mod tree;
+
 use crate::cluster::ClusterRegistry;
+use channels::{
+    Activity, BroadcastRequest, BroadcastStarted, Census, ChannelSummary, ChatDelivery,
+    ClosedChannel, Departure, Expired, TreeEvent, ViewerJoined, ViewerRequest,
+};
+use clock::Moment;
+use errors::ChannelError;
+use ids::SocketId;
+
+pub use channels::{MemoryRegistry, RegistryLimits};
 
 /// Cheap to clone; every clone shares the same channels.
 #[derive(Clone)]
