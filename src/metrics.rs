@@ -30,8 +30,9 @@ use socketioxide::{SocketIo, TransportType};
 use subtle::ConstantTimeEq;
 
 use crate::registry::Registry;
-use crate::registry::channels::{BroadcastStarted, Census};
+use crate::registry::broadcaster::BroadcastStarted;
 use crate::registry::errors::ChannelError;
+use crate::registry::listing::Census;
 use crate::signaling::payloads::{InvalidPayload, RelayKind};
 
 pub const RELAYED: &str = "broadcast_relayed_total";

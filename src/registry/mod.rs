@@ -1,31 +1,53 @@
 //! The channel registry: which channels exist, who broadcasts and who watches each, and the
-//! rules that change them. No socket types and no I/O: the Socket.IO transport ([`crate::signaling`])
-//! calls it and turns its results into emits.
+//! rules that change them.
 //!
-//! [`Registry`] is its one interface over its two backends: in memory (one node, the default)
-//! and in Redis (cluster mode, several nodes share every channel).
+//! Pure domain logic: no socket types, no I/O. Handlers call it and turn its results into emits,
+//! so every rule of the protocol that concerns state lives here and is unit-tested here. The
+//! data is [`model::State`]; each rule is a method on it, in the file of its concept
+//! ([`broadcaster`], [`membership`], [`waiting`], [`relay`], [`chat`], [`tree_events`],
+//! [`expiry`], [`listing`]).
 //!
-//! Both run the same rules ([`channels::State`]); they differ only in where the state
+//! [`Registry`] is its one interface over its two backends: in memory ([`memory`]; one node, the
+//! default) and in Redis (cluster mode, several nodes share every channel).
+//!
+//! Both run the same rules ([`model::State`]); they differ only in where the state
 //! lives and how an operation is made atomic (a mutex here, an optimistic Redis transaction
 //! there). The methods are async because the Redis backend is; the in-memory one never awaits.
 
-pub mod channels;
+pub mod broadcaster;
+pub mod chat;
 pub mod clock;
 pub mod errors;
+pub mod expiry;
 pub mod ids;
+pub mod listing;
+pub mod membership;
+pub mod memory;
+pub mod model;
+pub mod relay;
 pub mod secrets;
 pub mod tree;
+pub mod tree_events;
+pub mod waiting;
+
+#[cfg(test)]
+mod tests;
 
 use crate::cluster::ClusterRegistry;
-use channels::{
-    Activity, BroadcastRequest, BroadcastStarted, Census, ChannelSummary, ChatDelivery,
-    ClosedChannel, Departure, Expired, TreeEvent, ViewerJoined, ViewerRequest,
-};
+use broadcaster::{BroadcastRequest, BroadcastStarted};
+use chat::ChatDelivery;
 use clock::Moment;
 use errors::ChannelError;
+use expiry::Expired;
 use ids::SocketId;
+use listing::{Census, ChannelSummary};
+use membership::{Departure, ViewerJoined, ViewerRequest};
+use model::ClosedChannel;
+use relay::Activity;
+use tree_events::TreeEvent;
 
-pub use channels::{MemoryRegistry, RegistryLimits};
+pub use memory::MemoryRegistry;
+pub use model::RegistryLimits;
 
 /// Cheap to clone; every clone shares the same channels.
 #[derive(Clone)]

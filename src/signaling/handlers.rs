@@ -20,11 +20,14 @@ use super::payloads::{
 };
 use crate::metrics;
 use crate::registry::Registry;
-use crate::registry::channels::{
-    Activity, BroadcastRequest, Departure, SocketId, TreeEvent, ViewerRequest, unix_now,
-};
+use crate::registry::broadcaster::BroadcastRequest;
+use crate::registry::clock::unix_now;
 use crate::registry::errors::ChannelError;
+use crate::registry::ids::SocketId;
+use crate::registry::membership::{Departure, ViewerRequest};
+use crate::registry::relay::Activity;
 use crate::registry::secrets;
+use crate::registry::tree_events::TreeEvent;
 
 /// What a handler needs about the socket it serves.
 pub struct Ctx<'a, A: Adapter> {

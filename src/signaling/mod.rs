@@ -32,7 +32,7 @@ pub use limits::{Rate, RateLimits, Rates};
 use crate::client_addr::{SessionsPerAddr, TrustedProxies};
 use crate::connection::PublicIds;
 use crate::registry::Registry;
-use crate::registry::channels::Departure;
+use crate::registry::membership::Departure;
 pub use sweeper::{SweeperGuard, spawn_sweeper};
 
 /// Shared state every handler sees.
