@@ -67,15 +67,6 @@ pub struct Stats {
     pub indexed_addresses: usize,
 }
 
-macro_rules! both {
-    ($self:ident, $r:ident => $call:expr) => {
-        match $self {
-            Registry::Memory($r) => $call,
-            Registry::Cluster($r) => $call.await,
-        }
-    };
-}
-
 impl Registry {
     pub fn limits(&self) -> &RegistryLimits {
         match self {
@@ -90,13 +81,19 @@ impl Registry {
         channel_id: Option<&str>,
         request: BroadcastRequest<'_>,
     ) -> Result<BroadcastStarted, ChannelError> {
-        both!(self, r => r.start_broadcast(sid, channel_id, request))
+        match self {
+            Registry::Memory(r) => r.start_broadcast(sid, channel_id, request),
+            Registry::Cluster(r) => r.start_broadcast(sid, channel_id, request).await,
+        }
     }
 
     /// Puts a viewer in the waiting room of a channel id without a broadcaster;
     /// `Ok(false)`: the channel exists (join it instead).
     pub async fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
-        both!(self, r => r.wait_for(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.wait_for(sid, channel_id),
+            Registry::Cluster(r) => r.wait_for(sid, channel_id).await,
+        }
     }
 
     /// How the channels stand, for `/metrics` (cluster mode: the whole deployment).
@@ -128,7 +125,10 @@ impl Registry {
         channel_id: &str,
         request: ViewerRequest<'_>,
     ) -> Result<ViewerJoined, ChannelError> {
-        both!(self, r => r.join_verified(sid, channel_id, request))
+        match self {
+            Registry::Memory(r) => r.join_verified(sid, channel_id, request),
+            Registry::Cluster(r) => r.join_verified(sid, channel_id, request).await,
+        }
     }
 
     pub async fn relay_ready(
@@ -136,7 +136,10 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
-        both!(self, r => r.relay_ready(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.relay_ready(sid, channel_id),
+            Registry::Cluster(r) => r.relay_ready(sid, channel_id).await,
+        }
     }
 
     pub async fn upstream_failed(
@@ -144,11 +147,17 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
-        both!(self, r => r.upstream_failed(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.upstream_failed(sid, channel_id),
+            Registry::Cluster(r) => r.upstream_failed(sid, channel_id).await,
+        }
     }
 
     pub async fn expire_waits(&self, now: Moment) -> Expired {
-        both!(self, r => r.expire_waits(now))
+        match self {
+            Registry::Memory(r) => r.expire_waits(now),
+            Registry::Cluster(r) => r.expire_waits(now).await,
+        }
     }
 
     pub async fn authorize_relay(
@@ -157,7 +166,10 @@ impl Registry {
         target: &str,
         activity: Activity,
     ) -> Result<SocketId, ChannelError> {
-        both!(self, r => r.authorize_relay(sender, target, activity))
+        match self {
+            Registry::Memory(r) => r.authorize_relay(sender, target, activity),
+            Registry::Cluster(r) => r.authorize_relay(sender, target, activity).await,
+        }
     }
 
     pub async fn set_alias(
@@ -166,7 +178,10 @@ impl Registry {
         channel_id: &str,
         alias: &str,
     ) -> Result<(), ChannelError> {
-        both!(self, r => r.set_alias(sid, channel_id, alias))
+        match self {
+            Registry::Memory(r) => r.set_alias(sid, channel_id, alias),
+            Registry::Cluster(r) => r.set_alias(sid, channel_id, alias).await,
+        }
     }
 
     pub async fn chat(
@@ -174,7 +189,10 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
     ) -> Result<ChatDelivery, ChannelError> {
-        both!(self, r => r.chat(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.chat(sid, channel_id),
+            Registry::Cluster(r) => r.chat(sid, channel_id).await,
+        }
     }
 
     pub async fn stop_broadcast(
@@ -182,17 +200,26 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
     ) -> Result<Vec<SocketId>, ChannelError> {
-        both!(self, r => r.stop_broadcast(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.stop_broadcast(sid, channel_id),
+            Registry::Cluster(r) => r.stop_broadcast(sid, channel_id).await,
+        }
     }
 
     /// Removes a socket everywhere. In cluster mode a failure leaves its entries for the
     /// dead-node reaper or a retry; the departure is then empty.
     pub async fn disconnect(&self, sid: &SocketId) -> Departure {
-        both!(self, r => r.disconnect(sid))
+        match self {
+            Registry::Memory(r) => r.disconnect(sid),
+            Registry::Cluster(r) => r.disconnect(sid).await,
+        }
     }
 
     pub async fn sweep(&self, now: Moment) -> Vec<ClosedChannel> {
-        both!(self, r => r.sweep(now))
+        match self {
+            Registry::Memory(r) => r.sweep(now),
+            Registry::Cluster(r) => r.sweep(now).await,
+        }
     }
 
     pub async fn stats(&self) -> Stats {
