@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde_json::Value;
+
+use crate::telemetry::LogFormat;
 
 /// STUN servers the earlier page used; no TURN (the server does no media work).
 pub const DEFAULT_ICE_SERVERS: &str =
@@ -235,12 +237,6 @@ pub struct Config {
     /// health check without curl.
     #[arg(long)]
     pub healthcheck: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Which Engine.IO transports the server accepts (and the served page uses).
