@@ -1,5 +1,5 @@
-//! The in-memory backend ([`MemoryRegistry`]): the whole [`State`] behind one lock; each method
-//! locks it, runs one rule with the current time, and returns that rule's result.
+//! The in-memory backend ([`MemoryRegistry`]): the whole `State` behind one lock, which each
+//! method takes to run one rule.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -8,11 +8,10 @@
 //! [`expiry`], [`listing`]).
 //!
 //! [`Registry`] is its one interface over its two backends: in memory ([`memory`]; one node, the
-//! default) and in Redis (cluster mode, several nodes share every channel).
-//!
-//! Both run the same rules ([`model::State`]); they differ only in where the state
-//! lives and how an operation is made atomic (a mutex here, an optimistic Redis transaction
-//! there). The methods are async because the Redis backend is; the in-memory one never awaits.
+//! default) and in Redis (cluster mode, several nodes share every channel). Both run the same
+//! rules; they differ only in where the state lives and how an operation is made atomic (a mutex
+//! here, an optimistic Redis transaction there). The methods are async because the Redis backend
+//! is; the in-memory one never awaits.
 
 pub mod broadcaster;
 pub mod chat;
