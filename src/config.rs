@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde_json::Value;
+
+use crate::telemetry::LogFormat;
 
 /// STUN servers the earlier page used; no TURN (the server does no media work).
 pub const DEFAULT_ICE_SERVERS: &str =
@@ -242,12 +244,6 @@ pub struct Config {
     /// health check without curl.
     #[arg(long)]
     pub healthcheck: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Which Engine.IO transports the server accepts (and the served page uses).
@@ -587,8 +583,8 @@ impl Config {
     }
 
     /// The relay tree's limits.
-    pub fn tree_limits(&self) -> crate::signaling::tree::TreeLimits {
-        crate::signaling::tree::TreeLimits {
+    pub fn tree_limits(&self) -> crate::registry::tree::TreeLimits {
+        crate::registry::tree::TreeLimits {
             direct: usize::try_from(self.relay_direct).unwrap_or(usize::MAX),
             fanout: usize::try_from(self.relay_fanout).unwrap_or(usize::MAX),
             wait: Duration::from_millis(self.relay_wait_ms),

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::signaling::ids::SocketId;
+use crate::registry::ids::SocketId;
 
 /// Length of an Engine.IO session id (socketioxide's `Sid`: 16 base64url characters).
 pub const SESSION_ID_LEN: usize = 16;

@@ -31,7 +31,7 @@ use crate::client_addr::SessionsPerAddr;
 use crate::cluster::{Health as ClusterHealth, NodeId};
 use crate::config::Config;
 use crate::connection::PublicIds;
-use crate::signaling::Registry;
+use crate::registry::Registry;
 
 const PAGE_TEMPLATE: &str = include_str!("../templates/broadcast.html");
 

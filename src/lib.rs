@@ -8,6 +8,7 @@ pub mod connection;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;
+pub mod registry;
 pub mod shutdown;
 pub mod signaling;
 pub mod telemetry;
@@ -33,7 +34,8 @@ use cluster::node::Node;
 use cluster::{ClusterError, ClusterRegistry, Connection};
 use config::Config;
 use connection::{ConnectionLimits, GuardedAcceptor, PublicIds, Reconnector};
-use signaling::{MemoryRegistry, RateLimits, Registry, RegistryLimits, SweeperGuard};
+use registry::{MemoryRegistry, Registry, RegistryLimits};
+use signaling::{RateLimits, SweeperGuard};
 
 /// Transport settings of the earlier server (PROTOCOL.md "Transport settings").
 const PING_INTERVAL: Duration = Duration::from_secs(25);

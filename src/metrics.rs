@@ -29,9 +29,10 @@ use socketioxide::adapter::Adapter;
 use socketioxide::{SocketIo, TransportType};
 use subtle::ConstantTimeEq;
 
-use crate::signaling::Registry;
-use crate::signaling::channels::{BroadcastStarted, Census};
-use crate::signaling::errors::ChannelError;
+use crate::registry::Registry;
+use crate::registry::broadcaster::BroadcastStarted;
+use crate::registry::errors::ChannelError;
+use crate::registry::listing::Census;
 use crate::signaling::payloads::{InvalidPayload, RelayKind};
 
 pub const RELAYED: &str = "broadcast_relayed_total";

@@ -2,9 +2,8 @@
 
 use std::io::IsTerminal;
 
+use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
-
-use crate::config::LogFormat;
 
 /// Libraries that log whole frames (and spans holding them) below `info`: frames carry
 /// passwords and resume tokens, which must never reach a log, so they stay at `info` whatever
@@ -20,6 +19,13 @@ const FRAME_LOGGERS: &[&str] = &[
     "hyper=info",
     "fred=info",
 ];
+
+/// How log lines are written (`--log-format`): text for people, JSON lines for collectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber. Defaults to `info` when `RUST_LOG` is unset or invalid.
 pub fn init(format: LogFormat) {

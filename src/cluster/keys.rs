@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::signaling::ids::{ChannelId, SocketId};
+use crate::registry::ids::{ChannelId, SocketId};
 
 use super::NodeId;
 

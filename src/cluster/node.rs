@@ -13,8 +13,8 @@ use std::time::Duration;
 use fred::prelude::{Client, Expiration, KeysInterface, SetOptions, SetsInterface};
 
 use super::{ClusterRegistry, Keys, NodeId, lock};
-use crate::signaling::channels::Departure;
-use crate::signaling::ids::SocketId;
+use crate::registry::ids::SocketId;
+use crate::registry::membership::Departure;
 
 /// Whether this node can reach Redis; `/healthz` turns 503 with the reason while it cannot.
 /// Commands and pub/sub go over separate connections, and each must work.

@@ -27,15 +27,19 @@ use rand::RngExt;
 use serde_json::{Value, json};
 
 use super::{Health, Keys, NodeId};
-use crate::signaling::channels::{
-    Activity, BroadcastRequest, BroadcastStarted, Census, Channel, ChannelSummary, ChatDelivery,
-    ClosedChannel, Departure, Expired, Membership, RegistryLimits, State, TreeEvent, TreeOp,
-    ViewerJoined, ViewerRequest, random_channel_id,
-};
-use crate::signaling::clock::Moment;
-use crate::signaling::errors::ChannelError;
-use crate::signaling::ids::{ChannelId, SocketId};
-use crate::signaling::registry::Stats;
+use crate::registry::Stats;
+use crate::registry::broadcaster::{BroadcastRequest, BroadcastStarted};
+use crate::registry::chat::ChatDelivery;
+use crate::registry::clock::Moment;
+use crate::registry::errors::ChannelError;
+use crate::registry::expiry::Expired;
+use crate::registry::ids::random_channel_id;
+use crate::registry::ids::{ChannelId, SocketId};
+use crate::registry::listing::{Census, ChannelSummary};
+use crate::registry::membership::{Departure, ViewerJoined, ViewerRequest};
+use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits, State};
+use crate::registry::relay::Activity;
+use crate::registry::tree_events::{TreeEvent, TreeOp};
 
 const COMMIT: &str = include_str!("commit.lua");
 

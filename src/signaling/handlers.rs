@@ -11,10 +11,6 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
 use super::Signaling;
-use super::channels::{
-    Activity, BroadcastRequest, Departure, SocketId, TreeEvent, ViewerRequest, unix_now,
-};
-use super::errors::ChannelError;
 use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
@@ -22,9 +18,16 @@ use super::payloads::{
     ChannelRef, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError,
     RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount, ViewerToken,
 };
-use super::registry::Registry;
-use super::secrets;
 use crate::metrics;
+use crate::registry::Registry;
+use crate::registry::broadcaster::BroadcastRequest;
+use crate::registry::clock::unix_now;
+use crate::registry::errors::ChannelError;
+use crate::registry::ids::SocketId;
+use crate::registry::membership::{Departure, ViewerRequest};
+use crate::registry::relay::Activity;
+use crate::registry::secrets;
+use crate::registry::tree_events::TreeEvent;
 
 /// What a handler needs about the socket it serves.
 pub struct Ctx<'a, A: Adapter> {

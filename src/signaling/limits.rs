@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use super::ids::SocketId;
+use crate::registry::ids::SocketId;
 
 /// What one class of event may do: a rate per second and a burst. A rate of 0 means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

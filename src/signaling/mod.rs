@@ -7,19 +7,12 @@
 //! One fallback handler per socket, not one per event, keeps per-connection memory small.
 //! Everything is generic over the Socket.IO adapter: in-process, or Redis in cluster mode.
 
-pub mod channels;
-pub mod clock;
-pub mod errors;
 pub mod events;
 mod handlers;
-pub mod ids;
 pub mod limits;
 mod mailbox;
 pub mod payloads;
-pub mod registry;
-pub mod secrets;
 mod sweeper;
-pub mod tree;
 
 use std::fmt;
 use std::future::Future;
@@ -34,12 +27,12 @@ use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, V
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide_core::adapter::DefinedAdapter;
 
-pub use channels::{MemoryRegistry, RegistryLimits};
 pub use limits::{Rate, RateLimits, Rates};
-pub use registry::Registry;
 
 use crate::client_addr::{SessionsPerAddr, TrustedProxies};
 use crate::connection::PublicIds;
+use crate::registry::Registry;
+use crate::registry::membership::Departure;
 pub use sweeper::{SweeperGuard, spawn_sweeper};
 
 /// Shared state every handler sees.
@@ -227,6 +220,6 @@ impl<A: Adapter> DisconnectHandler<A, Inline> for OnDisconnect<A> {
 }
 
 /// Tells everybody a departure concerns (at shutdown, for what this node's sockets still held).
-pub async fn announce<A: Adapter>(io: &SocketIo<A>, departure: channels::Departure) {
+pub async fn announce<A: Adapter>(io: &SocketIo<A>, departure: Departure) {
     handlers::announce(io, departure).await;
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
-use super::channels::ChannelSummary;
+use crate::registry::listing::ChannelSummary;
 
 pub const CHANNEL_ID_MAX_CHARS: usize = 20;
 pub const ALIAS_MIN_CHARS: usize = 5;

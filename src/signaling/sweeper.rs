@@ -9,13 +9,13 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use tokio::task::JoinHandle;
 
-use super::clock::Moment;
 use super::handlers::{announce, emit_tree, send};
 use super::limits::RateLimits;
 use super::payloads::ChannelRef;
-use super::registry::Registry;
 use crate::cluster::node::{Beat, Node};
 use crate::connection::Reconnector;
+use crate::registry::Registry;
+use crate::registry::clock::Moment;
 
 /// Stops the background tasks when dropped, so their lifetime is the server's.
 #[must_use = "the sweeper stops when this guard is dropped"]

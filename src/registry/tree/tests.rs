@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::signaling::clock::Moment;
+use crate::registry::clock::Moment;
 
 use proptest::prelude::*;
 

@@ -59,6 +59,14 @@ impl AddAssign<Duration> for Moment {
     }
 }
 
+/// Unix time in seconds as a float, the protocol's timestamp format.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

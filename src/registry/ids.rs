@@ -16,6 +16,9 @@ const PUBLIC_ID_LEN: usize = 16;
 /// URL-safe base64 alphabet, as Socket.IO ids use.
 const PUBLIC_ID_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// Length of generated channel ids, as the earlier server made them.
+const GENERATED_ID_LEN: usize = 8;
+const GENERATED_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A client's public id: what `client_id` announces and other clients use as `target`,
 /// `broadcaster_id`, `sender`, `peer_id`.
@@ -79,6 +82,15 @@ impl From<String> for ChannelId {
     fn from(id: String) -> Self {
         Self(Arc::from(id))
     }
+}
+
+/// A channel id in the earlier server's format (8 lowercase letters and digits).
+pub(crate) fn random_channel_id() -> ChannelId {
+    let mut rng = rand::rng();
+    let id: String = (0..GENERATED_ID_LEN)
+        .map(|_| GENERATED_ID_ALPHABET[rng.random_range(0..GENERATED_ID_ALPHABET.len())] as char)
+        .collect();
+    ChannelId::from(id)
 }
 
 macro_rules! str_like {

@@ -1,19 +1,52 @@
-//! The channel registry's one interface over its two backends: in memory (one node, the
-//! default) and in Redis (cluster mode, several nodes share every channel).
+//! The channel registry: which channels exist, who broadcasts and who watches each, and the
+//! rules that change them.
 //!
-//! Both run the same rules ([`super::channels::State`]); they differ only in where the state
-//! lives and how an operation is made atomic (a mutex here, an optimistic Redis transaction
-//! there). The methods are async because the Redis backend is; the in-memory one never awaits.
+//! Pure domain logic: no socket types, no I/O. Handlers call it and turn its results into emits,
+//! so every rule of the protocol that concerns state lives here and is unit-tested here. The
+//! data is [`model::State`]; each rule is a method on it, in the file of its concept
+//! ([`broadcaster`], [`membership`], [`waiting`], [`relay`], [`chat`], [`tree_events`],
+//! [`expiry`], [`listing`]).
+//!
+//! [`Registry`] is its one interface over its two backends: in memory ([`memory`]; one node, the
+//! default) and in Redis (cluster mode, several nodes share every channel). Both run the same
+//! rules; they differ only in where the state lives and how an operation is made atomic (a mutex
+//! here, an optimistic Redis transaction there). The methods are async because the Redis backend
+//! is; the in-memory one never awaits.
 
-use super::channels::{
-    Activity, BroadcastRequest, BroadcastStarted, Census, ChannelSummary, ChatDelivery,
-    ClosedChannel, Departure, Expired, MemoryRegistry, RegistryLimits, TreeEvent, ViewerJoined,
-    ViewerRequest,
-};
-use super::clock::Moment;
-use super::errors::ChannelError;
-use super::ids::SocketId;
+pub mod broadcaster;
+pub mod chat;
+pub mod clock;
+pub mod errors;
+pub mod expiry;
+pub mod ids;
+pub mod listing;
+pub mod membership;
+pub mod memory;
+pub mod model;
+pub mod relay;
+pub mod secrets;
+pub mod tree;
+pub mod tree_events;
+pub mod waiting;
+
+#[cfg(test)]
+mod tests;
+
 use crate::cluster::ClusterRegistry;
+use broadcaster::{BroadcastRequest, BroadcastStarted};
+use chat::ChatDelivery;
+use clock::Moment;
+use errors::ChannelError;
+use expiry::Expired;
+use ids::SocketId;
+use listing::{Census, ChannelSummary};
+use membership::{Departure, ViewerJoined, ViewerRequest};
+use model::ClosedChannel;
+use relay::Activity;
+use tree_events::TreeEvent;
+
+pub use memory::MemoryRegistry;
+pub use model::RegistryLimits;
 
 /// Cheap to clone; every clone shares the same channels.
 #[derive(Clone)]
@@ -33,15 +66,6 @@ pub struct Stats {
     pub indexed_addresses: usize,
 }
 
-macro_rules! both {
-    ($self:ident, $r:ident => $call:expr) => {
-        match $self {
-            Registry::Memory($r) => $call,
-            Registry::Cluster($r) => $call.await,
-        }
-    };
-}
-
 impl Registry {
     pub fn limits(&self) -> &RegistryLimits {
         match self {
@@ -56,13 +80,19 @@ impl Registry {
         channel_id: Option<&str>,
         request: BroadcastRequest<'_>,
     ) -> Result<BroadcastStarted, ChannelError> {
-        both!(self, r => r.start_broadcast(sid, channel_id, request))
+        match self {
+            Registry::Memory(r) => r.start_broadcast(sid, channel_id, request),
+            Registry::Cluster(r) => r.start_broadcast(sid, channel_id, request).await,
+        }
     }
 
     /// Puts a viewer in the waiting room of a channel id without a broadcaster;
     /// `Ok(false)`: the channel exists (join it instead).
     pub async fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
-        both!(self, r => r.wait_for(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.wait_for(sid, channel_id),
+            Registry::Cluster(r) => r.wait_for(sid, channel_id).await,
+        }
     }
 
     /// How the channels stand, for `/metrics` (cluster mode: the whole deployment).
@@ -94,7 +124,10 @@ impl Registry {
         channel_id: &str,
         request: ViewerRequest<'_>,
     ) -> Result<ViewerJoined, ChannelError> {
-        both!(self, r => r.join_verified(sid, channel_id, request))
+        match self {
+            Registry::Memory(r) => r.join_verified(sid, channel_id, request),
+            Registry::Cluster(r) => r.join_verified(sid, channel_id, request).await,
+        }
     }
 
     pub async fn relay_ready(
@@ -102,7 +135,10 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
-        both!(self, r => r.relay_ready(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.relay_ready(sid, channel_id),
+            Registry::Cluster(r) => r.relay_ready(sid, channel_id).await,
+        }
     }
 
     pub async fn upstream_failed(
@@ -110,11 +146,17 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
-        both!(self, r => r.upstream_failed(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.upstream_failed(sid, channel_id),
+            Registry::Cluster(r) => r.upstream_failed(sid, channel_id).await,
+        }
     }
 
     pub async fn expire_waits(&self, now: Moment) -> Expired {
-        both!(self, r => r.expire_waits(now))
+        match self {
+            Registry::Memory(r) => r.expire_waits(now),
+            Registry::Cluster(r) => r.expire_waits(now).await,
+        }
     }
 
     pub async fn authorize_relay(
@@ -123,7 +165,10 @@ impl Registry {
         target: &str,
         activity: Activity,
     ) -> Result<SocketId, ChannelError> {
-        both!(self, r => r.authorize_relay(sender, target, activity))
+        match self {
+            Registry::Memory(r) => r.authorize_relay(sender, target, activity),
+            Registry::Cluster(r) => r.authorize_relay(sender, target, activity).await,
+        }
     }
 
     pub async fn set_alias(
@@ -132,7 +177,10 @@ impl Registry {
         channel_id: &str,
         alias: &str,
     ) -> Result<(), ChannelError> {
-        both!(self, r => r.set_alias(sid, channel_id, alias))
+        match self {
+            Registry::Memory(r) => r.set_alias(sid, channel_id, alias),
+            Registry::Cluster(r) => r.set_alias(sid, channel_id, alias).await,
+        }
     }
 
     pub async fn chat(
@@ -140,7 +188,10 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
     ) -> Result<ChatDelivery, ChannelError> {
-        both!(self, r => r.chat(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.chat(sid, channel_id),
+            Registry::Cluster(r) => r.chat(sid, channel_id).await,
+        }
     }
 
     pub async fn stop_broadcast(
@@ -148,17 +199,26 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
     ) -> Result<Vec<SocketId>, ChannelError> {
-        both!(self, r => r.stop_broadcast(sid, channel_id))
+        match self {
+            Registry::Memory(r) => r.stop_broadcast(sid, channel_id),
+            Registry::Cluster(r) => r.stop_broadcast(sid, channel_id).await,
+        }
     }
 
     /// Removes a socket everywhere. In cluster mode a failure leaves its entries for the
     /// dead-node reaper or a retry; the departure is then empty.
     pub async fn disconnect(&self, sid: &SocketId) -> Departure {
-        both!(self, r => r.disconnect(sid))
+        match self {
+            Registry::Memory(r) => r.disconnect(sid),
+            Registry::Cluster(r) => r.disconnect(sid).await,
+        }
     }
 
     pub async fn sweep(&self, now: Moment) -> Vec<ClosedChannel> {
-        both!(self, r => r.sweep(now))
+        match self {
+            Registry::Memory(r) => r.sweep(now),
+            Registry::Cluster(r) => r.sweep(now).await,
+        }
     }
 
     pub async fn stats(&self) -> Stats {

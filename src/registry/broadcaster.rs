@@ -1,0 +1,204 @@
+//! A broadcast's life: going live (a new channel, within the limits on channels per socket, per
+//! address and in all), going live again, resuming after a dropped connection, taking over from
+//! another device, and stopping.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::clock::Moment;
+use super::errors::ChannelError;
+use super::ids::{ChannelId, SocketId};
+use super::model::{Channel, RegistryLimits, State};
+use super::secrets;
+use super::tree::Tree;
+use super::tree_events::TreeEvent;
+
+/// Result of a successful `join_as_broadcaster`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadcastStarted {
+    pub channel_id: ChannelId,
+    /// The channel is resumable: its `broadcaster_ready` carries the fresh token.
+    pub resumable: bool,
+    /// Viewers that waited for this channel id: they get `broadcaster_joined`.
+    pub lobby: Vec<SocketId>,
+    /// A takeover: the socket that broadcast until now (it is told it was replaced).
+    pub replaced: Option<SocketId>,
+    /// The broadcaster came back to its held channel (with its resume token).
+    pub resumed: bool,
+    /// Viewers already in the channel when its owner goes live again; they are told so.
+    pub waiting_viewers: Vec<SocketId>,
+    /// Their fresh feeders, sent after `broadcaster_available`.
+    pub tree: Vec<TreeEvent>,
+}
+
+/// The options of a `join_as_broadcaster` besides the ids.
+#[derive(Debug, Clone)]
+pub(crate) struct BroadcastRequest<'a> {
+    pub(crate) addr: Option<IpAddr>,
+    pub(crate) force: bool,
+    pub(crate) relay: bool,
+    /// Hold the channel when the broadcaster's connection drops.
+    pub(crate) resumable: bool,
+    /// Digest of the resume token the client presented, if any.
+    pub(crate) presented: Option<&'a str>,
+    /// Digest of the token this `broadcaster_ready` will carry (every one carries a fresh one).
+    pub(crate) fresh: &'a str,
+    /// Hash of the password that makes a new channel private.
+    pub(crate) password: Option<String>,
+}
+
+impl State {
+    pub(crate) fn join_as_broadcaster(
+        &mut self,
+        limits: &RegistryLimits,
+        sid: &SocketId,
+        channel_id: ChannelId,
+        request: BroadcastRequest,
+        now: Moment,
+    ) -> Result<BroadcastStarted, ChannelError> {
+        let BroadcastRequest {
+            addr,
+            force,
+            relay,
+            resumable,
+            presented,
+            fresh,
+            password,
+        } = request;
+        if let Some(channel) = self.channels.get_mut(&channel_id) {
+            let holds_token =
+                presented.is_some_and(|digest| secrets::digests_match(digest, &channel.token));
+            let owner_again = force && channel.broadcaster == *sid && channel.away_until.is_none();
+            // Resume: the broadcaster's connection dropped and it is back (with its token).
+            // Takeover: `force` with the token replaces a live broadcaster (another device).
+            let resume = channel.away_until.is_some() && holds_token;
+            let takeover = force && holds_token && !owner_again && !resume;
+            if !(owner_again || resume || takeover) {
+                return Err(ChannelError::AlreadyHasBroadcaster(channel_id));
+            }
+            let previous = std::mem::replace(&mut channel.broadcaster, sid.clone());
+            let replaced = (takeover && previous != *sid).then_some(previous.clone());
+            channel.last_activity = now;
+            channel.stopped = false;
+            channel.away_until = None;
+            channel.token = fresh.to_owned();
+            channel.resumable = channel.resumable || resumable;
+            if resume || takeover {
+                // Every viewer renegotiates with the new broadcaster socket, as after going live
+                // again: the tree is placed afresh so that each tree viewer gets its `upstream`
+                // (a tree still marked live would send none, and its viewers would wait forever).
+                channel.tree.stop();
+            }
+            let notices = channel.tree.go_live(now);
+            let mut tree = Vec::new();
+            channel.address(notices, true, &mut tree);
+            let started = BroadcastStarted {
+                channel_id: channel_id.clone(),
+                resumable: channel.resumable,
+                lobby: Vec::new(),
+                replaced,
+                resumed: resume,
+                waiting_viewers: channel.viewers.keys().cloned().collect(),
+                tree,
+            };
+            if started.replaced.is_some() {
+                self.unindex(&previous, &channel_id, |m| &mut m.broadcasting);
+            }
+            // A resumed channel was indexed under nobody while held.
+            self.sockets
+                .entry(sid.clone())
+                .or_default()
+                .broadcasting
+                .insert(channel_id.clone());
+            self.track_waits(&channel_id);
+            return Ok(started);
+        }
+        let owned = self.sockets.get(sid).map_or(0, |m| m.broadcasting.len());
+        if owned >= limits.max_channels_per_socket {
+            return Err(ChannelError::TooManyForSocket(
+                limits.max_channels_per_socket,
+            ));
+        }
+        if let Some(addr) = addr
+            && self.by_addr.get(&addr).copied().unwrap_or(0) >= limits.max_channels_per_addr
+        {
+            return Err(ChannelError::TooManyForAddress(
+                limits.max_channels_per_addr,
+            ));
+        }
+        let total = self.total_channels.unwrap_or(self.channels.len());
+        if total >= limits.max_channels {
+            return Err(ChannelError::AtCapacity(limits.max_channels));
+        }
+        if let Some(addr) = addr {
+            *self.by_addr.entry(addr).or_default() += 1;
+        }
+        if let Some(total) = &mut self.total_channels {
+            *total += 1;
+        }
+        self.channels.insert(
+            channel_id.clone(),
+            Channel {
+                id: channel_id.clone(),
+                broadcaster: sid.clone(),
+                owner_addr: addr,
+                created_at: now.as_unix_secs(),
+                last_activity: now,
+                viewers: HashMap::new(),
+                stopped: false,
+                tree: Tree::new(limits.tree, relay),
+                token: fresh.to_owned(),
+                resumable,
+                away_until: None,
+                password,
+                viewer_tokens: HashMap::new(),
+                held_viewers: HashMap::new(),
+            },
+        );
+        self.sockets
+            .entry(sid.clone())
+            .or_default()
+            .broadcasting
+            .insert(channel_id.clone());
+        let lobby: Vec<SocketId> = self
+            .lobbies
+            .remove(&channel_id)
+            .map(|waiting| waiting.into_iter().collect())
+            .unwrap_or_default();
+        self.waiting_total = self.waiting_total.saturating_sub(lobby.len());
+        for viewer in &lobby {
+            self.unindex(viewer, &channel_id, |m| &mut m.waiting);
+        }
+        Ok(BroadcastStarted {
+            channel_id,
+            resumable,
+            lobby,
+            replaced: None,
+            resumed: false,
+            waiting_viewers: Vec::new(),
+            tree: Vec::new(),
+        })
+    }
+
+    pub(crate) fn stop_broadcast(
+        &mut self,
+        sid: &SocketId,
+        channel_id: &str,
+        now: Moment,
+    ) -> Result<Vec<SocketId>, ChannelError> {
+        let channel = self
+            .channels
+            .get_mut(channel_id)
+            .ok_or(ChannelError::NotFoundOrExpired)?;
+        if channel.broadcaster != *sid {
+            return Err(ChannelError::NotTheBroadcaster);
+        }
+        channel.last_activity = now;
+        channel.stopped = true;
+        channel.tree.stop();
+        let viewers = channel.viewers.keys().cloned().collect();
+        let key = channel.id.clone();
+        self.track_waits(&key);
+        Ok(viewers)
+    }
+}

@@ -1,0 +1,77 @@
+//! Chat: the name a viewer chats under (its alias) and who hears a message.
+
+use std::sync::Arc;
+
+use super::errors::ChannelError;
+use super::ids::SocketId;
+use super::model::{Channel, State};
+
+/// Who must hear about a chat message, and under which name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatDelivery {
+    pub sender_name: String,
+    pub recipients: Vec<SocketId>,
+}
+
+impl Channel {
+    fn participants(&self) -> Vec<SocketId> {
+        let mut all = Vec::with_capacity(self.viewers.len() + 1);
+        all.push(self.broadcaster.clone());
+        all.extend(
+            self.viewers
+                .keys()
+                .filter(|v| **v != self.broadcaster)
+                .cloned(),
+        );
+        all
+    }
+}
+
+impl State {
+    pub(crate) fn set_alias(
+        &mut self,
+        sid: &SocketId,
+        channel_id: &str,
+        alias: &str,
+    ) -> Result<(), ChannelError> {
+        let channel = self
+            .channels
+            .get_mut(channel_id)
+            .ok_or(ChannelError::NotFoundOrExpired)?;
+        let slot = channel
+            .viewers
+            .get_mut(sid)
+            .ok_or(ChannelError::NotAViewer)?;
+        *slot = Some(Arc::from(alias));
+        Ok(())
+    }
+
+    pub(crate) fn chat(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let channel = self
+            .channels
+            .get(channel_id)
+            .ok_or(ChannelError::NotFoundOrExpired)?;
+        let alias = channel
+            .viewers
+            .get(sid)
+            .ok_or(ChannelError::NotAViewerToChat)?;
+        let sender_name = match alias {
+            Some(alias) => alias.to_string(),
+            None => default_name(sid),
+        };
+        Ok(ChatDelivery {
+            sender_name,
+            recipients: channel.participants(),
+        })
+    }
+}
+
+/// The name a viewer without an alias chats under, as the earlier server named it.
+fn default_name(sid: &str) -> String {
+    let prefix: String = sid.chars().take(8).collect();
+    format!("Viewer-{prefix}")
+}

@@ -1,0 +1,192 @@
+//! Viewers joining a channel (private channels, resumable viewers) and sockets leaving: a
+//! disconnect closes or holds the socket's own channels and takes it out of those it watched.
+
+use std::time::Duration;
+
+use super::clock::Moment;
+use super::errors::ChannelError;
+use super::ids::{ChannelId, SocketId};
+use super::model::ClosedChannel;
+use super::model::{HeldViewer, State};
+use super::tree_events::TreeEvent;
+
+/// Result of a successful `join_as_viewer`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewerJoined {
+    pub broadcaster: SocketId,
+    pub viewer_count: usize,
+    /// The broadcaster stopped and has not gone live again yet.
+    pub stopped: bool,
+    /// The broadcaster's connection dropped and the channel waits for it to resume.
+    pub away: bool,
+    /// The viewer asked for resuming: its join answer carries the fresh token.
+    pub resumable: bool,
+    /// The viewer's alias came back with its token.
+    pub alias: Option<String>,
+    /// The new viewer's feeder, when it joined the tree and one has room.
+    pub tree: Vec<TreeEvent>,
+}
+
+/// The options of a `join_as_viewer` besides the ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ViewerRequest<'a> {
+    /// It joins the relay tree (else it is a leaf fed by the broadcaster).
+    pub(crate) relay: bool,
+    /// For a private channel: the stored hash the caller's password was verified against.
+    pub(crate) password: Option<&'a str>,
+    /// It asked for resuming (or presented a token).
+    pub(crate) resumable: bool,
+    /// Digest of the resume token it presented, if any.
+    pub(crate) presented: Option<&'a str>,
+    /// Digest of the token its join answer will carry.
+    pub(crate) fresh: &'a str,
+}
+
+/// A channel held for its broadcaster, whose connection dropped: its viewers are told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldChannel {
+    pub channel_id: ChannelId,
+    pub viewers: Vec<SocketId>,
+}
+
+/// A viewer left a channel; its broadcaster may want the new count, and the tree healed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewerLeft {
+    pub channel_id: ChannelId,
+    pub broadcaster: SocketId,
+    pub viewer_count: usize,
+    pub tree: Vec<TreeEvent>,
+}
+
+/// Everything a disconnect changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Departure {
+    pub closed: Vec<ClosedChannel>,
+    pub held: Vec<HeldChannel>,
+    pub left: Vec<ViewerLeft>,
+}
+
+impl State {
+    /// `password`: the stored hash the caller's password was verified against, if any.
+    pub(crate) fn join_as_viewer(
+        &mut self,
+        sid: &SocketId,
+        channel_id: &str,
+        request: ViewerRequest,
+        now: Moment,
+    ) -> Result<ViewerJoined, ChannelError> {
+        let ViewerRequest {
+            relay,
+            password,
+            resumable,
+            presented,
+            fresh,
+        } = request;
+        let channel = self
+            .channels
+            .get_mut(channel_id)
+            .ok_or_else(|| ChannelError::NotFound(ChannelId::from(channel_id)))?;
+        if let Some(stored) = &channel.password
+            && password != Some(stored.as_str())
+        {
+            return Err(ChannelError::WrongPassword);
+        }
+        channel.last_activity = now;
+        channel.held_viewers.retain(|_, held| held.until > now);
+        let returning = presented.and_then(|digest| channel.held_viewers.remove(digest));
+        let alias = returning.and_then(|held| held.alias);
+        let slot = channel.viewers.entry(sid.clone()).or_insert(None);
+        if alias.is_some() {
+            slot.clone_from(&alias);
+        }
+        if resumable || presented.is_some() {
+            channel.viewer_tokens.insert(sid.clone(), fresh.to_owned());
+        }
+        // A broadcaster watching its own channel never relays to itself.
+        let relay = relay && *sid != channel.broadcaster;
+        let notices = channel.tree.join(sid, relay, now);
+        let mut tree = Vec::new();
+        channel.address(notices, true, &mut tree);
+        let joined = ViewerJoined {
+            broadcaster: channel.broadcaster.clone(),
+            viewer_count: channel.viewers.len(),
+            stopped: channel.stopped,
+            away: channel.away_until.is_some(),
+            resumable: resumable || presented.is_some(),
+            alias: alias.map(|a| a.to_string()),
+            tree,
+        };
+        let key = channel.id.clone();
+        self.track_waits(&key);
+        self.sockets
+            .entry(sid.clone())
+            .or_default()
+            .watching
+            .insert(key);
+        Ok(joined)
+    }
+
+    /// `grace`: how long a resumable channel is held for its broadcaster.
+    pub(crate) fn disconnect(&mut self, sid: &SocketId, grace: Duration, now: Moment) -> Departure {
+        let Some(membership) = self.sockets.remove(sid) else {
+            return Departure::default();
+        };
+        let mut departure = Departure::default();
+        for channel_id in &membership.waiting {
+            if let Some(lobby) = self.lobbies.get_mut(channel_id)
+                && lobby.remove(sid)
+            {
+                self.waiting_total = self.waiting_total.saturating_sub(1);
+                if lobby.is_empty() {
+                    self.lobbies.remove(channel_id);
+                }
+            }
+        }
+        for channel_id in membership.broadcasting {
+            let hold = !grace.is_zero()
+                && self
+                    .channels
+                    .get(&channel_id)
+                    .is_some_and(|c| c.resumable && c.broadcaster == *sid);
+            if hold {
+                if let Some(channel) = self.channels.get_mut(&channel_id) {
+                    channel.away_until = Some(now + grace);
+                    departure.held.push(HeldChannel {
+                        channel_id: channel_id.clone(),
+                        viewers: channel.viewers.keys().cloned().collect(),
+                    });
+                }
+                self.track_waits(&channel_id);
+            } else if let Some(closed) = self.close_channel(&channel_id) {
+                departure.closed.push(closed);
+            }
+        }
+        for channel_id in membership.watching {
+            if let Some(channel) = self.channels.get_mut(&channel_id)
+                && let Some(alias) = channel.viewers.remove(sid)
+            {
+                channel.held_viewers.retain(|_, held| held.until > now);
+                if let Some(digest) = channel.viewer_tokens.remove(sid)
+                    && !grace.is_zero()
+                {
+                    let held = HeldViewer {
+                        alias,
+                        until: now + grace,
+                    };
+                    channel.held_viewers.insert(digest, held);
+                }
+                let notices = channel.tree.leave(sid, now);
+                let mut tree = Vec::new();
+                channel.address(notices, true, &mut tree);
+                departure.left.push(ViewerLeft {
+                    channel_id: channel_id.clone(),
+                    broadcaster: channel.broadcaster.clone(),
+                    viewer_count: channel.viewers.len(),
+                    tree,
+                });
+                self.track_waits(&channel_id);
+            }
+        }
+        departure
+    }
+}

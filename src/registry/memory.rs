@@ -1,0 +1,243 @@
+//! The in-memory backend ([`MemoryRegistry`]): the whole `State` behind one lock, which each
+//! method takes to run one rule.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+use super::broadcaster::{BroadcastRequest, BroadcastStarted};
+use super::chat::ChatDelivery;
+use super::clock::Moment;
+use super::errors::ChannelError;
+use super::expiry::Expired;
+use super::ids::{ChannelId, SocketId};
+use super::listing::{Census, ChannelSummary};
+use super::membership::{Departure, ViewerJoined, ViewerRequest};
+use super::model::{ClosedChannel, RegistryLimits, State};
+use super::relay::Activity;
+use super::tree_events::{TreeEvent, TreeOp};
+
+/// The in-memory registry: one process holds every channel (the default, single-node mode).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct MemoryRegistry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limits: RegistryLimits,
+    /// A std mutex, not tokio's: every operation is short and never awaits while holding it,
+    /// and one lock over channels *and* the socket index makes each event atomic, which is what
+    /// keeps simultaneous disconnects from leaking channels or index entries.
+    state: Mutex<State>,
+}
+
+/// Counts for the health endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RegistryStats {
+    pub channels: usize,
+    pub indexed_sockets: usize,
+    /// Client addresses that own at least one channel.
+    pub indexed_addresses: usize,
+}
+
+impl MemoryRegistry {
+    pub fn new(limits: RegistryLimits) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limits,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &RegistryLimits {
+        &self.shared.limits
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic mid-update elsewhere; the maps are still structurally
+        // valid, so keep serving rather than take the whole server down.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Creates a channel owned by `sid` (connected from `addr`), or lets its owner go live again
+    /// with `force`.
+    pub fn join_as_broadcaster(
+        &self,
+        sid: &SocketId,
+        addr: Option<IpAddr>,
+        channel_id: Option<&str>,
+        force: bool,
+        relay: bool,
+    ) -> Result<BroadcastStarted, ChannelError> {
+        let request = BroadcastRequest {
+            addr,
+            force,
+            relay,
+            resumable: false,
+            presented: None,
+            fresh: "",
+            password: None,
+        };
+        self.start_broadcast(sid, channel_id, request)
+    }
+
+    /// `join_as_broadcaster` with every option (resume, takeover, private channels).
+    pub(crate) fn start_broadcast(
+        &self,
+        sid: &SocketId,
+        channel_id: Option<&str>,
+        request: BroadcastRequest,
+    ) -> Result<BroadcastStarted, ChannelError> {
+        let mut state = self.state();
+        let channel_id = match channel_id {
+            Some(id) => ChannelId::from(id),
+            None => state.fresh_channel_id(),
+        };
+        state.join_as_broadcaster(self.limits(), sid, channel_id, request, Moment::now())
+    }
+
+    /// Puts a viewer in the waiting room of a channel id without a broadcaster;
+    /// `Ok(false)`: the channel exists (join it instead).
+    pub fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
+        self.state()
+            .wait_for(&self.shared.limits, sid, &ChannelId::from(channel_id))
+    }
+
+    /// How the channels stand (for `/metrics`).
+    pub fn census(&self) -> Census {
+        self.state().census()
+    }
+
+    /// The stored password hash of a private channel.
+    pub fn password_of(&self, channel_id: &str) -> Option<String> {
+        self.state().password_of(channel_id)
+    }
+
+    /// Lists channels, oldest first.
+    pub fn list(&self) -> Vec<ChannelSummary> {
+        self.state().list(Moment::now())
+    }
+
+    /// Adds `sid` as a viewer of `channel_id` (idempotent; an alias already set is kept).
+    /// `relay`: it joins the relay tree (else it is a leaf fed by the broadcaster).
+    pub fn join_as_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<ViewerJoined, ChannelError> {
+        let request = ViewerRequest {
+            relay,
+            ..ViewerRequest::default()
+        };
+        self.join_verified(sid, channel_id, request)
+    }
+
+    /// `join_as_viewer`, for a private channel with the password hash the caller's password
+    /// was verified against.
+    pub(crate) fn join_verified(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        request: ViewerRequest,
+    ) -> Result<ViewerJoined, ChannelError> {
+        self.state()
+            .join_as_viewer(sid, channel_id, request, Moment::now())
+    }
+
+    /// `relay_ready`: the viewer plays the stream and may feed others; waiting viewers may get
+    /// it as their feeder.
+    pub fn relay_ready(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.state()
+            .tree_op(sid, channel_id, TreeOp::Ready, Moment::now())
+    }
+
+    /// `upstream_failed`: the viewer lost its media; it gets another feeder (or waits).
+    pub fn upstream_failed(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.state()
+            .tree_op(sid, channel_id, TreeOp::UpstreamFailed, Moment::now())
+    }
+
+    /// Viewers that waited for a feeder past the wait limit get the broadcaster. Touches only
+    /// the channels where somebody waits.
+    pub fn expire_waits(&self, now: Moment) -> Expired {
+        self.state().expire_waits(now)
+    }
+
+    /// The earliest wait deadline of any channel, if anybody waits.
+    pub fn next_wait_deadline(&self) -> Option<Moment> {
+        self.state().waits.values().min().copied()
+    }
+
+    /// Checks that `sender` and `target` share a channel as broadcaster and viewer (either way),
+    /// and returns the target's id. Looks only at the sender's own channels.
+    pub fn authorize_relay(
+        &self,
+        sender: &SocketId,
+        target: &str,
+        activity: Activity,
+    ) -> Result<SocketId, ChannelError> {
+        self.state()
+            .authorize_relay(sender, target, activity, Moment::now())
+    }
+
+    /// Stores the alias of a viewer of `channel_id`.
+    pub fn set_alias(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        alias: &str,
+    ) -> Result<(), ChannelError> {
+        self.state().set_alias(sid, channel_id, alias)
+    }
+
+    /// Resolves the sender's display name and everyone in the channel, the sender included.
+    pub fn chat(&self, sid: &SocketId, channel_id: &str) -> Result<ChatDelivery, ChannelError> {
+        self.state().chat(sid, channel_id)
+    }
+
+    /// Marks the broadcast stopped: returns the viewers to tell. The channel stays.
+    pub fn stop_broadcast(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<SocketId>, ChannelError> {
+        self.state().stop_broadcast(sid, channel_id, Moment::now())
+    }
+
+    /// Removes a socket everywhere: its own channels close, and it leaves those it watched.
+    /// Touches only the socket's own channels.
+    pub fn disconnect(&self, sid: &SocketId) -> Departure {
+        let grace = self.shared.limits.resume_grace;
+        self.state().disconnect(sid, grace, Moment::now())
+    }
+
+    /// Reaps channels idle for longer than the TTL, except live ones (a broadcaster with at least
+    /// one viewer). Returns them so their broadcasters can be told.
+    pub fn sweep(&self, now: Moment) -> Vec<ClosedChannel> {
+        self.state().sweep(self.shared.limits.idle_ttl, now)
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        let state = self.state();
+        RegistryStats {
+            channels: state.channels.len(),
+            indexed_sockets: state.sockets.len(),
+            indexed_addresses: state.by_addr.len(),
+        }
+    }
+}

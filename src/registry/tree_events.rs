@@ -1,0 +1,110 @@
+//! A channel's relay tree ([`super::tree`]) seen from the registry: viewers' reports about their
+//! place in it, and the tree's notices turned into events addressed to sockets.
+
+use super::clock::Moment;
+use super::errors::ChannelError;
+use super::ids::{ChannelId, SocketId};
+use super::model::{Channel, State};
+use super::tree::{Feeder, Notice};
+
+/// A relay-tree event for one socket: `upstream` or `downstream_left`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeEvent {
+    /// Tell `to` to negotiate with `peer`, its feeder at `depth`.
+    Upstream {
+        channel_id: ChannelId,
+        to: SocketId,
+        peer: SocketId,
+        depth: usize,
+    },
+    /// Tell the feeder `to` that its child `peer` left or was moved.
+    DownstreamLeft {
+        channel_id: ChannelId,
+        to: SocketId,
+        peer: SocketId,
+    },
+    /// `relay_tree` to the broadcaster: how its audience is fed.
+    Figures {
+        channel_id: ChannelId,
+        to: SocketId,
+        direct: usize,
+        waiting: usize,
+        depths: Vec<usize>,
+        version: u64,
+    },
+}
+
+/// A viewer's report about its place in the relay tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TreeOp {
+    Ready,
+    UpstreamFailed,
+}
+
+impl Channel {
+    /// Turns the tree's notices into addressed events (the broadcaster by its id), followed by
+    /// the tree's figures for the broadcaster when they changed (`membership`: a viewer joined
+    /// or left) and the channel uses the tree.
+    pub(super) fn address(&self, notices: Vec<Notice>, membership: bool, out: &mut Vec<TreeEvent>) {
+        let changed = membership || !notices.is_empty();
+        let id = |feeder: Feeder| match feeder {
+            Feeder::Broadcaster => self.broadcaster.clone(),
+            Feeder::Viewer(v) => v,
+        };
+        out.extend(notices.into_iter().map(|notice| match notice {
+            Notice::Upstream {
+                viewer,
+                feeder,
+                depth,
+            } => TreeEvent::Upstream {
+                channel_id: self.id.clone(),
+                to: viewer,
+                peer: id(feeder),
+                depth,
+            },
+            Notice::DownstreamLeft { feeder, child } => TreeEvent::DownstreamLeft {
+                channel_id: self.id.clone(),
+                to: id(feeder),
+                peer: child,
+            },
+        }));
+        if changed && self.tree.in_use() {
+            out.push(TreeEvent::Figures {
+                channel_id: self.id.clone(),
+                to: self.broadcaster.clone(),
+                direct: self.tree.direct_count(),
+                waiting: self.tree.waiting_count(),
+                depths: self.tree.depths().to_vec(),
+                version: self.tree.version(),
+            });
+        }
+    }
+}
+
+impl State {
+    /// Runs a tree report on behalf of a viewer of the channel.
+    pub(crate) fn tree_op(
+        &mut self,
+        sid: &SocketId,
+        channel_id: &str,
+        op: TreeOp,
+        now: Moment,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        let channel = self
+            .channels
+            .get_mut(channel_id)
+            .ok_or(ChannelError::NotFoundOrExpired)?;
+        if !channel.viewers.contains_key(sid) {
+            return Err(ChannelError::NotAViewer);
+        }
+        let notices = match op {
+            TreeOp::Ready => channel.tree.ready(sid),
+            TreeOp::UpstreamFailed => channel.tree.upstream_failed(sid, now),
+        };
+        let mut events = Vec::new();
+        channel.address(notices, false, &mut events);
+        let key = channel.id.clone();
+        self.track_waits(&key);
+        Ok(events)
+    }
+}
