@@ -188,9 +188,9 @@ pub struct Config {
     #[arg(long, env = "RATE_CHAT", default_value_t = 2)]
     pub rate_chat: u32,
 
-    /// Joins, list requests, alias and stop events one client may send per second (each kind
-    /// of join and the list separately; burst: four times that); over it, `error` "Invalid data: too
-    /// many requests…".
+    /// Joins, alias, stop and relay-tree reports one client may send per second, together
+    /// (burst: four times that); channel-list requests have a budget of their own at the same
+    /// rate. Over it, `error` "Invalid data: too many requests…" ("Invalid alias:" for aliases).
     #[arg(long, env = "RATE_JOIN", default_value_t = 5)]
     pub rate_join: u32,
 

@@ -33,7 +33,8 @@ const GENERATED_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 pub struct SocketId(Arc<str>);
 
 impl SocketId {
-    /// A fresh random id (120 bits from the thread's CSPRNG).
+    /// A fresh random id (96 bits: 16 characters of a 64-character alphabet, from the thread's
+    /// CSPRNG).
     pub fn generate() -> Self {
         let mut rng = rand::rng();
         let id: String = (0..PUBLIC_ID_LEN)
