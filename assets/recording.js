@@ -152,11 +152,11 @@ function saveRecording(recorder) {
   Object.assign(status, { state: "inactive", bytes: blob.size, fileName });
   el.link.href = rec.url;
   el.link.download = fileName;
-  el.link.textContent = `Download ${fileName} (${megabytes(blob.size)})`;
+  el.link.textContent = `Download the recording again (${fileSize(blob.size)})`;
   el.link.hidden = false;
   renderRecording(Boolean(currentTracks().video));
   el.link.click();
-  say(`Recording saved as ${fileName} (${megabytes(blob.size)}).`);
+  say(`Recording saved as ${fileName} (${fileSize(blob.size)}).`);
 }
 
 function releaseFeeds() {
@@ -182,8 +182,8 @@ function stamp(date) {
     `${two(date.getHours())}${two(date.getMinutes())}${two(date.getSeconds())}`;
 }
 
-function megabytes(bytes) {
-  return `${(bytes / 1_000_000).toFixed(1)} MB`;
+function fileSize(bytes) {
+  return bytes < 1_000_000 ? `${Math.max(1, Math.round(bytes / 1000))} kB` : `${(bytes / 1_000_000).toFixed(1)} MB`;
 }
 
 function say(text) {

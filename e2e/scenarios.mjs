@@ -1865,6 +1865,7 @@ export const scenarios = [
           throw new Error(`broadcaster: the recording indicator shows "${await page.textContent('#recording-indicator')}" after 3 s`);
         });
       const shown = (await page.textContent('#recording-indicator')).replace(/\s+/g, ' ').trim();
+      await broadcaster.screenshot('recording');
 
       const [download] = await Promise.all([page.waitForEvent('download', { timeout: 15_000 }), record.click()]);
       const name = download.suggestedFilename();
