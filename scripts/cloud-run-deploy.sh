@@ -51,8 +51,14 @@ secrets=()
 [ -n "${TURN_SECRET_NAME:-}" ] && secrets+=("TURN_SECRET=${TURN_SECRET_NAME}:latest")
 [ -n "${METRICS_TOKEN_NAME:-}" ] && secrets+=("METRICS_TOKEN=${METRICS_TOKEN_NAME}:latest")
 
+# What an earlier deploy set and this one does not want is removed by name: `--update-*` keeps
+# everything it is not told about (so a stale CA or host-name exemption would stay forever).
+remove_secrets=()
 if [ -n "${REDIS_URL:-}" ] || [ -n "${REDIS_URL_SECRET_NAME:-}" ]; then
   if [ -n "${REDIS_URL_SECRET_NAME:-}" ]; then
+    # gcloud removes plain variables before it sets secrets: a plain REDIS_URL from an earlier
+    # deploy makes way. (The other way round needs one removal by hand: docs/DEPLOY.md.)
+    remove_vars+=(REDIS_URL)
     secrets+=("REDIS_URL=${REDIS_URL_SECRET_NAME}:latest")
   else
     env_vars+=("REDIS_URL=${REDIS_URL}")
@@ -62,15 +68,25 @@ if [ -n "${REDIS_URL:-}" ] || [ -n "${REDIS_URL_SECRET_NAME:-}" ]; then
     secrets+=("/etc/redis-ca/ca.pem=${REDIS_CA_SECRET_NAME}:latest")
     env_vars+=("REDIS_CA_CERT=/etc/redis-ca/ca.pem")
     # A certificate naming its address only in the common name (Memorystore's, reportedly).
-    [ "${REDIS_SKIP_HOSTNAME_CHECK:-}" = true ] && env_vars+=("REDIS_SKIP_HOSTNAME_CHECK=true")
+    if [ "${REDIS_SKIP_HOSTNAME_CHECK:-}" = true ]; then
+      env_vars+=("REDIS_SKIP_HOSTNAME_CHECK=true")
+    else
+      remove_vars+=(REDIS_SKIP_HOSTNAME_CHECK)
+    fi
+  else
+    remove_vars+=(REDIS_CA_CERT REDIS_SKIP_HOSTNAME_CHECK)
+    remove_secrets+=(/etc/redis-ca/ca.pem)
   fi
   flags+=(--no-cpu-throttling --min-instances=1 "--max-instances=${MAX_INSTANCES}")
   if [ -n "${VPC_CONNECTOR:-}" ]; then
     flags+=("--vpc-connector=${VPC_CONNECTOR}" --vpc-egress=private-ranges-only)
   fi
 else
-  flags+=(--max-instances=1)
+  # One instance in memory; what cluster mode needed goes (the CPU between requests, the warm
+  # instance, the VPC connector, the Redis settings whichever kind they were).
+  flags+=(--max-instances=1 --cpu-throttling --min-instances=0 --clear-vpc-connector)
   remove_vars+=(REDIS_URL REDIS_CA_CERT REDIS_SKIP_HOSTNAME_CHECK)
+  remove_secrets+=(REDIS_URL /etc/redis-ca/ca.pem)
 fi
 
 joined="$(printf '|;|%s' "${env_vars[@]}")"
@@ -80,6 +96,9 @@ if [ "${#remove_vars[@]}" -gt 0 ]; then
 fi
 if [ "${#secrets[@]}" -gt 0 ]; then
   flags+=("--update-secrets=$(IFS=,; echo "${secrets[*]}")")
+fi
+if [ "${#remove_secrets[@]}" -gt 0 ]; then
+  flags+=("--remove-secrets=$(IFS=,; echo "${remove_secrets[*]}")")
 fi
 
 command=(gcloud run deploy "$SERVICE" --project="$PROJECT_ID" --region="$REGION"
@@ -97,12 +116,13 @@ if [ "${PUBLIC:-}" = false ]; then
   echo "The service is private (PUBLIC=false): browsers get 403 until it is made public."
   exit 0
 fi
+# `/ready`, not `/readyz`: Cloud Run's front end keeps some paths ending in `z` for itself.
 for _ in 1 2 3 4 5 6; do
-  if curl --fail --silent --show-error --max-time 10 "${url}/readyz"; then
+  if curl --fail --silent --show-error --max-time 10 "${url}/ready"; then
     echo
     exit 0
   fi
   sleep 5
 done
-echo "::error::${url}/readyz did not answer 200 within 30 s (a 403 means the service is private: docs/DEPLOY.md)" >&2
+echo "::error::${url}/ready did not answer 200 in 6 tries over about a minute (a 403 means the service is private: docs/DEPLOY.md)" >&2
 exit 1

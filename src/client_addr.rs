@@ -142,6 +142,18 @@ impl SessionsPerAddr {
     }
 }
 
+/// Says so when the `cloud-run` preset is set outside Cloud Run (which always sets
+/// `K_SERVICE` in a container's environment): there, nothing stands between clients and the
+/// server, and any client could pick its address for the per-address limits.
+pub fn warn_if_outside_cloud_run(entries: &[TrustedProxy]) {
+    if entries.contains(&TrustedProxy::CloudRun) && std::env::var_os("K_SERVICE").is_none() {
+        tracing::warn!(
+            "--trusted-proxies {CLOUD_RUN} outside Cloud Run (K_SERVICE is not set): every client \
+             may choose its own address for the per-address limits through X-Forwarded-For"
+        );
+    }
+}
+
 /// The `--trusted-proxies` preset for Google Cloud Run (see [`TrustedProxy::CloudRun`]).
 pub const CLOUD_RUN: &str = "cloud-run";
 

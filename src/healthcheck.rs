@@ -3,9 +3,12 @@
 //! worth keeping, and a Redis outage (seen by every node at once) must not get every node
 //! restarted.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
+
+use clap::Parser;
 
 use crate::config::Config;
 
@@ -47,6 +50,21 @@ pub fn probe(config: &Config) -> Result<(), String> {
     }
 }
 
+/// `broadcast-server --healthcheck …`: whether these arguments ask for the probe.
+pub fn requested(args: &[OsString]) -> bool {
+    args.iter().skip(1).any(|arg| arg == "--healthcheck")
+}
+
+/// Runs the probe for these arguments (the first is the program name). Only what the probe
+/// needs is read (host, port, TLS): the options are parsed but not checked together, so an
+/// environment that is only complete with the server's own command line (a `REDIS_CA_CERT`
+/// whose `--redis-url` is a flag, say) does not fail the check of a server that runs fine.
+pub fn run(args: Vec<OsString>) -> Result<(), String> {
+    let own_args = args.len();
+    let own = Config::try_parse_from(args).map_err(|e| e.to_string())?;
+    probe(&target(own, own_args))
+}
+
 /// The configuration to probe with. In a container the health check is a second process that
 /// has the image's environment but not the server's command line (`docker run IMAGE --port
 /// 8080` would leave it probing `PORT`): when it is started with `--healthcheck` alone and
@@ -61,7 +79,7 @@ pub fn target(own: Config, own_args: usize) -> Config {
     };
     let mut args = split_cmdline(&cmdline);
     args.push("--healthcheck".into());
-    Config::try_load_from(args).unwrap_or(own)
+    Config::try_parse_from(args).unwrap_or(own)
 }
 
 /// Whether process 1 runs the same executable as this process (Linux only; elsewhere, never).
@@ -75,14 +93,23 @@ fn process_one_is_us() -> bool {
     }
 }
 
-/// `/proc/PID/cmdline`: the arguments, each ended by a NUL byte.
-fn split_cmdline(cmdline: &[u8]) -> Vec<std::ffi::OsString> {
+/// `/proc/PID/cmdline`: the arguments, each ended by a NUL byte (so an empty argument is an
+/// empty piece between two NULs, and only the piece after the last NUL is no argument).
+#[cfg(unix)]
+fn split_cmdline(cmdline: &[u8]) -> Vec<OsString> {
     use std::os::unix::ffi::OsStrExt;
-    cmdline
-        .split(|&b| b == 0)
-        .filter(|arg| !arg.is_empty())
+    let body = cmdline.strip_suffix(&[0]).unwrap_or(cmdline);
+    if body.is_empty() {
+        return Vec::new();
+    }
+    body.split(|&b| b == 0)
         .map(|arg| std::ffi::OsStr::from_bytes(arg).to_owned())
         .collect()
+}
+
+#[cfg(not(unix))]
+fn split_cmdline(_cmdline: &[u8]) -> Vec<OsString> {
+    Vec::new()
 }
 
 #[cfg(test)]
@@ -103,6 +130,8 @@ mod tests {
 
     #[test]
     fn reads_the_arguments_of_process_one() {
+        let args = split_cmdline(b"broadcast-server\0--redis-prefix\0\0--port\08080\0");
+        assert_eq!(args.len(), 5, "an empty argument is kept: {args:?}");
         let args = split_cmdline(b"broadcast-server\0--port\08080\0");
         let mut with_probe = args.clone();
         with_probe.push("--healthcheck".into());

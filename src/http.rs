@@ -283,6 +283,10 @@ pub fn router<A: Adapter>(
         .route("/", get(page_handler))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
+        // The same answers where a platform keeps paths ending in `z` for itself (Cloud Run's
+        // front end answers some of them without asking the container).
+        .route("/live", get(health::livez))
+        .route("/ready", get(health::readyz))
         .route("/healthz", get(health::healthz))
         .route("/ice-servers", get(ice_servers))
         .merge(metrics)

@@ -189,6 +189,7 @@ fn install_crypto_provider() {
 /// Binds, builds the app and starts serving in the background.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     install_crypto_provider();
+    client_addr::warn_if_outside_cloud_run(&config.trusted_proxies);
     if let Some(dir) = config.assets_dir()
         && !http::assets_present(dir)
     {

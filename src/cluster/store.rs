@@ -195,6 +195,11 @@ impl ClusterRegistry {
         &self.inner.limits
     }
 
+    /// Why the shared storage cannot serve now (Redis unreachable), if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        self.inner.health.problem()
+    }
+
     fn keys(&self) -> &Keys {
         &self.inner.keys
     }

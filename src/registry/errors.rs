@@ -43,7 +43,21 @@ impl ChannelError {
     /// reach or too contended to answer in time, never is: a broadcaster answering a crowd of
     /// viewers must not be disconnected for the server's trouble.
     pub fn is_clients_fault(&self) -> bool {
-        !matches!(self, Self::Unavailable)
+        // Exhaustive on purpose: a new refusal must be placed on one side or the other.
+        match self {
+            // The server's storage, or the server being full: nothing the client did.
+            Self::Unavailable | Self::AtCapacity(_) | Self::WaitingRoomFull => false,
+            Self::AlreadyHasBroadcaster(_)
+            | Self::NotFound(_)
+            | Self::NotFoundOrExpired
+            | Self::TooManyForSocket(_)
+            | Self::TooManyForAddress(_)
+            | Self::NotAViewer
+            | Self::NotAViewerToChat
+            | Self::NotTheBroadcaster
+            | Self::NotPeers
+            | Self::WrongPassword => true,
+        }
     }
 }
 
@@ -53,7 +67,13 @@ mod tests {
 
     #[test]
     fn only_refusals_the_client_caused_are_strikes() {
-        assert!(!ChannelError::Unavailable.is_clients_fault());
+        for refusal in [
+            ChannelError::Unavailable,
+            ChannelError::AtCapacity(1),
+            ChannelError::WaitingRoomFull,
+        ] {
+            assert!(!refusal.is_clients_fault(), "{refusal:?}");
+        }
         for refusal in [
             ChannelError::NotPeers,
             ChannelError::NotAViewer,

@@ -67,6 +67,15 @@ pub struct Stats {
 }
 
 impl Registry {
+    /// Whether the registry can serve now: always in memory; in cluster mode, while Redis
+    /// answers. A client's events pile up while it cannot, through no fault of the client's.
+    pub fn is_available(&self) -> bool {
+        match self {
+            Registry::Memory(_) => true,
+            Registry::Cluster(r) => r.problem().is_none(),
+        }
+    }
+
     pub fn limits(&self) -> &RegistryLimits {
         match self {
             Registry::Memory(r) => r.limits(),

@@ -188,6 +188,11 @@ impl<A: Adapter> MessageHandler<A, Inline> for OnEvent<A> {
         if self.1.submit(job).is_err() {
             let sid = handlers::public_id(&socket);
             tracing::debug!(%sid, "dropping an event: too many waiting for this socket");
+            // While the shared storage is away every event waits out its timeout: the queue
+            // fills through the server's fault, not the client's, and costs it no strike.
+            if !self.0.registry.is_available() {
+                return;
+            }
             if self.0.limits.strike(&sid) == limits::Verdict::Disconnect {
                 tracing::warn!(%sid, "disconnecting a client that kept sending faster than it was served");
                 let _ = socket.disconnect();

@@ -21,8 +21,10 @@ lacks() {
 
 memory="$(deploy)"
 for arg in --concurrency=1000 --timeout=3600 --session-affinity --allow-unauthenticated \
-  --max-instances=1 '--update-env-vars=^|;|^TRUSTED_PROXIES=cloud-run' \
-  --remove-env-vars=REDIS_URL,REDIS_CA_CERT,REDIS_SKIP_HOSTNAME_CHECK --image=img:1; do
+  --max-instances=1 --cpu-throttling --min-instances=0 --clear-vpc-connector \
+  '--update-env-vars=^|;|^TRUSTED_PROXIES=cloud-run' \
+  --remove-env-vars=REDIS_URL,REDIS_CA_CERT,REDIS_SKIP_HOSTNAME_CHECK \
+  --remove-secrets=REDIS_URL,/etc/redis-ca/ca.pem --image=img:1; do
   has "$memory" "$arg" "in memory"
 done
 lacks "$memory" '--set-env-vars' "in memory"
@@ -38,10 +40,18 @@ for arg in --concurrency=500 --no-cpu-throttling --min-instances=1 --max-instanc
   '--update-secrets=TURN_SECRET=turn-secret:latest,METRICS_TOKEN=metrics-token:latest,/etc/redis-ca/ca.pem=redis-ca:latest'; do
   has "$cluster" "$arg" "on Redis"
 done
-lacks "$cluster" '--remove-env-vars' "on Redis"
+lacks "$cluster" '--remove' "on Redis"
 lacks "$cluster" '--max-instances=1$' "on Redis"
 
+# A CA without the host-name exemption removes an exemption an earlier deploy set; no CA
+# removes the CA as well.
+ca_only="$(deploy REDIS_URL_SECRET_NAME=redis-url REDIS_CA_SECRET_NAME=redis-ca)"
+has "$ca_only" '--remove-env-vars=REDIS_URL,REDIS_SKIP_HOSTNAME_CHECK' "CA without the exemption"
+lacks "$ca_only" '--remove-secrets' "CA without the exemption"
+
 from_secret="$(deploy REDIS_URL_SECRET_NAME=redis-url)"
+has "$from_secret" '--remove-env-vars=REDIS_URL,REDIS_CA_CERT,REDIS_SKIP_HOSTNAME_CHECK' "no CA"
+has "$from_secret" '--remove-secrets=/etc/redis-ca/ca.pem' "no CA"
 has "$from_secret" '--update-secrets=REDIS_URL=redis-url:latest' "Redis URL from Secret Manager"
 has "$from_secret" '--min-instances=1' "Redis URL from Secret Manager"
 lacks "$from_secret" '^--update-env-vars=.*REDIS_URL' "Redis URL from Secret Manager: not in plain env"
