@@ -43,7 +43,17 @@ pub fn client_config(trust: Trust<'_>) -> Result<rustls::ClientConfig, ClusterEr
         (false, _) => system_roots(),
     };
     if let Some(path) = trust.ca_file {
-        for cert in read_ca_file(path)? {
+        let certs = read_ca_file(path)?;
+        if trust.any_name && certs.iter().any(is_system_root) {
+            // A public CA vouches for anybody's certificate: without the name check that
+            // would accept any of them for this Redis.
+            return Err(ca_error(
+                path,
+                "it holds a CA the system already trusts; --redis-skip-hostname-check takes only \
+                 a private CA of the Redis's own",
+            ));
+        }
+        for cert in certs {
             roots.add(cert).map_err(|e| ca_error(path, e))?;
         }
     }
@@ -138,6 +148,14 @@ fn system_roots() -> RootCertStore {
         "system CA certificates loaded for rediss://"
     );
     roots
+}
+
+/// Whether the system's CA store holds this very certificate.
+fn is_system_root(cert: &CertificateDer<'_>) -> bool {
+    rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .any(|root| root.as_ref() == cert.as_ref())
 }
 
 /// The certificates of a PEM file, each checked to be usable as a trust anchor.
@@ -349,6 +367,42 @@ DUo/jH8BZxg=
             .is_err(),
             "no name check without a CA of the operator's own"
         );
+    }
+
+    #[test]
+    fn skipping_the_name_check_refuses_a_public_ca() {
+        let public = rustls_native_certs::load_native_certs().certs;
+        let first = public
+            .first()
+            .expect("the system's CA store has certificates (Debian's ca-certificates)");
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64_lines(first.as_ref())
+        );
+        let path = temp_file("public", pem.as_bytes());
+        let skip = client_config(Trust {
+            ca_file: Some(&path),
+            any_name: true,
+        });
+        let checked = client_config(Trust {
+            ca_file: Some(&path),
+            any_name: false,
+        });
+        let _ = std::fs::remove_file(&path);
+        let err = skip.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("a CA the system already trusts"), "{err}");
+        assert!(checked.is_ok(), "with the name check a public CA is fine");
+    }
+
+    /// Base64 in 64-character lines, as PEM has it.
+    fn base64_lines(der: &[u8]) -> String {
+        use base64::Engine as _;
+        let text = base64::engine::general_purpose::STANDARD.encode(der);
+        text.as_bytes()
+            .chunks(64)
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn io_error(inner: rustls::Error) -> fred::error::Error {
