@@ -239,6 +239,19 @@ pub struct Config {
           value_parser = parse_transports)]
     pub transports: Transports,
 
+    /// Webhooks: the `http://` or `https://` URL the server POSTs broadcast events to (started,
+    /// stopped, resumed, ended), signed with `--webhook-secret`. Needs `--webhook-secret`.
+    /// (Its value is kept out of `--help` and error messages: it may hold a token.)
+    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true, value_parser = WebhookUrlParser)]
+    pub webhook_url: Option<WebhookUrl>,
+
+    /// Webhooks: the secret that signs each request (`X-Broadcast-Signature`), shared with the
+    /// receiver. Needs `--webhook-url`. Prefer the environment variable: a command line is
+    /// visible to every user of the machine. (Its value is kept out of `--help`, logs and
+    /// error messages.)
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = WebhookSecretParser)]
+    pub webhook_secret: Option<WebhookSecret>,
+
     /// Probe a server running with this configuration on this host (`GET /livez` on `--host`,
     /// or loopback when it is 0.0.0.0 or ::, and `--port`) and exit 0 if it serves: a container
     /// health check without curl.
@@ -369,14 +382,123 @@ impl clap::builder::TypedValueParser for TurnSecretParser {
         _arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<TurnSecret, clap::Error> {
-        match value.to_str() {
-            Some(secret) if !secret.trim().is_empty() => Ok(TurnSecret::new(secret)),
-            _ => Err(clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                "--turn-secret (TURN_SECRET) must be a non-empty UTF-8 string\n",
-            )
-            .with_cmd(cmd)),
+        non_empty_secret(cmd, value, "--turn-secret (TURN_SECRET)").map(TurnSecret::new)
+    }
+}
+
+/// A secret flag's value: any non-empty UTF-8 string. The error names the flag, never the value.
+fn non_empty_secret(
+    cmd: &clap::Command,
+    value: &std::ffi::OsStr,
+    flag: &str,
+) -> Result<String, clap::Error> {
+    match value.to_str() {
+        Some(secret) if !secret.trim().is_empty() => Ok(secret.to_owned()),
+        _ => Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!("{flag} must be a non-empty UTF-8 string\n"),
+        )
+        .with_cmd(cmd)),
+    }
+}
+
+/// The secret that signs webhook requests. Its `Debug` never shows it, so neither does a
+/// logged or printed `Config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for signing only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+/// Reads `--webhook-secret` without ever quoting it in an error.
+#[derive(Debug, Clone, Copy)]
+struct WebhookSecretParser;
+
+impl clap::builder::TypedValueParser for WebhookSecretParser {
+    type Value = WebhookSecret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<WebhookSecret, clap::Error> {
+        non_empty_secret(cmd, value, "--webhook-secret (WEBHOOK_SECRET)").map(WebhookSecret::new)
+    }
+}
+
+/// Where webhooks go: an `http` or `https` URL with a host. Its `Debug` and `Display` show the
+/// scheme, host and port only: a path or query may hold the receiver's token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl(reqwest::Url);
+
+impl WebhookUrl {
+    /// The whole URL, for sending only.
+    pub fn expose(&self) -> &reqwest::Url {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = &self.0;
+        write!(
+            f,
+            "{}://{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        )?;
+        match url.port() {
+            Some(port) => write!(f, ":{port}/…"),
+            None => f.write_str("/…"),
         }
+    }
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookUrl({self})")
+    }
+}
+
+/// Reads `--webhook-url` without ever quoting it in an error (it may hold a token).
+#[derive(Debug, Clone, Copy)]
+struct WebhookUrlParser;
+
+impl clap::builder::TypedValueParser for WebhookUrlParser {
+    type Value = WebhookUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<WebhookUrl, clap::Error> {
+        let url = value
+            .to_str()
+            .and_then(|v| reqwest::Url::parse(v.trim()).ok())
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some());
+        url.map(WebhookUrl).ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                "--webhook-url (WEBHOOK_URL) must look like https://host[:port]/path (http or https)\n",
+            )
+            .with_cmd(cmd)
+        })
     }
 }
 
@@ -516,7 +638,27 @@ impl Config {
     /// `requires`: its message spans several lines and names no environment variable.)
     pub fn check(&self) -> Result<(), String> {
         self.check_turn()?;
+        self.check_webhooks()?;
         self.check_redis_tls()
+    }
+
+    fn check_webhooks(&self) -> Result<(), String> {
+        match (self.webhook_url.is_some(), self.webhook_secret.is_some()) {
+            (true, false) => Err(
+                "--webhook-url (WEBHOOK_URL) needs --webhook-secret (WEBHOOK_SECRET), which signs every request; set both, or neither"
+                    .to_owned(),
+            ),
+            (false, true) => Err(
+                "--webhook-secret (WEBHOOK_SECRET) needs --webhook-url (WEBHOOK_URL), where the signed events go; set both, or neither"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where webhooks go and the secret that signs them, when both are set.
+    pub fn webhooks(&self) -> Option<(WebhookUrl, WebhookSecret)> {
+        Some((self.webhook_url.clone()?, self.webhook_secret.clone()?))
     }
 
     fn check_turn(&self) -> Result<(), String> {
@@ -941,6 +1083,63 @@ mod tests {
             assert_eq!(text.trim_end().lines().count(), 1, "one line: {text}");
             assert!(!text.contains("secret"), "{text}");
         }
+    }
+
+    #[test]
+    fn webhook_url_and_secret_are_read_together() {
+        let c = load(&[
+            "--webhook-url",
+            "https://hooks.example.com:8443/in?token=t0ken",
+            "--webhook-secret",
+            "wh-s3cret",
+        ])
+        .unwrap();
+        let (url, secret) = c.webhooks().expect("both set");
+        assert_eq!(
+            url.expose().as_str(),
+            "https://hooks.example.com:8443/in?token=t0ken"
+        );
+        assert_eq!(secret.expose(), b"wh-s3cret");
+        let shown = format!("{c:?} {url}");
+        assert!(
+            !shown.contains("wh-s3cret") && !shown.contains("t0ken"),
+            "{shown}"
+        );
+        assert!(load(&[]).unwrap().webhooks().is_none());
+
+        for (args, expected) in [
+            (
+                &["--webhook-url", "http://127.0.0.1:9/hook"][..],
+                "error: --webhook-url (WEBHOOK_URL) needs --webhook-secret",
+            ),
+            (
+                &["--webhook-secret", "wh-s3cret"][..],
+                "error: --webhook-secret (WEBHOOK_SECRET) needs --webhook-url",
+            ),
+        ] {
+            let text = load(args).unwrap_err().to_string();
+            assert!(text.starts_with(expected), "{text}");
+            assert_eq!(text.trim_end().lines().count(), 1, "one line: {text}");
+            assert!(!text.contains("wh-s3cret"), "{text}");
+        }
+        for bad in [
+            "ftp://x/y",
+            "hooks.example.com/in",
+            "https://",
+            "mailto:t0ken@example.com",
+        ] {
+            let err = parse(&["--webhook-url", bad]).unwrap_err().to_string();
+            assert!(
+                err.contains("--webhook-url (WEBHOOK_URL) must look like"),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains("t0ken"), "{err}");
+        }
+        let err = parse(&["--webhook-secret", " "]).unwrap_err().to_string();
+        assert!(
+            err.contains("--webhook-secret (WEBHOOK_SECRET) must be a non-empty"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod registry;
 pub mod shutdown;
 pub mod signaling;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -73,6 +74,8 @@ pub enum StartError {
     Template(#[from] http::TemplateError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("cannot set up webhooks: {0}")]
+    Webhooks(String),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -89,6 +92,7 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
     grace: Duration,
     _sweeper: SweeperGuard,
+    webhooks: webhooks::Worker,
 }
 
 impl RunningServer {
@@ -105,19 +109,31 @@ impl RunningServer {
         self.wait().await
     }
 
-    /// Waits until the server stops.
+    /// Waits until the server stops, then gives webhook deliveries their short grace.
     pub async fn wait(self) -> Result<(), StartError> {
-        match self.task.await {
-            Ok(result) => result.map_err(StartError::Serve),
-            Err(join) => Err(StartError::Serve(std::io::Error::other(join))),
-        }
+        let RunningServer {
+            task,
+            _sweeper: sweeper,
+            webhooks,
+            ..
+        } = self;
+        let result = served(task).await;
+        drop(sweeper);
+        webhooks.finish().await;
+        result
     }
 
     /// Runs until SIGTERM/SIGINT, then shuts down gracefully.
     pub async fn run_until_signal(self) -> Result<(), StartError> {
-        let handle = self.handle.clone();
-        let close = self.close.clone();
-        let grace = self.grace;
+        let RunningServer {
+            handle,
+            close,
+            task,
+            grace,
+            _sweeper: sweeper,
+            webhooks,
+            ..
+        } = self;
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stopping.clone();
         let closing = tokio::spawn(async move {
@@ -127,7 +143,9 @@ impl RunningServer {
             handle.graceful_shutdown(Some(grace));
             close().await;
         });
-        let result = self.wait().await;
+        let result = served(task).await;
+        // The heartbeat stops before the sign-off below, or it would announce the node again.
+        drop(sweeper);
         if stopping.load(std::sync::atomic::Ordering::SeqCst) {
             // The sockets' departures and, in cluster mode, the node's sign-off finish before
             // the process exits (bounded: Redis commands time out).
@@ -140,7 +158,17 @@ impl RunningServer {
         } else {
             closing.abort();
         }
+        // After the sign-off, whose departures end broadcasts too.
+        webhooks.finish().await;
         result
+    }
+}
+
+/// The serving task's result.
+async fn served(task: JoinHandle<std::io::Result<()>>) -> Result<(), StartError> {
+    match task.await {
+        Ok(result) => result.map_err(StartError::Serve),
+        Err(join) => Err(StartError::Serve(std::io::Error::other(join))),
     }
 }
 
@@ -177,8 +205,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(ACCEPT_BACKLOG)?.into_std()
 }
 
-/// Makes aws-lc-rs the process's rustls provider (the one axum-server's HTTPS and fred's
-/// `rediss://` are built with), unless one is installed already. Without it rustls guesses from
+/// Makes aws-lc-rs the process's rustls provider (the one axum-server's HTTPS, fred's
+/// `rediss://` and reqwest's webhooks are built with), unless one is installed already. Without it rustls guesses from
 /// its crate features and panics when it finds two: a test build also compiles in ring (for
 /// the test client), and a crate added later might too.
 fn install_crypto_provider() {
@@ -284,11 +312,13 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
             })
         }
     };
+    let assembled = assembled?;
     assembled.init.await?;
     let Assembled {
         app,
         close,
         sweeper,
+        webhooks,
         ..
     } = assembled;
 
@@ -348,6 +378,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         task,
         grace: config.shutdown_grace(),
         _sweeper: sweeper,
+        webhooks,
     };
     tracing::info!("listening on {}", server.url());
     Ok(server)
@@ -394,6 +425,7 @@ struct Assembled {
     init: Init,
     close: Closer,
     sweeper: SweeperGuard,
+    webhooks: webhooks::Worker,
 }
 
 impl Parts<'_> {
@@ -404,7 +436,12 @@ impl Parts<'_> {
         (layer, io): (socketioxide::layer::SocketIoLayer<A>, SocketIo<A>),
         cluster: Option<ClusterNode>,
         init: impl FnOnce(A::InitRes) -> Init,
-    ) -> Assembled {
+    ) -> Result<Assembled, StartError> {
+        let (hooks, worker) = webhooks::Webhooks::start(
+            self.config.webhooks(),
+            cluster.as_ref().map(|c| c.node.id().to_string()),
+        )
+        .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let limits = Arc::new(RateLimits::new(self.config.rates()));
         let init = init(signaling::attach(
             &io,
@@ -413,6 +450,7 @@ impl Parts<'_> {
             self.public_ids.clone(),
             TrustedProxies::new(&self.config.trusted_proxies),
             self.sessions.clone(),
+            hooks.clone(),
         ));
         let sweeper = signaling::spawn_sweeper(
             registry.clone(),
@@ -421,6 +459,7 @@ impl Parts<'_> {
             cluster
                 .as_ref()
                 .map(|c| (c.node.clone(), self.reconnector.clone())),
+            hooks.clone(),
         );
         let status = cluster.as_ref().map(|c| http::ClusterStatus {
             node: c.node.id().clone(),
@@ -437,12 +476,13 @@ impl Parts<'_> {
         let close: Closer = Arc::new(move || {
             let io = io.clone();
             let cluster = cluster.clone();
+            let hooks = hooks.clone();
             Box::pin(async move {
                 if let Some(cluster) = &cluster {
                     // Whatever this node's sockets hold goes first, while the namespace can
                     // still emit: peers are told now, not when the heartbeat runs out.
                     for departure in cluster.node.sign_off().await {
-                        signaling::announce(&io, departure).await;
+                        signaling::announce(&io, &hooks, departure).await;
                     }
                 }
                 io.close().await;
@@ -451,12 +491,13 @@ impl Parts<'_> {
                 }
             })
         });
-        Assembled {
+        Ok(Assembled {
             app,
             init,
             close,
             sweeper,
-        }
+            webhooks: worker,
+        })
     }
 }
 

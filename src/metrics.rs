@@ -40,6 +40,9 @@ pub const REFUSALS: &str = "broadcast_refusals_total";
 pub const RESUMES: &str = "broadcast_resumes_total";
 pub const TAKEOVERS: &str = "broadcast_takeovers_total";
 pub const TURN_CREDENTIALS: &str = "broadcast_turn_credentials_total";
+pub const WEBHOOKS_DELIVERED: &str = "broadcast_webhooks_delivered_total";
+pub const WEBHOOKS_FAILED: &str = "broadcast_webhooks_failed_total";
+pub const WEBHOOKS_DROPPED: &str = "broadcast_webhooks_dropped_total";
 pub const SOCKETS: &str = "broadcast_sockets";
 pub const CHANNELS: &str = "broadcast_channels";
 pub const CHANNEL_VIEWERS: &str = "broadcast_channel_viewers";
@@ -194,6 +197,9 @@ struct Counters {
     resumes: Counter,
     takeovers: Counter,
     turn_credentials: Counter,
+    webhooks_delivered: Counter,
+    webhooks_failed: Counter,
+    webhooks_dropped: Counter,
 }
 
 fn counters() -> &'static Counters {
@@ -220,6 +226,18 @@ fn counters() -> &'static Counters {
             TURN_CREDENTIALS,
             "TURN credentials minted for GET /ice-servers.",
         );
+        describe(
+            WEBHOOKS_DELIVERED,
+            "Webhook events the receiver accepted (a 2xx answer).",
+        );
+        describe(
+            WEBHOOKS_FAILED,
+            "Webhook events given up on: refused (4xx other than 429), or failing every attempt.",
+        );
+        describe(
+            WEBHOOKS_DROPPED,
+            "Webhook events never sent: the queue was full, or the server stopped first.",
+        );
         let counter = |name: &'static str, label: Option<(&'static str, &'static str)>| {
             let labels: Vec<Label> = label.map(|(k, v)| Label::new(k, v)).into_iter().collect();
             let metadata = ::metrics::Metadata::new(
@@ -237,6 +255,9 @@ fn counters() -> &'static Counters {
             resumes: counter(RESUMES, None),
             takeovers: counter(TAKEOVERS, None),
             turn_credentials: counter(TURN_CREDENTIALS, None),
+            webhooks_delivered: counter(WEBHOOKS_DELIVERED, None),
+            webhooks_failed: counter(WEBHOOKS_FAILED, None),
+            webhooks_dropped: counter(WEBHOOKS_DROPPED, None),
         }
     })
 }
@@ -289,6 +310,25 @@ pub fn broadcast_started(started: &BroadcastStarted) {
 /// A TURN credential was minted.
 pub fn turn_credential_minted() {
     counters().turn_credentials.increment(1);
+}
+
+/// What became of a webhook event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    Delivered,
+    Failed,
+    Dropped,
+}
+
+/// Webhook events that were delivered, given up on, or dropped.
+pub fn webhooks(outcome: WebhookOutcome, count: u64) {
+    let counters = counters();
+    let counter = match outcome {
+        WebhookOutcome::Delivered => &counters.webhooks_delivered,
+        WebhookOutcome::Failed => &counters.webhooks_failed,
+        WebhookOutcome::Dropped => &counters.webhooks_dropped,
+    };
+    counter.increment(count);
 }
 
 /// Sockets of this node by transport, at one moment.
@@ -682,6 +722,9 @@ mod tests {
             "broadcast_resumes_total",
             "broadcast_takeovers_total",
             "broadcast_turn_credentials_total",
+            "broadcast_webhooks_delivered_total",
+            "broadcast_webhooks_failed_total",
+            "broadcast_webhooks_dropped_total",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(&format!("{line} "))),

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use super::{Health, Keys, NodeId};
 use crate::registry::Stats;
-use crate::registry::broadcaster::{BroadcastRequest, BroadcastStarted};
+use crate::registry::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
 use crate::registry::chat::ChatDelivery;
 use crate::registry::clock::Moment;
 use crate::registry::errors::ChannelError;
@@ -778,13 +778,13 @@ impl ClusterRegistry {
         &self,
         sid: &SocketId,
         channel_id: &str,
-    ) -> Result<Vec<SocketId>, ChannelError> {
+    ) -> Result<BroadcastStopped, ChannelError> {
         let id = ChannelId::from(channel_id);
         let _turn = self.turn(&id).await;
         retrying!(self, {
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
-            let viewers = txn.state.stop_broadcast(sid, channel_id, Moment::now())?;
-            Ok(self.commit(txn).await?.map(|()| viewers))
+            let stopped = txn.state.stop_broadcast(sid, channel_id, Moment::now())?;
+            Ok(self.commit(txn).await?.map(|()| stopped))
         })
     }
 

@@ -29,6 +29,19 @@ pub struct BroadcastStarted {
     pub waiting_viewers: Vec<SocketId>,
     /// Their fresh feeders, sent after `broadcaster_available`.
     pub tree: Vec<TreeEvent>,
+    /// The channel existed and was live before this join (neither stopped nor new).
+    pub was_live: bool,
+}
+
+/// Result of a successful `stop_broadcast`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadcastStopped {
+    /// The viewers to tell.
+    pub viewers: Vec<SocketId>,
+    /// Most viewers at once during the broadcast that ends here.
+    pub peak_viewers: usize,
+    /// It was live until now (not already stopped).
+    pub was_live: bool,
 }
 
 /// The options of a `join_as_broadcaster` besides the ids.
@@ -78,6 +91,11 @@ impl State {
             }
             let previous = std::mem::replace(&mut channel.broadcaster, sid.clone());
             let replaced = (takeover && previous != *sid).then_some(previous.clone());
+            let was_live = !channel.stopped;
+            if !was_live {
+                // A new broadcast: its peak counts from the audience still in the channel.
+                channel.peak_viewers = channel.viewers.len();
+            }
             channel.last_activity = now;
             channel.stopped = false;
             channel.away_until = None;
@@ -100,6 +118,7 @@ impl State {
                 resumed: resume,
                 waiting_viewers: channel.viewers.keys().cloned().collect(),
                 tree,
+                was_live,
             };
             if started.replaced.is_some() {
                 self.unindex(&previous, &channel_id, |m| &mut m.broadcasting);
@@ -153,6 +172,7 @@ impl State {
                 password,
                 viewer_tokens: HashMap::new(),
                 held_viewers: HashMap::new(),
+                peak_viewers: 0,
             },
         );
         self.sockets
@@ -177,6 +197,7 @@ impl State {
             resumed: false,
             waiting_viewers: Vec::new(),
             tree: Vec::new(),
+            was_live: false,
         })
     }
 
@@ -185,7 +206,7 @@ impl State {
         sid: &SocketId,
         channel_id: &str,
         now: Moment,
-    ) -> Result<Vec<SocketId>, ChannelError> {
+    ) -> Result<BroadcastStopped, ChannelError> {
         let channel = self
             .channels
             .get_mut(channel_id)
@@ -193,12 +214,17 @@ impl State {
         if channel.broadcaster != *sid {
             return Err(ChannelError::NotTheBroadcaster);
         }
+        let was_live = !channel.stopped;
         channel.last_activity = now;
         channel.stopped = true;
         channel.tree.stop();
-        let viewers = channel.viewers.keys().cloned().collect();
+        let stopped = BroadcastStopped {
+            viewers: channel.viewers.keys().cloned().collect(),
+            peak_viewers: channel.peak_viewers,
+            was_live,
+        };
         let key = channel.id.clone();
         self.track_waits(&key);
-        Ok(viewers)
+        Ok(stopped)
     }
 }

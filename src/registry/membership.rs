@@ -99,6 +99,7 @@ impl State {
         if alias.is_some() {
             slot.clone_from(&alias);
         }
+        channel.peak_viewers = channel.peak_viewers.max(channel.viewers.len());
         if resumable || presented.is_some() {
             channel.viewer_tokens.insert(sid.clone(), fresh.to_owned());
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use super::broadcaster::{BroadcastRequest, BroadcastStarted};
+use super::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
 use super::chat::ChatDelivery;
 use super::clock::Moment;
 use super::errors::ChannelError;
@@ -215,7 +215,7 @@ impl MemoryRegistry {
         &self,
         sid: &SocketId,
         channel_id: &str,
-    ) -> Result<Vec<SocketId>, ChannelError> {
+    ) -> Result<BroadcastStopped, ChannelError> {
         self.state().stop_broadcast(sid, channel_id, Moment::now())
     }
 

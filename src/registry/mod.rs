@@ -33,7 +33,7 @@ pub mod waiting;
 mod tests;
 
 use crate::cluster::ClusterRegistry;
-use broadcaster::{BroadcastRequest, BroadcastStarted};
+use broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
 use chat::ChatDelivery;
 use clock::Moment;
 use errors::ChannelError;
@@ -207,7 +207,7 @@ impl Registry {
         &self,
         sid: &SocketId,
         channel_id: &str,
-    ) -> Result<Vec<SocketId>, ChannelError> {
+    ) -> Result<BroadcastStopped, ChannelError> {
         match self {
             Registry::Memory(r) => r.stop_broadcast(sid, channel_id),
             Registry::Cluster(r) => r.stop_broadcast(sid, channel_id).await,

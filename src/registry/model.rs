@@ -108,6 +108,10 @@ pub(crate) struct Channel {
     /// is told when one ends: they are pruned by the channel's next change, and go with it.
     #[serde(default)]
     pub(crate) held_viewers: HashMap<String, HeldViewer>,
+    /// Most viewers at once since the broadcast started (created, or live again after
+    /// `stop_broadcast`): reported by webhooks. In the channel, so that every node sees it.
+    #[serde(default)]
+    pub(crate) peak_viewers: usize,
 }
 
 /// What a resumable viewer gets back when it returns within the grace.
@@ -133,6 +137,8 @@ pub struct ClosedChannel {
     pub channel_id: ChannelId,
     pub broadcaster: SocketId,
     pub viewers: Vec<SocketId>,
+    /// Most viewers at once during its last broadcast.
+    pub peak_viewers: usize,
 }
 
 impl State {
@@ -160,6 +166,7 @@ impl State {
             channel_id: channel_id.clone(),
             broadcaster: channel.broadcaster,
             viewers,
+            peak_viewers: channel.peak_viewers,
         })
     }
 

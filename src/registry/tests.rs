@@ -108,7 +108,10 @@ fn owner_goes_live_again_with_force_and_viewers_are_returned() {
         .unwrap();
     r.join_as_viewer(&sid("v"), "room", false).unwrap();
     assert!(!r.join_as_viewer(&sid("v"), "room", false).unwrap().stopped);
-    assert_eq!(r.stop_broadcast(&b, "room").unwrap(), vec![sid("v")]);
+    assert_eq!(
+        r.stop_broadcast(&b, "room").unwrap().viewers,
+        vec![sid("v")]
+    );
     assert!(
         r.join_as_viewer(&sid("late"), "room", false)
             .unwrap()
@@ -302,6 +305,30 @@ fn alias_and_chat_names() {
 }
 
 #[test]
+fn peak_viewers_count_each_broadcast_from_its_start() {
+    let r = default_registry();
+    let (b, v1, v2, v3) = (sid("b"), sid("v1"), sid("v2"), sid("v3"));
+    r.join_as_broadcaster(&b, None, Some("room"), false, true)
+        .unwrap();
+    r.join_as_viewer(&v1, "room", false).unwrap();
+    r.join_as_viewer(&v2, "room", false).unwrap();
+    r.disconnect(&v2);
+    assert_eq!(r.stop_broadcast(&b, "room").unwrap().peak_viewers, 2);
+    let again = r
+        .join_as_broadcaster(&b, None, Some("room"), true, true)
+        .unwrap();
+    assert!(!again.was_live, "live again after a stop");
+    let repeat = r
+        .join_as_broadcaster(&b, None, Some("room"), true, true)
+        .unwrap();
+    assert!(repeat.was_live, "a repeated join while live");
+    r.join_as_viewer(&v3, "room", false).unwrap();
+    let departure = r.disconnect(&b);
+    let peaks: Vec<usize> = departure.closed.iter().map(|c| c.peak_viewers).collect();
+    assert_eq!(peaks, [2], "v1 stayed, v3 joined: the new broadcast's peak");
+}
+
+#[test]
 fn stop_broadcast_rules() {
     let r = default_registry();
     let (b, v) = (sid("b"), sid("v"));
@@ -316,7 +343,13 @@ fn stop_broadcast_rules() {
         r.stop_broadcast(&b, "nope"),
         Err(ChannelError::NotFoundOrExpired)
     );
-    assert_eq!(r.stop_broadcast(&b, "room").unwrap(), vec![v]);
+    let stopped = r.stop_broadcast(&b, "room").unwrap();
+    assert_eq!(stopped.viewers, vec![v]);
+    assert_eq!((stopped.peak_viewers, stopped.was_live), (1, true));
+    assert!(
+        !r.stop_broadcast(&b, "room").unwrap().was_live,
+        "stopped already"
+    );
     assert_eq!(r.stats().channels, 1, "the channel stays after stop");
 }
 
@@ -397,7 +430,8 @@ fn idle_channel_without_viewers_expires_but_live_one_never_does() {
         vec![ClosedChannel {
             channel_id: ChannelId::from("idle"),
             broadcaster: sid("idle"),
-            viewers: vec![]
+            viewers: vec![],
+            peak_viewers: 0,
         }]
     );
     let ids: Vec<_> = r.list().into_iter().map(|c| c.id).collect();

@@ -28,6 +28,7 @@ use crate::registry::membership::{Departure, ViewerRequest};
 use crate::registry::relay::Activity;
 use crate::registry::secrets;
 use crate::registry::tree_events::TreeEvent;
+use crate::webhooks::{EndReason, Webhooks};
 
 /// What a handler needs about the socket it serves.
 pub struct Ctx<'a, A: Adapter> {
@@ -36,6 +37,7 @@ pub struct Ctx<'a, A: Adapter> {
     io: &'a SocketIo<A>,
     socket: &'a SocketRef<A>,
     sid: SocketId,
+    webhooks: &'a Webhooks,
 }
 
 impl<'a, A: Adapter> Ctx<'a, A> {
@@ -46,6 +48,7 @@ impl<'a, A: Adapter> Ctx<'a, A> {
             io: &state.io,
             socket,
             sid: public_id(socket),
+            webhooks: &state.webhooks,
         }
     }
 
@@ -266,6 +269,7 @@ pub async fn join_as_broadcaster<A: Adapter>(
     {
         Ok(started) => {
             metrics::broadcast_started(&started);
+            ctx.webhooks.broadcast_started(&started);
             tracing::info!(sid = %ctx.sid, channel = %started.channel_id, "broadcaster ready");
             ctx.reply(
                 "broadcaster_ready",
@@ -555,7 +559,7 @@ async fn evict<A: Adapter>(ctx: &Ctx<'_, A>, target: &SocketId) {
     if let Err(e) = disconnect.await {
         tracing::debug!("could not disconnect it yet: {e:?}");
     }
-    announce(ctx.io, ctx.registry.disconnect(target).await).await;
+    announce(ctx.io, ctx.webhooks, ctx.registry.disconnect(target).await).await;
 }
 
 pub async fn set_alias<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SetAlias) {
@@ -609,10 +613,11 @@ pub async fn stop_broadcast<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Cha
     }
     let channel_id = request.channel_id.unwrap_or_default();
     match ctx.registry.stop_broadcast(&ctx.sid, &channel_id).await {
-        Ok(viewers) => {
-            tracing::info!(sid = %ctx.sid, channel = %channel_id, viewers = viewers.len(), "broadcast stopped");
+        Ok(stopped) => {
+            ctx.webhooks.broadcast_stopped(&channel_id, &stopped);
+            tracing::info!(sid = %ctx.sid, channel = %channel_id, viewers = stopped.viewers.len(), "broadcast stopped");
             ctx.send(
-                &viewers,
+                &stopped.viewers,
                 "broadcaster_stopped",
                 &ChannelRef {
                     channel_id: &channel_id,
@@ -712,11 +717,16 @@ pub async fn disconnect<A: Adapter>(ctx: &Ctx<'_, A>, reason: DisconnectReason) 
         closed_channels = departure.closed.len(),
         "disconnected"
     );
-    announce(ctx.io, departure).await;
+    announce(ctx.io, ctx.webhooks, departure).await;
 }
 
 /// Tells everybody a departure concerns.
-pub(super) async fn announce<A: Adapter>(io: &SocketIo<A>, departure: Departure) {
+pub(super) async fn announce<A: Adapter>(
+    io: &SocketIo<A>,
+    webhooks: &Webhooks,
+    departure: Departure,
+) {
+    webhooks.broadcasts_ended(&departure.closed, EndReason::Disconnected);
     for held in &departure.held {
         tracing::info!(channel = %held.channel_id, viewers = held.viewers.len(), "broadcaster dropped; channel held for it to resume");
         let channel = ChannelRef {

@@ -33,6 +33,7 @@ use crate::client_addr::{SessionsPerAddr, TrustedProxies};
 use crate::connection::PublicIds;
 use crate::registry::Registry;
 use crate::registry::membership::Departure;
+use crate::webhooks::Webhooks;
 pub use sweeper::{SweeperGuard, spawn_sweeper};
 
 /// Shared state every handler sees.
@@ -45,6 +46,8 @@ pub struct Signaling<A: Adapter> {
     sessions: Arc<SessionsPerAddr>,
     /// When a refusal was last logged: one abusive address must not flood the log.
     log_gate: Arc<AtomicU64>,
+    /// Broadcast lifecycle events for the operator's receiver (a no-op without one).
+    webhooks: Webhooks,
 }
 
 impl<A: Adapter> Clone for Signaling<A> {
@@ -57,6 +60,7 @@ impl<A: Adapter> Clone for Signaling<A> {
             proxies: self.proxies.clone(),
             sessions: self.sessions.clone(),
             log_gate: self.log_gate.clone(),
+            webhooks: self.webhooks.clone(),
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn attach<A: Adapter + DefinedAdapter>(
     public_ids: PublicIds,
     proxies: TrustedProxies,
     sessions: Arc<SessionsPerAddr>,
+    webhooks: Webhooks,
 ) -> A::InitRes {
     io.ns(
         "/",
@@ -81,6 +86,7 @@ pub fn attach<A: Adapter + DefinedAdapter>(
             proxies: Arc::new(proxies),
             sessions,
             log_gate: Arc::new(AtomicU64::new(0)),
+            webhooks,
         }),
     )
 }
@@ -225,6 +231,6 @@ impl<A: Adapter> DisconnectHandler<A, Inline> for OnDisconnect<A> {
 }
 
 /// Tells everybody a departure concerns (at shutdown, for what this node's sockets still held).
-pub async fn announce<A: Adapter>(io: &SocketIo<A>, departure: Departure) {
-    handlers::announce(io, departure).await;
+pub async fn announce<A: Adapter>(io: &SocketIo<A>, webhooks: &Webhooks, departure: Departure) {
+    handlers::announce(io, webhooks, departure).await;
 }

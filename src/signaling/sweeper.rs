@@ -16,6 +16,7 @@ use crate::cluster::node::{Beat, Node};
 use crate::connection::Reconnector;
 use crate::registry::Registry;
 use crate::registry::clock::Moment;
+use crate::webhooks::{EndReason, Webhooks};
 
 /// Stops the background tasks when dropped, so their lifetime is the server's.
 #[must_use = "the sweeper stops when this guard is dropped"]
@@ -47,11 +48,17 @@ pub fn spawn_sweeper<A: Adapter>(
     limits: Arc<RateLimits>,
     io: SocketIo<A>,
     node: Option<(Arc<Node>, Reconnector)>,
+    webhooks: Webhooks,
 ) -> SweeperGuard {
     let period = sweep_interval(registry.limits().idle_ttl);
     let mut tasks = Vec::new();
     if let Some((node, reconnector)) = node {
-        tasks.push(tokio::spawn(run_node(node, io.clone(), reconnector)));
+        tasks.push(tokio::spawn(run_node(
+            node,
+            io.clone(),
+            reconnector,
+            webhooks.clone(),
+        )));
     }
     tasks.push(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period);
@@ -66,6 +73,7 @@ pub fn spawn_sweeper<A: Adapter>(
                 _ = waits.tick() => {
                     let expired = registry.expire_waits(Moment::now()).await;
                     emit_tree(&io, &expired.tree).await;
+                    webhooks.broadcasts_ended(&expired.abandoned, EndReason::NotResumed);
                     for closed in expired.abandoned {
                         tracing::info!(channel = %closed.channel_id, "channel closed: its broadcaster did not resume in time");
                         send(&io, &closed.viewers, "broadcaster_disconnected", &()).await;
@@ -74,7 +82,9 @@ pub fn spawn_sweeper<A: Adapter>(
                 }
             }
             limits.forget_idle();
-            for closed in registry.sweep(Moment::now()).await {
+            let reaped = registry.sweep(Moment::now()).await;
+            webhooks.broadcasts_ended(&reaped, EndReason::Expired);
+            for closed in reaped {
                 tracing::info!(channel = %closed.channel_id, "channel expired after idle TTL");
                 let expired = ChannelRef {
                     channel_id: &closed.channel_id,
@@ -93,7 +103,12 @@ pub fn spawn_sweeper<A: Adapter>(
 }
 
 /// The node's heartbeat and its watch over the others (timing in [`crate::cluster::node`]).
-async fn run_node<A: Adapter>(node: Arc<Node>, io: SocketIo<A>, reconnector: Reconnector) {
+async fn run_node<A: Adapter>(
+    node: Arc<Node>,
+    io: SocketIo<A>,
+    reconnector: Reconnector,
+    webhooks: Webhooks,
+) {
     let mut beat = tokio::time::interval(node.beat_interval());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut look = tokio::time::interval(node.check_interval());
@@ -112,7 +127,7 @@ async fn run_node<A: Adapter>(node: Arc<Node>, io: SocketIo<A>, reconnector: Rec
             }
             _ = look.tick() => {
                 for departure in node.reap_dead().await {
-                    announce(&io, departure).await;
+                    announce(&io, &webhooks, departure).await;
                 }
             }
         }

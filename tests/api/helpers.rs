@@ -12,8 +12,10 @@ use broadcast_server::config::Config;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long to wait for an event that should arrive.
@@ -969,4 +971,86 @@ impl Drop for Cluster {
                 .status();
         }
     }
+}
+
+/// The binary with `--host 127.0.0.1 --port 0 --log-format json`, whatever else `args` and
+/// `envs` say, and everything it writes to stdout and stderr.
+pub struct LoggedServer {
+    /// Its base URL, `http://127.0.0.1:<port>`, as it announced it.
+    pub url: String,
+    child: Child,
+    log: Arc<Mutex<String>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LoggedServer {
+    pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> LoggedServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_broadcast-server"))
+            .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = oneshot::channel();
+        let readers = vec![
+            read_lines(child.stdout.take().expect("stdout"), log.clone(), Some(tx)),
+            read_lines(child.stderr.take().expect("stderr"), log.clone(), None),
+        ];
+        let url = tokio::time::timeout(Duration::from_secs(15), rx)
+            .await
+            .expect("the server announces its address")
+            .expect("the server announces its address");
+        LoggedServer {
+            url,
+            child,
+            log,
+            readers,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!(
+            "{}/socket.io/?EIO=4&transport=websocket",
+            self.url.replacen("http", "ws", 1)
+        )
+    }
+
+    /// Kills the server; returns everything it wrote.
+    pub async fn stop(mut self) -> String {
+        self.child.kill().await.expect("stop the server");
+        for reader in self.readers.drain(..) {
+            let _ = reader.await;
+        }
+        self.log.lock().expect("log lock").clone()
+    }
+}
+
+/// Reads a child's output into `log`; sends the first `listening on` address to `addr`.
+fn read_lines<R: AsyncRead + Unpin + Send + 'static>(
+    stream: R,
+    log: Arc<Mutex<String>>,
+    mut addr: Option<oneshot::Sender<String>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && let Some(tx) = addr.take()
+            {
+                let url: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.'))
+                    .collect();
+                let _ = tx.send(url);
+            }
+            let mut log = log.lock().expect("log lock");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    })
 }

@@ -15,3 +15,4 @@ mod robustness;
 mod tree;
 mod turn;
 mod waiting;
+mod webhooks;

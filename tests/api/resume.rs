@@ -3,16 +3,13 @@
 //! from a new socket, another device takes over with the token, and a private channel is left
 //! out of the list and admits only viewers that give its password.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
-use tokio::sync::oneshot;
 
-use crate::helpers::{Client, QUIET, TestApp, sample_candidate, sample_sdp, spawn_app};
+use crate::helpers::{
+    Client, LoggedServer, QUIET, TestApp, sample_candidate, sample_sdp, spawn_app,
+};
 
 const WRONG_PASSWORD: &str = "Invalid data: password is missing or wrong for this channel";
 const TOO_MANY: &str = "Invalid data: too many requests";
@@ -905,54 +902,13 @@ async fn a_password_guesser_that_keeps_going_is_disconnected() {
 
 // ---- nothing secret in the log ----
 
-/// Reads a child's output into `log`; sends the first `listening on` address to `addr`.
-fn collect<R: AsyncRead + Unpin + Send + 'static>(
-    stream: R,
-    log: Arc<Mutex<String>>,
-    mut addr: Option<oneshot::Sender<String>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("listening on http://").nth(1)
-                && let Some(tx) = addr.take()
-            {
-                let host: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.'))
-                    .collect();
-                let _ = tx.send(host);
-            }
-            let mut log = log.lock().expect("log lock");
-            log.push_str(&line);
-            log.push('\n');
-        }
-    })
-}
-
 /// Runs a private, resumable channel through every path a secret travels (a password set,
 /// refused, too long and accepted; tokens issued and presented for a takeover and a resume)
 /// against the binary with `RUST_LOG=rust_log`, and returns each secret found in its output
 /// with the lines that show it.
 async fn secrets_in_the_log(rust_log: &str) -> Vec<(&'static str, Vec<String>)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_broadcast-server"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
-        .env("RUST_LOG", rust_log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = oneshot::channel();
-    let out = collect(child.stdout.take().expect("stdout"), log.clone(), Some(tx));
-    let err = collect(child.stderr.take().expect("stderr"), log.clone(), None);
-    let host = tokio::time::timeout(Duration::from_secs(15), rx)
-        .await
-        .expect("the server announces its address")
-        .expect("the server announces its address");
-    let ws_url = format!("ws://{host}/socket.io/?EIO=4&transport=websocket");
+    let server = LoggedServer::start(&[], &[("RUST_LOG", rust_log)]).await;
+    let ws_url = server.ws_url();
 
     const PASSWORD: &str = "Tr0ub4dor-and-3";
     const GUESS: &str = "guessing-Pa55word";
@@ -1014,10 +970,7 @@ async fn secrets_in_the_log(rust_log: &str) -> Vec<(&'static str, Vec<String>)> 
     v.expect("broadcaster_available").await;
     // Lines written after the last answer have little time to reach the pipe.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.kill().await.expect("stop the server");
-    let _ = tokio::join!(out, err);
-
-    let log = log.lock().expect("log lock").clone();
+    let log = server.stop().await;
     assert!(log.contains("broadcaster ready"), "the log was read: {log}");
     [
         ("the password", PASSWORD),

@@ -5,15 +5,12 @@
 //! itself; the secret must never show in the page, `--help`, an error or the log.
 
 use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
-use tokio::sync::oneshot;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{LoggedServer, spawn_app};
 
 const SECRET: &str = "e2e-Sh4red-secret-for-turn-tests";
 const TURN_URLS: &str = "turn:turn.example.test:3478?transport=udp,turns:turn.example.test:5349";
@@ -322,52 +319,14 @@ async fn bad_turn_options_are_refused_without_showing_the_secret() {
     assert!(!help.contains(SECRET), "the secret is in --help");
 }
 
-/// Reads a child's output into `log`; sends the first `listening on` address to `addr`.
-fn collect<R: AsyncRead + Unpin + Send + 'static>(
-    stream: R,
-    log: Arc<Mutex<String>>,
-    mut addr: Option<oneshot::Sender<String>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("listening on ").nth(1)
-                && let Some(tx) = addr.take()
-            {
-                let url: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.'))
-                    .collect();
-                let _ = tx.send(url);
-            }
-            let mut log = log.lock().expect("log lock");
-            log.push_str(&line);
-            log.push('\n');
-        }
-    })
-}
-
 #[tokio::test]
 async fn the_log_never_shows_the_secret_or_a_credential() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_broadcast-server"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--ice-servers", "[]"])
-        .args(["--turn-urls", TURN_URLS, "--log-format", "json"])
-        .env("TURN_SECRET", SECRET)
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = oneshot::channel();
-    let out = collect(child.stdout.take().expect("stdout"), log.clone(), Some(tx));
-    let err = collect(child.stderr.take().expect("stderr"), log.clone(), None);
-    let url = tokio::time::timeout(Duration::from_secs(15), rx)
-        .await
-        .expect("the server announces its address")
-        .expect("the server announces its address");
+    let server = LoggedServer::start(
+        &["--ice-servers", "[]", "--turn-urls", TURN_URLS],
+        &[("TURN_SECRET", SECRET), ("RUST_LOG", "trace")],
+    )
+    .await;
+    let url = server.url.clone();
 
     let (_, body) = ice_servers(&url).await;
     let turn = &body["ice_servers"][0];
@@ -378,10 +337,7 @@ async fn the_log_never_shows_the_secret_or_a_credential() {
         .await
         .expect("page");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.kill().await.expect("stop the server");
-    let _ = tokio::join!(out, err);
-
-    let log = log.lock().expect("log lock").clone();
+    let log = server.stop().await;
     assert!(
         log.contains("/ice-servers"),
         "the request was logged at trace level: {log}"
