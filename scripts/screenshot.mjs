@@ -16,9 +16,10 @@ import { fileURLToPath } from 'node:url';
 
 const REPO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { chromium } = createRequire(path.join(REPO_DIR, 'e2e', 'package.json'))('playwright-core');
+// The browser and its flags are the e2e suite's: one list to keep right.
+const { CHROMIUM, CHROMIUM_ARGS } = await import('../e2e/lib/harness.mjs');
 
 const SERVER_BIN = path.resolve(REPO_DIR, process.env.SERVER_BIN || 'target/release/broadcast-server');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const OUT = path.resolve(process.argv[2] || path.join(REPO_DIR, 'docs', 'screenshot.png'));
 const VIEWPORT = { width: 1200, height: 750 };
 
@@ -56,16 +57,7 @@ try {
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: [
-      '--no-sandbox',
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-      // Peer connections over loopback, where that is the only interface.
-      '--allow-loopback-in-peer-connection',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
+    args: ['--no-sandbox', ...CHROMIUM_ARGS],
   });
 
   const broadcaster = await (await browser.newContext({ viewport: VIEWPORT })).newPage();

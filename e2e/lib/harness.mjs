@@ -16,7 +16,7 @@ export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
  * a prompt. The rest keeps Chromium quiet on a closed network: it must reach nothing but
  * the loopback servers the scenario starts.
  */
-const CHROMIUM_ARGS = [
+export const CHROMIUM_ARGS = [
   '--use-fake-ui-for-media-stream',
   '--use-fake-device-for-media-stream',
   // On a machine with only a loopback interface WebRTC gathers no candidate without it.
