@@ -488,8 +488,12 @@ async fn forty_four_hostile_inputs_harm_nobody() {
     assert!(count >= 40, "{count} hostile inputs");
     let (attack_p99, attack_n) = bystander.take_p99();
     bystander.finish().await;
-    // Twice the baseline, with a 10 ms floor: at sub-millisecond baselines 2x is timer noise.
-    let limit = (base_p99 * 2).max(base_p99 + Duration::from_millis(10));
+    // Twice the baseline, with a 25 ms floor: at millisecond baselines 2x is timer noise, and
+    // on a two-core machine the password attempts hash (argon2, on the blocking pool) on one core
+    // while the runtime shares the other: with ~60 samples p99 is the single slowest round trip,
+    // and one 15 ms scheduling stall was seen on an otherwise idle machine. A client that harmed
+    // others would show as tens or hundreds of milliseconds on every round trip.
+    let limit = (base_p99 * 2).max(base_p99 + Duration::from_millis(25));
     assert!(
         attack_p99 <= limit,
         "bystander p99 {attack_p99:?} over {attack_n} round trips under attack, baseline \
