@@ -283,6 +283,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
                 connection.node.clone(),
                 connection.health.clone(),
             );
+            registry.follow_feed(connection.feed.clone());
             let node = Arc::new(Node::new(
                 connection.client.clone(),
                 connection.keys.clone(),

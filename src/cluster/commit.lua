@@ -6,31 +6,53 @@
 --
 -- KEYS: every key named below, by index.
 -- ARGV[1]: JSON {checks = [{k, v}], cap = {k, max}?, addr = {k, max}?, waiting = {k, max, n}?,
---          writes = [...]}
--- ARGV[2..]: channel documents, referenced by `put` writes as `a`.
--- Returns 1 when applied, 0 on a conflict (the caller reloads and retries), -1 when the
--- channel capacity is reached, -2 when the owner's address has too many channels, -3 when
--- the waiting room is full.
+--          feed, writes = [...]}
+-- ARGV[2..]: documents, referenced by `put` and `putv` writes as `a`.
+-- Returns {1, versions of the `putv` writes in order} when applied, {0} on a conflict (the
+-- caller reloads and retries), {-1} when the channel capacity is reached, {-2} when the
+-- owner's address has too many channels, {-3} when the waiting room is full.
+--
+-- Channel documents are written with `putv` and deleted with `delv`: each gets a version that
+-- only grows (Redis's clock in microseconds, or one more than the version it replaces, so a
+-- channel created again after a deletion is newer too), and every one is announced on the
+-- change feed as "<channel> <version>" lines, in this same atomic step (see replica.rs).
 local spec = cjson.decode(ARGV[1])
 for _, c in ipairs(spec.checks) do
   local v = redis.call('HGET', KEYS[c.k], 'v')
   if v == false then v = '' end
-  if v ~= c.v then return 0 end
+  if v ~= c.v then return {0} end
 end
 if spec.cap then
-  if redis.call('ZCARD', KEYS[spec.cap.k]) >= spec.cap.max then return -1 end
+  if redis.call('ZCARD', KEYS[spec.cap.k]) >= spec.cap.max then return {-1} end
 end
 if spec.addr then
   local n = tonumber(redis.call('GET', KEYS[spec.addr.k]) or '0')
-  if n >= spec.addr.max then return -2 end
+  if n >= spec.addr.max then return {-2} end
 end
 if spec.waiting then
   local n = tonumber(redis.call('GET', KEYS[spec.waiting.k]) or '0')
-  if n + spec.waiting.n > spec.waiting.max then return -3 end
+  if n + spec.waiting.n > spec.waiting.max then return {-3} end
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local versions = {1}
+local announced = {}
+local function next_version(key)
+  local old = tonumber(redis.call('HGET', key, 'v') or '') or 0
+  return math.max(old + 1, now)
 end
 for _, w in ipairs(spec.writes) do
   local key = KEYS[w.k]
-  if w.op == 'put' then
+  if w.op == 'putv' then
+    local v = next_version(key)
+    redis.call('HSET', key, 'v', string.format('%.0f', v), 'd', ARGV[w.a])
+    versions[#versions + 1] = v
+    announced[#announced + 1] = w.id .. ' ' .. string.format('%.0f', v)
+  elseif w.op == 'delv' then
+    local v = next_version(key)
+    redis.call('DEL', key)
+    announced[#announced + 1] = w.id .. ' ' .. string.format('%.0f', v)
+  elseif w.op == 'put' then
     redis.call('HSET', key, 'v', w.v, 'd', ARGV[w.a])
   elseif w.op == 'del' then
     redis.call('DEL', key)
@@ -47,4 +69,7 @@ for _, w in ipairs(spec.writes) do
     if redis.call('INCRBY', key, w.n) <= 0 then redis.call('DEL', key) end
   end
 end
-return 1
+if #announced > 0 then
+  redis.call('PUBLISH', spec.feed, table.concat(announced, '\n'))
+end
+return versions

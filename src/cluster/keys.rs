@@ -30,6 +30,12 @@ impl Keys {
         format!("{}:ch:{id}", self.prefix)
     }
 
+    /// The change feed (a pub/sub channel, not a key): every write of a channel document is
+    /// announced on it as "<channel> <version>" (see `replica.rs`).
+    pub fn feed(&self) -> String {
+        format!("{}:feed", self.prefix)
+    }
+
     /// Every channel id, scored by creation time: `channel_list` order and the capacity count.
     pub fn channel_index(&self) -> String {
         format!("{}:channels", self.prefix)

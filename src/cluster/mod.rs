@@ -11,6 +11,7 @@
 
 mod keys;
 pub mod node;
+mod replica;
 mod store;
 pub mod tls;
 
@@ -79,11 +80,15 @@ pub enum ClusterError {
     Version { url: String, reason: String },
 }
 
-/// The Redis connections of one node: commands (registry, heartbeats) and pub/sub (the
-/// Socket.IO adapter), both reconnecting by themselves.
+/// The Redis connections of one node: commands (registry, heartbeats), pub/sub for the
+/// Socket.IO adapter, and pub/sub for the registry's change feed, all reconnecting by
+/// themselves.
 pub struct Connection {
     pub client: fred::clients::Client,
     subscriber: fred::clients::SubscriberClient,
+    /// The change feed's own connection (see `replica.rs`): the adapter's dispatcher warns
+    /// about any message on its connection that is not one of its channels.
+    pub feed: fred::clients::SubscriberClient,
     pub keys: Keys,
     pub node: NodeId,
     pub health: Arc<Health>,
@@ -144,9 +149,12 @@ impl Connection {
         let client = builder.build().map_err(unreachable)?;
         client.init().await.map_err(unreachable)?;
         let subscriber = builder.build_subscriber_client().map_err(unreachable)?;
+        let feed = builder.build_subscriber_client().map_err(unreachable)?;
+        feed.init().await.map_err(unreachable)?;
         Ok(Self {
             client,
             subscriber,
+            feed,
             keys: Keys::new(prefix),
             node: NodeId::generate(),
             health: Arc::new(Health::default()),
@@ -181,6 +189,7 @@ impl Connection {
 
     /// Closes both connections (at shutdown, after the node has signed off).
     pub async fn close(&self) {
+        let _ = self.feed.quit().await;
         let _ = self.subscriber.quit().await;
         let _ = self.client.quit().await;
     }

@@ -26,6 +26,7 @@ use futures_util::future::try_join_all;
 use rand::RngExt;
 use serde_json::{Value, json};
 
+use super::replica::{self, Replica};
 use super::{Health, Keys, NodeId};
 use crate::registry::Stats;
 use crate::registry::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
@@ -62,12 +63,15 @@ struct Inner {
     /// compare-and-set (a crowd joining one channel), so they take turns, and conflicts are
     /// left to writers on other nodes.
     queues: std::sync::Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The documents this node last read or wrote, kept current by the change feed: reads
+    /// fetch only a version where it matches, and relays are authorized without Redis.
+    replica: Arc<Replica>,
 }
 
 /// What an operation read of one channel (absent channels are read as `None`).
 struct Read {
     version: String,
-    raw: String,
+    raw: Arc<str>,
     /// The connected broadcaster (none while the channel waits for it to resume).
     broadcaster: Option<SocketId>,
     viewers: HashSet<SocketId>,
@@ -173,8 +177,20 @@ impl ClusterRegistry {
                 node,
                 health,
                 queues: std::sync::Mutex::default(),
+                replica: Arc::default(),
             }),
         }
+    }
+
+    /// Follows the change feed on its own connection for as long as the connection lives,
+    /// keeping the replica current.
+    pub fn follow_feed(&self, subscriber: fred::clients::SubscriberClient) {
+        drop(tokio::spawn(replica::follow(
+            subscriber,
+            self.keys().feed(),
+            self.inner.replica.clone(),
+            self.inner.health.clone(),
+        )));
     }
 
     /// Waits for this node's turn to write `id` (see `Inner::queues`).
@@ -219,29 +235,45 @@ impl ClusterRegistry {
         }
     }
 
+    /// Reads a channel: its version, and its document only when this node's cached copy is
+    /// not that version.
     async fn load(&self, id: &ChannelId) -> Result<Option<(Read, Channel)>, ChannelError> {
-        let fields: Vec<Option<String>> = self
-            .inner
-            .client
-            .hmget(self.keys().channel(id), vec!["v", "d"])
+        let key = self.keys().channel(id);
+        let client = &self.inner.client;
+        if let Some(kept) = self.inner.replica.kept(id) {
+            let version: Option<String> = client
+                .hget(&key, "v")
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            match version {
+                None => {
+                    self.inner.replica.forget(id);
+                    return Ok(None);
+                }
+                Some(v) if v == kept.version => {
+                    let channel = kept.channel.clone();
+                    return Ok(Some((read_of(v, kept.raw.clone(), &channel), channel)));
+                }
+                Some(_) => {}
+            }
+        }
+        let fields: Vec<Option<String>> = client
+            .hmget(key, vec!["v", "d"])
             .await
             .map_err(|e| self.unavailable(e))?;
         let (Some(Some(version)), Some(Some(raw))) = (fields.first(), fields.get(1)) else {
+            self.inner.replica.forget(id);
             return Ok(None);
         };
         let channel: Channel = serde_json::from_str(raw).map_err(|e| {
             tracing::error!(channel = %id, "unreadable channel document: {e}");
             ChannelError::Unavailable
         })?;
-        let read = Read {
-            version: version.clone(),
-            raw: raw.clone(),
-            broadcaster: channel.present_broadcaster().cloned(),
-            viewers: channel.viewers.keys().cloned().collect(),
-            owner_addr: channel.owner_addr,
-            wait: channel.next_deadline(),
-        };
-        Ok(Some((read, channel)))
+        let raw: Arc<str> = Arc::from(raw.as_str());
+        self.inner
+            .replica
+            .remember(id, version.clone(), raw.clone(), channel.clone());
+        Ok(Some((read_of(version.clone(), raw, &channel), channel)))
     }
 
     /// Starts an attempt with these channels loaded.
@@ -341,6 +373,10 @@ impl ClusterRegistry {
             extra,
         } = txn;
         self.plan_lobbies(&mut plan, &state, &lobbies);
+        // Documents written (in the order of their `putv`s), remembered with the versions the
+        // script gave them.
+        let mut written: Vec<(ChannelId, Arc<str>)> = Vec::new();
+        let mut removed: Vec<ChannelId> = Vec::new();
         for (id, before) in &read {
             let k = plan.key(keys.channel(id));
             let v = before.as_ref().map_or("", |r| r.version.as_str());
@@ -350,9 +386,14 @@ impl ClusterRegistry {
             let after = state.channels.get(&id);
             match (before, after) {
                 (None, None) => {}
-                (Some(before), None) => self.plan_removal(&mut plan, &id, &before),
+                (Some(before), None) => {
+                    self.plan_removal(&mut plan, &id, &before);
+                    removed.push(id);
+                }
                 (before, Some(channel)) => {
-                    self.plan_update(&mut plan, &id, before.as_ref(), channel)?
+                    if let Some(raw) = self.plan_update(&mut plan, &id, before.as_ref(), channel)? {
+                        written.push((id, raw));
+                    }
                 }
             }
         }
@@ -363,6 +404,7 @@ impl ClusterRegistry {
         let mut spec = json!({
             "checks": plan.checks,
             "writes": plan.writes,
+            "feed": keys.feed(),
         });
         if let Some(cap) = plan.cap {
             spec["cap"] = cap;
@@ -376,22 +418,35 @@ impl ClusterRegistry {
         let mut args = Vec::with_capacity(plan.docs.len() + 1);
         args.push(spec.to_string());
         args.extend(plan.docs);
-        let verdict: i64 = self
+        let answer: Vec<i64> = self
             .inner
             .client
             .eval(COMMIT, plan.keys, args)
             .await
             .map_err(|e| self.unavailable(e))?;
-        match verdict {
-            1 => Ok(Some(())),
+        match answer.first().copied().unwrap_or(i64::MIN) {
+            1 => {
+                let mut channels = state.channels;
+                for ((id, raw), version) in written.into_iter().zip(answer.iter().skip(1)) {
+                    if let Some(channel) = channels.remove(&id) {
+                        self.inner
+                            .replica
+                            .remember(&id, version.to_string(), raw, channel);
+                    }
+                }
+                for id in &removed {
+                    self.inner.replica.forget(id);
+                }
+                Ok(Some(()))
+            }
             0 => Ok(None),
             -1 => Err(ChannelError::AtCapacity(self.inner.limits.max_channels)),
             -2 => Err(ChannelError::TooManyForAddress(
                 self.inner.limits.max_channels_per_addr,
             )),
             -3 => Err(ChannelError::WaitingRoomFull),
-            other => {
-                tracing::error!(other, "unexpected answer from the commit script");
+            _ => {
+                tracing::error!(?answer, "unexpected answer from the commit script");
                 Err(ChannelError::Unavailable)
             }
         }
@@ -449,7 +504,7 @@ impl ClusterRegistry {
 
     fn plan_removal(&self, plan: &mut Plan, id: &ChannelId, before: &Read) {
         let keys = self.keys();
-        plan.write("del", keys.channel(id), json!({}));
+        plan.write("delv", keys.channel(id), json!({"id": id.as_str()}));
         plan.write("zrem", keys.channel_index(), json!({"m": id.as_str()}));
         plan.write("zrem", keys.waits(), json!({"m": id.as_str()}));
         if let Some(broadcaster) = &before.broadcaster {
@@ -473,17 +528,18 @@ impl ClusterRegistry {
         id: &ChannelId,
         before: Option<&Read>,
         channel: &Channel,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<Option<Arc<str>>, ChannelError> {
         let keys = self.keys();
         let doc = serde_json::to_string(channel).map_err(|e| {
             tracing::error!("cannot encode a channel: {e}");
             ChannelError::Unavailable
         })?;
-        if before.is_none_or(|b| b.raw != doc) {
-            let version = format!("{:016x}", rand::rng().random::<u64>());
+        let mut written = None;
+        if before.is_none_or(|b| *b.raw != *doc) {
+            written = Some(Arc::from(doc.as_str()));
             plan.docs.push(doc);
             let a = plan.docs.len() + 1;
-            plan.write("put", keys.channel(id), json!({"v": version, "a": a}));
+            plan.write("putv", keys.channel(id), json!({"id": id.as_str(), "a": a}));
         }
         let mine = keys.node_sockets(&self.inner.node);
         if before.is_none() {
@@ -539,7 +595,7 @@ impl ClusterRegistry {
                 None => plan.write("zrem", keys.waits(), json!({"m": id.as_str()})),
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     async fn channel_count(&self) -> Result<usize, ChannelError> {
@@ -593,6 +649,7 @@ impl ClusterRegistry {
             )?;
             Ok(self.commit(txn).await?.map(|()| started))
         })
+        .inspect(|started| self.inner.replica.joined(sid, &started.channel_id))
     }
 
     /// How the channels of the whole deployment stand (loads every channel: for `/metrics`).
@@ -651,6 +708,7 @@ impl ClusterRegistry {
                 .join_as_viewer(sid, channel_id, request, Moment::now())?;
             Ok(self.commit(txn).await?.map(|()| joined))
         })
+        .inspect(|_| self.inner.replica.joined(sid, &id))
     }
 
     async fn tree_op(
@@ -727,16 +785,16 @@ impl ClusterRegistry {
         target: &str,
         activity: Activity,
     ) -> Result<SocketId, ChannelError> {
+        if let Some(target) = self.authorize_from_replica(sender, target, activity) {
+            return Ok(target);
+        }
         retrying!(self, {
             let mut txn = self.begin_for(sender).await?;
             let now = Moment::now();
             let found = txn
                 .state
                 .authorize_relay(sender, target, Activity::Keep, now)?;
-            // An offer or answer keeps its channel from idling out; writing the whole channel
-            // for each one would make every negotiation contend with every join, so the stored
-            // activity moves on in steps (a tenth of the TTL, at most a second).
-            let step = (self.inner.limits.idle_ttl / 10).min(Duration::from_secs(1));
+            let step = self.activity_step();
             let stale = txn
                 .state
                 .channels
@@ -748,6 +806,54 @@ impl ClusterRegistry {
             txn.state.authorize_relay(sender, target, activity, now)?;
             Ok(self.commit(txn).await?.map(|()| found))
         })
+    }
+
+    /// A relay between a broadcaster and one of its viewers authorized by a current document
+    /// of this node's replica, without Redis; `None` sends it the authoritative way (nothing
+    /// current here, not peers here, or an offer or answer whose channel's stored activity is
+    /// due to move on). Relays between two viewers always take that way: their link in the
+    /// relay tree changes while both stay connected, so the replica's delay could let a
+    /// former feeder reach its former child.
+    fn authorize_from_replica(
+        &self,
+        sender: &SocketId,
+        target: &str,
+        activity: Activity,
+    ) -> Option<SocketId> {
+        let replica = &self.inner.replica;
+        replica.channels_of(sender).iter().find_map(|id| {
+            let kept = replica.current(id)?;
+            let channel = &kept.channel;
+            if channel.broadcaster.as_str() != sender.as_str()
+                && channel.broadcaster.as_str() != target
+            {
+                return None;
+            }
+            let found = channel.relay_target(sender, target)?;
+            let due =
+                Moment::now().duration_since(kept.channel.last_activity) >= self.activity_step();
+            (activity == Activity::Keep || !due).then_some(found)
+        })
+    }
+
+    /// How many viewers the channels `sid` broadcasts have, per this node's replica (current
+    /// or not: a bound, not a rule).
+    pub fn audience(&self, sid: &SocketId) -> usize {
+        let replica = &self.inner.replica;
+        replica
+            .channels_of(sid)
+            .iter()
+            .filter_map(|id| replica.kept(id))
+            .filter(|kept| kept.channel.present_broadcaster() == Some(sid))
+            .map(|kept| kept.channel.viewers.len())
+            .sum()
+    }
+
+    /// How far a channel's stored activity may lag: an offer or answer keeps its channel from
+    /// idling out, but writing the whole channel for each one would make every negotiation
+    /// contend with every join, so it moves on in steps (a tenth of the TTL, at most a second).
+    fn activity_step(&self) -> Duration {
+        (self.inner.limits.idle_ttl / 10).min(Duration::from_secs(1))
     }
 
     pub async fn set_alias(
@@ -795,6 +901,9 @@ impl ClusterRegistry {
 
     /// Removes a socket of `node` (this one, or a dead one being reaped) everywhere.
     pub async fn remove_socket(&self, sid: &SocketId, node: &NodeId) -> Departure {
+        if *node == self.inner.node {
+            self.inner.replica.gone(sid);
+        }
         // Its channels' turns, in one order everywhere so that no two removals wait on each
         // other (a crowd leaving one channel at once would otherwise mostly conflict).
         let mut turns = Vec::new();
@@ -882,5 +991,17 @@ impl ClusterRegistry {
             indexed_sockets,
             indexed_addresses: 0,
         }
+    }
+}
+
+/// What an operation remembers of a channel it read, to plan its writes.
+fn read_of(version: String, raw: Arc<str>, channel: &Channel) -> Read {
+    Read {
+        version,
+        raw,
+        broadcaster: channel.present_broadcaster().cloned(),
+        viewers: channel.viewers.keys().cloned().collect(),
+        owner_addr: channel.owner_addr,
+        wait: channel.next_deadline(),
     }
 }

@@ -195,6 +195,18 @@ impl MemoryRegistry {
             .authorize_relay(sender, target, activity, Moment::now())
     }
 
+    /// How many viewers the channels `sid` broadcasts have.
+    pub fn audience(&self, sid: &SocketId) -> usize {
+        let state = self.state();
+        state.sockets.get(sid).map_or(0, |m| {
+            m.broadcasting
+                .iter()
+                .filter_map(|id| state.channels.get(id))
+                .map(|c| c.viewers.len())
+                .sum()
+        })
+    }
+
     /// Stores the alias of a viewer of `channel_id`.
     pub fn set_alias(
         &self,

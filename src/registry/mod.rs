@@ -76,6 +76,15 @@ impl Registry {
         }
     }
 
+    /// How many viewers the channels `sid` broadcasts have, as far as this node knows without
+    /// waiting (in cluster mode: from its replica; 0 when it holds none of them).
+    pub fn audience(&self, sid: &SocketId) -> usize {
+        match self {
+            Registry::Memory(r) => r.audience(sid),
+            Registry::Cluster(r) => r.audience(sid),
+        }
+    }
+
     pub fn limits(&self) -> &RegistryLimits {
         match self {
             Registry::Memory(r) => r.limits(),

@@ -3,7 +3,7 @@
 use super::clock::Moment;
 use super::errors::ChannelError;
 use super::ids::SocketId;
-use super::model::State;
+use super::model::{Channel, State};
 
 /// Whether a relay refreshes the channel's activity (offers and answers do, ICE does not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +12,34 @@ pub enum Activity {
     Keep,
 }
 
+impl Channel {
+    /// Whether `sender` may relay to `target` within this channel, and the target's id if so:
+    /// its broadcaster and any viewer, either way; two viewers that are feeder and child in
+    /// the relay tree (PROTOCOL.md "Relay authorization"). Nobody reaches a broadcaster whose
+    /// connection is gone while the channel waits for it to resume.
+    pub(crate) fn relay_target(&self, sender: &SocketId, target: &str) -> Option<SocketId> {
+        let present = self.present_broadcaster();
+        if present == Some(sender) {
+            let (viewer, _) = self.viewers.get_key_value(target)?;
+            return Some(viewer.clone());
+        }
+        if !self.viewers.contains_key(sender) {
+            return None;
+        }
+        if self.broadcaster.as_str() == target {
+            return present.cloned();
+        }
+        if self.tree.are_linked(sender, target) {
+            let (viewer, _) = self.viewers.get_key_value(target)?;
+            return Some(viewer.clone());
+        }
+        None
+    }
+}
+
 impl State {
+    /// Authorizes a relay from the sender's own channels (see [`Channel::relay_target`]); an
+    /// offer or answer also counts as activity of the channel they share.
     pub(crate) fn authorize_relay(
         &mut self,
         sender: &SocketId,
@@ -27,28 +54,8 @@ impl State {
         let (shared, target) = membership
             .broadcasting
             .iter()
-            .find_map(|id| {
-                let channel = channels.get(id)?;
-                let (viewer, _) = channel.viewers.get_key_value(target)?;
-                Some((id, viewer.clone()))
-            })
-            .or_else(|| {
-                membership.watching.iter().find_map(|id| {
-                    let channel = channels.get(id)?;
-                    if channel.broadcaster.as_str() == target {
-                        // Nobody to relay to while the channel waits for its broadcaster.
-                        let present = channel.present_broadcaster()?;
-                        return Some((id, present.clone()));
-                    }
-                    // A tree viewer and its current feeder or child (PROTOCOL.md "Relay
-                    // authorization"): both are viewers of this channel.
-                    if channel.tree.are_linked(sender, target) {
-                        let (viewer, _) = channel.viewers.get_key_value(target)?;
-                        return Some((id, viewer.clone()));
-                    }
-                    None
-                })
-            })
+            .chain(&membership.watching)
+            .find_map(|id| Some((id, channels.get(id)?.relay_target(sender, target)?)))
             .ok_or(ChannelError::NotPeers)?;
         if activity == Activity::Refresh
             && let Some(channel) = channels.get_mut(shared)

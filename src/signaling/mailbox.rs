@@ -24,6 +24,15 @@ pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// handle (only possible while Redis answers slowly) and its excess events are dropped.
 pub const MAX_WAITING: usize = 256;
 
+/// More events a broadcaster may have waiting for each viewer of its channels: a crowd that
+/// joins at once is answered at once, an answer and a handful of ICE candidates per viewer,
+/// faster than one socket's events can each wait for Redis. (Relay rates are limited per
+/// pair for the same reason: a broadcaster's own rate grows with its audience.)
+pub const WAITING_PER_VIEWER: usize = 16;
+
+/// The most events any socket may have waiting, whatever its audience.
+pub const MAX_WAITING_CEILING: usize = 65_536;
+
 /// A socket's queue. Cheap to clone; the worker stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct Mailbox {
@@ -51,10 +60,19 @@ impl Mailbox {
         Self { tx, waiting }
     }
 
-    /// Runs an event's handling after everything before it.
-    pub fn submit(&self, job: Job) -> Result<(), Full> {
-        if self.waiting.load(Ordering::Acquire) >= MAX_WAITING {
-            return Err(Full);
+    /// Runs an event's handling after everything before it, unless the socket already has
+    /// [`MAX_WAITING`] events waiting plus [`WAITING_PER_VIEWER`] for each of the `audience`
+    /// (the viewers of the channels it broadcasts; asked only once the base bound is reached).
+    pub fn submit(&self, job: Job, audience: impl FnOnce() -> usize) -> Result<(), Full> {
+        let waiting = self.waiting.load(Ordering::Acquire);
+        if waiting >= MAX_WAITING {
+            let bound = audience()
+                .saturating_mul(WAITING_PER_VIEWER)
+                .saturating_add(MAX_WAITING)
+                .min(MAX_WAITING_CEILING);
+            if waiting >= bound {
+                return Err(Full);
+            }
         }
         self.run(job);
         Ok(())
@@ -99,12 +117,15 @@ mod tests {
         for (i, wait_ms) in [(0, 0u64), (1, 30), (2, 0), (3, 10), (4, 0)] {
             let log = log.clone();
             mailbox
-                .submit(Box::pin(async move {
-                    if wait_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                    }
-                    log.lock().unwrap().push(i);
-                }))
+                .submit(
+                    Box::pin(async move {
+                        if wait_ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                        }
+                        log.lock().unwrap().push(i);
+                    }),
+                    || 0,
+                )
                 .unwrap();
         }
         // The first runs inline; the second waits, so the rest queue behind it.
@@ -114,7 +135,10 @@ mod tests {
         // Idle again: the next event runs inline.
         let inline = log.clone();
         mailbox
-            .submit(Box::pin(async move { inline.lock().unwrap().push(5) }))
+            .submit(
+                Box::pin(async move { inline.lock().unwrap().push(5) }),
+                || 0,
+            )
             .unwrap();
         assert_eq!(log.lock().unwrap().last(), Some(&5));
     }
@@ -131,11 +155,28 @@ mod tests {
             }) as Job
         };
         let accepted = (0..MAX_WAITING + 50)
-            .filter(|_| mailbox.submit(slow()).is_ok())
+            .filter(|_| mailbox.submit(slow(), || 0).is_ok())
             .count();
         assert_eq!(accepted, MAX_WAITING);
         mailbox.submit_last(slow());
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(ran.load(Ordering::SeqCst), MAX_WAITING + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broadcaster_may_have_more_waiting_for_each_viewer_up_to_a_ceiling() {
+        let mailbox = Mailbox::spawn();
+        let slow = || Box::pin(tokio::time::sleep(Duration::from_millis(10))) as Job;
+        let viewers = 100;
+        let accepted = (0..MAX_WAITING + viewers * WAITING_PER_VIEWER + 50)
+            .filter(|_| mailbox.submit(slow(), || viewers).is_ok())
+            .count();
+        assert_eq!(accepted, MAX_WAITING + viewers * WAITING_PER_VIEWER);
+
+        let crowd = Mailbox::spawn();
+        let accepted = (0..MAX_WAITING_CEILING + 50)
+            .filter(|_| crowd.submit(slow(), || usize::MAX).is_ok())
+            .count();
+        assert_eq!(accepted, MAX_WAITING_CEILING);
     }
 }

@@ -191,8 +191,9 @@ impl<A: Adapter> MessageHandler<A, Inline> for OnEvent<A> {
             connected(&job_socket).await;
             dispatch(&state, &job_socket, text.as_str()).await;
         });
-        if self.1.submit(job).is_err() {
-            let sid = handlers::public_id(&socket);
+        let sid = handlers::public_id(&socket);
+        let registry = &self.0.registry;
+        if self.1.submit(job, || registry.audience(&sid)).is_err() {
             tracing::debug!(%sid, "dropping an event: too many waiting for this socket");
             // While the shared storage is away every event waits out its timeout: the queue
             // fills through the server's fault, not the client's, and costs it no strike.

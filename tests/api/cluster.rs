@@ -982,3 +982,79 @@ async fn redis_down_at_start_exits_1_with_one_error_line() {
     assert!(lines[0].to_lowercase().contains("redis"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Relays are authorized from each node's replica of its sockets' channels (EXTENSIONS.md
+/// "Cluster mode"), which the change feed keeps current. A relay sent right after the sender
+/// was told of a change (a viewer on another node left; its channel was taken over on another
+/// node) must already be refused: the change is announced before anybody is told of it.
+#[tokio::test]
+async fn relays_right_after_a_change_on_another_node_are_refused() {
+    // A short hold, so that the resumable channel is gone by the teardown.
+    let mut flags = FEW_LIMITS.to_vec();
+    flags.extend(["--resume-grace-secs", "1"]);
+    let cluster = Cluster::start(2, &flags).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut bc = a.client().await;
+    bc.emit("join_as_broadcaster", json!({ "channel_id": "window" }));
+    bc.expect("broadcaster_ready").await;
+    let mut left = Vec::new();
+    for _ in 0..20 {
+        let viewer = join_viewer(b, &mut bc, "window", 1).await;
+        // The broadcaster's relays reach it (and warm this node's replica).
+        bc.emit(
+            "offer",
+            json!({"target": viewer.sid, "sdp": sample_sdp("offer")}),
+        );
+        let mut viewer = viewer;
+        viewer.expect("offer").await;
+        viewer.close();
+        assert_eq!(
+            bc.expect("viewer_count").await,
+            json!({"channel_id": "window", "count": 0})
+        );
+        bc.emit(
+            "ice_candidate",
+            json!({"target": viewer.sid, "candidate": sample_candidate()}),
+        );
+        bc.expect_relay_error("ice_candidate").await;
+        left.push(viewer);
+    }
+    bc.assert_silent().await;
+
+    // A resumable channel on A taken over from B: the replaced broadcaster's next relay to
+    // its viewer is refused.
+    let mut first = a.client().await;
+    first.emit(
+        "join_as_broadcaster",
+        json!({"channel_id": "desk", "resume": true}),
+    );
+    let ready = first.expect("broadcaster_ready").await;
+    let token = ready["resume_token"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    let mut v = join_viewer(a, &mut first, "desk", 1).await;
+    first.emit(
+        "offer",
+        json!({"target": v.sid, "sdp": sample_sdp("offer")}),
+    );
+    v.expect("offer").await;
+    let mut second = b.client().await;
+    second.emit(
+        "join_as_broadcaster",
+        json!({"channel_id": "desk", "force": true, "resume_token": token}),
+    );
+    second.expect("broadcaster_ready").await;
+    assert_eq!(
+        first.expect("broadcaster_replaced").await,
+        json!({"channel_id": "desk"})
+    );
+    first.emit(
+        "ice_candidate",
+        json!({"target": v.sid, "candidate": sample_candidate()}),
+    );
+    first.expect_relay_error("ice_candidate").await;
+    let mut all = vec![bc, first, second, v];
+    all.extend(left);
+    cluster.teardown(all).await;
+}
