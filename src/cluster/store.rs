@@ -24,6 +24,7 @@ use fred::prelude::{
 };
 use futures_util::future::try_join_all;
 use rand::RngExt;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Health, Keys, NodeId};
@@ -37,11 +38,48 @@ use crate::registry::ids::random_channel_id;
 use crate::registry::ids::{ChannelId, SocketId};
 use crate::registry::listing::{Census, ChannelSummary};
 use crate::registry::membership::{Departure, ViewerJoined, ViewerRequest};
-use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits, State};
+use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits, State, Waiter};
 use crate::registry::relay::Activity;
 use crate::registry::tree_events::{TreeEvent, TreeOp};
 
 const COMMIT: &str = include_str!("commit.lua");
+
+/// One channel id's waiting room: who waits, and how each asked to join.
+type Lobby = HashMap<SocketId, Waiter>;
+
+/// A waiter as stored in its lobby's document (a JSON list of them).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredWaiter {
+    Waiter {
+        id: String,
+        relay: bool,
+        since: Moment,
+    },
+    /// The first layout: the id alone (a leaf, in no particular order).
+    Id(String),
+}
+
+/// Reads a lobby's document; an unreadable one counts as empty (its waiters wait in vain
+/// rather than break the broadcaster's join).
+fn parse_lobby(doc: &str) -> Lobby {
+    serde_json::from_str::<Vec<StoredWaiter>>(doc)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|stored| match stored {
+            StoredWaiter::Waiter { id, relay, since } => {
+                (SocketId::from_stored(&id), Waiter { relay, since })
+            }
+            StoredWaiter::Id(id) => (
+                SocketId::from_stored(&id),
+                Waiter {
+                    relay: false,
+                    since: Moment::from_millis(0),
+                },
+            ),
+        })
+        .collect()
+}
 
 /// Conflicting writers retry this often before the caller is told to try again; each retry
 /// reloads, so only a channel under a storm of simultaneous changes ever gets there.
@@ -81,7 +119,7 @@ struct Txn {
     state: State,
     read: HashMap<ChannelId, Option<Read>>,
     /// Waiting-room lobbies read: version and members.
-    lobbies: HashMap<ChannelId, Option<(String, HashSet<SocketId>)>>,
+    lobbies: HashMap<ChannelId, Option<(String, Lobby)>>,
     /// Writes besides the channels' own (index entries of the caller).
     extra: Plan,
 }
@@ -291,11 +329,7 @@ impl ClusterRegistry {
         for (id, fields) in ids.iter().zip(docs) {
             let found = match (fields.first(), fields.get(1)) {
                 (Some(Some(v)), Some(Some(d))) => {
-                    let members: HashSet<SocketId> = serde_json::from_str::<Vec<String>>(d)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|s| SocketId::from_stored(s))
-                        .collect();
+                    let members = parse_lobby(d);
                     txn.state.lobbies.insert(id.clone(), members.clone());
                     Some((v.clone(), members))
                 }
@@ -341,6 +375,12 @@ impl ClusterRegistry {
             extra,
         } = txn;
         self.plan_lobbies(&mut plan, &state, &lobbies);
+        // Waiters a new channel took in are indexed on their own nodes already.
+        let waiters: HashSet<&SocketId> = lobbies
+            .values()
+            .flatten()
+            .flat_map(|(_, members)| members.keys())
+            .collect();
         for (id, before) in &read {
             let k = plan.key(keys.channel(id));
             let v = before.as_ref().map_or("", |r| r.version.as_str());
@@ -352,7 +392,7 @@ impl ClusterRegistry {
                 (None, None) => {}
                 (Some(before), None) => self.plan_removal(&mut plan, &id, &before),
                 (before, Some(channel)) => {
-                    self.plan_update(&mut plan, &id, before.as_ref(), channel)?
+                    self.plan_update(&mut plan, &id, before.as_ref(), channel, &waiters)?
                 }
             }
         }
@@ -403,10 +443,10 @@ impl ClusterRegistry {
         &self,
         plan: &mut Plan,
         state: &State,
-        lobbies: &HashMap<ChannelId, Option<(String, HashSet<SocketId>)>>,
+        lobbies: &HashMap<ChannelId, Option<(String, Lobby)>>,
     ) {
         let keys = self.keys();
-        let empty = HashSet::new();
+        let empty = Lobby::new();
         let mut delta: i64 = 0;
         for (id, before) in lobbies {
             let k = plan.key(keys.lobby(id));
@@ -420,19 +460,31 @@ impl ClusterRegistry {
             if new.is_empty() {
                 plan.write("del", keys.lobby(id), json!({}));
             } else {
-                let mut members: Vec<&str> = new.iter().map(|s| s.as_str()).collect();
-                members.sort_unstable();
+                let mut members: Vec<StoredWaiter> = new
+                    .iter()
+                    .map(|(id, waiter)| StoredWaiter::Waiter {
+                        id: id.to_string(),
+                        relay: waiter.relay,
+                        since: waiter.since,
+                    })
+                    .collect();
+                members.sort_unstable_by(|a, b| match (a, b) {
+                    (StoredWaiter::Waiter { id: a, .. }, StoredWaiter::Waiter { id: b, .. }) => {
+                        a.cmp(b)
+                    }
+                    _ => std::cmp::Ordering::Equal,
+                });
                 plan.docs.push(json!(members).to_string());
                 let a = plan.docs.len() + 1;
                 let version = format!("{:016x}", rand::rng().random::<u64>());
                 plan.write("put", keys.lobby(id), json!({"v": version, "a": a}));
             }
-            for joined in new.difference(old) {
+            for joined in new.keys().filter(|w| !old.contains_key(*w)) {
                 plan.write("sadd", keys.waiting(joined), json!({"m": id.as_str()}));
                 let mine = keys.node_sockets(&self.inner.node);
                 plan.write("sadd", mine, json!({"m": joined.as_str()}));
             }
-            for left in old.difference(new) {
+            for left in old.keys().filter(|w| !new.contains_key(*w)) {
                 plan.write("srem", keys.waiting(left), json!({"m": id.as_str()}));
             }
             delta += new.len() as i64 - old.len() as i64;
@@ -473,6 +525,7 @@ impl ClusterRegistry {
         id: &ChannelId,
         before: Option<&Read>,
         channel: &Channel,
+        waiters: &HashSet<&SocketId>,
     ) -> Result<(), ChannelError> {
         let keys = self.keys();
         let doc = serde_json::to_string(channel).map_err(|e| {
@@ -521,9 +574,12 @@ impl ClusterRegistry {
         let empty = HashSet::new();
         let old = before.map_or(&empty, |b| &b.viewers);
         for viewer in channel.viewers.keys().filter(|v| !old.contains(*v)) {
-            // Only the caller ever joins, and the caller is this node's.
             plan.write("sadd", keys.watching(viewer), json!({"m": id.as_str()}));
-            plan.write("sadd", mine.clone(), json!({"m": viewer.as_str()}));
+            // Only the caller ever joins, and the caller is this node's; or a waiter a new
+            // channel took in, which its own node listed when it began to wait.
+            if !waiters.contains(viewer) {
+                plan.write("sadd", mine.clone(), json!({"m": viewer.as_str()}));
+            }
         }
         for viewer in old.iter().filter(|v| !channel.viewers.contains_key(*v)) {
             plan.write("srem", keys.watching(viewer), json!({"m": id.as_str()}));
@@ -601,7 +657,12 @@ impl ClusterRegistry {
         Ok(self.begin(&ids).await?.state.census())
     }
 
-    pub async fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
+    pub async fn wait_for(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<bool, ChannelError> {
         let id = ChannelId::from(channel_id);
         let _turn = self.turn(&id).await;
         retrying!(self, {
@@ -610,7 +671,9 @@ impl ClusterRegistry {
                 .await?;
             let membership = self.membership(sid).await?;
             txn.state.sockets.insert(sid.clone(), membership);
-            let waiting = txn.state.wait_for(&self.inner.limits, sid, &id)?;
+            let waiting = txn
+                .state
+                .wait_for(&self.inner.limits, sid, &id, relay, Moment::now())?;
             Ok(self.commit(txn).await?.map(|()| waiting))
         })
     }

@@ -102,11 +102,22 @@ impl MemoryRegistry {
         state.join_as_broadcaster(self.limits(), sid, channel_id, request, Moment::now())
     }
 
-    /// Puts a viewer in the waiting room of a channel id without a broadcaster;
-    /// `Ok(false)`: the channel exists (join it instead).
-    pub fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
-        self.state()
-            .wait_for(&self.shared.limits, sid, &ChannelId::from(channel_id))
+    /// Puts a viewer in the waiting room of a channel id without a broadcaster (`relay`: it
+    /// joins the relay tree when it becomes a viewer); `Ok(false)`: the channel exists (join
+    /// it instead).
+    pub fn wait_for(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<bool, ChannelError> {
+        self.state().wait_for(
+            &self.shared.limits,
+            sid,
+            &ChannelId::from(channel_id),
+            relay,
+            Moment::now(),
+        )
     }
 
     /// How the channels stand (for `/metrics`).

@@ -95,12 +95,18 @@ impl Registry {
         }
     }
 
-    /// Puts a viewer in the waiting room of a channel id without a broadcaster;
-    /// `Ok(false)`: the channel exists (join it instead).
-    pub async fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
+    /// Puts a viewer in the waiting room of a channel id without a broadcaster (`relay`: it
+    /// joins the relay tree when the broadcaster arrives); `Ok(false)`: the channel exists
+    /// (join it instead).
+    pub async fn wait_for(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<bool, ChannelError> {
         match self {
-            Registry::Memory(r) => r.wait_for(sid, channel_id),
-            Registry::Cluster(r) => r.wait_for(sid, channel_id).await,
+            Registry::Memory(r) => r.wait_for(sid, channel_id, relay),
+            Registry::Cluster(r) => r.wait_for(sid, channel_id, relay).await,
         }
     }
 

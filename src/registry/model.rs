@@ -55,9 +55,19 @@ pub(crate) struct State {
     /// For a partial state: how many channels exist in all (the capacity check's count).
     pub(crate) total_channels: Option<usize>,
     /// Viewers waiting for a channel that has no broadcaster yet (the waiting room).
-    pub(crate) lobbies: HashMap<ChannelId, HashSet<SocketId>>,
+    pub(crate) lobbies: HashMap<ChannelId, HashMap<SocketId, Waiter>>,
     /// How many wait in all lobbies (in a partial state: as counted when it was loaded).
     pub(crate) waiting_total: usize,
+}
+
+/// A viewer in the waiting room: what its join asked for, so that the broadcaster's arrival
+/// can make it a member exactly as its own `join_as_viewer` would have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Waiter {
+    /// It asked for the relay tree (`relay: true`).
+    pub(crate) relay: bool,
+    /// When it started waiting: waiters are placed in order of arrival, as joins would be.
+    pub(crate) since: Moment,
 }
 
 /// The channels one socket takes part in; the index that bounds disconnect and relay work.

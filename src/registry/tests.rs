@@ -14,6 +14,7 @@ use super::memory::{MemoryRegistry, RegistryStats};
 use super::model::{ClosedChannel, RegistryLimits};
 use super::relay::Activity;
 use super::tree::TreeLimits;
+use super::tree_events::TreeEvent;
 
 const TREE: TreeLimits = TreeLimits {
     direct: 4,
@@ -503,41 +504,109 @@ fn a_resumable_viewer_gets_its_alias_back_within_the_grace_only() {
 fn waiting_room_fills_up_hands_over_and_forgets_leavers() {
     let r = default_registry();
     let (w1, w2, w3) = (sid("w1"), sid("w2"), sid("w3"));
-    assert_eq!(r.wait_for(&w1, "soon"), Ok(true));
-    assert_eq!(r.wait_for(&w1, "soon"), Ok(true), "idempotent");
-    assert_eq!(r.wait_for(&w2, "soon"), Ok(true));
-    assert_eq!(r.wait_for(&w3, "later"), Ok(true));
+    assert_eq!(r.wait_for(&w1, "soon", false), Ok(true));
+    assert_eq!(r.wait_for(&w1, "soon", false), Ok(true), "idempotent");
+    assert_eq!(r.wait_for(&w2, "soon", false), Ok(true));
+    assert_eq!(r.wait_for(&w3, "later", false), Ok(true));
     assert!(r.list().is_empty(), "waiting creates no channel");
     r.disconnect(&w3);
     let started = r
         .join_as_broadcaster(&sid("b"), None, Some("soon"), false, true)
         .unwrap();
-    let mut lobby = started.lobby;
-    lobby.sort();
-    assert_eq!(lobby, vec![w1.clone(), w2.clone()]);
-    assert_eq!(r.wait_for(&w1, "soon"), Ok(false), "the channel exists now");
-    let state = r.state();
-    assert!(state.lobbies.is_empty());
-    assert_eq!(state.waiting_total, 0);
-    assert!(!state.sockets.contains_key(&w1));
+    assert_eq!(
+        started.lobby,
+        vec![w1.clone(), w2.clone()],
+        "in order of arrival"
+    );
+    assert_eq!(
+        started.admitted, started.lobby,
+        "the waiters are its viewers now"
+    );
+    assert_eq!(started.viewer_count, 2);
+    assert_eq!(
+        r.wait_for(&w1, "soon", false),
+        Ok(false),
+        "the channel exists now"
+    );
+    {
+        let state = r.state();
+        assert!(state.lobbies.is_empty());
+        assert_eq!(state.waiting_total, 0);
+        assert!(state.sockets[&w1].waiting.is_empty());
+        assert!(state.sockets[&w1].watching.contains("soon"));
+    }
+    // They may relay to the broadcaster at once; joining again changes nothing.
+    assert_eq!(r.authorize_relay(&w1, "b", Activity::Keep), Ok(sid("b")));
+    assert_eq!(
+        r.join_as_viewer(&w2, "soon", false).unwrap().viewer_count,
+        2
+    );
+    check_indexes(&r);
+}
+
+#[test]
+fn waiters_of_a_private_channel_must_join_with_its_password() {
+    let r = default_registry();
+    let w = sid("w");
+    assert_eq!(r.wait_for(&w, "secret", true), Ok(true));
+    let request = BroadcastRequest {
+        addr: None,
+        force: false,
+        relay: true,
+        resumable: false,
+        presented: None,
+        fresh: "",
+        password: Some("hash".to_owned()),
+    };
+    let started = r
+        .start_broadcast(&sid("b"), Some("secret"), request)
+        .unwrap();
+    assert_eq!(started.lobby, vec![w.clone()]);
+    assert!(started.private);
+    assert!(started.admitted.is_empty());
+    assert_eq!(started.viewer_count, 0);
+    assert_eq!(
+        r.authorize_relay(&w, "b", Activity::Keep),
+        Err(ChannelError::NotPeers)
+    );
+    assert!(!r.state().sockets.contains_key(&w));
+    check_indexes(&r);
+}
+
+#[test]
+fn tree_waiters_get_their_places_when_the_broadcaster_arrives() {
+    let r = default_registry();
+    let w = sid("w");
+    assert_eq!(r.wait_for(&w, "tree", true), Ok(true));
+    let started = r
+        .join_as_broadcaster(&sid("b"), None, Some("tree"), false, true)
+        .unwrap();
+    assert!(started.tree.iter().any(|e| matches!(
+        e,
+        TreeEvent::Upstream { to, peer, depth: 1, .. } if *to == w && *peer == sid("b")
+    )));
+    check_indexes(&r);
 }
 
 #[test]
 fn waiting_room_limits_per_channel_and_overall() {
     let r = default_registry(); // 10 per channel, 100 overall
     for i in 0..10 {
-        assert_eq!(r.wait_for(&sid(&format!("a{i}")), "one"), Ok(true));
+        assert_eq!(r.wait_for(&sid(&format!("a{i}")), "one", false), Ok(true));
     }
     assert_eq!(
-        r.wait_for(&sid("a10"), "one"),
+        r.wait_for(&sid("a10"), "one", false),
         Err(ChannelError::WaitingRoomFull)
     );
     for i in 0..90 {
         let channel = format!("c{}", i / 9);
-        assert_eq!(r.wait_for(&sid(&format!("b{i}")), &channel), Ok(true));
+        assert_eq!(
+            r.wait_for(&sid(&format!("b{i}")), &channel, false),
+            Ok(true)
+        );
     }
     assert_eq!(
-        r.wait_for(&sid("late"), "other"),
+        r.wait_for(&sid("late"), "other", false),
         Err(ChannelError::WaitingRoomFull)
     );
 }
@@ -596,7 +665,7 @@ fn check_indexes(r: &MemoryRegistry) {
             !state.channels.contains_key(id),
             "lobby of a live channel {id}"
         );
-        for sid in lobby {
+        for sid in lobby.keys() {
             expected
                 .entry(sid.clone())
                 .or_default()
@@ -606,7 +675,7 @@ fn check_indexes(r: &MemoryRegistry) {
     }
     assert_eq!(
         state.waiting_total,
-        state.lobbies.values().map(HashSet::len).sum::<usize>(),
+        state.lobbies.values().map(HashMap::len).sum::<usize>(),
         "waiting count"
     );
     let mut by_addr: HashMap<IpAddr, usize> = HashMap::new();
@@ -742,7 +811,7 @@ proptest::proptest! {
                 Op::Expire => { r.expire_waits(Moment::now() + Duration::from_secs(3600)); }
                 Op::Wait(s, c) => {
                     let exists = r.state().channels.contains_key(channel(c).as_str());
-                    let result = r.wait_for(&name(s), &channel(c));
+                    let result = r.wait_for(&name(s), &channel(c), s.is_multiple_of(2));
                     if exists {
                         proptest::prop_assert_eq!(result, Ok(false));
                     }

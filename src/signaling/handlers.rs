@@ -282,9 +282,20 @@ pub async fn join_as_broadcaster<A: Adapter>(
             let joined = BroadcasterJoined {
                 id: &ctx.sid,
                 channel_id: &started.channel_id,
+                password_required: started.private,
             };
             ctx.send(&started.lobby, "broadcaster_joined", &joined)
                 .await;
+            if !started.admitted.is_empty() {
+                // The waiters are its first viewers.
+                ctx.reply(
+                    "viewer_count",
+                    &ViewerCount {
+                        channel_id: &started.channel_id,
+                        count: started.viewer_count,
+                    },
+                );
+            }
             if started.resumed || started.replaced.is_some() {
                 // The new socket has not seen the audience it takes over.
                 ctx.reply(
@@ -361,7 +372,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         .join_as_viewer(&ctx.sid, &channel_id, viewer)
         .await;
     if request.wait == Some(true) && matches!(joined, Err(ChannelError::NotFound(_))) {
-        match ctx.registry.wait_for(&ctx.sid, &channel_id).await {
+        match ctx.registry.wait_for(&ctx.sid, &channel_id, relay).await {
             Ok(true) => {
                 tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer waits for a broadcaster");
                 let channel = ChannelRef {

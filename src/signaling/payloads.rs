@@ -314,11 +314,16 @@ pub struct ViewerToken<'a> {
     pub resume_token: &'a str,
 }
 
-/// `broadcaster_joined`: a channel a viewer waited for has gone live.
+/// `broadcaster_joined`: a channel a viewer waited for has gone live, and the viewer is one
+/// of its viewers already (it may send its offer at once), unless the channel is private.
 #[derive(Debug, Serialize)]
 pub struct BroadcasterJoined<'a> {
     pub id: &'a str,
     pub channel_id: &'a str,
+    /// Only present (as `true`) for a private channel: the waiter is not a viewer yet and must
+    /// join with the password.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub password_required: bool,
 }
 
 #[derive(Debug, Deserialize, Validate)]
