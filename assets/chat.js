@@ -1,5 +1,7 @@
-// Chat, in both modes (the broadcaster sees everything its viewers write), and the viewer's
-// chat name (alias). User-supplied text is only ever inserted with textContent.
+// Chat, in both modes: viewers write with `send_message`, the broadcaster with
+// `broadcaster_message` (EXTENSIONS.md "Chat"), and the broadcaster's messages are marked for
+// everyone; and the viewer's chat name (alias). User-supplied text is only ever inserted with
+// textContent.
 
 import { app, mode } from "./state.js";
 import { request, whenClientId } from "./signaling.js";
@@ -13,7 +15,7 @@ const CHAT_LOG_LIMIT = 500;
 const chat = {
   /** Last text sent, restored into the input if the server rejects it. */
   lastSent: "",
-  /** Only viewers may write (PROTOCOL.md): the broadcaster reads its viewers' chat. */
+  /** Set when the server refuses our messages for good (a server without the broadcaster's chat). */
   readOnly: false,
 };
 
@@ -23,12 +25,6 @@ export function initChat() {
     sendChat();
   });
   ui.chatInput.addEventListener("input", updateChatCount);
-  if (mode === "broadcaster") {
-    // Say so up front rather than after a refused message.
-    chat.readOnly = true;
-    ui.chatInput.placeholder = "Only viewers can write here";
-    setChatEnabled(false);
-  }
   updateChatCount();
 }
 
@@ -59,15 +55,18 @@ function sendChat() {
   if (!message || !app.channelId || !app.socket.connected) return;
   showChatError("");
   chat.lastSent = message;
-  request("chat", "send_message", { channel_id: app.channelId, message });
+  // `send_message` from a broadcaster keeps its contract answer (the viewer error); the
+  // broadcaster writes with an event of its own.
+  const event = mode === "broadcaster" ? "broadcaster_message" : "send_message";
+  request("chat", event, { channel_id: app.channelId, message });
   ui.chatInput.value = "";
   updateChatCount();
 }
 
 export function onChatRefused(message) {
   showChatError(message);
-  if (mode === "broadcaster" && /must be a viewer/.test(message)) {
-    // This server lets only viewers write; keep the chat readable and say so.
+  if (mode === "broadcaster" && /must be a viewer|not the broadcaster/.test(message)) {
+    // This server does not let us write here; keep the chat readable and say so.
     chat.readOnly = true;
     ui.chatInput.value = "";
     ui.chatInput.placeholder = "Only viewers can write here";
@@ -88,10 +87,11 @@ export function showChatError(text) {
 export function onNewMessage(payload) {
   if (!payload || typeof payload.message !== "string") return;
   const sender = typeof payload.sender_id === "string" ? payload.sender_id : "Someone";
-  const isOwn = sender === myChatName();
+  const fromBroadcaster = payload.from_broadcaster === true;
+  const isOwn = mode === "broadcaster" ? fromBroadcaster : !fromBroadcaster && sender === myChatName();
   // Our message came back: whatever went wrong before is over.
   if (isOwn) ui.chatError.textContent = "";
-  appendChatMessage(sender, payload.message, payload.timestamp, isOwn);
+  appendChatMessage(sender, payload.message, payload.timestamp, { isOwn, fromBroadcaster });
 }
 
 /**
@@ -104,13 +104,16 @@ function myChatName() {
   return app.myId ? `Viewer-${[...app.myId].slice(0, 8).join("")}` : null;
 }
 
-function appendChatMessage(sender, text, timestamp, isOwn) {
+function appendChatMessage(sender, text, timestamp, { isOwn, fromBroadcaster }) {
   const log = ui.chatLog;
   // Follow new messages only if the reader was already at the bottom.
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
 
   const item = document.createElement("li");
-  item.className = isOwn ? "chat-msg own" : "chat-msg";
+  item.className = "chat-msg";
+  if (isOwn) item.classList.add("own");
+  // The broadcaster's messages stand out (the server marks them; a viewer may not fake it).
+  if (fromBroadcaster) item.classList.add("from-broadcaster");
   const senderEl = document.createElement("span");
   senderEl.className = "chat-sender";
   senderEl.textContent = sender;

@@ -837,6 +837,15 @@ impl ClusterRegistry {
         txn.state.chat(sid, channel_id)
     }
 
+    pub async fn broadcaster_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
+        txn.state.broadcaster_message(sid, channel_id)
+    }
+
     pub async fn stop_broadcast(
         &self,
         sid: &SocketId,

@@ -1,4 +1,5 @@
-//! Chat: the name a viewer chats under (its alias) and who hears a message.
+//! Chat: the name a viewer chats under (its alias), the broadcaster's own messages, and who
+//! hears a message.
 
 use std::sync::Arc;
 
@@ -11,7 +12,14 @@ use super::model::{Channel, State};
 pub struct ChatDelivery {
     pub sender_name: String,
     pub recipients: Vec<SocketId>,
+    /// Written by the channel's broadcaster (`broadcaster_message`), not by a viewer.
+    pub from_broadcaster: bool,
 }
+
+/// The name the broadcaster's messages carry as `sender_id`: legacy pages show it as they show
+/// a viewer's alias. It cannot be mistaken for a viewer's default name (`Viewer-…`), though a
+/// viewer may choose it as an alias; pages that want certainty read `from_broadcaster`.
+pub const BROADCASTER_NAME: &str = "Broadcaster";
 
 impl Channel {
     fn participants(&self) -> Vec<SocketId> {
@@ -66,6 +74,28 @@ impl State {
         Ok(ChatDelivery {
             sender_name,
             recipients: channel.participants(),
+            from_broadcaster: false,
+        })
+    }
+
+    /// `broadcaster_message`: the broadcaster writes in its own channel's chat. Only its
+    /// present broadcaster may (not a viewer, not a socket whose channel was taken over).
+    pub(crate) fn broadcaster_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let channel = self
+            .channels
+            .get(channel_id)
+            .ok_or(ChannelError::NotFoundOrExpired)?;
+        if channel.present_broadcaster() != Some(sid) {
+            return Err(ChannelError::NotTheBroadcaster);
+        }
+        Ok(ChatDelivery {
+            sender_name: BROADCASTER_NAME.to_owned(),
+            recipients: channel.participants(),
+            from_broadcaster: true,
         })
     }
 }

@@ -221,6 +221,15 @@ impl MemoryRegistry {
         self.state().chat(sid, channel_id)
     }
 
+    /// Checks that `sid` broadcasts `channel_id`; returns everyone in the channel.
+    pub fn broadcaster_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        self.state().broadcaster_message(sid, channel_id)
+    }
+
     /// Marks the broadcast stopped: returns the viewers to tell. The channel stays.
     pub fn stop_broadcast(
         &self,

@@ -209,6 +209,18 @@ impl Registry {
         }
     }
 
+    /// The broadcaster's own chat message: who hears it.
+    pub async fn broadcaster_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        match self {
+            Registry::Memory(r) => r.broadcaster_message(sid, channel_id),
+            Registry::Cluster(r) => r.broadcaster_message(sid, channel_id).await,
+        }
+    }
+
     pub async fn stop_broadcast(
         &self,
         sid: &SocketId,

@@ -856,3 +856,26 @@ proptest::proptest! {
         proptest::prop_assert!(r.state().lobbies.is_empty());
     }
 }
+
+#[test]
+fn only_the_present_broadcaster_writes_as_the_broadcaster() {
+    let r = default_registry();
+    let (b, v) = (sid("b"), sid("v"));
+    r.join_as_broadcaster(&b, None, Some("talk"), false, true)
+        .unwrap();
+    r.join_as_viewer(&v, "talk", false).unwrap();
+    let delivery = r.broadcaster_message(&b, "talk").unwrap();
+    assert_eq!(delivery.sender_name, "Broadcaster");
+    assert!(delivery.from_broadcaster);
+    assert_eq!(delivery.recipients, vec![b.clone(), v.clone()]);
+    assert!(!r.chat(&v, "talk").unwrap().from_broadcaster);
+    assert_eq!(
+        r.broadcaster_message(&v, "talk"),
+        Err(ChannelError::NotTheBroadcaster)
+    );
+    assert_eq!(
+        r.broadcaster_message(&b, "nowhere"),
+        Err(ChannelError::NotFoundOrExpired)
+    );
+    assert_eq!(r.chat(&b, "talk"), Err(ChannelError::NotAViewerToChat));
+}

@@ -21,6 +21,7 @@ use super::payloads::{
 use crate::metrics;
 use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastRequest;
+use crate::registry::chat::ChatDelivery;
 use crate::registry::clock::unix_now;
 use crate::registry::errors::ChannelError;
 use crate::registry::ids::SocketId;
@@ -204,6 +205,7 @@ pub async fn handle<A: Adapter>(ctx: &Ctx<'_, A>, request: Request<'_>) {
         Request::Relay(kind, r) => relay(ctx, kind, r).await,
         Request::SetAlias(r) => set_alias(ctx, r).await,
         Request::SendMessage(r) => send_message(ctx, r).await,
+        Request::BroadcasterMessage(r) => broadcaster_message(ctx, r).await,
         Request::StopBroadcast(r) => stop_broadcast(ctx, r).await,
         Request::RelayReady(r) => tree_report(ctx, r, TreeReport::Ready).await,
         Request::UpstreamFailed(r) => tree_report(ctx, r, TreeReport::UpstreamFailed).await,
@@ -602,20 +604,45 @@ pub async fn send_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SendM
         request.message.unwrap_or_default(),
     );
     match ctx.registry.chat(&ctx.sid, &channel_id).await {
-        Ok(delivery) => {
-            ctx.send(
-                &delivery.recipients,
-                "new_message",
-                &NewMessage {
-                    sender_id: &delivery.sender_name,
-                    message: &message,
-                    timestamp: unix_now(),
-                },
-            )
-            .await;
-        }
+        Ok(delivery) => deliver_message(ctx, &delivery, &message).await,
         Err(e) => ctx.error(e),
     }
+}
+
+/// `broadcaster_message`: the broadcaster writes in its channel's chat. A new event rather than
+/// `send_message`, whose answer to a broadcaster (the viewer error) legacy pages rely on; the
+/// same validation, rate and delivery as a viewer's message.
+pub async fn broadcaster_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SendMessage) {
+    if !ctx.admit(Class::Chat, ErrorPrefix::Message) {
+        return;
+    }
+    let (channel_id, message) = (
+        request.channel_id.unwrap_or_default(),
+        request.message.unwrap_or_default(),
+    );
+    match ctx
+        .registry
+        .broadcaster_message(&ctx.sid, &channel_id)
+        .await
+    {
+        Ok(delivery) => deliver_message(ctx, &delivery, &message).await,
+        Err(e) => ctx.error(e),
+    }
+}
+
+/// Sends a chat message to everyone in its channel as `new_message`.
+async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery, message: &str) {
+    ctx.send(
+        &delivery.recipients,
+        "new_message",
+        &NewMessage {
+            sender_id: &delivery.sender_name,
+            message,
+            timestamp: unix_now(),
+            from_broadcaster: delivery.from_broadcaster,
+        },
+    )
+    .await;
 }
 
 pub async fn stop_broadcast<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::ChannelRequest) {

@@ -509,11 +509,17 @@ pub struct AliasSet<'a> {
     pub success: bool,
 }
 
+/// `new_message`. A viewer's carries exactly the three fields of PROTOCOL.md (recorded legacy
+/// sessions check the set); the fields after them are additions, present only when they say
+/// something.
 #[derive(Debug, Serialize)]
 pub struct NewMessage<'a> {
     pub sender_id: &'a str,
     pub message: &'a str,
     pub timestamp: f64,
+    /// The channel's broadcaster wrote it (`broadcaster_message`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub from_broadcaster: bool,
 }
 
 #[derive(Debug, Serialize)]
