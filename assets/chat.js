@@ -95,6 +95,36 @@ export function onNewMessage(payload) {
 }
 
 /**
+ * `chat_history` (we join with `history: true`): the channel's last messages, oldest first.
+ * They go before the live ones in time order, and a message already shown (a live one that
+ * crossed the history, or one we saw before a reconnect) is not shown twice.
+ */
+export function onChatHistory(payload) {
+  if (!payload || payload.channel_id !== app.channelId || !Array.isArray(payload.messages)) return;
+  const log = ui.chatLog;
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  for (const m of payload.messages) {
+    if (!m || typeof m.message !== "string") continue;
+    const sender = typeof m.sender_id === "string" ? m.sender_id : "Someone";
+    const fromBroadcaster = m.from_broadcaster === true;
+    const key = messageKey(sender, m.message, m.timestamp);
+    if ([...log.children].some((li) => li.dataset.key === key)) continue;
+    const isOwn = mode === "broadcaster" ? fromBroadcaster : !fromBroadcaster && sender === myChatName();
+    const item = chatItem(sender, m.message, m.timestamp, { isOwn, fromBroadcaster });
+    item.classList.add("history");
+    const later = [...log.children].find((li) => Number(li.dataset.ts) > m.timestamp);
+    log.insertBefore(item, later || null);
+  }
+  while (log.children.length > CHAT_LOG_LIMIT) log.firstElementChild.remove();
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+/** What tells one message from another on the page (live ones carry no id: legacy shape). */
+function messageKey(sender, text, timestamp) {
+  return JSON.stringify([sender, timestamp, text]);
+}
+
+/**
  * The name the server attaches to our messages: our alias, or "Viewer-" + 8 chars of our id;
  * null while we do not know our id yet.
  */
@@ -109,11 +139,20 @@ function appendChatMessage(sender, text, timestamp, { isOwn, fromBroadcaster }) 
   // Follow new messages only if the reader was already at the bottom.
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
 
+  log.append(chatItem(sender, text, timestamp, { isOwn, fromBroadcaster }));
+
+  while (log.children.length > CHAT_LOG_LIMIT) log.firstElementChild.remove();
+  if (atBottom || isOwn) log.scrollTop = log.scrollHeight;
+}
+
+function chatItem(sender, text, timestamp, { isOwn, fromBroadcaster }) {
   const item = document.createElement("li");
   item.className = "chat-msg";
   if (isOwn) item.classList.add("own");
   // The broadcaster's messages stand out (the server marks them; a viewer may not fake it).
   if (fromBroadcaster) item.classList.add("from-broadcaster");
+  item.dataset.key = messageKey(sender, text, timestamp);
+  if (typeof timestamp === "number") item.dataset.ts = String(timestamp);
   const senderEl = document.createElement("span");
   senderEl.className = "chat-sender";
   senderEl.textContent = sender;
@@ -129,10 +168,7 @@ function appendChatMessage(sender, text, timestamp, { isOwn, fromBroadcaster }) 
     timeEl.textContent = time.label;
     item.append(timeEl);
   }
-  log.append(item);
-
-  while (log.children.length > CHAT_LOG_LIMIT) log.firstElementChild.remove();
-  if (atBottom || isOwn) log.scrollTop = log.scrollHeight;
+  return item;
 }
 
 function formatChatTime(timestamp) {

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{
-    Client, HashesInterface, KeysInterface, LuaInterface, SetsInterface, SortedSetsInterface,
+    Client, HashesInterface, KeysInterface, ListInterface, LuaInterface, SetsInterface,
+    SortedSetsInterface,
 };
 use futures_util::future::try_join_all;
 use rand::RngExt;
@@ -30,8 +31,8 @@ use serde_json::{Value, json};
 use super::{Health, Keys, NodeId};
 use crate::registry::Stats;
 use crate::registry::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
-use crate::registry::chat::ChatDelivery;
-use crate::registry::clock::Moment;
+use crate::registry::chat::{ChatDelivery, ChatMessage};
+use crate::registry::clock::{Moment, unix_now};
 use crate::registry::errors::ChannelError;
 use crate::registry::expiry::Expired;
 use crate::registry::ids::random_channel_id;
@@ -43,6 +44,18 @@ use crate::registry::relay::Activity;
 use crate::registry::tree_events::{TreeEvent, TreeOp};
 
 const COMMIT: &str = include_str!("commit.lua");
+
+/// Appends a chat message to its channel's history only while the channel exists, and trims
+/// the list to its bound, in one step: a message accepted just before its channel closed can
+/// never leave a list behind the channel's deletion (which removes the list in the same
+/// script as the document).
+/// KEYS: the channel's document, its history. ARGV: the message (JSON), how many to keep.
+const REMEMBER: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+return 1
+";
 
 /// One channel id's waiting room: who waits, and how each asked to join.
 type Lobby = HashMap<SocketId, Waiter>;
@@ -502,6 +515,7 @@ impl ClusterRegistry {
     fn plan_removal(&self, plan: &mut Plan, id: &ChannelId, before: &Read) {
         let keys = self.keys();
         plan.write("del", keys.channel(id), json!({}));
+        plan.write("del", keys.chat_history(id), json!({}));
         plan.write("zrem", keys.channel_index(), json!({"m": id.as_str()}));
         plan.write("zrem", keys.waits(), json!({"m": id.as_str()}));
         if let Some(broadcaster) = &before.broadcaster {
@@ -832,18 +846,68 @@ impl ClusterRegistry {
         &self,
         sid: &SocketId,
         channel_id: &str,
+        message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
-        txn.state.chat(sid, channel_id)
+        let delivery = txn.state.chat(sid, channel_id, message, unix_now())?;
+        self.remember(channel_id, &delivery.message).await?;
+        Ok(delivery)
+    }
+
+    /// Keeps a message in its channel's history list (see [`REMEMBER`]).
+    async fn remember(&self, channel_id: &str, message: &ChatMessage) -> Result<(), ChannelError> {
+        let limit = self.inner.limits.chat_history;
+        if limit == 0 {
+            return Ok(());
+        }
+        let id = ChannelId::from(channel_id);
+        let json = serde_json::to_string(message).map_err(|e| {
+            tracing::error!("cannot encode a chat message: {e}");
+            ChannelError::Unavailable
+        })?;
+        let keys = vec![self.keys().channel(&id), self.keys().chat_history(&id)];
+        let _: i64 = self
+            .inner
+            .client
+            .eval(REMEMBER, keys, vec![json, limit.to_string()])
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(())
+    }
+
+    /// The channel's last chat messages, oldest first; unreadable entries are skipped.
+    pub async fn chat_history(&self, channel_id: &str) -> Result<Vec<ChatMessage>, ChannelError> {
+        if self.inner.limits.chat_history == 0 {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<String> = self
+            .inner
+            .client
+            .lrange(
+                self.keys().chat_history(&ChannelId::from(channel_id)),
+                0,
+                -1,
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(stored
+            .iter()
+            .filter_map(|m| serde_json::from_str(m).ok())
+            .collect())
     }
 
     pub async fn broadcaster_message(
         &self,
         sid: &SocketId,
         channel_id: &str,
+        message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
-        txn.state.broadcaster_message(sid, channel_id)
+        let delivery = txn
+            .state
+            .broadcaster_message(sid, channel_id, message, unix_now())?;
+        self.remember(channel_id, &delivery.message).await?;
+        Ok(delivery)
     }
 
     pub async fn stop_broadcast(

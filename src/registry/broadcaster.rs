@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::chat::ChatHistory;
 use super::clock::Moment;
 use super::errors::ChannelError;
 use super::ids::{ChannelId, SocketId};
@@ -182,6 +183,7 @@ impl State {
             viewer_tokens: HashMap::new(),
             held_viewers: HashMap::new(),
             peak_viewers: 0,
+            history: ChatHistory::default(),
         };
         self.sockets
             .entry(sid.clone())

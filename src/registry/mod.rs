@@ -34,7 +34,7 @@ mod tests;
 
 use crate::cluster::ClusterRegistry;
 use broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
-use chat::ChatDelivery;
+use chat::{ChatDelivery, ChatMessage};
 use clock::Moment;
 use errors::ChannelError;
 use expiry::Expired;
@@ -198,26 +198,37 @@ impl Registry {
         }
     }
 
+    /// `send_message`: who hears a viewer's message; the message is kept in the history.
     pub async fn chat(
         &self,
         sid: &SocketId,
         channel_id: &str,
+        message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         match self {
-            Registry::Memory(r) => r.chat(sid, channel_id),
-            Registry::Cluster(r) => r.chat(sid, channel_id).await,
+            Registry::Memory(r) => r.chat(sid, channel_id, message),
+            Registry::Cluster(r) => r.chat(sid, channel_id, message).await,
         }
     }
 
-    /// The broadcaster's own chat message: who hears it.
+    /// The channel's last chat messages, oldest first, for a joining viewer.
+    pub async fn chat_history(&self, channel_id: &str) -> Result<Vec<ChatMessage>, ChannelError> {
+        match self {
+            Registry::Memory(r) => Ok(r.chat_history(channel_id)),
+            Registry::Cluster(r) => r.chat_history(channel_id).await,
+        }
+    }
+
+    /// The broadcaster's own chat message: who hears it; it is kept in the history.
     pub async fn broadcaster_message(
         &self,
         sid: &SocketId,
         channel_id: &str,
+        message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         match self {
-            Registry::Memory(r) => r.broadcaster_message(sid, channel_id),
-            Registry::Cluster(r) => r.broadcaster_message(sid, channel_id).await,
+            Registry::Memory(r) => r.broadcaster_message(sid, channel_id, message),
+            Registry::Cluster(r) => r.broadcaster_message(sid, channel_id, message).await,
         }
     }
 

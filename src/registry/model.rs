@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::chat::ChatHistory;
 use super::clock::Moment;
 use super::ids::{ChannelId, SocketId, random_channel_id};
 use super::tree::{Tree, TreeLimits};
@@ -37,6 +38,8 @@ pub struct RegistryLimits {
     pub max_waiting_per_channel: usize,
     /// Viewers that may wait in all of the waiting room.
     pub max_waiting: usize,
+    /// Chat messages a channel keeps for viewers who join later (0: none, no `chat_history`).
+    pub chat_history: usize,
 }
 
 /// The registry's data and every rule that changes it.
@@ -122,6 +125,10 @@ pub(crate) struct Channel {
     /// `stop_broadcast`): reported by webhooks. In the channel, so that every node sees it.
     #[serde(default)]
     pub(crate) peak_viewers: usize,
+    /// Its last chat messages, in memory only: cluster mode keeps them in a Redis list beside
+    /// the document, so that a chat message never rewrites (or contends for) the channel.
+    #[serde(skip)]
+    pub(crate) history: ChatHistory,
 }
 
 /// What a resumable viewer gets back when it returns within the grace.

@@ -32,6 +32,7 @@ fn registry(max_channels: usize, ttl: Duration) -> MemoryRegistry {
         resume_grace: Duration::ZERO,
         max_waiting_per_channel: 10,
         max_waiting: 100,
+        chat_history: 3,
     })
 }
 
@@ -66,12 +67,12 @@ fn broadcaster_who_also_watches_gets_each_message_once_and_leaves_nothing() {
     r.join_as_broadcaster(&b, None, Some("room"), false, true)
         .unwrap();
     assert_eq!(
-        r.chat(&b, "room").map(|_| ()),
+        r.chat(&b, "room", "hi").map(|_| ()),
         Err(ChannelError::NotAViewerToChat)
     );
     r.join_as_viewer(&b, "room", false).unwrap();
     r.join_as_viewer(&v, "room", false).unwrap();
-    let delivery = r.chat(&b, "room").unwrap();
+    let delivery = r.chat(&b, "room", "hi").unwrap();
     let mut recipients = delivery.recipients.clone();
     recipients.sort();
     assert_eq!(recipients, vec![b.clone(), v.clone()]);
@@ -141,6 +142,7 @@ fn one_socket_or_address_cannot_take_every_channel() {
         resume_grace: Duration::ZERO,
         max_waiting_per_channel: 10,
         max_waiting: 100,
+        chat_history: 3,
     });
     let home: IpAddr = "198.51.100.7".parse().unwrap();
     let hog = sid("hog");
@@ -278,8 +280,8 @@ fn alias_and_chat_names() {
     r.join_as_viewer(&v1, "room", false).unwrap();
     r.join_as_viewer(&v2, "room", false).unwrap();
 
-    let chat = r.chat(&v1, "room").unwrap();
-    assert_eq!(chat.sender_name, "Viewer-abcdefgh");
+    let chat = r.chat(&v1, "room", "hi").unwrap();
+    assert_eq!(chat.message.sender_id, "Viewer-abcdefgh");
     let mut recipients = chat.recipients.clone();
     recipients.sort();
     let mut expected = vec![b.clone(), v1.clone(), v2.clone()];
@@ -288,17 +290,29 @@ fn alias_and_chat_names() {
     assert_eq!(chat.recipients[0], b, "broadcaster comes first");
 
     r.set_alias(&v1, "room", "Alice").unwrap();
-    assert_eq!(r.chat(&v1, "room").unwrap().sender_name, "Alice");
+    assert_eq!(
+        r.chat(&v1, "room", "hi").unwrap().message.sender_id,
+        "Alice"
+    );
     // Rejoining keeps the alias.
     r.join_as_viewer(&v1, "room", false).unwrap();
-    assert_eq!(r.chat(&v1, "room").unwrap().sender_name, "Alice");
+    assert_eq!(
+        r.chat(&v1, "room", "hi").unwrap().message.sender_id,
+        "Alice"
+    );
 
     assert_eq!(
         r.set_alias(&b, "room", "Owner"),
         Err(ChannelError::NotAViewer)
     );
-    assert_eq!(r.chat(&b, "room"), Err(ChannelError::NotAViewerToChat));
-    assert_eq!(r.chat(&v1, "gone"), Err(ChannelError::NotFoundOrExpired));
+    assert_eq!(
+        r.chat(&b, "room", "hi"),
+        Err(ChannelError::NotAViewerToChat)
+    );
+    assert_eq!(
+        r.chat(&v1, "gone", "hi"),
+        Err(ChannelError::NotFoundOrExpired)
+    );
     assert_eq!(
         r.set_alias(&v1, "gone", "Alice"),
         Err(ChannelError::NotFoundOrExpired)
@@ -484,7 +498,10 @@ fn a_resumable_viewer_gets_its_alias_back_within_the_grace_only() {
         .join_verified(&sid("v2"), "room", request(Some("d1"), "d2"))
         .unwrap();
     assert_eq!(back.alias.as_deref(), Some("Alice"));
-    assert_eq!(r.chat(&sid("v2"), "room").unwrap().sender_name, "Alice");
+    assert_eq!(
+        r.chat(&sid("v2"), "room", "hi").unwrap().message.sender_id,
+        "Alice"
+    );
     let again = r
         .join_verified(&sid("v3"), "room", request(Some("d1"), "d3"))
         .unwrap();
@@ -776,6 +793,7 @@ proptest::proptest! {
             resume_grace: Duration::from_secs(30),
             max_waiting_per_channel: 2,
             max_waiting: 3,
+            chat_history: 3,
         });
         let name = |i: u8| sid(&format!("s{i}"));
         let channel = |i: u8| format!("c{i}");
@@ -864,18 +882,65 @@ fn only_the_present_broadcaster_writes_as_the_broadcaster() {
     r.join_as_broadcaster(&b, None, Some("talk"), false, true)
         .unwrap();
     r.join_as_viewer(&v, "talk", false).unwrap();
-    let delivery = r.broadcaster_message(&b, "talk").unwrap();
-    assert_eq!(delivery.sender_name, "Broadcaster");
-    assert!(delivery.from_broadcaster);
+    let delivery = r.broadcaster_message(&b, "talk", "hi").unwrap();
+    assert_eq!(delivery.message.sender_id, "Broadcaster");
+    assert!(delivery.message.from_broadcaster);
     assert_eq!(delivery.recipients, vec![b.clone(), v.clone()]);
-    assert!(!r.chat(&v, "talk").unwrap().from_broadcaster);
+    assert!(!r.chat(&v, "talk", "hi").unwrap().message.from_broadcaster);
     assert_eq!(
-        r.broadcaster_message(&v, "talk"),
+        r.broadcaster_message(&v, "talk", "hi"),
         Err(ChannelError::NotTheBroadcaster)
     );
     assert_eq!(
-        r.broadcaster_message(&b, "nowhere"),
+        r.broadcaster_message(&b, "nowhere", "hi"),
         Err(ChannelError::NotFoundOrExpired)
     );
-    assert_eq!(r.chat(&b, "talk"), Err(ChannelError::NotAViewerToChat));
+    assert_eq!(
+        r.chat(&b, "talk", "hi"),
+        Err(ChannelError::NotAViewerToChat)
+    );
+}
+
+#[test]
+fn a_channel_keeps_its_last_messages_in_order_and_forgets_them_with_it() {
+    let r = default_registry(); // keeps 3
+    let (b, v) = (sid("b"), sid("v"));
+    r.join_as_broadcaster(&b, None, Some("room"), false, true)
+        .unwrap();
+    r.join_as_viewer(&v, "room", false).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(r.chat(&v, "room", &format!("m{i}")).unwrap().message.id);
+    }
+    ids.push(
+        r.broadcaster_message(&b, "room", "hello")
+            .unwrap()
+            .message
+            .id,
+    );
+    let history = r.chat_history("room");
+    let texts: Vec<&str> = history.iter().map(|m| m.message.as_str()).collect();
+    assert_eq!(texts, ["m2", "m3", "hello"], "the last three, oldest first");
+    let kept: Vec<&str> = history.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        kept,
+        ids[2..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(history[2].from_broadcaster && !history[1].from_broadcaster);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        5,
+        "ids are unique"
+    );
+    r.disconnect(&b);
+    assert!(r.chat_history("room").is_empty(), "gone with the channel");
+
+    let off = MemoryRegistry::new(RegistryLimits {
+        chat_history: 0,
+        ..default_registry().limits().clone()
+    });
+    off.join_as_broadcaster(&b, None, Some("room"), false, true)
+        .unwrap();
+    off.broadcaster_message(&b, "room", "hello").unwrap();
+    assert!(off.chat_history("room").is_empty(), "0 keeps nothing");
 }

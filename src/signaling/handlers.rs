@@ -15,14 +15,14 @@ use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
     self, AliasSet, BroadcasterAvailable, BroadcasterJoined, BroadcasterReady, ChannelList,
-    ChannelRef, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError,
-    RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount, ViewerToken,
+    ChannelRef, ChatHistory, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage,
+    RelayError, RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
+    ViewerToken,
 };
 use crate::metrics;
 use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastRequest;
 use crate::registry::chat::ChatDelivery;
-use crate::registry::clock::unix_now;
 use crate::registry::errors::ChannelError;
 use crate::registry::ids::SocketId;
 use crate::registry::membership::{Departure, ViewerRequest};
@@ -436,6 +436,9 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
                     },
                 );
             }
+            if request.history == Some(true) && ctx.registry.limits().chat_history > 0 {
+                send_chat_history(ctx, &channel_id).await;
+            }
             ctx.send(
                 std::slice::from_ref(&joined.broadcaster),
                 "viewer_count",
@@ -449,6 +452,23 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
             emit_tree(ctx.io, &joined.tree).await;
         }
         Err(e) => ctx.error(e),
+    }
+}
+
+/// `chat_history` to a viewer that joined asking for it: the channel's last messages, oldest
+/// first, in one event (also when there are none, so the page knows it has the whole history).
+/// Legacy pages never ask, so they see exactly the joins they always saw.
+async fn send_chat_history<A: Adapter>(ctx: &Ctx<'_, A>, channel_id: &str) {
+    match ctx.registry.chat_history(channel_id).await {
+        Ok(messages) => ctx.reply(
+            "chat_history",
+            &ChatHistory {
+                channel_id,
+                messages: &messages,
+            },
+        ),
+        // The join itself succeeded; the page goes on with live messages only.
+        Err(e) => tracing::debug!(channel = %channel_id, "no chat history for a joiner: {e}"),
     }
 }
 
@@ -603,8 +623,8 @@ pub async fn send_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SendM
         request.channel_id.unwrap_or_default(),
         request.message.unwrap_or_default(),
     );
-    match ctx.registry.chat(&ctx.sid, &channel_id).await {
-        Ok(delivery) => deliver_message(ctx, &delivery, &message).await,
+    match ctx.registry.chat(&ctx.sid, &channel_id, &message).await {
+        Ok(delivery) => deliver_message(ctx, &delivery).await,
         Err(e) => ctx.error(e),
     }
 }
@@ -622,24 +642,28 @@ pub async fn broadcaster_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads
     );
     match ctx
         .registry
-        .broadcaster_message(&ctx.sid, &channel_id)
+        .broadcaster_message(&ctx.sid, &channel_id, &message)
         .await
     {
-        Ok(delivery) => deliver_message(ctx, &delivery, &message).await,
+        Ok(delivery) => deliver_message(ctx, &delivery).await,
         Err(e) => ctx.error(e),
     }
 }
 
-/// Sends a chat message to everyone in its channel as `new_message`.
-async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery, message: &str) {
+/// Sends a chat message to everyone in its channel as `new_message`. A viewer's carries the
+/// three fields of PROTOCOL.md and nothing else (legacy sessions are recorded that way); the
+/// broadcaster's, a new kind of message, also its mark and its id.
+async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery) {
+    let message = &delivery.message;
     ctx.send(
         &delivery.recipients,
         "new_message",
         &NewMessage {
-            sender_id: &delivery.sender_name,
-            message,
-            timestamp: unix_now(),
-            from_broadcaster: delivery.from_broadcaster,
+            sender_id: &message.sender_id,
+            message: &message.message,
+            timestamp: message.timestamp,
+            from_broadcaster: message.from_broadcaster,
+            id: message.from_broadcaster.then_some(message.id.as_str()),
         },
     )
     .await;
