@@ -473,20 +473,16 @@ impl ClusterRegistry {
             if new.is_empty() {
                 plan.write("del", keys.lobby(id), json!({}));
             } else {
-                let mut members: Vec<StoredWaiter> = new
-                    .iter()
+                let mut waiters: Vec<(&SocketId, &Waiter)> = new.iter().collect();
+                waiters.sort_unstable_by_key(|(id, _)| *id);
+                let members: Vec<StoredWaiter> = waiters
+                    .into_iter()
                     .map(|(id, waiter)| StoredWaiter::Waiter {
                         id: id.to_string(),
                         relay: waiter.relay,
                         since: waiter.since,
                     })
                     .collect();
-                members.sort_unstable_by(|a, b| match (a, b) {
-                    (StoredWaiter::Waiter { id: a, .. }, StoredWaiter::Waiter { id: b, .. }) => {
-                        a.cmp(b)
-                    }
-                    _ => std::cmp::Ordering::Equal,
-                });
                 plan.docs.push(json!(members).to_string());
                 let a = plan.docs.len() + 1;
                 let version = format!("{:016x}", rand::rng().random::<u64>());
@@ -1018,5 +1014,26 @@ impl ClusterRegistry {
             indexed_sockets,
             indexed_addresses: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lobbies_read_both_layouts() {
+        let old = parse_lobby(r#"["a","b"]"#);
+        assert_eq!(old.len(), 2);
+        assert!(!old[&SocketId::from("a")].relay);
+        let new = parse_lobby(r#"[{"id":"a","relay":true,"since":1500}]"#);
+        assert_eq!(
+            new[&SocketId::from("a")],
+            Waiter {
+                relay: true,
+                since: Moment::from_millis(1500)
+            }
+        );
+        assert!(parse_lobby("not json").is_empty());
     }
 }
