@@ -1,5 +1,7 @@
-// Chat, in both modes (the broadcaster sees everything its viewers write), and the viewer's
-// chat name (alias). User-supplied text is only ever inserted with textContent.
+// Chat, in both modes: viewers write with `send_message`, the broadcaster with
+// `broadcaster_message` (EXTENSIONS.md "Chat"), and the broadcaster's messages are marked for
+// everyone; and the viewer's chat name (alias). User-supplied text is only ever inserted with
+// textContent.
 
 import { app, mode } from "./state.js";
 import { request, whenClientId } from "./signaling.js";
@@ -13,7 +15,7 @@ const CHAT_LOG_LIMIT = 500;
 const chat = {
   /** Last text sent, restored into the input if the server rejects it. */
   lastSent: "",
-  /** Only viewers may write (PROTOCOL.md): the broadcaster reads its viewers' chat. */
+  /** Set when the server refuses our messages for good (a server without the broadcaster's chat). */
   readOnly: false,
 };
 
@@ -23,12 +25,6 @@ export function initChat() {
     sendChat();
   });
   ui.chatInput.addEventListener("input", updateChatCount);
-  if (mode === "broadcaster") {
-    // Say so up front rather than after a refused message.
-    chat.readOnly = true;
-    ui.chatInput.placeholder = "Only viewers can write here";
-    setChatEnabled(false);
-  }
   updateChatCount();
 }
 
@@ -59,15 +55,18 @@ function sendChat() {
   if (!message || !app.channelId || !app.socket.connected) return;
   showChatError("");
   chat.lastSent = message;
-  request("chat", "send_message", { channel_id: app.channelId, message });
+  // `send_message` from a broadcaster keeps its contract answer (the viewer error); the
+  // broadcaster writes with an event of its own.
+  const event = mode === "broadcaster" ? "broadcaster_message" : "send_message";
+  request("chat", event, { channel_id: app.channelId, message });
   ui.chatInput.value = "";
   updateChatCount();
 }
 
 export function onChatRefused(message) {
   showChatError(message);
-  if (mode === "broadcaster" && /must be a viewer/.test(message)) {
-    // This server lets only viewers write; keep the chat readable and say so.
+  if (mode === "broadcaster" && /must be a viewer|not the broadcaster/.test(message)) {
+    // This server does not let us write here; keep the chat readable and say so.
     chat.readOnly = true;
     ui.chatInput.value = "";
     ui.chatInput.placeholder = "Only viewers can write here";
@@ -88,10 +87,41 @@ export function showChatError(text) {
 export function onNewMessage(payload) {
   if (!payload || typeof payload.message !== "string") return;
   const sender = typeof payload.sender_id === "string" ? payload.sender_id : "Someone";
-  const isOwn = sender === myChatName();
+  const fromBroadcaster = payload.from_broadcaster === true;
+  const isOwn = mode === "broadcaster" ? fromBroadcaster : !fromBroadcaster && sender === myChatName();
   // Our message came back: whatever went wrong before is over.
   if (isOwn) ui.chatError.textContent = "";
-  appendChatMessage(sender, payload.message, payload.timestamp, isOwn);
+  appendChatMessage(sender, payload.message, payload.timestamp, { isOwn, fromBroadcaster });
+}
+
+/**
+ * `chat_history` (we join with `history: true`): the channel's last messages, oldest first.
+ * They go before the live ones in time order, and a message already shown (a live one that
+ * crossed the history, or one we saw before a reconnect) is not shown twice.
+ */
+export function onChatHistory(payload) {
+  if (!payload || payload.channel_id !== app.channelId || !Array.isArray(payload.messages)) return;
+  const log = ui.chatLog;
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  for (const m of payload.messages) {
+    if (!m || typeof m.message !== "string") continue;
+    const sender = typeof m.sender_id === "string" ? m.sender_id : "Someone";
+    const fromBroadcaster = m.from_broadcaster === true;
+    const key = messageKey(sender, m.message, m.timestamp);
+    if ([...log.children].some((li) => li.dataset.key === key)) continue;
+    const isOwn = mode === "broadcaster" ? fromBroadcaster : !fromBroadcaster && sender === myChatName();
+    const item = chatItem(sender, m.message, m.timestamp, { isOwn, fromBroadcaster });
+    item.classList.add("history");
+    const later = [...log.children].find((li) => Number(li.dataset.ts) > m.timestamp);
+    log.insertBefore(item, later || null);
+  }
+  while (log.children.length > CHAT_LOG_LIMIT) log.firstElementChild.remove();
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+/** What tells one message from another on the page (live ones carry no id: legacy shape). */
+function messageKey(sender, text, timestamp) {
+  return JSON.stringify([sender, timestamp, text]);
 }
 
 /**
@@ -104,13 +134,25 @@ function myChatName() {
   return app.myId ? `Viewer-${[...app.myId].slice(0, 8).join("")}` : null;
 }
 
-function appendChatMessage(sender, text, timestamp, isOwn) {
+function appendChatMessage(sender, text, timestamp, { isOwn, fromBroadcaster }) {
   const log = ui.chatLog;
   // Follow new messages only if the reader was already at the bottom.
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
 
+  log.append(chatItem(sender, text, timestamp, { isOwn, fromBroadcaster }));
+
+  while (log.children.length > CHAT_LOG_LIMIT) log.firstElementChild.remove();
+  if (atBottom || isOwn) log.scrollTop = log.scrollHeight;
+}
+
+function chatItem(sender, text, timestamp, { isOwn, fromBroadcaster }) {
   const item = document.createElement("li");
-  item.className = isOwn ? "chat-msg own" : "chat-msg";
+  item.className = "chat-msg";
+  if (isOwn) item.classList.add("own");
+  // The broadcaster's messages stand out (the server marks them; a viewer may not fake it).
+  if (fromBroadcaster) item.classList.add("from-broadcaster");
+  item.dataset.key = messageKey(sender, text, timestamp);
+  if (typeof timestamp === "number") item.dataset.ts = String(timestamp);
   const senderEl = document.createElement("span");
   senderEl.className = "chat-sender";
   senderEl.textContent = sender;
@@ -126,10 +168,7 @@ function appendChatMessage(sender, text, timestamp, isOwn) {
     timeEl.textContent = time.label;
     item.append(timeEl);
   }
-  log.append(item);
-
-  while (log.children.length > CHAT_LOG_LIMIT) log.firstElementChild.remove();
-  if (atBottom || isOwn) log.scrollTop = log.scrollHeight;
+  return item;
 }
 
 function formatChatTime(timestamp) {

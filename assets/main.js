@@ -21,7 +21,7 @@
 // User-supplied text is only ever inserted with textContent.
 
 import { broadcasterMode } from "./broadcaster.js";
-import { initChat, onChatRefused, onNewMessage, showAliasError, showChatError } from "./chat.js";
+import { initChat, onChatHistory, onChatRefused, onNewMessage, showAliasError, showChatError } from "./chat.js";
 import { loadIceServers } from "./ice.js";
 import { onIceCandidate } from "./peers.js";
 import { connect } from "./signaling.js";
@@ -63,6 +63,7 @@ async function start() {
   const socket = connect(controller, (message) => routeError(controller, message));
   socket.on("ice_candidate", onIceCandidate);
   socket.on("new_message", onNewMessage);
+  socket.on("chat_history", onChatHistory);
   controller.bindSocket(socket);
 }
 

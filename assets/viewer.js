@@ -179,11 +179,11 @@ function joinChannel(channelId, kind = "join") {
 }
 
 /**
- * Every join names the channel and asks for a place in the relay tree (`relay: true`), with
- * the password once the channel asked for one.
+ * Every join names the channel and asks for a place in the relay tree (`relay: true`) and for
+ * the chat's last messages (`history: true`), with the password once the channel asked for one.
  */
 function requestJoin(kind) {
-  const payload = { channel_id: app.channelId, relay: true };
+  const payload = { channel_id: app.channelId, relay: true, history: true };
   if (viewer.password !== null) payload.password = viewer.password;
   request(kind, "join_as_viewer", payload);
 }

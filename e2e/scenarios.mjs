@@ -1921,4 +1921,66 @@ export const scenarios = [
         `played back ${played.sizes[0]} frames, ${played.sources.join(' then ')}; indicator "${shown}"`;
     },
   },
+
+  {
+    name: '20-chat-history',
+    title: 'the broadcaster writes and viewers see it marked; a late viewer sees the earlier messages first, then live ones',
+    async run(s) {
+      await serverAndBrowser(s);
+      const channel = channelId('s20');
+      const { broadcaster, link } = await goLive(s, channel);
+      const early = await watch(s, 'viewer-early', link);
+
+      // The broadcaster's chat input is open, and what it writes reaches the viewer, marked.
+      const welcome = 'Welcome, everyone!';
+      assert(!(await broadcaster.page.isDisabled('#chat-input')), 'broadcaster: #chat-input is disabled while live');
+      await broadcaster.page.fill('#chat-input', welcome);
+      await broadcaster.page.click('#chat-send');
+      for (const p of [broadcaster, early]) {
+        await waitForChatLine(p.page, { role: p.role, sender: 'Broadcaster', text: welcome });
+      }
+      const marked = (page) =>
+        page.$$eval('#chat-log .chat-msg', (items) =>
+          items.map((li) => ({
+            text: li.querySelector('.chat-text')?.textContent,
+            fromBroadcaster: li.classList.contains('from-broadcaster'),
+            history: li.classList.contains('history'),
+          })),
+        );
+      const seenEarly = await marked(early.page);
+      assert(
+        seenEarly.some((m) => m.text === welcome && m.fromBroadcaster),
+        `viewer-early: the broadcaster's message is not marked .from-broadcaster: ${JSON.stringify(seenEarly)}`,
+      );
+      const question = 'Can everyone hear the sound?';
+      await early.page.fill('#chat-input', question);
+      await early.page.click('#chat-send');
+      for (const p of [broadcaster, early]) {
+        await waitForChatLine(p.page, { role: p.role, sender: 'Viewer-', text: question });
+      }
+
+      // A viewer who opens the link now gets both, before anything said after it joined.
+      const late = await watch(s, 'viewer-late', link);
+      for (const text of [welcome, question]) {
+        await waitForChatLine(late.page, { role: late.role, sender: null, text });
+      }
+      const answer = 'Loud and clear.';
+      await broadcaster.page.fill('#chat-input', answer);
+      await broadcaster.page.click('#chat-send');
+      await waitForChatLine(late.page, { role: late.role, sender: 'Broadcaster', text: answer });
+      const seenLate = await marked(late.page);
+      const order = seenLate.map((m) => m.text);
+      assert(
+        JSON.stringify(order) === JSON.stringify([welcome, question, answer]),
+        `viewer-late: the chat shows ${JSON.stringify(order)}, expected the history (each message once) then the live answer`,
+      );
+      assert(
+        seenLate[0].fromBroadcaster && seenLate[0].history && !seenLate[1].fromBroadcaster && seenLate[1].history &&
+          seenLate[2].fromBroadcaster && !seenLate[2].history,
+        `viewer-late: marks ${JSON.stringify(seenLate)}`,
+      );
+      await late.screenshot('history-and-live');
+      return `late viewer saw ${seenLate.length} lines: 2 from the history, 1 live; broadcaster's lines marked`;
+    },
+  },
 ];

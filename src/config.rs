@@ -127,6 +127,12 @@ pub struct Config {
     #[arg(long, env = "MAX_WAITING", default_value_t = 10_000)]
     pub max_waiting: u64,
 
+    /// Chat messages a channel keeps for viewers who join later (`chat_history`); 0 keeps
+    /// none and sends no history.
+    #[arg(long, env = "CHAT_HISTORY", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub chat_history: u64,
+
     /// Most open connections at once (capped below the process's open-file limit); beyond it
     /// a client gets `503 Service Unavailable` and the connection closes.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000,

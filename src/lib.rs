@@ -246,6 +246,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         max_waiting_per_channel: usize::try_from(config.max_waiting_per_channel)
             .unwrap_or(usize::MAX),
         max_waiting: usize::try_from(config.max_waiting).unwrap_or(usize::MAX),
+        chat_history: usize::try_from(config.chat_history).unwrap_or(usize::MAX),
     };
     let public_ids = PublicIds::default();
     let sessions = Arc::new(SessionsPerAddr::new(

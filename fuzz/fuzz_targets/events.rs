@@ -8,7 +8,7 @@ use broadcast_server::signaling::events::{self, Refusal, Request};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
-const EVENTS: [&str; 10] = [
+const EVENTS: [&str; 11] = [
     "join_as_broadcaster",
     "join_as_viewer",
     "offer",
@@ -16,6 +16,7 @@ const EVENTS: [&str; 10] = [
     "ice_candidate",
     "set_alias",
     "send_message",
+    "broadcaster_message",
     "stop_broadcast",
     "relay_ready",
     "upstream_failed",
@@ -30,7 +31,7 @@ fn check(request: Option<Result<Request<'_>, Refusal>>) {
             assert!((5..=20).contains(&alias.chars().count()), "{alias:?}");
             assert_eq!(alias.trim(), alias);
         }
-        Some(Ok(Request::SendMessage(r))) => {
+        Some(Ok(Request::SendMessage(r) | Request::BroadcasterMessage(r))) => {
             let message = r.message.expect("a valid message is present");
             assert!((1..=200).contains(&message.chars().count()));
             assert!(!message.to_lowercase().contains("<script"));

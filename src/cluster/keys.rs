@@ -41,6 +41,12 @@ impl Keys {
         format!("{}:channels", self.prefix)
     }
 
+    /// A channel's last chat messages: a list of JSON messages, oldest first, trimmed to
+    /// `--chat-history`; deleted with the channel.
+    pub fn chat_history(&self, id: &ChannelId) -> String {
+        format!("{}:chat:{id}", self.prefix)
+    }
+
     /// Channels where a relay-tree viewer waits for a feeder, scored by its deadline (ms).
     pub fn waits(&self) -> String {
         format!("{}:waits", self.prefix)

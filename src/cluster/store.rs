@@ -20,29 +20,80 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{
-    Client, HashesInterface, KeysInterface, LuaInterface, SetsInterface, SortedSetsInterface,
+    Client, HashesInterface, KeysInterface, ListInterface, LuaInterface, SetsInterface,
+    SortedSetsInterface,
 };
 use futures_util::future::try_join_all;
 use rand::RngExt;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::replica::{self, Replica};
 use super::{Health, Keys, NodeId};
 use crate::registry::Stats;
 use crate::registry::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
-use crate::registry::chat::ChatDelivery;
-use crate::registry::clock::Moment;
+use crate::registry::chat::{ChatDelivery, ChatMessage};
+use crate::registry::clock::{Moment, unix_now};
 use crate::registry::errors::ChannelError;
 use crate::registry::expiry::Expired;
 use crate::registry::ids::random_channel_id;
 use crate::registry::ids::{ChannelId, SocketId};
 use crate::registry::listing::{Census, ChannelSummary};
 use crate::registry::membership::{Departure, ViewerJoined, ViewerRequest};
-use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits, State};
+use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits, State, Waiter};
 use crate::registry::relay::Activity;
 use crate::registry::tree_events::{TreeEvent, TreeOp};
 
 const COMMIT: &str = include_str!("commit.lua");
+
+/// Appends a chat message to its channel's history only while the channel exists, and trims
+/// the list to its bound, in one step: a message accepted just before its channel closed can
+/// never leave a list behind the channel's deletion (which removes the list in the same
+/// script as the document).
+/// KEYS: the channel's document, its history. ARGV: the message (JSON), how many to keep.
+const REMEMBER: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+return 1
+";
+
+/// One channel id's waiting room: who waits, and how each asked to join.
+type Lobby = HashMap<SocketId, Waiter>;
+
+/// A waiter as stored in its lobby's document (a JSON list of them).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredWaiter {
+    Waiter {
+        id: String,
+        relay: bool,
+        since: Moment,
+    },
+    /// The first layout: the id alone (a leaf, in no particular order).
+    Id(String),
+}
+
+/// Reads a lobby's document; an unreadable one counts as empty (its waiters wait in vain
+/// rather than break the broadcaster's join).
+fn parse_lobby(doc: &str) -> Lobby {
+    serde_json::from_str::<Vec<StoredWaiter>>(doc)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|stored| match stored {
+            StoredWaiter::Waiter { id, relay, since } => {
+                (SocketId::from_stored(&id), Waiter { relay, since })
+            }
+            StoredWaiter::Id(id) => (
+                SocketId::from_stored(&id),
+                Waiter {
+                    relay: false,
+                    since: Moment::from_millis(0),
+                },
+            ),
+        })
+        .collect()
+}
 
 /// Conflicting writers retry this often before the caller is told to try again; each retry
 /// reloads, so only a channel under a storm of simultaneous changes ever gets there.
@@ -85,7 +136,7 @@ struct Txn {
     state: State,
     read: HashMap<ChannelId, Option<Read>>,
     /// Waiting-room lobbies read: version and members.
-    lobbies: HashMap<ChannelId, Option<(String, HashSet<SocketId>)>>,
+    lobbies: HashMap<ChannelId, Option<(String, Lobby)>>,
     /// Writes besides the channels' own (index entries of the caller).
     extra: Plan,
 }
@@ -323,11 +374,7 @@ impl ClusterRegistry {
         for (id, fields) in ids.iter().zip(docs) {
             let found = match (fields.first(), fields.get(1)) {
                 (Some(Some(v)), Some(Some(d))) => {
-                    let members: HashSet<SocketId> = serde_json::from_str::<Vec<String>>(d)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|s| SocketId::from_stored(s))
-                        .collect();
+                    let members = parse_lobby(d);
                     txn.state.lobbies.insert(id.clone(), members.clone());
                     Some((v.clone(), members))
                 }
@@ -377,6 +424,12 @@ impl ClusterRegistry {
         // script gave them.
         let mut written: Vec<(ChannelId, Arc<str>)> = Vec::new();
         let mut removed: Vec<ChannelId> = Vec::new();
+        // Waiters a new channel took in are indexed on their own nodes already.
+        let waiters: HashSet<&SocketId> = lobbies
+            .values()
+            .flatten()
+            .flat_map(|(_, members)| members.keys())
+            .collect();
         for (id, before) in &read {
             let k = plan.key(keys.channel(id));
             let v = before.as_ref().map_or("", |r| r.version.as_str());
@@ -391,7 +444,9 @@ impl ClusterRegistry {
                     removed.push(id);
                 }
                 (before, Some(channel)) => {
-                    if let Some(raw) = self.plan_update(&mut plan, &id, before.as_ref(), channel)? {
+                    if let Some(raw) =
+                        self.plan_update(&mut plan, &id, before.as_ref(), channel, &waiters)?
+                    {
                         written.push((id, raw));
                     }
                 }
@@ -458,10 +513,10 @@ impl ClusterRegistry {
         &self,
         plan: &mut Plan,
         state: &State,
-        lobbies: &HashMap<ChannelId, Option<(String, HashSet<SocketId>)>>,
+        lobbies: &HashMap<ChannelId, Option<(String, Lobby)>>,
     ) {
         let keys = self.keys();
-        let empty = HashSet::new();
+        let empty = Lobby::new();
         let mut delta: i64 = 0;
         for (id, before) in lobbies {
             let k = plan.key(keys.lobby(id));
@@ -475,19 +530,27 @@ impl ClusterRegistry {
             if new.is_empty() {
                 plan.write("del", keys.lobby(id), json!({}));
             } else {
-                let mut members: Vec<&str> = new.iter().map(|s| s.as_str()).collect();
-                members.sort_unstable();
+                let mut waiters: Vec<(&SocketId, &Waiter)> = new.iter().collect();
+                waiters.sort_unstable_by_key(|(id, _)| *id);
+                let members: Vec<StoredWaiter> = waiters
+                    .into_iter()
+                    .map(|(id, waiter)| StoredWaiter::Waiter {
+                        id: id.to_string(),
+                        relay: waiter.relay,
+                        since: waiter.since,
+                    })
+                    .collect();
                 plan.docs.push(json!(members).to_string());
                 let a = plan.docs.len() + 1;
                 let version = format!("{:016x}", rand::rng().random::<u64>());
                 plan.write("put", keys.lobby(id), json!({"v": version, "a": a}));
             }
-            for joined in new.difference(old) {
+            for joined in new.keys().filter(|w| !old.contains_key(*w)) {
                 plan.write("sadd", keys.waiting(joined), json!({"m": id.as_str()}));
                 let mine = keys.node_sockets(&self.inner.node);
                 plan.write("sadd", mine, json!({"m": joined.as_str()}));
             }
-            for left in old.difference(new) {
+            for left in old.keys().filter(|w| !new.contains_key(*w)) {
                 plan.write("srem", keys.waiting(left), json!({"m": id.as_str()}));
             }
             delta += new.len() as i64 - old.len() as i64;
@@ -505,6 +568,7 @@ impl ClusterRegistry {
     fn plan_removal(&self, plan: &mut Plan, id: &ChannelId, before: &Read) {
         let keys = self.keys();
         plan.write("delv", keys.channel(id), json!({"id": id.as_str()}));
+        plan.write("del", keys.chat_history(id), json!({}));
         plan.write("zrem", keys.channel_index(), json!({"m": id.as_str()}));
         plan.write("zrem", keys.waits(), json!({"m": id.as_str()}));
         if let Some(broadcaster) = &before.broadcaster {
@@ -528,6 +592,7 @@ impl ClusterRegistry {
         id: &ChannelId,
         before: Option<&Read>,
         channel: &Channel,
+        waiters: &HashSet<&SocketId>,
     ) -> Result<Option<Arc<str>>, ChannelError> {
         let keys = self.keys();
         let doc = serde_json::to_string(channel).map_err(|e| {
@@ -577,9 +642,12 @@ impl ClusterRegistry {
         let empty = HashSet::new();
         let old = before.map_or(&empty, |b| &b.viewers);
         for viewer in channel.viewers.keys().filter(|v| !old.contains(*v)) {
-            // Only the caller ever joins, and the caller is this node's.
             plan.write("sadd", keys.watching(viewer), json!({"m": id.as_str()}));
-            plan.write("sadd", mine.clone(), json!({"m": viewer.as_str()}));
+            // Only the caller ever joins, and the caller is this node's; or a waiter a new
+            // channel took in, which its own node listed when it began to wait.
+            if !waiters.contains(viewer) {
+                plan.write("sadd", mine.clone(), json!({"m": viewer.as_str()}));
+            }
         }
         for viewer in old.iter().filter(|v| !channel.viewers.contains_key(*v)) {
             plan.write("srem", keys.watching(viewer), json!({"m": id.as_str()}));
@@ -658,7 +726,12 @@ impl ClusterRegistry {
         Ok(self.begin(&ids).await?.state.census())
     }
 
-    pub async fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
+    pub async fn wait_for(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<bool, ChannelError> {
         let id = ChannelId::from(channel_id);
         let _turn = self.turn(&id).await;
         retrying!(self, {
@@ -667,7 +740,9 @@ impl ClusterRegistry {
                 .await?;
             let membership = self.membership(sid).await?;
             txn.state.sockets.insert(sid.clone(), membership);
-            let waiting = txn.state.wait_for(&self.inner.limits, sid, &id)?;
+            let waiting = txn
+                .state
+                .wait_for(&self.inner.limits, sid, &id, relay, Moment::now())?;
             Ok(self.commit(txn).await?.map(|()| waiting))
         })
     }
@@ -875,9 +950,68 @@ impl ClusterRegistry {
         &self,
         sid: &SocketId,
         channel_id: &str,
+        message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
-        txn.state.chat(sid, channel_id)
+        let delivery = txn.state.chat(sid, channel_id, message, unix_now())?;
+        self.remember(channel_id, &delivery.message).await?;
+        Ok(delivery)
+    }
+
+    /// Keeps a message in its channel's history list (see [`REMEMBER`]).
+    async fn remember(&self, channel_id: &str, message: &ChatMessage) -> Result<(), ChannelError> {
+        let limit = self.inner.limits.chat_history;
+        if limit == 0 {
+            return Ok(());
+        }
+        let id = ChannelId::from(channel_id);
+        let json = serde_json::to_string(message).map_err(|e| {
+            tracing::error!("cannot encode a chat message: {e}");
+            ChannelError::Unavailable
+        })?;
+        let keys = vec![self.keys().channel(&id), self.keys().chat_history(&id)];
+        let _: i64 = self
+            .inner
+            .client
+            .eval(REMEMBER, keys, vec![json, limit.to_string()])
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(())
+    }
+
+    /// The channel's last chat messages, oldest first; unreadable entries are skipped.
+    pub async fn chat_history(&self, channel_id: &str) -> Result<Vec<ChatMessage>, ChannelError> {
+        if self.inner.limits.chat_history == 0 {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<String> = self
+            .inner
+            .client
+            .lrange(
+                self.keys().chat_history(&ChannelId::from(channel_id)),
+                0,
+                -1,
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(stored
+            .iter()
+            .filter_map(|m| serde_json::from_str(m).ok())
+            .collect())
+    }
+
+    pub async fn broadcaster_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        message: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
+        let delivery = txn
+            .state
+            .broadcaster_message(sid, channel_id, message, unix_now())?;
+        self.remember(channel_id, &delivery.message).await?;
+        Ok(delivery)
     }
 
     pub async fn stop_broadcast(
@@ -1003,5 +1137,26 @@ fn read_of(version: String, raw: Arc<str>, channel: &Channel) -> Read {
         viewers: channel.viewers.keys().cloned().collect(),
         owner_addr: channel.owner_addr,
         wait: channel.next_deadline(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lobbies_read_both_layouts() {
+        let old = parse_lobby(r#"["a","b"]"#);
+        assert_eq!(old.len(), 2);
+        assert!(!old[&SocketId::from("a")].relay);
+        let new = parse_lobby(r#"[{"id":"a","relay":true,"since":1500}]"#);
+        assert_eq!(
+            new[&SocketId::from("a")],
+            Waiter {
+                relay: true,
+                since: Moment::from_millis(1500)
+            }
+        );
+        assert!(parse_lobby("not json").is_empty());
     }
 }

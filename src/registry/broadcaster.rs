@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::chat::ChatHistory;
 use super::clock::Moment;
 use super::errors::ChannelError;
 use super::ids::{ChannelId, SocketId};
-use super::model::{Channel, RegistryLimits, State};
+use super::model::{Channel, RegistryLimits, State, Waiter};
 use super::secrets;
 use super::tree::Tree;
 use super::tree_events::TreeEvent;
@@ -21,6 +22,13 @@ pub struct BroadcastStarted {
     pub resumable: bool,
     /// Viewers that waited for this channel id: they get `broadcaster_joined`.
     pub lobby: Vec<SocketId>,
+    /// Those of them that are viewers of the channel now (all of them, unless it is private:
+    /// a password is checked when its viewer joins, and a waiter gave none that could be).
+    pub admitted: Vec<SocketId>,
+    /// The channel is private: its waiters must join with the password.
+    pub private: bool,
+    /// Viewers in the channel now (its broadcaster's `viewer_count` when waiters came in).
+    pub viewer_count: usize,
     /// A takeover: the socket that broadcast until now (it is told it was replaced).
     pub replaced: Option<SocketId>,
     /// The broadcaster came back to its held channel (with its resume token).
@@ -114,6 +122,9 @@ impl State {
                 channel_id: channel_id.clone(),
                 resumable: channel.resumable,
                 lobby: Vec::new(),
+                admitted: Vec::new(),
+                private: channel.password.is_some(),
+                viewer_count: channel.viewers.len(),
                 replaced,
                 resumed: resume,
                 waiting_viewers: channel.viewers.keys().cloned().collect(),
@@ -155,50 +166,91 @@ impl State {
         if let Some(total) = &mut self.total_channels {
             *total += 1;
         }
-        self.channels.insert(
-            channel_id.clone(),
-            Channel {
-                id: channel_id.clone(),
-                broadcaster: sid.clone(),
-                owner_addr: addr,
-                created_at: now.as_unix_secs(),
-                last_activity: now,
-                viewers: HashMap::new(),
-                stopped: false,
-                tree: Tree::new(limits.tree, relay),
-                token: fresh.to_owned(),
-                resumable,
-                away_until: None,
-                password,
-                viewer_tokens: HashMap::new(),
-                held_viewers: HashMap::new(),
-                peak_viewers: 0,
-            },
-        );
+        let private = password.is_some();
+        let mut channel = Channel {
+            id: channel_id.clone(),
+            broadcaster: sid.clone(),
+            owner_addr: addr,
+            created_at: now.as_unix_secs(),
+            last_activity: now,
+            viewers: HashMap::new(),
+            stopped: false,
+            tree: Tree::new(limits.tree, relay),
+            token: fresh.to_owned(),
+            resumable,
+            away_until: None,
+            password,
+            viewer_tokens: HashMap::new(),
+            held_viewers: HashMap::new(),
+            peak_viewers: 0,
+            history: ChatHistory::default(),
+        };
         self.sockets
             .entry(sid.clone())
             .or_default()
             .broadcasting
             .insert(channel_id.clone());
-        let lobby: Vec<SocketId> = self
+        let mut waiters: Vec<(SocketId, Waiter)> = self
             .lobbies
             .remove(&channel_id)
-            .map(|waiting| waiting.into_iter().collect())
+            .map(|lobby| lobby.into_iter().collect())
             .unwrap_or_default();
-        self.waiting_total = self.waiting_total.saturating_sub(lobby.len());
+        waiters.sort_by(|(a, wa), (b, wb)| (wa.since, a).cmp(&(wb.since, b)));
+        self.waiting_total = self.waiting_total.saturating_sub(waiters.len());
+        let lobby: Vec<SocketId> = waiters.iter().map(|(viewer, _)| viewer.clone()).collect();
         for viewer in &lobby {
             self.unindex(viewer, &channel_id, |m| &mut m.waiting);
         }
+        let admitted = if private { Vec::new() } else { lobby.clone() };
+        let tree = self.admit_waiters(&mut channel, &waiters, private, now);
+        let viewer_count = channel.viewers.len();
+        self.channels.insert(channel_id.clone(), channel);
+        self.track_waits(&channel_id);
         Ok(BroadcastStarted {
             channel_id,
             resumable,
             lobby,
+            admitted,
+            private,
+            viewer_count,
             replaced: None,
             resumed: false,
             waiting_viewers: Vec::new(),
-            tree: Vec::new(),
+            tree,
             was_live: false,
         })
+    }
+
+    /// Makes the viewers that waited for a new channel its viewers, in order of arrival, as
+    /// their own joins would have (tree places included), so that each may send its offer as
+    /// soon as it hears `broadcaster_joined`. Not in a private channel: nobody checked their
+    /// password (they join with it, as anybody else).
+    fn admit_waiters(
+        &mut self,
+        channel: &mut Channel,
+        waiters: &[(SocketId, Waiter)],
+        private: bool,
+        now: Moment,
+    ) -> Vec<TreeEvent> {
+        let mut tree = Vec::new();
+        if private || waiters.is_empty() {
+            return tree;
+        }
+        let mut notices = Vec::new();
+        for (viewer, waiter) in waiters {
+            channel.viewers.insert(viewer.clone(), None);
+            // A broadcaster that waited for its own channel watches it as a leaf.
+            let relay = waiter.relay && *viewer != channel.broadcaster;
+            notices.extend(channel.tree.join(viewer, relay, now));
+            self.sockets
+                .entry(viewer.clone())
+                .or_default()
+                .watching
+                .insert(channel.id.clone());
+        }
+        channel.peak_viewers = channel.viewers.len();
+        channel.address(notices, true, &mut tree);
+        tree
     }
 
     pub(crate) fn stop_broadcast(

@@ -135,7 +135,7 @@ impl State {
         let mut departure = Departure::default();
         for channel_id in &membership.waiting {
             if let Some(lobby) = self.lobbies.get_mut(channel_id)
-                && lobby.remove(sid)
+                && lobby.remove(sid).is_some()
             {
                 self.waiting_total = self.waiting_total.saturating_sub(1);
                 if lobby.is_empty() {

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 
 use super::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
-use super::chat::ChatDelivery;
-use super::clock::Moment;
+use super::chat::{ChatDelivery, ChatMessage};
+use super::clock::{Moment, unix_now};
 use super::errors::ChannelError;
 use super::expiry::Expired;
 use super::ids::{ChannelId, SocketId};
@@ -102,11 +102,22 @@ impl MemoryRegistry {
         state.join_as_broadcaster(self.limits(), sid, channel_id, request, Moment::now())
     }
 
-    /// Puts a viewer in the waiting room of a channel id without a broadcaster;
-    /// `Ok(false)`: the channel exists (join it instead).
-    pub fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
-        self.state()
-            .wait_for(&self.shared.limits, sid, &ChannelId::from(channel_id))
+    /// Puts a viewer in the waiting room of a channel id without a broadcaster (`relay`: it
+    /// joins the relay tree when it becomes a viewer); `Ok(false)`: the channel exists (join
+    /// it instead).
+    pub fn wait_for(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<bool, ChannelError> {
+        self.state().wait_for(
+            &self.shared.limits,
+            sid,
+            &ChannelId::from(channel_id),
+            relay,
+            Moment::now(),
+        )
     }
 
     /// How the channels stand (for `/metrics`).
@@ -217,9 +228,46 @@ impl MemoryRegistry {
         self.state().set_alias(sid, channel_id, alias)
     }
 
-    /// Resolves the sender's display name and everyone in the channel, the sender included.
-    pub fn chat(&self, sid: &SocketId, channel_id: &str) -> Result<ChatDelivery, ChannelError> {
-        self.state().chat(sid, channel_id)
+    /// `send_message`: resolves the sender's display name and everyone in the channel, the
+    /// sender included, and keeps the message in the channel's history, under the same lock
+    /// (so the history's order is the order messages were accepted in).
+    pub fn chat(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        message: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let mut state = self.state();
+        let delivery = state.chat(sid, channel_id, message, unix_now())?;
+        state.remember_message(
+            channel_id,
+            delivery.message.clone(),
+            self.limits().chat_history,
+        );
+        Ok(delivery)
+    }
+
+    /// `broadcaster_message`: checks that `sid` broadcasts `channel_id`; returns everyone in
+    /// the channel, and keeps the message in its history.
+    pub fn broadcaster_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        message: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let mut state = self.state();
+        let delivery = state.broadcaster_message(sid, channel_id, message, unix_now())?;
+        state.remember_message(
+            channel_id,
+            delivery.message.clone(),
+            self.limits().chat_history,
+        );
+        Ok(delivery)
+    }
+
+    /// The channel's last chat messages, oldest first (none for an unknown channel).
+    pub fn chat_history(&self, channel_id: &str) -> Vec<ChatMessage> {
+        self.state().chat_history(channel_id)
     }
 
     /// Marks the broadcast stopped: returns the viewers to tell. The channel stays.

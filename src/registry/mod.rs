@@ -34,7 +34,7 @@ mod tests;
 
 use crate::cluster::ClusterRegistry;
 use broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
-use chat::ChatDelivery;
+use chat::{ChatDelivery, ChatMessage};
 use clock::Moment;
 use errors::ChannelError;
 use expiry::Expired;
@@ -104,12 +104,18 @@ impl Registry {
         }
     }
 
-    /// Puts a viewer in the waiting room of a channel id without a broadcaster;
-    /// `Ok(false)`: the channel exists (join it instead).
-    pub async fn wait_for(&self, sid: &SocketId, channel_id: &str) -> Result<bool, ChannelError> {
+    /// Puts a viewer in the waiting room of a channel id without a broadcaster (`relay`: it
+    /// joins the relay tree when the broadcaster arrives); `Ok(false)`: the channel exists
+    /// (join it instead).
+    pub async fn wait_for(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        relay: bool,
+    ) -> Result<bool, ChannelError> {
         match self {
-            Registry::Memory(r) => r.wait_for(sid, channel_id),
-            Registry::Cluster(r) => r.wait_for(sid, channel_id).await,
+            Registry::Memory(r) => r.wait_for(sid, channel_id, relay),
+            Registry::Cluster(r) => r.wait_for(sid, channel_id, relay).await,
         }
     }
 
@@ -201,14 +207,37 @@ impl Registry {
         }
     }
 
+    /// `send_message`: who hears a viewer's message; the message is kept in the history.
     pub async fn chat(
         &self,
         sid: &SocketId,
         channel_id: &str,
+        message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         match self {
-            Registry::Memory(r) => r.chat(sid, channel_id),
-            Registry::Cluster(r) => r.chat(sid, channel_id).await,
+            Registry::Memory(r) => r.chat(sid, channel_id, message),
+            Registry::Cluster(r) => r.chat(sid, channel_id, message).await,
+        }
+    }
+
+    /// The channel's last chat messages, oldest first, for a joining viewer.
+    pub async fn chat_history(&self, channel_id: &str) -> Result<Vec<ChatMessage>, ChannelError> {
+        match self {
+            Registry::Memory(r) => Ok(r.chat_history(channel_id)),
+            Registry::Cluster(r) => r.chat_history(channel_id).await,
+        }
+    }
+
+    /// The broadcaster's own chat message: who hears it; it is kept in the history.
+    pub async fn broadcaster_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        message: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        match self {
+            Registry::Memory(r) => r.broadcaster_message(sid, channel_id, message),
+            Registry::Cluster(r) => r.broadcaster_message(sid, channel_id, message).await,
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::chat::ChatHistory;
 use super::clock::Moment;
 use super::ids::{ChannelId, SocketId, random_channel_id};
 use super::tree::{Tree, TreeLimits};
@@ -37,6 +38,8 @@ pub struct RegistryLimits {
     pub max_waiting_per_channel: usize,
     /// Viewers that may wait in all of the waiting room.
     pub max_waiting: usize,
+    /// Chat messages a channel keeps for viewers who join later (0: none, no `chat_history`).
+    pub chat_history: usize,
 }
 
 /// The registry's data and every rule that changes it.
@@ -55,9 +58,19 @@ pub(crate) struct State {
     /// For a partial state: how many channels exist in all (the capacity check's count).
     pub(crate) total_channels: Option<usize>,
     /// Viewers waiting for a channel that has no broadcaster yet (the waiting room).
-    pub(crate) lobbies: HashMap<ChannelId, HashSet<SocketId>>,
+    pub(crate) lobbies: HashMap<ChannelId, HashMap<SocketId, Waiter>>,
     /// How many wait in all lobbies (in a partial state: as counted when it was loaded).
     pub(crate) waiting_total: usize,
+}
+
+/// A viewer in the waiting room: what its join asked for, so that the broadcaster's arrival
+/// can make it a member exactly as its own `join_as_viewer` would have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Waiter {
+    /// It asked for the relay tree (`relay: true`).
+    pub(crate) relay: bool,
+    /// When it started waiting: waiters are placed in order of arrival, as joins would be.
+    pub(crate) since: Moment,
 }
 
 /// The channels one socket takes part in; the index that bounds disconnect and relay work.
@@ -112,6 +125,10 @@ pub(crate) struct Channel {
     /// `stop_broadcast`): reported by webhooks. In the channel, so that every node sees it.
     #[serde(default)]
     pub(crate) peak_viewers: usize,
+    /// Its last chat messages, in memory only: cluster mode keeps them in a Redis list beside
+    /// the document, so that a chat message never rewrites (or contends for) the channel.
+    #[serde(skip)]
+    pub(crate) history: ChatHistory,
 }
 
 /// What a resumable viewer gets back when it returns within the grace.

@@ -14,6 +14,7 @@ use super::memory::{MemoryRegistry, RegistryStats};
 use super::model::{ClosedChannel, RegistryLimits};
 use super::relay::Activity;
 use super::tree::TreeLimits;
+use super::tree_events::TreeEvent;
 
 const TREE: TreeLimits = TreeLimits {
     direct: 4,
@@ -31,6 +32,7 @@ fn registry(max_channels: usize, ttl: Duration) -> MemoryRegistry {
         resume_grace: Duration::ZERO,
         max_waiting_per_channel: 10,
         max_waiting: 100,
+        chat_history: 3,
     })
 }
 
@@ -65,12 +67,12 @@ fn broadcaster_who_also_watches_gets_each_message_once_and_leaves_nothing() {
     r.join_as_broadcaster(&b, None, Some("room"), false, true)
         .unwrap();
     assert_eq!(
-        r.chat(&b, "room").map(|_| ()),
+        r.chat(&b, "room", "hi").map(|_| ()),
         Err(ChannelError::NotAViewerToChat)
     );
     r.join_as_viewer(&b, "room", false).unwrap();
     r.join_as_viewer(&v, "room", false).unwrap();
-    let delivery = r.chat(&b, "room").unwrap();
+    let delivery = r.chat(&b, "room", "hi").unwrap();
     let mut recipients = delivery.recipients.clone();
     recipients.sort();
     assert_eq!(recipients, vec![b.clone(), v.clone()]);
@@ -140,6 +142,7 @@ fn one_socket_or_address_cannot_take_every_channel() {
         resume_grace: Duration::ZERO,
         max_waiting_per_channel: 10,
         max_waiting: 100,
+        chat_history: 3,
     });
     let home: IpAddr = "198.51.100.7".parse().unwrap();
     let hog = sid("hog");
@@ -277,8 +280,8 @@ fn alias_and_chat_names() {
     r.join_as_viewer(&v1, "room", false).unwrap();
     r.join_as_viewer(&v2, "room", false).unwrap();
 
-    let chat = r.chat(&v1, "room").unwrap();
-    assert_eq!(chat.sender_name, "Viewer-abcdefgh");
+    let chat = r.chat(&v1, "room", "hi").unwrap();
+    assert_eq!(chat.message.sender_id, "Viewer-abcdefgh");
     let mut recipients = chat.recipients.clone();
     recipients.sort();
     let mut expected = vec![b.clone(), v1.clone(), v2.clone()];
@@ -287,17 +290,29 @@ fn alias_and_chat_names() {
     assert_eq!(chat.recipients[0], b, "broadcaster comes first");
 
     r.set_alias(&v1, "room", "Alice").unwrap();
-    assert_eq!(r.chat(&v1, "room").unwrap().sender_name, "Alice");
+    assert_eq!(
+        r.chat(&v1, "room", "hi").unwrap().message.sender_id,
+        "Alice"
+    );
     // Rejoining keeps the alias.
     r.join_as_viewer(&v1, "room", false).unwrap();
-    assert_eq!(r.chat(&v1, "room").unwrap().sender_name, "Alice");
+    assert_eq!(
+        r.chat(&v1, "room", "hi").unwrap().message.sender_id,
+        "Alice"
+    );
 
     assert_eq!(
         r.set_alias(&b, "room", "Owner"),
         Err(ChannelError::NotAViewer)
     );
-    assert_eq!(r.chat(&b, "room"), Err(ChannelError::NotAViewerToChat));
-    assert_eq!(r.chat(&v1, "gone"), Err(ChannelError::NotFoundOrExpired));
+    assert_eq!(
+        r.chat(&b, "room", "hi"),
+        Err(ChannelError::NotAViewerToChat)
+    );
+    assert_eq!(
+        r.chat(&v1, "gone", "hi"),
+        Err(ChannelError::NotFoundOrExpired)
+    );
     assert_eq!(
         r.set_alias(&v1, "gone", "Alice"),
         Err(ChannelError::NotFoundOrExpired)
@@ -483,7 +498,10 @@ fn a_resumable_viewer_gets_its_alias_back_within_the_grace_only() {
         .join_verified(&sid("v2"), "room", request(Some("d1"), "d2"))
         .unwrap();
     assert_eq!(back.alias.as_deref(), Some("Alice"));
-    assert_eq!(r.chat(&sid("v2"), "room").unwrap().sender_name, "Alice");
+    assert_eq!(
+        r.chat(&sid("v2"), "room", "hi").unwrap().message.sender_id,
+        "Alice"
+    );
     let again = r
         .join_verified(&sid("v3"), "room", request(Some("d1"), "d3"))
         .unwrap();
@@ -503,41 +521,109 @@ fn a_resumable_viewer_gets_its_alias_back_within_the_grace_only() {
 fn waiting_room_fills_up_hands_over_and_forgets_leavers() {
     let r = default_registry();
     let (w1, w2, w3) = (sid("w1"), sid("w2"), sid("w3"));
-    assert_eq!(r.wait_for(&w1, "soon"), Ok(true));
-    assert_eq!(r.wait_for(&w1, "soon"), Ok(true), "idempotent");
-    assert_eq!(r.wait_for(&w2, "soon"), Ok(true));
-    assert_eq!(r.wait_for(&w3, "later"), Ok(true));
+    assert_eq!(r.wait_for(&w1, "soon", false), Ok(true));
+    assert_eq!(r.wait_for(&w1, "soon", false), Ok(true), "idempotent");
+    assert_eq!(r.wait_for(&w2, "soon", false), Ok(true));
+    assert_eq!(r.wait_for(&w3, "later", false), Ok(true));
     assert!(r.list().is_empty(), "waiting creates no channel");
     r.disconnect(&w3);
     let started = r
         .join_as_broadcaster(&sid("b"), None, Some("soon"), false, true)
         .unwrap();
-    let mut lobby = started.lobby;
-    lobby.sort();
-    assert_eq!(lobby, vec![w1.clone(), w2.clone()]);
-    assert_eq!(r.wait_for(&w1, "soon"), Ok(false), "the channel exists now");
-    let state = r.state();
-    assert!(state.lobbies.is_empty());
-    assert_eq!(state.waiting_total, 0);
-    assert!(!state.sockets.contains_key(&w1));
+    assert_eq!(
+        started.lobby,
+        vec![w1.clone(), w2.clone()],
+        "in order of arrival"
+    );
+    assert_eq!(
+        started.admitted, started.lobby,
+        "the waiters are its viewers now"
+    );
+    assert_eq!(started.viewer_count, 2);
+    assert_eq!(
+        r.wait_for(&w1, "soon", false),
+        Ok(false),
+        "the channel exists now"
+    );
+    {
+        let state = r.state();
+        assert!(state.lobbies.is_empty());
+        assert_eq!(state.waiting_total, 0);
+        assert!(state.sockets[&w1].waiting.is_empty());
+        assert!(state.sockets[&w1].watching.contains("soon"));
+    }
+    // They may relay to the broadcaster at once; joining again changes nothing.
+    assert_eq!(r.authorize_relay(&w1, "b", Activity::Keep), Ok(sid("b")));
+    assert_eq!(
+        r.join_as_viewer(&w2, "soon", false).unwrap().viewer_count,
+        2
+    );
+    check_indexes(&r);
+}
+
+#[test]
+fn waiters_of_a_private_channel_must_join_with_its_password() {
+    let r = default_registry();
+    let w = sid("w");
+    assert_eq!(r.wait_for(&w, "secret", true), Ok(true));
+    let request = BroadcastRequest {
+        addr: None,
+        force: false,
+        relay: true,
+        resumable: false,
+        presented: None,
+        fresh: "",
+        password: Some("hash".to_owned()),
+    };
+    let started = r
+        .start_broadcast(&sid("b"), Some("secret"), request)
+        .unwrap();
+    assert_eq!(started.lobby, vec![w.clone()]);
+    assert!(started.private);
+    assert!(started.admitted.is_empty());
+    assert_eq!(started.viewer_count, 0);
+    assert_eq!(
+        r.authorize_relay(&w, "b", Activity::Keep),
+        Err(ChannelError::NotPeers)
+    );
+    assert!(!r.state().sockets.contains_key(&w));
+    check_indexes(&r);
+}
+
+#[test]
+fn tree_waiters_get_their_places_when_the_broadcaster_arrives() {
+    let r = default_registry();
+    let w = sid("w");
+    assert_eq!(r.wait_for(&w, "tree", true), Ok(true));
+    let started = r
+        .join_as_broadcaster(&sid("b"), None, Some("tree"), false, true)
+        .unwrap();
+    assert!(started.tree.iter().any(|e| matches!(
+        e,
+        TreeEvent::Upstream { to, peer, depth: 1, .. } if *to == w && *peer == sid("b")
+    )));
+    check_indexes(&r);
 }
 
 #[test]
 fn waiting_room_limits_per_channel_and_overall() {
     let r = default_registry(); // 10 per channel, 100 overall
     for i in 0..10 {
-        assert_eq!(r.wait_for(&sid(&format!("a{i}")), "one"), Ok(true));
+        assert_eq!(r.wait_for(&sid(&format!("a{i}")), "one", false), Ok(true));
     }
     assert_eq!(
-        r.wait_for(&sid("a10"), "one"),
+        r.wait_for(&sid("a10"), "one", false),
         Err(ChannelError::WaitingRoomFull)
     );
     for i in 0..90 {
         let channel = format!("c{}", i / 9);
-        assert_eq!(r.wait_for(&sid(&format!("b{i}")), &channel), Ok(true));
+        assert_eq!(
+            r.wait_for(&sid(&format!("b{i}")), &channel, false),
+            Ok(true)
+        );
     }
     assert_eq!(
-        r.wait_for(&sid("late"), "other"),
+        r.wait_for(&sid("late"), "other", false),
         Err(ChannelError::WaitingRoomFull)
     );
 }
@@ -596,7 +682,7 @@ fn check_indexes(r: &MemoryRegistry) {
             !state.channels.contains_key(id),
             "lobby of a live channel {id}"
         );
-        for sid in lobby {
+        for sid in lobby.keys() {
             expected
                 .entry(sid.clone())
                 .or_default()
@@ -606,7 +692,7 @@ fn check_indexes(r: &MemoryRegistry) {
     }
     assert_eq!(
         state.waiting_total,
-        state.lobbies.values().map(HashSet::len).sum::<usize>(),
+        state.lobbies.values().map(HashMap::len).sum::<usize>(),
         "waiting count"
     );
     let mut by_addr: HashMap<IpAddr, usize> = HashMap::new();
@@ -707,6 +793,7 @@ proptest::proptest! {
             resume_grace: Duration::from_secs(30),
             max_waiting_per_channel: 2,
             max_waiting: 3,
+            chat_history: 3,
         });
         let name = |i: u8| sid(&format!("s{i}"));
         let channel = |i: u8| format!("c{i}");
@@ -742,7 +829,7 @@ proptest::proptest! {
                 Op::Expire => { r.expire_waits(Moment::now() + Duration::from_secs(3600)); }
                 Op::Wait(s, c) => {
                     let exists = r.state().channels.contains_key(channel(c).as_str());
-                    let result = r.wait_for(&name(s), &channel(c));
+                    let result = r.wait_for(&name(s), &channel(c), s.is_multiple_of(2));
                     if exists {
                         proptest::prop_assert_eq!(result, Ok(false));
                     }
@@ -786,4 +873,74 @@ proptest::proptest! {
         proptest::prop_assert!(r.state().waits.is_empty());
         proptest::prop_assert!(r.state().lobbies.is_empty());
     }
+}
+
+#[test]
+fn only_the_present_broadcaster_writes_as_the_broadcaster() {
+    let r = default_registry();
+    let (b, v) = (sid("b"), sid("v"));
+    r.join_as_broadcaster(&b, None, Some("talk"), false, true)
+        .unwrap();
+    r.join_as_viewer(&v, "talk", false).unwrap();
+    let delivery = r.broadcaster_message(&b, "talk", "hi").unwrap();
+    assert_eq!(delivery.message.sender_id, "Broadcaster");
+    assert!(delivery.message.from_broadcaster);
+    assert_eq!(delivery.recipients, vec![b.clone(), v.clone()]);
+    assert!(!r.chat(&v, "talk", "hi").unwrap().message.from_broadcaster);
+    assert_eq!(
+        r.broadcaster_message(&v, "talk", "hi"),
+        Err(ChannelError::NotTheBroadcaster)
+    );
+    assert_eq!(
+        r.broadcaster_message(&b, "nowhere", "hi"),
+        Err(ChannelError::NotFoundOrExpired)
+    );
+    assert_eq!(
+        r.chat(&b, "talk", "hi"),
+        Err(ChannelError::NotAViewerToChat)
+    );
+}
+
+#[test]
+fn a_channel_keeps_its_last_messages_in_order_and_forgets_them_with_it() {
+    let r = default_registry(); // keeps 3
+    let (b, v) = (sid("b"), sid("v"));
+    r.join_as_broadcaster(&b, None, Some("room"), false, true)
+        .unwrap();
+    r.join_as_viewer(&v, "room", false).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(r.chat(&v, "room", &format!("m{i}")).unwrap().message.id);
+    }
+    ids.push(
+        r.broadcaster_message(&b, "room", "hello")
+            .unwrap()
+            .message
+            .id,
+    );
+    let history = r.chat_history("room");
+    let texts: Vec<&str> = history.iter().map(|m| m.message.as_str()).collect();
+    assert_eq!(texts, ["m2", "m3", "hello"], "the last three, oldest first");
+    let kept: Vec<&str> = history.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        kept,
+        ids[2..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(history[2].from_broadcaster && !history[1].from_broadcaster);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        5,
+        "ids are unique"
+    );
+    r.disconnect(&b);
+    assert!(r.chat_history("room").is_empty(), "gone with the channel");
+
+    let off = MemoryRegistry::new(RegistryLimits {
+        chat_history: 0,
+        ..default_registry().limits().clone()
+    });
+    off.join_as_broadcaster(&b, None, Some("room"), false, true)
+        .unwrap();
+    off.broadcaster_message(&b, "room", "hello").unwrap();
+    assert!(off.chat_history("room").is_empty(), "0 keeps nothing");
 }

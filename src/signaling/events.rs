@@ -20,6 +20,8 @@ pub enum Request<'a> {
     Relay(RelayKind, Relay<'a>),
     SetAlias(SetAlias),
     SendMessage(SendMessage),
+    /// The broadcaster's own chat message: `send_message`'s payload and rules.
+    BroadcasterMessage(SendMessage),
     StopBroadcast(ChannelRequest),
     RelayReady(ChannelRequest),
     UpstreamFailed(ChannelRequest),
@@ -64,6 +66,9 @@ pub fn decode<'a>(
             .map_err(invalid),
         "send_message" => payloads::decode(payload, Message)
             .map(Request::SendMessage)
+            .map_err(invalid),
+        "broadcaster_message" => payloads::decode(payload, Message)
+            .map(Request::BroadcasterMessage)
             .map_err(invalid),
         "stop_broadcast" => payloads::decode(payload, Data)
             .map(Request::StopBroadcast)

@@ -15,13 +15,14 @@ use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
     self, AliasSet, BroadcasterAvailable, BroadcasterJoined, BroadcasterReady, ChannelList,
-    ChannelRef, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage, RelayError,
-    RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount, ViewerToken,
+    ChannelRef, ChatHistory, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage,
+    RelayError, RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
+    ViewerToken,
 };
 use crate::metrics;
 use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastRequest;
-use crate::registry::clock::unix_now;
+use crate::registry::chat::ChatDelivery;
 use crate::registry::errors::ChannelError;
 use crate::registry::ids::SocketId;
 use crate::registry::membership::{Departure, ViewerRequest};
@@ -204,6 +205,7 @@ pub async fn handle<A: Adapter>(ctx: &Ctx<'_, A>, request: Request<'_>) {
         Request::Relay(kind, r) => relay(ctx, kind, r).await,
         Request::SetAlias(r) => set_alias(ctx, r).await,
         Request::SendMessage(r) => send_message(ctx, r).await,
+        Request::BroadcasterMessage(r) => broadcaster_message(ctx, r).await,
         Request::StopBroadcast(r) => stop_broadcast(ctx, r).await,
         Request::RelayReady(r) => tree_report(ctx, r, TreeReport::Ready).await,
         Request::UpstreamFailed(r) => tree_report(ctx, r, TreeReport::UpstreamFailed).await,
@@ -282,9 +284,20 @@ pub async fn join_as_broadcaster<A: Adapter>(
             let joined = BroadcasterJoined {
                 id: &ctx.sid,
                 channel_id: &started.channel_id,
+                password_required: started.private,
             };
             ctx.send(&started.lobby, "broadcaster_joined", &joined)
                 .await;
+            if !started.admitted.is_empty() {
+                // The waiters are its first viewers.
+                ctx.reply(
+                    "viewer_count",
+                    &ViewerCount {
+                        channel_id: &started.channel_id,
+                        count: started.viewer_count,
+                    },
+                );
+            }
             if started.resumed || started.replaced.is_some() {
                 // The new socket has not seen the audience it takes over.
                 ctx.reply(
@@ -361,7 +374,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         .join_as_viewer(&ctx.sid, &channel_id, viewer)
         .await;
     if request.wait == Some(true) && matches!(joined, Err(ChannelError::NotFound(_))) {
-        match ctx.registry.wait_for(&ctx.sid, &channel_id).await {
+        match ctx.registry.wait_for(&ctx.sid, &channel_id, relay).await {
             Ok(true) => {
                 tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer waits for a broadcaster");
                 let channel = ChannelRef {
@@ -423,6 +436,9 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
                     },
                 );
             }
+            if request.history == Some(true) && ctx.registry.limits().chat_history > 0 {
+                send_chat_history(ctx, &channel_id).await;
+            }
             ctx.send(
                 std::slice::from_ref(&joined.broadcaster),
                 "viewer_count",
@@ -436,6 +452,23 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
             emit_tree(ctx.io, &joined.tree).await;
         }
         Err(e) => ctx.error(e),
+    }
+}
+
+/// `chat_history` to a viewer that joined asking for it: the channel's last messages, oldest
+/// first, in one event (also when there are none, so the page knows it has the whole history).
+/// Legacy pages never ask, so they see exactly the joins they always saw.
+async fn send_chat_history<A: Adapter>(ctx: &Ctx<'_, A>, channel_id: &str) {
+    match ctx.registry.chat_history(channel_id).await {
+        Ok(messages) => ctx.reply(
+            "chat_history",
+            &ChatHistory {
+                channel_id,
+                messages: &messages,
+            },
+        ),
+        // The join itself succeeded; the page goes on with live messages only.
+        Err(e) => tracing::debug!(channel = %channel_id, "no chat history for a joiner: {e}"),
     }
 }
 
@@ -590,21 +623,50 @@ pub async fn send_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SendM
         request.channel_id.unwrap_or_default(),
         request.message.unwrap_or_default(),
     );
-    match ctx.registry.chat(&ctx.sid, &channel_id).await {
-        Ok(delivery) => {
-            ctx.send(
-                &delivery.recipients,
-                "new_message",
-                &NewMessage {
-                    sender_id: &delivery.sender_name,
-                    message: &message,
-                    timestamp: unix_now(),
-                },
-            )
-            .await;
-        }
+    match ctx.registry.chat(&ctx.sid, &channel_id, &message).await {
+        Ok(delivery) => deliver_message(ctx, &delivery).await,
         Err(e) => ctx.error(e),
     }
+}
+
+/// `broadcaster_message`: the broadcaster writes in its channel's chat. A new event rather than
+/// `send_message`, whose answer to a broadcaster (the viewer error) legacy pages rely on; the
+/// same validation, rate and delivery as a viewer's message.
+pub async fn broadcaster_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SendMessage) {
+    if !ctx.admit(Class::Chat, ErrorPrefix::Message) {
+        return;
+    }
+    let (channel_id, message) = (
+        request.channel_id.unwrap_or_default(),
+        request.message.unwrap_or_default(),
+    );
+    match ctx
+        .registry
+        .broadcaster_message(&ctx.sid, &channel_id, &message)
+        .await
+    {
+        Ok(delivery) => deliver_message(ctx, &delivery).await,
+        Err(e) => ctx.error(e),
+    }
+}
+
+/// Sends a chat message to everyone in its channel as `new_message`. A viewer's carries the
+/// three fields of PROTOCOL.md and nothing else (legacy sessions are recorded that way); the
+/// broadcaster's, a new kind of message, also its mark and its id.
+async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery) {
+    let message = &delivery.message;
+    ctx.send(
+        &delivery.recipients,
+        "new_message",
+        &NewMessage {
+            sender_id: &message.sender_id,
+            message: &message.message,
+            timestamp: message.timestamp,
+            from_broadcaster: message.from_broadcaster,
+            id: message.from_broadcaster.then_some(message.id.as_str()),
+        },
+    )
+    .await;
 }
 
 pub async fn stop_broadcast<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::ChannelRequest) {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
+use crate::registry::chat::ChatMessage;
 use crate::registry::listing::ChannelSummary;
 
 pub const CHANNEL_ID_MAX_CHARS: usize = 20;
@@ -305,6 +306,9 @@ pub struct JoinAsViewer {
     #[serde(default)]
     #[validate(custom(function = "validate_token"))]
     pub resume_token: Option<Secret>,
+    /// `true`: this page shows earlier messages; send it `chat_history` after the join.
+    #[serde(default)]
+    pub history: Option<bool>,
 }
 
 /// `viewer_token`: a resumable viewer's token for this channel.
@@ -314,11 +318,16 @@ pub struct ViewerToken<'a> {
     pub resume_token: &'a str,
 }
 
-/// `broadcaster_joined`: a channel a viewer waited for has gone live.
+/// `broadcaster_joined`: a channel a viewer waited for has gone live, and the viewer is one
+/// of its viewers already (it may send its offer at once), unless the channel is private.
 #[derive(Debug, Serialize)]
 pub struct BroadcasterJoined<'a> {
     pub id: &'a str,
     pub channel_id: &'a str,
+    /// Only present (as `true`) for a private channel: the waiter is not a viewer yet and must
+    /// join with the password.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub password_required: bool,
 }
 
 #[derive(Debug, Deserialize, Validate)]
@@ -504,11 +513,28 @@ pub struct AliasSet<'a> {
     pub success: bool,
 }
 
+/// `new_message`. A viewer's carries exactly the three fields of PROTOCOL.md (recorded legacy
+/// sessions check the set); the fields after them are additions, present only when they say
+/// something.
 #[derive(Debug, Serialize)]
 pub struct NewMessage<'a> {
     pub sender_id: &'a str,
     pub message: &'a str,
     pub timestamp: f64,
+    /// The channel's broadcaster wrote it (`broadcaster_message`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub from_broadcaster: bool,
+    /// The message's id (as in `chat_history`); only on the broadcaster's messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+}
+
+/// `chat_history`: a joining viewer that asked for it gets the channel's last messages,
+/// oldest first, each a `new_message` payload with its `id` (and `from_broadcaster`).
+#[derive(Debug, Serialize)]
+pub struct ChatHistory<'a> {
+    pub channel_id: &'a str,
+    pub messages: &'a [ChatMessage],
 }
 
 #[derive(Debug, Serialize)]

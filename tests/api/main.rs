@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod chat;
 mod cluster;
 mod hostile;
 mod hostile_suite;

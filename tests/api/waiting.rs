@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{Client, Cluster, spawn_app};
+use crate::helpers::{Client, Cluster, sample_sdp, spawn_app};
 
 /// Waits for `channel`, checking the answer.
 async fn wait_for(viewer: &mut Client, channel: &str) {
@@ -43,8 +43,13 @@ async fn viewers_wait_for_a_broadcaster_then_join() {
         early.expect("broadcaster_joined").await,
         json!({"id": b.sid, "channel_id": "soon"})
     );
+    // It is the channel's viewer already: its broadcaster counts it.
+    assert_eq!(
+        b.expect("viewer_count").await,
+        json!({"channel_id": "soon", "count": 1})
+    );
     legacy.assert_silent().await;
-    // The waiting viewer now joins as usual.
+    // Joining again as well (a page written for the first waiting room) changes nothing.
     early.emit("join_as_viewer", json!({"channel_id": "soon"}));
     assert_eq!(
         early.expect("broadcaster_available").await,
@@ -104,10 +109,134 @@ async fn a_viewer_waits_on_one_node_for_a_broadcaster_on_another() {
         viewer.expect("broadcaster_joined").await,
         json!({"id": broadcaster.sid, "channel_id": "later"})
     );
-    viewer.emit("join_as_viewer", json!({"channel_id": "later"}));
-    viewer.expect("broadcaster_available").await;
     // A second waiter who leaves before anyone broadcasts leaves nothing behind.
     let mut gone = a.client().await;
     wait_for(&mut gone, "never").await;
     cluster.teardown(vec![viewer, broadcaster, gone]).await;
+}
+
+/// The waiting room as a page expects it: on `broadcaster_joined` the waiting viewer sends its
+/// offer at once (nothing else), and the broadcaster gets it; the answer comes back. Run in
+/// memory and across two cluster nodes.
+async fn a_waiting_viewer_offers_as_soon_as_the_broadcaster_joins(
+    mut viewer: Client,
+    mut b: Client,
+) -> Vec<Client> {
+    wait_for(&mut viewer, "early").await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "early"}));
+    b.expect("broadcaster_ready").await;
+    let joined = viewer.expect("broadcaster_joined").await;
+    assert_eq!(joined, json!({"id": b.sid, "channel_id": "early"}));
+    viewer.emit(
+        "offer",
+        json!({"target": joined["id"], "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(
+        b.expect("viewer_count").await,
+        json!({"channel_id": "early", "count": 1})
+    );
+    assert_eq!(
+        b.expect("offer").await,
+        json!({"sdp": sample_sdp("offer"), "sender": viewer.sid})
+    );
+    b.emit(
+        "answer",
+        json!({"target": viewer.sid, "sdp": sample_sdp("answer")}),
+    );
+    assert_eq!(
+        viewer.expect("answer").await,
+        json!({"sdp": sample_sdp("answer"), "sender": b.sid})
+    );
+    // Its departure is counted like any viewer's.
+    viewer.close();
+    assert_eq!(
+        b.expect("viewer_count").await,
+        json!({"channel_id": "early", "count": 0})
+    );
+    b.assert_silent().await;
+    vec![viewer, b]
+}
+
+#[tokio::test]
+async fn a_waiting_viewer_offers_at_once_in_memory() {
+    let app = spawn_app(&[]).await;
+    let (viewer, b) = (app.client().await, app.client().await);
+    a_waiting_viewer_offers_as_soon_as_the_broadcaster_joins(viewer, b).await;
+}
+
+#[tokio::test]
+async fn a_waiting_viewer_offers_at_once_across_nodes() {
+    let cluster = Cluster::start(2, &[]).await;
+    let viewer = cluster.nodes[1].client().await;
+    let b = cluster.nodes[0].client().await;
+    let clients = a_waiting_viewer_offers_as_soon_as_the_broadcaster_joins(viewer, b).await;
+    cluster.teardown(clients).await;
+}
+
+/// A tree viewer that waited gets its `upstream` after `broadcaster_joined`, as after a join.
+async fn a_waiting_tree_viewer_gets_its_place(mut viewer: Client, mut b: Client) -> Vec<Client> {
+    viewer.emit(
+        "join_as_viewer",
+        json!({"channel_id": "treed", "wait": true, "relay": true}),
+    );
+    viewer.expect("waiting_for_broadcaster").await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "treed"}));
+    b.expect("broadcaster_ready").await;
+    viewer.expect("broadcaster_joined").await;
+    assert_eq!(
+        viewer.expect("upstream").await,
+        json!({"channel_id": "treed", "peer_id": b.sid, "depth": 1})
+    );
+    b.expect("viewer_count").await;
+    assert_eq!(b.expect("relay_tree").await["direct"], 1);
+    vec![viewer, b]
+}
+
+#[tokio::test]
+async fn a_waiting_tree_viewer_gets_its_place_in_memory() {
+    let app = spawn_app(&[]).await;
+    let (viewer, b) = (app.client().await, app.client().await);
+    a_waiting_tree_viewer_gets_its_place(viewer, b).await;
+}
+
+#[tokio::test]
+async fn a_waiting_tree_viewer_gets_its_place_across_nodes() {
+    let cluster = Cluster::start(2, &[]).await;
+    let viewer = cluster.nodes[1].client().await;
+    let b = cluster.nodes[0].client().await;
+    let clients = a_waiting_tree_viewer_gets_its_place(viewer, b).await;
+    cluster.teardown(clients).await;
+}
+
+#[tokio::test]
+async fn a_waiter_of_a_private_channel_joins_with_its_password() {
+    let app = spawn_app(&[]).await;
+    let mut viewer = app.client().await;
+    wait_for(&mut viewer, "hidden").await;
+    let mut b = app.client().await;
+    b.emit(
+        "join_as_broadcaster",
+        json!({"channel_id": "hidden", "password": "open sesame"}),
+    );
+    b.expect("broadcaster_ready").await;
+    assert_eq!(
+        viewer.expect("broadcaster_joined").await,
+        json!({"id": b.sid, "channel_id": "hidden", "password_required": true})
+    );
+    // Not a viewer without the password: an offer is refused, nothing reaches the broadcaster.
+    viewer.emit(
+        "offer",
+        json!({"target": b.sid, "sdp": sample_sdp("offer")}),
+    );
+    viewer.expect_relay_error("offer").await;
+    b.assert_silent().await;
+    viewer.emit(
+        "join_as_viewer",
+        json!({"channel_id": "hidden", "password": "open sesame"}),
+    );
+    viewer.expect("broadcaster_available").await;
+    assert_eq!(
+        b.expect("viewer_count").await,
+        json!({"channel_id": "hidden", "count": 1})
+    );
 }
