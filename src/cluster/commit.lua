@@ -37,8 +37,16 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local versions = {1}
 local announced = {}
+-- A version written by an earlier release is random hex: only plain decimal numbers that a
+-- double holds exactly count (a hex string of digits only, or one like "5e12", must not make
+-- the next version round to the same number, or be infinite).
 local function next_version(key)
-  local old = tonumber(redis.call('HGET', key, 'v') or '') or 0
+  local stored = redis.call('HGET', key, 'v')
+  local old = 0
+  if stored and string.match(stored, '^%d+$') and #stored <= 16 then
+    old = tonumber(stored)
+    if old >= 9007199254740992 then old = 0 end
+  end
   return math.max(old + 1, now)
 end
 for _, w in ipairs(spec.writes) do

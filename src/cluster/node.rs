@@ -72,6 +72,16 @@ pub enum Beat {
     Reaped,
 }
 
+/// What a node's heartbeat key holds: the release level of its cluster protocol. Level 2
+/// announces every channel write on the change feed (`replica.rs`); a node of an earlier
+/// release writes "1" and announces nothing, so while one is alive no node trusts its replica.
+const HEARTBEAT_LEVEL: &str = "2";
+
+/// Whether a heartbeat's level announces its writes.
+fn announces(level: &str) -> bool {
+    level.parse::<u32>().is_ok_and(|n| n >= 2)
+}
+
 pub struct Node {
     client: Client,
     keys: Keys,
@@ -122,7 +132,7 @@ impl Node {
             .client
             .set(
                 self.keys.heartbeat(&self.id),
-                "1",
+                HEARTBEAT_LEVEL,
                 Some(Expiration::PX(self.ttl_ms())),
                 None,
                 false,
@@ -165,11 +175,21 @@ impl Node {
             Err(_) => return Vec::new(),
         };
         let mut departures = Vec::new();
+        let mut all_announce = true;
         for node in nodes.iter().filter(|n| n.as_str() != self.id.as_str()) {
             let node = NodeId::parse(node);
-            let alive: Result<u64, _> = self.client.exists(self.keys.heartbeat(&node)).await;
-            if alive != Ok(0) {
-                continue;
+            let heartbeat: Result<Option<String>, _> =
+                self.client.get(self.keys.heartbeat(&node)).await;
+            match heartbeat {
+                Ok(Some(level)) => {
+                    all_announce &= announces(&level);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    all_announce = false;
+                    continue;
+                }
             }
             let claimed: Result<Option<String>, _> = self
                 .client
@@ -200,6 +220,7 @@ impl Node {
                 tracing::warn!(dead = %node, "cleanup unfinished, retried on the next look: {e}");
             }
         }
+        self.registry.peers_announce(all_announce);
         departures
     }
 

@@ -17,15 +17,15 @@
 //! While the feed's connection is down nothing is current (announcements may be lost), and
 //! after it comes back every kept document is dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::{EventInterface, PubsubInterface};
 
-use super::{Health, lock};
+use super::lock;
 use crate::registry::ids::{ChannelId, SocketId};
 use crate::registry::model::Channel;
 
@@ -49,17 +49,41 @@ pub(super) struct Kept {
     pub(super) channel: Channel,
 }
 
+/// An announced version and when it arrived.
+#[derive(Clone, Copy)]
+struct Announced {
+    version: u64,
+    at: Instant,
+}
+
+/// Announcements kept before old ones are pruned.
+const PRUNE_ABOVE: usize = 4096;
+
 /// The replica (cheap to share: one per node, behind an `Arc`).
 pub(super) struct Replica {
     kept: mini_moka::sync::Cache<ChannelId, Arc<Kept>>,
-    /// The newest version the feed announced, per channel.
-    announced: mini_moka::sync::Cache<ChannelId, u64>,
+    /// The newest version the feed announced, per channel, and when: for a read or write in
+    /// flight while a newer version is announced (an announcement also drops an older kept
+    /// document at once, so this only has to outlive such an operation). A plain map pruned
+    /// by age: a cache could refuse an entry, and a lost announcement is a wrong answer.
+    announced: std::sync::Mutex<HashMap<ChannelId, Announced>>,
+    /// Moves on whenever announcements may have been missed (the feed dropped or lagged): a
+    /// read or write that began before keeps nothing.
+    generation: AtomicU64,
     /// Whether the feed is subscribed now: nothing is current otherwise.
     following: AtomicBool,
+    /// Whether every other live node announces its writes (a rolling upgrade from a release
+    /// that does not leaves this false until its last node is gone): nothing is current
+    /// otherwise. False until the first look at the other nodes.
+    peers_announce: AtomicBool,
+    /// Viewers per channel, as last read or written: the bound of a broadcaster's event queue
+    /// (see `signaling/mailbox.rs`), which must not shrink when a kept document goes.
+    audiences: mini_moka::sync::Cache<ChannelId, usize>,
     /// The channels each socket of this node joined, as broadcaster or viewer: where a relay
     /// of its looks first. Entries are hints: a channel it has left since fails the check in
     /// the document and falls through to Redis.
-    joined: std::sync::Mutex<HashMap<SocketId, HashSet<ChannelId>>>,
+    /// `true` where it joined as the broadcaster.
+    joined: std::sync::Mutex<HashMap<SocketId, HashMap<ChannelId, bool>>>,
 }
 
 impl Default for Replica {
@@ -69,11 +93,14 @@ impl Default for Replica {
                 .max_capacity(KEPT_CHANNELS)
                 .time_to_idle(KEPT_IDLE)
                 .build(),
-            announced: mini_moka::sync::Cache::builder()
-                .max_capacity(KEPT_CHANNELS * 4)
-                .time_to_live(ANNOUNCED_FOR)
+            announced: std::sync::Mutex::default(),
+            generation: AtomicU64::new(0),
+            audiences: mini_moka::sync::Cache::builder()
+                .max_capacity(KEPT_CHANNELS)
+                .time_to_idle(KEPT_IDLE)
                 .build(),
             following: AtomicBool::new(false),
+            peers_announce: AtomicBool::new(false),
             joined: std::sync::Mutex::default(),
         }
     }
@@ -85,27 +112,48 @@ impl Replica {
         self.kept.get(id)
     }
 
-    /// The kept document if no newer version of it was announced, while the feed is followed.
+    /// The kept document if no newer version of it was announced, while the feed is followed
+    /// and every other node announces its writes.
     pub(super) fn current(&self, id: &ChannelId) -> Option<Arc<Kept>> {
-        if !self.following.load(Ordering::Acquire) {
+        if !self.following.load(Ordering::Acquire) || !self.peers_announce.load(Ordering::Acquire) {
             return None;
         }
         let kept = self.kept.get(id)?;
         // A version that is not a number was written by a node that does not announce (a
         // rolling upgrade): such a document is never taken as current.
         let number: u64 = kept.version.parse().ok()?;
-        let announced = self.announced.get(id).unwrap_or(0);
-        (number >= announced).then_some(kept)
+        (number >= self.announced(id)).then_some(kept)
     }
 
-    /// Keeps what was just read from or written to Redis.
+    /// Where announcements stand: taken before a read or write, handed to
+    /// [`Replica::remember`] after it.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Keeps what was just read from or written to Redis, unless announcements may have been
+    /// missed since `generation`, or a newer version is known (kept or announced).
     pub(super) fn remember(
         &self,
         id: &ChannelId,
         version: String,
         raw: Arc<str>,
         channel: Channel,
+        generation: u64,
     ) {
+        self.audiences.insert(id.clone(), channel.viewers.len());
+        if generation != self.generation() {
+            return;
+        }
+        if let Ok(number) = version.parse::<u64>() {
+            let kept = self
+                .kept
+                .get(id)
+                .and_then(|k| k.version.parse::<u64>().ok());
+            if number < self.announced(id) || kept.is_some_and(|k| k > number) {
+                return;
+            }
+        }
         let kept = Kept {
             version,
             raw,
@@ -114,22 +162,53 @@ impl Replica {
         self.kept.insert(id.clone(), Arc::new(kept));
     }
 
+    /// How many viewers `id` had when this node last read or wrote it (0: unknown).
+    pub(super) fn audience(&self, id: &ChannelId) -> usize {
+        self.audiences.get(id).unwrap_or(0)
+    }
+
     pub(super) fn forget(&self, id: &ChannelId) {
         self.kept.invalidate(id);
     }
 
-    /// A feed announcement: `version` of channel `id` was written (or the channel deleted).
-    fn announce(&self, id: ChannelId, version: u64) {
-        let newest = self.announced.get(&id).map_or(version, |v| v.max(version));
-        self.announced.insert(id, newest);
+    fn announced(&self, id: &ChannelId) -> u64 {
+        lock(&self.announced).get(id).map_or(0, |a| a.version)
     }
 
-    /// Records that a socket of this node joined a channel (as broadcaster or viewer).
-    pub(super) fn joined(&self, sid: &SocketId, id: &ChannelId) {
-        lock(&self.joined)
+    /// A feed announcement: `version` of channel `id` was written (or the channel deleted).
+    /// An older kept document goes at once.
+    fn announce(&self, id: ChannelId, version: u64) {
+        if let Some(kept) = self.kept.get(&id)
+            && kept.version.parse::<u64>().map_or(true, |k| k < version)
+        {
+            self.kept.invalidate(&id);
+        }
+        let now = Instant::now();
+        let mut announced = lock(&self.announced);
+        if announced.len() > PRUNE_ABOVE {
+            announced.retain(|_, a| now.duration_since(a.at) < ANNOUNCED_FOR);
+        }
+        let entry = announced
+            .entry(id)
+            .or_insert(Announced { version, at: now });
+        entry.version = entry.version.max(version);
+        entry.at = now;
+    }
+
+    /// Records whether every other live node announces its writes.
+    pub(super) fn set_peers_announce(&self, all: bool) {
+        self.peers_announce.store(all, Ordering::Release);
+    }
+
+    /// Records that a socket of this node joined a channel, as its broadcaster or not.
+    pub(super) fn joined(&self, sid: &SocketId, id: &ChannelId, broadcaster: bool) {
+        let mut joined = lock(&self.joined);
+        let role = joined
             .entry(sid.clone())
             .or_default()
-            .insert(id.clone());
+            .entry(id.clone())
+            .or_default();
+        *role |= broadcaster;
     }
 
     /// Forgets a socket of this node (it disconnected).
@@ -141,28 +220,48 @@ impl Replica {
     pub(super) fn channels_of(&self, sid: &SocketId) -> Vec<ChannelId> {
         lock(&self.joined)
             .get(sid)
-            .map(|ids| ids.iter().cloned().collect())
+            .map(|ids| ids.keys().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Drops every kept document (announcements may have been missed).
-    fn forget_all(&self) {
+    /// The channels a socket joined as their broadcaster.
+    pub(super) fn broadcasts_of(&self, sid: &SocketId) -> Vec<ChannelId> {
+        lock(&self.joined)
+            .get(sid)
+            .map(|ids| {
+                ids.iter()
+                    .filter(|(_, broadcaster)| **broadcaster)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Announcements may be missed from now on (the feed dropped or lagged): nothing is
+    /// current, and reads and writes in flight keep nothing.
+    fn interrupted(&self) {
+        self.following.store(false, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.kept.invalidate_all();
+    }
+
+    /// Subscribed again: what is read from now on is followed.
+    fn resumed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.kept.invalidate_all();
+        self.following.store(true, Ordering::Release);
     }
 }
 
 /// Follows the feed on its own subscriber connection until it closes: applies every
-/// announcement to the replica, and after each reconnection subscribes again and drops what
-/// was kept.
-pub(super) async fn follow(
-    subscriber: SubscriberClient,
-    feed: String,
-    replica: Arc<Replica>,
-    health: Arc<Health>,
-) {
+/// announcement to the replica; when the connection fails, trusts nothing until it is
+/// subscribed again. The feed only ever makes relays faster, so its outages are logged, not
+/// reported as ill health: relays then take the authoritative path.
+pub(super) async fn follow(subscriber: SubscriberClient, feed: String, replica: Arc<Replica>) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
-    subscribe(&subscriber, &feed, &replica, &health).await;
+    let mut errors = subscriber.error_rx();
+    subscribe(&subscriber, &feed, &replica).await;
     loop {
         tokio::select! {
             message = messages.recv() => match message {
@@ -177,32 +276,42 @@ pub(super) async fn follow(
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "change feed lagged: dropping the replica");
-                    replica.forget_all();
+                    replica.interrupted();
+                    replica.resumed();
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            error = errors.recv() => match error {
+                Ok((e, _)) => {
+                    if replica.following.load(Ordering::Acquire) {
+                        tracing::warn!("change feed: {e}; relays go through Redis until it is back");
+                    }
+                    replica.interrupted();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(_) => replica.interrupted(),
             },
             reconnect = reconnects.recv() => {
                 if matches!(reconnect, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
                     return;
                 }
-                replica.following.store(false, Ordering::Release);
-                subscribe(&subscriber, &feed, &replica, &health).await;
+                replica.interrupted();
+                subscribe(&subscriber, &feed, &replica).await;
             }
         }
     }
 }
 
 /// Subscribes (retrying while Redis is away), then starts trusting fresh reads again.
-async fn subscribe(subscriber: &SubscriberClient, feed: &str, replica: &Replica, health: &Health) {
+async fn subscribe(subscriber: &SubscriberClient, feed: &str, replica: &Replica) {
     loop {
         match subscriber.subscribe(feed).await {
             Ok(()) => {
-                replica.forget_all();
-                replica.following.store(true, Ordering::Release);
+                replica.resumed();
                 return;
             }
             Err(e) => {
-                health.pubsub_down(format!("redis: change feed: {e}"));
+                tracing::debug!("change feed: cannot subscribe yet: {e}");
                 tokio::time::sleep(RESUBSCRIBE_DELAY).await;
             }
         }
@@ -244,6 +353,7 @@ mod tests {
     fn following() -> Replica {
         let replica = Replica::default();
         replica.following.store(true, Ordering::Release);
+        replica.set_peers_announce(true);
         replica
     }
 
@@ -251,17 +361,38 @@ mod tests {
     fn a_kept_document_is_current_until_a_newer_version_is_announced() {
         let replica = following();
         let id = ChannelId::from("c");
-        replica.remember(&id, "5".into(), Arc::from("{}"), channel());
+        replica.remember(
+            &id,
+            "5".into(),
+            Arc::from("{}"),
+            channel(),
+            replica.generation(),
+        );
         assert!(replica.current(&id).is_some());
         replica.announce(id.clone(), 5);
         assert!(replica.current(&id).is_some(), "its own announcement");
         replica.announce(id.clone(), 6);
         assert!(replica.current(&id).is_none(), "a newer write elsewhere");
         assert!(
-            replica.kept(&id).is_some(),
-            "kept for reads that compare versions"
+            replica.kept(&id).is_none(),
+            "an older document goes at once"
         );
-        replica.remember(&id, "7".into(), Arc::from("{}"), channel());
+        // An older read that finishes late keeps nothing.
+        replica.remember(
+            &id,
+            "5".into(),
+            Arc::from("{}"),
+            channel(),
+            replica.generation(),
+        );
+        assert!(replica.kept(&id).is_none());
+        replica.remember(
+            &id,
+            "7".into(),
+            Arc::from("{}"),
+            channel(),
+            replica.generation(),
+        );
         assert!(replica.current(&id).is_some());
     }
 
@@ -271,7 +402,13 @@ mod tests {
         let id = ChannelId::from("c");
         replica.announce(id.clone(), 9);
         replica.announce(id.clone(), 8);
-        replica.remember(&id, "8".into(), Arc::from("{}"), channel());
+        replica.remember(
+            &id,
+            "8".into(),
+            Arc::from("{}"),
+            channel(),
+            replica.generation(),
+        );
         assert!(replica.current(&id).is_none());
     }
 
@@ -279,10 +416,33 @@ mod tests {
     fn nothing_is_current_unless_the_feed_is_followed_or_for_unannounced_versions() {
         let id = ChannelId::from("c");
         let idle = Replica::default();
-        idle.remember(&id, "5".into(), Arc::from("{}"), channel());
+        idle.remember(
+            &id,
+            "5".into(),
+            Arc::from("{}"),
+            channel(),
+            idle.generation(),
+        );
         assert!(idle.current(&id).is_none());
         let replica = following();
-        replica.remember(&id, "9f3a0c11d2e4b5a6".into(), Arc::from("{}"), channel());
+        replica.remember(
+            &id,
+            "9f3a0c11d2e4b5a6".into(),
+            Arc::from("{}"),
+            channel(),
+            replica.generation(),
+        );
+        assert!(replica.current(&id).is_none());
+        // A node of an earlier release is alive: it writes without announcing.
+        replica.remember(
+            &id,
+            "5".into(),
+            Arc::from("{}"),
+            channel(),
+            replica.generation(),
+        );
+        assert!(replica.current(&id).is_some());
+        replica.set_peers_announce(false);
         assert!(replica.current(&id).is_none());
     }
 
@@ -290,10 +450,34 @@ mod tests {
     fn joined_channels_are_hints_forgotten_with_the_socket() {
         let replica = following();
         let sid = SocketId::from("s");
-        replica.joined(&sid, &ChannelId::from("a"));
-        replica.joined(&sid, &ChannelId::from("a"));
-        assert_eq!(replica.channels_of(&sid), vec![ChannelId::from("a")]);
+        replica.joined(&sid, &ChannelId::from("a"), false);
+        replica.joined(&sid, &ChannelId::from("a"), true);
+        replica.joined(&sid, &ChannelId::from("b"), false);
+        let mut all = replica.channels_of(&sid);
+        all.sort();
+        assert_eq!(all, vec![ChannelId::from("a"), ChannelId::from("b")]);
+        assert_eq!(replica.broadcasts_of(&sid), vec![ChannelId::from("a")]);
         replica.gone(&sid);
         assert!(replica.channels_of(&sid).is_empty());
+    }
+
+    #[test]
+    fn a_read_that_spans_an_interruption_of_the_feed_keeps_nothing() {
+        let replica = following();
+        let id = ChannelId::from("c");
+        let before = replica.generation();
+        replica.interrupted();
+        replica.remember(&id, "5".into(), Arc::from("{}"), channel(), before);
+        assert!(replica.kept(&id).is_none());
+        assert!(replica.current(&id).is_none());
+        replica.resumed();
+        replica.remember(
+            &id,
+            "5".into(),
+            Arc::from("{}"),
+            channel(),
+            replica.generation(),
+        );
+        assert!(replica.current(&id).is_some());
     }
 }

@@ -240,8 +240,13 @@ impl ClusterRegistry {
             subscriber,
             self.keys().feed(),
             self.inner.replica.clone(),
-            self.inner.health.clone(),
         )));
+    }
+
+    /// Records whether every other live node announces its writes on the change feed (see
+    /// `node.rs`): the replica is trusted only then.
+    pub fn peers_announce(&self, all: bool) {
+        self.inner.replica.set_peers_announce(all);
     }
 
     /// Waits for this node's turn to write `id` (see `Inner::queues`).
@@ -308,6 +313,7 @@ impl ClusterRegistry {
                 Some(_) => {}
             }
         }
+        let generation = self.inner.replica.generation();
         let fields: Vec<Option<String>> = client
             .hmget(key, vec!["v", "d"])
             .await
@@ -321,9 +327,13 @@ impl ClusterRegistry {
             ChannelError::Unavailable
         })?;
         let raw: Arc<str> = Arc::from(raw.as_str());
-        self.inner
-            .replica
-            .remember(id, version.clone(), raw.clone(), channel.clone());
+        self.inner.replica.remember(
+            id,
+            version.clone(),
+            raw.clone(),
+            channel.clone(),
+            generation,
+        );
         Ok(Some((read_of(version.clone(), raw, &channel), channel)))
     }
 
@@ -473,6 +483,7 @@ impl ClusterRegistry {
         let mut args = Vec::with_capacity(plan.docs.len() + 1);
         args.push(spec.to_string());
         args.extend(plan.docs);
+        let generation = self.inner.replica.generation();
         let answer: Vec<i64> = self
             .inner
             .client
@@ -484,9 +495,13 @@ impl ClusterRegistry {
                 let mut channels = state.channels;
                 for ((id, raw), version) in written.into_iter().zip(answer.iter().skip(1)) {
                     if let Some(channel) = channels.remove(&id) {
-                        self.inner
-                            .replica
-                            .remember(&id, version.to_string(), raw, channel);
+                        self.inner.replica.remember(
+                            &id,
+                            version.to_string(),
+                            raw,
+                            channel,
+                            generation,
+                        );
                     }
                 }
                 for id in &removed {
@@ -717,7 +732,7 @@ impl ClusterRegistry {
             )?;
             Ok(self.commit(txn).await?.map(|()| started))
         })
-        .inspect(|started| self.inner.replica.joined(sid, &started.channel_id))
+        .inspect(|started| self.inner.replica.joined(sid, &started.channel_id, true))
     }
 
     /// How the channels of the whole deployment stand (loads every channel: for `/metrics`).
@@ -783,7 +798,7 @@ impl ClusterRegistry {
                 .join_as_viewer(sid, channel_id, request, Moment::now())?;
             Ok(self.commit(txn).await?.map(|()| joined))
         })
-        .inspect(|_| self.inner.replica.joined(sid, &id))
+        .inspect(|_| self.inner.replica.joined(sid, &id, false))
     }
 
     async fn tree_op(
@@ -911,16 +926,14 @@ impl ClusterRegistry {
         })
     }
 
-    /// How many viewers the channels `sid` broadcasts have, per this node's replica (current
-    /// or not: a bound, not a rule).
+    /// How many viewers the channels `sid` broadcasts have, as this node last read or wrote
+    /// them (a bound for its event queue, not a rule).
     pub fn audience(&self, sid: &SocketId) -> usize {
         let replica = &self.inner.replica;
         replica
-            .channels_of(sid)
+            .broadcasts_of(sid)
             .iter()
-            .filter_map(|id| replica.kept(id))
-            .filter(|kept| kept.channel.present_broadcaster() == Some(sid))
-            .map(|kept| kept.channel.viewers.len())
+            .map(|id| replica.audience(id))
             .sum()
     }
 

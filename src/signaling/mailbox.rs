@@ -33,12 +33,19 @@ pub const WAITING_PER_VIEWER: usize = 16;
 /// The most events any socket may have waiting, whatever its audience.
 pub const MAX_WAITING_CEILING: usize = 65_536;
 
+/// The most text a socket's waiting events may hold once more than [`MAX_WAITING`] wait: the
+/// room a broadcaster's audience earns is for answers and candidates (a few kilobytes per
+/// viewer), not for large events by the thousand.
+pub const MAX_EXTRA_BYTES: usize = 32 << 20;
+
 /// A socket's queue. Cheap to clone; the worker stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct Mailbox {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::UnboundedSender<(Job, usize)>,
     /// Jobs handed to the worker and not finished yet.
     waiting: Arc<AtomicUsize>,
+    /// The size of their events' text.
+    waiting_bytes: Arc<AtomicUsize>,
 }
 
 /// The socket already has [`MAX_WAITING`] events waiting.
@@ -48,42 +55,56 @@ pub struct Full;
 impl Mailbox {
     /// Creates the queue and its worker (a task that is idle unless an event had to wait).
     pub fn spawn() -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Job, usize)>();
         let waiting = Arc::new(AtomicUsize::new(0));
-        let counter = waiting.clone();
+        let waiting_bytes = Arc::new(AtomicUsize::new(0));
+        let (counter, bytes) = (waiting.clone(), waiting_bytes.clone());
         tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
+            while let Some((job, size)) = rx.recv().await {
                 job.await;
+                bytes.fetch_sub(size, Ordering::AcqRel);
                 counter.fetch_sub(1, Ordering::AcqRel);
             }
         });
-        Self { tx, waiting }
+        Self {
+            tx,
+            waiting,
+            waiting_bytes,
+        }
     }
 
-    /// Runs an event's handling after everything before it, unless the socket already has
-    /// [`MAX_WAITING`] events waiting plus [`WAITING_PER_VIEWER`] for each of the `audience`
-    /// (the viewers of the channels it broadcasts; asked only once the base bound is reached).
-    pub fn submit(&self, job: Job, audience: impl FnOnce() -> usize) -> Result<(), Full> {
+    /// Runs an event's handling (of an event `size` bytes long) after everything before it,
+    /// unless the socket already has [`MAX_WAITING`] events waiting plus
+    /// [`WAITING_PER_VIEWER`] for each of the `audience` (the viewers of the channels it
+    /// broadcasts; asked only once the base bound is reached), or, beyond the base bound,
+    /// their text would pass [`MAX_EXTRA_BYTES`].
+    pub fn submit(
+        &self,
+        job: Job,
+        size: usize,
+        audience: impl FnOnce() -> usize,
+    ) -> Result<(), Full> {
         let waiting = self.waiting.load(Ordering::Acquire);
         if waiting >= MAX_WAITING {
             let bound = audience()
                 .saturating_mul(WAITING_PER_VIEWER)
                 .saturating_add(MAX_WAITING)
                 .min(MAX_WAITING_CEILING);
-            if waiting >= bound {
+            let bytes = self.waiting_bytes.load(Ordering::Acquire);
+            if waiting >= bound || bytes.saturating_add(size) > MAX_EXTRA_BYTES {
                 return Err(Full);
             }
         }
-        self.run(job);
+        self.run(job, size);
         Ok(())
     }
 
     /// Like [`Mailbox::submit`], but never refused: for the disconnect, which must run.
     pub fn submit_last(&self, job: Job) {
-        self.run(job);
+        self.run(job, 0);
     }
 
-    fn run(&self, mut job: Job) {
+    fn run(&self, mut job: Job, size: usize) {
         if self.waiting.load(Ordering::Acquire) == 0 {
             // Nothing of this socket is pending, so running it now keeps the order. A job that
             // cannot finish yet is polled again by the worker, with a real waker.
@@ -96,7 +117,9 @@ impl Mailbox {
             }
         }
         self.waiting.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send(job).is_err() {
+        self.waiting_bytes.fetch_add(size, Ordering::AcqRel);
+        if self.tx.send((job, size)).is_err() {
+            self.waiting_bytes.fetch_sub(size, Ordering::AcqRel);
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             tracing::debug!("event for a socket whose queue is gone");
         }
@@ -124,6 +147,7 @@ mod tests {
                         }
                         log.lock().unwrap().push(i);
                     }),
+                    0,
                     || 0,
                 )
                 .unwrap();
@@ -137,6 +161,7 @@ mod tests {
         mailbox
             .submit(
                 Box::pin(async move { inline.lock().unwrap().push(5) }),
+                0,
                 || 0,
             )
             .unwrap();
@@ -155,7 +180,7 @@ mod tests {
             }) as Job
         };
         let accepted = (0..MAX_WAITING + 50)
-            .filter(|_| mailbox.submit(slow(), || 0).is_ok())
+            .filter(|_| mailbox.submit(slow(), 0, || 0).is_ok())
             .count();
         assert_eq!(accepted, MAX_WAITING);
         mailbox.submit_last(slow());
@@ -169,14 +194,22 @@ mod tests {
         let slow = || Box::pin(tokio::time::sleep(Duration::from_millis(10))) as Job;
         let viewers = 100;
         let accepted = (0..MAX_WAITING + viewers * WAITING_PER_VIEWER + 50)
-            .filter(|_| mailbox.submit(slow(), || viewers).is_ok())
+            .filter(|_| mailbox.submit(slow(), 100, || viewers).is_ok())
             .count();
         assert_eq!(accepted, MAX_WAITING + viewers * WAITING_PER_VIEWER);
 
         let crowd = Mailbox::spawn();
         let accepted = (0..MAX_WAITING_CEILING + 50)
-            .filter(|_| crowd.submit(slow(), || usize::MAX).is_ok())
+            .filter(|_| crowd.submit(slow(), 100, || usize::MAX).is_ok())
             .count();
         assert_eq!(accepted, MAX_WAITING_CEILING);
+
+        // Large events earn no more than the byte bound beyond the base.
+        let large = Mailbox::spawn();
+        let size = 64 << 10;
+        let accepted = (0..MAX_WAITING + 2000)
+            .filter(|_| large.submit(slow(), size, || 10_000).is_ok())
+            .count();
+        assert_eq!(accepted, MAX_EXTRA_BYTES / size);
     }
 }

@@ -187,13 +187,18 @@ impl<A: Adapter> MessageHandler<A, Inline> for OnEvent<A> {
         };
         let state = self.0.clone();
         let job_socket = socket.clone();
+        let size = text.len();
         let job: mailbox::Job = Box::pin(async move {
             connected(&job_socket).await;
             dispatch(&state, &job_socket, text.as_str()).await;
         });
         let sid = handlers::public_id(&socket);
         let registry = &self.0.registry;
-        if self.1.submit(job, || registry.audience(&sid)).is_err() {
+        if self
+            .1
+            .submit(job, size, || registry.audience(&sid))
+            .is_err()
+        {
             tracing::debug!(%sid, "dropping an event: too many waiting for this socket");
             // While the shared storage is away every event waits out its timeout: the queue
             // fills through the server's fault, not the client's, and costs it no strike.
