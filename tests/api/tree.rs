@@ -161,8 +161,9 @@ async fn a_relay_that_leaves_is_replaced_and_its_children_keep_theirs() {
     assert_eq!(g.expect_upstream().await, upstream("heal", &c1.sid, 3));
     until_depths(&mut b, json!([1, 2, 1])).await;
 
-    // The depth-1 relay leaves: its children are placed again at once; the grandchild is
-    // not told anything (its feeder keeps it and swaps tracks).
+    // The depth-1 relay leaves. No ready leaf can take its place (c2 and g have not said
+    // `relay_ready`), so its children are placed again at once, each with its subtree; the
+    // grandchild is not told anything (its feeder keeps it and swaps tracks).
     r.close();
     r.expect_closed().await;
     assert_eq!(b.expect("viewer_count").await["count"], 3);
@@ -184,6 +185,52 @@ async fn a_relay_that_leaves_is_replaced_and_its_children_keep_theirs() {
         json!({"target": r.sid, "sdp": sample_sdp("offer")}),
     );
     c2.expect_relay_error("offer").await;
+}
+
+#[tokio::test]
+async fn a_relay_that_leaves_is_replaced_by_the_deepest_ready_leaf() {
+    let app = tree_app(&[]).await;
+    let mut b = broadcaster(&app, "spare").await;
+    // r ← broadcaster; c1, c2 ← r; g ← c1; every one plays.
+    let mut r = tree_viewer(&app, "spare").await;
+    r.expect_upstream().await;
+    r.emit("relay_ready", json!({"channel_id": "spare"}));
+    let mut c1 = tree_viewer(&app, "spare").await;
+    assert_eq!(c1.expect_upstream().await, upstream("spare", &r.sid, 2));
+    c1.emit("relay_ready", json!({"channel_id": "spare"}));
+    let mut c2 = tree_viewer(&app, "spare").await;
+    assert_eq!(c2.expect_upstream().await, upstream("spare", &r.sid, 2));
+    c2.emit("relay_ready", json!({"channel_id": "spare"}));
+    let mut g = tree_viewer(&app, "spare").await;
+    assert_eq!(g.expect_upstream().await, upstream("spare", &c1.sid, 3));
+    g.emit("relay_ready", json!({"channel_id": "spare"}));
+    until_depths(&mut b, json!([1, 2, 1])).await;
+
+    // r leaves: g, the ready leaf of the deepest level, takes its place and its children.
+    r.close();
+    r.expect_closed().await;
+    assert_eq!(b.expect("viewer_count").await["count"], 3);
+    assert_eq!(
+        b.expect("downstream_left").await,
+        json!({"channel_id": "spare", "peer_id": r.sid})
+    );
+    assert_eq!(
+        c1.expect("downstream_left").await,
+        json!({"channel_id": "spare", "peer_id": g.sid})
+    );
+    assert_eq!(g.expect_upstream().await, upstream("spare", &b.sid, 1));
+    assert_eq!(c1.expect_upstream().await, upstream("spare", &g.sid, 2));
+    assert_eq!(c2.expect_upstream().await, upstream("spare", &g.sid, 2));
+    until_depths(&mut b, json!([1, 2])).await;
+    for v in [&mut c1, &mut c2, &mut g] {
+        v.assert_silent().await;
+    }
+    // The new link relays.
+    c2.emit(
+        "offer",
+        json!({"target": g.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(g.expect("offer").await["sender"], c2.sid);
 }
 
 #[tokio::test]
