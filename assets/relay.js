@@ -57,6 +57,11 @@ export const relay = {
   /** `upstream` events received (a test reads it to tell that a viewer was not moved). */
   placements: 0,
   /**
+   * The `seq` of the last `upstream` we acted on. The server may emit two moves of ours in
+   * either order; one whose `seq` is not above this is older than our placement and ignored.
+   */
+  lastSeq: 0,
+  /**
    * The broadcaster's connection dropped and the server holds the channel for it
    * (`broadcaster_reconnecting`): our connections stay, and whatever picture still arrives keeps
    * playing, but a feeder that stops is not reported; the whole tree is placed afresh when the
@@ -126,6 +131,8 @@ export function holdRelay() {
  */
 export function resetRelay() {
   relay.held = false;
+  // Our next place may come from a new channel of the same id, whose `seq` starts afresh.
+  relay.lastSeq = 0;
   stopSampling();
   dropPrevious();
   if (relay.upstream) closePeer(relay.upstream.id);
@@ -143,6 +150,11 @@ export function resetRelay() {
 function onUpstream(payload) {
   if (!payload || typeof payload.peer_id !== "string") return;
   if (payload.channel_id && payload.channel_id !== app.channelId) return;
+  // A server without `seq` sends none: every `upstream` counts, in order of arrival.
+  if (Number.isSafeInteger(payload.seq)) {
+    if (payload.seq <= relay.lastSeq) return;
+    relay.lastSeq = payload.seq;
+  }
   relay.placements += 1;
   relay.held = false;
   const depth = Number.isInteger(payload.depth) && payload.depth > 0 ? payload.depth : 1;

@@ -1221,11 +1221,27 @@ export const scenarios = [
       const closedAt = Date.now();
       await leaving.participant.page.close();
       await Promise.all(children.map((c) => c.participant.waitForState('live', 10_000)));
+      // A ready leaf from the deepest level (here a grandchild) takes the departed relay's place
+      // and children (RELAY-TREE.md, "Shape"): it moves, the other grandchildren must not.
+      const movedUp = [];
+      for (const g of grandchildren) {
+        const placements = await g.participant.page.evaluate(
+          () => window.broadcastApp.relay.placements - window.__e2eFeed.placements,
+        );
+        if (placements > 0) movedUp.push(g);
+      }
+      assert(
+        movedUp.length === 1,
+        `expected one grandchild to take ${leaving.role}'s place, moved: ${movedUp.map((g) => g.role).join(', ') || 'none'}`,
+      );
+      const spare = movedUp[0];
+      await spare.participant.waitForState('live', 10_000);
+      const stayed = grandchildren.filter((g) => g !== spare);
       await sleep(Math.max(0, closedAt + 4_000 - Date.now()));
       const samples = await Promise.all(watched.map((n) => decodeSamples(n.participant.page)));
       const byRole = new Map(watched.map((n, i) => [n.role, samples[i]]));
 
-      const playAgain = children.map((c) => {
+      const playAgain = [...children, spare].map((c) => {
         const own = byRole.get(c.role);
         const ms = playAgainAfter(own, closedAt, connectionBefore(own, closedAt));
         assert(ms !== null, `${c.role}: no frames from a new feeder within 4 s after its feeder ${leaving.role} left`);
@@ -1233,7 +1249,7 @@ export const scenarios = [
         return `${c.role} ${ms} ms`;
       });
       const gaps = [];
-      for (const g of grandchildren) {
+      for (const g of stayed) {
         const own = byRole.get(g.role);
         const connections = new Set(own.map(([, connection]) => connection));
         assert(
@@ -1260,10 +1276,12 @@ export const scenarios = [
         gaps.push(`${g.role} ${gap} ms`);
       }
       for (const c of children) {
-        const kept = await c.participant.page.evaluate(() => {
+        const kept = await c.participant.page.evaluate((spareId) => {
           const now = window.broadcastApp.relay.children;
-          return [...window.__e2eChildren].every(([id, pc]) => now.get(id) === pc && pc.connectionState === 'connected');
-        });
+          return [...window.__e2eChildren]
+            .filter(([id]) => id !== spareId)
+            .every(([id, pc]) => now.get(id) === pc && pc.connectionState === 'connected');
+        }, spare.id);
         assert(kept, `${c.role}: the connections to its own children did not survive its move`);
       }
 
@@ -1283,7 +1301,7 @@ export const scenarios = [
       await expectViewerCount(broadcaster, 7);
 
       const size = `${played[0].width}x${played[0].height}`;
-      return `${size}, depth ${depth}; "${figures}"; ${leaving.role} left: children played again after ${playAgain.join(', ')}; ` +
+      return `${size}, depth ${depth}; "${figures}"; ${leaving.role} left, ${spare.role} took its place: played again after ${playAgain.join(', ')}; ` +
         `grandchildren's longest decode gap ${gaps.join(', ')}; legacy viewer fed directly (2 streams at the broadcaster)`;
     },
   },

@@ -17,6 +17,13 @@
 //! until each of its children has its new `upstream`, and every event any connection of the
 //! channel receives from the close until nothing arrives for `--quiet-ms` is counted. Those
 //! messages should grow with the departed relay's children, not with the channel.
+//!
+//! Churn (`--churn`, `--churn-top`): hours of an audience coming and going, compressed. A
+//! random relay (a viewer that feeds somebody; every so often a depth-1 one) closes its socket
+//! and a new viewer joins in its stead, one departure at a time with a quiet period after each.
+//! The depth after each quiet period is compared with the full breadth-first tree's for the
+//! channel's size at that moment, and each departure's `upstream` events (viewers moved) and
+//! time to its children's new `upstream` are recorded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +55,16 @@ pub(crate) struct TreeArgs {
     /// Give up joining after this long.
     #[arg(long, default_value_t = 180)]
     pub(crate) timeout_secs: u64,
+    /// After the re-parent measurements: this many departures of random relays, each
+    /// followed by a new viewer joining.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) churn: usize,
+    /// Departures of random depth-1 relays spread among the `--churn` ones (in addition).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) churn_top: usize,
+    /// Seed of the churn's choices (the same seed picks the same positions in the tree).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
 }
 
 /// The events counted apart; everything else is `other`.
@@ -205,15 +222,17 @@ struct Shared {
 }
 
 /// One tree viewer: join, `relay_ready` after every `upstream`, count every event, until
-/// `close` fires (or its sender is dropped); dropping the connection closes the socket.
+/// `close` fires (or its sender is dropped); dropping the connection closes the socket. Its
+/// first `upstream` must arrive by `deadline`.
 async fn viewer(
     shared: Arc<Shared>,
     viewer: usize,
     permit: OwnedSemaphorePermit,
     mut close: oneshot::Receiver<()>,
+    deadline: Instant,
 ) {
     let mut permit = Some(permit);
-    let mut conn = match Conn::connect(&shared.target, viewer + 1, shared.join_deadline).await {
+    let mut conn = match Conn::connect(&shared.target, viewer + 1, deadline).await {
         Ok(conn) => conn,
         Err(e) => {
             shared.errors.add(e);
@@ -231,7 +250,7 @@ async fn viewer(
         "join_as_viewer",
         &json!({ "channel_id": shared.channel, "relay": true }),
     );
-    let join_deadline = tokio::time::Instant::from_std(shared.join_deadline);
+    let join_deadline = tokio::time::Instant::from_std(deadline);
     loop {
         tokio::select! {
             frame = conn.recv() => {
@@ -626,6 +645,163 @@ async fn reparent(
     })
 }
 
+/// A small deterministic generator (splitmix64): the churn's choices, the same for a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One churn departure and the quiet period after it.
+struct Departure {
+    /// A depth-1 relay (else any relay).
+    top: bool,
+    children: usize,
+    /// `upstream` events from the close until the channel was quiet: viewers moved.
+    moves: u64,
+    /// From the close to the last of its children's new `upstream`.
+    time: Option<Duration>,
+    /// Depth afterwards (from the feeders the viewers were told), and the full breadth-first
+    /// tree's for the channel's size then.
+    depth: usize,
+    optimal: Option<usize>,
+}
+
+/// What the churn needs of the running scenario.
+struct Churning<'a> {
+    shared: &'a Arc<Shared>,
+    closers: &'a mut Vec<Option<oneshot::Sender<()>>>,
+    tasks: &'a mut JoinSet<()>,
+    quiet: Duration,
+    /// D and F as observed after the joins.
+    direct: Option<usize>,
+    fanout: usize,
+}
+
+impl Audience {
+    /// Present viewers that feed somebody: at depth 1 only (`top`), or anywhere.
+    fn relays(&self, top: bool) -> Vec<(usize, Vec<usize>)> {
+        let children = self.children();
+        let feeds = |v: usize| {
+            self.members[v]
+                .sid
+                .as_deref()
+                .and_then(|sid| children.get(sid))
+                .filter(|c| !c.is_empty())
+                .map(|c| (v, c.clone()))
+        };
+        if top {
+            children
+                .get(self.broadcaster.as_str())
+                .into_iter()
+                .flatten()
+                .filter_map(|&v| feeds(v))
+                .collect()
+        } else {
+            self.present().filter_map(|(v, _)| feeds(v)).collect()
+        }
+    }
+}
+
+/// One departure of a random relay, then a newcomer in its stead; `None` when no relay is left.
+async fn depart_and_rejoin(
+    audience: &mut Audience,
+    churning: &mut Churning<'_>,
+    rng: &mut Rng,
+    top: bool,
+    errors: &Errors,
+) -> Option<Departure> {
+    let traffic = &*churning.shared.traffic;
+    let relays = audience.relays(top);
+    if relays.is_empty() {
+        return None;
+    }
+    let (victim, orphans) = relays[rng.below(relays.len())].clone();
+    let before = traffic.snapshot();
+    let closed = Instant::now();
+    churning.closers[victim].take();
+    audience.members[victim].gone = true;
+    let deadline = closed + Duration::from_secs(30);
+    let moved = |a: &Audience| {
+        orphans
+            .iter()
+            .all(|&o| a.members[o].upstream_at.is_some_and(|at| at > closed))
+    };
+    let all_moved = audience.follow(deadline, moved).await;
+    let time = all_moved.then(|| {
+        orphans
+            .iter()
+            .filter_map(|&o| audience.members[o].upstream_at)
+            .max()
+            .map_or(Duration::ZERO, |at| at.duration_since(closed))
+    });
+    if !all_moved {
+        errors.add("churn: not every child of a departed relay got a new upstream within 30 s");
+    }
+    if !audience.settle(traffic, churning.quiet, deadline).await {
+        errors.add("churn: the channel never went quiet after a departure");
+    }
+    let moves = traffic.snapshot()[0] - before[0];
+    let (depths, unreached) = audience.depths_from_parents();
+    if unreached != 0 {
+        errors.add(format!(
+            "churn: {unreached} viewers not reached from the broadcaster"
+        ));
+    }
+    let present = audience.present().count();
+    let departure = Departure {
+        top,
+        children: orphans.len(),
+        moves,
+        time,
+        depth: depths.len(),
+        optimal: churning
+            .direct
+            .and_then(|d| full_tree_depth(present, d, churning.fanout)),
+    };
+
+    // A newcomer, so that the channel keeps its size.
+    let newcomer = audience.members.len();
+    audience.members.push(Member::default());
+    let (close, close_rx) = oneshot::channel();
+    churning.closers.push(Some(close));
+    let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.ok()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    churning.tasks.spawn(viewer(
+        churning.shared.clone(),
+        newcomer,
+        permit,
+        close_rx,
+        deadline,
+    ));
+    let failed = audience.failed;
+    audience
+        .follow(deadline, |a| {
+            a.members[newcomer].upstream_at.is_some() || a.failed > failed
+        })
+        .await;
+    if !audience.settle(traffic, churning.quiet, deadline).await {
+        errors.add("churn: the channel never went quiet after a newcomer joined");
+    }
+    Some(departure)
+}
+
+fn quantile(mut values: Vec<f64>, q: f64) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let at = ((values.len() as f64 - 1.0) * q).round() as usize;
+    values.get(at).copied()
+}
+
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.get(values.len().saturating_sub(1) / 2).copied()
@@ -636,6 +812,9 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
     report.param("viewers", args.viewers);
     report.param("concurrency", args.concurrency);
     report.param("reparents", args.reparents);
+    report.param("churn", args.churn);
+    report.param("churn_top", args.churn_top);
+    report.param("seed", args.seed);
     let errors = Arc::new(Errors::default());
     if let Some(limit) = probe::open_files_limit()
         && args.viewers as u64 + 64 > limit
@@ -696,7 +875,8 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
                 };
                 let (close, close_rx) = oneshot::channel();
                 closers.push(Some(close));
-                tasks.spawn(viewer(shared.clone(), i, permit, close_rx));
+                let deadline = shared.join_deadline;
+                tasks.spawn(viewer(shared.clone(), i, permit, close_rx, deadline));
             }
             (closers, tasks)
         })
@@ -879,6 +1059,122 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
         "max_depth_after_reparents",
         runs.last().map(|r| r.max_depth as f64),
     );
+
+    // Churn: random relays leave and newcomers take their number, one at a time.
+    let total = args.churn + args.churn_top;
+    if audience.joined >= n && total > 0 {
+        let mut rng = Rng(args.seed);
+        let mut churning = Churning {
+            shared: &shared,
+            closers: &mut closers,
+            tasks: &mut tasks,
+            quiet,
+            direct,
+            fanout,
+        };
+        let started = Instant::now();
+        let mut departures = Vec::with_capacity(total);
+        for k in 0..total {
+            // The depth-1 departures spread evenly among the others.
+            let top = (k + 1) * args.churn_top / total > k * args.churn_top / total;
+            let Some(d) =
+                depart_and_rejoin(&mut audience, &mut churning, &mut rng, top, &errors).await
+            else {
+                report.note(format!("churn {}: no relay left to depart", k + 1));
+                break;
+            };
+            if (k + 1) % 50 == 0 || k == 0 || top && k < 20 {
+                report.note(format!(
+                    "churn {}: {} relay left ({} children); {} viewers moved; children's last upstream after {} ms; depth {} (optimal {})",
+                    k + 1,
+                    if d.top { "a depth-1" } else { "a" },
+                    d.children,
+                    d.moves,
+                    d.time
+                        .map_or("-".into(), |t| format!("{:.3}", t.as_secs_f64() * 1e3)),
+                    d.depth,
+                    d.optimal.map_or("-".into(), |o| o.to_string()),
+                ));
+            }
+            departures.push(d);
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let of = |top: Option<bool>| {
+            departures
+                .iter()
+                .filter(move |d| top.is_none_or(|t| d.top == t))
+        };
+        let moves = |top| of(top).map(|d| d.moves as f64).collect::<Vec<_>>();
+        let times = |top| {
+            of(top)
+                .filter_map(|d| d.time.map(|t| t.as_secs_f64() * 1e3))
+                .collect::<Vec<_>>()
+        };
+        let over: Vec<f64> = departures
+            .iter()
+            .filter_map(|d| d.optimal.map(|o| d.depth as f64 - o as f64))
+            .collect();
+        report.figure("churn_departures", departures.len() as f64);
+        report.figure("churn_top_departures", of(Some(true)).count() as f64);
+        report.figure("churn_wall_s", wall);
+        for (name, top) in [("churn", None), ("churn_top", Some(true))] {
+            report.figure(&format!("{name}_moves_p50"), quantile(moves(top), 0.5));
+            report.figure(
+                &format!("{name}_moves_max"),
+                moves(top).into_iter().reduce(f64::max),
+            );
+            report.figure(
+                &format!("{name}_reparent_ms_p50"),
+                quantile(times(top), 0.5),
+            );
+            report.figure(
+                &format!("{name}_reparent_ms_max"),
+                times(top).into_iter().reduce(f64::max),
+            );
+        }
+        report.figure(
+            "churn_moves_total",
+            departures.iter().map(|d| d.moves as f64).sum::<f64>(),
+        );
+        report.figure(
+            "churn_depth_max",
+            departures.iter().map(|d| d.depth as f64).reduce(f64::max),
+        );
+        report.figure(
+            "churn_depth_final",
+            departures.last().map(|d| d.depth as f64),
+        );
+        report.figure(
+            "churn_optimal_final",
+            departures.last().and_then(|d| d.optimal).map(|o| o as f64),
+        );
+        report.figure(
+            "churn_over_optimal_max",
+            over.iter().copied().reduce(f64::max),
+        );
+        report.figure(
+            "churn_periods_over_optimal_plus_1",
+            over.iter().filter(|o| **o > 1.0).count() as f64,
+        );
+        // The tree three ways, once more at the end.
+        let (from_parents, unreached) = audience.depths_from_parents();
+        match fresh_figures(&shared, &heard, quiet).await {
+            Ok((fresh, was_stale)) => {
+                stale += usize::from(was_stale.is_some());
+                if fresh.depths != from_parents || unreached != 0 {
+                    errors.add(format!(
+                        "after the churn, relay_tree depths {:?} but the upstreams give {from_parents:?} ({unreached} unreached)",
+                        fresh.depths
+                    ));
+                }
+                report.note(format!(
+                    "viewers per depth after the churn: {:?}",
+                    fresh.depths
+                ));
+            }
+            Err(e) => errors.add(e),
+        }
+    }
     // Not an error of the generator's making: the server sent an older `relay_tree` after a
     // newer one (two handlers emitting in the other order than they computed).
     report.figure("relay_tree_stale", stale as f64);

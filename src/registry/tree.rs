@@ -5,9 +5,12 @@
 //! no clock of its own (callers pass `now`). Every operation returns the [`Notice`]s the
 //! handlers turn into `upstream` and `downstream_left` events.
 //!
-//! Work per event is bounded by the nodes it concerns: a leave touches the leaver's parent and
-//! children (and re-indexes the moved subtrees' depths in memory; messages go to the children
-//! only), never the whole channel.
+//! Depth stays within one level of the full breadth-first tree (docs/RELAY-TREE.md, "Shape"):
+//! a relay that leaves is replaced by a ready leaf from the deepest level, which takes over its
+//! feeder and its children, so every subtree below keeps its feeder and nothing is re-indexed;
+//! a place that frees above the deepest level is filled by a leaf from the deepest level. Work
+//! per event is bounded by the nodes it concerns (the departed relay's children, a few index
+//! look-ups), never the whole channel.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -39,11 +42,14 @@ pub enum Feeder {
 /// What somebody must be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// `upstream {peer_id, depth}` to `viewer`: negotiate with this feeder.
+    /// `upstream {peer_id, depth, seq}` to `viewer`: negotiate with this feeder. `seq` grows
+    /// with every `upstream` of the tree: handlers emit after releasing the registry, so two
+    /// moves of one viewer may leave in either order, and the page keeps the highest.
     Upstream {
         viewer: SocketId,
         feeder: Feeder,
         depth: usize,
+        seq: u64,
     },
     /// `downstream_left {peer_id: child}` to `feeder`: close that child's connection.
     DownstreamLeft { feeder: Feeder, child: SocketId },
@@ -67,6 +73,11 @@ struct Node {
     waiting: Option<(u64, Moment)>,
     /// A feeder this node reported as failed, excluded from its next assignment.
     avoid: Option<Feeder>,
+    /// The feeder this node last reported as failed: moves made to keep the tree shallow never
+    /// hang it there again (the next assignment's exclusion alone would let the next move undo
+    /// the report at once).
+    #[serde(default)]
+    reported: Option<Feeder>,
 }
 
 /// One channel's tree.
@@ -83,6 +94,13 @@ pub struct Tree {
     direct: HashSet<SocketId>,
     /// Anchored eligible viewers with room: (depth, children, eligible seq, id), best first.
     candidates: BTreeSet<(usize, usize, u64, SocketId)>,
+    /// Anchored tree viewers without children: (depth, joined, id), deepest last. The leaves
+    /// that move up when a place above them frees.
+    #[serde(default)]
+    leaves: BTreeSet<(usize, u64, SocketId)>,
+    /// The eligible ones among `leaves`: who can take a departed relay's place.
+    #[serde(default)]
+    spares: BTreeSet<(usize, u64, SocketId)>,
     /// Waiting viewers in order of arrival.
     waiting: BTreeMap<u64, SocketId>,
     /// Anchored viewers per depth (index 0 = depth 1), kept in step by [`Tree::update`], so
@@ -103,6 +121,8 @@ impl Tree {
             nodes: HashMap::new(),
             direct: HashSet::new(),
             candidates: BTreeSet::new(),
+            leaves: BTreeSet::new(),
+            spares: BTreeSet::new(),
             waiting: BTreeMap::new(),
             depth_counts: Vec::new(),
             in_use: false,
@@ -135,11 +155,13 @@ impl Tree {
                 joined,
                 waiting: None,
                 avoid: None,
+                reported: None,
             },
         );
         let mut notices = Vec::new();
         if self.live {
             self.place(viewer, now, &mut notices);
+            self.fill_from_below(&mut notices);
         }
         notices
     }
@@ -156,11 +178,15 @@ impl Tree {
         let seq = self.next_seq();
         self.update(viewer, |n| n.eligible = Some(seq));
         self.serve_waiting(&mut notices);
+        // Its places may be shallower than the deepest viewers (it was moved up).
+        self.fill_from_below(&mut notices);
         notices
     }
 
     /// `upstream_failed`: the viewer lost its media; it is moved, avoiding the feeder it
-    /// reported. Its own children stay with it.
+    /// reported. Its own children stay with it when a place no deeper than its own is free;
+    /// otherwise a spare leaf takes over its place and its children (as when a relay leaves),
+    /// so the report of one viewer never sinks a whole subtree.
     pub fn upstream_failed(&mut self, viewer: &SocketId, now: Moment) -> Vec<Notice> {
         let mut notices = Vec::new();
         let Some(node) = self.nodes.get(viewer) else {
@@ -173,21 +199,41 @@ impl Tree {
             // Already waiting for a feeder: nothing to move.
             return notices;
         };
-        self.detach(viewer, &mut notices);
+        let (anchored, depth, feeds) = (node.anchored, node.depth, !node.children.is_empty());
         self.update(viewer, |n| {
-            n.eligible = None;
-            n.avoid = Some(old);
+            n.avoid = Some(old.clone());
+            n.reported = Some(old);
         });
+        let sinks = match self.best_feeder(viewer) {
+            Some(feeder) => self.depth_below(&feeder) > depth,
+            None => true,
+        };
+        match self.spare_for(viewer) {
+            Some(spare) if anchored && feeds && sinks => {
+                self.hand_over(viewer, &spare, &mut notices)
+            }
+            _ => self.detach(viewer, &mut notices),
+        }
+        self.update(viewer, |n| n.eligible = None);
         self.place(viewer, now, &mut notices);
         self.serve_waiting(&mut notices);
+        self.fill_from_below(&mut notices);
         notices
     }
 
-    /// A viewer leaves (or disconnects): its feeder is told, its children are placed again.
+    /// A viewer leaves (or disconnects): its feeder is told. A relay's place and children go
+    /// to a spare leaf from the deepest level when there is one; otherwise its children are
+    /// placed again, each with its subtree.
     pub fn leave(&mut self, viewer: &SocketId, now: Moment) -> Vec<Notice> {
         let mut notices = Vec::new();
-        if !self.nodes.contains_key(viewer) {
+        let Some(node) = self.nodes.get(viewer) else {
             return notices;
+        };
+        if node.anchored
+            && !node.children.is_empty()
+            && let Some(spare) = self.spare_for(viewer)
+        {
+            self.hand_over(viewer, &spare, &mut notices);
         }
         self.detach(viewer, &mut notices);
         self.update(viewer, |n| n.eligible = None);
@@ -215,6 +261,7 @@ impl Tree {
             self.place(orphan, now, &mut notices);
         }
         self.serve_waiting(&mut notices);
+        self.fill_from_below(&mut notices);
         notices
     }
 
@@ -223,6 +270,8 @@ impl Tree {
         self.live = false;
         self.direct.clear();
         self.candidates.clear();
+        self.leaves.clear();
+        self.spares.clear();
         self.waiting.clear();
         self.depth_counts.clear();
         for node in self.nodes.values_mut() {
@@ -232,6 +281,7 @@ impl Tree {
             node.eligible = None;
             node.waiting = None;
             node.avoid = None;
+            node.reported = None;
             node.depth = 0;
         }
     }
@@ -275,6 +325,7 @@ impl Tree {
         // A waiter fed at last may bring a subtree of ready relays with room (found by the
         // property test): they serve whoever still waits.
         self.serve_waiting(&mut notices);
+        self.fill_from_below(&mut notices);
         notices
     }
 
@@ -324,6 +375,186 @@ impl Tree {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// The depth a child of `feeder` has.
+    fn depth_below(&self, feeder: &Feeder) -> usize {
+        match feeder {
+            Feeder::Broadcaster => 1,
+            Feeder::Viewer(id) => self.nodes.get(id).map_or(usize::MAX, |n| n.depth + 1),
+        }
+    }
+
+    /// The spare leaf that takes over `relay`'s place and children: the deepest eligible leaf
+    /// below the relay's level (the latest to join among equals) that neither reported the
+    /// feeder it would get nor is reported by a child it would feed. Taking it from the deepest level never deepens the
+    /// tree; its own place frees at that level, where nothing hangs deeper.
+    fn spare_for(&self, relay: &SocketId) -> Option<SocketId> {
+        if !self.enabled || !self.live {
+            return None;
+        }
+        let node = self.nodes.get(relay)?;
+        let feeder = node.parent.as_ref()?;
+        let children = &node.children;
+        // Only from below the relay's level: the spare then moves up, never sideways.
+        self.spares
+            .iter()
+            .rev()
+            .take_while(|(depth, _, _)| *depth > node.depth)
+            .map(|(_, _, id)| id)
+            .find(|id| {
+                let spare = Feeder::Viewer((*id).clone());
+                *id != relay
+                    && self
+                        .nodes
+                        .get(*id)
+                        .is_some_and(|n| n.reported.as_ref() != Some(feeder))
+                    && children.iter().all(|c| {
+                        self.nodes
+                            .get(c)
+                            .is_none_or(|n| n.reported.as_ref() != Some(&spare))
+                    })
+            })
+            .cloned()
+    }
+
+    /// `spare` (an anchored eligible leaf) takes `relay`'s place: `relay`'s feeder now feeds
+    /// `spare`, and `spare` feeds `relay`'s children, whose subtrees keep their feeders and
+    /// depths. Told: both old feeders (`downstream_left`), `spare` and the children
+    /// (`upstream`). `relay` is left unattached, without children.
+    fn hand_over(&mut self, relay: &SocketId, spare: &SocketId, notices: &mut Vec<Notice>) {
+        let (Some(node), Some(spare_node)) = (self.nodes.get(relay), self.nodes.get(spare)) else {
+            return;
+        };
+        let (Some(feeder), Some(spare_feeder)) = (node.parent.clone(), spare_node.parent.clone())
+        else {
+            return;
+        };
+        let depth = node.depth;
+        let relay_feeder = Feeder::Viewer(relay.clone());
+        // The spare leaves its own feeder (told, unless that is the relay itself).
+        match &spare_feeder {
+            Feeder::Broadcaster => {
+                self.direct.remove(spare);
+            }
+            Feeder::Viewer(p) => self.update(p, |n| {
+                n.children.remove(spare);
+            }),
+        }
+        // The relay's place goes to the spare.
+        match &feeder {
+            Feeder::Broadcaster => {
+                self.direct.remove(relay);
+                self.direct.insert(spare.clone());
+            }
+            Feeder::Viewer(p) => {
+                let spare = spare.clone();
+                self.update(p, |n| {
+                    n.children.remove(relay);
+                    n.children.insert(spare);
+                });
+            }
+        }
+        notices.push(Notice::DownstreamLeft {
+            feeder: feeder.clone(),
+            child: relay.clone(),
+        });
+        if spare_feeder != relay_feeder {
+            notices.push(Notice::DownstreamLeft {
+                feeder: spare_feeder,
+                child: spare.clone(),
+            });
+        }
+        let mut children: Vec<(u64, SocketId)> = self
+            .nodes
+            .get(relay)
+            .map(|n| n.children.iter())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.nodes.get(c).map(|n| (n.joined, c.clone())))
+            .collect();
+        children.sort();
+        self.update(relay, |n| {
+            n.parent = None;
+            n.children.clear();
+            n.anchored = false;
+        });
+        let adopted: HashSet<SocketId> = children.iter().map(|(_, c)| c.clone()).collect();
+        self.update(spare, |n| {
+            n.parent = Some(feeder.clone());
+            n.children = adopted;
+            n.depth = depth;
+            // Moved: eligible for new children again after its next `relay_ready`.
+            n.eligible = None;
+            n.avoid = None;
+        });
+        let seq = self.next_seq();
+        notices.push(Notice::Upstream {
+            viewer: spare.clone(),
+            feeder,
+            depth,
+            seq,
+        });
+        let spare_feeds = Feeder::Viewer(spare.clone());
+        for (_, child) in children {
+            self.update(&child, |n| {
+                n.parent = Some(spare_feeds.clone());
+                n.eligible = None;
+            });
+            let seq = self.next_seq();
+            notices.push(Notice::Upstream {
+                viewer: child,
+                feeder: spare_feeds.clone(),
+                depth: depth + 1,
+                seq,
+            });
+        }
+    }
+
+    /// The shallowest free place: the broadcaster under D, else the shallowest candidate.
+    fn free_place(&self) -> Option<(usize, Feeder)> {
+        if self.direct.len() < self.limits.direct {
+            return Some((1, Feeder::Broadcaster));
+        }
+        let (depth, _, _, id) = self.candidates.first()?;
+        Some((depth + 1, Feeder::Viewer(id.clone())))
+    }
+
+    /// Keeps every viewer at most as deep as the shallowest free place: while a leaf hangs
+    /// deeper than it, the deepest such leaf moves up into it. Each move takes one viewer up at
+    /// least one level and frees a place only at the level it left, where nothing is deeper,
+    /// so a tree that kept the rule before an event needs at most one move after it.
+    fn fill_from_below(&mut self, notices: &mut Vec<Notice>) {
+        if !self.enabled || !self.live {
+            return;
+        }
+        // Each move lowers the sum of depths; the bound only guards against a bug.
+        for _ in 0..=self.nodes.len() {
+            // Waiting viewers come first, also for the place a moved leaf left.
+            self.serve_waiting(notices);
+            let Some((depth, feeder)) = self.free_place() else {
+                return;
+            };
+            let leaf = self
+                .leaves
+                .iter()
+                .rev()
+                .take_while(|(d, _, _)| *d > depth)
+                .map(|(_, _, id)| id)
+                .find(|id| {
+                    self.nodes
+                        .get(*id)
+                        .is_some_and(|n| n.reported.as_ref() != Some(&feeder))
+                })
+                .cloned();
+            let Some(leaf) = leaf else {
+                return;
+            };
+            self.detach(&leaf, notices);
+            // Moved: eligible again after its next `relay_ready`.
+            self.update(&leaf, |n| n.eligible = None);
+            self.attach(&leaf, feeder, notices);
+        }
     }
 
     /// Finds a feeder for an unattached viewer, or queues it.
@@ -439,10 +670,12 @@ impl Tree {
         }
         self.set_depths(viewer, parent_depth + 1);
         if relay {
+            let seq = self.next_seq();
             notices.push(Notice::Upstream {
                 viewer: viewer.clone(),
                 feeder,
                 depth: parent_depth + 1,
+                seq,
             });
         }
     }
@@ -484,11 +717,23 @@ impl Tree {
         if let Some(key) = candidate_key(id, node, fanout) {
             self.candidates.remove(&key);
         }
+        if let Some(key) = leaf_key(id, node) {
+            if node.eligible.is_some() {
+                self.spares.remove(&key);
+            }
+            self.leaves.remove(&key);
+        }
         let before = node.anchored.then_some(node.depth);
         change(node);
         let after = node.anchored.then_some(node.depth);
         if let Some(key) = candidate_key(id, node, fanout) {
             self.candidates.insert(key);
+        }
+        if let Some(key) = leaf_key(id, node) {
+            if node.eligible.is_some() {
+                self.spares.insert(key.clone());
+            }
+            self.leaves.insert(key);
         }
         if before != after {
             if let Some(depth) = before
@@ -533,6 +778,12 @@ impl Tree {
             }
         }
     }
+}
+
+/// The node's key in the leaf index: an anchored tree viewer that feeds nobody.
+fn leaf_key(id: &SocketId, node: &Node) -> Option<(usize, u64, SocketId)> {
+    (node.relay && node.anchored && node.parent.is_some() && node.children.is_empty())
+        .then(|| (node.depth, node.joined, id.clone()))
 }
 
 /// The node's key in the candidate index, when it is a candidate.

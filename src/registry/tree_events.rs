@@ -10,12 +10,14 @@ use super::tree::{Feeder, Notice};
 /// A relay-tree event for one socket: `upstream` or `downstream_left`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TreeEvent {
-    /// Tell `to` to negotiate with `peer`, its feeder at `depth`.
+    /// Tell `to` to negotiate with `peer`, its feeder at `depth`; `seq` orders the moves of
+    /// one viewer (see [`Notice::Upstream`]).
     Upstream {
         channel_id: ChannelId,
         to: SocketId,
         peer: SocketId,
         depth: usize,
+        seq: u64,
     },
     /// Tell the feeder `to` that its child `peer` left or was moved.
     DownstreamLeft {
@@ -56,11 +58,13 @@ impl Channel {
                 viewer,
                 feeder,
                 depth,
+                seq,
             } => TreeEvent::Upstream {
                 channel_id: self.id.clone(),
                 to: viewer,
                 peer: id(feeder),
                 depth,
+                seq,
             },
             Notice::DownstreamLeft { feeder, child } => TreeEvent::DownstreamLeft {
                 channel_id: self.id.clone(),

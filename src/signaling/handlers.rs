@@ -730,11 +730,13 @@ pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]
                 to,
                 peer,
                 depth,
+                seq,
             } => {
                 let upstream = Upstream {
                     channel_id,
                     peer_id: peer,
                     depth: *depth,
+                    seq: *seq,
                 };
                 send(io, std::slice::from_ref(to), "upstream", &upstream).await
             }

@@ -547,6 +547,9 @@ pub struct Upstream<'a> {
     pub channel_id: &'a str,
     pub peer_id: &'a str,
     pub depth: usize,
+    /// Grows with every `upstream` of the channel: moves of one viewer may arrive out of
+    /// order, and the page acts only on one newer than the last it acted on.
+    pub seq: u64,
 }
 
 /// How a channel's audience is fed: `depths[0]` = fed by the broadcaster, `depths[1]` = at

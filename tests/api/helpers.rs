@@ -84,6 +84,8 @@ pub struct Client {
     /// Set when the server sent a Socket.IO DISCONNECT packet (`41`, "io server disconnect":
     /// the official client does not reconnect after it).
     disconnect_packet: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The `seq` of the last `upstream` read by [`Client::expect_upstream`].
+    last_upstream: u64,
 }
 
 impl Client {
@@ -154,6 +156,7 @@ impl Client {
             events: ev_rx,
             closed: closed_rx,
             disconnect_packet,
+            last_upstream: 0,
         };
         let hello = client.expect("client_id").await;
         let id = hello["id"].as_str().expect("client_id carries a string id");
@@ -216,6 +219,24 @@ impl Client {
         assert_eq!(name, event, "expected {event}, got {name} {args:?}");
         assert_eq!(args.len(), 1, "{event} carries exactly one argument");
         args.remove(0)
+    }
+
+    /// The next event must be `upstream` whose `seq` is above the last one this client read;
+    /// returns the payload without `seq`, so tests compare who feeds whom.
+    pub async fn expect_upstream(&mut self) -> Value {
+        let mut upstream = self.expect("upstream").await;
+        let seq = upstream
+            .as_object_mut()
+            .and_then(|o| o.remove("seq"))
+            .and_then(|s| s.as_u64())
+            .expect("upstream carries a numeric seq");
+        assert!(
+            seq > self.last_upstream,
+            "upstream seq {seq} after {}",
+            self.last_upstream
+        );
+        self.last_upstream = seq;
+        upstream
     }
 
     /// The next event must be `error` with exactly this message.

@@ -407,7 +407,7 @@ async fn relay_tree_viewers_get_their_upstream_again_after_a_resume() {
     );
     v.expect("broadcaster_available").await;
     assert_eq!(
-        v.expect("upstream").await,
+        v.expect_upstream().await,
         json!({"channel_id": "treeback", "peer_id": b.sid, "depth": 1})
     );
     b.close();
@@ -424,7 +424,7 @@ async fn relay_tree_viewers_get_their_upstream_again_after_a_resume() {
         json!({"broadcaster_id": again.sid, "channel_id": "treeback"})
     );
     assert_eq!(
-        v.expect("upstream").await,
+        v.expect_upstream().await,
         json!({"channel_id": "treeback", "peer_id": again.sid, "depth": 1})
     );
     v.assert_silent().await;

@@ -64,6 +64,15 @@ async fn expect_past_figures(b: &mut Client, event: &str) -> Value {
     }
 }
 
+/// `relay_ready`, and waits until the server has handled it: one socket's events are handled
+/// in order, so the answer to a channel list asked right after it follows it. (The tree's
+/// choices depend on who is ready; two sockets' events race each other.)
+async fn ready(viewer: &mut Client, channel: &str) {
+    viewer.emit("relay_ready", json!({ "channel_id": channel }));
+    viewer.emit("join_as_viewer", json!({}));
+    viewer.expect("channel_list").await;
+}
+
 fn upstream(channel: &str, peer: &str, depth: usize) -> Value {
     json!({"channel_id": channel, "peer_id": peer, "depth": depth})
 }
@@ -73,14 +82,14 @@ async fn viewers_fill_the_tree_level_by_level_and_relay_to_their_feeder() {
     let app = tree_app(&[]).await;
     let mut b = broadcaster(&app, "tree").await;
     let mut a = tree_viewer(&app, "tree").await;
-    assert_eq!(a.expect("upstream").await, upstream("tree", &b.sid, 1));
+    assert_eq!(a.expect_upstream().await, upstream("tree", &b.sid, 1));
     // The broadcaster is full (D = 1) and nobody relays yet: the next viewer waits.
     let mut c = tree_viewer(&app, "tree").await;
     c.assert_silent().await;
     until_figures(&mut b, json!([1]), 1).await;
     // a plays the stream: c is fed by a, at depth 2.
     a.emit("relay_ready", json!({"channel_id": "tree"}));
-    assert_eq!(c.expect("upstream").await, upstream("tree", &a.sid, 2));
+    assert_eq!(c.expect_upstream().await, upstream("tree", &a.sid, 2));
     let mut figures = until_depths(&mut b, json!([1, 1])).await;
     assert!(figures["version"].as_u64().is_some());
     figures.as_object_mut().unwrap().remove("version");
@@ -107,7 +116,7 @@ async fn viewers_fill_the_tree_level_by_level_and_relay_to_their_feeder() {
     assert_eq!(c.expect("ice_candidate").await["sender"], a.sid);
     // Two viewers that are not feeder and child are no peers.
     let mut d = tree_viewer(&app, "tree").await;
-    assert_eq!(d.expect("upstream").await, upstream("tree", &a.sid, 2));
+    assert_eq!(d.expect_upstream().await, upstream("tree", &a.sid, 2));
     d.emit(
         "offer",
         json!({"target": c.sid, "sdp": sample_sdp("offer")}),
@@ -121,7 +130,7 @@ async fn legacy_viewers_are_fed_by_the_broadcaster_and_see_nothing_new() {
     let app = tree_app(&[]).await;
     let mut b = broadcaster(&app, "mixed").await;
     let mut a = tree_viewer(&app, "mixed").await;
-    a.expect("upstream").await;
+    a.expect_upstream().await;
     a.emit("relay_ready", json!({"channel_id": "mixed"}));
     // A legacy viewer: attached to the broadcaster at once, over D, told nothing new.
     let mut legacy = app.client().await;
@@ -150,19 +159,20 @@ async fn a_relay_that_leaves_is_replaced_and_its_children_keep_theirs() {
     let mut b = broadcaster(&app, "heal").await;
     // r ← broadcaster; c1, c2 ← r; g ← c1.
     let mut r = tree_viewer(&app, "heal").await;
-    r.expect("upstream").await;
+    r.expect_upstream().await;
     r.emit("relay_ready", json!({"channel_id": "heal"}));
     let mut c1 = tree_viewer(&app, "heal").await;
-    assert_eq!(c1.expect("upstream").await, upstream("heal", &r.sid, 2));
+    assert_eq!(c1.expect_upstream().await, upstream("heal", &r.sid, 2));
     c1.emit("relay_ready", json!({"channel_id": "heal"}));
     let mut c2 = tree_viewer(&app, "heal").await;
-    assert_eq!(c2.expect("upstream").await, upstream("heal", &r.sid, 2));
+    assert_eq!(c2.expect_upstream().await, upstream("heal", &r.sid, 2));
     let mut g = tree_viewer(&app, "heal").await;
-    assert_eq!(g.expect("upstream").await, upstream("heal", &c1.sid, 3));
+    assert_eq!(g.expect_upstream().await, upstream("heal", &c1.sid, 3));
     until_depths(&mut b, json!([1, 2, 1])).await;
 
-    // The depth-1 relay leaves: its children are placed again at once; the grandchild is
-    // not told anything (its feeder keeps it and swaps tracks).
+    // The depth-1 relay leaves. No ready leaf can take its place (c2 and g have not said
+    // `relay_ready`), so its children are placed again at once, each with its subtree; the
+    // grandchild is not told anything (its feeder keeps it and swaps tracks).
     r.close();
     r.expect_closed().await;
     assert_eq!(b.expect("viewer_count").await["count"], 3);
@@ -171,11 +181,11 @@ async fn a_relay_that_leaves_is_replaced_and_its_children_keep_theirs() {
         json!({"channel_id": "heal", "peer_id": r.sid})
     );
     // c1 (joined first) takes the broadcaster's free slot; c2 goes under c1 beside g.
-    assert_eq!(c1.expect("upstream").await, upstream("heal", &b.sid, 1));
+    assert_eq!(c1.expect_upstream().await, upstream("heal", &b.sid, 1));
     // c1 must say relay_ready again before it feeds anyone new: c2 waits until it does.
     c2.assert_silent().await;
     c1.emit("relay_ready", json!({"channel_id": "heal"}));
-    assert_eq!(c2.expect("upstream").await, upstream("heal", &c1.sid, 2));
+    assert_eq!(c2.expect_upstream().await, upstream("heal", &c1.sid, 2));
     g.assert_silent().await;
     until_depths(&mut b, json!([1, 2])).await;
     // The former feeder is no longer a peer of c2.
@@ -187,24 +197,76 @@ async fn a_relay_that_leaves_is_replaced_and_its_children_keep_theirs() {
 }
 
 #[tokio::test]
+async fn a_relay_that_leaves_is_replaced_by_the_deepest_ready_leaf() {
+    let app = tree_app(&[]).await;
+    let mut b = broadcaster(&app, "spare").await;
+    // r ← broadcaster; c1, c2 ← r; g ← c1; every one plays.
+    let mut r = tree_viewer(&app, "spare").await;
+    r.expect_upstream().await;
+    ready(&mut r, "spare").await;
+    let mut c1 = tree_viewer(&app, "spare").await;
+    assert_eq!(c1.expect_upstream().await, upstream("spare", &r.sid, 2));
+    ready(&mut c1, "spare").await;
+    let mut c2 = tree_viewer(&app, "spare").await;
+    assert_eq!(c2.expect_upstream().await, upstream("spare", &r.sid, 2));
+    ready(&mut c2, "spare").await;
+    let mut g = tree_viewer(&app, "spare").await;
+    // Under c1 or c2: both play and have room (their `relay_ready`s travel on two sockets, so
+    // which one the server saw first is not the test's to decide).
+    let placed = g.expect_upstream().await;
+    let g_feeder = placed["peer_id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(placed, upstream("spare", &g_feeder, 3));
+    assert!(g_feeder == c1.sid || g_feeder == c2.sid, "{placed}");
+    ready(&mut g, "spare").await;
+    until_depths(&mut b, json!([1, 2, 1])).await;
+
+    // r leaves: g, the ready leaf of the deepest level, takes its place and its children.
+    r.close();
+    r.expect_closed().await;
+    assert_eq!(b.expect("viewer_count").await["count"], 3);
+    assert_eq!(
+        b.expect("downstream_left").await,
+        json!({"channel_id": "spare", "peer_id": r.sid})
+    );
+    let old_feeder = if g_feeder == c1.sid { &mut c1 } else { &mut c2 };
+    assert_eq!(
+        old_feeder.expect("downstream_left").await,
+        json!({"channel_id": "spare", "peer_id": g.sid})
+    );
+    assert_eq!(g.expect_upstream().await, upstream("spare", &b.sid, 1));
+    assert_eq!(c1.expect_upstream().await, upstream("spare", &g.sid, 2));
+    assert_eq!(c2.expect_upstream().await, upstream("spare", &g.sid, 2));
+    until_depths(&mut b, json!([1, 2])).await;
+    for v in [&mut c1, &mut c2, &mut g] {
+        v.assert_silent().await;
+    }
+    // The new link relays.
+    c2.emit(
+        "offer",
+        json!({"target": g.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(g.expect("offer").await["sender"], c2.sid);
+}
+
+#[tokio::test]
 async fn upstream_failed_moves_the_viewer_and_tells_the_old_feeder() {
     let app = tree_app(&[]).await;
     let mut b = broadcaster(&app, "fail").await;
     let mut a = tree_viewer(&app, "fail").await;
-    a.expect("upstream").await;
+    a.expect_upstream().await;
     a.emit("relay_ready", json!({"channel_id": "fail"}));
     let mut c = tree_viewer(&app, "fail").await;
-    assert_eq!(c.expect("upstream").await, upstream("fail", &a.sid, 2));
+    assert_eq!(c.expect_upstream().await, upstream("fail", &a.sid, 2));
     c.emit("relay_ready", json!({"channel_id": "fail"}));
     let mut d = tree_viewer(&app, "fail").await;
-    assert_eq!(d.expect("upstream").await, upstream("fail", &a.sid, 2));
+    assert_eq!(d.expect_upstream().await, upstream("fail", &a.sid, 2));
     // d lost its media from a: it is moved to c (a is excluded), and a is told.
     d.emit("upstream_failed", json!({"channel_id": "fail"}));
     assert_eq!(
         a.expect("downstream_left").await,
         json!({"channel_id": "fail", "peer_id": d.sid})
     );
-    assert_eq!(d.expect("upstream").await, upstream("fail", &c.sid, 3));
+    assert_eq!(d.expect_upstream().await, upstream("fail", &c.sid, 3));
     until_depths(&mut b, json!([1, 1, 1])).await;
     // a and d are no longer peers; c and d are.
     d.emit(
@@ -224,10 +286,10 @@ async fn a_waiting_viewer_gets_the_broadcaster_after_the_wait_limit() {
     let app = tree_app(&["--relay-wait-ms", "300"]).await;
     let mut b = broadcaster(&app, "wait").await;
     let mut a = tree_viewer(&app, "wait").await;
-    a.expect("upstream").await;
+    a.expect_upstream().await;
     let mut c = tree_viewer(&app, "wait").await;
     let started = tokio::time::Instant::now();
-    assert_eq!(c.expect("upstream").await, upstream("wait", &b.sid, 1));
+    assert_eq!(c.expect_upstream().await, upstream("wait", &b.sid, 1));
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(250) && waited < Duration::from_millis(1500),
@@ -241,10 +303,10 @@ async fn stop_dissolves_the_tree_and_going_live_sends_fresh_upstreams() {
     let app = tree_app(&[]).await;
     let mut b = broadcaster(&app, "again").await;
     let mut a = tree_viewer(&app, "again").await;
-    a.expect("upstream").await;
+    a.expect_upstream().await;
     a.emit("relay_ready", json!({"channel_id": "again"}));
     let mut c = tree_viewer(&app, "again").await;
-    assert_eq!(c.expect("upstream").await, upstream("again", &a.sid, 2));
+    assert_eq!(c.expect_upstream().await, upstream("again", &a.sid, 2));
     b.emit("stop_broadcast", json!({"channel_id": "again"}));
     a.expect("broadcaster_stopped").await;
     c.expect("broadcaster_stopped").await;
@@ -262,11 +324,11 @@ async fn stop_dissolves_the_tree_and_going_live_sends_fresh_upstreams() {
     // broadcaster_available first, then a fresh upstream: a (joined first) gets the
     // broadcaster; c waits for a relay.
     a.expect("broadcaster_available").await;
-    assert_eq!(a.expect("upstream").await, upstream("again", &b.sid, 1));
+    assert_eq!(a.expect_upstream().await, upstream("again", &b.sid, 1));
     c.expect("broadcaster_available").await;
     c.assert_silent().await;
     a.emit("relay_ready", json!({"channel_id": "again"}));
-    assert_eq!(c.expect("upstream").await, upstream("again", &a.sid, 2));
+    assert_eq!(c.expect_upstream().await, upstream("again", &a.sid, 2));
 }
 
 #[tokio::test]
@@ -283,7 +345,7 @@ async fn a_channel_without_the_tree_feeds_everyone_directly() {
         b.expect("broadcaster_ready").await;
         for _ in 0..3 {
             let mut v = tree_viewer(&app, "flat").await;
-            assert_eq!(v.expect("upstream").await, upstream("flat", &b.sid, 1));
+            assert_eq!(v.expect_upstream().await, upstream("flat", &b.sid, 1));
             v.emit("relay_ready", json!({"channel_id": "flat"}));
             v.assert_silent().await;
         }

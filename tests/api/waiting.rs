@@ -184,7 +184,7 @@ async fn a_waiting_tree_viewer_gets_its_place(mut viewer: Client, mut b: Client)
     b.expect("broadcaster_ready").await;
     viewer.expect("broadcaster_joined").await;
     assert_eq!(
-        viewer.expect("upstream").await,
+        viewer.expect_upstream().await,
         json!({"channel_id": "treed", "peer_id": b.sid, "depth": 1})
     );
     b.expect("viewer_count").await;

@@ -29,7 +29,35 @@ fn up(viewer: &str, feeder: Feeder, depth: usize) -> Notice {
         viewer: id(viewer),
         feeder,
         depth,
+        seq: 0,
     }
+}
+
+/// The notices with every `upstream`'s `seq` checked (strictly increasing in the order given)
+/// and then zeroed, so that tests state who is told what.
+fn plain(notices: Vec<Notice>) -> Vec<Notice> {
+    let mut last = 0;
+    notices
+        .into_iter()
+        .map(|notice| match notice {
+            Notice::Upstream {
+                viewer,
+                feeder,
+                depth,
+                seq,
+            } => {
+                assert!(seq > last, "seq grows: {seq} after {last}");
+                last = seq;
+                Notice::Upstream {
+                    viewer,
+                    feeder,
+                    depth,
+                    seq: 0,
+                }
+            }
+            other => other,
+        })
+        .collect()
 }
 
 fn left(feeder: Feeder, child: &str) -> Notice {
@@ -115,6 +143,19 @@ fn check(tree: &Tree) {
         .filter_map(|(name, n)| candidate_key(name, n, fanout))
         .collect();
     assert_eq!(tree.candidates, expected);
+    let leaves: BTreeSet<_> = tree
+        .nodes
+        .iter()
+        .filter_map(|(name, n)| leaf_key(name, n))
+        .collect();
+    assert_eq!(tree.leaves, leaves, "leaf index");
+    let spares: BTreeSet<_> = tree
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.eligible.is_some())
+        .filter_map(|(name, n)| leaf_key(name, n))
+        .collect();
+    assert_eq!(tree.spares, spares, "spare index");
     // Nobody waits while a feeder has room for it.
     for w in tree.waiting.values() {
         assert_eq!(
@@ -129,17 +170,17 @@ fn check(tree: &Tree) {
 fn legacy_viewers_attach_to_the_broadcaster_silently() {
     let now = Moment::now();
     let mut tree = Tree::new(limits(1, 2), true);
-    assert_eq!(tree.join(&id("legacy1"), false, now), vec![]);
-    assert_eq!(tree.join(&id("legacy2"), false, now), vec![]);
+    assert_eq!(plain(tree.join(&id("legacy1"), false, now)), vec![]);
+    assert_eq!(plain(tree.join(&id("legacy2"), false, now)), vec![]);
     assert_eq!(tree.direct_count(), 2);
     assert_eq!(tree.upstream_of("legacy2"), Some(&Feeder::Broadcaster));
     // A channel of legacy viewers only: their departure tells the broadcaster nothing new.
-    assert_eq!(tree.leave(&id("legacy1"), now), vec![]);
+    assert_eq!(plain(tree.leave(&id("legacy1"), now)), vec![]);
     // Once a tree viewer has joined (a waits: the legacy leaf holds the one direct slot), the
     // broadcaster hears about every child it fed, and the freed slot goes to a.
-    assert_eq!(tree.join(&id("a"), true, now), vec![]);
+    assert_eq!(plain(tree.join(&id("a"), true, now)), vec![]);
     assert_eq!(
-        tree.leave(&id("legacy2"), now),
+        plain(tree.leave(&id("legacy2"), now)),
         vec![
             left(Feeder::Broadcaster, "legacy2"),
             up("a", Feeder::Broadcaster, 1)
@@ -153,50 +194,133 @@ fn tree_fills_breadth_first_once_relays_are_ready() {
     let now = Moment::now();
     let mut tree = Tree::new(limits(1, 2), true);
     assert_eq!(
-        tree.join(&id("a"), true, now),
+        plain(tree.join(&id("a"), true, now)),
         vec![up("a", Feeder::Broadcaster, 1)]
     );
     // The broadcaster is full and nobody relays yet: b waits.
-    assert_eq!(tree.join(&id("b"), true, now), vec![]);
+    assert_eq!(plain(tree.join(&id("b"), true, now)), vec![]);
     // a plays: b gets a.
-    assert_eq!(tree.ready(&id("a")), vec![up("b", v("a"), 2)]);
-    assert_eq!(tree.join(&id("c"), true, now), vec![up("c", v("a"), 2)]);
+    assert_eq!(plain(tree.ready(&id("a"))), vec![up("b", v("a"), 2)]);
+    assert_eq!(
+        plain(tree.join(&id("c"), true, now)),
+        vec![up("c", v("a"), 2)]
+    );
     // a is full; b and c are not ready: d waits until one of them is.
-    assert_eq!(tree.join(&id("d"), true, now), vec![]);
-    assert_eq!(tree.ready(&id("c")), vec![up("d", v("c"), 3)]);
-    assert!(tree.ready(&id("b")).is_empty());
+    assert_eq!(plain(tree.join(&id("d"), true, now)), vec![]);
+    assert_eq!(plain(tree.ready(&id("c"))), vec![up("d", v("c"), 3)]);
+    assert!(plain(tree.ready(&id("b"))).is_empty());
     // The shallowest with the fewest children first: b (depth 2, no child) before c.
-    assert_eq!(tree.join(&id("e"), true, now), vec![up("e", v("b"), 3)]);
+    assert_eq!(
+        plain(tree.join(&id("e"), true, now)),
+        vec![up("e", v("b"), 3)]
+    );
     check(&tree);
     assert!(tree.are_linked("a", "b") && tree.are_linked("d", "c"));
     assert!(!tree.are_linked("a", "d"));
 }
 
 #[test]
-fn a_relay_leaving_moves_its_children_who_keep_theirs() {
+fn a_relay_leaving_is_replaced_by_the_deepest_spare_leaf() {
     let now = Moment::now();
     let mut tree = Tree::new(limits(1, 2), true);
     for name in ["a", "b", "c", "d", "e", "f"] {
-        tree.join(&id(name), true, now);
-        tree.ready(&id(name));
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
     }
     // a ← broadcaster; b, c ← a; d, f ← b (earlier eligible first); e ← c (fewest children).
     assert_eq!(tree.upstream_of("d"), Some(&v("b")));
     assert_eq!(tree.upstream_of("e"), Some(&v("c")));
     assert_eq!(tree.upstream_of("f"), Some(&v("b")));
-    let notices = tree.leave(&id("a"), now);
-    // The broadcaster hears that a left; b takes the free direct slot; c, whose own child e
-    // is excluded, goes under d (depth 2 under b, first eligible with room). Nobody below b
-    // or c is told anything: they keep their feeders.
+    let notices = plain(tree.leave(&id("a"), now));
+    // The broadcaster hears that a left; f (a ready leaf of the deepest level, the latest to
+    // join) leaves b and takes a's place; b and c are told their new feeder at their old depth.
+    // Nobody below b or c is told anything: they keep their feeders and depths.
     assert_eq!(
         notices,
         vec![
             left(Feeder::Broadcaster, "a"),
-            up("b", Feeder::Broadcaster, 1),
-            up("c", v("d"), 3),
+            left(v("b"), "f"),
+            up("f", Feeder::Broadcaster, 1),
+            up("b", v("f"), 2),
+            up("c", v("f"), 2),
         ]
     );
+    assert_eq!(tree.upstream_of("d"), Some(&v("b")));
     assert_eq!(tree.upstream_of("e"), Some(&v("c")));
+    assert_eq!(tree.depths(), &[1, 2, 2]);
+    check(&tree);
+}
+
+#[test]
+fn without_a_spare_leaf_the_orphans_are_placed_with_their_subtrees() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for name in ["a", "b", "c"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    // a; b, c ← a; d ← b, not ready. c reports a: it goes under b, and d moves up into the
+    // place c left under a. Neither leaf has said `relay_ready` since it moved.
+    plain(tree.join(&id("d"), true, now));
+    plain(tree.upstream_failed(&id("c"), now));
+    assert_eq!(tree.upstream_of("c"), Some(&v("b")));
+    assert_eq!(tree.upstream_of("d"), Some(&v("a")));
+    let notices = plain(tree.leave(&id("a"), now));
+    // No leaf can feed a's children, so the contract's rule applies: b takes the broadcaster's
+    // place with its subtree (c), and d waits for a feeder (b must say `relay_ready` again).
+    assert_eq!(
+        notices,
+        vec![
+            left(Feeder::Broadcaster, "a"),
+            up("b", Feeder::Broadcaster, 1)
+        ]
+    );
+    check(&tree);
+}
+
+#[test]
+fn a_place_freed_near_the_top_is_filled_from_the_deepest_level() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    // a; b, c ← a; d, f ← b; e, g ← c; every one ready; h ← d at depth 4.
+    for name in ["a", "b", "c", "d", "e", "f", "g"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    plain(tree.join(&id("h"), true, now));
+    assert_eq!(tree.upstream_of("h"), Some(&v("d")));
+    // e (a leaf at depth 3) leaves: c's place at depth 3 is shallower than h, which moves up.
+    assert_eq!(
+        plain(tree.leave(&id("e"), now)),
+        vec![left(v("c"), "e"), left(v("d"), "h"), up("h", v("c"), 3)]
+    );
+    assert_eq!(tree.depths(), &[1, 2, 4]);
+    check(&tree);
+}
+
+#[test]
+fn upstream_failed_of_a_relay_hands_its_children_to_a_spare_leaf() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for name in ["a", "b", "c", "d", "e", "f", "g"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    // a; b, c ← a; d, f ← b; e, g ← c. b (depth 2) says a fails it. No place at depth ≤ 2 but a's: instead of
+    // sinking b's subtree, g (deepest ready leaf) takes b's place and children, and b starts
+    // again as a leaf, where g was.
+    assert_eq!(
+        plain(tree.upstream_failed(&id("b"), now)),
+        vec![
+            left(v("a"), "b"),
+            left(v("c"), "g"),
+            up("g", v("a"), 2),
+            up("d", v("g"), 3),
+            up("f", v("g"), 3),
+            up("b", v("c"), 3),
+        ]
+    );
+    assert_eq!(tree.depths(), &[1, 2, 4]);
     check(&tree);
 }
 
@@ -204,15 +328,18 @@ fn a_relay_leaving_moves_its_children_who_keep_theirs() {
 fn a_waiting_viewer_gets_the_broadcaster_after_the_wait_limit() {
     let now = Moment::now();
     let mut tree = Tree::new(limits(1, 1), true);
-    tree.join(&id("a"), true, now);
-    tree.ready(&id("a"));
-    assert_eq!(tree.join(&id("b"), true, now), vec![up("b", v("a"), 2)]);
-    // a is full and b does not play yet: c waits.
-    assert_eq!(tree.join(&id("c"), true, now), vec![]);
-    assert_eq!(tree.next_deadline(), Some(now + WAIT));
-    assert!(tree.expire_waits(now + WAIT / 2).is_empty());
+    plain(tree.join(&id("a"), true, now));
+    plain(tree.ready(&id("a")));
     assert_eq!(
-        tree.expire_waits(now + WAIT),
+        plain(tree.join(&id("b"), true, now)),
+        vec![up("b", v("a"), 2)]
+    );
+    // a is full and b does not play yet: c waits.
+    assert_eq!(plain(tree.join(&id("c"), true, now)), vec![]);
+    assert_eq!(tree.next_deadline(), Some(now + WAIT));
+    assert!(plain(tree.expire_waits(now + WAIT / 2)).is_empty());
+    assert_eq!(
+        plain(tree.expire_waits(now + WAIT)),
         vec![up("c", Feeder::Broadcaster, 1)]
     );
     assert_eq!(tree.direct_count(), 2);
@@ -225,12 +352,12 @@ fn upstream_failed_avoids_the_reported_feeder() {
     let now = Moment::now();
     let mut tree = Tree::new(limits(1, 2), true);
     for name in ["a", "b", "c"] {
-        tree.join(&id(name), true, now);
-        tree.ready(&id(name));
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
     }
     // c ← a (a has b and c). c says a failed it: it goes to b, not back to a.
     assert_eq!(tree.upstream_of("c"), Some(&v("a")));
-    let notices = tree.upstream_failed(&id("c"), now);
+    let notices = plain(tree.upstream_failed(&id("c"), now));
     assert_eq!(notices, vec![left(v("a"), "c"), up("c", v("b"), 3)]);
     check(&tree);
     // The former upstream is no longer a peer.
@@ -242,14 +369,14 @@ fn stop_dissolves_and_going_live_places_everyone_again() {
     let now = Moment::now();
     let mut tree = Tree::new(limits(2, 2), true);
     for name in ["a", "b", "c"] {
-        tree.join(&id(name), true, now);
-        tree.ready(&id(name));
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
     }
-    tree.join(&id("legacy"), false, now);
+    plain(tree.join(&id("legacy"), false, now));
     tree.stop();
     check(&tree);
-    assert_eq!(tree.join(&id("late"), true, now), vec![]);
-    let notices = tree.go_live(now);
+    assert_eq!(plain(tree.join(&id("late"), true, now)), vec![]);
+    let notices = plain(tree.go_live(now));
     // In order of joining: a and b get the broadcaster; nobody is eligible yet, so c waits;
     // the legacy leaf attaches over D silently; late waits.
     assert_eq!(
@@ -262,7 +389,7 @@ fn stop_dissolves_and_going_live_places_everyone_again() {
     assert_eq!(tree.direct_count(), 3);
     check(&tree);
     assert_eq!(
-        tree.ready(&id("a")),
+        plain(tree.ready(&id("a"))),
         vec![up("c", v("a"), 2), up("late", v("a"), 2)]
     );
     check(&tree);
@@ -277,10 +404,10 @@ fn without_the_tree_everyone_is_fed_by_the_broadcaster() {
     ] {
         for name in ["a", "b", "c"] {
             assert_eq!(
-                tree.join(&id(name), true, now),
+                plain(tree.join(&id(name), true, now)),
                 vec![up(name, Feeder::Broadcaster, 1)]
             );
-            assert!(tree.ready(&id(name)).is_empty());
+            assert!(plain(tree.ready(&id(name))).is_empty());
         }
         assert_eq!(tree.direct_count(), 3);
         check(&tree);
@@ -295,8 +422,8 @@ fn depth_grows_with_the_logarithm_of_the_audience() {
     let n = 1000;
     for i in 0..n {
         let name = id(&format!("v{i}"));
-        tree.join(&name, true, now);
-        tree.ready(&name);
+        plain(tree.join(&name, true, now));
+        plain(tree.ready(&name));
     }
     check(&tree);
     // Depth k holds up to D·F^(k−1): 4 + 8 + … + 512 = 1020 ≥ 1000 at depth 8.
@@ -378,5 +505,150 @@ proptest! {
         prop_assert!(tree.direct.is_empty());
         prop_assert!(tree.candidates.is_empty());
         prop_assert!(tree.waiting.is_empty());
+    }
+}
+
+/// What pages do: a viewer plays (and says `relay_ready`) soon after each `upstream`. Sends
+/// `relay_ready` for every placed tree viewer that is not eligible until nothing changes, and
+/// returns the notices that caused.
+fn settle(tree: &mut Tree) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    loop {
+        let mut unready: Vec<(u64, SocketId)> = tree
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.relay && n.parent.is_some() && n.eligible.is_none())
+            .map(|(name, n)| (n.joined, name.clone()))
+            .collect();
+        if unready.is_empty() || !tree.enabled {
+            return notices;
+        }
+        unready.sort();
+        for (_, viewer) in unready {
+            notices.extend(tree.ready(&viewer));
+        }
+    }
+}
+
+/// The depth of the full breadth-first tree of the anchored tree viewers: the broadcaster
+/// feeds as many of them as it may (D, or more after waits ran out, less the legacy leaves it
+/// feeds), every tree viewer feeds F. Legacy leaves are always at depth 1.
+fn optimal_depth(tree: &Tree) -> usize {
+    let viewers = tree
+        .nodes
+        .values()
+        .filter(|n| n.relay && n.anchored)
+        .count();
+    if viewers == 0 {
+        return 0;
+    }
+    if !tree.enabled {
+        return 1;
+    }
+    let legacy = tree.direct.iter().filter(|d| !tree.nodes[*d].relay).count();
+    let mut width = tree.limits.direct.max(tree.direct.len()) - legacy;
+    let (mut depth, mut room) = (1, width);
+    while room < viewers && width > 0 {
+        width *= tree.limits.fanout;
+        room += width;
+        depth += 1;
+    }
+    depth
+}
+
+#[derive(Debug, Clone)]
+enum Churn {
+    Join(u8, bool),
+    Failed(u8),
+    Leave(u8),
+    Wait(u16),
+}
+
+fn churn() -> impl Strategy<Value = Churn> {
+    prop_oneof![
+        6 => (0u8..40, prop::bool::weighted(0.9)).prop_map(|(i, relay)| Churn::Join(i, relay)),
+        1 => (0u8..40).prop_map(Churn::Failed),
+        4 => (0u8..40).prop_map(Churn::Leave),
+        1 => (0u16..12_000).prop_map(Churn::Wait),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Viewers join, leave, report failed feeders and play soon after each `upstream` (every
+    /// event is followed by the `relay_ready`s of the pages it moved). After every event:
+    /// - no leaf hangs deeper than the shallowest free place, unless it reported that place's
+    ///   feeder; when none does, the depth is at most the full breadth-first tree's (see
+    ///   [`optimal_depth`]) + 1;
+    /// - a departure moves at most F + 2 viewers (the spare, the departed relay's children and
+    ///   one leaf moved up), an `upstream_failed` at most F + 3 (the reporter too);
+    /// - a viewer moves down or sideways only when it reports its feeder or its feeder leaves
+    ///   or reports; every other move takes it up at least one level, so between two such
+    ///   events a viewer is moved at most (its depth − 1) times.
+    #[test]
+    fn depth_stays_within_one_level_of_optimal(
+        direct in 1usize..4,
+        fanout in 1usize..4,
+        ops in proptest::collection::vec(churn(), 1..120),
+    ) {
+        let mut now = Moment::now();
+        let mut tree = Tree::new(limits(direct, fanout), true);
+        for op in ops {
+            let name = |i: u8| id(&format!("v{i}"));
+            let before: HashMap<SocketId, (usize, Option<Feeder>)> = tree
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.anchored)
+                .map(|(k, n)| (k.clone(), (n.depth, n.parent.clone())))
+                .collect();
+            let (notices, cause) = match op {
+                Churn::Join(i, relay) => (tree.join(&name(i), relay, now), None),
+                Churn::Failed(i) => (tree.upstream_failed(&name(i), now), Some(name(i))),
+                Churn::Leave(i) => (tree.leave(&name(i), now), Some(name(i))),
+                Churn::Wait(ms) => {
+                    now += Duration::from_millis(ms.into());
+                    (tree.expire_waits(now), None)
+                }
+            };
+            let moves = notices
+                .iter()
+                .filter(|n| matches!(n, Notice::Upstream { viewer, .. } if before.contains_key(viewer)))
+                .count();
+            match op {
+                Churn::Leave(_) => prop_assert!(moves <= fanout + 2, "{moves} moves for a departure"),
+                Churn::Failed(_) => prop_assert!(moves <= fanout + 3, "{moves} moves for a report"),
+                _ => {}
+            }
+            let notices = [notices, settle(&mut tree)].concat();
+            check(&tree);
+            // Which way each viewer placed before the event moved.
+            let mut depth_now: HashMap<SocketId, usize> =
+                before.iter().map(|(k, (d, _))| (k.clone(), *d)).collect();
+            for notice in &notices {
+                let Notice::Upstream { viewer, depth, .. } = notice else { continue };
+                if let Some(old) = depth_now.insert(viewer.clone(), *depth) {
+                    let feeder_went = cause.as_ref().is_some_and(|c| {
+                        c == viewer || before[viewer].1 == Some(Feeder::Viewer(c.clone()))
+                    });
+                    prop_assert!(
+                        *depth < old || feeder_went,
+                        "{viewer} moved from depth {old} to {depth}"
+                    );
+                }
+            }
+            // Only a leaf kept from the feeder it reported may hang below a free place; while
+            // one does, the place stays free and the bound below may not hold.
+            let mut kept = false;
+            if let Some((place, feeder)) = tree.free_place() {
+                for (_, _, leaf) in tree.leaves.iter().filter(|(d, _, _)| *d > place) {
+                    prop_assert_eq!(tree.nodes[leaf].reported.as_ref(), Some(&feeder));
+                    kept = true;
+                }
+            }
+            let deepest = tree.depths().len();
+            let optimal = optimal_depth(&tree);
+            prop_assert!(kept || deepest <= optimal + 1, "depth {deepest}, optimal {optimal}");
+        }
     }
 }
