@@ -144,11 +144,6 @@ impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
         auth: &'a Option<Value>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn fmt::Display + Send>>> + Send + 'a>> {
         let socket = SocketRef::from(s);
-        // Asked once per connection: the official clients send the same `auth` again when
-        // they reconnect, so a page keeps its codes across reconnects.
-        if refusals::asks_for_codes(auth.as_ref()) {
-            socket.extensions.insert(refusals::ErrorCodes);
-        }
         if let Some(addr) = self.0.proxies.of_request(socket.req_parts()) {
             if !self.0.sessions.try_take(addr) {
                 // The client's `connect_error` carries this; nothing was kept for it.
@@ -163,6 +158,11 @@ impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
             }
             // Holding a `ClientAddr` means holding a slot: the disconnect handler gives it back.
             socket.extensions.insert(handlers::ClientAddr(addr));
+        }
+        // Asked once per connection: the official clients send the same `auth` again when
+        // they reconnect, so a page keeps its codes across reconnects.
+        if refusals::asks_for_codes(auth.as_ref()) {
+            socket.extensions.insert(refusals::ErrorCodes);
         }
         let id = handlers::assign_public_id(&socket);
         self.0.public_ids.insert(socket.id.as_str(), id.clone());
