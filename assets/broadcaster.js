@@ -174,9 +174,9 @@ export const broadcasterMode = {
 
   onClientId() {},
 
-  onError(message, lastRequest) {
+  onError(message, lastRequest, code) {
     if (message.startsWith("Invalid data:") || lastRequest === "join") {
-      onJoinRefused(message);
+      onJoinRefused(message, code);
     } else {
       setPhase("error", message);
     }
@@ -389,9 +389,10 @@ function viewerUrl(channelId) {
   return url.href;
 }
 
-function onJoinRefused(message) {
+function onJoinRefused(message, code) {
   const channelId = app.channelId || broadcaster.requestedId;
-  if (broadcaster.sentToken && /already has a broadcaster/.test(message)) {
+  const taken = code === "channel_taken";
+  if (broadcaster.sentToken && taken) {
     // Our token resumes or takes over any channel it belongs to, so the channel has another
     // broadcaster with a newer token: our other device, or someone after the channel closed.
     forgetResume();
@@ -400,7 +401,7 @@ function onJoinRefused(message) {
       return;
     }
   }
-  const retriable = /already has a broadcaster/.test(message) && isRejoin() &&
+  const retriable = taken && isRejoin() &&
     broadcaster.wantLive && app.phase.state === "starting" &&
     broadcaster.rejoinAttempts < REJOIN_RETRY_LIMIT;
   if (retriable) {
@@ -410,8 +411,10 @@ function onJoinRefused(message) {
     broadcaster.rejoinTimer = setTimeout(() => joinAsBroadcaster(channelId, true), REJOIN_RETRY_MS);
     return;
   }
-  // A token the server does not take as one (damaged storage): start without it next time.
-  if (/resume_token/.test(message)) forgetResume();
+  // A token the server does not take as one (damaged storage): start without it next time. A
+  // join that sends a token names the channel the token was given for (an id the server took
+  // then) and a password this page checked, so an invalid payload can only be the token.
+  if (code === "invalid_payload" && broadcaster.sentToken) forgetResume();
   broadcaster.wantLive = false;
   setPhase("error", message);
 }

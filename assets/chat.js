@@ -63,9 +63,9 @@ function sendChat() {
   updateChatCount();
 }
 
-export function onChatRefused(message) {
+export function onChatRefused(message, code) {
   showChatError(message);
-  if (mode === "broadcaster" && /must be a viewer|not the broadcaster/.test(message)) {
+  if (mode === "broadcaster" && (code === "not_a_viewer" || code === "not_the_broadcaster")) {
     // This server does not let us write here; keep the chat readable and say so.
     chat.readOnly = true;
     ui.chatInput.value = "";

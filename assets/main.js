@@ -60,7 +60,7 @@ async function start() {
   // server's ICE servers (with TURN credentials minted for us), or the config's if that
   // request fails. The landing view makes no peer connection.
   if (mode !== "landing") await loadIceServers();
-  const socket = connect(controller, (message) => routeError(controller, message));
+  const socket = connect(controller, (message, code) => routeError(controller, message, code));
   socket.on("ice_candidate", onIceCandidate);
   socket.on("new_message", onNewMessage);
   socket.on("chat_history", onChatHistory);
@@ -74,16 +74,17 @@ function markActiveMode() {
 }
 
 /**
- * Routes a server `error` to the part of the screen it concerns. The prefixes are part of the
- * protocol; errors without one are attributed to the last request we made.
+ * Routes a server `error` to the part of the screen it concerns, and hands on its code for the
+ * mode to decide what to do. The prefixes say which event was refused (part of the protocol, not
+ * a cause: the code is); errors without one are attributed to the last request we made.
  */
-function routeError(controller, message) {
-  console.warn("Server error:", message);
+function routeError(controller, message, code) {
+  console.warn("Server error:", code, message);
   if (message.startsWith("Invalid message:")) return showChatError(message);
   if (message.startsWith("Invalid alias:")) return showAliasError(message);
-  if (app.lastRequest === "chat") return onChatRefused(message);
+  if (app.lastRequest === "chat") return onChatRefused(message, code);
   if (app.lastRequest === "alias") return showAliasError(message);
-  return controller.onError(message, app.lastRequest);
+  return controller.onError(message, app.lastRequest, code);
 }
 
 start();

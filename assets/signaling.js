@@ -19,7 +19,8 @@ let clientIdWaiters = [];
 
 /**
  * Opens the connection, which then reconnects by itself. `controller` is the page mode's
- * (`onConnect`, `onClientId`); `onServerError` gets the message of each `error` event.
+ * (`onConnect`, `onClientId`); `onServerError(message, code)` gets each `error` event: the
+ * message to show people, and the code to decide on (EXTENSIONS.md, "Error codes").
  * Returns the socket so the caller can bind the other events.
  */
 export function connect(controller, onServerError) {
@@ -27,9 +28,12 @@ export function connect(controller, onServerError) {
   // through proxies that block WebSocket. A server running WebSocket-only (several nodes behind
   // a load balancer without sticky sessions, where a polling session would hit another node)
   // says `["websocket"]`.
+  // `auth` asks the server for error codes (EXTENSIONS.md, "Error codes"); the client sends it
+  // again on every reconnect. Legacy pages, which do not ask, get exactly the messages.
   const socket = window.io({
     transports: serverConfig.transports,
     reconnectionDelayMax: RECONNECT_DELAY_MAX_MS,
+    auth: { error_codes: true },
   });
   app.socket = socket;
 
@@ -41,7 +45,7 @@ export function connect(controller, onServerError) {
   });
 
   socket.on("client_id", (payload) => onClientId(controller, payload));
-  socket.on("error", (payload) => onServerError(messageOf(payload)));
+  socket.on("error", (payload) => onServerError(messageOf(payload), codeOf(payload)));
   socket.on("relay_error", onRelayError);
   return socket;
 }
@@ -116,8 +120,17 @@ function messageOf(payload) {
   return typeof payload === "string" ? payload : "Unknown error from the server";
 }
 
+/**
+ * The error's code (EXTENSIONS.md, "Error codes"), or null. The page decides on codes and
+ * shows messages; a code it does not know (a newer server's) is treated like no code.
+ */
+function codeOf(payload) {
+  return payload && typeof payload.code === "string" ? payload.code : null;
+}
+
 function onRelayError(payload) {
-  // The server refused to pass on our offer/answer/candidate; the peer is usually gone.
+  // The server refused to pass on our offer/answer/candidate; the peer is usually gone (the
+  // code says why; the notice shows the message either way).
   console.warn("relay_error", payload);
   const event = payload && typeof payload.event === "string" ? payload.event : "signal";
   showNotice(`Could not deliver ${event}: ${messageOf(payload)}`);

@@ -124,19 +124,24 @@ export const viewerMode = {
     renderAliasCurrent();
   },
 
-  onError(message, lastRequest) {
+  onError(message, lastRequest, code) {
     if (lastRequest === "tree") {
       // A `relay_ready`/`upstream_failed` that crossed the channel closing or our leaving it;
       // the events that explain it arrive on their own.
       console.info("Relay tree report refused:", message);
       return;
     }
-    if (message.startsWith("Invalid data: password") || (lastRequest === "password" && message.startsWith("Invalid data:"))) {
-      // A private channel: no password yet, or a wrong one (or too many tries at once).
-      askForPassword(viewer.password !== null || lastRequest === "password" ? message : "");
+    if (code === "password_required" || code === "wrong_password") {
+      // A private channel: ask for its password, saying what was wrong with the one we sent.
+      askForPassword(code === "wrong_password" ? message : "");
       return;
     }
-    const notFound = /not found or expired/.test(message);
+    if (lastRequest === "password" && (code === "invalid_payload" || code === "rate_limited")) {
+      // The password typed is not one the server takes, or too many tries at once.
+      askForPassword(message);
+      return;
+    }
+    const notFound = code === "channel_not_found";
     if (notFound && app.phase.state === "broadcaster-left" && lastRequest === "poll") {
       // Still gone; keep waiting quietly.
       return;

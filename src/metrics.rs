@@ -31,9 +31,9 @@ use subtle::ConstantTimeEq;
 
 use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastStarted;
-use crate::registry::errors::ChannelError;
+use crate::registry::errors::ErrorCode;
 use crate::registry::listing::Census;
-use crate::signaling::payloads::{InvalidPayload, RelayKind};
+use crate::signaling::payloads::RelayKind;
 
 pub const RELAYED: &str = "broadcast_relayed_total";
 pub const REFUSALS: &str = "broadcast_refusals_total";
@@ -120,66 +120,24 @@ impl Reason {
     }
 }
 
-impl From<&ChannelError> for Reason {
-    /// Exhaustive on purpose: a new error must be given its reason here.
-    fn from(error: &ChannelError) -> Self {
-        match error {
-            ChannelError::AlreadyHasBroadcaster(_) => Reason::Taken,
-            ChannelError::AtCapacity(_) | ChannelError::WaitingRoomFull => Reason::Capacity,
-            ChannelError::NotFound(_) | ChannelError::NotFoundOrExpired => Reason::NotFound,
-            ChannelError::TooManyForSocket(_) | ChannelError::TooManyForAddress(_) => Reason::Quota,
-            ChannelError::NotAViewer
-            | ChannelError::NotAViewerToChat
-            | ChannelError::NotTheBroadcaster => Reason::Forbidden,
-            ChannelError::NotPeers => Reason::NotPeers,
-            ChannelError::WrongPassword => Reason::WrongPassword,
-            ChannelError::Unavailable => Reason::Unavailable,
+impl From<ErrorCode> for Reason {
+    /// Exhaustive on purpose: a new code must be given its reason here. The reasons are
+    /// coarser than the codes (the series stay few, and dashboards keep their labels).
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::ChannelTaken => Reason::Taken,
+            ErrorCode::AtCapacity | ErrorCode::WaitingRoomFull => Reason::Capacity,
+            ErrorCode::ChannelNotFound => Reason::NotFound,
+            ErrorCode::TooManyChannels | ErrorCode::TooManyFromAddress => Reason::Quota,
+            ErrorCode::NotAViewer | ErrorCode::NotTheBroadcaster => Reason::Forbidden,
+            ErrorCode::NotPeers => Reason::NotPeers,
+            ErrorCode::PasswordRequired | ErrorCode::WrongPassword => Reason::WrongPassword,
+            ErrorCode::InvalidPayload => Reason::Invalid,
+            ErrorCode::RateLimited => Reason::RateLimited,
+            ErrorCode::Undelivered => Reason::Undelivered,
+            ErrorCode::Unavailable => Reason::Unavailable,
+            ErrorCode::InternalError => Reason::Other,
         }
-    }
-}
-
-/// What the handlers' one `error` path sends, classified for [`REFUSALS`].
-pub trait Refused {
-    fn reason(&self) -> Reason;
-}
-
-impl Refused for ChannelError {
-    fn reason(&self) -> Reason {
-        Reason::from(self)
-    }
-}
-
-impl Refused for InvalidPayload {
-    fn reason(&self) -> Reason {
-        Reason::Invalid
-    }
-}
-
-impl Refused for &str {
-    fn reason(&self) -> Reason {
-        Reason::Other
-    }
-}
-
-impl Refused for String {
-    fn reason(&self) -> Reason {
-        Reason::Other
-    }
-}
-
-/// A refusal for being over a rate limit; shows as the message it wraps.
-#[derive(Debug, Clone)]
-pub struct RateLimited<T>(pub T);
-
-impl<T: fmt::Display> fmt::Display for RateLimited<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl<T> Refused for RateLimited<T> {
-    fn reason(&self) -> Reason {
-        Reason::RateLimited
     }
 }
 
@@ -587,20 +545,16 @@ mod tests {
     }
 
     #[test]
-    fn errors_map_to_their_reasons() {
+    fn codes_map_to_their_reasons() {
+        assert_eq!(Reason::from(ErrorCode::AtCapacity), Reason::Capacity);
+        assert_eq!(Reason::from(ErrorCode::NotPeers), Reason::NotPeers);
+        assert_eq!(Reason::from(ErrorCode::ChannelNotFound), Reason::NotFound);
         assert_eq!(
-            Reason::from(&ChannelError::AtCapacity(100)),
-            Reason::Capacity
+            Reason::from(ErrorCode::PasswordRequired),
+            Reason::WrongPassword
         );
-        assert_eq!(Reason::from(&ChannelError::NotPeers), Reason::NotPeers);
-        assert_eq!(
-            Reason::from(&ChannelError::NotFoundOrExpired),
-            Reason::NotFound
-        );
-        assert_eq!(ChannelError::WrongPassword.reason(), Reason::WrongPassword);
-        assert_eq!(RateLimited("slow down").reason(), Reason::RateLimited);
-        assert_eq!(RateLimited("slow down").to_string(), "slow down");
-        assert_eq!("failed".reason(), Reason::Other);
+        assert_eq!(Reason::from(ErrorCode::RateLimited), Reason::RateLimited);
+        assert_eq!(Reason::from(ErrorCode::InternalError), Reason::Other);
     }
 
     #[test]

@@ -262,7 +262,7 @@ impl State {
         let channel = self
             .channels
             .get_mut(channel_id)
-            .ok_or(ChannelError::NotFoundOrExpired)?;
+            .ok_or(ChannelError::NotFound(None))?;
         if channel.broadcaster != *sid {
             return Err(ChannelError::NotTheBroadcaster);
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use super::errors::ChannelError;
+use super::errors::{ChannelError, ViewerAction};
 use super::ids::SocketId;
 use super::model::{Channel, State};
 
@@ -107,11 +107,11 @@ impl State {
         let channel = self
             .channels
             .get_mut(channel_id)
-            .ok_or(ChannelError::NotFoundOrExpired)?;
+            .ok_or(ChannelError::NotFound(None))?;
         let slot = channel
             .viewers
             .get_mut(sid)
-            .ok_or(ChannelError::NotAViewer)?;
+            .ok_or(ChannelError::NotAViewer(ViewerAction::Other))?;
         *slot = Some(Arc::from(alias));
         Ok(())
     }
@@ -127,11 +127,11 @@ impl State {
         let channel = self
             .channels
             .get(channel_id)
-            .ok_or(ChannelError::NotFoundOrExpired)?;
+            .ok_or(ChannelError::NotFound(None))?;
         let alias = channel
             .viewers
             .get(sid)
-            .ok_or(ChannelError::NotAViewerToChat)?;
+            .ok_or(ChannelError::NotAViewer(ViewerAction::Chat))?;
         let sender_name = match alias {
             Some(alias) => alias.to_string(),
             None => default_name(sid),
@@ -154,7 +154,7 @@ impl State {
         let channel = self
             .channels
             .get(channel_id)
-            .ok_or(ChannelError::NotFoundOrExpired)?;
+            .ok_or(ChannelError::NotFound(None))?;
         if channel.present_broadcaster() != Some(sid) {
             return Err(ChannelError::NotTheBroadcaster);
         }

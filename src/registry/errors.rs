@@ -1,6 +1,14 @@
 //! Domain errors. Each `Display` is the user-facing sentence PROTOCOL.md prescribes; handlers
 //! decide which event carries it (`error` or `relay_error`) in one place.
+//!
+//! Each variant is one cause, and [`ChannelError::code`] names it for programs: clients that ask
+//! for codes get it beside the sentence (EXTENSIONS.md, "Error codes"). Where the earlier server
+//! worded one cause two ways (a join names the channel, the other events do not), the wording is
+//! a field of the variant, so a cause never has two codes.
 
+use std::fmt;
+
+use serde::{Serialize, Serializer};
 use thiserror::Error;
 
 use super::ids::ChannelId;
@@ -11,23 +19,26 @@ pub enum ChannelError {
     AlreadyHasBroadcaster(ChannelId),
     #[error("Server is at capacity ({0} channels); try again later")]
     AtCapacity(usize),
-    #[error("Channel {0} not found or expired")]
-    NotFound(ChannelId),
-    #[error("Channel not found or expired")]
-    NotFoundOrExpired,
+    /// No such channel. The joins name it (`Some`); the other events answer with the earlier
+    /// server's unnamed sentence (`None`).
+    #[error("Channel {}not found or expired", Named(.0.as_ref()))]
+    NotFound(Option<ChannelId>),
     #[error("You already broadcast {0} channels; stop one before starting another")]
     TooManyForSocket(usize),
     #[error("Too many channels from your network address (limit {0}); try again later")]
     TooManyForAddress(usize),
-    #[error("You must be a viewer in this channel")]
-    NotAViewer,
-    #[error("You must be a viewer in this channel to send messages")]
-    NotAViewerToChat,
+    /// The caller does not watch the channel; the earlier server said so differently for chat.
+    #[error("You must be a viewer in this channel{}", .0.suffix())]
+    NotAViewer(ViewerAction),
     #[error("You are not the broadcaster of this channel")]
     NotTheBroadcaster,
     #[error("Target is not a peer of yours in any channel")]
     NotPeers,
-    /// A private channel's password was missing or wrong (one answer for both: nothing to learn).
+    /// A private channel's password was not given. The sentence is the wrong one's: a person
+    /// reads one answer for both, while a program (which knows what it sent) gets its own code.
+    #[error("Invalid data: password is missing or wrong for this channel")]
+    PasswordRequired,
+    /// A private channel's password was given and does not match.
     #[error("Invalid data: password is missing or wrong for this channel")]
     WrongPassword,
     #[error("Too many viewers are waiting for a broadcaster; try again later")]
@@ -35,6 +46,36 @@ pub enum ChannelError {
     /// Cluster mode only: the shared store (Redis) cannot be reached or answered nonsense.
     #[error("Server unavailable: its shared storage cannot be reached; try again shortly")]
     Unavailable,
+}
+
+/// What a caller that is not a viewer of a channel tried to do there (only the wording differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerAction {
+    /// `set_alias`, `relay_ready`, `upstream_failed`.
+    Other,
+    /// `send_message`.
+    Chat,
+}
+
+impl ViewerAction {
+    fn suffix(self) -> &'static str {
+        match self {
+            ViewerAction::Other => "",
+            ViewerAction::Chat => " to send messages",
+        }
+    }
+}
+
+/// A channel id followed by a space, or nothing.
+struct Named<'a>(Option<&'a ChannelId>);
+
+impl fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id} "),
+            None => Ok(()),
+        }
+    }
 }
 
 impl ChannelError {
@@ -49,21 +90,208 @@ impl ChannelError {
             Self::Unavailable | Self::AtCapacity(_) | Self::WaitingRoomFull => false,
             Self::AlreadyHasBroadcaster(_)
             | Self::NotFound(_)
-            | Self::NotFoundOrExpired
             | Self::TooManyForSocket(_)
             | Self::TooManyForAddress(_)
-            | Self::NotAViewer
-            | Self::NotAViewerToChat
+            | Self::NotAViewer(_)
             | Self::NotTheBroadcaster
             | Self::NotPeers
+            | Self::PasswordRequired
             | Self::WrongPassword => true,
         }
+    }
+
+    /// The cause, for programs. Exhaustive and without a wildcard on purpose: a new refusal
+    /// cannot be added without its code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::AlreadyHasBroadcaster(_) => ErrorCode::ChannelTaken,
+            Self::AtCapacity(_) => ErrorCode::AtCapacity,
+            Self::NotFound(_) => ErrorCode::ChannelNotFound,
+            Self::TooManyForSocket(_) => ErrorCode::TooManyChannels,
+            Self::TooManyForAddress(_) => ErrorCode::TooManyFromAddress,
+            Self::NotAViewer(_) => ErrorCode::NotAViewer,
+            Self::NotTheBroadcaster => ErrorCode::NotTheBroadcaster,
+            Self::NotPeers => ErrorCode::NotPeers,
+            Self::PasswordRequired => ErrorCode::PasswordRequired,
+            Self::WrongPassword => ErrorCode::WrongPassword,
+            Self::WaitingRoomFull => ErrorCode::WaitingRoomFull,
+            Self::Unavailable => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// Why the server refused an event, for programs: the `code` of `error` and `relay_error` sent
+/// to clients that asked for codes when they connected (legacy clients never see it). Stable:
+/// a code, once published, keeps its meaning; causes are added, never renamed. The table in
+/// EXTENSIONS.md lists them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// No such channel (never created, closed, or reaped).
+    ChannelNotFound,
+    /// The channel already has a broadcaster (another socket's, or held for one).
+    ChannelTaken,
+    /// The server holds as many channels as it may (`--max-channels`).
+    AtCapacity,
+    /// The waiting room for channels without a broadcaster is full.
+    WaitingRoomFull,
+    /// This connection broadcasts as many channels as one may.
+    TooManyChannels,
+    /// The client's network address owns as many channels as one may.
+    TooManyFromAddress,
+    /// The caller does not watch the channel.
+    NotAViewer,
+    /// The caller is not the channel's broadcaster.
+    NotTheBroadcaster,
+    /// A relay to a socket that is not the sender's peer.
+    NotPeers,
+    /// A private channel, and no password was given.
+    PasswordRequired,
+    /// A private channel, and the password given does not match.
+    WrongPassword,
+    /// The payload failed decoding or validation (the message names the field).
+    InvalidPayload,
+    /// Over a rate limit: wait a moment.
+    RateLimited,
+    /// A relay's target stopped reading its messages; this one was lost.
+    Undelivered,
+    /// Cluster mode: the shared storage cannot be reached; try again shortly.
+    Unavailable,
+    /// The server failed on its side (not the client's doing); try again.
+    InternalError,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::ChannelNotFound,
+        ErrorCode::ChannelTaken,
+        ErrorCode::AtCapacity,
+        ErrorCode::WaitingRoomFull,
+        ErrorCode::TooManyChannels,
+        ErrorCode::TooManyFromAddress,
+        ErrorCode::NotAViewer,
+        ErrorCode::NotTheBroadcaster,
+        ErrorCode::NotPeers,
+        ErrorCode::PasswordRequired,
+        ErrorCode::WrongPassword,
+        ErrorCode::InvalidPayload,
+        ErrorCode::RateLimited,
+        ErrorCode::Undelivered,
+        ErrorCode::Unavailable,
+        ErrorCode::InternalError,
+    ];
+
+    /// The code on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ChannelNotFound => "channel_not_found",
+            ErrorCode::ChannelTaken => "channel_taken",
+            ErrorCode::AtCapacity => "at_capacity",
+            ErrorCode::WaitingRoomFull => "waiting_room_full",
+            ErrorCode::TooManyChannels => "too_many_channels",
+            ErrorCode::TooManyFromAddress => "too_many_from_address",
+            ErrorCode::NotAViewer => "not_a_viewer",
+            ErrorCode::NotTheBroadcaster => "not_the_broadcaster",
+            ErrorCode::NotPeers => "not_peers",
+            ErrorCode::PasswordRequired => "password_required",
+            ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::InvalidPayload => "invalid_payload",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Undelivered => "undelivered",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InternalError => "internal_error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Serialized as its wire string, from [`ErrorCode::as_str`] alone.
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One of every variant, written out: adding a variant breaks `code`'s match until it has a
+    /// code, and this list until it is tested.
+    fn every_variant() -> Vec<ChannelError> {
+        vec![
+            ChannelError::AlreadyHasBroadcaster(ChannelId::from("c")),
+            ChannelError::AtCapacity(1),
+            ChannelError::NotFound(Some(ChannelId::from("c"))),
+            ChannelError::TooManyForSocket(1),
+            ChannelError::TooManyForAddress(1),
+            ChannelError::NotAViewer(ViewerAction::Other),
+            ChannelError::NotTheBroadcaster,
+            ChannelError::NotPeers,
+            ChannelError::PasswordRequired,
+            ChannelError::WrongPassword,
+            ChannelError::WaitingRoomFull,
+            ChannelError::Unavailable,
+        ]
+    }
+
+    #[test]
+    fn every_variant_has_a_distinct_code() {
+        let errors = every_variant();
+        let mut codes: Vec<&str> = errors.iter().map(|e| e.code().as_str()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), errors.len(), "{codes:?}");
+    }
+
+    #[test]
+    fn codes_are_distinct_snake_case_and_listed() {
+        let mut codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert!(codes.iter().all(|c| {
+            !c.is_empty()
+                && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                && !c.starts_with('_')
+                && !c.ends_with('_')
+        }));
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), ErrorCode::ALL.len());
+        for error in every_variant() {
+            assert!(ErrorCode::ALL.contains(&error.code()), "{error:?}");
+        }
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::ChannelTaken).unwrap(),
+            r#""channel_taken""#
+        );
+    }
+
+    #[test]
+    fn one_cause_keeps_each_of_its_legacy_sentences() {
+        assert_eq!(
+            ChannelError::NotFound(Some(ChannelId::from("abc"))).to_string(),
+            "Channel abc not found or expired"
+        );
+        assert_eq!(
+            ChannelError::NotFound(None).to_string(),
+            "Channel not found or expired"
+        );
+        assert_eq!(
+            ChannelError::NotAViewer(ViewerAction::Other).to_string(),
+            "You must be a viewer in this channel"
+        );
+        assert_eq!(
+            ChannelError::NotAViewer(ViewerAction::Chat).to_string(),
+            "You must be a viewer in this channel to send messages"
+        );
+        assert_eq!(
+            ChannelError::PasswordRequired.to_string(),
+            ChannelError::WrongPassword.to_string()
+        );
+    }
 
     #[test]
     fn only_refusals_the_client_caused_are_strikes() {
@@ -76,9 +304,10 @@ mod tests {
         }
         for refusal in [
             ChannelError::NotPeers,
-            ChannelError::NotAViewer,
+            ChannelError::NotAViewer(ViewerAction::Other),
             ChannelError::NotTheBroadcaster,
             ChannelError::WrongPassword,
+            ChannelError::PasswordRequired,
         ] {
             assert!(refusal.is_clients_fault(), "{refusal:?}");
         }

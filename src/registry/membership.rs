@@ -85,11 +85,14 @@ impl State {
         let channel = self
             .channels
             .get_mut(channel_id)
-            .ok_or_else(|| ChannelError::NotFound(ChannelId::from(channel_id)))?;
-        if let Some(stored) = &channel.password
-            && password != Some(stored.as_str())
-        {
-            return Err(ChannelError::WrongPassword);
+            .ok_or_else(|| ChannelError::NotFound(Some(ChannelId::from(channel_id))))?;
+        if let Some(stored) = &channel.password {
+            match password {
+                Some(given) if given == stored.as_str() => {}
+                Some(_) => return Err(ChannelError::WrongPassword),
+                // Made private after the caller looked: it brought no password for it.
+                None => return Err(ChannelError::PasswordRequired),
+            }
         }
         channel.last_activity = now;
         channel.held_viewers.retain(|_, held| held.until > now);

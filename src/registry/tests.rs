@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::broadcaster::BroadcastRequest;
 use super::clock::Moment;
-use super::errors::ChannelError;
+use super::errors::{ChannelError, ViewerAction};
 use super::ids::{ChannelId, SocketId};
 use super::membership::{Departure, ViewerLeft, ViewerRequest};
 use super::memory::{MemoryRegistry, RegistryStats};
@@ -68,7 +68,7 @@ fn broadcaster_who_also_watches_gets_each_message_once_and_leaves_nothing() {
         .unwrap();
     assert_eq!(
         r.chat(&b, "room", "hi").map(|_| ()),
-        Err(ChannelError::NotAViewerToChat)
+        Err(ChannelError::NotAViewer(ViewerAction::Chat))
     );
     r.join_as_viewer(&b, "room", false).unwrap();
     r.join_as_viewer(&v, "room", false).unwrap();
@@ -303,19 +303,16 @@ fn alias_and_chat_names() {
 
     assert_eq!(
         r.set_alias(&b, "room", "Owner"),
-        Err(ChannelError::NotAViewer)
+        Err(ChannelError::NotAViewer(ViewerAction::Other))
     );
     assert_eq!(
         r.chat(&b, "room", "hi"),
-        Err(ChannelError::NotAViewerToChat)
+        Err(ChannelError::NotAViewer(ViewerAction::Chat))
     );
-    assert_eq!(
-        r.chat(&v1, "gone", "hi"),
-        Err(ChannelError::NotFoundOrExpired)
-    );
+    assert_eq!(r.chat(&v1, "gone", "hi"), Err(ChannelError::NotFound(None)));
     assert_eq!(
         r.set_alias(&v1, "gone", "Alice"),
-        Err(ChannelError::NotFoundOrExpired)
+        Err(ChannelError::NotFound(None))
     );
 }
 
@@ -356,7 +353,7 @@ fn stop_broadcast_rules() {
     );
     assert_eq!(
         r.stop_broadcast(&b, "nope"),
-        Err(ChannelError::NotFoundOrExpired)
+        Err(ChannelError::NotFound(None))
     );
     let stopped = r.stop_broadcast(&b, "room").unwrap();
     assert_eq!(stopped.viewers, vec![v]);
@@ -893,11 +890,11 @@ fn only_the_present_broadcaster_writes_as_the_broadcaster() {
     );
     assert_eq!(
         r.broadcaster_message(&b, "nowhere", "hi"),
-        Err(ChannelError::NotFoundOrExpired)
+        Err(ChannelError::NotFound(None))
     );
     assert_eq!(
         r.chat(&b, "talk", "hi"),
-        Err(ChannelError::NotAViewerToChat)
+        Err(ChannelError::NotAViewer(ViewerAction::Chat))
     );
 }
 

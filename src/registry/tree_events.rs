@@ -2,7 +2,7 @@
 //! place in it, and the tree's notices turned into events addressed to sockets.
 
 use super::clock::Moment;
-use super::errors::ChannelError;
+use super::errors::{ChannelError, ViewerAction};
 use super::ids::{ChannelId, SocketId};
 use super::model::{Channel, State};
 use super::tree::{Feeder, Notice};
@@ -97,9 +97,9 @@ impl State {
         let channel = self
             .channels
             .get_mut(channel_id)
-            .ok_or(ChannelError::NotFoundOrExpired)?;
+            .ok_or(ChannelError::NotFound(None))?;
         if !channel.viewers.contains_key(sid) {
-            return Err(ChannelError::NotAViewer);
+            return Err(ChannelError::NotAViewer(ViewerAction::Other));
         }
         let notices = match op {
             TreeOp::Ready => channel.tree.ready(sid),

@@ -19,6 +19,7 @@ use super::payloads::{
     RelayError, RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
     ViewerToken,
 };
+use super::refusals::{ErrorCodes, Refused};
 use crate::metrics;
 use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastRequest;
@@ -58,7 +59,7 @@ impl<'a, A: Adapter> Ctx<'a, A> {
     fn admit(&self, class: Class, prefix: ErrorPrefix) -> bool {
         let verdict = self.limits.check(&self.sid, class);
         if verdict != Verdict::Allow {
-            self.error(metrics::RateLimited(payloads::InvalidPayload {
+            self.error(Refused::RateLimited(payloads::InvalidPayload {
                 prefix,
                 reason: "too many requests; wait a moment and try again".to_owned(),
             }));
@@ -100,12 +101,21 @@ impl<'a, A: Adapter> Ctx<'a, A> {
         send(self.io, targets, event, data).await
     }
 
-    /// The one place domain errors become the protocol's `error` event.
-    fn error(&self, message: impl ToString + metrics::Refused) {
-        metrics::refused(message.reason());
-        let message = message.to_string();
-        tracing::debug!(%message, "refused");
-        self.reply("error", &ErrorMessage { message });
+    /// The one place refusals become the protocol's `error` event.
+    fn error(&self, refusal: impl Into<Refused>) {
+        let refusal = refusal.into();
+        let code = refusal.code();
+        metrics::refused(code.into());
+        let message = refusal.to_string();
+        tracing::debug!(%message, %code, "refused");
+        let code = self.wants_codes().then_some(code);
+        self.reply("error", &ErrorMessage { message, code });
+    }
+
+    /// Whether this socket asked for error codes when it connected. Looked up only when
+    /// refusing, so the events that go through pay nothing for it.
+    fn wants_codes(&self) -> bool {
+        self.socket.extensions.get::<ErrorCodes>().is_some()
     }
 }
 
@@ -218,20 +228,25 @@ pub async fn refuse<A: Adapter>(ctx: &Ctx<'_, A>, refusal: Refusal) {
     match refusal {
         Refusal::Invalid(e) => ctx.error(e),
         Refusal::Relay(kind, message) => {
-            metrics::refused(metrics::Reason::Invalid);
-            refuse_relay(ctx, kind, message);
+            refuse_relay(ctx, kind, Refused::InvalidRelay(message));
             ctx.enforce(ctx.limits.strike(&ctx.sid));
         }
     }
 }
 
-fn refuse_relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, message: String) {
-    tracing::debug!(event = kind.event(), %message, "relay refused");
+/// The one place refusals of `offer`, `answer` and `ice_candidate` become `relay_error`.
+fn refuse_relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, refusal: Refused) {
+    let code = refusal.code();
+    metrics::refused(code.into());
+    let message = refusal.to_string();
+    tracing::debug!(event = kind.event(), %message, %code, "relay refused");
+    let code = ctx.wants_codes().then_some(code);
     ctx.reply(
         "relay_error",
         &RelayError {
             event: kind,
             message,
+            code,
         },
     );
 }
@@ -247,7 +262,7 @@ pub async fn join_as_broadcaster<A: Adapter>(
         // Hashed off the event loop: argon2 is slow on purpose.
         Some(password) => match blocking(move || secrets::hash_password(&password.0)).await {
             Some(hash) => Some(hash),
-            None => return ctx.error("Server could not store the password; try again"),
+            None => return ctx.error(Refused::PasswordNotStored),
         },
         None => None,
     };
@@ -482,17 +497,17 @@ async fn check_password<A: Adapter>(
     if !ctx.admit(Class::Password, ErrorPrefix::Data) {
         return None;
     }
-    let matches = match given {
+    let refusal = match given {
         Some(given) => {
             let hash = stored.clone();
-            blocking(move || secrets::verify_password(&given.0, &hash)).await
+            if blocking(move || secrets::verify_password(&given.0, &hash)).await {
+                return Some(stored);
+            }
+            ChannelError::WrongPassword
         }
-        None => false,
+        None => ChannelError::PasswordRequired,
     };
-    if matches {
-        return Some(stored);
-    }
-    ctx.error(ChannelError::WrongPassword);
+    ctx.error(refusal);
     ctx.enforce(ctx.limits.strike(&ctx.sid));
     None
 }
@@ -508,7 +523,7 @@ async fn blocking<T: Default + Send + 'static>(work: impl FnOnce() -> T + Send +
 pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payloads::Relay<'_>) {
     // Every refusal the client caused is also a strike: one that keeps sending junk is
     // disconnected.
-    let refuse = |message: String| refuse_relay(ctx, kind, message);
+    let refuse = |refusal: Refused| refuse_relay(ctx, kind, refusal);
     let activity = match kind {
         RelayKind::Offer | RelayKind::Answer => Activity::Refresh,
         RelayKind::IceCandidate => Activity::Keep,
@@ -520,9 +535,9 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
     {
         Ok(target) => target,
         Err(e) => {
-            metrics::refused(metrics::Reason::from(&e));
-            refuse(e.to_string());
-            if e.is_clients_fault() {
+            let strike = e.is_clients_fault();
+            refuse(Refused::Channel(e));
+            if strike {
                 ctx.enforce(ctx.limits.strike(&ctx.sid));
             }
             return;
@@ -531,11 +546,7 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
     let sdp = matches!(kind, RelayKind::Offer | RelayKind::Answer);
     let verdict = ctx.limits.check_relay(&ctx.sid, &target, sdp);
     if verdict != Verdict::Allow {
-        metrics::refused(metrics::Reason::RateLimited);
-        refuse(format!(
-            "Too many {} messages to this peer; wait a moment and try again",
-            kind.event()
-        ));
+        refuse(Refused::RelayRateLimited(kind));
         ctx.enforce(verdict);
         return;
     }
@@ -569,11 +580,10 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
         metrics::relayed(kind);
     }
     if !delivered {
-        metrics::refused(metrics::Reason::Undelivered);
         // The target's queue is full: it has stopped reading (or reads far too slowly for
         // signaling). Holding more for it would only pin memory, so it is disconnected, and
         // the sender hears that the message was lost rather than waiting forever.
-        refuse("Target is not keeping up with its messages; try again".to_owned());
+        refuse(Refused::Undelivered);
         evict(ctx, &target[0]).await;
     }
 }

@@ -12,6 +12,7 @@ mod handlers;
 pub mod limits;
 mod mailbox;
 pub mod payloads;
+pub mod refusals;
 mod sweeper;
 
 use std::fmt;
@@ -140,7 +141,7 @@ impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
     fn call_middleware<'a>(
         &'a self,
         s: Arc<Socket<A>>,
-        _auth: &'a Option<Value>,
+        auth: &'a Option<Value>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn fmt::Display + Send>>> + Send + 'a>> {
         let socket = SocketRef::from(s);
         if let Some(addr) = self.0.proxies.of_request(socket.req_parts()) {
@@ -157,6 +158,11 @@ impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
             }
             // Holding a `ClientAddr` means holding a slot: the disconnect handler gives it back.
             socket.extensions.insert(handlers::ClientAddr(addr));
+        }
+        // Asked once per connection: the official clients send the same `auth` again when
+        // they reconnect, so a page keeps its codes across reconnects.
+        if refusals::asks_for_codes(auth.as_ref()) {
+            socket.extensions.insert(refusals::ErrorCodes);
         }
         let id = handlers::assign_public_id(&socket);
         self.0.public_ids.insert(socket.id.as_str(), id.clone());

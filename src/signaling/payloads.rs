@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
 use crate::registry::chat::ChatMessage;
+use crate::registry::errors::ErrorCode;
 use crate::registry::listing::ChannelSummary;
 
 pub const CHANNEL_ID_MAX_CHARS: usize = 20;
@@ -461,15 +462,22 @@ pub struct ClientId<'a> {
     pub id: &'a str,
 }
 
+/// `error`. Exactly `{message}` for legacy clients (their sessions are recorded that way);
+/// `code` only for a socket that asked for codes when it connected.
 #[derive(Debug, Serialize)]
 pub struct ErrorMessage {
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
 }
 
+/// `relay_error`: exactly `{event, message}` for legacy clients, `code` as for `error`.
 #[derive(Debug, Serialize)]
 pub struct RelayError {
     pub event: RelayKind,
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
 }
 
 #[derive(Debug, Serialize)]

@@ -43,6 +43,11 @@ impl TestApp {
         Client::connect(&self.ws_url()).await
     }
 
+    /// A client that asks for error codes in its handshake, as the served page does.
+    pub async fn client_with_codes(&self) -> Client {
+        Client::connect_with_auth(&self.ws_url(), Some(json!({"error_codes": true}))).await
+    }
+
     pub async fn health(&self) -> Value {
         reqwest::get(format!("{}/healthz", self.url()))
             .await
@@ -91,6 +96,11 @@ pub struct Client {
 impl Client {
     /// Connects, completes the Socket.IO handshake and consumes `client_id`.
     pub async fn connect(ws_url: &str) -> Client {
+        Self::connect_with_auth(ws_url, None).await
+    }
+
+    /// Connects with `auth` in the Socket.IO CONNECT packet (what `io({auth})` sends).
+    pub async fn connect_with_auth(ws_url: &str, auth: Option<Value>) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(ws_url)
             .await
             .expect("websocket connects");
@@ -101,7 +111,13 @@ impl Client {
             .as_str()
             .expect("session sid")
             .to_owned();
-        sink.send(Message::text("40")).await.expect("send connect");
+        let connect_packet = match &auth {
+            Some(auth) => format!("40{auth}"),
+            None => "40".to_owned(),
+        };
+        sink.send(Message::text(connect_packet))
+            .await
+            .expect("send connect");
         let mut connect = next_text(&mut stream).await;
         while connect == "2" {
             sink.send(Message::text("3")).await.expect("send pong");
@@ -257,14 +273,31 @@ impl Client {
         message
     }
 
-    /// The next event must be `relay_error` for `event`; returns the message.
+    /// The next event must be `relay_error` for `event`, exactly `{event, message}` (what a
+    /// client that did not ask for codes gets); returns the message.
     pub async fn expect_relay_error(&mut self, event: &str) -> String {
         let payload = self.expect("relay_error").await;
         assert_eq!(payload["event"], event, "{payload}");
+        assert_eq!(payload.as_object().map(|o| o.len()), Some(2), "{payload}");
         payload["message"]
             .as_str()
             .expect("relay_error message")
             .to_owned()
+    }
+
+    /// The next event must be `error` with exactly `{message, code}` and this code; returns
+    /// the message.
+    pub async fn expect_coded_error(&mut self, code: &str) -> String {
+        let payload = self.expect("error").await;
+        coded(&payload, code, 2)
+    }
+
+    /// The next event must be `relay_error` for `event` with exactly `{event, message, code}`
+    /// and this code; returns the message.
+    pub async fn expect_coded_relay_error(&mut self, event: &str, code: &str) -> String {
+        let payload = self.expect("relay_error").await;
+        assert_eq!(payload["event"], event, "{payload}");
+        coded(&payload, code, 3)
     }
 
     /// Nothing arrives for a while.
@@ -306,6 +339,20 @@ where
 }
 
 /// A realistic session description, as a browser sends it.
+/// Checks an error payload's `code` and size; returns its message.
+pub fn coded(payload: &Value, code: &str, fields: usize) -> String {
+    assert_eq!(payload["code"], code, "{payload}");
+    assert_eq!(
+        payload.as_object().map(|o| o.len()),
+        Some(fields),
+        "{payload}"
+    );
+    payload["message"]
+        .as_str()
+        .expect("error message")
+        .to_owned()
+}
+
 pub fn sample_sdp(kind: &str) -> Value {
     json!({
         "type": kind,

@@ -4,6 +4,7 @@ mod helpers;
 
 mod chat;
 mod cluster;
+mod error_codes;
 mod hostile;
 mod hostile_suite;
 mod http;

@@ -108,10 +108,12 @@ TOLERATED = {"viewer_count": _check_viewer_count}
 class Peer:
     """A connected `socketio.Client` whose received events wait in an inbox to be taken."""
 
-    def __init__(self, url, label, transport="default"):
+    def __init__(self, url, label, transport="default", auth=None):
         self.label = f"{label} ({CLIENT}, {transport})"
         self.url = url
         self.transport_mode = transport
+        # The handshake's auth payload (legacy pages send none).
+        self.auth = auth
         self.inbox = []
         self.cond = threading.Condition()
         self.closed_by_test = False
@@ -124,7 +126,9 @@ class Peer:
             self.cond.notify_all()
 
     def connect(self):
-        self.sio.connect(self.url, transports=TRANSPORTS[self.transport_mode], wait_timeout=5)
+        self.sio.connect(
+            self.url, transports=TRANSPORTS[self.transport_mode], auth=self.auth, wait_timeout=5
+        )
         assert isinstance(self.id, str) and self.id
         self.expect("client_id", {"id": self.id})
         # The published id is never the transport's session id (this connection's credential).
@@ -230,8 +234,8 @@ class World:
         self.servers.append(self.server)
         return self
 
-    def peer(self, label, transport="default"):
-        peer = Peer(self.server.url, label, transport)
+    def peer(self, label, transport="default", auth=None):
+        peer = Peer(self.server.url, label, transport, auth)
         self.peers.append(peer)
         return peer.connect()
 

@@ -57,9 +57,10 @@ export class Peer {
   /**
    * @param {{name: string, io: Function}} client
    * @param {string} url
-   * @param {{label: string, transport?: keyof TRANSPORTS}} options
+   * @param {{label: string, transport?: keyof TRANSPORTS, auth?: object}} options
+   *   `auth`: the handshake's auth payload (legacy pages send none).
    */
-  constructor(client, url, { label, transport = 'default' }) {
+  constructor(client, url, { label, transport = 'default', auth }) {
     this.label = `${label} (${client.name}, ${transport})`;
     this.inbox = [];
     this.waiters = [];
@@ -73,6 +74,7 @@ export class Peer {
       forceNew: true,
       reconnection: false,
       transports: TRANSPORTS[transport],
+      ...(auth ? { auth } : {}),
     });
     this.socket.onAny((event, ...args) => this.#receive(event, args));
     this.socket.on('disconnect', (reason) => {
@@ -265,8 +267,8 @@ export async function world(t, client, { extraArgs } = {}) {
   });
   return {
     server,
-    async peer(label, transport = 'default') {
-      const p = new Peer(client, server.url, { label, transport });
+    async peer(label, transport = 'default', { auth } = {}) {
+      const p = new Peer(client, server.url, { label, transport, auth });
       peers.push(p);
       return p.connect();
     },

@@ -113,6 +113,39 @@ for (const client of CLIENTS) {
       await assertQuiet(late, viewer, ...owners);
     });
 
+    it('adds error codes for a client that asks in its handshake auth, and only for it', async (t) => {
+      const { peer } = await world(t, client);
+      const channel = channelId('codes');
+      const owner = await peer('broadcaster', 'websocket');
+      owner.emit('join_as_broadcaster', { channel_id: channel });
+      await owner.expect('broadcaster_ready', { id: owner.id, channel_id: channel });
+      // Polling first, then the upgrade: the auth of the one handshake holds for both.
+      const coded = await peer('coded', 'default', { auth: { error_codes: true } });
+      const legacy = await peer('legacy', 'default');
+
+      for (const p of [coded, legacy]) p.emit('join_as_broadcaster', { channel_id: channel });
+      const taken = `Channel ${channel} already has a broadcaster`;
+      await coded.expect('error', { message: taken, code: 'channel_taken' });
+      await legacy.expectError(taken);
+
+      for (const p of [coded, legacy]) p.emit('send_message', { channel_id: channel, message: 'hi' });
+      const notViewer = 'You must be a viewer in this channel to send messages';
+      await coded.expect('error', { message: notViewer, code: 'not_a_viewer' });
+      await legacy.expectError(notViewer);
+
+      await coded.upgraded();
+      coded.emit('join_as_viewer', { channel_id: 'a b' });
+      const invalid = await coded.one('error');
+      assert.equal(invalid.code, 'invalid_payload');
+      assert.ok(invalid.message.startsWith('Invalid data: channel_id'), invalid.message);
+
+      for (const p of [coded, legacy]) p.emit('offer', { target: owner.id, sdp: VIEWER_OFFER });
+      const message = 'Target is not a peer of yours in any channel';
+      await coded.expect('relay_error', { event: 'offer', message, code: 'not_peers' });
+      await legacy.expect('relay_error', { event: 'offer', message });
+      await assertQuiet(owner, coded, legacy);
+    });
+
     it('reaps an idle channel with channel_expired but never a live one', async (t) => {
       const { peer } = await world(t, client, { extraArgs: ['--channel-ttl-secs', '2'] });
       const idle = channelId('idle');
