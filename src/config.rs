@@ -42,6 +42,13 @@ pub struct Config {
           value_parser = parse_origin)]
     pub cors_origins: Vec<Origin>,
 
+    /// Sites that may show the embeds (`/embed/<channel_id>`, the player, and
+    /// `/embed/<channel_id>/chat`) in a frame, comma-separated origins such as
+    /// `https://blog.example.com` (scheme, host and optional port; no path, no wildcard). The
+    /// server's own pages may always frame them; the main page is never framed.
+    #[arg(long, env = "EMBED_ORIGINS", value_delimiter = ',', value_parser = parse_embed_origin)]
+    pub embed_origins: Vec<EmbedOrigin>,
+
     /// ICE servers handed to the served page, as a JSON array of RTCIceServer objects
     /// (`[]` = host candidates only, e.g. for a LAN or tests).
     #[arg(long, env = "ICE_SERVERS", default_value = DEFAULT_ICE_SERVERS,
@@ -302,6 +309,72 @@ impl Transports {
 pub enum Origin {
     Any,
     Exact(HeaderValue),
+}
+
+/// One site allowed to frame the embeds: `scheme://host[:port]` as browsers serialize an origin
+/// (lower case), ready for a `frame-ancestors` source list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedOrigin(String);
+
+impl EmbedOrigin {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An `--embed-origins` entry. Strict, because the value goes into a security header: a path
+/// would be ignored by browsers (and suggests a misunderstanding), a wildcard would let any
+/// site frame the player, and a stray `;` or space would smuggle in another directive.
+fn parse_embed_origin(s: &str) -> Result<EmbedOrigin, String> {
+    let origin = s.trim();
+    let invalid = |why: &str| {
+        format!("embed origin `{origin}` must look like https://blog.example.com[:port] ({why})")
+    };
+    let (scheme, authority) = origin
+        .split_once("://")
+        .ok_or_else(|| invalid("scheme://host"))?;
+    if !matches!(scheme, "http" | "https") {
+        return Err(invalid("http or https"));
+    }
+    if authority.contains('*') {
+        return Err(invalid("no wildcards"));
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err(invalid("no path"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, after) = v6
+            .split_once(']')
+            .ok_or_else(|| invalid("bad IPv6 address"))?;
+        addr.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| invalid("bad IPv6 address"))?;
+        match after {
+            "" => (authority, None),
+            _ => (
+                &authority[..addr.len() + 2],
+                Some(after.strip_prefix(':').ok_or_else(|| invalid("bad port"))?),
+            ),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && (host.starts_with('[')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')));
+    if !host_ok {
+        return Err(invalid("bad host"));
+    }
+    if port.is_some_and(|p| {
+        !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().map_or(true, |p| p == 0)
+    }) {
+        return Err(invalid("bad port"));
+    }
+    Ok(EmbedOrigin(origin.to_ascii_lowercase()))
 }
 
 /// Validated ICE server list, kept as JSON for the page.
@@ -910,6 +983,50 @@ mod tests {
         assert_eq!(origins.len(), 2);
         assert!(parse(&["--cors-origins", "a.example"]).is_err());
         assert!(parse(&["--cors-origins", "https://a.example/path"]).is_err());
+    }
+
+    #[test]
+    fn embed_origins_are_exact_origins() {
+        assert!(
+            parse(&[]).unwrap().embed_origins.is_empty(),
+            "none by default"
+        );
+        let c = parse(&[
+            "--embed-origins",
+            "https://Blog.Example.com, http://127.0.0.1:8080,https://[::1]:8443",
+        ])
+        .unwrap();
+        let origins: Vec<&str> = c.embed_origins.iter().map(EmbedOrigin::as_str).collect();
+        assert_eq!(
+            origins,
+            [
+                "https://blog.example.com",
+                "http://127.0.0.1:8080",
+                "https://[::1]:8443"
+            ]
+        );
+        for bad in [
+            "blog.example.com",
+            "ftp://blog.example.com",
+            "https://blog.example.com/",
+            "https://blog.example.com/path",
+            "https://*.example.com",
+            "*",
+            "https://",
+            "https://a.example:0",
+            "https://a.example:99999",
+            "https://a.example:80x",
+            "https://a.example; script-src *",
+            "https://user@a.example",
+            "https://[::1",
+            "",
+        ] {
+            let err = parse(&["--embed-origins", bad]).unwrap_err().to_string();
+            assert!(
+                err.contains("must look like https://blog.example.com[:port]"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -233,7 +233,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         )?),
         _ => None,
     };
-    let page = http::render_page(config)?;
+    let pages = http::render_pages(config)?;
 
     let registry_limits = RegistryLimits {
         max_channels: usize::try_from(config.max_channels).unwrap_or(usize::MAX),
@@ -255,7 +255,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     let reconnector = Reconnector::default();
     let parts = Parts {
         config,
-        page,
+        pages,
         public_ids: public_ids.clone(),
         sessions,
         reconnector: reconnector.clone(),
@@ -412,7 +412,7 @@ struct ClusterNode {
 /// What the app is built from, whichever the adapter.
 struct Parts<'a> {
     config: &'a Config,
-    page: String,
+    pages: http::Pages,
     public_ids: PublicIds,
     sessions: Arc<SessionsPerAddr>,
     reconnector: Reconnector,
@@ -474,7 +474,7 @@ impl Parts<'_> {
             cluster: status,
             sockets: metrics::sockets_of(&io),
         };
-        let app = http::router(self.config, self.page, shared, layer);
+        let app = http::router(self.config, self.pages, shared, layer);
         let close: Closer = Arc::new(move || {
             let io = io.clone();
             let cluster = cluster.clone();
