@@ -265,6 +265,14 @@ pub struct Config {
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = WebhookSecretParser)]
     pub webhook_secret: Option<WebhookSecret>,
 
+    /// The secret that signs invitations to private channels (`create_invite`), so that they
+    /// survive a restart and every node of a cluster accepts any node's; without it each
+    /// process draws a random one, and its invitations die with it (set it in cluster mode).
+    /// Prefer the environment variable: a command line is visible to every user of the
+    /// machine. (Its value is kept out of `--help`, logs and error messages.)
+    #[arg(long, env = "INVITE_SECRET", hide_env_values = true, value_parser = InviteSecretParser)]
+    pub invite_secret: Option<InviteSecret>,
+
     /// Probe a server running with this configuration on this host (`GET /livez` on `--host`,
     /// or loopback when it is 0.0.0.0 or ::, and `--port`) and exit 0 if it serves: a container
     /// health check without curl.
@@ -520,6 +528,34 @@ impl clap::builder::TypedValueParser for WebhookSecretParser {
     }
 }
 
+/// The secret that signs invitations. Its `Debug` never shows it, so neither does a logged or
+/// printed `Config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InviteSecret(String);
+
+impl std::fmt::Debug for InviteSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InviteSecret(<redacted>)")
+    }
+}
+
+/// Reads `--invite-secret` without ever quoting it in an error.
+#[derive(Debug, Clone, Copy)]
+struct InviteSecretParser;
+
+impl clap::builder::TypedValueParser for InviteSecretParser {
+    type Value = InviteSecret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<InviteSecret, clap::Error> {
+        non_empty_secret(cmd, value, "--invite-secret (INVITE_SECRET)").map(InviteSecret)
+    }
+}
+
 /// Where webhooks go: an `http` or `https` URL with a host. Its `Debug` and `Display` show the
 /// scheme, host and port only: a path or query may hold the receiver's token.
 #[derive(Clone, PartialEq, Eq)]
@@ -732,6 +768,14 @@ impl Config {
                     .to_owned(),
             ),
             _ => Ok(()),
+        }
+    }
+
+    /// The key that signs invitations: `--invite-secret`, or one drawn for this process.
+    pub fn invite_key(&self) -> crate::invites::InviteKey {
+        match &self.invite_secret {
+            Some(InviteSecret(secret)) => crate::invites::InviteKey::from_secret(secret.as_bytes()),
+            None => crate::invites::InviteKey::random(),
         }
     }
 
@@ -1263,6 +1307,26 @@ mod tests {
             err.contains("--webhook-secret (WEBHOOK_SECRET) must be a non-empty"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn invite_secret_is_optional_and_never_shown() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.invite_secret, None);
+        assert!(c.invite_key().is_ephemeral());
+        let c = load(&["--invite-secret", "inv-s3cret"]).unwrap();
+        assert!(!c.invite_key().is_ephemeral());
+        assert!(!format!("{c:?} {:?}", c.invite_key()).contains("inv-s3cret"));
+        let err = parse(&["--invite-secret", " "]).unwrap_err().to_string();
+        assert!(
+            err.contains("--invite-secret (INVITE_SECRET) must be a non-empty"),
+            "{err}"
+        );
+        let hidden = <Config as clap::CommandFactory>::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "invite_secret")
+            .map(|a| a.is_hide_env_values_set());
+        assert_eq!(hidden, Some(true));
     }
 
     #[test]

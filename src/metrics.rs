@@ -76,7 +76,7 @@ pub enum Reason {
     Forbidden,
     /// A relay to a socket that is not the sender's peer.
     NotPeers,
-    /// A private channel's password was missing or wrong.
+    /// A private channel's password was missing or wrong, or its invitation invalid.
     WrongPassword,
     /// Cluster mode: the shared store cannot be reached.
     Unavailable,
@@ -130,9 +130,11 @@ impl From<&ChannelError> for Reason {
             ChannelError::TooManyForSocket(_) | ChannelError::TooManyForAddress(_) => Reason::Quota,
             ChannelError::NotAViewer
             | ChannelError::NotAViewerToChat
-            | ChannelError::NotTheBroadcaster => Reason::Forbidden,
+            | ChannelError::NotTheBroadcaster
+            | ChannelError::NotPrivate => Reason::Forbidden,
             ChannelError::NotPeers => Reason::NotPeers,
-            ChannelError::WrongPassword => Reason::WrongPassword,
+            // A refused invitation is a refused credential too.
+            ChannelError::WrongPassword | ChannelError::InvalidInvite => Reason::WrongPassword,
             ChannelError::Unavailable => Reason::Unavailable,
         }
     }

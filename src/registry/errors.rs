@@ -30,6 +30,15 @@ pub enum ChannelError {
     /// A private channel's password was missing or wrong (one answer for both: nothing to learn).
     #[error("Invalid data: password is missing or wrong for this channel")]
     WrongPassword,
+    /// A private channel's invitation was forged, for another channel, expired or revoked (one
+    /// answer for all: nothing to learn).
+    #[error(
+        "Invalid data: this invitation is invalid, expired or revoked; ask the broadcaster for a new link, or enter the password"
+    )]
+    InvalidInvite,
+    /// `create_invite` or `rotate_invites` for a public channel, which needs no invitation.
+    #[error("Invitations are for private channels; anyone with this channel's link can watch it")]
+    NotPrivate,
     #[error("Too many viewers are waiting for a broadcaster; try again later")]
     WaitingRoomFull,
     /// Cluster mode only: the shared store (Redis) cannot be reached or answered nonsense.
@@ -56,7 +65,9 @@ impl ChannelError {
             | Self::NotAViewerToChat
             | Self::NotTheBroadcaster
             | Self::NotPeers
-            | Self::WrongPassword => true,
+            | Self::WrongPassword
+            | Self::InvalidInvite
+            | Self::NotPrivate => true,
         }
     }
 }

@@ -34,6 +34,9 @@ pub(crate) struct ViewerRequest<'a> {
     pub(crate) relay: bool,
     /// For a private channel: the stored hash the caller's password was verified against.
     pub(crate) password: Option<&'a str>,
+    /// For a private channel: the generation named by the caller's valid invitation (its
+    /// signature, channel and expiry already checked), instead of a password.
+    pub(crate) invite: Option<u64>,
     /// It asked for resuming (or presented a token).
     pub(crate) resumable: bool,
     /// Digest of the resume token it presented, if any.
@@ -78,6 +81,7 @@ impl State {
         let ViewerRequest {
             relay,
             password,
+            invite,
             resumable,
             presented,
             fresh,
@@ -88,8 +92,13 @@ impl State {
             .ok_or_else(|| ChannelError::NotFound(ChannelId::from(channel_id)))?;
         if let Some(stored) = &channel.password
             && password != Some(stored.as_str())
+            && invite != Some(channel.invite_generation)
         {
-            return Err(ChannelError::WrongPassword);
+            // An invitation that got this far was revoked by `rotate_invites`.
+            return Err(match invite {
+                Some(_) => ChannelError::InvalidInvite,
+                None => ChannelError::WrongPassword,
+            });
         }
         channel.last_activity = now;
         channel.held_viewers.retain(|_, held| held.until > now);

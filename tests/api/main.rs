@@ -7,6 +7,7 @@ mod cluster;
 mod hostile;
 mod hostile_suite;
 mod http;
+mod invites;
 mod metrics;
 mod options_doc;
 mod protocol;
