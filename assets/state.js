@@ -23,6 +23,11 @@ export const serverConfig = readServerConfig();
  */
 export const embed = readEmbed(serverConfig.embed);
 export const mode = embed ? "viewer" : readMode(params);
+/**
+ * A private channel's invitation from the address's fragment (`#invite=…`, from the
+ * broadcaster's "Copy invite link"); the fragment never reaches the server's logs.
+ */
+export const initialInvite = readInvite();
 /** The channel named by the address: the embed's path, or `&channel=`. */
 export const initialChannel = embed ? embed.channelId : (params.get("channel") || "").trim();
 
@@ -100,6 +105,11 @@ function readServerConfig() {
     config.transports = transports;
   }
   return config;
+}
+
+function readInvite() {
+  const invite = new URLSearchParams(window.location.hash.slice(1)).get("invite");
+  return invite ? invite.trim() : null;
 }
 
 function readEmbed(kind) {

@@ -12,7 +12,7 @@ import {
   bindRelaySocket, holdRelay, initRelay, isUpstreamPlaying, relay, resetRelay,
 } from "./relay.js";
 import { request } from "./signaling.js";
-import { app, embed, initialChannel } from "./state.js";
+import { app, embed, initialChannel, initialInvite } from "./state.js";
 import { $, renderStatus, setPhase } from "./ui.js";
 
 /**
@@ -37,6 +37,11 @@ const viewer = {
    * a reconnect too). Kept in memory only: never in the address, on screen or in storage.
    */
   password: null,
+  /**
+   * A private channel's invitation from the link (`#invite=`), sent with every join instead
+   * of a password until the server refuses it.
+   */
+  invite: initialInvite,
 };
 
 const vui = {};
@@ -135,6 +140,12 @@ export const viewerMode = {
       console.info("Relay tree report refused:", message);
       return;
     }
+    if (/^Invalid data: this invitation/.test(message)) {
+      // Expired or revoked: the password is the other way in.
+      viewer.invite = null;
+      askForPassword(message);
+      return;
+    }
     if (message.startsWith("Invalid data: password") || (lastRequest === "password" && message.startsWith("Invalid data:"))) {
       // A private channel: no password yet, or a wrong one (or too many tries at once).
       askForPassword(viewer.password !== null || lastRequest === "password" ? message : "");
@@ -193,13 +204,15 @@ function joinChannel(channelId, kind = "join") {
 
 /**
  * Every join names the channel and asks for a place in the relay tree (`relay: true`) and for
- * the chat's last messages (`history: true`), with the password once the channel asked for one.
+ * the chat's last messages (`history: true`), with the invitation from the link if any, and the
+ * password once the channel asked for one.
  * The chat embed plays nothing: it joins as a leaf (`relay: false`) and never offers, so no
  * feeder spends a stream on it.
  */
 function requestJoin(kind) {
   const relayPlace = !(embed && embed.kind === "chat");
   const payload = { channel_id: app.channelId, relay: relayPlace, history: true };
+  if (viewer.invite) payload.invite = viewer.invite;
   if (viewer.password !== null) payload.password = viewer.password;
   request(kind, "join_as_viewer", payload);
 }

@@ -2089,4 +2089,54 @@ export const scenarios = [
       return `embedded player ${r.width}x${r.height}, ${r.frames} frames/2 s, relays to 1; chat embed got the broadcaster's line; unlisted site refused`;
     },
   },
+  {
+    name: '22-invite-link',
+    title: "a private channel's invite link plays without the password; after Revoke it asks for the password again",
+    async run(s) {
+      await serverAndBrowser(s);
+      const channel = channelId('s22');
+      const password = `pw ${randomBytes(6).toString('hex')}`;
+      const requested = [];
+      const { broadcaster, link } = await goLive(s, channel, { password, setup: async (p) => noteRequests(p, requested) });
+      const bpage = broadcaster.page;
+      assert(await bpage.isVisible('#invite-area'), 'broadcaster: no invite links for a private channel');
+      await bpage.click('#copy-invite-btn');
+      await bpage.waitForFunction(() => document.querySelector('#invite-link')?.value, null, { timeout: 5_000 });
+      const inviteLink = await bpage.inputValue('#invite-link');
+      const parsed = new URL(inviteLink);
+      const token = new URLSearchParams(parsed.hash.slice(1)).get('invite');
+      assert(
+        parsed.origin === s.server.origin && parsed.search === new URL(link).search && token,
+        `broadcaster: the invite link is "${inviteLink}", expected the viewer link with #invite=<token>`,
+      );
+
+      // The invite link plays at once: no password asked.
+      const guest = await s.participant('invited-viewer');
+      noteRequests(guest, requested);
+      await guest.goto(inviteLink);
+      await guest.waitForState('live', 25_000);
+      const r = await expectPlaying(guest.page, { role: guest.role });
+      assert(await guest.page.isHidden('#password-form'), 'invited-viewer: the password form shows');
+      await expectViewerCount(broadcaster, 1);
+      const inUrl = requested.find((line) => line.includes(token));
+      assert(!inUrl, `the invitation is in a requested URL: ${inUrl}`);
+      const serverLog = readFileSync(path.join(s.dir, 'server.log'), 'utf8');
+      assert(!serverLog.includes(token), "the invitation is in the server's log");
+
+      // Revoked: the field empties; the old link now asks for the password, with the reason.
+      await bpage.click('#rotate-invites-btn');
+      await bpage.waitForFunction(() => document.querySelector('#invite-link')?.value === '', null, { timeout: 5_000 });
+      const late = await s.participant('late-viewer', SMALL_WINDOW);
+      await late.goto(inviteLink);
+      await late.waitForState('password', 10_000);
+      const error = (await late.page.textContent('#password-error')).trim();
+      assert(/invitation is invalid, expired or revoked/.test(error), `late-viewer: #password-error says "${error}"`);
+      await late.page.fill('#password-input', password);
+      await late.page.click('#password-submit');
+      await late.waitForState('live', 25_000);
+      await expectViewerCount(broadcaster, 2);
+      assert(await guest.page.evaluate(() => window.broadcastApp.relay?.upstream?.playing), 'invited-viewer: stopped playing after the rotation');
+      return `invited viewer ${r.width}x${r.height}, ${r.frames} frames/2 s; revoked link asked: "${error}"`;
+    },
+  },
 ];
