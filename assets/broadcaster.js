@@ -22,7 +22,7 @@ import { followTracks, initRecording, renderRecording, stopRecording } from "./r
 import { endScreenShare, initScreen, renderScreen, sentTracks } from "./screen.js";
 import { request } from "./signaling.js";
 import { app, params, peers } from "./state.js";
-import { $, flashButton, renderStatus, setPhase, ui } from "./ui.js";
+import { $, flashButton, renderStatus, setPhase, showNotice, ui } from "./ui.js";
 
 /**
  * After our own reconnect, the server may still hold our old socket's channel until it notices
@@ -98,6 +98,10 @@ export const broadcasterMode = {
       passwordInput: $("channel-password-input"),
       passwordHint: $("channel-password-hint"),
       mediaStatus: $("media-status"),
+      inviteArea: $("invite-area"),
+      inviteLink: $("invite-link"),
+      copyInviteBtn: $("copy-invite-btn"),
+      rotateInvitesBtn: $("rotate-invites-btn"),
     });
     initScreen({
       button: $("screen-btn"),
@@ -127,11 +131,16 @@ export const broadcasterMode = {
     bui.stopBtn.addEventListener("click", stopBroadcast);
     bui.copyBtn.addEventListener("click", copyViewerLink);
     bui.viewerLink.addEventListener("focus", () => bui.viewerLink.select());
+    bui.copyInviteBtn.addEventListener("click", createInvite);
+    bui.rotateInvitesBtn.addEventListener("click", rotateInvites);
+    bui.inviteLink.addEventListener("focus", () => bui.inviteLink.select());
     app.phase = { state: "idle", text: "" };
   },
 
   bindSocket(socket) {
     socket.on("broadcaster_ready", onBroadcasterReady);
+    socket.on("invite_created", onInviteCreated);
+    socket.on("invites_rotated", onInvitesRotated);
     socket.on("offer", onViewerOffer);
     socket.on("viewer_count", onViewerCount);
     socket.on("relay_tree", onTreeFigures);
@@ -175,6 +184,11 @@ export const broadcasterMode = {
   onClientId() {},
 
   onError(message, lastRequest, code) {
+    if (lastRequest === "invite") {
+      // create_invite or rotate_invites refused: the broadcast goes on.
+      showNotice(message);
+      return;
+    }
     if (message.startsWith("Invalid data:") || lastRequest === "join") {
       onJoinRefused(message, code);
     } else {
@@ -201,6 +215,9 @@ export const broadcasterMode = {
     bui.passwordHint.textContent = !relayFixed ? PASSWORD_HINT.open :
       isPrivate() ? PASSWORD_HINT.private : PASSWORD_HINT.public;
     bui.copyBtn.disabled = !bui.viewerLink.value;
+    bui.inviteArea.hidden = !(isPrivate() && broadcaster.ownsChannel && phase === "live");
+    bui.copyInviteBtn.disabled = !connected;
+    bui.rotateInvitesBtn.disabled = !connected;
     bui.onAir.hidden = phase !== "live";
     renderScreen(phase === "live");
     renderRecording(Boolean(broadcaster.localStream));
@@ -615,8 +632,44 @@ function stopLocalStream() {
   bui.placeholder.hidden = false;
 }
 
+/** How long the page's invitations admit viewers (`ttl_seconds`). */
+const INVITE_TTL_SECONDS = 24 * 3600;
+
+/** "Copy invite link": asks the server for a signed invitation to our private channel. */
+function createInvite() {
+  if (!app.channelId || !app.socket.connected) return;
+  request("invite", "create_invite", { channel_id: app.channelId, ttl_seconds: INVITE_TTL_SECONDS });
+}
+
+/**
+ * The viewer link with the invitation in its fragment: the viewer page sends it with its
+ * join, and no server or proxy log ever sees it.
+ */
+async function onInviteCreated(payload) {
+  if (!payload || payload.channel_id !== app.channelId || typeof payload.invite !== "string") return;
+  bui.inviteLink.value = `${viewerUrl(app.channelId)}#invite=${encodeURIComponent(payload.invite)}`;
+  await copyField(bui.inviteLink, bui.copyInviteBtn);
+}
+
+/** "Revoke all invite links": every invitation so far stops working; viewers watching stay. */
+function rotateInvites() {
+  if (!app.channelId || !app.socket.connected) return;
+  request("invite", "rotate_invites", { channel_id: app.channelId });
+}
+
+function onInvitesRotated(payload) {
+  if (!payload || payload.channel_id !== app.channelId) return;
+  bui.inviteLink.value = "";
+  showNotice("Earlier invite links no longer work. Viewers already watching stay.");
+}
+
 async function copyViewerLink() {
-  const link = bui.viewerLink.value;
+  await copyField(bui.viewerLink, bui.copyBtn);
+}
+
+/** Copies a link field to the clipboard, or selects it for the user to copy. */
+async function copyField(field, button) {
+  const link = field.value;
   if (!link) return;
   let copied = false;
   try {
@@ -626,7 +679,7 @@ async function copyViewerLink() {
   } catch {
     copied = false;
   }
-  bui.viewerLink.focus();
-  bui.viewerLink.select();
-  flashButton(bui.copyBtn, copied ? "Copied!" : "Selected");
+  field.focus();
+  field.select();
+  flashButton(button, copied ? "Copied!" : "Selected");
 }

@@ -2,7 +2,7 @@
 // so one page watches exactly one channel.
 
 import { emit, isConnected } from "./signaling.js";
-import { app } from "./state.js";
+import { app, embed } from "./state.js";
 import { $ } from "./ui.js";
 
 /** How often the channel list is fetched again while the page is visible. */
@@ -69,6 +69,8 @@ function channelHref(channelId) {
 }
 
 export function requestChannelList() {
+  // An embed shows one channel and no list.
+  if (embed) return;
   // A join without a channel id only lists channels; it does not change membership.
   if (isConnected()) emit("join_as_viewer", {});
 }

@@ -3,7 +3,6 @@
 // `window.broadcastApp` (the debug handle for tests and the console).
 
 export const params = new URLSearchParams(window.location.search);
-export const mode = readMode(params);
 
 /** The socket.io-client transports when the server says nothing usable: polling, then upgrade. */
 const DEFAULT_TRANSPORTS = ["polling", "websocket"];
@@ -11,10 +10,26 @@ const DEFAULT_TRANSPORTS = ["polling", "websocket"];
 /**
  * What the server configured for the page (the JSON in `#config`): `iceServers` (RTCIceServer
  * objects; `[]` means host candidates only; ice.js uses them until `/ice-servers` answers, or
- * when it cannot) and `transports` (`["websocket"]` when the server
- * runs WebSocket-only, e.g. several nodes behind a load balancer without sticky sessions).
+ * when it cannot), `transports` (`["websocket"]` when the server
+ * runs WebSocket-only, e.g. several nodes behind a load balancer without sticky sessions) and,
+ * in an embed, `embed` ("player" or "chat").
  */
 export const serverConfig = readServerConfig();
+
+/**
+ * In an embed (`/embed/<channel_id>` or `/embed/<channel_id>/chat`, framed by another site):
+ * `{kind: "player" | "chat", channelId}`; null on the page itself. An embed is viewer mode
+ * showing one part of it.
+ */
+export const embed = readEmbed(serverConfig.embed);
+export const mode = embed ? "viewer" : readMode(params);
+/**
+ * A private channel's invitation from the address's fragment (`#invite=…`, from the
+ * broadcaster's "Copy invite link"); the fragment never reaches the server's logs.
+ */
+export const initialInvite = readInvite();
+/** The channel named by the address: the embed's path, or `&channel=`. */
+export const initialChannel = embed ? embed.channelId : (params.get("channel") || "").trim();
 
 /**
  * Remote id → RTCPeerConnection. Broadcaster: one per viewer it feeds. Viewer: its feeder (the
@@ -71,7 +86,7 @@ export const app = {
 window.broadcastApp = app;
 
 function readServerConfig() {
-  const config = { iceServers: [], transports: DEFAULT_TRANSPORTS };
+  const config = { iceServers: [], transports: DEFAULT_TRANSPORTS, embed: null };
   let parsed;
   try {
     parsed = JSON.parse(document.getElementById("config")?.textContent || "{}");
@@ -80,6 +95,7 @@ function readServerConfig() {
     return config;
   }
   if (parsed && Array.isArray(parsed.iceServers)) config.iceServers = parsed.iceServers;
+  if (parsed && (parsed.embed === "player" || parsed.embed === "chat")) config.embed = parsed.embed;
   const transports = parsed && parsed.transports;
   if (
     Array.isArray(transports) &&
@@ -89,6 +105,24 @@ function readServerConfig() {
     config.transports = transports;
   }
   return config;
+}
+
+function readInvite() {
+  const invite = new URLSearchParams(window.location.hash.slice(1)).get("invite");
+  return invite ? invite.trim() : null;
+}
+
+function readEmbed(kind) {
+  if (!kind) return null;
+  // The server routes /embed/<channel_id> and /embed/<channel_id>/chat here.
+  const segment = window.location.pathname.split("/")[2] || "";
+  let channelId = "";
+  try {
+    channelId = decodeURIComponent(segment).trim();
+  } catch {
+    // A malformed escape: no channel, which the player says.
+  }
+  return { kind, channelId };
 }
 
 function readMode(query) {

@@ -12,7 +12,7 @@ import {
   bindRelaySocket, holdRelay, initRelay, isUpstreamPlaying, relay, resetRelay,
 } from "./relay.js";
 import { request } from "./signaling.js";
-import { app, params } from "./state.js";
+import { app, embed, initialChannel, initialInvite } from "./state.js";
 import { $, renderStatus, setPhase } from "./ui.js";
 
 /**
@@ -37,6 +37,11 @@ const viewer = {
    * a reconnect too). Kept in memory only: never in the address, on screen or in storage.
    */
   password: null,
+  /**
+   * A private channel's invitation from the link (`#invite=`), sent with every join instead
+   * of a password until the server refuses it.
+   */
+  invite: initialInvite,
 };
 
 const vui = {};
@@ -62,7 +67,7 @@ export const viewerMode = {
       passwordError: $("password-error"),
       passwordSubmit: $("password-submit"),
     });
-    const channel = (params.get("channel") || "").trim();
+    const channel = initialChannel;
     initPicker(channel, (channelId) => channelId === app.channelId && viewer.joined);
     initAlias();
     app.channelId = channel || null;
@@ -102,6 +107,10 @@ export const viewerMode = {
 
   onConnect(isReconnect) {
     requestChannelList();
+    if (!app.channelId && embed) {
+      setPhase("not-found", "No channel to show: the embed's address names none.");
+      return;
+    }
     if (!app.channelId) {
       setPhase("idle", "Pick a live channel to watch, or enter a channel id.");
       return;
@@ -129,6 +138,12 @@ export const viewerMode = {
       // A `relay_ready`/`upstream_failed` that crossed the channel closing or our leaving it;
       // the events that explain it arrive on their own.
       console.info("Relay tree report refused:", message);
+      return;
+    }
+    if (code === "invalid_invite") {
+      // Expired or revoked: the password is the other way in.
+      viewer.invite = null;
+      askForPassword(message);
       return;
     }
     if (code === "password_required" || code === "wrong_password") {
@@ -166,16 +181,25 @@ export const viewerMode = {
   render() {
     const inChannel = Boolean(app.channelId) &&
       ["waiting", "live", "stopped", "broadcaster-reconnecting", "broadcaster-left"].includes(app.phase.state);
-    vui.view.hidden = !inChannel;
+    // The player embed is the player alone: it says everything, an unknown channel included.
+    vui.view.hidden = !inChannel && !(embed && embed.kind === "player");
     vui.passwordPanel.hidden = app.phase.state !== "password";
     vui.passwordSubmit.disabled = app.connection !== "connected";
-    vui.placeholder.textContent = PLAYER_PLACEHOLDER[app.phase.state] || PLAYER_PLACEHOLDER.waiting;
+    vui.placeholder.textContent = placeholderText();
     showChat(inChannel || viewer.joined);
     setChatEnabled(viewer.joined && app.connection === "connected");
     setAliasEnabled(viewer.joined && app.connection === "connected");
     renderPicker();
   },
 };
+
+/** What the empty player says; an embed, which has no status line, says what it would. */
+function placeholderText() {
+  const state = app.phase.state;
+  if (embed && app.connection !== "connected") return "Connecting…";
+  if (embed && !PLAYER_PLACEHOLDER[state] && app.phase.text && state !== "idle") return app.phase.text;
+  return PLAYER_PLACEHOLDER[state] || PLAYER_PLACEHOLDER.waiting;
+}
 
 function joinChannel(channelId, kind = "join") {
   app.channelId = channelId;
@@ -185,10 +209,15 @@ function joinChannel(channelId, kind = "join") {
 
 /**
  * Every join names the channel and asks for a place in the relay tree (`relay: true`) and for
- * the chat's last messages (`history: true`), with the password once the channel asked for one.
+ * the chat's last messages (`history: true`), with the invitation from the link if any, and the
+ * password once the channel asked for one.
+ * The chat embed plays nothing: it joins as a leaf (`relay: false`) and never offers, so no
+ * feeder spends a stream on it.
  */
 function requestJoin(kind) {
-  const payload = { channel_id: app.channelId, relay: true, history: true };
+  const relayPlace = !(embed && embed.kind === "chat");
+  const payload = { channel_id: app.channelId, relay: relayPlace, history: true };
+  if (viewer.invite) payload.invite = viewer.invite;
   if (viewer.password !== null) payload.password = viewer.password;
   request(kind, "join_as_viewer", payload);
 }
@@ -242,7 +271,10 @@ function onBroadcasterAvailable(payload) {
   // has. A picture still on screen stays until the new stream's.
   resetRelay();
   if (!vui.video.srcObject) clearRemoteVideo();
-  if (wasReconnecting) {
+  if (embed && embed.kind === "chat") {
+    // The chat embed plays nothing, so it waits for no place in the tree.
+    setPhase("live", `Live: the chat of channel ${app.channelId}`);
+  } else if (wasReconnecting) {
     setPhase("waiting", "The broadcaster is back. Reconnecting to the stream…");
   } else {
     setPhase("waiting", `Joined channel ${app.channelId}. Waiting for a free place: the broadcaster or another viewer will pass the stream on to you shortly…`);

@@ -23,7 +23,7 @@ import {
 import { sleep } from './lib/harness.mjs';
 import { deleteKeysUnder, keysLeftUnder, keysUnder, REDIS_URL } from './lib/redis.mjs';
 import { makeSelfSignedCert } from './lib/server.mjs';
-import { startLegacyPageServer } from './lib/static-server.mjs';
+import { startHtmlServer, startLegacyPageServer } from './lib/static-server.mjs';
 import { coturnCredential, startTurnServer } from './lib/turn.mjs';
 
 /** A channel id no other scenario uses: `[A-Za-z0-9_-]`, at most 20 characters. */
@@ -1999,6 +1999,162 @@ export const scenarios = [
       );
       await late.screenshot('history-and-live');
       return `late viewer saw ${seenLate.length} lines: 2 from the history, 1 live; broadcaster's lines marked`;
+    },
+  },
+  {
+    name: '21-embed',
+    title: 'a site of --embed-origins frames the player, which plays muted and relays to a viewer, and the chat; another site is refused',
+    async run(s) {
+      // Two sites on other origins than the server: the first is listed, the second is not.
+      const frameHtml = (frames) =>
+        `<!doctype html><meta charset="utf-8"><title>A blog</title><h1>Our live show</h1>${frames}`;
+      const pages = {};
+      const listed = await startHtmlServer(pages);
+      const other = await startHtmlServer(pages);
+      for (const site of [listed, other]) {
+        s.onCleanup(site.close);
+        s.allowedOrigins.add(site.origin);
+      }
+      // One direct place: the embedded player takes it, so the next viewer is relayed through it.
+      await s.startServer({ extraArgs: [`--embed-origins=${listed.origin}`, '--relay-direct=1'] });
+      await s.launchBrowser();
+      const channel = channelId('s21');
+      const unknown = channelId('s21n');
+      const { broadcaster, link } = await goLive(s, channel);
+      const embedUrl = `${s.server.origin}/embed/${channel}`;
+      pages['/player'] = frameHtml(
+        `<iframe id="player" src="${embedUrl}" width="640" height="360" allow="autoplay"></iframe>` +
+          `<iframe id="unknown" src="${s.server.origin}/embed/${unknown}" width="320" height="180"></iframe>`,
+      );
+      pages['/chat'] = frameHtml(`<iframe id="chat" src="${embedUrl}/chat" width="360" height="480"></iframe>`);
+
+      const frameOf = async (participant, id) => {
+        const handle = await participant.page.waitForSelector(`iframe#${id}`);
+        const frame = await handle.contentFrame();
+        assert(frame, `${participant.role}: iframe#${id} has no frame`);
+        return frame;
+      };
+
+      // The listed site: the player plays, muted, with its Unmute button and nothing else.
+      const site = await s.participant('embed-site');
+      await site.goto(`${listed.origin}/player`);
+      const player = await frameOf(site, 'player');
+      const r = await expectPlaying(player, { role: 'embed-player', timeout: 25_000 });
+      const shown = await player.evaluate(() => ({
+        muted: document.querySelector('#remote-video').muted,
+        unmute: !document.querySelector('#unmute-btn').hidden && document.querySelector('#unmute-btn').offsetParent !== null,
+        topbar: document.querySelector('.topbar').offsetParent !== null,
+        chat: document.querySelector('#chat-panel').offsetParent !== null,
+        picker: document.querySelector('#channel-picker').offsetParent !== null,
+        state: document.body.dataset.state,
+        depth: window.broadcastApp.relay?.upstream?.depth,
+      }));
+      assert(
+        shown.muted && shown.unmute && !shown.topbar && !shown.chat && !shown.picker && shown.depth === 1,
+        `embed-player: expected a muted player with its Unmute button, fed by the broadcaster, and nothing else: ${JSON.stringify(shown)}`,
+      );
+      await player.click('#unmute-btn');
+      assert(!(await player.evaluate(() => document.querySelector('#remote-video').muted)), 'embed-player: Unmute left the video muted');
+
+      // The relay tree works inside the frame: the next viewer is fed by the embedded player.
+      const viewer = await watch(s, 'viewer', link);
+      await expectPlaying(viewer.page, { role: viewer.role });
+      const depth = await viewer.page.evaluate(() => window.broadcastApp.relay?.upstream?.depth);
+      assert(depth === 2, `viewer: fed at depth ${depth}, expected 2 (relayed by the embedded player)`);
+      const children = await player.evaluate(() => window.broadcastApp.relay.children.size);
+      assert(children === 1, `embed-player: relays to ${children} viewers, expected 1`);
+
+      // An unknown channel says so in the player.
+      const missing = await frameOf(site, 'unknown');
+      await missing.waitForFunction(
+        () => /not found/.test(document.querySelector('#remote-placeholder')?.textContent || ''),
+        null,
+        { timeout: 10_000 },
+      ).catch(async () => {
+        const text = await missing.evaluate(() => document.querySelector('#remote-placeholder')?.textContent);
+        throw new Error(`embed-unknown: the player says "${text}", not that the channel is not found`);
+      });
+
+      // The chat embed: the broadcaster's words arrive, and it plays nothing.
+      const chatSite = await s.participant('embed-chat-site');
+      await chatSite.goto(`${listed.origin}/chat`);
+      const chat = await frameOf(chatSite, 'chat');
+      await chat.waitForFunction(() => !document.querySelector('#chat-panel').hidden, null, { timeout: 10_000 });
+      const hello = 'Hello, blog readers!';
+      await broadcaster.page.fill('#chat-input', hello);
+      await broadcaster.page.click('#chat-send');
+      await waitForChatLine(chat, { role: 'embed-chat', sender: 'Broadcaster', text: hello });
+      const chatPeers = await chat.evaluate(() => window.broadcastApp.peers.size);
+      assert(chatPeers === 0, `embed-chat: ${chatPeers} peer connections, expected none`);
+
+      // A site not listed: the browser refuses to show the embed in its frame.
+      const refusedSite = await s.participant('unlisted-site');
+      const refusals = [];
+      refusedSite.page.on('console', (msg) => {
+        if (/frame-ancestors/.test(msg.text())) refusals.push(msg.text());
+      });
+      await refusedSite.goto(`${other.origin}/player`);
+      const deadline = Date.now() + 10_000;
+      while (refusals.length === 0 && Date.now() < deadline) await sleep(100);
+      assert(refusals.length > 0, 'unlisted-site: no frame-ancestors refusal in the console');
+      const blocked = await frameOf(refusedSite, 'player');
+      const ran = await blocked.evaluate(() => Boolean(window.broadcastApp)).catch(() => false);
+      assert(!ran, 'unlisted-site: the embed ran in the frame of a site not in --embed-origins');
+      // Those refusals are the point of this step, not a fault of the page.
+      s.cspConsole = s.cspConsole.filter((line) => !(line.startsWith('unlisted-site:') && /frame-ancestors/.test(line)));
+      s.cspViolations = s.cspViolations.filter((line) => !(line.startsWith('unlisted-site:') && /frame-ancestors/.test(line)));
+      await site.screenshot('embedded');
+      return `embedded player ${r.width}x${r.height}, ${r.frames} frames/2 s, relays to 1; chat embed got the broadcaster's line; unlisted site refused`;
+    },
+  },
+  {
+    name: '22-invite-link',
+    title: "a private channel's invite link plays without the password; after Revoke it asks for the password again",
+    async run(s) {
+      await serverAndBrowser(s);
+      const channel = channelId('s22');
+      const password = `pw ${randomBytes(6).toString('hex')}`;
+      const requested = [];
+      const { broadcaster, link } = await goLive(s, channel, { password, setup: async (p) => noteRequests(p, requested) });
+      const bpage = broadcaster.page;
+      assert(await bpage.isVisible('#invite-area'), 'broadcaster: no invite links for a private channel');
+      await bpage.click('#copy-invite-btn');
+      await bpage.waitForFunction(() => document.querySelector('#invite-link')?.value, null, { timeout: 5_000 });
+      const inviteLink = await bpage.inputValue('#invite-link');
+      const parsed = new URL(inviteLink);
+      const token = new URLSearchParams(parsed.hash.slice(1)).get('invite');
+      assert(
+        parsed.origin === s.server.origin && parsed.search === new URL(link).search && token,
+        `broadcaster: the invite link is "${inviteLink}", expected the viewer link with #invite=<token>`,
+      );
+
+      // The invite link plays at once: no password asked.
+      const guest = await s.participant('invited-viewer');
+      noteRequests(guest, requested);
+      await guest.goto(inviteLink);
+      await guest.waitForState('live', 25_000);
+      const r = await expectPlaying(guest.page, { role: guest.role });
+      assert(await guest.page.isHidden('#password-form'), 'invited-viewer: the password form shows');
+      await expectViewerCount(broadcaster, 1);
+      const inUrl = requested.find((line) => line.includes(token));
+      assert(!inUrl, `the invitation is in a requested URL: ${inUrl}`);
+      const serverLog = readFileSync(path.join(s.dir, 'server.log'), 'utf8');
+      assert(!serverLog.includes(token), "the invitation is in the server's log");
+
+      // Revoked: the field empties; the old link now asks for the password, with the reason.
+      await bpage.click('#rotate-invites-btn');
+      await bpage.waitForFunction(() => document.querySelector('#invite-link')?.value === '', null, { timeout: 5_000 });
+      const late = await s.participant('late-viewer', SMALL_WINDOW);
+      await late.goto(inviteLink);
+      await late.waitForState('password', 10_000);
+      const error = (await late.page.textContent('#password-error')).trim();
+      assert(/invitation is invalid, expired or revoked/.test(error), `late-viewer: #password-error says "${error}"`);
+      await late.page.fill('#password-input', password);
+      await late.page.click('#password-submit');
+      await late.waitForState('live', 25_000);
+      await expectViewerCount(broadcaster, 2);
+      assert(await guest.page.evaluate(() => window.broadcastApp.relay?.upstream?.playing), 'invited-viewer: stopped playing after the rotation');
+      return `invited viewer ${r.width}x${r.height}, ${r.frames} frames/2 s; revoked link asked: "${error}"`;
     },
   },
 ];

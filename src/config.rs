@@ -42,6 +42,13 @@ pub struct Config {
           value_parser = parse_origin)]
     pub cors_origins: Vec<Origin>,
 
+    /// Sites that may show the embeds (`/embed/<channel_id>`, the player, and
+    /// `/embed/<channel_id>/chat`) in a frame, comma-separated origins such as
+    /// `https://blog.example.com` (scheme, host and optional port; no path, no wildcard). The
+    /// server's own pages may always frame them; the main page is never framed.
+    #[arg(long, env = "EMBED_ORIGINS", value_delimiter = ',', value_parser = parse_embed_origin)]
+    pub embed_origins: Vec<EmbedOrigin>,
+
     /// ICE servers handed to the served page, as a JSON array of RTCIceServer objects
     /// (`[]` = host candidates only, e.g. for a LAN or tests).
     #[arg(long, env = "ICE_SERVERS", default_value = DEFAULT_ICE_SERVERS,
@@ -258,6 +265,14 @@ pub struct Config {
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = WebhookSecretParser)]
     pub webhook_secret: Option<WebhookSecret>,
 
+    /// The secret that signs invitations to private channels (`create_invite`), so that they
+    /// survive a restart and every node of a cluster accepts any node's; without it each
+    /// process draws a random one, and its invitations die with it (set it in cluster mode).
+    /// Prefer the environment variable: a command line is visible to every user of the
+    /// machine. (Its value is kept out of `--help`, logs and error messages.)
+    #[arg(long, env = "INVITE_SECRET", hide_env_values = true, value_parser = InviteSecretParser)]
+    pub invite_secret: Option<InviteSecret>,
+
     /// Probe a server running with this configuration on this host (`GET /livez` on `--host`,
     /// or loopback when it is 0.0.0.0 or ::, and `--port`) and exit 0 if it serves: a container
     /// health check without curl.
@@ -302,6 +317,72 @@ impl Transports {
 pub enum Origin {
     Any,
     Exact(HeaderValue),
+}
+
+/// One site allowed to frame the embeds: `scheme://host[:port]` as browsers serialize an origin
+/// (lower case), ready for a `frame-ancestors` source list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedOrigin(String);
+
+impl EmbedOrigin {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An `--embed-origins` entry. Strict, because the value goes into a security header: a path
+/// would be ignored by browsers (and suggests a misunderstanding), a wildcard would let any
+/// site frame the player, and a stray `;` or space would smuggle in another directive.
+fn parse_embed_origin(s: &str) -> Result<EmbedOrigin, String> {
+    let origin = s.trim();
+    let invalid = |why: &str| {
+        format!("embed origin `{origin}` must look like https://blog.example.com[:port] ({why})")
+    };
+    let (scheme, authority) = origin
+        .split_once("://")
+        .ok_or_else(|| invalid("scheme://host"))?;
+    if !matches!(scheme, "http" | "https") {
+        return Err(invalid("http or https"));
+    }
+    if authority.contains('*') {
+        return Err(invalid("no wildcards"));
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err(invalid("no path"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, after) = v6
+            .split_once(']')
+            .ok_or_else(|| invalid("bad IPv6 address"))?;
+        addr.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| invalid("bad IPv6 address"))?;
+        match after {
+            "" => (authority, None),
+            _ => (
+                &authority[..addr.len() + 2],
+                Some(after.strip_prefix(':').ok_or_else(|| invalid("bad port"))?),
+            ),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && (host.starts_with('[')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')));
+    if !host_ok {
+        return Err(invalid("bad host"));
+    }
+    if port.is_some_and(|p| {
+        !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().map_or(true, |p| p == 0)
+    }) {
+        return Err(invalid("bad port"));
+    }
+    Ok(EmbedOrigin(origin.to_ascii_lowercase()))
 }
 
 /// Validated ICE server list, kept as JSON for the page.
@@ -444,6 +525,34 @@ impl clap::builder::TypedValueParser for WebhookSecretParser {
         value: &std::ffi::OsStr,
     ) -> Result<WebhookSecret, clap::Error> {
         non_empty_secret(cmd, value, "--webhook-secret (WEBHOOK_SECRET)").map(WebhookSecret::new)
+    }
+}
+
+/// The secret that signs invitations. Its `Debug` never shows it, so neither does a logged or
+/// printed `Config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InviteSecret(String);
+
+impl std::fmt::Debug for InviteSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InviteSecret(<redacted>)")
+    }
+}
+
+/// Reads `--invite-secret` without ever quoting it in an error.
+#[derive(Debug, Clone, Copy)]
+struct InviteSecretParser;
+
+impl clap::builder::TypedValueParser for InviteSecretParser {
+    type Value = InviteSecret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<InviteSecret, clap::Error> {
+        non_empty_secret(cmd, value, "--invite-secret (INVITE_SECRET)").map(InviteSecret)
     }
 }
 
@@ -659,6 +768,14 @@ impl Config {
                     .to_owned(),
             ),
             _ => Ok(()),
+        }
+    }
+
+    /// The key that signs invitations: `--invite-secret`, or one drawn for this process.
+    pub fn invite_key(&self) -> crate::invites::InviteKey {
+        match &self.invite_secret {
+            Some(InviteSecret(secret)) => crate::invites::InviteKey::from_secret(secret.as_bytes()),
+            None => crate::invites::InviteKey::random(),
         }
     }
 
@@ -913,6 +1030,50 @@ mod tests {
     }
 
     #[test]
+    fn embed_origins_are_exact_origins() {
+        assert!(
+            parse(&[]).unwrap().embed_origins.is_empty(),
+            "none by default"
+        );
+        let c = parse(&[
+            "--embed-origins",
+            "https://Blog.Example.com, http://127.0.0.1:8080,https://[::1]:8443",
+        ])
+        .unwrap();
+        let origins: Vec<&str> = c.embed_origins.iter().map(EmbedOrigin::as_str).collect();
+        assert_eq!(
+            origins,
+            [
+                "https://blog.example.com",
+                "http://127.0.0.1:8080",
+                "https://[::1]:8443"
+            ]
+        );
+        for bad in [
+            "blog.example.com",
+            "ftp://blog.example.com",
+            "https://blog.example.com/",
+            "https://blog.example.com/path",
+            "https://*.example.com",
+            "*",
+            "https://",
+            "https://a.example:0",
+            "https://a.example:99999",
+            "https://a.example:80x",
+            "https://a.example; script-src *",
+            "https://user@a.example",
+            "https://[::1",
+            "",
+        ] {
+            let err = parse(&["--embed-origins", bad]).unwrap_err().to_string();
+            assert!(
+                err.contains("must look like https://blog.example.com[:port]"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(parse(&["--ice-servers", "{}"]).is_err());
         assert!(parse(&["--ice-servers", r#"[{"urls":"http://x"}]"#]).is_err());
@@ -1146,6 +1307,26 @@ mod tests {
             err.contains("--webhook-secret (WEBHOOK_SECRET) must be a non-empty"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn invite_secret_is_optional_and_never_shown() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.invite_secret, None);
+        assert!(c.invite_key().is_ephemeral());
+        let c = load(&["--invite-secret", "inv-s3cret"]).unwrap();
+        assert!(!c.invite_key().is_ephemeral());
+        assert!(!format!("{c:?} {:?}", c.invite_key()).contains("inv-s3cret"));
+        let err = parse(&["--invite-secret", " "]).unwrap_err().to_string();
+        assert!(
+            err.contains("--invite-secret (INVITE_SECRET) must be a non-empty"),
+            "{err}"
+        );
+        let hidden = <Config as clap::CommandFactory>::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "invite_secret")
+            .map(|a| a.is_hide_env_values_set());
+        assert_eq!(hidden, Some(true));
     }
 
     #[test]

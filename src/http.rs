@@ -81,6 +81,10 @@ impl AssetSource {
 #[derive(Clone)]
 struct AppState {
     page: Bytes,
+    embed_player: Bytes,
+    embed_chat: Bytes,
+    /// The embeds' Content-Security-Policy (`frame-ancestors` from `--embed-origins`).
+    embed_policy: HeaderValue,
     registry: Registry,
     sessions: Arc<SessionsPerAddr>,
     /// One entry per connected socket of this node.
@@ -101,8 +105,44 @@ pub struct ClusterStatus {
 #[error("could not render the page template: {0}")]
 pub struct TemplateError(#[from] minijinja::Error);
 
-/// Renders the page once: its inputs are fixed for the life of the process.
-pub fn render_page(config: &Config) -> Result<String, TemplateError> {
+/// The documents this server serves, rendered once: their inputs are fixed for the life of the
+/// process.
+pub struct Pages {
+    /// `/`: broadcaster, viewer and landing modes.
+    pub main: String,
+    /// `/embed/<channel_id>`: the viewer's player alone.
+    pub embed_player: String,
+    /// `/embed/<channel_id>/chat`: the viewer's chat alone.
+    pub embed_chat: String,
+}
+
+/// What an embed shows of the viewer page (`data-embed` on its body, `embed` in its config).
+#[derive(Clone, Copy)]
+enum Embed {
+    Player,
+    Chat,
+}
+
+impl Embed {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Player => "player",
+            Self::Chat => "chat",
+        }
+    }
+}
+
+pub fn render_pages(config: &Config) -> Result<Pages, TemplateError> {
+    Ok(Pages {
+        main: render_page(config, None)?,
+        embed_player: render_page(config, Some(Embed::Player))?,
+        embed_chat: render_page(config, Some(Embed::Chat))?,
+    })
+}
+
+/// One document: the embeds are the same page (same modules, same viewer logic: relay tree,
+/// resume, chat), told by `embed` which part to show, so they never drift from it.
+fn render_page(config: &Config, embed: Option<Embed>) -> Result<String, TemplateError> {
     let mut env = Environment::new();
     env.add_template("broadcast.html", PAGE_TEMPLATE)?;
     /// What the page's scripts need from the server's configuration (read by state.js).
@@ -112,10 +152,15 @@ pub fn render_page(config: &Config) -> Result<String, TemplateError> {
         ice_servers: &'a serde_json::Value,
         /// The socket.io-client `transports` option.
         transports: &'static [&'static str],
+        /// `player` or `chat` in an embed (the channel id is in its path); absent on `/`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        embed: Option<&'static str>,
     }
+    let embed = embed.map(Embed::name);
     let page_config = PageConfig {
         ice_servers: &config.ice_servers.0,
         transports: config.transports.client_names(),
+        embed,
     };
     let page_config_json = serde_json::to_string(&page_config)
         .unwrap_or_else(|_| "{}".to_owned())
@@ -123,6 +168,7 @@ pub fn render_page(config: &Config) -> Result<String, TemplateError> {
         .replace("</", "<\\/");
     Ok(env.get_template("broadcast.html")?.render(context! {
         page_config_json,
+        embed,
         version => env!("CARGO_PKG_VERSION"),
         asset_version => asset_version(&AssetSource::from_config(config)),
         preloaded_modules => PAGE_ASSETS
@@ -252,7 +298,7 @@ pub struct Shared {
 
 pub fn router<A: Adapter>(
     config: &Config,
-    page: String,
+    pages: Pages,
     shared: Shared,
     socketio: SocketIoLayer<A>,
 ) -> Router {
@@ -270,7 +316,10 @@ pub fn router<A: Adapter>(
         shared.sockets,
     );
     let state = AppState {
-        page: Bytes::from(page),
+        page: Bytes::from(pages.main),
+        embed_player: Bytes::from(pages.embed_player),
+        embed_chat: Bytes::from(pages.embed_chat),
+        embed_policy: security::embed_policy(&config.embed_origins),
         registry: shared.registry,
         sessions: shared.sessions,
         public_ids: shared.public_ids,
@@ -281,6 +330,8 @@ pub fn router<A: Adapter>(
     let origins = config.allowed_origins();
     Router::new()
         .route("/", get(page_handler))
+        .route("/embed/{channel_id}", get(embed_player))
+        .route("/embed/{channel_id}/chat", get(embed_chat))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         // The same answers where a platform keeps paths ending in `z` for itself (Cloud Run's
@@ -403,6 +454,27 @@ async fn page_handler(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// `GET /embed/<channel_id>`: the player alone, for a frame on a site of `--embed-origins`.
+/// The page reads the channel id from its own path; the server has nothing to check before the
+/// page's `join_as_viewer` (an unknown channel is the join's answer, shown in the player).
+async fn embed_player(State(state): State<AppState>) -> Response {
+    embed_response(state.embed_player, state.embed_policy)
+}
+
+/// `GET /embed/<channel_id>/chat`: the chat alone, as [`embed_player`].
+async fn embed_chat(State(state): State<AppState>) -> Response {
+    embed_response(state.embed_chat, state.embed_policy)
+}
+
+fn embed_response(page: Bytes, policy: HeaderValue) -> Response {
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+        security::embed_headers(policy),
+        Html(page),
+    )
+        .into_response()
+}
+
 /// `GET /ice-servers`: the ICE servers for the page's next peer connections, with TURN
 /// credentials minted for this request. Never stored by a browser or a proxy: every answer
 /// carries credentials of its own.
@@ -486,7 +558,9 @@ mod tests {
 
     #[test]
     fn the_page_loads_the_entry_module_and_preloads_the_others() {
-        let page = render_page(&Config::default_for_tests()).expect("page renders");
+        let page = render_pages(&Config::default_for_tests())
+            .expect("page renders")
+            .main;
         let version = asset_version(&AssetSource::Embedded);
         assert!(
             page.contains(&format!(

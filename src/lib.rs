@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod healthcheck;
 pub mod http;
+pub mod invites;
 pub mod metrics;
 pub mod registry;
 pub mod shutdown;
@@ -233,7 +234,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         )?),
         _ => None,
     };
-    let page = http::render_page(config)?;
+    let pages = http::render_pages(config)?;
 
     let registry_limits = RegistryLimits {
         max_channels: usize::try_from(config.max_channels).unwrap_or(usize::MAX),
@@ -255,7 +256,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     let reconnector = Reconnector::default();
     let parts = Parts {
         config,
-        page,
+        pages,
         public_ids: public_ids.clone(),
         sessions,
         reconnector: reconnector.clone(),
@@ -412,7 +413,7 @@ struct ClusterNode {
 /// What the app is built from, whichever the adapter.
 struct Parts<'a> {
     config: &'a Config,
-    page: String,
+    pages: http::Pages,
     public_ids: PublicIds,
     sessions: Arc<SessionsPerAddr>,
     reconnector: Reconnector,
@@ -445,14 +446,27 @@ impl Parts<'_> {
         )
         .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let limits = Arc::new(RateLimits::new(self.config.rates()));
+        let invites = self.config.invite_key();
+        if invites.is_ephemeral() && self.config.redis_url.is_some() {
+            tracing::warn!(
+                "no --invite-secret: invitations to private channels work only on the node that made them, and end with it; set the same INVITE_SECRET on every node"
+            );
+        } else if invites.is_ephemeral() {
+            tracing::info!(
+                "no --invite-secret: invitations to private channels end when this process does"
+            );
+        }
         let init = init(signaling::attach(
             &io,
-            registry.clone(),
-            limits.clone(),
-            self.public_ids.clone(),
-            TrustedProxies::new(&self.config.trusted_proxies),
-            self.sessions.clone(),
-            hooks.clone(),
+            signaling::Parts {
+                registry: registry.clone(),
+                limits: limits.clone(),
+                public_ids: self.public_ids.clone(),
+                proxies: TrustedProxies::new(&self.config.trusted_proxies),
+                sessions: self.sessions.clone(),
+                webhooks: hooks.clone(),
+                invites,
+            },
         ));
         let sweeper = signaling::spawn_sweeper(
             registry.clone(),
@@ -474,7 +488,7 @@ impl Parts<'_> {
             cluster: status,
             sockets: metrics::sockets_of(&io),
         };
-        let app = http::router(self.config, self.page, shared, layer);
+        let app = http::router(self.config, self.pages, shared, layer);
         let close: Closer = Arc::new(move || {
             let io = io.clone();
             let cluster = cluster.clone();

@@ -76,7 +76,7 @@ pub enum Reason {
     Forbidden,
     /// A relay to a socket that is not the sender's peer.
     NotPeers,
-    /// A private channel's password was missing or wrong.
+    /// A private channel's password was missing or wrong, or its invitation invalid.
     WrongPassword,
     /// Cluster mode: the shared store cannot be reached.
     Unavailable,
@@ -129,9 +129,14 @@ impl From<ErrorCode> for Reason {
             ErrorCode::AtCapacity | ErrorCode::WaitingRoomFull => Reason::Capacity,
             ErrorCode::ChannelNotFound => Reason::NotFound,
             ErrorCode::TooManyChannels | ErrorCode::TooManyFromAddress => Reason::Quota,
-            ErrorCode::NotAViewer | ErrorCode::NotTheBroadcaster => Reason::Forbidden,
+            ErrorCode::NotAViewer | ErrorCode::NotTheBroadcaster | ErrorCode::NotPrivate => {
+                Reason::Forbidden
+            }
             ErrorCode::NotPeers => Reason::NotPeers,
-            ErrorCode::PasswordRequired | ErrorCode::WrongPassword => Reason::WrongPassword,
+            // A refused invitation is a refused credential too.
+            ErrorCode::PasswordRequired | ErrorCode::WrongPassword | ErrorCode::InvalidInvite => {
+                Reason::WrongPassword
+            }
             ErrorCode::InvalidPayload => Reason::Invalid,
             ErrorCode::RateLimited => Reason::RateLimited,
             ErrorCode::Undelivered => Reason::Undelivered,

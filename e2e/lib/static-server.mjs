@@ -43,3 +43,32 @@ export async function startLegacyPageServer() {
     }),
   };
 }
+
+/**
+ * A tiny HTTP server on its own ephemeral loopback port serving the given HTML documents by
+ * path: another site's pages, e.g. one that frames an embed.
+ * @param {Record<string, string>} pages path → HTML
+ * @returns {Promise<{origin: string, close: () => Promise<void>}>}
+ */
+export async function startHtmlServer(pages) {
+  const server = http.createServer((req, res) => {
+    const html = pages[new URL(req.url, 'http://x').pathname];
+    if (html === undefined) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(html);
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}

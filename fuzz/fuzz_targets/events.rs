@@ -8,7 +8,7 @@ use broadcast_server::signaling::events::{self, Refusal, Request};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
-const EVENTS: [&str; 11] = [
+const EVENTS: [&str; 13] = [
     "join_as_broadcaster",
     "join_as_viewer",
     "offer",
@@ -18,6 +18,8 @@ const EVENTS: [&str; 11] = [
     "send_message",
     "broadcaster_message",
     "stop_broadcast",
+    "create_invite",
+    "rotate_invites",
     "relay_ready",
     "upstream_failed",
 ];
@@ -25,7 +27,18 @@ const EVENTS: [&str; 11] = [
 fn check(request: Option<Result<Request<'_>, Refusal>>) {
     match request {
         Some(Ok(Request::JoinAsBroadcaster(r))) => channel_ok(r.channel_id.as_deref()),
-        Some(Ok(Request::JoinAsViewer(r))) => channel_ok(r.channel_id.as_deref()),
+        Some(Ok(Request::JoinAsViewer(r))) => {
+            channel_ok(r.channel_id.as_deref());
+            if let Some(invite) = r.invite {
+                assert!((1..=256).contains(&invite.0.len()));
+            }
+        }
+        Some(Ok(Request::CreateInvite(r))) => {
+            channel_ok(Some(r.channel_id.as_deref().expect("required")));
+            if let Some(ttl) = r.ttl_seconds {
+                assert!((60..=2_592_000).contains(&ttl), "{ttl}");
+            }
+        }
         Some(Ok(Request::SetAlias(r))) => {
             let alias = r.alias.expect("a valid alias is present");
             assert!((5..=20).contains(&alias.chars().count()), "{alias:?}");
@@ -40,7 +53,12 @@ fn check(request: Option<Result<Request<'_>, Refusal>>) {
             assert!(!relay.target.trim().is_empty());
             assert!(relay.body.get().starts_with('{'));
         }
-        Some(Ok(Request::StopBroadcast(r) | Request::RelayReady(r) | Request::UpstreamFailed(r))) => {
+        Some(Ok(
+            Request::StopBroadcast(r)
+            | Request::RotateInvites(r)
+            | Request::RelayReady(r)
+            | Request::UpstreamFailed(r),
+        )) => {
             channel_ok(Some(r.channel_id.as_deref().expect("required")));
         }
         Some(Err(Refusal::Invalid(e))) => assert!(e.to_string().starts_with("Invalid ")),

@@ -1027,6 +1027,31 @@ impl ClusterRegistry {
         Ok(delivery)
     }
 
+    pub async fn create_invite(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<u64, ChannelError> {
+        let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
+        txn.state.create_invite(sid, channel_id)
+    }
+
+    /// Bumps the channel's invitation generation in its document, so every node refuses the
+    /// older invitations from then on.
+    pub async fn rotate_invites(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<u64, ChannelError> {
+        let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            let generation = txn.state.rotate_invites(sid, channel_id, Moment::now())?;
+            Ok(self.commit(txn).await?.map(|()| generation))
+        })
+    }
+
     pub async fn stop_broadcast(
         &self,
         sid: &SocketId,

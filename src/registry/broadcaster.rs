@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use rand::RngExt;
+
 use super::chat::ChatHistory;
 use super::clock::Moment;
 use super::errors::ChannelError;
@@ -180,6 +182,9 @@ impl State {
             resumable,
             away_until: None,
             password,
+            // Random, not 0: invitations to an earlier channel of the same id (reaped, closed,
+            // or lost with an in-memory server's restart) must never admit to this one.
+            invite_generation: rand::rng().random(),
             viewer_tokens: HashMap::new(),
             held_viewers: HashMap::new(),
             peak_viewers: 0,

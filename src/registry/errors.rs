@@ -41,6 +41,15 @@ pub enum ChannelError {
     /// A private channel's password was given and does not match.
     #[error("Invalid data: password is missing or wrong for this channel")]
     WrongPassword,
+    /// A private channel's invitation was forged, for another channel, expired or revoked (one
+    /// answer for all: nothing to learn).
+    #[error(
+        "Invalid data: this invitation is invalid, expired or revoked; ask the broadcaster for a new link, or enter the password"
+    )]
+    InvalidInvite,
+    /// `create_invite` or `rotate_invites` for a public channel, which needs no invitation.
+    #[error("Invitations are for private channels; anyone with this channel's link can watch it")]
+    NotPrivate,
     #[error("Too many viewers are waiting for a broadcaster; try again later")]
     WaitingRoomFull,
     /// Cluster mode only: the shared store (Redis) cannot be reached or answered nonsense.
@@ -96,7 +105,9 @@ impl ChannelError {
             | Self::NotTheBroadcaster
             | Self::NotPeers
             | Self::PasswordRequired
-            | Self::WrongPassword => true,
+            | Self::WrongPassword
+            | Self::InvalidInvite
+            | Self::NotPrivate => true,
         }
     }
 
@@ -114,6 +125,8 @@ impl ChannelError {
             Self::NotPeers => ErrorCode::NotPeers,
             Self::PasswordRequired => ErrorCode::PasswordRequired,
             Self::WrongPassword => ErrorCode::WrongPassword,
+            Self::InvalidInvite => ErrorCode::InvalidInvite,
+            Self::NotPrivate => ErrorCode::NotPrivate,
             Self::WaitingRoomFull => ErrorCode::WaitingRoomFull,
             Self::Unavailable => ErrorCode::Unavailable,
         }
@@ -148,6 +161,10 @@ pub enum ErrorCode {
     PasswordRequired,
     /// A private channel, and the password given does not match.
     WrongPassword,
+    /// An invitation that is forged, for another channel, expired or revoked.
+    InvalidInvite,
+    /// Invitations asked for a public channel.
+    NotPrivate,
     /// The payload failed decoding or validation (the message names the field).
     InvalidPayload,
     /// Over a rate limit: wait a moment.
@@ -161,7 +178,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::ChannelNotFound,
         ErrorCode::ChannelTaken,
         ErrorCode::AtCapacity,
@@ -173,6 +190,8 @@ impl ErrorCode {
         ErrorCode::NotPeers,
         ErrorCode::PasswordRequired,
         ErrorCode::WrongPassword,
+        ErrorCode::InvalidInvite,
+        ErrorCode::NotPrivate,
         ErrorCode::InvalidPayload,
         ErrorCode::RateLimited,
         ErrorCode::Undelivered,
@@ -194,6 +213,8 @@ impl ErrorCode {
             ErrorCode::NotPeers => "not_peers",
             ErrorCode::PasswordRequired => "password_required",
             ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::InvalidInvite => "invalid_invite",
+            ErrorCode::NotPrivate => "not_private",
             ErrorCode::InvalidPayload => "invalid_payload",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Undelivered => "undelivered",
@@ -234,6 +255,8 @@ mod tests {
             ChannelError::NotPeers,
             ChannelError::PasswordRequired,
             ChannelError::WrongPassword,
+            ChannelError::InvalidInvite,
+            ChannelError::NotPrivate,
             ChannelError::WaitingRoomFull,
             ChannelError::Unavailable,
         ]

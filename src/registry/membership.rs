@@ -34,6 +34,9 @@ pub(crate) struct ViewerRequest<'a> {
     pub(crate) relay: bool,
     /// For a private channel: the stored hash the caller's password was verified against.
     pub(crate) password: Option<&'a str>,
+    /// For a private channel: the generation named by the caller's valid invitation (its
+    /// signature, channel and expiry already checked), instead of a password.
+    pub(crate) invite: Option<u64>,
     /// It asked for resuming (or presented a token).
     pub(crate) resumable: bool,
     /// Digest of the resume token it presented, if any.
@@ -78,6 +81,7 @@ impl State {
         let ViewerRequest {
             relay,
             password,
+            invite,
             resumable,
             presented,
             fresh,
@@ -86,13 +90,17 @@ impl State {
             .channels
             .get_mut(channel_id)
             .ok_or_else(|| ChannelError::NotFound(Some(ChannelId::from(channel_id))))?;
-        if let Some(stored) = &channel.password {
-            match password {
-                Some(given) if given == stored.as_str() => {}
-                Some(_) => return Err(ChannelError::WrongPassword),
+        if let Some(stored) = &channel.password
+            && password != Some(stored.as_str())
+            && invite != Some(channel.invite_generation)
+        {
+            // An invitation that got this far was revoked by `rotate_invites`.
+            return Err(match (invite, password) {
+                (Some(_), _) => ChannelError::InvalidInvite,
+                (None, Some(_)) => ChannelError::WrongPassword,
                 // Made private after the caller looked: it brought no password for it.
-                None => return Err(ChannelError::PasswordRequired),
-            }
+                (None, None) => ChannelError::PasswordRequired,
+            });
         }
         channel.last_activity = now;
         channel.held_viewers.retain(|_, held| held.until > now);

@@ -270,6 +270,16 @@ impl MemoryRegistry {
         self.state().chat_history(channel_id)
     }
 
+    /// The generation a new invitation to the channel carries (its broadcaster only).
+    pub fn create_invite(&self, sid: &SocketId, channel_id: &str) -> Result<u64, ChannelError> {
+        self.state().create_invite(sid, channel_id)
+    }
+
+    /// Revokes every invitation to the channel issued so far (its broadcaster only).
+    pub fn rotate_invites(&self, sid: &SocketId, channel_id: &str) -> Result<u64, ChannelError> {
+        self.state().rotate_invites(sid, channel_id, Moment::now())
+    }
+
     /// Marks the broadcast stopped: returns the viewers to tell. The channel stays.
     pub fn stop_broadcast(
         &self,

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod errors;
 pub mod expiry;
 pub mod ids;
+pub mod invites;
 pub mod listing;
 pub mod membership;
 pub mod memory;
@@ -238,6 +239,30 @@ impl Registry {
         match self {
             Registry::Memory(r) => r.broadcaster_message(sid, channel_id, message),
             Registry::Cluster(r) => r.broadcaster_message(sid, channel_id, message).await,
+        }
+    }
+
+    /// `create_invite`: the invitation generation a new invitation carries (see `invites`).
+    pub async fn create_invite(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<u64, ChannelError> {
+        match self {
+            Registry::Memory(r) => r.create_invite(sid, channel_id),
+            Registry::Cluster(r) => r.create_invite(sid, channel_id).await,
+        }
+    }
+
+    /// `rotate_invites`: revokes every invitation to the channel issued so far.
+    pub async fn rotate_invites(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<u64, ChannelError> {
+        match self {
+            Registry::Memory(r) => r.rotate_invites(sid, channel_id),
+            Registry::Cluster(r) => r.rotate_invites(sid, channel_id).await,
         }
     }
 

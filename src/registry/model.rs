@@ -114,6 +114,11 @@ pub(crate) struct Channel {
     /// Private channel: argon2 hash of its password (unlisted; viewers must give it).
     #[serde(default)]
     pub(crate) password: Option<String>,
+    /// Invitations naming another generation admit nobody: it starts at a random value when the
+    /// channel is created and `rotate_invites` bumps it (see `invites`). Documents written
+    /// before invitations existed read as 0.
+    #[serde(default)]
+    pub(crate) invite_generation: u64,
     /// Digests of the resume tokens of viewers that asked for resuming.
     #[serde(default)]
     pub(crate) viewer_tokens: HashMap<SocketId, String>,

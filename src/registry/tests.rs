@@ -941,3 +941,74 @@ fn a_channel_keeps_its_last_messages_in_order_and_forgets_them_with_it() {
     off.broadcaster_message(&b, "room", "hello").unwrap();
     assert!(off.chat_history("room").is_empty(), "0 keeps nothing");
 }
+
+#[test]
+fn invitations_admit_while_their_generation_is_the_channels() {
+    let r = default_registry();
+    let private = BroadcastRequest {
+        addr: None,
+        force: false,
+        relay: true,
+        resumable: false,
+        presented: None,
+        fresh: "",
+        password: Some("hash".to_owned()),
+    };
+    r.start_broadcast(&sid("b"), Some("secret"), private)
+        .unwrap();
+    r.join_as_broadcaster(&sid("p"), None, Some("open"), false, true)
+        .unwrap();
+    let first = r.create_invite(&sid("b"), "secret").unwrap();
+    assert_eq!(
+        r.create_invite(&sid("b"), "secret"),
+        Ok(first),
+        "until rotated"
+    );
+    assert_eq!(
+        r.create_invite(&sid("v"), "secret"),
+        Err(ChannelError::NotTheBroadcaster)
+    );
+    assert_eq!(
+        r.create_invite(&sid("p"), "open"),
+        Err(ChannelError::NotPrivate)
+    );
+    assert_eq!(
+        r.create_invite(&sid("b"), "nope"),
+        Err(ChannelError::NotFound(Some(ChannelId::from("nope"))))
+    );
+    let invited = |generation| ViewerRequest {
+        invite: Some(generation),
+        ..ViewerRequest::default()
+    };
+    assert!(
+        r.join_verified(&sid("v1"), "secret", invited(first))
+            .is_ok()
+    );
+    assert_eq!(
+        r.rotate_invites(&sid("v1"), "secret"),
+        Err(ChannelError::NotTheBroadcaster)
+    );
+    let second = first.wrapping_add(1);
+    assert_eq!(r.rotate_invites(&sid("b"), "secret"), Ok(second));
+    assert_eq!(
+        r.join_verified(&sid("v2"), "secret", invited(first))
+            .map(|_| ()),
+        Err(ChannelError::InvalidInvite),
+        "revoked"
+    );
+    assert_eq!(
+        r.join_verified(&sid("v2"), "secret", ViewerRequest::default())
+            .map(|_| ()),
+        Err(ChannelError::PasswordRequired)
+    );
+    assert!(
+        r.join_verified(&sid("v2"), "secret", invited(second))
+            .is_ok()
+    );
+    assert_eq!(
+        r.state().channels["secret"].viewers.len(),
+        2,
+        "a viewer admitted before the rotation stays"
+    );
+    check_indexes(&r);
+}

@@ -8,8 +8,8 @@ use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::payloads::{
-    self, ChannelRequest, ErrorPrefix, InvalidPayload, JoinAsBroadcaster, JoinAsViewer, Relay,
-    RelayKind, SendMessage, SetAlias,
+    self, ChannelRequest, CreateInvite, ErrorPrefix, InvalidPayload, JoinAsBroadcaster,
+    JoinAsViewer, Relay, RelayKind, SendMessage, SetAlias,
 };
 
 /// One event of PROTOCOL.md, decoded and validated.
@@ -23,6 +23,8 @@ pub enum Request<'a> {
     /// The broadcaster's own chat message: `send_message`'s payload and rules.
     BroadcasterMessage(SendMessage),
     StopBroadcast(ChannelRequest),
+    CreateInvite(CreateInvite),
+    RotateInvites(ChannelRequest),
     RelayReady(ChannelRequest),
     UpstreamFailed(ChannelRequest),
 }
@@ -72,6 +74,12 @@ pub fn decode<'a>(
             .map_err(invalid),
         "stop_broadcast" => payloads::decode(payload, Data)
             .map(Request::StopBroadcast)
+            .map_err(invalid),
+        "create_invite" => payloads::decode(payload, Data)
+            .map(Request::CreateInvite)
+            .map_err(invalid),
+        "rotate_invites" => payloads::decode(payload, Data)
+            .map(Request::RotateInvites)
             .map_err(invalid),
         "relay_ready" => payloads::decode(payload, Data)
             .map(Request::RelayReady)

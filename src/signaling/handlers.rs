@@ -15,11 +15,12 @@ use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
     self, AliasSet, BroadcasterAvailable, BroadcasterJoined, BroadcasterReady, ChannelList,
-    ChannelRef, ChatHistory, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, NewMessage,
-    RelayError, RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount,
-    ViewerToken,
+    ChannelRef, ChatHistory, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, InviteCreated,
+    NewMessage, RelayError, RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream,
+    ViewerCount, ViewerToken,
 };
 use super::refusals::{ErrorCodes, Refused};
+use crate::invites::{Invitation, InviteKey, InviteRefusal};
 use crate::metrics;
 use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastRequest;
@@ -40,6 +41,7 @@ pub struct Ctx<'a, A: Adapter> {
     socket: &'a SocketRef<A>,
     sid: SocketId,
     webhooks: &'a Webhooks,
+    invites: &'a InviteKey,
 }
 
 impl<'a, A: Adapter> Ctx<'a, A> {
@@ -51,6 +53,7 @@ impl<'a, A: Adapter> Ctx<'a, A> {
             socket,
             sid: public_id(socket),
             webhooks: &state.webhooks,
+            invites: &state.invites,
         }
     }
 
@@ -217,6 +220,8 @@ pub async fn handle<A: Adapter>(ctx: &Ctx<'_, A>, request: Request<'_>) {
         Request::SendMessage(r) => send_message(ctx, r).await,
         Request::BroadcasterMessage(r) => broadcaster_message(ctx, r).await,
         Request::StopBroadcast(r) => stop_broadcast(ctx, r).await,
+        Request::CreateInvite(r) => create_invite(ctx, r).await,
+        Request::RotateInvites(r) => rotate_invites(ctx, r).await,
         Request::RelayReady(r) => tree_report(ctx, r, TreeReport::Ready).await,
         Request::UpstreamFailed(r) => tree_report(ctx, r, TreeReport::UpstreamFailed).await,
     }
@@ -365,10 +370,18 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         };
     };
     let relay = request.relay.unwrap_or(false);
-    let verified = match ctx.registry.password_of(&channel_id).await {
-        Ok(None) => None,
+    // A private channel admits with its password or a valid invitation (which wins when both
+    // are sent: the page sends the password only once an invitation was refused).
+    let (verified, invite) = match ctx.registry.password_of(&channel_id).await {
+        Ok(None) => (None, None),
+        Ok(Some(_)) if request.invite.is_some() => {
+            match check_invite(ctx, request.invite, &channel_id) {
+                Some(generation) => (None, Some(generation)),
+                None => return,
+            }
+        }
         Ok(Some(stored)) => match check_password(ctx, request.password, stored).await {
-            Some(verified) => Some(verified),
+            Some(verified) => (Some(verified), None),
             None => return,
         },
         Err(e) => return ctx.error(e),
@@ -380,6 +393,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
     let viewer = ViewerRequest {
         relay,
         password: verified.as_deref(),
+        invite,
         resumable,
         presented: presented.as_deref(),
         fresh: fresh.as_ref().map_or("", |f| f.digest.as_str()),
@@ -407,9 +421,14 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
             Err(e) => return ctx.error(e),
         }
     }
+    if matches!(joined, Err(ChannelError::InvalidInvite)) {
+        // Revoked by `rotate_invites` since it was issued: a refused credential, as a wrong
+        // password is.
+        ctx.enforce(ctx.limits.strike(&ctx.sid));
+    }
     match joined {
         Ok(joined) => {
-            tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer joined");
+            tracing::info!(sid = %ctx.sid, channel = %channel_id, invited = invite.is_some(), "viewer joined");
             let channel = ChannelRef {
                 channel_id: &channel_id,
             };
@@ -510,6 +529,88 @@ async fn check_password<A: Adapter>(
     ctx.error(refusal);
     ctx.enforce(ctx.limits.strike(&ctx.sid));
     None
+}
+
+/// Checks a private channel's invitation: the generation it names when it is ours, for this
+/// channel and not expired (whether that generation is still the channel's is the registry's
+/// to say); otherwise the caller has been answered. Limited and struck like passwords.
+fn check_invite<A: Adapter>(
+    ctx: &Ctx<'_, A>,
+    invite: Option<payloads::Secret>,
+    channel_id: &str,
+) -> Option<u64> {
+    if !ctx.admit(Class::Password, ErrorPrefix::Data) {
+        return None;
+    }
+    let verdict = match invite {
+        Some(invite) => ctx
+            .invites
+            .verify(&invite.0, channel_id, crate::invites::unix_now()),
+        None => Err(InviteRefusal::Malformed),
+    };
+    match verdict {
+        Ok(invitation) => Some(invitation.generation),
+        Err(refusal) => {
+            // Why, for whoever debugs a link; never the token.
+            tracing::debug!(sid = %ctx.sid, channel = %channel_id, %refusal, "invitation refused");
+            ctx.error(ChannelError::InvalidInvite);
+            ctx.enforce(ctx.limits.strike(&ctx.sid));
+            None
+        }
+    }
+}
+
+/// `create_invite`: the broadcaster of a private channel gets a signed invitation for its
+/// viewer links (`invite_created`).
+pub async fn create_invite<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::CreateInvite) {
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    match ctx.registry.create_invite(&ctx.sid, &channel_id).await {
+        Ok(generation) => {
+            let ttl = request
+                .ttl_seconds
+                .unwrap_or(crate::invites::DEFAULT_TTL_SECS);
+            let invitation = Invitation {
+                channel_id: channel_id.clone(),
+                generation,
+                expires_at: crate::invites::unix_now().saturating_add(ttl),
+            };
+            let invite = ctx.invites.sign(&invitation);
+            tracing::info!(sid = %ctx.sid, channel = %channel_id, ttl_secs = ttl, "invitation created");
+            ctx.reply(
+                "invite_created",
+                &InviteCreated {
+                    channel_id: &channel_id,
+                    invite: &invite,
+                    expires_at: invitation.expires_at,
+                },
+            );
+        }
+        Err(e) => ctx.error(e),
+    }
+}
+
+/// `rotate_invites`: the broadcaster revokes every invitation to its channel so far
+/// (`invites_rotated`). Viewers already in the channel stay.
+pub async fn rotate_invites<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::ChannelRequest) {
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    match ctx.registry.rotate_invites(&ctx.sid, &channel_id).await {
+        Ok(_) => {
+            tracing::info!(sid = %ctx.sid, channel = %channel_id, "invitations rotated");
+            ctx.reply(
+                "invites_rotated",
+                &ChannelRef {
+                    channel_id: &channel_id,
+                },
+            );
+        }
+        Err(e) => ctx.error(e),
+    }
 }
 
 /// Runs CPU-heavy work (password hashing) off the event loop.

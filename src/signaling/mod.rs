@@ -32,6 +32,7 @@ pub use limits::{Rate, RateLimits, Rates};
 
 use crate::client_addr::{SessionsPerAddr, TrustedProxies};
 use crate::connection::PublicIds;
+use crate::invites::InviteKey;
 use crate::registry::Registry;
 use crate::registry::membership::Departure;
 use crate::webhooks::Webhooks;
@@ -49,6 +50,8 @@ pub struct Signaling<A: Adapter> {
     log_gate: Arc<AtomicU64>,
     /// Broadcast lifecycle events for the operator's receiver (a no-op without one).
     webhooks: Webhooks,
+    /// Signs and checks invitations to private channels.
+    invites: Arc<InviteKey>,
 }
 
 impl<A: Adapter> Clone for Signaling<A> {
@@ -62,21 +65,34 @@ impl<A: Adapter> Clone for Signaling<A> {
             sessions: self.sessions.clone(),
             log_gate: self.log_gate.clone(),
             webhooks: self.webhooks.clone(),
+            invites: self.invites.clone(),
         }
     }
 }
 
+/// What the handlers share, besides the Socket.IO handle.
+pub struct Parts {
+    pub registry: Registry,
+    pub limits: Arc<RateLimits>,
+    pub public_ids: PublicIds,
+    pub proxies: TrustedProxies,
+    pub sessions: Arc<SessionsPerAddr>,
+    pub webhooks: Webhooks,
+    pub invites: InviteKey,
+}
+
 /// Registers the protocol on the default namespace. With a cross-node adapter the returned
 /// initialization must be awaited before serving.
-pub fn attach<A: Adapter + DefinedAdapter>(
-    io: &SocketIo<A>,
-    registry: Registry,
-    limits: Arc<RateLimits>,
-    public_ids: PublicIds,
-    proxies: TrustedProxies,
-    sessions: Arc<SessionsPerAddr>,
-    webhooks: Webhooks,
-) -> A::InitRes {
+pub fn attach<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, parts: Parts) -> A::InitRes {
+    let Parts {
+        registry,
+        limits,
+        public_ids,
+        proxies,
+        sessions,
+        webhooks,
+        invites,
+    } = parts;
     io.ns(
         "/",
         OnConnect(Signaling {
@@ -88,6 +104,7 @@ pub fn attach<A: Adapter + DefinedAdapter>(
             sessions,
             log_gate: Arc::new(AtomicU64::new(0)),
             webhooks,
+            invites: Arc::new(invites),
         }),
     )
 }

@@ -310,6 +310,53 @@ pub struct JoinAsViewer {
     /// `true`: this page shows earlier messages; send it `chat_history` after the join.
     #[serde(default)]
     pub history: Option<bool>,
+    /// A private channel's invitation (`invite_created`), instead of its password.
+    #[serde(default)]
+    #[validate(custom(function = "validate_invite"))]
+    pub invite: Option<Secret>,
+}
+
+fn validate_invite(invite: &Secret) -> Result<(), ValidationError> {
+    let ok = (1..=crate::invites::MAX_TOKEN_LEN).contains(&invite.0.len())
+        && invite
+            .0
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(failure(
+            "pattern",
+            "must be the invitation an invite_created gave".into(),
+        ))
+    }
+}
+
+/// `create_invite`: the broadcaster of a private channel asks for an invitation.
+#[derive(Debug, Deserialize, Validate)]
+pub struct CreateInvite {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+    /// How long the invitation admits viewers; a day when missing.
+    #[serde(default)]
+    #[validate(range(
+        min = crate::invites::MIN_TTL_SECS,
+        max = crate::invites::MAX_TTL_SECS,
+        message = "must be 60 to 2592000 seconds (30 days)"
+    ))]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `invite_created`: a signed invitation to the channel, and when it ends (Unix seconds).
+#[derive(Debug, Serialize)]
+pub struct InviteCreated<'a> {
+    pub channel_id: &'a str,
+    pub invite: &'a str,
+    pub expires_at: u64,
 }
 
 /// `viewer_token`: a resumable viewer's token for this channel.

@@ -382,3 +382,104 @@ async fn healthcheck_probes_livez_on_the_configured_host() {
     let probe = tokio::task::spawn_blocking(move || broadcast_server::healthcheck::probe(&config));
     assert_eq!(probe.await.unwrap(), Ok(()));
 }
+
+/// The embeds may be framed by the server's own origin and the `--embed-origins` sites, and by
+/// nobody else; the main page by nobody at all.
+#[tokio::test]
+async fn embeds_are_framable_by_the_configured_origins_and_the_page_by_none() {
+    let app = spawn_app(&[
+        "--embed-origins",
+        "https://blog.example.com,http://127.0.0.1:8080",
+    ])
+    .await;
+    for path in ["/embed/some-channel", "/embed/some-channel/chat"] {
+        let res = reqwest::get(format!("{}{path}", app.url())).await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let csp = res.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.ends_with(
+                "; frame-ancestors 'self' https://blog.example.com http://127.0.0.1:8080"
+            ),
+            "{path}: {csp}"
+        );
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "connect-src 'self'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} missing from {csp}"
+            );
+        }
+        assert!(
+            res.headers().get("x-frame-options").is_none(),
+            "{path}: X-Frame-Options cannot list origins; DENY would forbid the embed"
+        );
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(res.headers()["cache-control"], "no-cache", "{path}");
+        let body = res.text().await.unwrap();
+        let kind = if path.ends_with("/chat") {
+            "chat"
+        } else {
+            "player"
+        };
+        assert!(
+            body.contains(&format!("<body data-embed=\"{kind}\">")),
+            "{path}"
+        );
+        assert!(
+            body.contains(&format!("\"embed\":\"{kind}\"")),
+            "{path}: page config"
+        );
+    }
+    let page = reqwest::get(format!("{}/?viewer=true", app.url()))
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.ends_with("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let body = page.text().await.unwrap();
+    assert!(!body.contains("data-embed") && !body.contains("\"embed\""));
+    let deeper = reqwest::get(format!("{}/embed/a/chat/more", app.url()))
+        .await
+        .unwrap();
+    assert_eq!(deeper.status(), 404);
+}
+
+#[tokio::test]
+async fn without_embed_origins_embeds_are_framable_by_the_server_alone() {
+    let app = spawn_app(&[]).await;
+    let res = reqwest::get(format!("{}/embed/x", app.url()))
+        .await
+        .unwrap();
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.ends_with("; frame-ancestors 'self'"), "{csp}");
+    assert!(res.headers().get("x-frame-options").is_none());
+}
+
+/// A wrong `--embed-origins` stops the binary at start-up with one clear line.
+#[tokio::test]
+async fn bad_embed_origins_stop_start_up() {
+    for bad in [
+        "https://blog.example.com/path",
+        "https://*.example.com",
+        "*",
+        "blog.example.com",
+        "https://a.example; script-src *",
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_broadcast-server"))
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .env_clear()
+            .env("EMBED_ORIGINS", bad)
+            .output()
+            .await
+            .expect("the binary runs");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("must look like https://blog.example.com[:port]"),
+            "{bad}: {err}"
+        );
+    }
+}

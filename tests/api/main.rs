@@ -8,6 +8,7 @@ mod error_codes;
 mod hostile;
 mod hostile_suite;
 mod http;
+mod invites;
 mod metrics;
 mod options_doc;
 mod protocol;
