@@ -237,14 +237,9 @@ impl MemoryRegistry {
         channel_id: &str,
         message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
-        let mut state = self.state();
-        let delivery = state.chat(sid, channel_id, message, unix_now())?;
-        state.remember_message(
-            channel_id,
-            delivery.message.clone(),
-            self.limits().chat_history,
-        );
-        Ok(delivery)
+        self.recorded(channel_id, |state| {
+            state.chat(sid, channel_id, message, unix_now())
+        })
     }
 
     /// `broadcaster_message`: checks that `sid` broadcasts `channel_id`; returns everyone in
@@ -255,8 +250,20 @@ impl MemoryRegistry {
         channel_id: &str,
         message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
+        self.recorded(channel_id, |state| {
+            state.broadcaster_message(sid, channel_id, message, unix_now())
+        })
+    }
+
+    /// Runs a chat rule and keeps the message it accepted in the channel's history, under one
+    /// lock (so the history's order is the order messages were accepted in).
+    fn recorded(
+        &self,
+        channel_id: &str,
+        rule: impl FnOnce(&State) -> Result<ChatDelivery, ChannelError>,
+    ) -> Result<ChatDelivery, ChannelError> {
         let mut state = self.state();
-        let delivery = state.broadcaster_message(sid, channel_id, message, unix_now())?;
+        let delivery = rule(&state)?;
         state.remember_message(
             channel_id,
             delivery.message.clone(),
