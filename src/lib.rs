@@ -145,7 +145,8 @@ impl RunningServer {
             close().await;
         });
         let result = served(task).await;
-        // The heartbeat stops before the sign-off below, or it would announce the node again.
+        // The sign-off may already have run (in `closing`); the node's heartbeat does nothing
+        // after it (`Node::sign_off`), and the task stops here.
         drop(sweeper);
         if stopping.load(std::sync::atomic::Ordering::SeqCst) {
             // The sockets' departures and, in cluster mode, the node's sign-off finish before

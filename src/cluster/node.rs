@@ -89,6 +89,11 @@ pub struct Node {
     heartbeat: Duration,
     registry: ClusterRegistry,
     health: std::sync::Arc<Health>,
+    /// Whether this node has signed off, under the lock each heartbeat holds: a beat that began
+    /// before the sign-off finishes first, and none after it announces the node again (the
+    /// heartbeat task is still alive while the server drains, and an aborted task's command
+    /// may already be on its way to Redis).
+    signed_off: tokio::sync::Mutex<bool>,
 }
 
 impl Node {
@@ -107,6 +112,7 @@ impl Node {
             heartbeat,
             registry,
             health,
+            signed_off: tokio::sync::Mutex::new(false),
         }
     }
 
@@ -128,6 +134,10 @@ impl Node {
 
     /// Refreshes the heartbeat and checks that the cluster still counts this node.
     pub async fn beat(&self) -> Beat {
+        let signed_off = self.signed_off.lock().await;
+        if *signed_off {
+            return Beat::Alive;
+        }
         let refreshed: Result<(), _> = self
             .client
             .set(
@@ -244,6 +254,8 @@ impl Node {
     /// Leaves the cluster at shutdown: whatever this node's sockets still hold is removed
     /// (returned for the peers to be told), then its heartbeat and registration.
     pub async fn sign_off(&self) -> Vec<Departure> {
+        // Under the lock: a beat in flight finishes first, and every later one does nothing.
+        *self.signed_off.lock().await = true;
         let departures = self.remove_sockets_of(&self.id).await;
         let result: Result<(), fred::error::Error> = async {
             self.client
