@@ -394,3 +394,6 @@ impl ChatPace {
             .insert((sid.clone(), ChannelId::from(channel_id)), at);
     }
 }
+
+#[cfg(test)]
+mod tests;
