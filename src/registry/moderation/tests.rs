@@ -46,7 +46,11 @@ fn join(
     addr: Option<IpAddr>,
 ) -> Result<(), ChannelError> {
     let request = ViewerRequest {
-        client: ClientIdentity { key, addr },
+        client: ClientIdentity {
+            key,
+            addr,
+            codes: key.is_some(),
+        },
         ..ViewerRequest::default()
     };
     r.join_verified(&sid(viewer), "room", request).map(|_| ())
@@ -99,8 +103,9 @@ fn a_ban_holds_the_key_the_connection_and_an_address_it_was_given() {
         let given = by_address.then_some(addr);
         join(&r, "v", Some("kv"), given).unwrap();
         let removal = r.remove_viewer(&sid("b"), "room", &sid("v"), true).unwrap();
-        assert!(removal.banned && removal.modern);
-        assert_eq!(removal.left.viewer_count, 0);
+        assert!(removal.banned);
+        assert_eq!(removal.removed.len(), 1);
+        assert_eq!(removal.left[0].viewer_count, 0);
         assert_eq!(join(&r, "v", None, None), Err(ChannelError::Banned));
         assert_eq!(join(&r, "v2", Some("kv"), None), Err(ChannelError::Banned));
         // Another key behind the same address: refused only where the address was banned.
@@ -119,7 +124,7 @@ fn a_removal_without_a_ban_lets_the_viewer_back() {
     let removal = r
         .remove_viewer(&sid("b"), "room", &sid("v"), false)
         .unwrap();
-    assert!(!removal.banned && !removal.modern);
+    assert!(!removal.banned && !removal.removed[0].codes);
     assert_eq!(
         r.chat(&sid("v"), "room", "hi"),
         Err(ChannelError::NotAViewer(
@@ -127,6 +132,92 @@ fn a_removal_without_a_ban_lets_the_viewer_back() {
         ))
     );
     join(&r, "v", None, None).unwrap();
+}
+
+/// A ban takes every connection of the banned client out of the channel at once (tabs of one
+/// browser share its key), and none of them may chat meanwhile.
+#[test]
+fn a_ban_takes_every_connection_of_the_client_out() {
+    let r = registry(false);
+    live(&r);
+    join(&r, "tab1", Some("kv"), None).unwrap();
+    join(&r, "tab2", Some("kv"), None).unwrap();
+    join(&r, "other", Some("ko"), None).unwrap();
+    let removal = r
+        .remove_viewer(&sid("b"), "room", &sid("tab1"), true)
+        .unwrap();
+    let mut gone: Vec<String> = removal
+        .removed
+        .iter()
+        .map(|g| g.viewer.to_string())
+        .collect();
+    gone.sort();
+    assert_eq!(gone, ["tab1", "tab2"]);
+    assert!(removal.removed.iter().all(|g| g.codes));
+    assert_eq!(removal.left.last().map(|l| l.viewer_count), Some(1));
+    assert!(r.chat(&sid("other"), "room", "still here").is_ok());
+}
+
+/// The broadcaster may ban its own test tab (same key) and still watch its own channel.
+#[test]
+fn the_broadcaster_is_never_banned_from_its_own_channel() {
+    let r = registry(false);
+    r.start_broadcast(
+        &sid("b"),
+        Some("room"),
+        crate::registry::broadcaster::BroadcastRequest {
+            addr: None,
+            force: false,
+            relay: true,
+            resumable: false,
+            presented: None,
+            fresh: "",
+            password: None,
+            key: Some("kb"),
+        },
+    )
+    .unwrap();
+    join(&r, "test-tab", Some("kb"), None).unwrap();
+    r.remove_viewer(&sid("b"), "room", &sid("test-tab"), true)
+        .unwrap();
+    assert_eq!(
+        join(&r, "tab-2", Some("kb"), None),
+        Err(ChannelError::Banned)
+    );
+    join(&r, "b", Some("kb"), None).unwrap();
+}
+
+/// Bans and mutes are bounded per channel; marks of connections make room first.
+#[test]
+fn bans_are_bounded_and_connection_marks_go_first() {
+    let r = registry(false);
+    live(&r);
+    for i in 0..super::MAX_MARKS {
+        let v = format!("v{i}");
+        join(&r, &v, None, None).unwrap();
+        r.remove_viewer(&sid("b"), "room", &sid(&v), true).unwrap();
+    }
+    // Full of connection marks: a keyed ban still fits (they are dropped).
+    join(&r, "keyed", Some("k"), None).unwrap();
+    r.remove_viewer(&sid("b"), "room", &sid("keyed"), true)
+        .unwrap();
+    assert_eq!(
+        join(&r, "again", Some("k"), None),
+        Err(ChannelError::Banned)
+    );
+    for i in 0..super::MAX_MARKS {
+        let v = format!("w{i}");
+        let key = format!("key{i}");
+        join(&r, &v, Some(&key), None).unwrap();
+        let banned = r.remove_viewer(&sid("b"), "room", &sid(&v), true);
+        if banned.is_err() {
+            assert_eq!(banned, Err(ChannelError::TooManyMarks(super::MAX_MARKS)));
+            // Refused: the viewer stays.
+            assert!(r.chat(&sid(&v), "room", "hi").is_ok());
+            return;
+        }
+    }
+    panic!("bans never reached their bound");
 }
 
 #[test]
@@ -165,7 +256,11 @@ fn slow_mode_and_chat_off_hold_viewers_but_never_the_broadcaster() {
     };
     let (settings, told) = r.set_chat_settings(&sid("b"), "room", slow).unwrap();
     assert_eq!((settings.slow_mode, settings.chat_enabled), (60, true));
-    assert_eq!(told, vec![sid("v")], "the keyless broadcaster reads no ids");
+    assert_eq!(
+        told,
+        vec![sid("b"), sid("v")],
+        "the broadcaster, and modern pages"
+    );
     r.chat(&sid("v"), "room", "first").unwrap();
     match r.chat(&sid("v"), "room", "second") {
         Err(ChannelError::SlowMode(wait)) => assert!((59..=60).contains(&wait), "{wait}"),
@@ -210,7 +305,7 @@ fn a_removed_message_leaves_the_history_and_modern_members_are_told() {
     let kept = r.chat(&sid("legacy"), "room", "keep me").unwrap();
     let gone = r.chat(&sid("v"), "room", "remove me").unwrap();
     assert_eq!(gone.with_ids, vec![sid("b"), sid("v")]);
-    assert_eq!(gone.recipients.len(), 3);
+    assert_eq!(gone.plain, vec![sid("legacy")]);
     let told = r
         .remove_message(&sid("b"), "room", &gone.message.id)
         .unwrap();
@@ -220,14 +315,14 @@ fn a_removed_message_leaves_the_history_and_modern_members_are_told() {
 }
 
 /// One step of a moderated channel's life, over three clients (keys 0..3) that connect under
-/// ever new socket ids.
+/// ever new socket ids, several at once (tabs).
 #[derive(Debug, Clone)]
 enum Step {
     /// Client `k` joins on a new connection.
     Join(usize),
     /// Client `k`'s latest connection leaves.
     Leave(usize),
-    /// The broadcaster bans client `k`'s latest connection (if it watches).
+    /// The broadcaster bans client `k` by its latest connection (if one watches).
     Ban(usize),
     UnbanAll,
 }
@@ -242,16 +337,17 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    /// Whatever happens, a client whose key was banned (and not unbanned since) is refused,
-    /// every other client is admitted, and the viewer list is exactly who watches.
+    /// Whatever happens, a client whose key was banned (and not unbanned since) is refused and
+    /// none of its connections stays, every other client is admitted, and the viewer list is
+    /// exactly who watches.
     #[test]
     fn a_ban_holds_through_any_sequence(steps in prop::collection::vec(step(), 1..40)) {
         let r = registry(false);
         live(&r);
         let keys = ["k0", "k1", "k2"];
         let mut banned: HashSet<usize> = HashSet::new();
-        let mut latest: [Option<String>; 3] = [None, None, None];
-        let mut watching: HashSet<String> = HashSet::new();
+        // Each client's connections that watch, oldest first.
+        let mut connections: [Vec<String>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         for (n, step) in steps.into_iter().enumerate() {
             match step {
                 Step::Join(k) => {
@@ -259,20 +355,19 @@ proptest! {
                     let joined = join(&r, &conn, Some(keys[k]), None);
                     prop_assert_eq!(joined.is_err(), banned.contains(&k));
                     if joined.is_ok() {
-                        watching.insert(conn.clone());
-                        latest[k] = Some(conn);
+                        connections[k].push(conn);
                     }
                 }
                 Step::Leave(k) => {
-                    if let Some(conn) = latest[k].take() {
+                    if let Some(conn) = connections[k].pop() {
                         r.disconnect(&sid(&conn));
-                        watching.remove(&conn);
                     }
                 }
                 Step::Ban(k) => {
-                    if let Some(conn) = latest[k].take() {
-                        r.remove_viewer(&sid("b"), "room", &sid(&conn), true).unwrap();
-                        watching.remove(&conn);
+                    if let Some(conn) = connections[k].last().cloned() {
+                        let removal = r.remove_viewer(&sid("b"), "room", &sid(&conn), true).unwrap();
+                        prop_assert_eq!(removal.removed.len(), connections[k].len());
+                        connections[k].clear();
                         banned.insert(k);
                     }
                 }
@@ -287,6 +382,7 @@ proptest! {
                 .into_iter()
                 .map(|e| e.id.to_string())
                 .collect();
+            let watching: HashSet<String> = connections.iter().flatten().cloned().collect();
             prop_assert_eq!(&listed, &watching);
         }
     }
