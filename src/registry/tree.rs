@@ -315,8 +315,9 @@ impl Tree {
 
     /// Moves the children `relay` has over its capacity. At capacity 0 a spare leaf takes its
     /// place and children (as when it leaves: the subtrees keep their feeders and the tree its
-    /// shape) and the relay is placed again, as a leaf; otherwise, and without a spare, the
-    /// latest to join of its children are placed again, each with its subtree.
+    /// shape) and the relay is placed again, as a leaf (it may wait for a feeder like any
+    /// viewer that moved); otherwise, and without a spare, the latest to join of its children
+    /// are placed again, each with its subtree (and may wait).
     fn shed_excess(&mut self, relay: &SocketId, now: Moment, notices: &mut Vec<Notice>) {
         let fanout = self.limits.fanout;
         let Some(node) = self.nodes.get(relay) else {
@@ -330,7 +331,23 @@ impl Tree {
             && node.anchored
             && let Some(spare) = self.spare_for(relay)
         {
+            // Unlike a relay that left or failed, this one still sends to them: it is told to
+            // close every child's connection (the spare's too, when the spare was its child).
+            let mut children: Vec<(u64, SocketId)> = node
+                .children
+                .iter()
+                .filter_map(|c| self.nodes.get(c).map(|n| (n.joined, c.clone())))
+                .collect();
+            children.sort();
             self.hand_over(relay, &spare, notices);
+            notices.extend(
+                children
+                    .into_iter()
+                    .map(|(_, child)| Notice::DownstreamLeft {
+                        feeder: Feeder::Viewer(relay.clone()),
+                        child,
+                    }),
+            );
             self.update(relay, |n| n.eligible = None);
             self.place(relay, now, notices);
             return;

@@ -500,6 +500,8 @@ fn a_relay_dropping_to_capacity_zero_hands_its_children_to_a_spare() {
             up("g", v("a"), 2),
             up("d", v("g"), 3),
             up("f", v("g"), 3),
+            left(v("b"), "d"),
+            left(v("b"), "f"),
             up("b", v("c"), 3),
         ]
     );
