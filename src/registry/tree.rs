@@ -259,8 +259,9 @@ impl Tree {
     /// `upstream_stalled`: the viewer's picture from its feeder stalls. It is moved as for
     /// `upstream_failed`; a relaying feeder also counts the report, and at [`STALLS_TO_DEMOTE`]
     /// distinct children it loses its capacity (its other children are moved away). A report
-    /// within [`STALL_EXCUSE`] of the feeder's own report is not counted: the stall came from
-    /// above it.
+    /// while the feeder does not play from its own feeder yet (moved, no `relay_ready` since),
+    /// or within [`STALL_EXCUSE`] of the feeder's own report, is not counted: the stall came
+    /// from above it.
     pub fn upstream_stalled(&mut self, viewer: &SocketId, now: Moment) -> Vec<Notice> {
         let feeder = self
             .nodes
@@ -271,11 +272,13 @@ impl Tree {
         let Some(Feeder::Viewer(relay)) = feeder else {
             return notices;
         };
-        let excused = self
-            .nodes
-            .get(&relay)
-            .and_then(|n| n.reported_at)
-            .is_some_and(|at| now.duration_since(at) < STALL_EXCUSE);
+        // A relay that does not play from its own feeder yet (moved, no `relay_ready` since),
+        // or that reported its feeder a moment ago, forwards a picture that stalled above it.
+        let excused = self.nodes.get(&relay).is_none_or(|n| {
+            n.eligible.is_none()
+                || n.reported_at
+                    .is_some_and(|at| now.duration_since(at) < STALL_EXCUSE)
+        });
         if excused {
             return notices;
         }

@@ -581,6 +581,24 @@ fn stall_reports_soon_after_the_relays_own_report_are_excused() {
     check(&tree);
 }
 
+#[test]
+fn stall_reports_against_a_relay_that_does_not_play_yet_are_excused() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    // a; b, c ← a; d, f ← b; e ← c. a leaves: f takes its place, b and c move under f and
+    // must say `relay_ready` again; until b does, what it forwards is not its fault.
+    plain(tree.leave(&id("a"), now));
+    assert_eq!(tree.upstream_of("b"), Some(&v("f")));
+    assert_eq!(tree.upstream_of("d"), Some(&v("b")));
+    plain(tree.upstream_stalled(&id("d"), now));
+    assert!(tree.nodes["b"].stalled_by.is_empty());
+    check(&tree);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Join(u8, bool),
