@@ -92,6 +92,12 @@ fn check(tree: &Tree) {
             node.children.len() <= node.room(fanout),
             "{name} feeds no more than its capacity"
         );
+        if node.stalled_by.len() >= STALLS_TO_DEMOTE {
+            assert!(
+                node.children.is_empty(),
+                "{name}, reported twice, feeds nobody"
+            );
+        }
         // No cycles: walking up ends at the broadcaster or at a node waiting for a feeder, and
         // the walk gives the depth of anchored nodes.
         let mut at = name.clone();
@@ -597,6 +603,34 @@ fn stall_reports_against_a_relay_that_does_not_play_yet_are_excused() {
     plain(tree.upstream_stalled(&id("d"), now));
     assert!(tree.nodes["b"].stalled_by.is_empty());
     check(&tree);
+}
+
+#[test]
+fn capacities_and_stall_reports_survive_storage_and_older_documents_load() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for name in ["a", "b", "c"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    plain(tree.set_capacity(&id("b"), 1, now));
+    plain(tree.upstream_stalled(&id("c"), now));
+    let stored = serde_json::to_value(&tree).expect("a tree serializes");
+    let loaded: Tree = serde_json::from_value(stored.clone()).expect("and loads");
+    assert_eq!(loaded.capacity_of("b"), 1);
+    assert_eq!(loaded.nodes["a"].stalled_by, tree.nodes["a"].stalled_by);
+    check(&loaded);
+    // A channel stored by a server without capacities: every viewer may feed F.
+    let mut older = stored;
+    for node in older["nodes"].as_object_mut().expect("nodes").values_mut() {
+        let node = node.as_object_mut().expect("a node");
+        for field in ["capacity", "stalled_by", "reported_at"] {
+            node.remove(field);
+        }
+    }
+    let loaded: Tree = serde_json::from_value(older).expect("an older document loads");
+    assert_eq!(loaded.capacity_of("b"), 2);
+    assert!(loaded.nodes["a"].stalled_by.is_empty());
 }
 
 #[derive(Debug, Clone)]
