@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, TestApp, sample_candidate, sample_sdp, spawn_app};
+use crate::helpers::{Client, Cluster, TestApp, sample_candidate, sample_sdp, spawn_app};
 
 /// A tree server with D = 1, F = 2 (and a short wait unless a test gives its own).
 async fn tree_app(extra: &[&str]) -> TestApp {
@@ -530,4 +530,65 @@ async fn capacity_and_stall_reports_are_validated_and_need_membership() {
     capacity(&mut legacy, "rules", 0).await;
     legacy.emit("upstream_stalled", json!({"channel_id": "rules"}));
     legacy.assert_silent().await;
+}
+
+/// A tree viewer on a cluster node (its `broadcaster_available` consumed).
+async fn cluster_viewer(cluster: &Cluster, node: usize, channel: &str) -> Client {
+    let mut v = cluster.nodes[node].client().await;
+    v.emit(
+        "join_as_viewer",
+        json!({ "channel_id": channel, "relay": true }),
+    );
+    v.expect("broadcaster_available").await;
+    v
+}
+
+/// In a cluster the channel, tree included, is a document in Redis that every event loads and
+/// stores: capacities and stall reports made on one node hold for events on the other.
+#[tokio::test]
+async fn capacities_and_stall_reports_hold_across_a_cluster() {
+    let cluster = Cluster::start(
+        2,
+        &[
+            "--relay-direct",
+            "1",
+            "--relay-fanout",
+            "2",
+            "--relay-wait-ms",
+            "300",
+        ],
+    )
+    .await;
+    let mut b = cluster.nodes[0].client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "ctree"}));
+    b.expect("broadcaster_ready").await;
+    let mut a = cluster_viewer(&cluster, 1, "ctree").await;
+    assert_eq!(a.expect_upstream().await, upstream("ctree", &b.sid, 1));
+    ready(&mut a, "ctree").await;
+    // a (node 1) can feed nobody: c (node 0) gets the broadcaster after the wait, over D.
+    capacity(&mut a, "ctree", 0).await;
+    let mut c = cluster_viewer(&cluster, 0, "ctree").await;
+    assert_eq!(c.expect_upstream().await, upstream("ctree", &b.sid, 1));
+    ready(&mut c, "ctree").await;
+    let mut d = cluster_viewer(&cluster, 1, "ctree").await;
+    assert_eq!(d.expect_upstream().await, upstream("ctree", &c.sid, 2));
+    ready(&mut d, "ctree").await;
+    let mut e = cluster_viewer(&cluster, 0, "ctree").await;
+    assert_eq!(e.expect_upstream().await, upstream("ctree", &c.sid, 2));
+    ready(&mut e, "ctree").await;
+    // Two of c's children, one on each node, say its picture stalls: each moves, and c feeds
+    // nobody from then on.
+    d.emit("upstream_stalled", json!({"channel_id": "ctree"}));
+    assert_eq!(c.expect("downstream_left").await, left("ctree", &d.sid));
+    assert_eq!(d.expect_upstream().await, upstream("ctree", &e.sid, 3));
+    e.emit("upstream_stalled", json!({"channel_id": "ctree"}));
+    assert_eq!(c.expect("downstream_left").await, left("ctree", &e.sid));
+    assert_eq!(e.expect_upstream().await, upstream("ctree", &b.sid, 1));
+    ready(&mut e, "ctree").await;
+    // Neither a nor c gets the newcomer.
+    let mut f = cluster_viewer(&cluster, 1, "ctree").await;
+    assert_eq!(f.expect_upstream().await, upstream("ctree", &e.sid, 2));
+    a.assert_silent().await;
+    c.assert_silent().await;
+    cluster.teardown(vec![b, a, c, d, e, f]).await;
 }
