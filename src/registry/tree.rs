@@ -11,6 +11,10 @@
 //! a place that frees above the deepest level is filled by a leaf from the deepest level. Work
 //! per event is bounded by the nodes it concerns (the departed relay's children, a few index
 //! look-ups), never the whole channel.
+//!
+//! Each viewer feeds at most its capacity: F unless it said less (`relay_capacity`), 0 once two
+//! of its children reported its picture stalling (`upstream_stalled`). Children over it are
+//! moved with the same hand-over and placement a departure uses.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
