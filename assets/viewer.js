@@ -92,6 +92,9 @@ export const viewerMode = {
       onChildren: () => {
         if (app.phase.state === "live") showWatching();
       },
+      onCapacity: () => {
+        if (app.phase.state === "live") showWatching();
+      },
     });
   },
 
@@ -337,7 +340,14 @@ function showWatching() {
   const children = relay.children.size;
   const passing = children === 0 ? "" :
     ` · passing it on to ${children} ${children === 1 ? "viewer" : "viewers"}`;
-  setPhase("live", `Watching live (${from})${passing}`);
+  setPhase("live", `Watching live (${from})${passing}${relayLimit()}`);
+}
+
+/** What the status line says when we pass the stream on to fewer viewers than we could. */
+function relayLimit() {
+  if (relay.capacity === null) return "";
+  if (relay.capacity === 0) return ` · not passing it on (${relay.capacityWhy})`;
+  return ` · passing it on to at most ${relay.capacity} (${relay.capacityWhy})`;
 }
 
 function clearRemoteVideo() {

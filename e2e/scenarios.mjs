@@ -146,6 +146,28 @@ const REPARENT_PLAY_MS = 2_000;
 const GRANDCHILD_GAP_MS = 1_000;
 
 /**
+ * A phone, as Chromium's device emulation makes one: a mobile user agent, `isMobile` (the mobile
+ * viewport and meta-viewport handling) and touch. The page must not offer to relay on it.
+ */
+const PHONE = {
+  viewport: { width: 393, height: 727 },
+  deviceScaleFactor: 2.75,
+  isMobile: true,
+  hasTouch: true,
+  userAgent: 'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36',
+};
+
+/** Counts, on a viewer's page, the most children it ever fed (`window.__e2eMostChildren`). */
+function watchChildren(page) {
+  return page.evaluate(() => {
+    window.__e2eMostChildren = window.broadcastApp.relay.children.size;
+    setInterval(() => {
+      window.__e2eMostChildren = Math.max(window.__e2eMostChildren, window.broadcastApp.relay.children.size);
+    }, 50);
+  });
+}
+
+/**
  * Each viewer's place in the relay tree as its own page knows it (`broadcastApp.relay`), with
  * its depth found by walking the feeders up to the broadcaster (null: it does not get there).
  */
@@ -2155,6 +2177,106 @@ export const scenarios = [
       await expectViewerCount(broadcaster, 2);
       assert(await guest.page.evaluate(() => window.broadcastApp.relay?.upstream?.playing), 'invited-viewer: stopped playing after the rotation');
       return `invited viewer ${r.width}x${r.height}, ${r.frames} frames/2 s; revoked link asked: "${error}"`;
+    },
+  },
+  {
+    name: '23-relay-capacity',
+    title: 'a relay that drops its capacity to 0 loses its children; each plays again from another feeder within 2 s, and it gets no new child',
+    async run(s) {
+      await s.startServer({ extraArgs: RELAY_TREE_ARGS });
+      await s.launchBrowser();
+      const channel = channelId('s23');
+      const { broadcaster, link } = await goLive(s, channel, { contextOptions: SMALL_WINDOW, camera: SMALL_CAMERA });
+      // One after the other, so the tree is known: viewer-1 is fed by the broadcaster and
+      // feeds the other two.
+      const viewers = [];
+      for (const i of [1, 2, 3]) viewers.push(await watch(s, `viewer-${i}`, link, SMALL_WINDOW));
+      await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
+      const tree = await relayTreeOf(broadcaster, viewers);
+      expectConnectedTree(tree);
+      const relayNode = tree.nodes.find((n) => n.children.length === 2);
+      assert(relayNode && relayNode.depth === 1, `no depth-1 relay feeding two viewers: ${tree.shape}`);
+      const relayPage = relayNode.participant.page;
+      const children = relayNode.children.map((id) => tree.byId.get(id));
+      await Promise.all(children.map((c) => startDecodeMonitor(c.participant.page)));
+      await sleep(1_000);
+
+      // The relay can feed nobody any more (as when its uplink gives out): the server hands
+      // its children to another feeder, and tells it to close their connections.
+      const cutAt = Date.now();
+      await relayPage.evaluate(() => window.broadcastApp.relay.limit(0));
+      await relayPage.waitForFunction(() => window.broadcastApp.relay.children.size === 0, null, { timeout: 5_000 })
+        .catch(() => {
+          throw new Error(`${relayNode.role}: still feeds viewers 5 s after dropping its capacity to 0`);
+        });
+      await sleep(Math.max(0, cutAt + 4_000 - Date.now()));
+      const samples = await Promise.all(children.map((c) => decodeSamples(c.participant.page)));
+      const back = children.map((c, i) => {
+        const ms = playAgainAfter(samples[i], cutAt, connectionBefore(samples[i], cutAt));
+        assert(ms !== null, `${c.role}: no frames from a new feeder within 4 s after ${relayNode.role} dropped its capacity`);
+        assert(ms <= REPARENT_PLAY_MS, `${c.role}: played again only ${ms} ms after ${relayNode.role} dropped its capacity (limit ${REPARENT_PLAY_MS} ms)`);
+        return `${c.role} ${ms} ms`;
+      });
+
+      // Healed: everybody reaches the broadcaster and plays, the relay too, and feeds nobody.
+      await relayPage.waitForFunction(() => window.broadcastApp.relay.upstream?.playing, null, { timeout: 10_000 })
+        .catch(() => {
+          throw new Error(`${relayNode.role}: does not play again after dropping its capacity`);
+        });
+      const status = await relayNode.participant.status();
+      assert(/not passing it on/.test(status.text), `${relayNode.role}: the status line says "${status.text}"`);
+      await watchChildren(relayPage);
+      const healed = await relayTreeOf(broadcaster, viewers);
+      expectConnectedTree(healed);
+      await Promise.all(viewers.map((v) => expectPlaying(v.page, { role: v.role })));
+
+      // A newcomer is never hung below it.
+      const late = await watch(s, 'viewer-4', link, SMALL_WINDOW);
+      await expectPlaying(late.page, { role: late.role });
+      const withLate = await relayTreeOf(broadcaster, [...viewers, late]);
+      expectConnectedTree(withLate);
+      const lateNode = withLate.nodes.find((n) => n.participant === late);
+      assert(lateNode.feeder !== relayNode.id, `viewer-4 is fed by ${relayNode.role}, which can feed nobody: ${withLate.shape}`);
+      const most = await relayPage.evaluate(() => window.__e2eMostChildren);
+      assert(most === 0, `${relayNode.role}: fed ${most} viewers after dropping its capacity to 0`);
+      return `${relayNode.role} dropped to 0: ${back.join(', ')}; then ${withLate.shape}`;
+    },
+  },
+
+  {
+    name: '24-phone-never-relays',
+    title: 'a viewer whose page opens as a phone (mobile user agent, touch) watches but never feeds another viewer',
+    async run(s) {
+      // A short wait: with the phone holding the broadcaster's only direct place, the next
+      // viewer gets the broadcaster after it (over D), and the third that viewer.
+      await s.startServer({ extraArgs: ['--relay-direct=1', '--relay-fanout=2', '--relay-wait-ms=3000'] });
+      await s.launchBrowser();
+      const channel = channelId('s24');
+      const { broadcaster, link } = await goLive(s, channel, { contextOptions: SMALL_WINDOW, camera: SMALL_CAMERA });
+      const phone = await watch(s, 'phone', link, PHONE);
+      await watchChildren(phone.page);
+      const offered = await phone.page.evaluate(() => ({
+        capacity: window.broadcastApp.relay.capacity,
+        why: window.broadcastApp.relay.capacityWhy,
+      }));
+      assert(offered.capacity === 0, `phone: offers to feed ${offered.capacity} viewers (${offered.why})`);
+      const status = await phone.status();
+      assert(/not passing it on \(on a phone or tablet\)/.test(status.text), `phone: the status line says "${status.text}"`);
+
+      const desktops = [];
+      for (const i of [1, 2]) desktops.push(await watch(s, `desktop-${i}`, link, SMALL_WINDOW));
+      const everyone = [phone, ...desktops];
+      await Promise.all(everyone.map((v) => expectPlaying(v.page, { role: v.role })));
+      const tree = await relayTreeOf(broadcaster, everyone);
+      expectConnectedTree(tree);
+      const phoneNode = tree.nodes.find((n) => n.participant === phone);
+      assert(phoneNode.depth === 1, `phone: not fed by the broadcaster: ${tree.shape}`);
+      for (const n of tree.nodes) {
+        assert(n.feeder !== phoneNode.id, `${n.role} is fed by the phone: ${tree.shape}`);
+      }
+      const most = await phone.page.evaluate(() => window.__e2eMostChildren);
+      assert(most === 0, `phone: fed ${most} viewers`);
+      return `${tree.shape}; phone: "${status.text}"`;
     },
   },
 ];

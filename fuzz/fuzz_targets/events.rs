@@ -8,7 +8,7 @@ use broadcast_server::signaling::events::{self, Refusal, Request};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
-const EVENTS: [&str; 13] = [
+const EVENTS: [&str; 15] = [
     "join_as_broadcaster",
     "join_as_viewer",
     "offer",
@@ -22,6 +22,8 @@ const EVENTS: [&str; 13] = [
     "rotate_invites",
     "relay_ready",
     "upstream_failed",
+    "upstream_stalled",
+    "relay_capacity",
 ];
 
 fn check(request: Option<Result<Request<'_>, Refusal>>) {
@@ -57,9 +59,14 @@ fn check(request: Option<Result<Request<'_>, Refusal>>) {
             Request::StopBroadcast(r)
             | Request::RotateInvites(r)
             | Request::RelayReady(r)
-            | Request::UpstreamFailed(r),
+            | Request::UpstreamFailed(r)
+            | Request::UpstreamStalled(r),
         )) => {
             channel_ok(Some(r.channel_id.as_deref().expect("required")));
+        }
+        Some(Ok(Request::RelayCapacity(r))) => {
+            channel_ok(Some(r.channel_id.as_deref().expect("required")));
+            assert!(r.capacity.expect("required") <= 100);
         }
         Some(Err(Refusal::Invalid(e))) => assert!(e.to_string().starts_with("Invalid ")),
         Some(Err(Refusal::Relay(_, message))) => assert!(!message.is_empty()),

@@ -852,6 +852,24 @@ impl ClusterRegistry {
         self.tree_op(sid, channel_id, TreeOp::UpstreamFailed).await
     }
 
+    pub async fn upstream_stalled(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.tree_op(sid, channel_id, TreeOp::UpstreamStalled).await
+    }
+
+    pub async fn relay_capacity(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        capacity: usize,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.tree_op(sid, channel_id, TreeOp::Capacity(capacity))
+            .await
+    }
+
     /// Every node runs this; the compare-and-set lets exactly one of them act on each wait.
     pub async fn expire_waits(&self, now: Moment) -> Expired {
         let due: Result<Vec<String>, _> = self

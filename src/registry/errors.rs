@@ -81,7 +81,7 @@ pub enum ChannelError {
 /// What a caller that is not a viewer of a channel tried to do there (only the wording differs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ViewerAction {
-    /// `set_alias`, `relay_ready`, `upstream_failed`.
+    /// `set_alias`, `relay_ready`, `upstream_failed`, `upstream_stalled`, `relay_capacity`.
     Other,
     /// `send_message`.
     Chat,

@@ -188,6 +188,28 @@ impl MemoryRegistry {
             .tree_op(sid, channel_id, TreeOp::UpstreamFailed, Moment::now())
     }
 
+    /// `upstream_stalled`: the viewer's picture from its feeder stalls; it gets another feeder
+    /// (or waits), and the report counts against a relaying feeder.
+    pub fn upstream_stalled(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.state()
+            .tree_op(sid, channel_id, TreeOp::UpstreamStalled, Moment::now())
+    }
+
+    /// `relay_capacity`: how many children the viewer can feed; those over it are moved.
+    pub fn relay_capacity(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        capacity: usize,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        self.state()
+            .tree_op(sid, channel_id, TreeOp::Capacity(capacity), Moment::now())
+    }
+
     /// Viewers that waited for a feeder past the wait limit get the broadcaster. Touches only
     /// the channels where somebody waits.
     pub fn expire_waits(&self, now: Moment) -> Expired {

@@ -179,6 +179,29 @@ impl Registry {
         }
     }
 
+    pub async fn upstream_stalled(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        match self {
+            Registry::Memory(r) => r.upstream_stalled(sid, channel_id),
+            Registry::Cluster(r) => r.upstream_stalled(sid, channel_id).await,
+        }
+    }
+
+    pub async fn relay_capacity(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        capacity: usize,
+    ) -> Result<Vec<TreeEvent>, ChannelError> {
+        match self {
+            Registry::Memory(r) => r.relay_capacity(sid, channel_id, capacity),
+            Registry::Cluster(r) => r.relay_capacity(sid, channel_id, capacity).await,
+        }
+    }
+
     pub async fn expire_waits(&self, now: Moment) -> Expired {
         match self {
             Registry::Memory(r) => r.expire_waits(now),

@@ -11,6 +11,10 @@
 //! a place that frees above the deepest level is filled by a leaf from the deepest level. Work
 //! per event is bounded by the nodes it concerns (the departed relay's children, a few index
 //! look-ups), never the whole channel.
+//!
+//! Each viewer feeds at most its capacity: F unless it said less (`relay_capacity`), 0 once two
+//! of its children reported its picture stalling (`upstream_stalled`). Children over it are
+//! moved with the same hand-over and placement a departure uses.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -78,6 +82,37 @@ struct Node {
     /// the report at once).
     #[serde(default)]
     reported: Option<Feeder>,
+    /// When this node last reported its own feeder (`upstream_failed`, `upstream_stalled`):
+    /// its children's pictures stall with its own, so their reports soon after are not held
+    /// against it.
+    #[serde(default)]
+    reported_at: Option<Moment>,
+    /// The most children it said it can feed (`relay_capacity`); `None`: F. Above F counts as F.
+    #[serde(default)]
+    capacity: Option<usize>,
+    /// Its children that reported its picture stalling (`upstream_stalled`), distinct, kept up
+    /// to [`STALLS_TO_DEMOTE`]: from then on it feeds nobody (its uplink or CPU cannot keep up,
+    /// whatever its page thinks).
+    #[serde(default)]
+    stalled_by: BTreeSet<SocketId>,
+}
+
+/// Distinct children whose stall reports take a relay's capacity away: one could be the child's
+/// own network; two point at the relay.
+pub const STALLS_TO_DEMOTE: usize = 2;
+
+/// How long after a relay reported its own feeder its children's stall reports are excused: the
+/// picture it forwards stalled with its own.
+pub const STALL_EXCUSE: Duration = Duration::from_secs(10);
+
+impl Node {
+    /// How many children it may feed: its reported capacity within F, 0 once demoted.
+    fn room(&self, fanout: usize) -> usize {
+        if self.stalled_by.len() >= STALLS_TO_DEMOTE {
+            return 0;
+        }
+        self.capacity.map_or(fanout, |c| c.min(fanout))
+    }
 }
 
 /// One channel's tree.
@@ -156,6 +191,9 @@ impl Tree {
                 waiting: None,
                 avoid: None,
                 reported: None,
+                reported_at: None,
+                capacity: None,
+                stalled_by: BTreeSet::new(),
             },
         );
         let mut notices = Vec::new();
@@ -203,6 +241,7 @@ impl Tree {
         self.update(viewer, |n| {
             n.avoid = Some(old.clone());
             n.reported = Some(old);
+            n.reported_at = Some(now);
         });
         let sinks = match self.best_feeder(viewer) {
             Some(feeder) => self.depth_below(&feeder) > depth,
@@ -219,6 +258,126 @@ impl Tree {
         self.serve_waiting(&mut notices);
         self.fill_from_below(&mut notices);
         notices
+    }
+
+    /// `upstream_stalled`: the viewer's picture from its feeder stalls. It is moved as for
+    /// `upstream_failed`; a relaying feeder also counts the report, and at [`STALLS_TO_DEMOTE`]
+    /// distinct children it loses its capacity (its other children are moved away). A report
+    /// while the feeder does not play from its own feeder yet (moved, no `relay_ready` since),
+    /// or within [`STALL_EXCUSE`] of the feeder's own report, is not counted: the stall came
+    /// from above it.
+    pub fn upstream_stalled(&mut self, viewer: &SocketId, now: Moment) -> Vec<Notice> {
+        let feeder = self
+            .nodes
+            .get(viewer)
+            .filter(|n| n.relay && self.live)
+            .and_then(|n| n.parent.clone());
+        let mut notices = self.upstream_failed(viewer, now);
+        let Some(Feeder::Viewer(relay)) = feeder else {
+            return notices;
+        };
+        // A relay that does not play from its own feeder yet (moved, no `relay_ready` since),
+        // or that reported its feeder a moment ago, forwards a picture that stalled above it.
+        let excused = self.nodes.get(&relay).is_none_or(|n| {
+            n.eligible.is_none()
+                || n.reported_at
+                    .is_some_and(|at| now.duration_since(at) < STALL_EXCUSE)
+        });
+        if excused {
+            return notices;
+        }
+        let reporter = viewer.clone();
+        self.update(&relay, |n| {
+            if n.stalled_by.len() < STALLS_TO_DEMOTE {
+                n.stalled_by.insert(reporter);
+            }
+        });
+        self.shed_excess(&relay, now, &mut notices);
+        self.serve_waiting(&mut notices);
+        self.fill_from_below(&mut notices);
+        notices
+    }
+
+    /// `relay_capacity`: how many children the viewer can feed from now on (within F). Children
+    /// over it are moved away; a raised capacity may take waiting viewers or move leaves up.
+    pub fn set_capacity(&mut self, viewer: &SocketId, capacity: usize, now: Moment) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        match self.nodes.get(viewer) {
+            Some(node) if node.relay && node.capacity != Some(capacity) => {}
+            _ => return notices,
+        }
+        self.update(viewer, |n| n.capacity = Some(capacity));
+        self.shed_excess(viewer, now, &mut notices);
+        self.serve_waiting(&mut notices);
+        self.fill_from_below(&mut notices);
+        notices
+    }
+
+    /// How many children `viewer` may feed now (0 for an unknown viewer).
+    pub fn capacity_of(&self, viewer: &str) -> usize {
+        self.nodes
+            .get(viewer)
+            .map_or(0, |n| n.room(self.limits.fanout))
+    }
+
+    /// Moves the children `relay` has over its capacity. At capacity 0 a spare leaf takes its
+    /// place and children (as when it leaves: the subtrees keep their feeders and the tree its
+    /// shape) and the relay is placed again, as a leaf (it may wait for a feeder like any
+    /// viewer that moved); otherwise, and without a spare, the latest to join of its children
+    /// are placed again, each with its subtree (and may wait).
+    fn shed_excess(&mut self, relay: &SocketId, now: Moment, notices: &mut Vec<Notice>) {
+        let fanout = self.limits.fanout;
+        let Some(node) = self.nodes.get(relay) else {
+            return;
+        };
+        let room = node.room(fanout);
+        if node.children.len() <= room {
+            return;
+        }
+        if room == 0
+            && node.anchored
+            && let Some(spare) = self.spare_for(relay)
+        {
+            // Unlike a relay that left or failed, this one still sends to them: it is told to
+            // close every child's connection (the spare's too, when the spare was its child).
+            let mut children: Vec<(u64, SocketId)> = node
+                .children
+                .iter()
+                .filter_map(|c| self.nodes.get(c).map(|n| (n.joined, c.clone())))
+                .collect();
+            children.sort();
+            self.hand_over(relay, &spare, notices);
+            notices.extend(
+                children
+                    .into_iter()
+                    .map(|(_, child)| Notice::DownstreamLeft {
+                        feeder: Feeder::Viewer(relay.clone()),
+                        child,
+                    }),
+            );
+            self.update(relay, |n| n.eligible = None);
+            self.place(relay, now, notices);
+            return;
+        }
+        let mut children: Vec<(u64, SocketId)> = node
+            .children
+            .iter()
+            .filter_map(|c| self.nodes.get(c).map(|n| (n.joined, c.clone())))
+            .collect();
+        children.sort();
+        let excess = children.split_off(room.min(children.len()));
+        let feeder = Feeder::Viewer(relay.clone());
+        for (_, child) in &excess {
+            self.detach(child, notices);
+            self.update(child, |n| {
+                // Re-parented: eligible again after its next `relay_ready`.
+                n.eligible = None;
+                n.avoid = Some(feeder.clone());
+            });
+        }
+        for (_, child) in &excess {
+            self.place(child, now, notices);
+        }
     }
 
     /// A viewer leaves (or disconnects): its feeder is told. A relay's place and children go
@@ -282,6 +441,7 @@ impl Tree {
             node.waiting = None;
             node.avoid = None;
             node.reported = None;
+            node.reported_at = None;
             node.depth = 0;
         }
     }
@@ -387,12 +547,14 @@ impl Tree {
 
     /// The spare leaf that takes over `relay`'s place and children: the deepest eligible leaf
     /// below the relay's level (the latest to join among equals) that neither reported the
-    /// feeder it would get nor is reported by a child it would feed. Taking it from the deepest level never deepens the
-    /// tree; its own place frees at that level, where nothing hangs deeper.
+    /// feeder it would get nor is reported by a child it would feed, and that can feed as many
+    /// children as the relay has. Taking it from the deepest level never deepens the tree; its
+    /// own place frees at that level, where nothing hangs deeper.
     fn spare_for(&self, relay: &SocketId) -> Option<SocketId> {
         if !self.enabled || !self.live {
             return None;
         }
+        let fanout = self.limits.fanout;
         let node = self.nodes.get(relay)?;
         let feeder = node.parent.as_ref()?;
         let children = &node.children;
@@ -405,10 +567,9 @@ impl Tree {
             .find(|id| {
                 let spare = Feeder::Viewer((*id).clone());
                 *id != relay
-                    && self
-                        .nodes
-                        .get(*id)
-                        .is_some_and(|n| n.reported.as_ref() != Some(feeder))
+                    && self.nodes.get(*id).is_some_and(|n| {
+                        n.reported.as_ref() != Some(feeder) && n.room(fanout) >= children.len()
+                    })
                     && children.iter().all(|c| {
                         self.nodes
                             .get(c)
@@ -793,7 +954,7 @@ fn candidate_key(
     fanout: usize,
 ) -> Option<(usize, usize, u64, SocketId)> {
     let seq = node.eligible?;
-    (node.anchored && node.parent.is_some() && node.children.len() < fanout)
+    (node.anchored && node.parent.is_some() && node.children.len() < node.room(fanout))
         .then(|| (node.depth, node.children.len(), seq, id.clone()))
 }
 

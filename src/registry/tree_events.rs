@@ -41,6 +41,10 @@ pub enum TreeEvent {
 pub(crate) enum TreeOp {
     Ready,
     UpstreamFailed,
+    /// `upstream_stalled`: the picture from its feeder stalls.
+    UpstreamStalled,
+    /// `relay_capacity`: how many children it can feed.
+    Capacity(usize),
 }
 
 impl Channel {
@@ -104,6 +108,8 @@ impl State {
         let notices = match op {
             TreeOp::Ready => channel.tree.ready(sid),
             TreeOp::UpstreamFailed => channel.tree.upstream_failed(sid, now),
+            TreeOp::UpstreamStalled => channel.tree.upstream_stalled(sid, now),
+            TreeOp::Capacity(capacity) => channel.tree.set_capacity(sid, capacity, now),
         };
         let mut events = Vec::new();
         channel.address(notices, false, &mut events);

@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 
 use super::payloads::{
     self, ChannelRequest, ChatSettingsRequest, CreateInvite, ErrorPrefix, InvalidPayload,
-    JoinAsBroadcaster, JoinAsViewer, MuteViewer, Relay, RelayKind, RemoveMessage, RemoveViewer,
-    SendMessage, SetAlias,
+    JoinAsBroadcaster, JoinAsViewer, MuteViewer, Relay, RelayCapacity, RelayKind, RemoveMessage,
+    RemoveViewer, SendMessage, SetAlias,
 };
 
 /// One event of PROTOCOL.md, decoded and validated.
@@ -35,6 +35,8 @@ pub enum Request<'a> {
     ChatSettings(ChatSettingsRequest),
     RelayReady(ChannelRequest),
     UpstreamFailed(ChannelRequest),
+    UpstreamStalled(ChannelRequest),
+    RelayCapacity(RelayCapacity),
 }
 
 /// Why an event was refused, and so which event answers it.
@@ -112,6 +114,12 @@ pub fn decode<'a>(
             .map_err(invalid),
         "upstream_failed" => payloads::decode(payload, Data)
             .map(Request::UpstreamFailed)
+            .map_err(invalid),
+        "upstream_stalled" => payloads::decode(payload, Data)
+            .map(Request::UpstreamStalled)
+            .map_err(invalid),
+        "relay_capacity" => payloads::decode(payload, Data)
+            .map(Request::RelayCapacity)
             .map_err(invalid),
         _ => return None,
     })
@@ -191,6 +199,25 @@ mod tests {
         }
         match decoded(r#"["send_message",{"channel_id":"c","message":""}]"#).unwrap() {
             Err(Refusal::Invalid(e)) => assert!(e.to_string().starts_with("Invalid message:")),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            decoded(r#"["relay_capacity",{"channel_id":"c","capacity":1}]"#)
+                .unwrap()
+                .unwrap()
+                .starts_with("RelayCapacity")
+        );
+        assert!(
+            decoded(r#"["upstream_stalled",{"channel_id":"c"}]"#)
+                .unwrap()
+                .unwrap()
+                .starts_with("UpstreamStalled")
+        );
+        match decoded(r#"["relay_capacity",{"channel_id":"c","capacity":7000}]"#).unwrap() {
+            Err(Refusal::Invalid(e)) => assert_eq!(
+                e.to_string(),
+                "Invalid data: capacity must be an integer from 0 to 100"
+            ),
             other => panic!("{other:?}"),
         }
         match decoded(r#"["upstream_failed",null]"#).unwrap() {

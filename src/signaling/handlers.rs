@@ -253,6 +253,8 @@ pub async fn handle<A: Adapter>(ctx: &Ctx<'_, A>, request: Request<'_>) {
         Request::ChatSettings(r) => chat_settings(ctx, r).await,
         Request::RelayReady(r) => tree_report(ctx, r, TreeReport::Ready).await,
         Request::UpstreamFailed(r) => tree_report(ctx, r, TreeReport::UpstreamFailed).await,
+        Request::UpstreamStalled(r) => tree_report(ctx, r, TreeReport::UpstreamStalled).await,
+        Request::RelayCapacity(r) => relay_capacity(ctx, r).await,
     }
 }
 
@@ -1031,7 +1033,7 @@ pub async fn stop_broadcast<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Cha
     }
 }
 
-/// `relay_ready` and `upstream_failed`: the viewer's part in the relay tree.
+/// `relay_ready`, `upstream_failed` and `upstream_stalled`: the viewer's part in the relay tree.
 pub async fn tree_report<A: Adapter>(
     ctx: &Ctx<'_, A>,
     request: payloads::ChannelRequest,
@@ -1044,10 +1046,32 @@ pub async fn tree_report<A: Adapter>(
     let result = match report {
         TreeReport::Ready => ctx.registry.relay_ready(&ctx.sid, &channel_id).await,
         TreeReport::UpstreamFailed => ctx.registry.upstream_failed(&ctx.sid, &channel_id).await,
+        TreeReport::UpstreamStalled => ctx.registry.upstream_stalled(&ctx.sid, &channel_id).await,
     };
     match result {
         Ok(events) => {
             tracing::debug!(?report, moved = events.len(), "relay tree");
+            emit_tree(ctx.io, &events).await;
+        }
+        Err(e) => ctx.error(e),
+    }
+}
+
+/// `relay_capacity`: how many viewers a tree viewer can feed from now on.
+pub async fn relay_capacity<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::RelayCapacity) {
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    // Validated to 0..=RELAY_CAPACITY_MAX, so it fits any usize.
+    let capacity = usize::try_from(request.capacity.unwrap_or_default()).unwrap_or(usize::MAX);
+    match ctx
+        .registry
+        .relay_capacity(&ctx.sid, &channel_id, capacity)
+        .await
+    {
+        Ok(events) => {
+            tracing::debug!(capacity, moved = events.len(), "relay capacity");
             emit_tree(ctx.io, &events).await;
         }
         Err(e) => ctx.error(e),
@@ -1059,6 +1083,7 @@ pub async fn tree_report<A: Adapter>(
 pub enum TreeReport {
     Ready,
     UpstreamFailed,
+    UpstreamStalled,
 }
 
 /// Sends relay-tree events, each to its one socket.

@@ -408,7 +408,8 @@ pub struct SendMessage {
     pub message: Option<String>,
 }
 
-/// A payload that names one channel: `stop_broadcast`, `relay_ready`, `upstream_failed`.
+/// A payload that names one channel: `stop_broadcast`, `relay_ready`, `upstream_failed`,
+/// `upstream_stalled`.
 #[derive(Debug, Deserialize, Validate)]
 pub struct ChannelRequest {
     #[serde(default, deserialize_with = "trimmed")]
@@ -516,6 +517,27 @@ pub struct ChatSettingsRequest {
     pub slow_mode: Option<u32>,
     #[serde(default)]
     pub chat_enabled: Option<bool>,
+}
+
+/// The largest capacity a page may report: the largest F a server can be configured with
+/// (`--relay-fanout`). A page does not know its server's F; the server uses at most its own.
+pub const RELAY_CAPACITY_MAX: u64 = 100;
+
+/// `relay_capacity`: how many viewers a tree viewer can feed from now on.
+#[derive(Debug, Deserialize, Validate)]
+pub struct RelayCapacity {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+    #[serde(default)]
+    #[validate(
+        required(message = "is required"),
+        range(max = RELAY_CAPACITY_MAX, message = "must be an integer from 0 to 100")
+    )]
+    pub capacity: Option<u64>,
 }
 
 /// The three relayed events, and which field each carries.
@@ -976,6 +998,48 @@ mod tests {
             err,
             "Invalid message: message: invalid type: integer `42`, expected a string"
         );
+    }
+
+    #[test]
+    fn relay_capacity_is_an_integer_from_0_to_100() {
+        let ok: RelayCapacity = decode_str(
+            Some(r#"{"channel_id":"c","capacity":0}"#),
+            ErrorPrefix::Data,
+        )
+        .unwrap();
+        assert_eq!(ok.capacity, Some(0));
+        let ok: RelayCapacity = decode_str(
+            Some(r#"{"channel_id":"c","capacity":100}"#),
+            ErrorPrefix::Data,
+        )
+        .unwrap();
+        assert_eq!(ok.capacity, Some(RELAY_CAPACITY_MAX));
+        for (json, message) in [
+            (
+                r#"{"channel_id":"c"}"#,
+                "Invalid data: capacity is required",
+            ),
+            (
+                r#"{"channel_id":"c","capacity":101}"#,
+                "Invalid data: capacity must be an integer from 0 to 100",
+            ),
+            (
+                r#"{"channel_id":"c","capacity":-1}"#,
+                "Invalid data: capacity: invalid value: integer `-1`, expected u64",
+            ),
+            (
+                r#"{"channel_id":"c","capacity":1.5}"#,
+                "Invalid data: capacity: invalid type: floating point `1.5`, expected u64",
+            ),
+            (
+                r#"{"channel_id":"c","capacity":"2"}"#,
+                "Invalid data: capacity: invalid type: string \"2\", expected u64",
+            ),
+            (r#"{"capacity":1}"#, "Invalid data: channel_id is required"),
+        ] {
+            let err = decode_str::<RelayCapacity>(Some(json), ErrorPrefix::Data).unwrap_err();
+            assert_eq!(err, message, "{json}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, TestApp, sample_candidate, sample_sdp, spawn_app};
+use crate::helpers::{Client, Cluster, TestApp, sample_candidate, sample_sdp, spawn_app};
 
 /// A tree server with D = 1, F = 2 (and a short wait unless a test gives its own).
 async fn tree_app(extra: &[&str]) -> TestApp {
@@ -376,4 +376,219 @@ async fn tree_reports_are_validated_and_need_membership() {
     stranger.close();
     stranger.expect_closed().await;
     assert_eq!(app.health().await["indexed_sockets"], 1);
+}
+
+/// `relay_capacity`, and waits until the server has handled it (see [`ready`]).
+async fn capacity(viewer: &mut Client, channel: &str, capacity: u64) {
+    viewer.emit(
+        "relay_capacity",
+        json!({ "channel_id": channel, "capacity": capacity }),
+    );
+    viewer.emit("join_as_viewer", json!({}));
+    viewer.expect("channel_list").await;
+}
+
+fn left(channel: &str, peer: &str) -> Value {
+    json!({"channel_id": channel, "peer_id": peer})
+}
+
+#[tokio::test]
+async fn a_relay_at_capacity_zero_hands_its_children_over_and_gets_no_new_ones() {
+    let app = tree_app(&[]).await;
+    let b = broadcaster(&app, "cap").await;
+    let mut a = tree_viewer(&app, "cap").await;
+    assert_eq!(a.expect_upstream().await, upstream("cap", &b.sid, 1));
+    ready(&mut a, "cap").await;
+    let mut c = tree_viewer(&app, "cap").await;
+    assert_eq!(c.expect_upstream().await, upstream("cap", &a.sid, 2));
+    ready(&mut c, "cap").await;
+    let mut d = tree_viewer(&app, "cap").await;
+    assert_eq!(d.expect_upstream().await, upstream("cap", &a.sid, 2));
+    // a can feed nobody any more: c (a ready leaf) takes its place and d; a closes both
+    // connections and is placed again once c plays.
+    a.emit(
+        "relay_capacity",
+        json!({"channel_id": "cap", "capacity": 0}),
+    );
+    assert_eq!(c.expect_upstream().await, upstream("cap", &b.sid, 1));
+    assert_eq!(d.expect_upstream().await, upstream("cap", &c.sid, 2));
+    let mut gone = vec![
+        a.expect("downstream_left").await,
+        a.expect("downstream_left").await,
+    ];
+    gone.sort_by_key(|g| g["peer_id"].as_str().map(str::to_owned));
+    let mut expected = vec![left("cap", &c.sid), left("cap", &d.sid)];
+    expected.sort_by_key(|g| g["peer_id"].as_str().map(str::to_owned));
+    assert_eq!(gone, expected);
+    ready(&mut c, "cap").await;
+    assert_eq!(a.expect_upstream().await, upstream("cap", &c.sid, 2));
+    ready(&mut a, "cap").await;
+    ready(&mut d, "cap").await;
+    // a plays, at depth 2 beside d, with no child: the newcomer still goes to d.
+    let mut e = tree_viewer(&app, "cap").await;
+    assert_eq!(e.expect_upstream().await, upstream("cap", &d.sid, 3));
+    a.assert_silent().await;
+}
+
+#[tokio::test]
+async fn two_childrens_stall_reports_take_the_relays_children_away() {
+    let app = spawn_app(&[
+        "--relay-direct",
+        "1",
+        "--relay-fanout",
+        "3",
+        "--relay-wait-ms",
+        "300",
+    ])
+    .await;
+    let b = broadcaster(&app, "stall").await;
+    let mut a = tree_viewer(&app, "stall").await;
+    assert_eq!(a.expect_upstream().await, upstream("stall", &b.sid, 1));
+    ready(&mut a, "stall").await;
+    let mut children = Vec::new();
+    for _ in 0..3 {
+        let mut v = tree_viewer(&app, "stall").await;
+        assert_eq!(v.expect_upstream().await, upstream("stall", &a.sid, 2));
+        ready(&mut v, "stall").await;
+        children.push(v);
+    }
+    let [c, d, e] = &mut children[..] else {
+        unreachable!("three children")
+    };
+    // c's picture from a stalls: c moves (under d), a keeps feeding the others.
+    c.emit("upstream_stalled", json!({"channel_id": "stall"}));
+    assert_eq!(a.expect("downstream_left").await, left("stall", &c.sid));
+    assert_eq!(c.expect_upstream().await, upstream("stall", &d.sid, 3));
+    a.assert_silent().await;
+    // e's too: a second child, so a feeds nobody from now on. d, its last child, is placed
+    // again with its subtree (it gets the broadcaster after the wait: nobody else has room).
+    e.emit("upstream_stalled", json!({"channel_id": "stall"}));
+    assert_eq!(a.expect("downstream_left").await, left("stall", &e.sid));
+    assert_eq!(e.expect_upstream().await, upstream("stall", &d.sid, 3));
+    assert_eq!(a.expect("downstream_left").await, left("stall", &d.sid));
+    assert_eq!(d.expect_upstream().await, upstream("stall", &b.sid, 1));
+    // Whatever a says about its capacity, a newcomer is not given to it.
+    capacity(&mut a, "stall", 3).await;
+    ready(d, "stall").await;
+    let mut f = tree_viewer(&app, "stall").await;
+    assert_eq!(f.expect_upstream().await, upstream("stall", &d.sid, 2));
+    a.assert_silent().await;
+}
+
+#[tokio::test]
+async fn capacity_and_stall_reports_are_validated_and_need_membership() {
+    let app = tree_app(&[]).await;
+    let _b = broadcaster(&app, "rules").await;
+    let mut stranger = app.client_with_codes().await;
+    stranger.emit(
+        "relay_capacity",
+        json!({"channel_id": "rules", "capacity": 1}),
+    );
+    assert_eq!(
+        stranger.expect_coded_error("not_a_viewer").await,
+        "You must be a viewer in this channel"
+    );
+    stranger.emit("upstream_stalled", json!({"channel_id": "rules"}));
+    stranger.expect_coded_error("not_a_viewer").await;
+    stranger.emit("upstream_stalled", json!({"channel_id": "nope"}));
+    assert_eq!(
+        stranger.expect_coded_error("channel_not_found").await,
+        "Channel not found or expired"
+    );
+    for (payload, message) in [
+        (
+            json!({"channel_id": "rules", "capacity": 101}),
+            "Invalid data: capacity must be an integer from 0 to 100",
+        ),
+        (
+            json!({"channel_id": "rules", "capacity": -1}),
+            "Invalid data: capacity: invalid value: integer `-1`, expected u64",
+        ),
+        (
+            json!({"channel_id": "rules", "capacity": "2"}),
+            "Invalid data: capacity: invalid type: string \"2\", expected u64",
+        ),
+        (
+            json!({"channel_id": "rules"}),
+            "Invalid data: capacity is required",
+        ),
+        (
+            json!({"capacity": 1}),
+            "Invalid data: channel_id is required",
+        ),
+    ] {
+        stranger.emit("relay_capacity", payload);
+        assert_eq!(
+            stranger.expect_coded_error("invalid_payload").await,
+            message
+        );
+    }
+    // A legacy viewer (or one not in the tree) may say it: nothing changes, nothing is sent.
+    let mut legacy = app.client().await;
+    legacy.emit("join_as_viewer", json!({"channel_id": "rules"}));
+    legacy.expect("broadcaster_available").await;
+    capacity(&mut legacy, "rules", 0).await;
+    legacy.emit("upstream_stalled", json!({"channel_id": "rules"}));
+    legacy.assert_silent().await;
+}
+
+/// A tree viewer on a cluster node (its `broadcaster_available` consumed).
+async fn cluster_viewer(cluster: &Cluster, node: usize, channel: &str) -> Client {
+    let mut v = cluster.nodes[node].client().await;
+    v.emit(
+        "join_as_viewer",
+        json!({ "channel_id": channel, "relay": true }),
+    );
+    v.expect("broadcaster_available").await;
+    v
+}
+
+/// In a cluster the channel, tree included, is a document in Redis that every event loads and
+/// stores: capacities and stall reports made on one node hold for events on the other.
+#[tokio::test]
+async fn capacities_and_stall_reports_hold_across_a_cluster() {
+    let cluster = Cluster::start(
+        2,
+        &[
+            "--relay-direct",
+            "1",
+            "--relay-fanout",
+            "2",
+            "--relay-wait-ms",
+            "300",
+        ],
+    )
+    .await;
+    let mut b = cluster.nodes[0].client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "ctree"}));
+    b.expect("broadcaster_ready").await;
+    let mut a = cluster_viewer(&cluster, 1, "ctree").await;
+    assert_eq!(a.expect_upstream().await, upstream("ctree", &b.sid, 1));
+    ready(&mut a, "ctree").await;
+    // a (node 1) can feed nobody: c (node 0) gets the broadcaster after the wait, over D.
+    capacity(&mut a, "ctree", 0).await;
+    let mut c = cluster_viewer(&cluster, 0, "ctree").await;
+    assert_eq!(c.expect_upstream().await, upstream("ctree", &b.sid, 1));
+    ready(&mut c, "ctree").await;
+    let mut d = cluster_viewer(&cluster, 1, "ctree").await;
+    assert_eq!(d.expect_upstream().await, upstream("ctree", &c.sid, 2));
+    ready(&mut d, "ctree").await;
+    let mut e = cluster_viewer(&cluster, 0, "ctree").await;
+    assert_eq!(e.expect_upstream().await, upstream("ctree", &c.sid, 2));
+    ready(&mut e, "ctree").await;
+    // Two of c's children, one on each node, say its picture stalls: each moves, and c feeds
+    // nobody from then on.
+    d.emit("upstream_stalled", json!({"channel_id": "ctree"}));
+    assert_eq!(c.expect("downstream_left").await, left("ctree", &d.sid));
+    assert_eq!(d.expect_upstream().await, upstream("ctree", &e.sid, 3));
+    e.emit("upstream_stalled", json!({"channel_id": "ctree"}));
+    assert_eq!(c.expect("downstream_left").await, left("ctree", &e.sid));
+    assert_eq!(e.expect_upstream().await, upstream("ctree", &b.sid, 1));
+    ready(&mut e, "ctree").await;
+    // Neither a nor c gets the newcomer.
+    let mut f = cluster_viewer(&cluster, 1, "ctree").await;
+    assert_eq!(f.expect_upstream().await, upstream("ctree", &e.sid, 2));
+    a.assert_silent().await;
+    c.assert_silent().await;
+    cluster.teardown(vec![b, a, c, d, e, f]).await;
 }

@@ -88,6 +88,16 @@ fn check(tree: &Tree) {
             );
         }
         assert!(node.children.len() <= fanout, "fan-out held at {name}");
+        assert!(
+            node.children.len() <= node.room(fanout),
+            "{name} feeds no more than its capacity"
+        );
+        if node.stalled_by.len() >= STALLS_TO_DEMOTE {
+            assert!(
+                node.children.is_empty(),
+                "{name}, reported twice, feeds nobody"
+            );
+        }
         // No cycles: walking up ends at the broadcaster or at a node waiting for a feeder, and
         // the walk gives the depth of anchored nodes.
         let mut at = name.clone();
@@ -436,6 +446,193 @@ fn depth_grows_with_the_logarithm_of_the_audience() {
     assert!(tree.nodes.is_empty() && tree.direct.is_empty() && tree.candidates.is_empty());
 }
 
+#[test]
+fn a_relay_without_capacity_gets_no_children() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    plain(tree.join(&id("a"), true, now));
+    // a says it can feed nobody (a phone, say) before it plays.
+    assert!(tree.set_capacity(&id("a"), 0, now).is_empty());
+    plain(tree.ready(&id("a")));
+    // The broadcaster is full and a feeds nobody: b waits, then gets the broadcaster.
+    assert!(plain(tree.join(&id("b"), true, now)).is_empty());
+    assert_eq!(tree.capacity_of("a"), 0);
+    assert_eq!(
+        plain(tree.expire_waits(now + WAIT)),
+        vec![up("b", Feeder::Broadcaster, 1)]
+    );
+    check(&tree);
+}
+
+#[test]
+fn a_capacity_over_f_counts_as_f_and_one_lowered_moves_the_latest_child() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for name in ["a", "b", "c", "d"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    assert!(tree.set_capacity(&id("a"), 50, now).is_empty());
+    assert_eq!(tree.capacity_of("a"), 2);
+    // a; b, c ← a; d ← b. a can feed one only: c (the later) moves, under b.
+    assert_eq!(
+        plain(tree.set_capacity(&id("a"), 1, now)),
+        vec![left(v("a"), "c"), up("c", v("b"), 3)]
+    );
+    check(&tree);
+    // Raised again: the deepest leaf moves up into the place.
+    assert_eq!(
+        plain(tree.set_capacity(&id("a"), 2, now)),
+        vec![left(v("b"), "d"), up("d", v("a"), 2)]
+    );
+    check(&tree);
+}
+
+#[test]
+fn a_relay_dropping_to_capacity_zero_hands_its_children_to_a_spare() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for name in ["a", "b", "c", "d", "e", "f", "g"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    // a; b, c ← a; d, f ← b; e, g ← c. b drops to 0: g takes its place and children, and b
+    // starts again as a leaf, where g was.
+    assert_eq!(
+        plain(tree.set_capacity(&id("b"), 0, now)),
+        vec![
+            left(v("a"), "b"),
+            left(v("c"), "g"),
+            up("g", v("a"), 2),
+            up("d", v("g"), 3),
+            up("f", v("g"), 3),
+            left(v("b"), "d"),
+            left(v("b"), "f"),
+            up("b", v("c"), 3),
+        ]
+    );
+    check(&tree);
+    // b says `relay_ready` again and stays a leaf: nobody is hung under it.
+    plain(tree.ready(&id("b")));
+    plain(tree.join(&id("h"), true, now));
+    assert_ne!(tree.upstream_of("h"), Some(&v("b")));
+    check(&tree);
+}
+
+#[test]
+fn without_a_spare_a_relay_at_capacity_zero_has_its_children_placed_again() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(2, 2), true);
+    for name in ["a", "b"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    plain(tree.join(&id("c"), true, now));
+    // a, b ← broadcaster; c ← a, not playing yet. No spare below a: c is placed again, under b.
+    assert_eq!(
+        plain(tree.set_capacity(&id("a"), 0, now)),
+        vec![left(v("a"), "c"), up("c", v("b"), 2)]
+    );
+    check(&tree);
+}
+
+#[test]
+fn two_childrens_stall_reports_take_the_relays_capacity() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(2, 2), true);
+    for name in ["a", "b", "c", "d", "e"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    // a, b ← broadcaster; c, e ← a; d ← b.
+    assert_eq!(tree.upstream_of("c"), Some(&v("a")));
+    assert_eq!(tree.upstream_of("e"), Some(&v("a")));
+    // c stalls: it moves (under b), a keeps its capacity.
+    assert_eq!(
+        plain(tree.upstream_stalled(&id("c"), now)),
+        vec![left(v("a"), "c"), up("c", v("b"), 2)]
+    );
+    assert_eq!(tree.capacity_of("a"), 2);
+    // c again, now under b: one report against b, none more against a.
+    plain(tree.ready(&id("c")));
+    plain(tree.upstream_stalled(&id("c"), now));
+    assert_eq!(tree.capacity_of("a"), 2);
+    assert_eq!(tree.capacity_of("b"), 2);
+    // e, a second child of a: a feeds nobody from now on, whatever it reports.
+    plain(tree.upstream_stalled(&id("e"), now));
+    assert_eq!(tree.capacity_of("a"), 0);
+    assert!(tree.nodes["a"].children.is_empty());
+    assert!(tree.set_capacity(&id("a"), 2, now).is_empty());
+    assert_eq!(tree.capacity_of("a"), 0);
+    check(&tree);
+}
+
+#[test]
+fn stall_reports_soon_after_the_relays_own_report_are_excused() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for name in ["a", "b", "c"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    // a ← broadcaster; b, c ← a. a reported its own feeder a moment ago (as when its picture
+    // stalled): its children's pictures stalled with its own.
+    tree.update(&id("a"), |n| n.reported_at = Some(now));
+    plain(tree.upstream_stalled(&id("b"), now + Duration::from_secs(1)));
+    assert!(tree.nodes["a"].stalled_by.is_empty());
+    // Past the excuse, a report counts.
+    plain(tree.upstream_stalled(&id("c"), now + STALL_EXCUSE));
+    assert_eq!(tree.nodes["a"].stalled_by.len(), 1);
+    assert_eq!(tree.capacity_of("a"), 2);
+    check(&tree);
+}
+
+#[test]
+fn stall_reports_against_a_relay_that_does_not_play_yet_are_excused() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    // a; b, c ← a; d, f ← b; e ← c. a leaves: f takes its place, b and c move under f and
+    // must say `relay_ready` again; until b does, what it forwards is not its fault.
+    plain(tree.leave(&id("a"), now));
+    assert_eq!(tree.upstream_of("b"), Some(&v("f")));
+    assert_eq!(tree.upstream_of("d"), Some(&v("b")));
+    plain(tree.upstream_stalled(&id("d"), now));
+    assert!(tree.nodes["b"].stalled_by.is_empty());
+    check(&tree);
+}
+
+#[test]
+fn capacities_and_stall_reports_survive_storage_and_older_documents_load() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for name in ["a", "b", "c"] {
+        plain(tree.join(&id(name), true, now));
+        plain(tree.ready(&id(name)));
+    }
+    plain(tree.set_capacity(&id("b"), 1, now));
+    plain(tree.upstream_stalled(&id("c"), now));
+    let stored = serde_json::to_value(&tree).expect("a tree serializes");
+    let loaded: Tree = serde_json::from_value(stored.clone()).expect("and loads");
+    assert_eq!(loaded.capacity_of("b"), 1);
+    assert_eq!(loaded.nodes["a"].stalled_by, tree.nodes["a"].stalled_by);
+    check(&loaded);
+    // A channel stored by a server without capacities: every viewer may feed F.
+    let mut older = stored;
+    for node in older["nodes"].as_object_mut().expect("nodes").values_mut() {
+        let node = node.as_object_mut().expect("a node");
+        for field in ["capacity", "stalled_by", "reported_at"] {
+            node.remove(field);
+        }
+    }
+    let loaded: Tree = serde_json::from_value(older).expect("an older document loads");
+    assert_eq!(loaded.capacity_of("b"), 2);
+    assert!(loaded.nodes["a"].stalled_by.is_empty());
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Join(u8, bool),
@@ -445,6 +642,8 @@ enum Op {
     Stop,
     GoLive,
     Wait(u16),
+    Capacity(u8, u8),
+    Stalled(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -456,6 +655,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Stop),
         1 => Just(Op::GoLive),
         1 => (0u16..12_000).prop_map(Op::Wait),
+        2 => (0u8..14, 0u8..4).prop_map(|(i, c)| Op::Capacity(i, c)),
+        2 => (0u8..14).prop_map(Op::Stalled),
     ]
 }
 
@@ -463,8 +664,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Arbitrary sequences of joins (legacy and tree), `relay_ready`, `upstream_failed`,
-    /// leaves, stops, going live again and the passing of time keep every invariant, and leave
-    /// nothing behind once everybody has left.
+    /// `upstream_stalled`, `relay_capacity`, leaves, stops, going live again and the passing
+    /// of time keep every invariant (a viewer never feeds more than its capacity), and leave
+    /// nothing behind once everybody has left; a relay at capacity 0 is given no child.
     #[test]
     fn invariants_hold_for_any_sequence(
         direct in 1usize..4,
@@ -489,6 +691,8 @@ proptest! {
                     now += Duration::from_millis(ms.into());
                     expired |= !tree.expire_waits(now).is_empty();
                 }
+                Op::Capacity(i, c) => { tree.set_capacity(&name(i), c.into(), now); }
+                Op::Stalled(i) => { tree.upstream_stalled(&name(i), now); }
             }
             check(&tree);
             // The broadcaster feeds more than D tree viewers only after a wait ran out (or
