@@ -15,6 +15,7 @@
 // connections of a tree viewer and tells viewer.js what happened through the hooks of
 // `initRelay`. Its state is `window.broadcastApp.relay` (read by tests and the console).
 
+import { forgetFeeder, watchChild, watchFeeder } from "./delay.js";
 import {
   applyRemoteDescription, closePeer, createPeer, forgetPeer, sendDescription,
 } from "./peers.js";
@@ -140,6 +141,7 @@ export function resetRelay() {
   for (const childId of [...relay.children.keys()]) closePeer(childId);
   relay.children.clear();
   relay.tracks = { video: null, audio: null };
+  forgetFeeder();
   hooks.onChildren(0);
 }
 
@@ -191,6 +193,8 @@ async function connectUpstream(peerId, depth, moved) {
 
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
+  // How far behind live we are travels over a data channel of this connection (delay.js).
+  watchFeeder(pc, depth);
   pc.ontrack = ({ track }) => {
     if (relay.upstream !== upstream) return;
     upstream.stream.addTrack(track);
@@ -329,6 +333,7 @@ async function onChildOffer(payload) {
   closeChild(childId);
   const pc = createPeer(childId, onChildState);
   relay.children.set(childId, pc);
+  watchChild(childId, pc);
   hooks.onChildren(relay.children.size);
   try {
     if (!(await applyRemoteDescription(childId, pc, payload.sdp))) return;
