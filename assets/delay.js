@@ -14,12 +14,12 @@
 //   learns the deepest viewer's delay from its direct viewers alone.
 //
 // A viewer's own delay = its feeder's `behind` + half the connection's round trip + the jitter
-// buffer's wait + the decode time, each averaged over the last REPORT_MS. Not counted: the
-// camera's capture and the screen's refresh (a frame or two each), so the figure is a floor;
-// the `25-delay-per-hop` end-to-end scenario compares it with the delay measured from a
-// timestamp drawn into the picture. Legacy pages never open the channel and see nothing; a
-// viewer whose feeder sends no figure (a legacy broadcaster page) counts the broadcaster's
-// share as 0 and shows nothing below depth 1.
+// buffer's wait + the decode time, each averaged over the last REPORT_MS and smoothed over a
+// few of them. Not counted: the camera's capture and the screen's refresh (a frame or two
+// each), so the figure is a floor; the `25-delay-per-hop` end-to-end scenario compares it
+// with the delay measured from a timestamp drawn into the picture. Legacy pages never open
+// the channel and see nothing; a viewer whose feeder sends no figure (a legacy broadcaster
+// page) counts the broadcaster's share as 0 and shows nothing below depth 1.
 //
 // Its state is `window.broadcastApp.delay` (read by tests and the console).
 
@@ -33,6 +33,11 @@ const STALE_MS = 5000;
 const MAX_BEHIND_S = 120;
 const MAX_DEPTH = 1000;
 const MAX_MESSAGE_CHARS = 200;
+/**
+ * Our hop's parts are smoothed (each new second's reading moves them this share of the way), so
+ * the figure shown does not jump with every frame that came late.
+ */
+const SMOOTHING = 0.3;
 /** The data channel's label: one per connection between a feeder and a viewer. */
 const LABEL = "delay";
 
@@ -78,6 +83,7 @@ export function initDelay(render) {
 export function watchFeeder(pc, depth) {
   feed = { pc, depth, channel: null, feederAt: 0, inbound: null };
   delay.feeder = null;
+  delay.hop = null;
   try {
     const channel = pc.createDataChannel(LABEL, { ordered: false, maxRetransmits: 0 });
     const mine = feed;
@@ -156,7 +162,7 @@ async function update() {
     const hop = await receivingHop(current);
     if (feed !== current) return;
     if (current.feederAt && now - current.feederAt > STALE_MS) delay.feeder = null;
-    if (hop) delay.hop = hop;
+    if (hop) delay.hop = smoothed(delay.hop, hop);
     const feederShare = delay.feeder ?? (current.depth === 1 ? 0 : null);
     delay.behind = delay.hop && feederShare !== null
       ? feederShare + delay.hop.network + delay.hop.jitter + delay.hop.decode
@@ -182,6 +188,13 @@ async function update() {
     }));
   }
   onUpdate(delay);
+}
+
+/** Each part of `hop` moved SMOOTHING of the way from `before` (the first reading as it is). */
+function smoothed(before, hop) {
+  if (!before) return hop;
+  const part = (name) => before[name] + SMOOTHING * (hop[name] - before[name]);
+  return { network: part("network"), jitter: part("jitter"), decode: part("decode") };
 }
 
 /** The deeper of two `{depth, behind}`; between equally deep ones, the one further behind. */

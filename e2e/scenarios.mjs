@@ -826,9 +826,10 @@ const NO_SPARE_RENDERER = ['--disable-features=SpareRendererForSitePerProcess'];
 
 /**
  * Runs in the broadcaster's page before its own scripts: the camera is a canvas that draws, 15
- * times a second, the time of drawing (`performance.timeOrigin + performance.now()`, whole
- * milliseconds, its low 32 bits) as 48 black or white blocks of 40x40 pixels: 32 bits of time,
- * then 16 bits of check (the two halves XORed with 0xA5A5), most significant first, row by row.
+ * times a second, the time of drawing (`Date.now()`: every page reads the same system clock,
+ * where `performance.timeOrigin` is fixed per page when it opens and two pages' can disagree
+ * by tens of milliseconds; its low 32 bits) as 48 black or white blocks of 40x40 pixels: 32
+ * bits of time, then 16 bits of check (the two halves XORed with 0xA5A5), most significant first, row by row.
  * Blocks that large survive VP8 at any bitrate and any scaling the encoders pick. Audio is the
  * fake microphone, as the page asked.
  */
@@ -844,7 +845,7 @@ function stampCamera(stamp) {
     const cellW = stamp.width / stamp.columns;
     const cellH = stamp.height / stamp.rows;
     const draw = () => {
-      const now = Math.round(performance.timeOrigin + performance.now());
+      const now = Date.now();
       const value = now % 2 ** 32;
       const check = ((value >>> 16) ^ (value & 0xffff) ^ 0xa5a5) & 0xffff;
       const bits = [];
@@ -869,9 +870,9 @@ function stampCamera(stamp) {
 
 /**
  * Starts reading the stamps a viewer's player presents (`requestVideoFrameCallback`: each
- * frame as it is shown, with the time it is expected on screen): each frame is drawn small
- * into a canvas, every block's centre read as black or white, and a code whose check holds
- * gives one sample, display time − drawing time. Every 500 ms the page's own estimate
+ * frame as it is shown, with the time it is expected on screen, on the system clock as the
+ * stamp's): each frame is drawn small into a canvas, every block's centre read as black or
+ * white, and a code whose check holds gives one sample, display time − drawing time. Every 500 ms the page's own estimate
  * (`broadcastApp.delay.behind`) is noted too. Everything lands in `window.__e2eDelay`.
  */
 async function startStampReader(participant) {
@@ -907,7 +908,7 @@ async function startStampReader(participant) {
     const onFrame = (_now, meta) => {
       if (!state.running) return;
       state.frames += 1;
-      const shown = performance.timeOrigin + meta.expectedDisplayTime;
+      const shown = Date.now() + (meta.expectedDisplayTime - performance.now());
       const value = read();
       if (value === null) {
         state.bad += 1;
