@@ -63,10 +63,13 @@ export const delay = {
 
 /** The connection to our feeder and its channel (viewer mode). */
 let feed = null;
-/** Child id → `{pc, channel, report, reportAt, outbound, cost}`: the viewers we feed. */
+/** Child id → `{pc, channel, report, reportAt, outbound}`: the viewers we feed. */
 const children = new Map();
 let timer = null;
 let ticking = false;
+/** What sending a viewer the picture costs us (seconds), and whose statistics tell it next. */
+let sendCost = 0;
+let costTurn = 0;
 /** Renders the figures after each computation (the mode's display). */
 let onUpdate = () => {};
 
@@ -113,7 +116,7 @@ export function forgetFeeder() {
 
 /** A connection to a viewer we feed (broadcaster or relaying viewer): its channel arrives. */
 export function watchChild(childId, pc) {
-  const child = { pc, channel: null, report: null, reportAt: 0, outbound: null, cost: null };
+  const child = { pc, channel: null, report: null, reportAt: 0, outbound: null };
   children.set(childId, child);
   pc.ondatachannel = ({ channel }) => {
     if (channel.label !== LABEL || children.get(childId) !== child) return;
@@ -178,14 +181,17 @@ async function update() {
   delay.deepest = deepest;
   if (current && deepest) send(current.channel, deepest);
 
-  // Down: each viewer we feed gets our delay plus what sending to it costs us.
+  // Down: each viewer we feed gets our delay plus what sending costs us. That cost is about
+  // the same for every viewer we feed (one encoder each, same picture), so one connection's
+  // statistics a tick, in turn, keep it fresh: a broadcaster feeding a hundred viewers
+  // directly (no tree) does not read a hundred connections' statistics every second.
   const base = current ? delay.behind : 0;
-  if (base !== null) {
-    await Promise.all([...children.values()].map(async (child) => {
-      if (!child.channel || child.channel.readyState !== "open") return;
-      const sending = await sendingCost(child);
-      send(child.channel, { behind: round(base + sending) });
-    }));
+  const open = [...children.values()].filter((c) => c.channel && c.channel.readyState === "open");
+  if (base !== null && open.length > 0) {
+    costTurn = (costTurn + 1) % open.length;
+    const cost = await sendingCost(open[costTurn]);
+    if (cost !== null) sendCost = cost;
+    for (const child of open) send(child.channel, { behind: round(base + sendCost) });
   }
   onUpdate(delay);
 }
@@ -239,19 +245,22 @@ async function receivingHop(current) {
   return { network: rtt === null ? 0 : rtt / 2, jitter, decode };
 }
 
-/** What sending to one viewer costs: encode time and the pacer's wait, per frame / packet. */
+/**
+ * What sending to one viewer costs: encode time per frame and the pacer's wait per packet,
+ * since its statistics were last read; null when nothing was sent meanwhile.
+ */
 async function sendingCost(child) {
   let report;
   try {
     report = await child.pc.getStats();
   } catch {
-    return 0;
+    return null;
   }
   let outbound = null;
   report.forEach((stat) => {
     if (stat.type === "outbound-rtp" && stat.kind === "video") outbound = stat;
   });
-  if (!outbound) return 0;
+  if (!outbound) return null;
   const now = {
     encode: { count: outbound.framesEncoded || 0, total: outbound.totalEncodeTime || 0 },
     pacer: { count: outbound.packetsSent || 0, total: outbound.totalPacketSendDelay || 0 },
@@ -260,8 +269,7 @@ async function sendingCost(child) {
   child.outbound = now;
   const encode = perItem(before && before.encode, now.encode);
   const pacer = perItem(before && before.pacer, now.pacer);
-  if (encode !== null) child.cost = encode + (pacer ?? 0);
-  return child.cost ?? 0;
+  return encode === null ? null : encode + (pacer ?? 0);
 }
 
 /** Seconds per item between two readings of a counter (the first reading: since the start). */

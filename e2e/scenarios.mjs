@@ -829,9 +829,9 @@ const NO_SPARE_RENDERER = ['--disable-features=SpareRendererForSitePerProcess'];
  * times a second, the time of drawing (`Date.now()`: every page reads the same system clock,
  * where `performance.timeOrigin` is fixed per page when it opens and two pages' can disagree
  * by tens of milliseconds; its low 32 bits) as 48 black or white blocks of 40x40 pixels: 32
- * bits of time, then 16 bits of check (the two halves XORed with 0xA5A5), most significant first, row by row.
- * Blocks that large survive VP8 at any bitrate and any scaling the encoders pick. Audio is the
- * fake microphone, as the page asked.
+ * bits of time, then 16 bits of check (the two halves XORed with 0xA5A5), most significant
+ * first, row by row. Blocks that large survive VP8 at any bitrate and any scaling the encoders
+ * pick. Audio is the fake microphone, as the page asked.
  */
 function stampCamera(stamp) {
   const devices = navigator.mediaDevices;
