@@ -15,6 +15,7 @@
 // into a local file (recording.js).
 
 import { setChatEnabled, showChat } from "./chat.js";
+import { behindText, initDelay, watchChild } from "./delay.js";
 import {
   applyRemoteDescription, closeAllPeers, closePeer, createPeer, sendDescription,
 } from "./peers.js";
@@ -102,7 +103,9 @@ export const broadcasterMode = {
       inviteLink: $("invite-link"),
       copyInviteBtn: $("copy-invite-btn"),
       rotateInvitesBtn: $("rotate-invites-btn"),
+      deepestDelay: $("deepest-delay"),
     });
+    initDelay(renderDeepestDelay);
     initScreen({
       button: $("screen-btn"),
       status: bui.mediaStatus,
@@ -451,6 +454,8 @@ async function onViewerOffer(payload) {
   // A viewer offers again after any hiccup; the new offer replaces its old connection.
   closePeer(viewerId);
   const pc = createPeer(viewerId, onBroadcasterPeerState);
+  // Our viewers report the deepest viewer's delay over a data channel of it (delay.js).
+  watchChild(viewerId, pc);
   renderBreakdown();
   try {
     if (!(await applyRemoteDescription(viewerId, pc, payload.sdp))) return;
@@ -551,6 +556,19 @@ function renderBreakdown() {
   }
   if (tree.waiting > 0) parts.push(`${tree.waiting} waiting for a place`);
   el.textContent = `${parts.join(" · ")}.`;
+}
+
+/** How far behind live the deepest viewer is, as its subtree reported it up the tree. */
+function renderDeepestDelay(delay) {
+  const el = bui.deepestDelay;
+  const deepest = delay.deepest;
+  if (app.phase.state !== "live" || !deepest) {
+    el.hidden = true;
+    return;
+  }
+  el.hidden = false;
+  const where = deepest.depth === 1 ? "watching directly" : `depth ${deepest.depth}`;
+  el.textContent = `Deepest viewer (${where}): ${behindText(deepest.behind)}.`;
 }
 
 function streams(count) {

@@ -24,6 +24,7 @@
 // connections of a tree viewer and tells viewer.js what happened through the hooks of
 // `initRelay`. Its state is `window.broadcastApp.relay` (read by tests and the console).
 
+import { forgetFeeder, watchChild, watchFeeder } from "./delay.js";
 import {
   applyRemoteDescription, closePeer, createPeer, forgetPeer, sendDescription,
 } from "./peers.js";
@@ -227,6 +228,7 @@ export function resetRelay() {
   relay.children.clear();
   stopQualityChecks();
   relay.tracks = { video: null, audio: null };
+  forgetFeeder();
   hooks.onChildren(0);
 }
 
@@ -280,6 +282,8 @@ async function connectUpstream(peerId, depth, moved) {
 
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
+  // How far behind live we are travels over a data channel of this connection (delay.js).
+  watchFeeder(pc, depth);
   pc.ontrack = ({ track }) => {
     if (relay.upstream !== upstream) return;
     upstream.stream.addTrack(track);
@@ -462,6 +466,7 @@ async function onChildOffer(payload) {
   const pc = createPeer(childId, onChildState);
   pc.relayedSince = performance.now();
   relay.children.set(childId, pc);
+  watchChild(childId, pc);
   hooks.onChildren(relay.children.size);
   startQualityChecks();
   try {

@@ -64,6 +64,11 @@ export const app = {
   /** Broadcaster mode: the latest figures of its channel's relay tree, when the server sends them. */
   tree: null,
   /**
+   * How far behind live (delay.js): a viewer's own estimate (`behind`, `hop`, `feeder`) and the
+   * deepest viewer it knows of (`deepest`); the broadcaster's `deepest` is its audience's.
+   */
+  delay: null,
+  /**
    * Broadcaster mode: what it sends (screen.js): `kind` ("camera" | "screen"), `switchedAt`
    * (Date.now() when the senders got those tracks), `switches`.
    */

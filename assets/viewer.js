@@ -7,6 +7,7 @@ import {
   forgetAliasOwner, initAlias, onAliasSet, renderAliasCurrent, restoreAlias, setAliasEnabled,
   setChatEnabled, showChat, showChatError,
 } from "./chat.js";
+import { behindText, initDelay } from "./delay.js";
 import { initPicker, onChannelList, renderPicker, requestChannelList } from "./picker.js";
 import {
   bindRelaySocket, holdRelay, initRelay, isUpstreamPlaying, relay, resetRelay,
@@ -66,7 +67,9 @@ export const viewerMode = {
       passwordInput: $("password-input"),
       passwordError: $("password-error"),
       passwordSubmit: $("password-submit"),
+      delay: $("viewer-delay"),
     });
+    initDelay(renderDelay);
     const channel = initialChannel;
     initPicker(channel, (channelId) => channelId === app.channelId && viewer.joined);
     initAlias();
@@ -348,6 +351,13 @@ function relayLimit() {
   if (relay.capacity === null) return "";
   if (relay.capacity === 0) return ` · not passing it on (${relay.capacityWhy})`;
   return ` · passing it on to at most ${relay.capacity} (${relay.capacityWhy})`;
+}
+
+/** How far behind live our picture is (delay.js estimates it), while we watch. */
+function renderDelay(delay) {
+  const show = app.phase.state === "live" && isUpstreamPlaying() && delay.behind !== null;
+  vui.delay.hidden = !show;
+  if (show) vui.delay.textContent = behindText(delay.behind);
 }
 
 function clearRemoteVideo() {

@@ -3,7 +3,7 @@
 // over loopback, the real release server.
 
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -820,6 +820,229 @@ function playback(page, url) {
     }
     return { sizes, sources };
   }, url);
+}
+
+// -----------------------------------------------------------------------------------------------
+// Scenario 25: glass-to-glass delay per hop of the relay tree
+// -----------------------------------------------------------------------------------------------
+
+/** The timestamp picture: its size, the code's grid, and how fast it is drawn. */
+const STAMP = { width: 320, height: 240, columns: 8, rows: 6, frameRate: 15 };
+/** How long every viewer's delay is sampled once the tree stands. */
+const DELAY_SAMPLE_MS = 15_000;
+/** Each viewer decodes at least this many stamps in that time (15 fps would give 225). */
+const MIN_STAMPS = 60;
+/** A generous bound on any glass-to-glass delay over loopback, three hops deep. */
+const MAX_DELAY_MS = 5_000;
+/**
+ * The page's own estimate (delay.js) against the measured delay, per viewer (medians): within
+ * this many milliseconds, or this share of the measured delay, whichever is larger.
+ */
+const ESTIMATE_SLACK_MS = 250;
+const ESTIMATE_SLACK_SHARE = 0.5;
+/** How soon the broadcaster knows the depth-3 viewers' delay once the tree stands. */
+const DEEPEST_KNOWN_MS = 15_000;
+/**
+ * Chromium's spare renderer would be handed to whichever page opens next: without it, the
+ * renderer processes that appear while a participant's page opens are that participant's.
+ */
+const NO_SPARE_RENDERER = ['--disable-features=SpareRendererForSitePerProcess'];
+
+/**
+ * Runs in the broadcaster's page before its own scripts: the camera is a canvas that draws, 15
+ * times a second, the time of drawing (`Date.now()`: every page reads the same system clock,
+ * where `performance.timeOrigin` is fixed per page when it opens and two pages' can disagree
+ * by tens of milliseconds; its low 32 bits) as 48 black or white blocks of 40x40 pixels: 32
+ * bits of time, then 16 bits of check (the two halves XORed with 0xA5A5), most significant
+ * first, row by row. Blocks that large survive VP8 at any bitrate and any scaling the encoders
+ * pick. Audio is the fake microphone, as the page asked.
+ */
+function stampCamera(stamp) {
+  const devices = navigator.mediaDevices;
+  const getUserMedia = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints = {}) => {
+    if (!constraints.video) return getUserMedia(constraints);
+    const canvas = document.createElement('canvas');
+    canvas.width = stamp.width;
+    canvas.height = stamp.height;
+    const ctx = canvas.getContext('2d');
+    const cellW = stamp.width / stamp.columns;
+    const cellH = stamp.height / stamp.rows;
+    const draw = () => {
+      const now = Date.now();
+      const value = now % 2 ** 32;
+      const check = ((value >>> 16) ^ (value & 0xffff) ^ 0xa5a5) & 0xffff;
+      const bits = [];
+      for (let i = 31; i >= 0; i--) bits.push(Math.floor(value / 2 ** i) % 2);
+      for (let i = 15; i >= 0; i--) bits.push((check >> i) & 1);
+      bits.forEach((bit, i) => {
+        ctx.fillStyle = bit ? '#fff' : '#000';
+        ctx.fillRect((i % stamp.columns) * cellW, Math.floor(i / stamp.columns) * cellH, cellW, cellH);
+      });
+    };
+    draw();
+    setInterval(draw, 1000 / stamp.frameRate);
+    // No frame rate: a frame is captured each time the canvas changes, right after drawing.
+    const stream = canvas.captureStream();
+    if (constraints.audio) {
+      const audio = await getUserMedia({ audio: constraints.audio });
+      for (const track of audio.getAudioTracks()) stream.addTrack(track);
+    }
+    return stream;
+  };
+}
+
+/**
+ * Starts reading the stamps a viewer's player presents (`requestVideoFrameCallback`: each
+ * frame as it is shown, with the time it is expected on screen, on the system clock as the
+ * stamp's): each frame is drawn small into a canvas, every block's centre read as black or
+ * white, and a code whose check holds gives one sample, display time − drawing time. Every 500 ms the page's own estimate
+ * (`broadcastApp.delay.behind`) is noted too. Everything lands in `window.__e2eDelay`.
+ */
+async function startStampReader(participant) {
+  await participant.page.evaluate((stamp) => {
+    const video = document.querySelector('#remote-video');
+    const w = stamp.columns * 8;
+    const h = stamp.rows * 8;
+    const canvas = document.createElement('canvas');
+    canvas.width = w;
+    canvas.height = h;
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    const state = { samples: [], bad: 0, frames: 0, estimates: [], hops: [], running: true };
+    window.__e2eDelay = state;
+    const read = () => {
+      ctx.drawImage(video, 0, 0, w, h);
+      const { data } = ctx.getImageData(0, 0, w, h);
+      const bits = [];
+      for (let r = 0; r < stamp.rows; r++) {
+        for (let c = 0; c < stamp.columns; c++) {
+          let sum = 0;
+          for (let y = r * 8 + 2; y < r * 8 + 6; y++) {
+            for (let x = c * 8 + 2; x < c * 8 + 6; x++) sum += data[(y * w + x) * 4 + 1];
+          }
+          bits.push(sum / 16 > 128 ? 1 : 0);
+        }
+      }
+      let value = 0;
+      for (let i = 0; i < 32; i++) value = value * 2 + bits[i];
+      let check = 0;
+      for (let i = 32; i < 48; i++) check = (check << 1) | bits[i];
+      return check === (((value >>> 16) ^ (value & 0xffff) ^ 0xa5a5) & 0xffff) ? value : null;
+    };
+    const onFrame = (_now, meta) => {
+      if (!state.running) return;
+      state.frames += 1;
+      const shown = Date.now() + (meta.expectedDisplayTime - performance.now());
+      const value = read();
+      if (value === null) {
+        state.bad += 1;
+      } else {
+        // The low 32 bits of the drawing time: the drawing time nearest to now with those bits.
+        const drawn = shown - ((((shown % 2 ** 32) - value) % 2 ** 32) + 2 ** 32) % 2 ** 32;
+        state.samples.push(shown - drawn);
+      }
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+    const noteEstimate = () => {
+      if (!state.running) return;
+      const { behind, hop } = window.broadcastApp.delay ?? {};
+      if (typeof behind === 'number') state.estimates.push(behind * 1000);
+      if (hop) state.hops.push(hop);
+      setTimeout(noteEstimate, 500);
+    };
+    setTimeout(noteEstimate, 500);
+  }, STAMP);
+}
+
+/**
+ * Notes the broadcaster's figure of the deepest viewer (`broadcastApp.delay.deepest`) every
+ * 500 ms, in `window.__e2eDeepest`, until `stopDeepestNotes`.
+ */
+async function startDeepestNotes(participant) {
+  await participant.page.evaluate(() => {
+    const state = { notes: [], running: true };
+    window.__e2eDeepest = state;
+    const note = () => {
+      if (!state.running) return;
+      const deepest = window.broadcastApp.delay?.deepest;
+      if (deepest) state.notes.push({ depth: deepest.depth, ms: deepest.behind * 1000 });
+      setTimeout(note, 500);
+    };
+    setTimeout(note, 500);
+  });
+}
+
+function stopDeepestNotes(participant) {
+  return participant.page.evaluate(() => {
+    window.__e2eDeepest.running = false;
+    return window.__e2eDeepest.notes;
+  });
+}
+
+/** Stops a page's stamp reader; returns what it collected. */
+function stopStampReader(participant) {
+  return participant.page.evaluate(() => {
+    const state = window.__e2eDelay;
+    state.running = false;
+    const { samples, bad, frames, estimates, hops } = state;
+    return { samples, bad, frames, estimates, hops };
+  });
+}
+
+/** The `q`-quantile (0..1) of `values` (nearest rank); null for none. */
+function quantile(values, q) {
+  if (!values.length) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+/** Renderer process id → its CPU time in seconds, from the browser (CDP `SystemInfo`). */
+async function rendererCpu(cdp) {
+  const { processInfo } = await cdp.send('SystemInfo.getProcessInfo');
+  return new Map(processInfo.filter((p) => p.type === 'renderer').map((p) => [p.id, p.cpuTime]));
+}
+
+/**
+ * Opens a participant's page and notes which renderer processes appeared meanwhile: that
+ * participant's (its browser context shares none with another, and the spare renderer is off).
+ */
+async function openNoting(cdp, owners, open) {
+  const before = await rendererCpu(cdp);
+  const participant = await open();
+  const after = await rendererCpu(cdp);
+  const mine = [...after.keys()].filter((pid) => !before.has(pid));
+  assert(mine.length > 0, `${participant.role}: no renderer process appeared for its page`);
+  owners.set(participant.role, mine);
+  return participant;
+}
+
+/** CPU seconds each participant's renderer processes spent between two readings. */
+function cpuBetween(owners, before, after) {
+  const spent = new Map();
+  for (const [role, pids] of owners) {
+    spent.set(role, pids.reduce((sum, pid) => sum + Math.max(0, (after.get(pid) ?? 0) - (before.get(pid) ?? 0)), 0));
+  }
+  return spent;
+}
+
+/**
+ * Waits until the tree has its full breadth-first shape (`perDepth` viewers at depths 1, 2, …)
+ * and every viewer plays; returns it.
+ */
+async function untilTreeShape(broadcaster, viewers, perDepth, timeout) {
+  const deadline = Date.now() + timeout;
+  let tree;
+  for (;;) {
+    tree = await relayTreeOf(broadcaster, viewers);
+    const counts = perDepth.map((_, i) => tree.nodes.filter((n) => n.depth === i + 1).length);
+    const playing = await Promise.all(viewers.map((v) => v.page.evaluate(() => Boolean(window.broadcastApp.relay?.upstream?.playing))));
+    if (counts.every((n, i) => n === perDepth[i]) && playing.every(Boolean)) return tree;
+    if (Date.now() > deadline) {
+      throw new Error(`the tree never took the shape ${perDepth.join(' + ')} within ${timeout} ms: ${tree.shape}`);
+    }
+    await sleep(250);
+  }
 }
 
 export const scenarios = [
@@ -2277,6 +2500,168 @@ export const scenarios = [
       const most = await phone.page.evaluate(() => window.__e2eMostChildren);
       assert(most === 0, `phone: fed ${most} viewers`);
       return `${tree.shape}; phone: "${status.text}"`;
+    },
+  },
+  {
+    name: '25-delay-per-hop',
+    title: 'a timestamp drawn into the picture measures glass-to-glass delay per depth of the relay tree; pages estimate and show their own',
+    async run(s) {
+      await s.startServer({ extraArgs: RELAY_TREE_ARGS });
+      await s.launchBrowser(NO_SPARE_RENDERER);
+      const cdp = await s.browser.newBrowserCDPSession();
+      const owners = new Map();
+      const channel = channelId('s25');
+      let link;
+      const broadcaster = await openNoting(cdp, owners, async () => {
+        const opened = await goLive(s, channel, {
+          contextOptions: SMALL_WINDOW,
+          setup: (p) => p.context.addInitScript(stampCamera, STAMP),
+        });
+        link = opened.link;
+        return opened.broadcaster;
+      });
+      // One page at a time, so each renderer process is known to be its page's.
+      const viewers = [];
+      for (const i of [1, 2, 3, 4, 5, 6, 7]) {
+        viewers.push(await openNoting(cdp, owners, async () => {
+          const viewer = await s.participant(`viewer-${i}`, SMALL_WINDOW);
+          await viewer.goto(link);
+          return viewer;
+        }));
+      }
+      await Promise.all(viewers.map((v) => v.waitForState('live', 25_000)));
+      const tree = await untilTreeShape(broadcaster, viewers, [1, 2, 4], 30_000);
+      expectConnectedTree(tree);
+      // The figures climb the tree a level a second: down to depth 3, then its reports back up.
+      await broadcaster.page.waitForFunction(() => window.broadcastApp.delay?.deepest?.depth === 3, null, {
+        timeout: DEEPEST_KNOWN_MS,
+        polling: 100,
+      }).catch(async () => {
+        const deepest = await broadcaster.page.evaluate(() => window.broadcastApp.delay?.deepest ?? null);
+        throw new Error(`broadcaster: knew of no depth-3 viewer's delay within ${DEEPEST_KNOWN_MS} ms of the tree standing (deepest: ${JSON.stringify(deepest)})`);
+      });
+
+      // Sampling: every viewer reads the stamps it shows; CPU time of every page meanwhile.
+      await Promise.all(viewers.map(startStampReader));
+      await startDeepestNotes(broadcaster);
+      const cpuBefore = await rendererCpu(cdp);
+      const startedAt = Date.now();
+      await sleep(DELAY_SAMPLE_MS);
+      const cpuAfter = await rendererCpu(cdp);
+      const seconds = (Date.now() - startedAt) / 1000;
+      const read = await Promise.all(viewers.map(stopStampReader));
+      const deepestNotes = await stopDeepestNotes(broadcaster);
+      const cpu = cpuBetween(owners, cpuBefore, cpuAfter);
+      const after = await relayTreeOf(broadcaster, viewers);
+      assert(
+        after.nodes.every((n) => tree.byId.get(n.id)?.depth === n.depth && tree.byId.get(n.id)?.feeder === n.feeder),
+        `the tree changed while the delay was sampled: before ${tree.shape}; after ${after.shape}`,
+      );
+
+      const rows = tree.nodes.map((node, i) => {
+        const { samples, bad, frames, estimates, hops } = read[i];
+        assert(
+          samples.length >= MIN_STAMPS,
+          `${node.role} (depth ${node.depth}): only ${samples.length} stamps read in ${seconds.toFixed(1)} s (${frames} frames shown, ${bad} unreadable)`,
+        );
+        const low = Math.min(...samples);
+        const high = Math.max(...samples);
+        assert(low > 0 && high < MAX_DELAY_MS, `${node.role} (depth ${node.depth}): delays from ${low.toFixed(0)} to ${high.toFixed(0)} ms, expected within 0..${MAX_DELAY_MS} ms`);
+        assert(estimates.length > 0, `${node.role} (depth ${node.depth}): the page never estimated its own delay`);
+        return {
+          node,
+          samples,
+          bad,
+          frames,
+          p50: quantile(samples, 0.5),
+          p95: quantile(samples, 0.95),
+          estimates,
+          estimate: quantile(estimates, 0.5),
+          jitter: quantile(hops.map((h) => h.jitter * 1000), 0.5),
+          decode: quantile(hops.map((h) => h.decode * 1000), 0.5),
+          cpu: cpu.get(node.role),
+        };
+      });
+      for (const row of rows) {
+        const slack = Math.max(ESTIMATE_SLACK_MS, ESTIMATE_SLACK_SHARE * row.p50);
+        assert(
+          Math.abs(row.estimate - row.p50) <= slack,
+          `${row.node.role} (depth ${row.node.depth}): the page estimates ${row.estimate.toFixed(0)} ms behind live, ` +
+            `measured ${row.p50.toFixed(0)} ms (median; allowed ±${slack.toFixed(0)} ms)`,
+        );
+      }
+
+      // What the pages show: each viewer its own delay, the broadcaster the deepest viewer's.
+      for (const v of viewers) {
+        const shown = (await v.page.textContent('#viewer-delay')).trim();
+        assert(
+          (await v.page.isVisible('#viewer-delay')) && /^≈ \d+\.\d s behind live$/.test(shown),
+          `${v.role}: #viewer-delay shows "${shown}", expected "≈ N.N s behind live"`,
+        );
+      }
+      const deepest = (await broadcaster.page.textContent('#deepest-delay')).trim();
+      assert(
+        (await broadcaster.page.isVisible('#deepest-delay')) && /^Deepest viewer \(depth 3\): ≈ \d+\.\d s behind live\.$/.test(deepest),
+        `broadcaster: #deepest-delay shows "${deepest}", expected the depth-3 viewers' delay`,
+      );
+
+      // Per depth: every sample of the viewers at that depth.
+      const depths = [1, 2, 3].map((depth) => {
+        const at = rows.filter((r) => r.node.depth === depth);
+        const all = at.flatMap((r) => r.samples);
+        assert(all.length > 0, `no stamp read at depth ${depth}`);
+        return {
+          depth,
+          viewers: at.length,
+          count: all.length,
+          p50: quantile(all, 0.5),
+          p95: quantile(all, 0.95),
+          estimate: quantile(at.flatMap((r) => r.estimates), 0.5),
+        };
+      });
+      // The broadcaster's figure: the depth-3 viewers', as they reported it up the tree.
+      const reported = deepestNotes.filter((n) => n.depth === 3).map((n) => n.ms);
+      assert(
+        reported.length === deepestNotes.length && reported.length > 0,
+        `broadcaster: the deepest viewer it knew of was at depth 3 in only ${reported.length} of ${deepestNotes.length} notes`,
+      );
+      const deepestMs = quantile(reported, 0.5);
+      const relayCpu = rows
+        .filter((r) => r.node.children.length)
+        .map((r) => `${r.node.role}@${r.node.depth} ${(r.cpu / seconds * 100).toFixed(0)} %`);
+      const leafCpu = rows.filter((r) => !r.node.children.length).map((r) => r.cpu / seconds * 100);
+      const broadcasterCpu = cpu.get(broadcaster.role) / seconds * 100;
+      const ms = (x) => (x === null ? '–' : x.toFixed(0));
+      const table = [
+        '| depth | viewers | stamps | p50 ms | p95 ms | added p50 ms | page estimate ms |',
+        '|---:|---:|---:|---:|---:|---:|---:|',
+        ...depths.map((d, i) => `| ${d.depth} | ${d.viewers} | ${d.count} | ${ms(d.p50)} | ${ms(d.p95)} | ` +
+          `${ms(d.p50 - (i ? depths[i - 1].p50 : 0))} | ${ms(d.estimate)} |`),
+      ];
+      const perViewer = rows.map((r) => `| ${r.node.role} | ${r.node.depth} | ${r.node.children.length} | ${r.samples.length} | ${r.bad} | ` +
+        `${ms(r.p50)} | ${ms(r.p95)} | ${ms(r.estimate)} | ${ms(r.jitter)} | ${ms(r.decode)} | ` +
+        `${r.cpu.toFixed(2)} (${(r.cpu / seconds * 100).toFixed(0)} %) |`);
+      const report = [
+        `# 25-delay-per-hop, ${new Date().toISOString()}`,
+        '',
+        `${STAMP.width}x${STAMP.height} stamp at ${STAMP.frameRate} fps, ${seconds.toFixed(1)} s of samples; ${s.browser.version()}; ` +
+          `the broadcaster's figure of the deepest viewer (depth 3): ${ms(deepestMs)} ms (median of ${reported.length})`,
+        '',
+        ...table,
+        '',
+        '| page | depth | feeds | stamps | unreadable | p50 ms | p95 ms | estimate ms | of which jitter buffer ms | decode ms | renderer CPU s (% of a core) |',
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+        `| broadcaster | 0 | 1 | | | | | | | | ${cpu.get(broadcaster.role).toFixed(2)} (${broadcasterCpu.toFixed(0)} %) |`,
+        ...perViewer,
+      ].join('\n');
+      writeFileSync(path.join(s.dir, 'delay.md'), `${report}\n`);
+      s.log(`\n${report}`);
+      await Promise.all([broadcaster, ...viewers].map((p) => p.screenshot('delay')));
+      return `${seconds.toFixed(0)} s of stamps; per depth p50/p95 (added p50) [page estimate]: ` +
+        depths.map((d, i) => `${d.depth}: ${ms(d.p50)}/${ms(d.p95)} ms (+${ms(d.p50 - (i ? depths[i - 1].p50 : 0))}) [${ms(d.estimate)}]`).join(', ') +
+        `; renderer CPU: broadcaster ${broadcasterCpu.toFixed(0)} %, relays ${relayCpu.join(', ')}, ` +
+        `leaves ${leafCpu.map((c) => c.toFixed(0)).join('/')} %; broadcaster's deepest viewer ${ms(deepestMs)} ms (median), shows "${deepest}"` +
+        `\n${table.join('\n')}`;
     },
   },
 ];

@@ -183,7 +183,7 @@ const ENTRY_MODULE: &str = "main.js";
 
 /// Every file the page loads, directly or by import; their contents make the `?v=` version.
 /// A new module belongs here (a test checks that no script in `assets/` is left out).
-const PAGE_ASSETS: [&str; 15] = [
+const PAGE_ASSETS: [&str; 16] = [
     ENTRY_MODULE,
     "state.js",
     "ui.js",
@@ -196,6 +196,7 @@ const PAGE_ASSETS: [&str; 15] = [
     "recording.js",
     "viewer.js",
     "relay.js",
+    "delay.js",
     "picker.js",
     "style.css",
     "vendor/socket.io.min.js",
