@@ -140,6 +140,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub chat_history: u64,
 
+    /// A broadcaster's ban also holds the banned client's address, not only its client key
+    /// and connection. Off by default: many people share one address behind a NAT or proxy.
+    #[arg(long, env = "BAN_BY_ADDRESS", default_value_t = false)]
+    pub ban_by_address: bool,
+
     /// Most open connections at once (capped below the process's open-file limit); beyond it
     /// a client gets `503 Service Unavailable` and the connection closes.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000,

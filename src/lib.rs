@@ -249,6 +249,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
             .unwrap_or(usize::MAX),
         max_waiting: usize::try_from(config.max_waiting).unwrap_or(usize::MAX),
         chat_history: usize::try_from(config.chat_history).unwrap_or(usize::MAX),
+        ban_by_address: config.ban_by_address,
     };
     let public_ids = PublicIds::default();
     let sessions = Arc::new(SessionsPerAddr::new(

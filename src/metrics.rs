@@ -43,6 +43,7 @@ pub const TURN_CREDENTIALS: &str = "broadcast_turn_credentials_total";
 pub const WEBHOOKS_DELIVERED: &str = "broadcast_webhooks_delivered_total";
 pub const WEBHOOKS_FAILED: &str = "broadcast_webhooks_failed_total";
 pub const WEBHOOKS_DROPPED: &str = "broadcast_webhooks_dropped_total";
+pub const MODERATION: &str = "broadcast_moderation_actions_total";
 pub const SOCKETS: &str = "broadcast_sockets";
 pub const CHANNELS: &str = "broadcast_channels";
 pub const CHANNEL_VIEWERS: &str = "broadcast_channel_viewers";
@@ -129,9 +130,15 @@ impl From<ErrorCode> for Reason {
             ErrorCode::AtCapacity | ErrorCode::WaitingRoomFull => Reason::Capacity,
             ErrorCode::ChannelNotFound => Reason::NotFound,
             ErrorCode::TooManyChannels | ErrorCode::TooManyFromAddress => Reason::Quota,
-            ErrorCode::NotAViewer | ErrorCode::NotTheBroadcaster | ErrorCode::NotPrivate => {
-                Reason::Forbidden
-            }
+            ErrorCode::NotAViewer
+            | ErrorCode::NotTheBroadcaster
+            | ErrorCode::NotPrivate
+            | ErrorCode::ViewerNotFound
+            | ErrorCode::Banned
+            | ErrorCode::Removed
+            | ErrorCode::Muted
+            | ErrorCode::SlowMode
+            | ErrorCode::ChatOff => Reason::Forbidden,
             ErrorCode::NotPeers => Reason::NotPeers,
             // A refused invitation is a refused credential too.
             ErrorCode::PasswordRequired | ErrorCode::WrongPassword | ErrorCode::InvalidInvite => {
@@ -163,6 +170,7 @@ struct Counters {
     webhooks_delivered: Counter,
     webhooks_failed: Counter,
     webhooks_dropped: Counter,
+    moderation: [Counter; ModerationAction::ALL.len()],
 }
 
 fn counters() -> &'static Counters {
@@ -198,6 +206,10 @@ fn counters() -> &'static Counters {
             "Webhook events given up on: refused (4xx other than 429), or failing every attempt.",
         );
         describe(
+            MODERATION,
+            "Moderation actions broadcasters took in their channels, by action.",
+        );
+        describe(
             WEBHOOKS_DROPPED,
             "Webhook events never sent: the queue was full, or the server stopped first.",
         );
@@ -221,6 +233,8 @@ fn counters() -> &'static Counters {
             webhooks_delivered: counter(WEBHOOKS_DELIVERED, None),
             webhooks_failed: counter(WEBHOOKS_FAILED, None),
             webhooks_dropped: counter(WEBHOOKS_DROPPED, None),
+            moderation: ModerationAction::ALL
+                .map(|action| counter(MODERATION, Some(("action", action.label())))),
         }
     })
 }
@@ -273,6 +287,49 @@ pub fn broadcast_started(started: &BroadcastStarted) {
 /// A TURN credential was minted.
 pub fn turn_credential_minted() {
     counters().turn_credentials.increment(1);
+}
+
+/// A broadcaster's moderation action (EXTENSIONS.md, "Moderation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModerationAction {
+    Remove,
+    Ban,
+    UnbanAll,
+    Mute,
+    Unmute,
+    RemoveMessage,
+    ChatSettings,
+}
+
+impl ModerationAction {
+    pub const ALL: [ModerationAction; 7] = [
+        ModerationAction::Remove,
+        ModerationAction::Ban,
+        ModerationAction::UnbanAll,
+        ModerationAction::Mute,
+        ModerationAction::Unmute,
+        ModerationAction::RemoveMessage,
+        ModerationAction::ChatSettings,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ModerationAction::Remove => "remove",
+            ModerationAction::Ban => "ban",
+            ModerationAction::UnbanAll => "unban_all",
+            ModerationAction::Mute => "mute",
+            ModerationAction::Unmute => "unmute",
+            ModerationAction::RemoveMessage => "remove_message",
+            ModerationAction::ChatSettings => "chat_settings",
+        }
+    }
+}
+
+/// A broadcaster took a moderation action.
+pub fn moderated(action: ModerationAction) {
+    if let Some(i) = ModerationAction::ALL.iter().position(|a| *a == action) {
+        counters().moderation[i].increment(1);
+    }
 }
 
 /// What became of a webhook event.

@@ -41,6 +41,9 @@ use crate::registry::ids::{ChannelId, SocketId};
 use crate::registry::listing::{Census, ChannelSummary};
 use crate::registry::membership::{Departure, ViewerJoined, ViewerRequest};
 use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits, State, Waiter};
+use crate::registry::moderation::{
+    ChatPace, ChatSettings, ChatSettingsChange, ModernMembers, Removal, ViewerEntry,
+};
 use crate::registry::relay::Activity;
 use crate::registry::tree_events::{TreeEvent, TreeOp};
 
@@ -56,6 +59,19 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
 return 1
+";
+
+/// Removes the message with an id from its channel's history list (`remove_message`); entries
+/// that do not decode are left alone. KEYS: the history. ARGV: the message id.
+const FORGET: &str = r"
+local removed = 0
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ok, message = pcall(cjson.decode, entry)
+  if ok and type(message) == 'table' and message['id'] == ARGV[1] then
+    removed = removed + redis.call('LREM', KEYS[1], 0, entry)
+  end
+end
+return removed
 ";
 
 /// One channel id's waiting room: who waits, and how each asked to join.
@@ -117,6 +133,9 @@ struct Inner {
     /// The documents this node last read or wrote, kept current by the change feed: reads
     /// fetch only a version where it matches, and relays are authorized without Redis.
     replica: Arc<Replica>,
+    /// This node's viewers' last message per channel, for slow mode (a connection lives on
+    /// one node, so nobody else needs it).
+    pace: ChatPace,
 }
 
 /// What an operation read of one channel (absent channels are read as `None`).
@@ -229,6 +248,7 @@ impl ClusterRegistry {
                 health,
                 queues: std::sync::Mutex::default(),
                 replica: Arc::default(),
+                pace: ChatPace::default(),
             }),
         }
     }
@@ -966,8 +986,14 @@ impl ClusterRegistry {
         message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
-        let delivery = txn.state.chat(sid, channel_id, message, unix_now())?;
+        let last_sent = self.inner.pace.last(sid, channel_id);
+        let delivery = txn
+            .state
+            .chat(sid, channel_id, message, unix_now(), last_sent)?;
         self.remember(channel_id, &delivery.message).await?;
+        self.inner
+            .pace
+            .sent(sid, channel_id, delivery.message.timestamp);
         Ok(delivery)
     }
 
@@ -1049,6 +1075,98 @@ impl ClusterRegistry {
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
             let generation = txn.state.rotate_invites(sid, channel_id, Moment::now())?;
             Ok(self.commit(txn).await?.map(|()| generation))
+        })
+    }
+
+    pub async fn list_viewers(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<ViewerEntry>, ChannelError> {
+        let mut txn = self.begin(&[ChannelId::from(channel_id)]).await?;
+        txn.state.list_viewers(sid, channel_id)
+    }
+
+    pub async fn remove_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        viewer: &SocketId,
+        ban: bool,
+    ) -> Result<Removal, ChannelError> {
+        let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            let removal = txn
+                .state
+                .remove_viewer(sid, channel_id, viewer, ban, Moment::now())?;
+            Ok(self.commit(txn).await?.map(|()| removal))
+        })
+    }
+
+    pub async fn unban_all(&self, sid: &SocketId, channel_id: &str) -> Result<(), ChannelError> {
+        let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            txn.state.unban_all(sid, channel_id)?;
+            self.commit(txn).await
+        })
+    }
+
+    pub async fn mute_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        viewer: &SocketId,
+        muted: bool,
+    ) -> Result<(), ChannelError> {
+        let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            txn.state.mute_viewer(sid, channel_id, viewer, muted)?;
+            self.commit(txn).await
+        })
+    }
+
+    /// Checks the caller may, then removes the message from the history list (see
+    /// [`FORGET`]); the document does not change.
+    pub async fn remove_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<ModernMembers, ChannelError> {
+        let id = ChannelId::from(channel_id);
+        let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+        let told = txn.state.remove_message(sid, channel_id, message_id)?;
+        let _: i64 = self
+            .inner
+            .client
+            .eval(
+                FORGET,
+                vec![self.keys().chat_history(&id)],
+                vec![message_id.to_owned()],
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(told)
+    }
+
+    pub async fn set_chat_settings(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        change: ChatSettingsChange,
+    ) -> Result<(ChatSettings, ModernMembers), ChannelError> {
+        let id = ChannelId::from(channel_id);
+        let _turn = self.turn(&id).await;
+        retrying!(self, {
+            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
+            let told = txn.state.set_chat_settings(sid, channel_id, change)?;
+            Ok(self.commit(txn).await?.map(|()| told))
         })
     }
 

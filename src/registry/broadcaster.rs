@@ -12,6 +12,7 @@ use super::clock::Moment;
 use super::errors::ChannelError;
 use super::ids::{ChannelId, SocketId};
 use super::model::{Channel, RegistryLimits, State, Waiter};
+use super::moderation::{ClientIdentity, Moderation};
 use super::secrets;
 use super::tree::Tree;
 use super::tree_events::TreeEvent;
@@ -68,6 +69,8 @@ pub(crate) struct BroadcastRequest<'a> {
     pub(crate) fresh: &'a str,
     /// Hash of the password that makes a new channel private.
     pub(crate) password: Option<String>,
+    /// Digest of the client key its page presented (its page reads message ids).
+    pub(crate) key: Option<&'a str>,
 }
 
 impl State {
@@ -87,7 +90,9 @@ impl State {
             presented,
             fresh,
             password,
+            key,
         } = request;
+        let identity = ClientIdentity { key, addr: None };
         if let Some(channel) = self.channels.get_mut(&channel_id) {
             let holds_token =
                 presented.is_some_and(|digest| secrets::digests_match(digest, &channel.token));
@@ -133,6 +138,10 @@ impl State {
                 tree,
                 was_live,
             };
+            if previous != *sid {
+                channel.identities.remove(&previous);
+            }
+            channel.identify(sid, identity);
             if started.replaced.is_some() {
                 self.unindex(&previous, &channel_id, |m| &mut m.broadcasting);
             }
@@ -189,7 +198,10 @@ impl State {
             held_viewers: HashMap::new(),
             peak_viewers: 0,
             history: ChatHistory::default(),
+            identities: HashMap::new(),
+            moderation: Moderation::default(),
         };
+        channel.identify(sid, identity);
         self.sockets
             .entry(sid.clone())
             .or_default()

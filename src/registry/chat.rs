@@ -15,7 +15,10 @@ use super::model::{Channel, State};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatDelivery {
     pub message: ChatMessage,
+    /// Everyone in the channel, the broadcaster first.
     pub recipients: Vec<SocketId>,
+    /// Those of `recipients` whose pages read message ids (they presented a client key).
+    pub with_ids: Vec<SocketId>,
 }
 
 /// One chat message: a `new_message` payload with the additions a modern page reads. The
@@ -73,6 +76,11 @@ impl ChatHistory {
         self.0.push_back(message);
     }
 
+    /// Forgets a removed message (`remove_message`).
+    pub(crate) fn forget(&mut self, id: &str) {
+        self.0.retain(|m| m.id != id);
+    }
+
     pub(crate) fn messages(&self) -> Vec<ChatMessage> {
         self.0.iter().cloned().collect()
     }
@@ -116,13 +124,15 @@ impl State {
         Ok(())
     }
 
-    /// `send_message`: a viewer's message, stamped `now` (unix seconds).
+    /// `send_message`: a viewer's message, stamped `now` (unix seconds), within the channel's
+    /// moderation (`last_sent`: the viewer's previous message, for slow mode).
     pub(crate) fn chat(
         &self,
         sid: &SocketId,
         channel_id: &str,
         message: &str,
         now: f64,
+        last_sent: Option<f64>,
     ) -> Result<ChatDelivery, ChannelError> {
         let channel = self
             .channels
@@ -132,6 +142,7 @@ impl State {
             .viewers
             .get(sid)
             .ok_or(ChannelError::NotAViewer(ViewerAction::Chat))?;
+        channel.check_chat(sid, now, last_sent)?;
         let sender_name = match alias {
             Some(alias) => alias.to_string(),
             None => default_name(sid),
@@ -139,6 +150,7 @@ impl State {
         Ok(ChatDelivery {
             message: ChatMessage::new(sender_name, message, now, false),
             recipients: channel.participants(),
+            with_ids: channel.modern_members(),
         })
     }
 
@@ -161,6 +173,7 @@ impl State {
         Ok(ChatDelivery {
             message: ChatMessage::new(BROADCASTER_NAME.to_owned(), message, now, true),
             recipients: channel.participants(),
+            with_ids: channel.modern_members(),
         })
     }
 
@@ -186,7 +199,7 @@ impl State {
 }
 
 /// The name a viewer without an alias chats under, as the earlier server named it.
-fn default_name(sid: &str) -> String {
+pub(crate) fn default_name(sid: &str) -> String {
     let prefix: String = sid.chars().take(8).collect();
     format!("Viewer-{prefix}")
 }

@@ -52,6 +52,21 @@ pub enum ChannelError {
     NotPrivate,
     #[error("Too many viewers are waiting for a broadcaster; try again later")]
     WaitingRoomFull,
+    /// A moderation event names a socket that does not watch the channel.
+    #[error("No such viewer in this channel")]
+    ViewerNotFound,
+    /// The broadcaster banned this client (see `moderation`).
+    #[error("You are banned from this channel")]
+    Banned,
+    /// The broadcaster muted this viewer.
+    #[error("You are muted in this channel")]
+    Muted,
+    /// The channel's slow mode: the viewer must wait this many more seconds.
+    #[error("Slow mode: wait {0} s before your next message")]
+    SlowMode(u32),
+    /// The broadcaster turned the chat off.
+    #[error("Chat is turned off in this channel")]
+    ChatOff,
     /// Cluster mode only: the shared store (Redis) cannot be reached or answered nonsense.
     #[error("Server unavailable: its shared storage cannot be reached; try again shortly")]
     Unavailable,
@@ -97,6 +112,9 @@ impl ChannelError {
         match self {
             // The server's storage, or the server being full: nothing the client did.
             Self::Unavailable | Self::AtCapacity(_) | Self::WaitingRoomFull => false,
+            // A person's ordinary attempts (a message typed too soon, a banned viewer trying
+            // again): refused, never held against the connection.
+            Self::Banned | Self::Muted | Self::SlowMode(_) | Self::ChatOff => false,
             Self::AlreadyHasBroadcaster(_)
             | Self::NotFound(_)
             | Self::TooManyForSocket(_)
@@ -107,7 +125,8 @@ impl ChannelError {
             | Self::PasswordRequired
             | Self::WrongPassword
             | Self::InvalidInvite
-            | Self::NotPrivate => true,
+            | Self::NotPrivate
+            | Self::ViewerNotFound => true,
         }
     }
 
@@ -128,6 +147,11 @@ impl ChannelError {
             Self::InvalidInvite => ErrorCode::InvalidInvite,
             Self::NotPrivate => ErrorCode::NotPrivate,
             Self::WaitingRoomFull => ErrorCode::WaitingRoomFull,
+            Self::ViewerNotFound => ErrorCode::ViewerNotFound,
+            Self::Banned => ErrorCode::Banned,
+            Self::Muted => ErrorCode::Muted,
+            Self::SlowMode(_) => ErrorCode::SlowMode,
+            Self::ChatOff => ErrorCode::ChatOff,
             Self::Unavailable => ErrorCode::Unavailable,
         }
     }
@@ -167,6 +191,18 @@ pub enum ErrorCode {
     NotPrivate,
     /// The payload failed decoding or validation (the message names the field).
     InvalidPayload,
+    /// A moderation event names a socket that does not watch the channel.
+    ViewerNotFound,
+    /// The broadcaster banned this client.
+    Banned,
+    /// Sent to a viewer its broadcaster removed from the channel (without a ban).
+    Removed,
+    /// The broadcaster muted this viewer.
+    Muted,
+    /// Too soon after the viewer's previous message (the channel's slow mode).
+    SlowMode,
+    /// The broadcaster turned the chat off.
+    ChatOff,
     /// Over a rate limit: wait a moment.
     RateLimited,
     /// A relay's target stopped reading its messages; this one was lost.
@@ -178,7 +214,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::ChannelNotFound,
         ErrorCode::ChannelTaken,
         ErrorCode::AtCapacity,
@@ -193,6 +229,12 @@ impl ErrorCode {
         ErrorCode::InvalidInvite,
         ErrorCode::NotPrivate,
         ErrorCode::InvalidPayload,
+        ErrorCode::ViewerNotFound,
+        ErrorCode::Banned,
+        ErrorCode::Removed,
+        ErrorCode::Muted,
+        ErrorCode::SlowMode,
+        ErrorCode::ChatOff,
         ErrorCode::RateLimited,
         ErrorCode::Undelivered,
         ErrorCode::Unavailable,
@@ -216,6 +258,12 @@ impl ErrorCode {
             ErrorCode::InvalidInvite => "invalid_invite",
             ErrorCode::NotPrivate => "not_private",
             ErrorCode::InvalidPayload => "invalid_payload",
+            ErrorCode::ViewerNotFound => "viewer_not_found",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Removed => "removed",
+            ErrorCode::Muted => "muted",
+            ErrorCode::SlowMode => "slow_mode",
+            ErrorCode::ChatOff => "chat_off",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Undelivered => "undelivered",
             ErrorCode::Unavailable => "unavailable",
@@ -258,6 +306,11 @@ mod tests {
             ChannelError::InvalidInvite,
             ChannelError::NotPrivate,
             ChannelError::WaitingRoomFull,
+            ChannelError::ViewerNotFound,
+            ChannelError::Banned,
+            ChannelError::Muted,
+            ChannelError::SlowMode(3),
+            ChannelError::ChatOff,
             ChannelError::Unavailable,
         ]
     }

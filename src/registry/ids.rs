@@ -51,6 +51,12 @@ impl SocketId {
     pub fn from_stored(id: &str) -> Self {
         Self(Arc::from(id))
     }
+
+    /// An id a client named (a moderation event's `viewer_id`, validated in its payload): only
+    /// ever looked up among the channel's members, never trusted as one.
+    pub fn named_by_client(id: &str) -> Self {
+        Self(Arc::from(id))
+    }
 }
 
 /// Tests name sockets by hand (`"viewer-1"`); the server only ever generates them.

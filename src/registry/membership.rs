@@ -8,6 +8,7 @@ use super::errors::ChannelError;
 use super::ids::{ChannelId, SocketId};
 use super::model::ClosedChannel;
 use super::model::{HeldViewer, State};
+use super::moderation::{ChatSettings, ClientIdentity};
 use super::tree_events::TreeEvent;
 
 /// Result of a successful `join_as_viewer`.
@@ -25,6 +26,8 @@ pub struct ViewerJoined {
     pub alias: Option<String>,
     /// The new viewer's feeder, when it joined the tree and one has room.
     pub tree: Vec<TreeEvent>,
+    /// The channel's chat settings, when the broadcaster changed them from a new channel's.
+    pub chat_settings: Option<ChatSettings>,
 }
 
 /// The options of a `join_as_viewer` besides the ids.
@@ -43,6 +46,8 @@ pub(crate) struct ViewerRequest<'a> {
     pub(crate) presented: Option<&'a str>,
     /// Digest of the token its join answer will carry.
     pub(crate) fresh: &'a str,
+    /// Who it is beyond its connection: what a ban or a mute holds on to.
+    pub(crate) client: ClientIdentity<'a>,
 }
 
 /// A channel held for its broadcaster, whose connection dropped: its viewers are told.
@@ -85,6 +90,7 @@ impl State {
             resumable,
             presented,
             fresh,
+            client,
         } = request;
         let channel = self
             .channels
@@ -102,6 +108,7 @@ impl State {
                 (None, None) => ChannelError::PasswordRequired,
             });
         }
+        channel.admit(sid, client)?;
         channel.last_activity = now;
         channel.held_viewers.retain(|_, held| held.until > now);
         let returning = presented.and_then(|digest| channel.held_viewers.remove(digest));
@@ -111,6 +118,9 @@ impl State {
             slot.clone_from(&alias);
         }
         channel.peak_viewers = channel.peak_viewers.max(channel.viewers.len());
+        if *sid != channel.broadcaster {
+            channel.identify(sid, client);
+        }
         if resumable || presented.is_some() {
             channel.viewer_tokens.insert(sid.clone(), fresh.to_owned());
         }
@@ -127,6 +137,10 @@ impl State {
             resumable: resumable || presented.is_some(),
             alias: alias.map(|a| a.to_string()),
             tree,
+            chat_settings: channel
+                .moderation
+                .has_settings()
+                .then(|| channel.moderation.settings()),
         };
         let key = channel.id.clone();
         self.track_waits(&key);
@@ -177,6 +191,9 @@ impl State {
             if let Some(channel) = self.channels.get_mut(&channel_id)
                 && let Some(alias) = channel.viewers.remove(sid)
             {
+                if *sid != channel.broadcaster {
+                    channel.identities.remove(sid);
+                }
                 channel.held_viewers.retain(|_, held| held.until > now);
                 if let Some(digest) = channel.viewer_tokens.remove(sid)
                     && !grace.is_zero()

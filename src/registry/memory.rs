@@ -15,6 +15,9 @@ use super::ids::{ChannelId, SocketId};
 use super::listing::{Census, ChannelSummary};
 use super::membership::{Departure, ViewerJoined, ViewerRequest};
 use super::model::{ClosedChannel, RegistryLimits, State};
+use super::moderation::{
+    ChatPace, ChatSettings, ChatSettingsChange, ModernMembers, Removal, ViewerEntry,
+};
 use super::relay::Activity;
 use super::tree_events::{TreeEvent, TreeOp};
 
@@ -31,6 +34,8 @@ struct Shared {
     /// and one lock over channels *and* the socket index makes each event atomic, which is what
     /// keeps simultaneous disconnects from leaking channels or index entries.
     state: Mutex<State>,
+    /// Each viewer's last message per channel, for slow mode.
+    pace: ChatPace,
 }
 
 /// Counts for the health endpoint.
@@ -48,6 +53,7 @@ impl MemoryRegistry {
             shared: Arc::new(Shared {
                 limits,
                 state: Mutex::new(State::default()),
+                pace: ChatPace::default(),
             }),
         }
     }
@@ -83,6 +89,7 @@ impl MemoryRegistry {
             presented: None,
             fresh: "",
             password: None,
+            key: None,
         };
         self.start_broadcast(sid, channel_id, request)
     }
@@ -237,9 +244,14 @@ impl MemoryRegistry {
         channel_id: &str,
         message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
-        self.recorded(channel_id, |state| {
-            state.chat(sid, channel_id, message, unix_now())
-        })
+        let last_sent = self.shared.pace.last(sid, channel_id);
+        let delivery = self.recorded(channel_id, |state| {
+            state.chat(sid, channel_id, message, unix_now(), last_sent)
+        })?;
+        self.shared
+            .pace
+            .sent(sid, channel_id, delivery.message.timestamp);
+        Ok(delivery)
     }
 
     /// `broadcaster_message`: checks that `sid` broadcasts `channel_id`; returns everyone in
@@ -285,6 +297,60 @@ impl MemoryRegistry {
     /// Revokes every invitation to the channel issued so far (its broadcaster only).
     pub fn rotate_invites(&self, sid: &SocketId, channel_id: &str) -> Result<u64, ChannelError> {
         self.state().rotate_invites(sid, channel_id, Moment::now())
+    }
+
+    /// `list_viewers` (its broadcaster only).
+    pub fn list_viewers(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<ViewerEntry>, ChannelError> {
+        self.state().list_viewers(sid, channel_id)
+    }
+
+    /// `remove_viewer`, with or without a ban (its broadcaster only).
+    pub fn remove_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        viewer: &SocketId,
+        ban: bool,
+    ) -> Result<Removal, ChannelError> {
+        self.state()
+            .remove_viewer(sid, channel_id, viewer, ban, Moment::now())
+    }
+
+    pub fn unban_all(&self, sid: &SocketId, channel_id: &str) -> Result<(), ChannelError> {
+        self.state().unban_all(sid, channel_id)
+    }
+
+    pub fn mute_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        viewer: &SocketId,
+        muted: bool,
+    ) -> Result<(), ChannelError> {
+        self.state().mute_viewer(sid, channel_id, viewer, muted)
+    }
+
+    /// `remove_message`: forgets it from the history; returns who is told.
+    pub fn remove_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<ModernMembers, ChannelError> {
+        self.state().remove_message(sid, channel_id, message_id)
+    }
+
+    pub fn set_chat_settings(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        change: ChatSettingsChange,
+    ) -> Result<(ChatSettings, ModernMembers), ChannelError> {
+        self.state().set_chat_settings(sid, channel_id, change)
     }
 
     /// Marks the broadcast stopped: returns the viewers to tell. The channel stays.

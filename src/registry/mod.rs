@@ -24,6 +24,7 @@ pub mod listing;
 pub mod membership;
 pub mod memory;
 pub mod model;
+pub mod moderation;
 pub mod relay;
 pub mod secrets;
 pub mod tree;
@@ -43,6 +44,7 @@ use ids::SocketId;
 use listing::{Census, ChannelSummary};
 use membership::{Departure, ViewerJoined, ViewerRequest};
 use model::ClosedChannel;
+use moderation::{ChatSettings, ChatSettingsChange, ModernMembers, Removal, ViewerEntry};
 use relay::Activity;
 use tree_events::TreeEvent;
 
@@ -263,6 +265,80 @@ impl Registry {
         match self {
             Registry::Memory(r) => r.rotate_invites(sid, channel_id),
             Registry::Cluster(r) => r.rotate_invites(sid, channel_id).await,
+        }
+    }
+
+    /// `list_viewers`: the channel's viewers, for its broadcaster's moderation.
+    pub async fn list_viewers(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+    ) -> Result<Vec<ViewerEntry>, ChannelError> {
+        match self {
+            Registry::Memory(r) => r.list_viewers(sid, channel_id),
+            Registry::Cluster(r) => r.list_viewers(sid, channel_id).await,
+        }
+    }
+
+    /// `remove_viewer`: the viewer leaves the channel (banned with `ban`).
+    pub async fn remove_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        viewer: &SocketId,
+        ban: bool,
+    ) -> Result<Removal, ChannelError> {
+        match self {
+            Registry::Memory(r) => r.remove_viewer(sid, channel_id, viewer, ban),
+            Registry::Cluster(r) => r.remove_viewer(sid, channel_id, viewer, ban).await,
+        }
+    }
+
+    /// `unban_all`: forgets the channel's bans.
+    pub async fn unban_all(&self, sid: &SocketId, channel_id: &str) -> Result<(), ChannelError> {
+        match self {
+            Registry::Memory(r) => r.unban_all(sid, channel_id),
+            Registry::Cluster(r) => r.unban_all(sid, channel_id).await,
+        }
+    }
+
+    /// `mute_viewer`: mutes or unmutes a viewer's chat.
+    pub async fn mute_viewer(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        viewer: &SocketId,
+        muted: bool,
+    ) -> Result<(), ChannelError> {
+        match self {
+            Registry::Memory(r) => r.mute_viewer(sid, channel_id, viewer, muted),
+            Registry::Cluster(r) => r.mute_viewer(sid, channel_id, viewer, muted).await,
+        }
+    }
+
+    /// `remove_message`: removes a message from the history; who is told.
+    pub async fn remove_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<ModernMembers, ChannelError> {
+        match self {
+            Registry::Memory(r) => r.remove_message(sid, channel_id, message_id),
+            Registry::Cluster(r) => r.remove_message(sid, channel_id, message_id).await,
+        }
+    }
+
+    /// `chat_settings`: slow mode and chat off; who is told.
+    pub async fn set_chat_settings(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        change: ChatSettingsChange,
+    ) -> Result<(ChatSettings, ModernMembers), ChannelError> {
+        match self {
+            Registry::Memory(r) => r.set_chat_settings(sid, channel_id, change),
+            Registry::Cluster(r) => r.set_chat_settings(sid, channel_id, change).await,
         }
     }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::chat::ChatHistory;
 use super::clock::Moment;
 use super::ids::{ChannelId, SocketId, random_channel_id};
+use super::moderation::{Identity, Moderation};
 use super::tree::{Tree, TreeLimits};
 
 /// Limits the registry enforces.
@@ -40,6 +41,8 @@ pub struct RegistryLimits {
     pub max_waiting: usize,
     /// Chat messages a channel keeps for viewers who join later (0: none, no `chat_history`).
     pub chat_history: usize,
+    /// A ban also holds the banned client's address (`--ban-by-address`).
+    pub ban_by_address: bool,
 }
 
 /// The registry's data and every rule that changes it.
@@ -134,6 +137,13 @@ pub(crate) struct Channel {
     /// the document, so that a chat message never rewrites (or contends for) the channel.
     #[serde(skip)]
     pub(crate) history: ChatHistory,
+    /// Who its members are beyond their connections (key digests, addresses where bans may
+    /// hold them): only members that presented one (see `moderation`).
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub(crate) identities: HashMap<SocketId, Identity>,
+    /// Its bans, mutes and chat settings.
+    #[serde(default)]
+    pub(crate) moderation: Moderation,
 }
 
 /// What a resumable viewer gets back when it returns within the grace.

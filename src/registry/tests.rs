@@ -33,6 +33,7 @@ fn registry(max_channels: usize, ttl: Duration) -> MemoryRegistry {
         max_waiting_per_channel: 10,
         max_waiting: 100,
         chat_history: 3,
+        ban_by_address: false,
     })
 }
 
@@ -143,6 +144,7 @@ fn one_socket_or_address_cannot_take_every_channel() {
         max_waiting_per_channel: 10,
         max_waiting: 100,
         chat_history: 3,
+        ban_by_address: false,
     });
     let home: IpAddr = "198.51.100.7".parse().unwrap();
     let hog = sid("hog");
@@ -571,6 +573,7 @@ fn waiters_of_a_private_channel_must_join_with_its_password() {
         presented: None,
         fresh: "",
         password: Some("hash".to_owned()),
+        key: None,
     };
     let started = r
         .start_broadcast(&sid("b"), Some("secret"), request)
@@ -791,6 +794,7 @@ proptest::proptest! {
             max_waiting_per_channel: 2,
             max_waiting: 3,
             chat_history: 3,
+            ban_by_address: false,
         });
         let name = |i: u8| sid(&format!("s{i}"));
         let channel = |i: u8| format!("c{i}");
@@ -805,6 +809,7 @@ proptest::proptest! {
             presented,
             fresh: "t",
             password: None,
+            key: None,
         };
         for op in ops {
             match op {
@@ -934,6 +939,7 @@ fn a_channel_keeps_its_last_messages_in_order_and_forgets_them_with_it() {
 
     let off = MemoryRegistry::new(RegistryLimits {
         chat_history: 0,
+        ban_by_address: false,
         ..default_registry().limits().clone()
     });
     off.join_as_broadcaster(&b, None, Some("room"), false, true)
@@ -953,6 +959,7 @@ fn invitations_admit_while_their_generation_is_the_channels() {
         presented: None,
         fresh: "",
         password: Some("hash".to_owned()),
+        key: None,
     };
     r.start_broadcast(&sid("b"), Some("secret"), private)
         .unwrap();

@@ -8,8 +8,9 @@ use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::payloads::{
-    self, ChannelRequest, CreateInvite, ErrorPrefix, InvalidPayload, JoinAsBroadcaster,
-    JoinAsViewer, Relay, RelayKind, SendMessage, SetAlias,
+    self, ChannelRequest, ChatSettingsRequest, CreateInvite, ErrorPrefix, InvalidPayload,
+    JoinAsBroadcaster, JoinAsViewer, MuteViewer, Relay, RelayKind, RemoveMessage, RemoveViewer,
+    SendMessage, SetAlias,
 };
 
 /// One event of PROTOCOL.md, decoded and validated.
@@ -25,6 +26,13 @@ pub enum Request<'a> {
     StopBroadcast(ChannelRequest),
     CreateInvite(CreateInvite),
     RotateInvites(ChannelRequest),
+    /// Moderation by the channel's broadcaster (EXTENSIONS.md, "Moderation").
+    ListViewers(ChannelRequest),
+    RemoveViewer(RemoveViewer),
+    UnbanAll(ChannelRequest),
+    MuteViewer(MuteViewer),
+    RemoveMessage(RemoveMessage),
+    ChatSettings(ChatSettingsRequest),
     RelayReady(ChannelRequest),
     UpstreamFailed(ChannelRequest),
 }
@@ -80,6 +88,24 @@ pub fn decode<'a>(
             .map_err(invalid),
         "rotate_invites" => payloads::decode(payload, Data)
             .map(Request::RotateInvites)
+            .map_err(invalid),
+        "list_viewers" => payloads::decode(payload, Data)
+            .map(Request::ListViewers)
+            .map_err(invalid),
+        "remove_viewer" => payloads::decode(payload, Data)
+            .map(Request::RemoveViewer)
+            .map_err(invalid),
+        "unban_all" => payloads::decode(payload, Data)
+            .map(Request::UnbanAll)
+            .map_err(invalid),
+        "mute_viewer" => payloads::decode(payload, Data)
+            .map(Request::MuteViewer)
+            .map_err(invalid),
+        "remove_message" => payloads::decode(payload, Data)
+            .map(Request::RemoveMessage)
+            .map_err(invalid),
+        "chat_settings" => payloads::decode(payload, Data)
+            .map(Request::ChatSettings)
             .map_err(invalid),
         "relay_ready" => payloads::decode(payload, Data)
             .map(Request::RelayReady)

@@ -11,23 +11,26 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
 use super::Signaling;
+use super::client_key::{ClientKey, IssuedKey};
 use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
 use super::payloads::{
     self, AliasSet, BroadcasterAvailable, BroadcasterJoined, BroadcasterReady, ChannelList,
-    ChannelRef, ChatHistory, ClientId, DownstreamLeft, ErrorMessage, ErrorPrefix, InviteCreated,
-    NewMessage, RelayError, RelayKind, RelayTree, RelayedCandidate, RelayedSdp, Upstream,
-    ViewerCount, ViewerToken,
+    ChannelRef, ChatHistory, ChatSettingsChanged, ClientId, ClientKeyIssued, DownstreamLeft,
+    ErrorMessage, ErrorPrefix, InviteCreated, MessageRemoved, NewMessage, RelayError, RelayKind,
+    RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount, ViewerList, ViewerMuted,
+    ViewerRemoved, ViewerToken,
 };
 use super::refusals::{ErrorCodes, Refused};
 use crate::invites::{Invitation, InviteKey, InviteRefusal};
-use crate::metrics;
+use crate::metrics::{self, ModerationAction};
 use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastRequest;
 use crate::registry::chat::ChatDelivery;
-use crate::registry::errors::ChannelError;
+use crate::registry::errors::{ChannelError, ErrorCode};
 use crate::registry::ids::SocketId;
 use crate::registry::membership::{Departure, ViewerRequest};
+use crate::registry::moderation::{ChatSettingsChange, ClientIdentity};
 use crate::registry::relay::Activity;
 use crate::registry::secrets;
 use crate::registry::tree_events::TreeEvent;
@@ -113,6 +116,18 @@ impl<'a, A: Adapter> Ctx<'a, A> {
         tracing::debug!(%message, %code, "refused");
         let code = self.wants_codes().then_some(code);
         self.reply("error", &ErrorMessage { message, code });
+    }
+
+    /// Who the caller is beyond its connection, for bans and mutes: the digest of its client
+    /// key, and its address where bans may hold addresses.
+    fn client(&self) -> (Option<String>, Option<IpAddr>) {
+        let key = self.socket.extensions.get::<ClientKey>().map(|k| k.digest);
+        let addr = if self.registry.limits().ban_by_address {
+            self.socket.extensions.get::<ClientAddr>().map(|a| a.0)
+        } else {
+            None
+        };
+        (key, addr)
     }
 
     /// Whether this socket asked for error codes when it connected. Looked up only when
@@ -208,6 +223,12 @@ pub fn connect<A: Adapter>(socket: &SocketRef<A>, id: SocketId) {
     if let Err(e) = socket.emit("client_id", &ClientId { id: &id }) {
         tracing::debug!(sid = %id, "could not send client_id: {e}");
     }
+    // A key made for this connection goes to it once, right after its id.
+    if let Some(IssuedKey(key)) = socket.extensions.remove::<IssuedKey>()
+        && let Err(e) = socket.emit("client_key", &ClientKeyIssued { key: &key })
+    {
+        tracing::debug!(sid = %id, "could not send client_key: {e}");
+    }
 }
 
 /// Routes a decoded event to its handler, in PROTOCOL.md order.
@@ -222,6 +243,12 @@ pub async fn handle<A: Adapter>(ctx: &Ctx<'_, A>, request: Request<'_>) {
         Request::StopBroadcast(r) => stop_broadcast(ctx, r).await,
         Request::CreateInvite(r) => create_invite(ctx, r).await,
         Request::RotateInvites(r) => rotate_invites(ctx, r).await,
+        Request::ListViewers(r) => list_viewers(ctx, r).await,
+        Request::RemoveViewer(r) => remove_viewer(ctx, r).await,
+        Request::UnbanAll(r) => unban_all(ctx, r).await,
+        Request::MuteViewer(r) => mute_viewer(ctx, r).await,
+        Request::RemoveMessage(r) => remove_message(ctx, r).await,
+        Request::ChatSettings(r) => chat_settings(ctx, r).await,
         Request::RelayReady(r) => tree_report(ctx, r, TreeReport::Ready).await,
         Request::UpstreamFailed(r) => tree_report(ctx, r, TreeReport::UpstreamFailed).await,
     }
@@ -275,6 +302,7 @@ pub async fn join_as_broadcaster<A: Adapter>(
     // Asking for it, or presenting a token, is what makes a broadcaster resumable.
     let resumable = request.resume.unwrap_or(false) || request.resume_token.is_some();
     let presented = request.resume_token.as_ref().map(|t| secrets::digest(&t.0));
+    let (key, _) = ctx.client();
     let broadcast = BroadcastRequest {
         addr: ctx.socket.extensions.get::<ClientAddr>().map(|a| a.0),
         force: request.force.unwrap_or(false),
@@ -283,6 +311,7 @@ pub async fn join_as_broadcaster<A: Adapter>(
         presented: presented.as_deref(),
         fresh: &fresh.digest,
         password,
+        key: key.as_deref(),
     };
     match ctx
         .registry
@@ -390,6 +419,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
     let resumable = request.resume.unwrap_or(false) || request.resume_token.is_some();
     let fresh = resumable.then(secrets::IssuedToken::generate);
     let presented = request.resume_token.as_ref().map(|t| secrets::digest(&t.0));
+    let (key, addr) = ctx.client();
     let viewer = ViewerRequest {
         relay,
         password: verified.as_deref(),
@@ -397,6 +427,10 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         resumable,
         presented: presented.as_deref(),
         fresh: fresh.as_ref().map_or("", |f| f.digest.as_str()),
+        client: ClientIdentity {
+            key: key.as_deref(),
+            addr,
+        },
     };
     let mut joined = ctx
         .registry
@@ -472,6 +506,18 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
             }
             if request.history == Some(true) && ctx.registry.limits().chat_history > 0 {
                 send_chat_history(ctx, &channel_id).await;
+            }
+            if let Some(settings) = joined.chat_settings
+                && key.is_some()
+            {
+                ctx.reply(
+                    "chat_settings",
+                    &ChatSettingsChanged {
+                        channel_id: &channel_id,
+                        slow_mode: settings.slow_mode,
+                        chat_enabled: settings.chat_enabled,
+                    },
+                );
             }
             ctx.send(
                 std::slice::from_ref(&joined.broadcaster),
@@ -762,22 +808,214 @@ pub async fn broadcaster_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads
 }
 
 /// Sends a chat message to everyone in its channel as `new_message`. A viewer's carries the
-/// three fields of PROTOCOL.md and nothing else (legacy sessions are recorded that way); the
-/// broadcaster's, a new kind of message, also its mark and its id.
+/// three fields of PROTOCOL.md and nothing else (legacy sessions are recorded that way), except
+/// to pages that presented a client key, which also get its id (to remove it, or hide it when
+/// it is removed); the broadcaster's, a new kind of message, carries its mark and its id.
 async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery) {
     let message = &delivery.message;
-    ctx.send(
-        &delivery.recipients,
-        "new_message",
-        &NewMessage {
-            sender_id: &message.sender_id,
-            message: &message.message,
-            timestamp: message.timestamp,
-            from_broadcaster: message.from_broadcaster,
-            id: message.from_broadcaster.then_some(message.id.as_str()),
+    let with_id = NewMessage {
+        sender_id: &message.sender_id,
+        message: &message.message,
+        timestamp: message.timestamp,
+        from_broadcaster: message.from_broadcaster,
+        id: Some(message.id.as_str()),
+    };
+    if message.from_broadcaster {
+        ctx.send(&delivery.recipients, "new_message", &with_id)
+            .await;
+        return;
+    }
+    let legacy: Vec<SocketId> = delivery
+        .recipients
+        .iter()
+        .filter(|r| !delivery.with_ids.contains(r))
+        .cloned()
+        .collect();
+    let plain = NewMessage {
+        id: None,
+        ..with_id
+    };
+    ctx.send(&legacy, "new_message", &plain).await;
+    ctx.send(&delivery.with_ids, "new_message", &with_id).await;
+}
+
+/// `list_viewers`: the broadcaster's viewer list.
+pub async fn list_viewers<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::ChannelRequest) {
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    match ctx.registry.list_viewers(&ctx.sid, &channel_id).await {
+        Ok(viewers) => ctx.reply(
+            "viewer_list",
+            &ViewerList {
+                channel_id: &channel_id,
+                viewers: &viewers,
+            },
+        ),
+        Err(e) => ctx.error(e),
+    }
+}
+
+/// `remove_viewer`: the viewer leaves as on a disconnect (its peers are told the same way),
+/// the broadcaster gets `viewer_removed`, and the viewer an `error` saying why.
+pub async fn remove_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::RemoveViewer) {
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    let viewer = SocketId::named_by_client(&request.viewer_id.unwrap_or_default());
+    let ban = request.ban.unwrap_or(false);
+    let removal = match ctx
+        .registry
+        .remove_viewer(&ctx.sid, &channel_id, &viewer, ban)
+        .await
+    {
+        Ok(removal) => removal,
+        Err(e) => return ctx.error(e),
+    };
+    metrics::moderated(if ban {
+        ModerationAction::Ban
+    } else {
+        ModerationAction::Remove
+    });
+    tracing::info!(sid = %ctx.sid, channel = %channel_id, viewer = %viewer, banned = ban, "viewer removed by the broadcaster");
+    ctx.reply(
+        "viewer_removed",
+        &ViewerRemoved {
+            channel_id: &channel_id,
+            viewer_id: &viewer,
+            banned: ban,
+        },
+    );
+    let (message, code) = if ban {
+        (ChannelError::Banned.to_string(), ErrorCode::Banned)
+    } else {
+        (
+            "You were removed from this channel by its broadcaster".to_owned(),
+            ErrorCode::Removed,
+        )
+    };
+    metrics::refused(code.into());
+    let notice = ErrorMessage {
+        message,
+        code: removal.modern.then_some(code),
+    };
+    ctx.send(std::slice::from_ref(&removal.viewer), "error", &notice)
+        .await;
+    announce(
+        ctx.io,
+        ctx.webhooks,
+        Departure {
+            left: vec![removal.left],
+            ..Departure::default()
         },
     )
     .await;
+}
+
+/// `unban_all`: the channel forgets its bans.
+pub async fn unban_all<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::ChannelRequest) {
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    match ctx.registry.unban_all(&ctx.sid, &channel_id).await {
+        Ok(()) => {
+            metrics::moderated(ModerationAction::UnbanAll);
+            ctx.reply(
+                "bans_cleared",
+                &ChannelRef {
+                    channel_id: &channel_id,
+                },
+            );
+        }
+        Err(e) => ctx.error(e),
+    }
+}
+
+/// `mute_viewer`: mutes or unmutes a viewer's chat.
+pub async fn mute_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::MuteViewer) {
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    let viewer = SocketId::named_by_client(&request.viewer_id.unwrap_or_default());
+    let muted = request.muted.unwrap_or(true);
+    match ctx
+        .registry
+        .mute_viewer(&ctx.sid, &channel_id, &viewer, muted)
+        .await
+    {
+        Ok(()) => {
+            metrics::moderated(if muted {
+                ModerationAction::Mute
+            } else {
+                ModerationAction::Unmute
+            });
+            ctx.reply(
+                "viewer_muted",
+                &ViewerMuted {
+                    channel_id: &channel_id,
+                    viewer_id: &viewer,
+                    muted,
+                },
+            );
+        }
+        Err(e) => ctx.error(e),
+    }
+}
+
+/// `remove_message`: the message leaves the history, and every page that reads ids hides it.
+pub async fn remove_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::RemoveMessage) {
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    let message_id = request.message_id.unwrap_or_default();
+    match ctx
+        .registry
+        .remove_message(&ctx.sid, &channel_id, &message_id)
+        .await
+    {
+        Ok(told) => {
+            metrics::moderated(ModerationAction::RemoveMessage);
+            let removed = MessageRemoved {
+                channel_id: &channel_id,
+                message_id: &message_id,
+            };
+            ctx.send(&told, "message_removed", &removed).await;
+        }
+        Err(e) => ctx.error(e),
+    }
+}
+
+/// `chat_settings`: slow mode and chat off, announced to every page that reads them.
+pub async fn chat_settings<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::ChatSettingsRequest) {
+    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
+        return;
+    }
+    let channel_id = request.channel_id.unwrap_or_default();
+    let change = ChatSettingsChange {
+        slow_mode: request.slow_mode,
+        chat_enabled: request.chat_enabled,
+    };
+    match ctx
+        .registry
+        .set_chat_settings(&ctx.sid, &channel_id, change)
+        .await
+    {
+        Ok((settings, told)) => {
+            metrics::moderated(ModerationAction::ChatSettings);
+            let changed = ChatSettingsChanged {
+                channel_id: &channel_id,
+                slow_mode: settings.slow_mode,
+                chat_enabled: settings.chat_enabled,
+            };
+            ctx.send(&told, "chat_settings", &changed).await;
+        }
+        Err(e) => ctx.error(e),
+    }
 }
 
 pub async fn stop_broadcast<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::ChannelRequest) {

@@ -7,6 +7,7 @@
 //! One fallback handler per socket, not one per event, keeps per-connection memory small.
 //! Everything is generic over the Socket.IO adapter: in-process, or Redis in cluster mode.
 
+mod client_key;
 pub mod events;
 mod handlers;
 pub mod limits;
@@ -181,6 +182,7 @@ impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
         if refusals::asks_for_codes(auth.as_ref()) {
             socket.extensions.insert(refusals::ErrorCodes);
         }
+        client_key::identify(&socket, auth.as_ref());
         let id = handlers::assign_public_id(&socket);
         self.0.public_ids.insert(socket.id.as_str(), id.clone());
         // The handlers go in here, before socketioxide sends the CONNECT packet: the client

@@ -15,6 +15,7 @@ use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKin
 use crate::registry::chat::ChatMessage;
 use crate::registry::errors::ErrorCode;
 use crate::registry::listing::ChannelSummary;
+use crate::registry::moderation::ViewerEntry;
 
 pub const CHANNEL_ID_MAX_CHARS: usize = 20;
 pub const ALIAS_MIN_CHARS: usize = 5;
@@ -418,6 +419,105 @@ pub struct ChannelRequest {
     pub channel_id: Option<String>,
 }
 
+/// Longest socket id or message id a moderation event may name: ids are shorter, and a longer
+/// one names nobody.
+const MODERATED_ID_MAX_CHARS: usize = 64;
+
+/// A viewer's public id or a message id: short, and of the characters ids are made of.
+fn validate_moderated_id(id: &str) -> Result<(), ValidationError> {
+    if id.is_empty() {
+        return Err(failure("required", "is required".into()));
+    }
+    if id.len() > MODERATED_ID_MAX_CHARS
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(failure(
+            "pattern",
+            format!(
+                "must be an id the server sent (letters, digits, '_' and '-', at most {MODERATED_ID_MAX_CHARS})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `remove_viewer`: the broadcaster removes a viewer, banning it with `ban: true`.
+#[derive(Debug, Deserialize, Validate)]
+pub struct RemoveViewer {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_moderated_id")
+    )]
+    pub viewer_id: Option<String>,
+    #[serde(default)]
+    pub ban: Option<bool>,
+}
+
+/// `mute_viewer`: the broadcaster mutes (or unmutes) a viewer's chat.
+#[derive(Debug, Deserialize, Validate)]
+pub struct MuteViewer {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_moderated_id")
+    )]
+    pub viewer_id: Option<String>,
+    #[serde(default)]
+    #[validate(required(message = "is required"))]
+    pub muted: Option<bool>,
+}
+
+/// `remove_message`: the broadcaster removes a chat message.
+#[derive(Debug, Deserialize, Validate)]
+pub struct RemoveMessage {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_moderated_id")
+    )]
+    pub message_id: Option<String>,
+}
+
+/// `chat_settings`: slow mode and chat off; a field left out keeps its value.
+#[derive(Debug, Deserialize, Validate)]
+pub struct ChatSettingsRequest {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+    #[serde(default)]
+    #[validate(range(
+        max = crate::registry::moderation::MAX_SLOW_MODE,
+        message = "must be 0 to 3600 seconds"
+    ))]
+    pub slow_mode: Option<u32>,
+    #[serde(default)]
+    pub chat_enabled: Option<bool>,
+}
+
 /// The three relayed events, and which field each carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -579,9 +679,54 @@ pub struct NewMessage<'a> {
     /// The channel's broadcaster wrote it (`broadcaster_message`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub from_broadcaster: bool,
-    /// The message's id (as in `chat_history`); only on the broadcaster's messages.
+    /// The message's id (as in `chat_history`): on the broadcaster's messages, and for pages
+    /// that presented a client key (EXTENSIONS.md, "Moderation").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
+}
+
+/// `client_key`: the key a page keeps and presents in its handshake from then on.
+#[derive(Debug, Serialize)]
+pub struct ClientKeyIssued<'a> {
+    pub key: &'a str,
+}
+
+/// `viewer_list`: the broadcaster's view of its channel's viewers.
+#[derive(Debug, Serialize)]
+pub struct ViewerList<'a> {
+    pub channel_id: &'a str,
+    pub viewers: &'a [ViewerEntry],
+}
+
+/// `viewer_removed`: the broadcaster's answer to `remove_viewer`.
+#[derive(Debug, Serialize)]
+pub struct ViewerRemoved<'a> {
+    pub channel_id: &'a str,
+    pub viewer_id: &'a str,
+    pub banned: bool,
+}
+
+/// `viewer_muted`: the broadcaster's answer to `mute_viewer`.
+#[derive(Debug, Serialize)]
+pub struct ViewerMuted<'a> {
+    pub channel_id: &'a str,
+    pub viewer_id: &'a str,
+    pub muted: bool,
+}
+
+/// `message_removed`: to everyone in the channel that reads message ids.
+#[derive(Debug, Serialize)]
+pub struct MessageRemoved<'a> {
+    pub channel_id: &'a str,
+    pub message_id: &'a str,
+}
+
+/// `chat_settings`: the channel's slow mode and whether its chat is on.
+#[derive(Debug, Serialize)]
+pub struct ChatSettingsChanged<'a> {
+    pub channel_id: &'a str,
+    pub slow_mode: u32,
+    pub chat_enabled: bool,
 }
 
 /// `chat_history`: a joining viewer that asked for it gets the channel's last messages,

@@ -10,6 +10,7 @@ mod hostile_suite;
 mod http;
 mod invites;
 mod metrics;
+mod moderation;
 mod options_doc;
 mod protocol;
 mod redis_tls;
