@@ -92,6 +92,8 @@ function routeError(controller, message, code) {
   // The broadcaster's rules for viewers' messages (EXTENSIONS.md "Moderation") answer only
   // `send_message`, whatever we asked since.
   if (CHAT_REFUSALS.has(code)) return onChatRefused(message, code);
+  // Being taken out of the channel concerns the whole page, whatever we asked last.
+  if (code === "removed" || code === "banned") return controller.onError(message, app.lastRequest, code);
   if (message.startsWith("Invalid message:")) return showChatError(message);
   if (message.startsWith("Invalid alias:")) return showAliasError(message);
   if (app.lastRequest === "chat") return onChatRefused(message, code);
