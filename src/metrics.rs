@@ -138,7 +138,8 @@ impl From<ErrorCode> for Reason {
             | ErrorCode::Removed
             | ErrorCode::Muted
             | ErrorCode::SlowMode
-            | ErrorCode::ChatOff => Reason::Forbidden,
+            | ErrorCode::ChatOff
+            | ErrorCode::TooManyBans => Reason::Forbidden,
             ErrorCode::NotPeers => Reason::NotPeers,
             // A refused invitation is a refused credential too.
             ErrorCode::PasswordRequired | ErrorCode::WrongPassword | ErrorCode::InvalidInvite => {

@@ -42,7 +42,7 @@ use crate::registry::listing::{Census, ChannelSummary};
 use crate::registry::membership::{Departure, ViewerJoined, ViewerRequest};
 use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits, State, Waiter};
 use crate::registry::moderation::{
-    ChatPace, ChatSettings, ChatSettingsChange, ModernMembers, Removal, ViewerEntry,
+    ChatPace, ChatSettings, ChatSettingsChange, Removal, Told, ViewerEntry,
 };
 use crate::registry::relay::Activity;
 use crate::registry::tree_events::{TreeEvent, TreeOp};
@@ -986,14 +986,10 @@ impl ClusterRegistry {
         message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
-        let last_sent = self.inner.pace.last(sid, channel_id);
         let delivery = txn
             .state
-            .chat(sid, channel_id, message, unix_now(), last_sent)?;
+            .chat(sid, channel_id, message, unix_now(), &self.inner.pace)?;
         self.remember(channel_id, &delivery.message).await?;
-        self.inner
-            .pace
-            .sent(sid, channel_id, delivery.message.timestamp);
         Ok(delivery)
     }
 
@@ -1138,7 +1134,7 @@ impl ClusterRegistry {
         sid: &SocketId,
         channel_id: &str,
         message_id: &str,
-    ) -> Result<ModernMembers, ChannelError> {
+    ) -> Result<Told, ChannelError> {
         let id = ChannelId::from(channel_id);
         let mut txn = self.begin(std::slice::from_ref(&id)).await?;
         let told = txn.state.remove_message(sid, channel_id, message_id)?;
@@ -1160,7 +1156,7 @@ impl ClusterRegistry {
         sid: &SocketId,
         channel_id: &str,
         change: ChatSettingsChange,
-    ) -> Result<(ChatSettings, ModernMembers), ChannelError> {
+    ) -> Result<(ChatSettings, Told), ChannelError> {
         let id = ChannelId::from(channel_id);
         let _turn = self.turn(&id).await;
         retrying!(self, {

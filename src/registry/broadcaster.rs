@@ -92,7 +92,11 @@ impl State {
             password,
             key,
         } = request;
-        let identity = ClientIdentity { key, addr: None };
+        let identity = ClientIdentity {
+            key,
+            addr: None,
+            codes: false,
+        };
         if let Some(channel) = self.channels.get_mut(&channel_id) {
             let holds_token =
                 presented.is_some_and(|digest| secrets::digests_match(digest, &channel.token));
@@ -138,7 +142,8 @@ impl State {
                 tree,
                 was_live,
             };
-            if previous != *sid {
+            // The previous broadcaster's socket keeps its identity while it watches.
+            if previous != *sid && !channel.viewers.contains_key(&previous) {
                 channel.identities.remove(&previous);
             }
             channel.identify(sid, identity);

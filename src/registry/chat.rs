@@ -9,15 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use super::errors::{ChannelError, ViewerAction};
 use super::ids::SocketId;
-use super::model::{Channel, State};
+use super::model::State;
+use super::moderation::ChatPace;
 
 /// Who must hear about a chat message, and the message itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatDelivery {
     pub message: ChatMessage,
-    /// Everyone in the channel, the broadcaster first.
-    pub recipients: Vec<SocketId>,
-    /// Those of `recipients` whose pages read message ids (they presented a client key).
+    /// Everyone in the channel whose page reads no message ids (legacy pages).
+    pub plain: Vec<SocketId>,
+    /// Everyone in the channel whose page reads message ids (it presented a client key).
     pub with_ids: Vec<SocketId>,
 }
 
@@ -91,20 +92,6 @@ impl ChatHistory {
 /// viewer may choose it as an alias; pages that want certainty read `from_broadcaster`.
 pub const BROADCASTER_NAME: &str = "Broadcaster";
 
-impl Channel {
-    fn participants(&self) -> Vec<SocketId> {
-        let mut all = Vec::with_capacity(self.viewers.len() + 1);
-        all.push(self.broadcaster.clone());
-        all.extend(
-            self.viewers
-                .keys()
-                .filter(|v| **v != self.broadcaster)
-                .cloned(),
-        );
-        all
-    }
-}
-
 impl State {
     pub(crate) fn set_alias(
         &mut self,
@@ -125,14 +112,14 @@ impl State {
     }
 
     /// `send_message`: a viewer's message, stamped `now` (unix seconds), within the channel's
-    /// moderation (`last_sent`: the viewer's previous message, for slow mode).
+    /// moderation (`pace`: this node's record of viewers' last messages, for slow mode).
     pub(crate) fn chat(
         &self,
         sid: &SocketId,
         channel_id: &str,
         message: &str,
         now: f64,
-        last_sent: Option<f64>,
+        pace: &ChatPace,
     ) -> Result<ChatDelivery, ChannelError> {
         let channel = self
             .channels
@@ -142,15 +129,16 @@ impl State {
             .viewers
             .get(sid)
             .ok_or(ChannelError::NotAViewer(ViewerAction::Chat))?;
-        channel.check_chat(sid, now, last_sent)?;
+        channel.check_chat(sid, now, pace)?;
         let sender_name = match alias {
             Some(alias) => alias.to_string(),
             None => default_name(sid),
         };
+        let (plain, with_ids) = channel.chat_audience();
         Ok(ChatDelivery {
             message: ChatMessage::new(sender_name, message, now, false),
-            recipients: channel.participants(),
-            with_ids: channel.modern_members(),
+            plain,
+            with_ids,
         })
     }
 
@@ -170,10 +158,11 @@ impl State {
         if channel.present_broadcaster() != Some(sid) {
             return Err(ChannelError::NotTheBroadcaster);
         }
+        let (plain, with_ids) = channel.chat_audience();
         Ok(ChatDelivery {
             message: ChatMessage::new(BROADCASTER_NAME.to_owned(), message, now, true),
-            recipients: channel.participants(),
-            with_ids: channel.modern_members(),
+            plain,
+            with_ids,
         })
     }
 

@@ -67,6 +67,12 @@ pub enum ChannelError {
     /// The broadcaster turned the chat off.
     #[error("Chat is turned off in this channel")]
     ChatOff,
+    /// A viewer the broadcaster removed from its channel (without a ban) is told so with this.
+    #[error("You were removed from this channel by its broadcaster")]
+    Removed,
+    /// The channel holds as many bans (or mutes) as it may.
+    #[error("This channel holds as many bans and mutes as it may ({0}); lift some first")]
+    TooManyMarks(usize),
     /// Cluster mode only: the shared store (Redis) cannot be reached or answered nonsense.
     #[error("Server unavailable: its shared storage cannot be reached; try again shortly")]
     Unavailable,
@@ -114,7 +120,10 @@ impl ChannelError {
             Self::Unavailable | Self::AtCapacity(_) | Self::WaitingRoomFull => false,
             // A person's ordinary attempts (a message typed too soon, a banned viewer trying
             // again): refused, never held against the connection.
-            Self::Banned | Self::Muted | Self::SlowMode(_) | Self::ChatOff => false,
+            Self::Banned | Self::Muted | Self::SlowMode(_) | Self::ChatOff | Self::Removed => false,
+            // A broadcaster acting on a viewer list a moment old (the viewer just left), or on
+            // a channel full of bans: a person's click, never held against its broadcast.
+            Self::ViewerNotFound | Self::TooManyMarks(_) => false,
             Self::AlreadyHasBroadcaster(_)
             | Self::NotFound(_)
             | Self::TooManyForSocket(_)
@@ -125,8 +134,7 @@ impl ChannelError {
             | Self::PasswordRequired
             | Self::WrongPassword
             | Self::InvalidInvite
-            | Self::NotPrivate
-            | Self::ViewerNotFound => true,
+            | Self::NotPrivate => true,
         }
     }
 
@@ -152,6 +160,8 @@ impl ChannelError {
             Self::Muted => ErrorCode::Muted,
             Self::SlowMode(_) => ErrorCode::SlowMode,
             Self::ChatOff => ErrorCode::ChatOff,
+            Self::Removed => ErrorCode::Removed,
+            Self::TooManyMarks(_) => ErrorCode::TooManyBans,
             Self::Unavailable => ErrorCode::Unavailable,
         }
     }
@@ -203,6 +213,8 @@ pub enum ErrorCode {
     SlowMode,
     /// The broadcaster turned the chat off.
     ChatOff,
+    /// The channel holds as many bans (or mutes) as it may.
+    TooManyBans,
     /// Over a rate limit: wait a moment.
     RateLimited,
     /// A relay's target stopped reading its messages; this one was lost.
@@ -214,7 +226,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::ChannelNotFound,
         ErrorCode::ChannelTaken,
         ErrorCode::AtCapacity,
@@ -235,6 +247,7 @@ impl ErrorCode {
         ErrorCode::Muted,
         ErrorCode::SlowMode,
         ErrorCode::ChatOff,
+        ErrorCode::TooManyBans,
         ErrorCode::RateLimited,
         ErrorCode::Undelivered,
         ErrorCode::Unavailable,
@@ -264,6 +277,7 @@ impl ErrorCode {
             ErrorCode::Muted => "muted",
             ErrorCode::SlowMode => "slow_mode",
             ErrorCode::ChatOff => "chat_off",
+            ErrorCode::TooManyBans => "too_many_bans",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Undelivered => "undelivered",
             ErrorCode::Unavailable => "unavailable",
@@ -311,6 +325,8 @@ mod tests {
             ChannelError::Muted,
             ChannelError::SlowMode(3),
             ChannelError::ChatOff,
+            ChannelError::Removed,
+            ChannelError::TooManyMarks(1000),
             ChannelError::Unavailable,
         ]
     }

@@ -7,7 +7,7 @@ use super::clock::Moment;
 use super::errors::ChannelError;
 use super::ids::{ChannelId, SocketId};
 use super::model::ClosedChannel;
-use super::model::{HeldViewer, State};
+use super::model::{Channel, HeldViewer, State};
 use super::moderation::{ChatSettings, ClientIdentity};
 use super::tree_events::TreeEvent;
 
@@ -108,7 +108,11 @@ impl State {
                 (None, None) => ChannelError::PasswordRequired,
             });
         }
-        channel.admit(sid, client)?;
+        if *sid != channel.broadcaster {
+            // The broadcaster watching its own channel is never refused its own channel (tabs of
+            // one browser share a key, so it may have banned its own test tab).
+            channel.admit(sid, client)?;
+        }
         channel.last_activity = now;
         channel.held_viewers.retain(|_, held| held.until > now);
         let returning = presented.and_then(|digest| channel.held_viewers.remove(digest));
@@ -189,33 +193,48 @@ impl State {
         }
         for channel_id in membership.watching {
             if let Some(channel) = self.channels.get_mut(&channel_id)
-                && let Some(alias) = channel.viewers.remove(sid)
+                && let Some(left) = channel.leave_viewer(sid, grace, now)
             {
-                if *sid != channel.broadcaster {
-                    channel.identities.remove(sid);
-                }
-                channel.held_viewers.retain(|_, held| held.until > now);
-                if let Some(digest) = channel.viewer_tokens.remove(sid)
-                    && !grace.is_zero()
-                {
-                    let held = HeldViewer {
-                        alias,
-                        until: now + grace,
-                    };
-                    channel.held_viewers.insert(digest, held);
-                }
-                let notices = channel.tree.leave(sid, now);
-                let mut tree = Vec::new();
-                channel.address(notices, true, &mut tree);
-                departure.left.push(ViewerLeft {
-                    channel_id: channel_id.clone(),
-                    broadcaster: channel.broadcaster.clone(),
-                    viewer_count: channel.viewers.len(),
-                    tree,
-                });
+                departure.left.push(left);
                 self.track_waits(&channel_id);
             }
         }
         departure
+    }
+}
+
+impl Channel {
+    /// A viewer leaves: its tree children move, and a resumable viewer's place is held for it
+    /// for `grace` (none: zero). `None` when it did not watch. The socket index is the
+    /// caller's to update.
+    pub(crate) fn leave_viewer(
+        &mut self,
+        sid: &SocketId,
+        grace: Duration,
+        now: Moment,
+    ) -> Option<ViewerLeft> {
+        let alias = self.viewers.remove(sid)?;
+        if *sid != self.broadcaster {
+            self.identities.remove(sid);
+        }
+        self.held_viewers.retain(|_, held| held.until > now);
+        if let Some(digest) = self.viewer_tokens.remove(sid)
+            && !grace.is_zero()
+        {
+            let held = HeldViewer {
+                alias,
+                until: now + grace,
+            };
+            self.held_viewers.insert(digest, held);
+        }
+        let notices = self.tree.leave(sid, now);
+        let mut tree = Vec::new();
+        self.address(notices, true, &mut tree);
+        Some(ViewerLeft {
+            channel_id: self.id.clone(),
+            broadcaster: self.broadcaster.clone(),
+            viewer_count: self.viewers.len(),
+            tree,
+        })
     }
 }

@@ -15,9 +15,7 @@ use super::ids::{ChannelId, SocketId};
 use super::listing::{Census, ChannelSummary};
 use super::membership::{Departure, ViewerJoined, ViewerRequest};
 use super::model::{ClosedChannel, RegistryLimits, State};
-use super::moderation::{
-    ChatPace, ChatSettings, ChatSettingsChange, ModernMembers, Removal, ViewerEntry,
-};
+use super::moderation::{ChatPace, ChatSettings, ChatSettingsChange, Removal, Told, ViewerEntry};
 use super::relay::Activity;
 use super::tree_events::{TreeEvent, TreeOp};
 
@@ -244,14 +242,9 @@ impl MemoryRegistry {
         channel_id: &str,
         message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
-        let last_sent = self.shared.pace.last(sid, channel_id);
-        let delivery = self.recorded(channel_id, |state| {
-            state.chat(sid, channel_id, message, unix_now(), last_sent)
-        })?;
-        self.shared
-            .pace
-            .sent(sid, channel_id, delivery.message.timestamp);
-        Ok(delivery)
+        self.recorded(channel_id, |state| {
+            state.chat(sid, channel_id, message, unix_now(), &self.shared.pace)
+        })
     }
 
     /// `broadcaster_message`: checks that `sid` broadcasts `channel_id`; returns everyone in
@@ -340,7 +333,7 @@ impl MemoryRegistry {
         sid: &SocketId,
         channel_id: &str,
         message_id: &str,
-    ) -> Result<ModernMembers, ChannelError> {
+    ) -> Result<Told, ChannelError> {
         self.state().remove_message(sid, channel_id, message_id)
     }
 
@@ -349,7 +342,7 @@ impl MemoryRegistry {
         sid: &SocketId,
         channel_id: &str,
         change: ChatSettingsChange,
-    ) -> Result<(ChatSettings, ModernMembers), ChannelError> {
+    ) -> Result<(ChatSettings, Told), ChannelError> {
         self.state().set_chat_settings(sid, channel_id, change)
     }
 

@@ -44,7 +44,7 @@ use ids::SocketId;
 use listing::{Census, ChannelSummary};
 use membership::{Departure, ViewerJoined, ViewerRequest};
 use model::ClosedChannel;
-use moderation::{ChatSettings, ChatSettingsChange, ModernMembers, Removal, ViewerEntry};
+use moderation::{ChatSettings, ChatSettingsChange, Removal, Told, ViewerEntry};
 use relay::Activity;
 use tree_events::TreeEvent;
 
@@ -322,7 +322,7 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
         message_id: &str,
-    ) -> Result<ModernMembers, ChannelError> {
+    ) -> Result<Told, ChannelError> {
         match self {
             Registry::Memory(r) => r.remove_message(sid, channel_id, message_id),
             Registry::Cluster(r) => r.remove_message(sid, channel_id, message_id).await,
@@ -335,7 +335,7 @@ impl Registry {
         sid: &SocketId,
         channel_id: &str,
         change: ChatSettingsChange,
-    ) -> Result<(ChatSettings, ModernMembers), ChannelError> {
+    ) -> Result<(ChatSettings, Told), ChannelError> {
         match self {
             Registry::Memory(r) => r.set_chat_settings(sid, channel_id, change),
             Registry::Cluster(r) => r.set_chat_settings(sid, channel_id, change).await,

@@ -8,7 +8,7 @@
 //! its node keeps it ([`ChatPace`]) and the channel is not rewritten for every message.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,11 @@ use super::model::{Channel, State};
 /// The longest slow mode a broadcaster may set, in seconds.
 pub const MAX_SLOW_MODE: u32 = 3600;
 
+/// Most bans, and most mutes, one channel holds: its document stays small whatever a
+/// broadcaster clicks. Marks of connections (useless once the connection is gone) are dropped
+/// first when a set is full.
+pub const MAX_MARKS: usize = 1000;
+
 /// Who a connection is beyond its socket id, as its join told the registry: what a ban or a
 /// mute holds on to.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,23 +36,37 @@ pub(crate) struct ClientIdentity<'a> {
     pub(crate) key: Option<&'a str>,
     /// Its address, where the operator lets bans hold addresses (`--ban-by-address`).
     pub(crate) addr: Option<IpAddr>,
+    /// It asked for error codes: a notice to it (removed, banned) carries the code. Kept in
+    /// the channel because the notice may leave from another node than the viewer's own.
+    pub(crate) codes: bool,
 }
 
-/// What the channel remembers of a member that presented a key or an address.
+/// What the channel remembers of a member that presented a key, an address or asked for codes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Identity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) addr: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) codes: bool,
 }
 
 impl Identity {
     fn of(client: ClientIdentity) -> Option<Self> {
-        (client.key.is_some() || client.addr.is_some()).then(|| Self {
+        (client.key.is_some() || client.addr.is_some() || client.codes).then(|| Self {
             key: client.key.map(str::to_owned),
             addr: client.addr,
+            codes: client.codes,
         })
+    }
+
+    fn client(&self) -> ClientIdentity<'_> {
+        ClientIdentity {
+            key: self.key.as_deref(),
+            addr: self.addr,
+            codes: self.codes,
+        }
     }
 }
 
@@ -69,11 +88,12 @@ pub(crate) struct Moderation {
 
 impl Moderation {
     fn is_banned(&self, sid: &SocketId, client: ClientIdentity) -> bool {
-        self.bans.contains(&socket_mark(sid))
-            || client.key.is_some_and(|k| self.bans.contains(&key_mark(k)))
-            || client
-                .addr
-                .is_some_and(|a| self.bans.contains(&addr_mark(a)))
+        !self.bans.is_empty()
+            && (self.bans.contains(&socket_mark(sid))
+                || client.key.is_some_and(|k| self.bans.contains(&key_mark(k)))
+                || client
+                    .addr
+                    .is_some_and(|a| self.bans.contains(&addr_mark(a))))
     }
 
     /// The chat settings differ from a new channel's.
@@ -97,16 +117,29 @@ fn key_mark(digest: &str) -> String {
     format!("k:{digest}")
 }
 
+/// An IPv4 address as it is; an IPv6 address by its /64, the network one subscriber gets (a
+/// client picks a new address within it at will).
 fn addr_mark(addr: IpAddr) -> String {
-    format!("a:{addr}")
+    match addr {
+        IpAddr::V4(v4) => format!("a:{v4}"),
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("a:{}/64", Ipv6Addr::from(network))
+        }
+    }
 }
 
-/// The mark a mute holds: the member's key where it has one, else its connection.
-fn mute_mark(channel: &Channel, sid: &SocketId) -> String {
-    match channel.identities.get(sid).and_then(|i| i.key.as_deref()) {
-        Some(key) => key_mark(key),
-        None => socket_mark(sid),
+/// Adds a mark to a bounded set: when full, the marks of connections are dropped first; `false`
+/// when it is full of marks that hold keys or addresses.
+fn add_mark(marks: &mut HashSet<String>, mark: String) -> bool {
+    if marks.len() >= MAX_MARKS && !marks.contains(&mark) {
+        marks.retain(|m| !m.starts_with("s:"));
+        if marks.len() >= MAX_MARKS {
+            return false;
+        }
     }
+    marks.insert(mark);
+    true
 }
 
 /// The chat settings a broadcaster sets (`chat_settings`), as everybody is told them.
@@ -131,19 +164,26 @@ pub struct ViewerEntry {
     pub muted: bool,
 }
 
-/// A viewer the broadcaster removed from its channel.
+/// One connection a removal took out of the channel.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Removal {
+pub struct Removed {
     pub viewer: SocketId,
-    pub banned: bool,
-    /// The viewer presented a client key: its notice carries the error code.
-    pub modern: bool,
-    /// What its leaving changed, for its peers (as on a disconnect).
-    pub left: ViewerLeft,
+    /// It asked for error codes: its notice carries the code.
+    pub codes: bool,
 }
 
-/// The members of a channel an announcement to modern pages goes to.
-pub type ModernMembers = Vec<SocketId>;
+/// What `remove_viewer` did: the named viewer, and with a ban every other connection of the
+/// same client (same key, or same address where bans hold addresses), left the channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Removal {
+    pub removed: Vec<Removed>,
+    pub banned: bool,
+    /// What their leaving changed, for their peers (as on a disconnect).
+    pub left: Vec<ViewerLeft>,
+}
+
+/// The members of a channel a moderation announcement goes to.
+pub type Told = Vec<SocketId>;
 
 impl Channel {
     /// Whether the member presented a client key (its page reads message ids).
@@ -151,12 +191,10 @@ impl Channel {
         self.identities.get(sid).is_some_and(|i| i.key.is_some())
     }
 
-    /// Members whose pages read message ids, the broadcaster first.
-    pub(crate) fn modern_members(&self) -> ModernMembers {
-        let mut members = Vec::new();
-        if self.is_modern(&self.broadcaster) {
-            members.push(self.broadcaster.clone());
-        }
+    /// Members whose pages read message ids, and the broadcaster (which moderates, so it is
+    /// told what it did) whatever its page.
+    pub(crate) fn told_of_moderation(&self) -> Told {
+        let mut members = vec![self.broadcaster.clone()];
         members.extend(
             self.viewers
                 .keys()
@@ -164,6 +202,21 @@ impl Channel {
                 .cloned(),
         );
         members
+    }
+
+    /// Everyone in the channel, the broadcaster first, split by whether their pages read
+    /// message ids: (without, with).
+    pub(crate) fn chat_audience(&self) -> (Vec<SocketId>, Vec<SocketId>) {
+        let (mut plain, mut with_ids) = (Vec::new(), Vec::with_capacity(self.viewers.len() + 1));
+        let viewers = self.viewers.keys().filter(|v| **v != self.broadcaster);
+        for member in std::iter::once(&self.broadcaster).chain(viewers) {
+            if self.is_modern(member) {
+                with_ids.push(member.clone());
+            } else {
+                plain.push(member.clone());
+            }
+        }
+        (plain, with_ids)
     }
 
     /// Records who a member is, or forgets it when it presented nothing.
@@ -186,28 +239,62 @@ impl Channel {
         Ok(())
     }
 
-    /// A viewer's chat message at `now` (unix seconds), after its previous one at `last_sent`.
+    /// Whether a member is banned now (a ban may name its client after this connection joined).
+    fn is_banned_member(&self, sid: &SocketId) -> bool {
+        let client = self
+            .identities
+            .get(sid)
+            .map(Identity::client)
+            .unwrap_or_default();
+        self.moderation.is_banned(sid, client)
+    }
+
+    /// A viewer of the channel a moderation event names (never its broadcaster).
+    fn named_viewer(&self, viewer: &SocketId) -> Result<(), ChannelError> {
+        if *viewer == self.broadcaster || !self.viewers.contains_key(viewer) {
+            return Err(ChannelError::ViewerNotFound);
+        }
+        Ok(())
+    }
+
+    /// The mark a mute (and slow mode) holds: the member's key where it has one, else its
+    /// connection.
+    fn member_mark(&self, sid: &SocketId) -> String {
+        match self.identities.get(sid).and_then(|i| i.key.as_deref()) {
+            Some(key) => key_mark(key),
+            None => socket_mark(sid),
+        }
+    }
+
+    /// A viewer's chat message at `now` (unix seconds), within the channel's moderation; a
+    /// message it lets through counts for slow mode in `pace`.
     pub(crate) fn check_chat(
         &self,
         sid: &SocketId,
         now: f64,
-        last_sent: Option<f64>,
+        pace: &ChatPace,
     ) -> Result<(), ChannelError> {
         let moderation = &self.moderation;
         if moderation.chat_off {
             return Err(ChannelError::ChatOff);
         }
-        if !moderation.muted.is_empty() && moderation.muted.contains(&mute_mark(self, sid)) {
+        if !moderation.muted.is_empty() && moderation.muted.contains(&self.member_mark(sid)) {
             return Err(ChannelError::Muted);
         }
-        if moderation.slow_mode > 0
-            && let Some(last) = last_sent
-        {
-            let wait = f64::from(moderation.slow_mode) - (now - last);
-            if wait > 0.0 {
-                // Whole seconds, rounded up: "wait 0 s" would be a lie.
-                return Err(ChannelError::SlowMode(wait.ceil() as u32));
+        if self.is_banned_member(sid) {
+            return Err(ChannelError::Banned);
+        }
+        if moderation.slow_mode > 0 {
+            // By key where it has one, so that a reconnect does not reset the wait.
+            let who = self.member_mark(sid);
+            if let Some(last) = pace.last(&who, &self.id) {
+                let wait = f64::from(moderation.slow_mode) - (now - last);
+                if wait > 0.0 {
+                    // Whole seconds, rounded up: "wait 0 s" would be a lie.
+                    return Err(ChannelError::SlowMode(wait.ceil() as u32));
+                }
             }
+            pace.sent(who, &self.id, now);
         }
         Ok(())
     }
@@ -249,7 +336,7 @@ impl State {
                 muted: channel
                     .moderation
                     .muted
-                    .contains(&mute_mark(channel, viewer)),
+                    .contains(&channel.member_mark(viewer)),
             })
             .collect();
         viewers.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
@@ -257,7 +344,8 @@ impl State {
     }
 
     /// `remove_viewer`: the viewer leaves the channel as on a disconnect, except that its
-    /// place is not held for it; with `ban`, it cannot join again while the channel lives.
+    /// place is not held for it; with `ban`, it cannot join again while the channel lives, and
+    /// every other connection of the same client leaves with it.
     pub(crate) fn remove_viewer(
         &mut self,
         sid: &SocketId,
@@ -267,42 +355,48 @@ impl State {
         now: Moment,
     ) -> Result<Removal, ChannelError> {
         let channel = self.moderated(sid, channel_id)?;
-        if *viewer == channel.broadcaster || !channel.viewers.contains_key(viewer) {
-            return Err(ChannelError::ViewerNotFound);
-        }
-        let identity = channel.identities.get(viewer).cloned().unwrap_or_default();
-        let modern = identity.key.is_some();
+        channel.named_viewer(viewer)?;
+        let mut leaving = vec![viewer.clone()];
         if ban {
-            let marks = &mut channel.moderation.bans;
-            marks.insert(socket_mark(viewer));
-            if let Some(key) = &identity.key {
-                marks.insert(key_mark(key));
+            let identity = channel.identities.get(viewer).cloned().unwrap_or_default();
+            let marks = std::iter::once(socket_mark(viewer))
+                .chain(identity.key.as_deref().map(key_mark))
+                .chain(identity.addr.map(addr_mark));
+            for mark in marks {
+                if !add_mark(&mut channel.moderation.bans, mark) {
+                    return Err(ChannelError::TooManyMarks(MAX_MARKS));
+                }
             }
-            if let Some(addr) = identity.addr {
-                marks.insert(addr_mark(addr));
+            let others: Vec<SocketId> = channel
+                .viewers
+                .keys()
+                .filter(|v| *v != viewer && **v != channel.broadcaster)
+                .filter(|v| channel.is_banned_member(v))
+                .cloned()
+                .collect();
+            leaving.extend(others);
+        }
+        let mut removal = Removal {
+            removed: Vec::with_capacity(leaving.len()),
+            banned: ban,
+            left: Vec::with_capacity(leaving.len()),
+        };
+        for gone in &leaving {
+            let codes = channel.identities.get(gone).is_some_and(|i| i.codes);
+            if let Some(left) = channel.leave_viewer(gone, Duration::ZERO, now) {
+                removal.removed.push(Removed {
+                    viewer: gone.clone(),
+                    codes,
+                });
+                removal.left.push(left);
             }
         }
-        channel.viewers.remove(viewer);
-        channel.identities.remove(viewer);
-        channel.viewer_tokens.remove(viewer);
-        let notices = channel.tree.leave(viewer, now);
-        let mut tree = Vec::new();
-        channel.address(notices, true, &mut tree);
-        let left = ViewerLeft {
-            channel_id: channel.id.clone(),
-            broadcaster: channel.broadcaster.clone(),
-            viewer_count: channel.viewers.len(),
-            tree,
-        };
         let key = channel.id.clone();
-        self.unindex(viewer, &key, |m| &mut m.watching);
+        for gone in &leaving {
+            self.unindex(gone, &key, |m| &mut m.watching);
+        }
         self.track_waits(&key);
-        Ok(Removal {
-            viewer: viewer.clone(),
-            banned: ban,
-            modern,
-            left,
-        })
+        Ok(removal)
     }
 
     /// `unban_all`: forgets every ban of the channel.
@@ -325,29 +419,27 @@ impl State {
         muted: bool,
     ) -> Result<(), ChannelError> {
         let channel = self.moderated(sid, channel_id)?;
-        if *viewer == channel.broadcaster || !channel.viewers.contains_key(viewer) {
-            return Err(ChannelError::ViewerNotFound);
-        }
-        let mark = mute_mark(channel, viewer);
-        if muted {
-            channel.moderation.muted.insert(mark);
-        } else {
+        channel.named_viewer(viewer)?;
+        let mark = channel.member_mark(viewer);
+        if !muted {
             channel.moderation.muted.remove(&mark);
+        } else if !add_mark(&mut channel.moderation.muted, mark) {
+            return Err(ChannelError::TooManyMarks(MAX_MARKS));
         }
         Ok(())
     }
 
     /// `remove_message`: checks the caller may; returns who is told (the history is each
-    /// backend's to edit).
+    /// backend's to edit: in memory here, in cluster mode a Redis list).
     pub(crate) fn remove_message(
         &mut self,
         sid: &SocketId,
         channel_id: &str,
         message_id: &str,
-    ) -> Result<ModernMembers, ChannelError> {
+    ) -> Result<Told, ChannelError> {
         let channel = self.moderated(sid, channel_id)?;
         channel.history.forget(message_id);
-        Ok(channel.modern_members())
+        Ok(channel.told_of_moderation())
     }
 
     /// `chat_settings`: slow mode and chat off; returns the settings now and who is told.
@@ -356,28 +448,35 @@ impl State {
         sid: &SocketId,
         channel_id: &str,
         change: ChatSettingsChange,
-    ) -> Result<(ChatSettings, ModernMembers), ChannelError> {
+    ) -> Result<(ChatSettings, Told), ChannelError> {
         let channel = self.moderated(sid, channel_id)?;
+        // The payload's validation bounds `slow_mode` (0 to MAX_SLOW_MODE).
         if let Some(slow_mode) = change.slow_mode {
-            channel.moderation.slow_mode = slow_mode.min(MAX_SLOW_MODE);
+            channel.moderation.slow_mode = slow_mode;
         }
         if let Some(enabled) = change.chat_enabled {
             channel.moderation.chat_off = !enabled;
         }
-        Ok((channel.moderation.settings(), channel.modern_members()))
+        Ok((channel.moderation.settings(), channel.told_of_moderation()))
     }
 }
 
-/// When each of this node's viewers last wrote in each channel, for slow mode. Entries vanish
-/// an hour after the message (the longest slow mode), and nobody needs to be told: a cache.
+/// When each viewer of this node last wrote in a channel in slow mode (by its key where it has
+/// one, else its connection). Only messages under slow mode are kept, for at most an hour (the
+/// longest slow mode), and nobody needs to be told when one goes: a cache. A viewer that falls
+/// out of a full cache merely gets its next message through early.
 #[derive(Clone)]
-pub struct ChatPace(mini_moka::sync::Cache<(SocketId, ChannelId), f64>);
+pub struct ChatPace(mini_moka::sync::Cache<(String, ChannelId), f64>);
+
+/// Most viewers whose last slow-mode message one node remembers: more than the connections a
+/// node holds by default (`--max-connections` 50,000).
+const PACE_CAPACITY: u64 = 100_000;
 
 impl Default for ChatPace {
     fn default() -> Self {
         Self(
             mini_moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
+                .max_capacity(PACE_CAPACITY)
                 .time_to_live(Duration::from_secs(u64::from(MAX_SLOW_MODE)))
                 .build(),
         )
@@ -385,12 +484,14 @@ impl Default for ChatPace {
 }
 
 impl ChatPace {
-    pub(crate) fn last(&self, sid: &SocketId, channel_id: &str) -> Option<f64> {
-        self.0.get(&(sid.clone(), ChannelId::from(channel_id)))
+    fn last(&self, who: &str, channel_id: &ChannelId) -> Option<f64> {
+        self.0.get(&(who.to_owned(), channel_id.clone()))
     }
 
-    pub(crate) fn sent(&self, sid: &SocketId, channel_id: &str, at: f64) {
-        self.0
-            .insert((sid.clone(), ChannelId::from(channel_id)), at);
+    fn sent(&self, who: String, channel_id: &ChannelId, at: f64) {
+        self.0.insert((who, channel_id.clone()), at);
     }
 }
+
+#[cfg(test)]
+mod tests;

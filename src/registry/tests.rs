@@ -74,7 +74,7 @@ fn broadcaster_who_also_watches_gets_each_message_once_and_leaves_nothing() {
     r.join_as_viewer(&b, "room", false).unwrap();
     r.join_as_viewer(&v, "room", false).unwrap();
     let delivery = r.chat(&b, "room", "hi").unwrap();
-    let mut recipients = delivery.recipients.clone();
+    let mut recipients = delivery.plain.clone();
     recipients.sort();
     assert_eq!(recipients, vec![b.clone(), v.clone()]);
 
@@ -284,12 +284,12 @@ fn alias_and_chat_names() {
 
     let chat = r.chat(&v1, "room", "hi").unwrap();
     assert_eq!(chat.message.sender_id, "Viewer-abcdefgh");
-    let mut recipients = chat.recipients.clone();
+    let mut recipients = chat.plain.clone();
     recipients.sort();
     let mut expected = vec![b.clone(), v1.clone(), v2.clone()];
     expected.sort();
     assert_eq!(recipients, expected);
-    assert_eq!(chat.recipients[0], b, "broadcaster comes first");
+    assert_eq!(chat.plain[0], b, "broadcaster comes first");
 
     r.set_alias(&v1, "room", "Alice").unwrap();
     assert_eq!(
@@ -887,7 +887,7 @@ fn only_the_present_broadcaster_writes_as_the_broadcaster() {
     let delivery = r.broadcaster_message(&b, "talk", "hi").unwrap();
     assert_eq!(delivery.message.sender_id, "Broadcaster");
     assert!(delivery.message.from_broadcaster);
-    assert_eq!(delivery.recipients, vec![b.clone(), v.clone()]);
+    assert_eq!(delivery.plain, vec![b.clone(), v.clone()]);
     assert!(!r.chat(&v, "talk", "hi").unwrap().message.from_broadcaster);
     assert_eq!(
         r.broadcaster_message(&v, "talk", "hi"),

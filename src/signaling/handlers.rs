@@ -27,7 +27,7 @@ use crate::metrics::{self, ModerationAction};
 use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastRequest;
 use crate::registry::chat::ChatDelivery;
-use crate::registry::errors::{ChannelError, ErrorCode};
+use crate::registry::errors::ChannelError;
 use crate::registry::ids::SocketId;
 use crate::registry::membership::{Departure, ViewerRequest};
 use crate::registry::moderation::{ChatSettingsChange, ClientIdentity};
@@ -118,16 +118,18 @@ impl<'a, A: Adapter> Ctx<'a, A> {
         self.reply("error", &ErrorMessage { message, code });
     }
 
-    /// Who the caller is beyond its connection, for bans and mutes: the digest of its client
-    /// key, and its address where bans may hold addresses.
-    fn client(&self) -> (Option<String>, Option<IpAddr>) {
-        let key = self.socket.extensions.get::<ClientKey>().map(|k| k.digest);
-        let addr = if self.registry.limits().ban_by_address {
+    /// The digest of the caller's client key, if it presented or was given one.
+    fn client_key(&self) -> Option<String> {
+        self.socket.extensions.get::<ClientKey>().map(|k| k.digest)
+    }
+
+    /// The caller's address where bans may hold addresses (`--ban-by-address`).
+    fn bannable_addr(&self) -> Option<IpAddr> {
+        if self.registry.limits().ban_by_address {
             self.socket.extensions.get::<ClientAddr>().map(|a| a.0)
         } else {
             None
-        };
-        (key, addr)
+        }
     }
 
     /// Whether this socket asked for error codes when it connected. Looked up only when
@@ -302,7 +304,7 @@ pub async fn join_as_broadcaster<A: Adapter>(
     // Asking for it, or presenting a token, is what makes a broadcaster resumable.
     let resumable = request.resume.unwrap_or(false) || request.resume_token.is_some();
     let presented = request.resume_token.as_ref().map(|t| secrets::digest(&t.0));
-    let (key, _) = ctx.client();
+    let key = ctx.client_key();
     let broadcast = BroadcastRequest {
         addr: ctx.socket.extensions.get::<ClientAddr>().map(|a| a.0),
         force: request.force.unwrap_or(false),
@@ -419,7 +421,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
     let resumable = request.resume.unwrap_or(false) || request.resume_token.is_some();
     let fresh = resumable.then(secrets::IssuedToken::generate);
     let presented = request.resume_token.as_ref().map(|t| secrets::digest(&t.0));
-    let (key, addr) = ctx.client();
+    let key = ctx.client_key();
     let viewer = ViewerRequest {
         relay,
         password: verified.as_deref(),
@@ -429,7 +431,8 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
         fresh: fresh.as_ref().map_or("", |f| f.digest.as_str()),
         client: ClientIdentity {
             key: key.as_deref(),
-            addr,
+            addr: ctx.bannable_addr(),
+            codes: ctx.wants_codes(),
         },
     };
     let mut joined = ctx
@@ -820,22 +823,11 @@ async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery) 
         from_broadcaster: message.from_broadcaster,
         id: Some(message.id.as_str()),
     };
-    if message.from_broadcaster {
-        ctx.send(&delivery.recipients, "new_message", &with_id)
-            .await;
-        return;
-    }
-    let legacy: Vec<SocketId> = delivery
-        .recipients
-        .iter()
-        .filter(|r| !delivery.with_ids.contains(r))
-        .cloned()
-        .collect();
     let plain = NewMessage {
-        id: None,
+        id: message.from_broadcaster.then_some(message.id.as_str()),
         ..with_id
     };
-    ctx.send(&legacy, "new_message", &plain).await;
+    ctx.send(&delivery.plain, "new_message", &plain).await;
     ctx.send(&delivery.with_ids, "new_message", &with_id).await;
 }
 
@@ -888,26 +880,25 @@ pub async fn remove_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Remo
             banned: ban,
         },
     );
-    let (message, code) = if ban {
-        (ChannelError::Banned.to_string(), ErrorCode::Banned)
+    let why = if ban {
+        ChannelError::Banned
     } else {
-        (
-            "You were removed from this channel by its broadcaster".to_owned(),
-            ErrorCode::Removed,
-        )
+        ChannelError::Removed
     };
-    metrics::refused(code.into());
-    let notice = ErrorMessage {
-        message,
-        code: removal.modern.then_some(code),
-    };
-    ctx.send(std::slice::from_ref(&removal.viewer), "error", &notice)
-        .await;
+    for removed in &removal.removed {
+        metrics::refused(why.code().into());
+        let notice = ErrorMessage {
+            message: why.to_string(),
+            code: removed.codes.then_some(why.code()),
+        };
+        ctx.send(std::slice::from_ref(&removed.viewer), "error", &notice)
+            .await;
+    }
     announce(
         ctx.io,
         ctx.webhooks,
         Departure {
-            left: vec![removal.left],
+            left: removal.left,
             ..Departure::default()
         },
     )

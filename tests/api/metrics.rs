@@ -186,6 +186,19 @@ async fn metrics_are_prometheus_text_with_every_series_from_the_start() {
     ] {
         first.get(&refusals(reason));
     }
+    for action in [
+        "remove",
+        "ban",
+        "unban_all",
+        "mute",
+        "unmute",
+        "remove_message",
+        "chat_settings",
+    ] {
+        first.get(&format!(
+            r#"broadcast_moderation_actions_total{{action="{action}"}}"#
+        ));
+    }
     // This server's own figures: nothing yet.
     for series in [
         WEBSOCKET,

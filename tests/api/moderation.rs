@@ -32,7 +32,7 @@ async fn returning(ws_url: &str, key: &str) -> Client {
     client
 }
 
-async fn join(v: &mut Client, b: &mut Client, channel: &str) {
+async fn join_channel(v: &mut Client, b: &mut Client, channel: &str) {
     v.emit("join_as_viewer", json!({"channel_id": channel}));
     v.expect("broadcaster_available").await;
     b.expect("viewer_count").await;
@@ -45,9 +45,9 @@ async fn moderation_rules(b_url: &str, v_url: &str) -> Vec<Client> {
     b.emit("join_as_broadcaster", json!({"channel_id": "mod"}));
     b.expect("broadcaster_ready").await;
     let (mut v, v_key) = modern(v_url).await;
-    join(&mut v, &mut b, "mod").await;
+    join_channel(&mut v, &mut b, "mod").await;
     let mut legacy = Client::connect(v_url).await;
-    join(&mut legacy, &mut b, "mod").await;
+    join_channel(&mut legacy, &mut b, "mod").await;
 
     // Modern pages get message ids; the legacy page exactly the three recorded fields.
     v.emit(
@@ -199,7 +199,7 @@ async fn moderation_rules(b_url: &str, v_url: &str) -> Vec<Client> {
     v.expect_coded_error("chat_off").await;
     // A modern viewer joining now is told the settings.
     let (mut late, _) = modern(v_url).await;
-    join(&mut late, &mut b, "mod").await;
+    join_channel(&mut late, &mut b, "mod").await;
     let settings = late.expect("chat_settings").await;
     assert_eq!(settings["chat_enabled"], false, "{settings}");
     b.emit(
@@ -247,7 +247,7 @@ async fn moderation_rules(b_url: &str, v_url: &str) -> Vec<Client> {
     legacy
         .expect_error("You were removed from this channel by its broadcaster")
         .await;
-    join(&mut legacy, &mut b, "mod").await;
+    join_channel(&mut legacy, &mut b, "mod").await;
 
     // Naming somebody who does not watch, or nonsense.
     b.emit(
@@ -292,7 +292,7 @@ async fn moderation_rules(b_url: &str, v_url: &str) -> Vec<Client> {
     // Unbanned: the same key joins again.
     b.emit("unban_all", json!({"channel_id": "mod"}));
     assert_eq!(b.expect("bans_cleared").await, json!({"channel_id": "mod"}));
-    join(&mut again, &mut b, "mod").await;
+    join_channel(&mut again, &mut b, "mod").await;
     for client in [&mut b, &mut v, &mut legacy, &mut late, &mut again] {
         client.assert_silent().await;
     }
@@ -369,4 +369,36 @@ async fn a_removed_relay_loses_its_children_to_other_feeders() {
     assert!(feeders.contains(&json!(b.sid)), "{feeders:?}");
     assert!(!feeders.contains(&json!(relay.sid)), "{feeders:?}");
     relay.assert_silent().await;
+}
+
+/// With `--ban-by-address` a ban also holds the address: every client from it is refused
+/// (all of these connect from loopback); without it a new keyless client is admitted.
+#[tokio::test]
+async fn a_ban_holds_the_address_only_when_the_operator_allows_it() {
+    for by_address in [false, true] {
+        let app = if by_address {
+            spawn_app(&["--ban-by-address"]).await
+        } else {
+            spawn_app(&[]).await
+        };
+        let mut b = app.client().await;
+        b.emit("join_as_broadcaster", json!({"channel_id": "addr"}));
+        b.expect("broadcaster_ready").await;
+        let mut v = app.client().await;
+        join_channel(&mut v, &mut b, "addr").await;
+        b.emit(
+            "remove_viewer",
+            json!({"channel_id": "addr", "viewer_id": v.sid, "ban": true}),
+        );
+        b.expect("viewer_removed").await;
+        b.expect("viewer_count").await;
+        v.expect_error("You are banned from this channel").await;
+        let mut fresh = app.client().await;
+        fresh.emit("join_as_viewer", json!({"channel_id": "addr"}));
+        if by_address {
+            fresh.expect_error("You are banned from this channel").await;
+        } else {
+            fresh.expect("broadcaster_available").await;
+        }
+    }
 }
