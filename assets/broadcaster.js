@@ -12,13 +12,18 @@
 // gets `broadcaster_replaced` and stops. An optional password makes the channel private.
 //
 // While live we may send a screen instead of the camera (screen.js), and record what we send
-// into a local file (recording.js).
+// into a local file (recording.js), and moderate the channel: remove, ban or mute viewers, set
+// the chat's rules (moderation.js).
 
 import { setChatEnabled, showChat } from "./chat.js";
 import { behindText, initDelay, watchChild } from "./delay.js";
 import {
   applyRemoteDescription, closeAllPeers, closePeer, createPeer, sendDescription,
 } from "./peers.js";
+import {
+  bindModerationSocket, initModeration, onAudienceChanged, onModerationRefused, renderModeration,
+  resetModeration,
+} from "./moderation.js";
 import { followTracks, initRecording, renderRecording, stopRecording } from "./recording.js";
 import { endScreenShare, initScreen, renderScreen, sentTracks } from "./screen.js";
 import { request } from "./signaling.js";
@@ -122,6 +127,7 @@ export const broadcasterMode = {
       tracks: sentTracks,
       channel: () => app.channelId,
     });
+    initModeration({ onRemoved: onViewerRemoved });
     broadcaster.resume = loadResume();
     bui.view.hidden = false;
     bui.channelInput.value = (params.get("channel") || "").trim();
@@ -150,6 +156,7 @@ export const broadcasterMode = {
     socket.on("downstream_left", onDownstreamLeft);
     socket.on("channel_expired", onChannelExpired);
     socket.on("broadcaster_replaced", onBroadcasterReplaced);
+    bindModerationSocket(socket);
   },
 
   onConnect(isReconnect) {
@@ -187,6 +194,12 @@ export const broadcasterMode = {
   onClientId() {},
 
   onError(message, lastRequest, code) {
+    if (lastRequest === "moderation" || code === "viewer_not_found") {
+      // A moderation request refused (a viewer who left meanwhile, a rate limit): the
+      // broadcast goes on.
+      onModerationRefused(message, code);
+      return;
+    }
     if (lastRequest === "invite") {
       // create_invite or rotate_invites refused: the broadcast goes on.
       showNotice(message);
@@ -226,6 +239,7 @@ export const broadcasterMode = {
     renderRecording(Boolean(broadcaster.localStream));
     renderViewerCountLabel();
     renderBreakdown();
+    renderModeration(phase === "live");
   },
 };
 
@@ -390,6 +404,7 @@ function onBroadcasterReady(payload) {
   if (channelId !== app.channelId) {
     setViewerCount(0);
     setTreeFigures(null);
+    resetModeration();
   }
   app.channelId = channelId;
   broadcaster.ownsChannel = true;
@@ -477,6 +492,15 @@ function onBroadcasterPeerState(viewerId, pc) {
     closePeer(viewerId);
     renderBreakdown();
   }
+}
+
+/**
+ * We removed or banned a viewer (`viewer_removed`): our connection to it goes, if we fed it.
+ * The server moves the viewers it relayed to, as when a viewer leaves.
+ */
+function onViewerRemoved(viewerId) {
+  closePeer(viewerId);
+  renderBreakdown();
 }
 
 /** A viewer we fed left the channel or was moved under a relaying viewer. */
@@ -576,6 +600,7 @@ function streams(count) {
 }
 
 function setViewerCount(count) {
+  if (count !== broadcaster.viewerCount) onAudienceChanged();
   broadcaster.viewerCount = count;
   bui.viewerCount.textContent = String(count);
   renderViewerCountLabel();

@@ -1,7 +1,10 @@
 // Chat, in both modes: viewers write with `send_message`, the broadcaster with
 // `broadcaster_message` (EXTENSIONS.md "Chat"), and the broadcaster's messages are marked for
-// everyone; and the viewer's chat name (alias). User-supplied text is only ever inserted with
-// textContent.
+// everyone; and the viewer's chat name (alias). Moderation (EXTENSIONS.md "Moderation"):
+// messages carry their `id` (we present a client key), the broadcaster removes one with the
+// button on it and every page hides it on `message_removed`; the channel's slow mode and
+// "chat off" are shown by the input (`chat_settings`). User-supplied text is only ever
+// inserted with textContent.
 
 import { app, mode } from "./state.js";
 import { request, whenClientId } from "./signaling.js";
@@ -11,13 +14,27 @@ import { $, ui } from "./ui.js";
 const CHAT_MAX_CHARS = 200;
 /** Older chat lines are dropped past this, so a long session does not grow without bound. */
 const CHAT_LOG_LIMIT = 500;
+/** A message's Remove button is pressed again only after this (its removal may have been refused). */
+const REMOVE_RETRY_MS = 3000;
 
 const chat = {
   /** Last text sent, restored into the input if the server rejects it. */
   lastSent: "",
   /** Set when the server refuses our messages for good (a server without the broadcaster's chat). */
   readOnly: false,
+  /** The mode's wish: the input is open while in a channel and connected (setChatEnabled). */
+  enabled: false,
+  /** The channel's chat settings as the server last said (`chat_settings`); the defaults until then. */
+  settings: { slowMode: 0, chatEnabled: true },
+  /**
+   * Ids of messages the broadcaster removed: a `chat_history` or `new_message` that crossed the
+   * removal does not bring one back.
+   */
+  removed: new Set(),
 };
+
+/** The channel's chat settings when the server says nothing (EXTENSIONS.md "Moderation"). */
+const DEFAULT_SETTINGS = { slowMode: 0, chatEnabled: true };
 
 export function initChat() {
   ui.chatForm.addEventListener("submit", (event) => {
@@ -34,8 +51,53 @@ export function showChat(visible) {
 }
 
 export function setChatEnabled(enabled) {
-  ui.chatInput.disabled = !enabled || chat.readOnly;
-  ui.chatSend.disabled = !enabled || chat.readOnly;
+  chat.enabled = enabled;
+  // A viewer cannot write while the broadcaster has turned the chat off; the broadcaster's own
+  // messages are never limited.
+  const off = mode !== "broadcaster" && !chat.settings.chatEnabled;
+  ui.chatInput.disabled = !enabled || chat.readOnly || off;
+  ui.chatSend.disabled = !enabled || chat.readOnly || off;
+}
+
+/**
+ * `chat_settings {channel_id, slow_mode, chat_enabled}`: the broadcaster changed them, or we
+ * joined a channel whose settings are not the defaults. Shown by the input; `onChange` (the
+ * broadcaster's controls) hears of them too.
+ */
+export function onChatSettings(payload) {
+  if (!payload || payload.channel_id !== app.channelId) return;
+  const slowMode = Number.isInteger(payload.slow_mode) && payload.slow_mode > 0 ? payload.slow_mode : 0;
+  applyChatSettings({ slowMode, chatEnabled: payload.chat_enabled !== false });
+}
+
+let settingsListener = () => {};
+
+/** The broadcaster's chat controls follow what the server says. */
+export function onChatSettingsChange(listener) {
+  settingsListener = listener;
+}
+
+/**
+ * A new membership starts from the defaults: the server only says so when a channel's
+ * settings differ from them.
+ */
+export function resetChatSettings() {
+  applyChatSettings({ ...DEFAULT_SETTINGS });
+}
+
+function applyChatSettings(settings) {
+  chat.settings = settings;
+  const el = $("chat-settings");
+  const parts = [];
+  if (!settings.chatEnabled) parts.push(mode === "broadcaster" ? "Chat is off for viewers" : "Chat is off");
+  else if (settings.slowMode > 0) parts.push(`Slow mode: ${settings.slowMode} s`);
+  if (el) {
+    el.textContent = parts.join(" · ");
+    el.hidden = parts.length === 0;
+  }
+  if (!settings.chatEnabled && mode !== "broadcaster") ui.chatError.textContent = "";
+  setChatEnabled(chat.enabled);
+  settingsListener(settings);
 }
 
 function charCount(text) {
@@ -65,6 +127,10 @@ function sendChat() {
 
 export function onChatRefused(message, code) {
   showChatError(message);
+  if (code === "chat_off" && chat.settings.chatEnabled) {
+    // The settings crossed our message: the refusal says the chat is off.
+    applyChatSettings({ ...chat.settings, chatEnabled: false });
+  }
   if (mode === "broadcaster" && (code === "not_a_viewer" || code === "not_the_broadcaster")) {
     // This server does not let us write here; keep the chat readable and say so.
     chat.readOnly = true;
@@ -86,12 +152,31 @@ export function showChatError(text) {
 
 export function onNewMessage(payload) {
   if (!payload || typeof payload.message !== "string") return;
+  const id = messageId(payload);
+  if (id !== null && chat.removed.has(id)) return;
   const sender = typeof payload.sender_id === "string" ? payload.sender_id : "Someone";
   const fromBroadcaster = payload.from_broadcaster === true;
   const isOwn = mode === "broadcaster" ? fromBroadcaster : !fromBroadcaster && sender === myChatName();
   // Our message came back: whatever went wrong before is over.
   if (isOwn) ui.chatError.textContent = "";
-  appendChatMessage(sender, payload.message, payload.timestamp, { isOwn, fromBroadcaster });
+  appendChatMessage(sender, payload.message, payload.timestamp, { isOwn, fromBroadcaster, id });
+}
+
+/**
+ * `message_removed {channel_id, message_id}`: the broadcaster removed a message; it leaves
+ * every page (and stays away if the history or a late copy brings it again).
+ */
+export function onMessageRemoved(payload) {
+  if (!payload || payload.channel_id !== app.channelId || typeof payload.message_id !== "string") return;
+  chat.removed.add(payload.message_id);
+  for (const item of ui.chatLog.querySelectorAll(".chat-msg")) {
+    if (item.dataset.id === payload.message_id) item.remove();
+  }
+}
+
+/** A message's id (modern pages get one), or null. */
+function messageId(message) {
+  return typeof message.id === "string" && message.id ? message.id : null;
 }
 
 /**
@@ -105,12 +190,14 @@ export function onChatHistory(payload) {
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
   for (const m of payload.messages) {
     if (!m || typeof m.message !== "string") continue;
+    const id = messageId(m);
+    if (id !== null && chat.removed.has(id)) continue;
     const sender = typeof m.sender_id === "string" ? m.sender_id : "Someone";
     const fromBroadcaster = m.from_broadcaster === true;
     const key = messageKey(sender, m.message, m.timestamp);
     if ([...log.children].some((li) => li.dataset.key === key)) continue;
     const isOwn = mode === "broadcaster" ? fromBroadcaster : !fromBroadcaster && sender === myChatName();
-    const item = chatItem(sender, m.message, m.timestamp, { isOwn, fromBroadcaster });
+    const item = chatItem(sender, m.message, m.timestamp, { isOwn, fromBroadcaster, id });
     item.classList.add("history");
     const later = [...log.children].find((li) => Number(li.dataset.ts) > m.timestamp);
     log.insertBefore(item, later || null);
@@ -134,23 +221,24 @@ function myChatName() {
   return app.myId ? `Viewer-${[...app.myId].slice(0, 8).join("")}` : null;
 }
 
-function appendChatMessage(sender, text, timestamp, { isOwn, fromBroadcaster }) {
+function appendChatMessage(sender, text, timestamp, { isOwn, fromBroadcaster, id }) {
   const log = ui.chatLog;
   // Follow new messages only if the reader was already at the bottom.
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
 
-  log.append(chatItem(sender, text, timestamp, { isOwn, fromBroadcaster }));
+  log.append(chatItem(sender, text, timestamp, { isOwn, fromBroadcaster, id }));
 
   while (log.children.length > CHAT_LOG_LIMIT) log.firstElementChild.remove();
   if (atBottom || isOwn) log.scrollTop = log.scrollHeight;
 }
 
-function chatItem(sender, text, timestamp, { isOwn, fromBroadcaster }) {
+function chatItem(sender, text, timestamp, { isOwn, fromBroadcaster, id }) {
   const item = document.createElement("li");
   item.className = "chat-msg";
   if (isOwn) item.classList.add("own");
   // The broadcaster's messages stand out (the server marks them; a viewer may not fake it).
   if (fromBroadcaster) item.classList.add("from-broadcaster");
+  if (id) item.dataset.id = id;
   item.dataset.key = messageKey(sender, text, timestamp);
   if (typeof timestamp === "number") item.dataset.ts = String(timestamp);
   const senderEl = document.createElement("span");
@@ -168,7 +256,27 @@ function chatItem(sender, text, timestamp, { isOwn, fromBroadcaster }) {
     timeEl.textContent = time.label;
     item.append(timeEl);
   }
+  if (id && mode === "broadcaster") item.append(removeButton(id));
   return item;
+}
+
+/** The broadcaster's button on each message with an id: removes it for everyone. */
+function removeButton(id) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "chat-remove link-btn";
+  button.textContent = "Remove";
+  button.title = "Remove this message for everyone";
+  button.addEventListener("click", () => {
+    if (!app.channelId || !app.socket.connected) return;
+    button.disabled = true;
+    request("moderation", "remove_message", { channel_id: app.channelId, message_id: id });
+    // `message_removed` takes the message away; if it is refused instead, try again later.
+    setTimeout(() => {
+      button.disabled = false;
+    }, REMOVE_RETRY_MS);
+  });
+  return button;
 }
 
 function formatChatTime(timestamp) {

@@ -14,6 +14,7 @@
 //   peers.js        RTCPeerConnections and ICE candidates, both modes
 //   chat.js         chat and the viewer's alias
 //   broadcaster.js  broadcaster mode
+//   moderation.js   the broadcaster's viewer list (remove, ban, mute) and chat rules
 //   screen.js       the broadcaster's camera or screen, switched on every sender it feeds
 //   recording.js    the broadcaster's local recording of what it sends
 //   viewer.js       viewer mode; picker.js its channel list
@@ -21,7 +22,10 @@
 // User-supplied text is only ever inserted with textContent.
 
 import { broadcasterMode } from "./broadcaster.js";
-import { initChat, onChatHistory, onChatRefused, onNewMessage, showAliasError, showChatError } from "./chat.js";
+import {
+  initChat, onChatHistory, onChatRefused, onChatSettings, onMessageRemoved, onNewMessage, showAliasError,
+  showChatError,
+} from "./chat.js";
 import { loadIceServers } from "./ice.js";
 import { onIceCandidate } from "./peers.js";
 import { connect } from "./signaling.js";
@@ -64,6 +68,8 @@ async function start() {
   socket.on("ice_candidate", onIceCandidate);
   socket.on("new_message", onNewMessage);
   socket.on("chat_history", onChatHistory);
+  socket.on("message_removed", onMessageRemoved);
+  socket.on("chat_settings", onChatSettings);
   controller.bindSocket(socket);
 }
 
@@ -73,6 +79,9 @@ function markActiveMode() {
   document.body.dataset.mode = mode;
 }
 
+/** Codes that refuse a viewer's `send_message` and nothing else. */
+const CHAT_REFUSALS = new Set(["muted", "slow_mode", "chat_off"]);
+
 /**
  * Routes a server `error` to the part of the screen it concerns, and hands on its code for the
  * mode to decide what to do. The prefixes say which event was refused (part of the protocol, not
@@ -80,6 +89,11 @@ function markActiveMode() {
  */
 function routeError(controller, message, code) {
   console.warn("Server error:", code, message);
+  // The broadcaster's rules for viewers' messages (EXTENSIONS.md "Moderation") answer only
+  // `send_message`, whatever we asked since.
+  if (CHAT_REFUSALS.has(code)) return onChatRefused(message, code);
+  // Being taken out of the channel concerns the whole page, whatever we asked last.
+  if (code === "removed" || code === "banned") return controller.onError(message, app.lastRequest, code);
   if (message.startsWith("Invalid message:")) return showChatError(message);
   if (message.startsWith("Invalid alias:")) return showAliasError(message);
   if (app.lastRequest === "chat") return onChatRefused(message, code);

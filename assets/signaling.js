@@ -18,6 +18,19 @@ const RECONNECT_DELAY_MAX_MS = 2000;
 let clientIdWaiters = [];
 
 /**
+ * Where the page keeps its client key (EXTENSIONS.md, "Moderation"): the identity a
+ * broadcaster's ban or mute holds on to, so it is kept across reloads and tabs (localStorage).
+ */
+const CLIENT_KEY_STORAGE_KEY = "broadcast.clientKey";
+/** What the server gives out: 32 lowercase hex characters. */
+const CLIENT_KEY_PATTERN = /^[0-9a-f]{32}$/;
+/**
+ * The key of this page in memory as well: where storage is refused (a framed embed whose
+ * browser blocks a third party's storage) the key still holds across our reconnects.
+ */
+let clientKey = null;
+
+/**
  * Opens the connection, which then reconnects by itself. `controller` is the page mode's
  * (`onConnect`, `onClientId`); `onServerError(message, code)` gets each `error` event: the
  * message to show people, and the code to decide on (EXTENSIONS.md, "Error codes").
@@ -28,12 +41,14 @@ export function connect(controller, onServerError) {
   // through proxies that block WebSocket. A server running WebSocket-only (several nodes behind
   // a load balancer without sticky sessions, where a polling session would hit another node)
   // says `["websocket"]`.
-  // `auth` asks the server for error codes (EXTENSIONS.md, "Error codes"); the client sends it
-  // again on every reconnect. Legacy pages, which do not ask, get exactly the messages.
+  // `auth` asks the server for error codes (EXTENSIONS.md, "Error codes") and presents our
+  // client key (null when we have none yet: the server then gives us one in `client_key`). It
+  // is a function so that every reconnect presents the key we hold by then. Legacy pages, which
+  // send neither, get exactly the messages and no message ids.
   const socket = window.io({
     transports: serverConfig.transports,
     reconnectionDelayMax: RECONNECT_DELAY_MAX_MS,
-    auth: { error_codes: true },
+    auth: (send) => send({ error_codes: true, client_key: loadClientKey() }),
   });
   app.socket = socket;
 
@@ -45,6 +60,7 @@ export function connect(controller, onServerError) {
   });
 
   socket.on("client_id", (payload) => onClientId(controller, payload));
+  socket.on("client_key", onClientKey);
   socket.on("error", (payload) => onServerError(messageOf(payload), codeOf(payload)));
   socket.on("relay_error", onRelayError);
   return socket;
@@ -70,6 +86,32 @@ function onClientId(controller, payload) {
   clientIdWaiters = [];
   for (const callback of waiters) callback(app.myId);
   controller.onClientId();
+}
+
+/** The key we present, from memory or storage; null when we have none (or it is damaged). */
+function loadClientKey() {
+  if (clientKey) return clientKey;
+  try {
+    const stored = localStorage.getItem(CLIENT_KEY_STORAGE_KEY);
+    if (stored && CLIENT_KEY_PATTERN.test(stored)) clientKey = stored;
+  } catch {
+    // Storage refused: a key in memory only (this page's connections).
+  }
+  return clientKey;
+}
+
+/** The server gave us a key (we had none, or a damaged one): present it from now on. */
+function onClientKey(payload) {
+  if (!payload || typeof payload.key !== "string" || !CLIENT_KEY_PATTERN.test(payload.key)) {
+    console.warn("Ignoring a client_key without a key");
+    return;
+  }
+  clientKey = payload.key;
+  try {
+    localStorage.setItem(CLIENT_KEY_STORAGE_KEY, clientKey);
+  } catch {
+    // Kept in memory for this page only.
+  }
 }
 
 /**

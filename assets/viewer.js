@@ -1,11 +1,12 @@
 // Viewer mode: join a channel as a relay-tree viewer, play what our feeder sends (relay.js
 // negotiates with it and passes the stream on to the viewers below us), say where the picture
 // comes from; wait through a stopped stream or a reconnecting broadcaster, keep asking for a
-// broadcaster who left, and ask for the password of a private channel.
+// broadcaster who left, and ask for the password of a private channel. A viewer the broadcaster
+// removed or banned (EXTENSIONS.md "Moderation") stops playing and does not join again by itself.
 
 import {
-  forgetAliasOwner, initAlias, onAliasSet, renderAliasCurrent, restoreAlias, setAliasEnabled,
-  setChatEnabled, showChat, showChatError,
+  forgetAliasOwner, initAlias, onAliasSet, renderAliasCurrent, resetChatSettings, restoreAlias,
+  setAliasEnabled, setChatEnabled, showChat, showChatError,
 } from "./chat.js";
 import { behindText, initDelay } from "./delay.js";
 import { initPicker, onChannelList, renderPicker, requestChannelList } from "./picker.js";
@@ -43,6 +44,11 @@ const viewer = {
    * of a password until the server refuses it.
    */
   invite: initialInvite,
+  /**
+   * "removed" or "banned" once the broadcaster took us out of the channel (the error's code):
+   * this page then never joins it again by itself; a person may reload (a ban still holds).
+   */
+  barred: null,
 };
 
 const vui = {};
@@ -121,8 +127,9 @@ export const viewerMode = {
       setPhase("idle", "Pick a live channel to watch, or enter a channel id.");
       return;
     }
-    if (isReconnect && ["not-found", "password"].includes(app.phase.state)) {
-      // Nothing to rejoin: the channel was not found, or it still waits for its password.
+    if (isReconnect && (viewer.barred || ["not-found", "password"].includes(app.phase.state))) {
+      // Nothing to rejoin: the channel was not found, it still waits for its password, or its
+      // broadcaster removed us.
       renderStatus();
       return;
     }
@@ -140,6 +147,17 @@ export const viewerMode = {
   },
 
   onError(message, lastRequest, code) {
+    if (code === "removed" || code === "banned") {
+      // The broadcaster took us out (now, or a ban from before refused our join): whatever
+      // we asked last.
+      barFromChannel(code, message);
+      return;
+    }
+    if (viewer.barred) {
+      // A late answer to something we asked before we were taken out changes nothing.
+      console.info("Ignoring an error after leaving the channel:", message);
+      return;
+    }
     if (lastRequest === "tree") {
       // A `relay_ready`/`upstream_failed` that crossed the channel closing or our leaving it;
       // the events that explain it arrive on their own.
@@ -208,6 +226,7 @@ function placeholderText() {
 }
 
 function joinChannel(channelId, kind = "join") {
+  if (viewer.barred) return;
   app.channelId = channelId;
   setPhase("waiting", `Joining channel ${channelId}…`);
   requestJoin(kind);
@@ -221,6 +240,9 @@ function joinChannel(channelId, kind = "join") {
  * feeder spends a stream on it.
  */
 function requestJoin(kind) {
+  if (viewer.barred) return;
+  // The server sends `chat_settings` after the join only when they are not the defaults.
+  resetChatSettings();
   const relayPlace = !(embed && embed.kind === "chat");
   const payload = { channel_id: app.channelId, relay: relayPlace, history: true };
   if (viewer.invite) payload.invite = viewer.invite;
@@ -267,6 +289,7 @@ function leaveChannel() {
 function onBroadcasterAvailable(payload) {
   if (!payload || typeof payload.broadcaster_id !== "string") return;
   if (payload.channel_id && payload.channel_id !== app.channelId) return;
+  if (viewer.barred) return;
   stopLeftPolling();
   viewer.joined = true;
   restoreAlias();
@@ -294,6 +317,7 @@ function onBroadcasterAvailable(payload) {
  */
 function onBroadcasterReconnecting(payload) {
   if (payload && payload.channel_id && payload.channel_id !== app.channelId) return;
+  if (viewer.barred) return;
   stopLeftPolling();
   if (!viewer.joined) {
     viewer.joined = true;
@@ -374,6 +398,7 @@ function toggleMute() {
 
 function onBroadcasterStopped(payload) {
   if (payload && payload.channel_id && payload.channel_id !== app.channelId) return;
+  if (viewer.barred) return;
   // The tree is dissolved: our feeder and our children stop too.
   resetRelay();
   clearRemoteVideo();
@@ -382,11 +407,25 @@ function onBroadcasterStopped(payload) {
 }
 
 function onBroadcasterDisconnected() {
+  if (viewer.barred) return;
   // The server removed the channel, and our membership (and alias) with it.
   leaveChannel();
   setPhase("broadcaster-left", "Broadcaster left the channel. This page reconnects if they come back.");
   requestChannelList();
   pollForReturningBroadcaster();
+}
+
+/**
+ * The broadcaster removed (`removed`) or banned (`banned`) us, or a ban refused our join: the
+ * picture stops, every peer connection closes (our feeder's and those of viewers we relayed to,
+ * whom the server places elsewhere), and the page says why and stays out of the channel.
+ */
+function barFromChannel(code, message) {
+  viewer.barred = code;
+  leaveChannel();
+  viewer.password = null;
+  viewer.invite = null;
+  setPhase(code, message);
 }
 
 /** The server removed the channel; ask for it again for a while in case it comes back. */

@@ -1045,6 +1045,75 @@ async function untilTreeShape(broadcaster, viewers, perDepth, timeout) {
   }
 }
 
+/** The chat lines of a page with this exact text. */
+function chatItemsWithText(page, text) {
+  return page.evaluate((t) =>
+    [...document.querySelectorAll('#chat-log .chat-msg')]
+      .filter((m) => m.querySelector('.chat-text')?.textContent === t)
+      .map((m) => ({ id: m.dataset.id ?? null })),
+  text);
+}
+
+/** Waits until a page's chat log no longer shows a line with this exact text. */
+async function untilChatLineGone(participant, text, timeout = 5_000) {
+  await participant.page.waitForFunction(
+    (t) => ![...document.querySelectorAll('#chat-log .chat-text')].some((e) => e.textContent === t),
+    text,
+    { timeout, polling: 50 },
+  ).catch(async () => {
+    const lines = await chatLines(participant.page).catch(() => []);
+    throw new Error(`${participant.role}: the removed message ${JSON.stringify(text)} still shows: ${JSON.stringify(lines)}`);
+  });
+}
+
+/** Waits until an element's text includes `text` (a notice, an error line). */
+async function untilTextShows(participant, selector, text, timeout = 5_000) {
+  await participant.page.waitForFunction(
+    ({ selector, text }) => {
+      const el = document.querySelector(selector);
+      return el && !el.hidden && el.textContent.includes(text);
+    },
+    { selector, text },
+    { timeout, polling: 50 },
+  ).catch(async () => {
+    const shown = await participant.page.evaluate((sel) => {
+      const el = document.querySelector(sel);
+      return el ? `${el.hidden ? '(hidden) ' : ''}"${el.textContent.trim()}"` : '(missing)';
+    }, selector).catch(() => '(page gone)');
+    throw new Error(`${participant.role}: ${selector} shows ${shown}, expected it to say "${text}"`);
+  });
+}
+
+/**
+ * What a page plays and holds: its player's stream, its peer connections (open ones), and its
+ * `#status`. A viewer that was taken out of its channel plays nothing and holds none.
+ */
+function playbackOf(participant) {
+  return participant.page.evaluate(() => {
+    const video = document.querySelector('#remote-video');
+    const open = [...window.broadcastApp.peers.values()].filter((pc) => pc.connectionState !== 'closed');
+    return {
+      stream: Boolean(video?.srcObject),
+      playing: Boolean(video && video.srcObject && !video.paused && video.videoWidth > 0),
+      peers: open.length,
+      upstream: Boolean(window.broadcastApp.relay?.upstream),
+      state: document.querySelector('#status')?.dataset.state,
+      text: document.querySelector('#status')?.textContent.trim(),
+    };
+  });
+}
+
+/** A viewer the broadcaster banned: the banned notice, no picture, no peer connection. */
+async function expectBanned(participant) {
+  await participant.waitForState('banned', 10_000);
+  const seen = await playbackOf(participant);
+  assert(
+    seen.text.includes('You are banned from this channel') && !seen.stream && !seen.playing && seen.peers === 0 && !seen.upstream,
+    `${participant.role}: expected the banned notice and no playback, got ${JSON.stringify(seen)}`,
+  );
+  return seen;
+}
+
 export const scenarios = [
   {
     name: '1-three-viewers-play',
@@ -2662,6 +2731,120 @@ export const scenarios = [
         `; renderer CPU: broadcaster ${broadcasterCpu.toFixed(0)} %, relays ${relayCpu.join(', ')}, ` +
         `leaves ${leafCpu.map((c) => c.toFixed(0)).join('/')} %; broadcaster's deepest viewer ${ms(deepestMs)} ms (median), shows "${deepest}"` +
         `\n${table.join('\n')}`;
+    },
+  },
+  {
+    name: '26-moderation-ban',
+    title: 'the broadcaster removes a message, mutes and bans a viewer; a new tab of the banned viewer is refused, another viewer plays',
+    async run(s) {
+      await serverAndBrowser(s);
+      const channel = channelId('s26');
+      const { broadcaster, link } = await goLive(s, channel);
+      const bpage = broadcaster.page;
+      const viewer = await watch(s, 'viewer', link);
+      await expectPlaying(viewer.page, { role: viewer.role });
+      await expectViewerCount(broadcaster, 1);
+      const viewerId = await viewer.page.evaluate(() => window.broadcastApp.myId);
+      const key = await viewer.page.evaluate(() => localStorage.getItem('broadcast.clientKey'));
+      assert(/^[0-9a-f]{32}$/.test(key ?? ''), `viewer: the page kept no client key in localStorage (${JSON.stringify(key)})`);
+
+      // The viewer chats; its messages carry their ids. The broadcaster removes the first one
+      // with the button on it: it leaves both pages, the second stays.
+      const first = 'First message, to be removed';
+      const second = 'Second message, stays';
+      for (const text of [first, second]) {
+        await viewer.page.fill('#chat-input', text);
+        await viewer.page.click('#chat-send');
+        for (const p of [broadcaster, viewer]) await waitForChatLine(p.page, { role: p.role, sender: 'Viewer-', text });
+      }
+      const [seenByViewer] = await chatItemsWithText(viewer.page, first);
+      assert(seenByViewer?.id, `viewer: its message carries no id (${JSON.stringify(seenByViewer)})`);
+      const firstOnBroadcaster = bpage.locator('#chat-log .chat-msg', { has: bpage.locator('.chat-text', { hasText: first }) });
+      assert(!(await viewer.page.$('#chat-log .chat-remove')), 'viewer: a viewer sees Remove buttons on messages');
+      await firstOnBroadcaster.locator('.chat-remove').click();
+      for (const p of [viewer, broadcaster]) await untilChatLineGone(p, first);
+      assert((await chatItemsWithText(viewer.page, second)).length === 1, 'viewer: the message that was not removed is gone too');
+
+      // The viewer list: the viewer is there, by its default name; Mute refuses its next message.
+      await bpage.click('#moderation-panel > summary');
+      const row = bpage.locator(`#viewer-list li[data-viewer-id="${viewerId}"]`);
+      await row.waitFor({ state: 'visible', timeout: 5_000 }).catch(async () => {
+        const rows = await bpage.$$eval('#viewer-list li', (lis) => lis.map((li) => `${li.dataset.viewerId}: ${li.textContent}`));
+        throw new Error(`broadcaster: the viewer ${viewerId} is not in #viewer-list (${JSON.stringify(rows)})`);
+      });
+      const listed = (await row.locator('.viewer-name').textContent()).trim();
+      assert(listed.startsWith('Viewer-'), `broadcaster: the viewer is listed as "${listed}"`);
+      await row.locator('.mute-btn').click();
+      await untilTextShows(broadcaster, `#viewer-list li[data-viewer-id="${viewerId}"] .viewer-muted`, 'muted');
+      await untilTextShows(broadcaster, '#notice', 'is muted');
+      assert((await row.locator('.mute-btn').textContent()).trim() === 'Unmute', 'broadcaster: the muted viewer has no Unmute button');
+      const refused = 'Am I muted?';
+      await viewer.page.fill('#chat-input', refused);
+      await viewer.page.click('#chat-send');
+      await untilTextShows(viewer, '#chat-error', 'You are muted in this channel');
+      await sleep(500);
+      assert((await chatItemsWithText(bpage, refused)).length === 0, 'broadcaster: the muted viewer\'s message arrived');
+
+      // Ban: the viewer's page stops playing, closes its connections and says why; the
+      // broadcaster closed its connection to it.
+      await row.locator('.ban-btn').click();
+      await expectBanned(viewer);
+      await untilTextShows(broadcaster, '#notice', 'is banned');
+      await expectViewerCount(broadcaster, 0);
+      await row.waitFor({ state: 'detached', timeout: 5_000 });
+      await bpage.waitForFunction(() => window.broadcastApp.peers.size === 0, null, { timeout: 5_000 }).catch(async () => {
+        throw new Error(`broadcaster: still ${await bpage.evaluate(() => window.broadcastApp.peers.size)} peer connections after the ban`);
+      });
+      await viewer.screenshot('banned');
+
+      // The banned viewer opens the link in a new tab of the same browser: same client key,
+      // refused, nothing plays.
+      const tab = await s.newTab(viewer, 'viewer-new-tab');
+      await tab.goto(link);
+      await expectBanned(tab);
+      const tabKey = await tab.page.evaluate(() => localStorage.getItem('broadcast.clientKey'));
+      assert(tabKey === key, 'viewer-new-tab: presented another client key than the first tab');
+
+      // Someone else still joins and plays.
+      const other = await watch(s, 'viewer-2', link, SMALL_WINDOW);
+      const r = await expectPlaying(other.page, { role: other.role });
+      await expectViewerCount(broadcaster, 1);
+      const otherId = await other.page.evaluate(() => window.broadcastApp.myId);
+      await bpage.waitForFunction(
+        (id) => [...document.querySelectorAll('#viewer-list li')].map((li) => li.dataset.viewerId).join() === id,
+        otherId,
+        { timeout: 5_000 },
+      ).catch(() => {
+        throw new Error('broadcaster: #viewer-list does not list exactly the second viewer');
+      });
+
+      // Neither of the banned viewer's tabs came back by itself.
+      for (const p of [viewer, tab]) await expectBanned(p);
+      await tab.screenshot('refused');
+
+      // The chat's rules: slow mode shows by the second viewer's input and refuses its second
+      // message; chat off closes its input.
+      await bpage.selectOption('#slow-mode-select', '30');
+      await untilTextShows(other, '#chat-settings', 'Slow mode: 30 s');
+      await other.page.fill('#chat-input', 'One message');
+      await other.page.click('#chat-send');
+      await waitForChatLine(bpage, { role: broadcaster.role, sender: 'Viewer-', text: 'One message' });
+      await other.page.fill('#chat-input', 'Another one at once');
+      await other.page.click('#chat-send');
+      await untilTextShows(other, '#chat-error', 'Slow mode: wait');
+      await bpage.uncheck('#chat-enabled-switch');
+      await untilTextShows(other, '#chat-settings', 'Chat is off');
+      assert(await other.page.isDisabled('#chat-input'), 'viewer-2: #chat-input is open while the chat is off');
+      await other.screenshot('chat-off');
+
+      // Unban all: the new tab, reloaded, plays; the first tab still does not rejoin by itself.
+      await bpage.click('#unban-all-btn');
+      await untilTextShows(broadcaster, '#notice', 'lifted');
+      await tab.page.reload();
+      await tab.waitForState('live', 25_000);
+      await expectViewerCount(broadcaster, 2);
+      await expectBanned(viewer);
+      return `message removed, mute refused "${refused}", ban stopped the viewer; its new tab refused; viewer-2 ${r.width}x${r.height}, ${r.frames} frames/2 s; slow mode and chat off refused; after Unban all the tab plays`;
     },
   },
 ];

@@ -183,7 +183,7 @@ const ENTRY_MODULE: &str = "main.js";
 
 /// Every file the page loads, directly or by import; their contents make the `?v=` version.
 /// A new module belongs here (a test checks that no script in `assets/` is left out).
-const PAGE_ASSETS: [&str; 16] = [
+const PAGE_ASSETS: [&str; 17] = [
     ENTRY_MODULE,
     "state.js",
     "ui.js",
@@ -192,6 +192,7 @@ const PAGE_ASSETS: [&str; 16] = [
     "peers.js",
     "chat.js",
     "broadcaster.js",
+    "moderation.js",
     "screen.js",
     "recording.js",
     "viewer.js",

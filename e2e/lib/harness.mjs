@@ -159,6 +159,25 @@ export class Scenario {
     context.on('response', (response) => {
       if (response.status() >= 400) this.#failedResponse(role, response);
     });
+    this.#watchPage(role, page);
+    return participant;
+  }
+
+  /**
+   * Another tab of `participant`'s browser context: the same cookies and storage (its
+   * localStorage, so the page's client key), its own page and socket, watched like every page;
+   * a participant of its own named `role` (requests of the context stay attributed to the first).
+   */
+  async newTab(participant, role) {
+    const page = await participant.context.newPage();
+    const tab = new Participant(this, role, participant.context, page);
+    this.participants.push(tab);
+    this.#watchPage(role, page);
+    return tab;
+  }
+
+  /** What every page is watched for: its WebSockets' hosts, console, errors, dialogs. */
+  #watchPage(role, page) {
     page.on('websocket', (ws) => this.#checkOrigin(role, ws.url()));
     page.on('console', (msg) => {
       const where = msg.location()?.url ? ` (${msg.location().url})` : '';
@@ -175,7 +194,6 @@ export class Scenario {
       this.pageErrors.push(`${role}: unexpected ${dialog.type()} dialog "${dialog.message()}"`);
       dialog.dismiss().catch(() => {});
     });
-    return participant;
   }
 
   #cspViolation(role, report) {
