@@ -311,6 +311,8 @@ struct Member {
     parent: Option<String>,
     told_depth: Option<usize>,
     upstream_at: Option<Instant>,
+    /// When it was told of a new feeder after its first one: the moves it had to make.
+    moved_at: Vec<Instant>,
     gone: bool,
 }
 
@@ -357,6 +359,9 @@ impl Audience {
                 assigned_after,
             } => {
                 let m = &mut self.members[viewer];
+                if m.parent.is_some() {
+                    m.moved_at.push(at);
+                }
                 m.parent = Some(peer);
                 m.told_depth = Some(depth);
                 m.upstream_at = Some(at);
@@ -796,6 +801,19 @@ async fn depart_and_rejoin(
     Some(departure)
 }
 
+/// The most of these moments (in order) that fall within any one `window`.
+fn most_within(moments: &[Instant], window: Duration) -> usize {
+    let mut most = 0;
+    let mut first = 0;
+    for (last, at) in moments.iter().enumerate() {
+        while at.duration_since(moments[first]) > window {
+            first += 1;
+        }
+        most = most.max(last + 1 - first);
+    }
+    most
+}
+
 fn quantile(mut values: Vec<f64>, q: f64) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     let at = ((values.len() as f64 - 1.0) * q).round() as usize;
@@ -1136,6 +1154,34 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
             "churn_moves_total",
             departures.iter().map(|d| d.moves as f64).sum::<f64>(),
         );
+        // Nobody moved over and over: per viewer, its moves during the churn, and the most in
+        // any one minute of it.
+        let moves_of: Vec<Vec<Instant>> = audience
+            .members
+            .iter()
+            .map(|m| {
+                m.moved_at
+                    .iter()
+                    .copied()
+                    .filter(|at| *at >= started)
+                    .collect()
+            })
+            .collect();
+        report.figure(
+            "churn_viewers_moved_per_minute",
+            Some(moves_of.iter().map(Vec::len).sum::<usize>() as f64 / (wall / 60.0).max(1e-9)),
+        );
+        report.figure(
+            "churn_moves_of_one_viewer_max",
+            moves_of.iter().map(|m| m.len() as f64).reduce(f64::max),
+        );
+        report.figure(
+            "churn_moves_of_one_viewer_per_minute_max",
+            moves_of
+                .iter()
+                .map(|m| most_within(m, Duration::from_secs(60)) as f64)
+                .reduce(f64::max),
+        );
         report.figure(
             "churn_depth_max",
             departures.iter().map(|d| d.depth as f64).reduce(f64::max),
@@ -1204,6 +1250,20 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn most_within_counts_the_busiest_window() {
+        let t = Instant::now();
+        let at = |s: u64| t + Duration::from_secs(s);
+        let window = Duration::from_secs(60);
+        assert_eq!(most_within(&[], window), 0);
+        assert_eq!(most_within(&[at(0)], window), 1);
+        assert_eq!(
+            most_within(&[at(0), at(10), at(70), at(75), at(80)], window),
+            3
+        );
+        assert_eq!(most_within(&[at(0), at(60), at(120)], window), 2);
+    }
 
     #[test]
     fn full_tree_depth_follows_the_levels() {
