@@ -540,6 +540,7 @@ mod tests {
             waiting_viewers: Vec::new(),
             tree: Vec::new(),
             was_live,
+            chat_settings: None,
         };
         let kind = |s: BroadcastStarted| WebhookEvent::of_start(&s).map(|e| e.kind);
         assert_eq!(kind(start(false, false, None)), Some(EventType::Started));

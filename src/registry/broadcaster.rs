@@ -12,7 +12,7 @@ use super::clock::Moment;
 use super::errors::ChannelError;
 use super::ids::{ChannelId, SocketId};
 use super::model::{Channel, RegistryLimits, State, Waiter};
-use super::moderation::{ClientIdentity, Moderation};
+use super::moderation::{ChatSettings, ClientIdentity, Moderation};
 use super::secrets;
 use super::tree::Tree;
 use super::tree_events::TreeEvent;
@@ -42,6 +42,9 @@ pub struct BroadcastStarted {
     pub tree: Vec<TreeEvent>,
     /// The channel existed and was live before this join (neither stopped nor new).
     pub was_live: bool,
+    /// The channel's chat settings, when they differ from a new channel's (a broadcaster that
+    /// resumes, takes over or goes live again shows them as they are).
+    pub chat_settings: Option<ChatSettings>,
 }
 
 /// Result of a successful `stop_broadcast`.
@@ -141,6 +144,10 @@ impl State {
                 waiting_viewers: channel.viewers.keys().cloned().collect(),
                 tree,
                 was_live,
+                chat_settings: channel
+                    .moderation
+                    .has_settings()
+                    .then(|| channel.moderation.settings()),
             };
             // The previous broadcaster's socket keeps its identity while it watches.
             if previous != *sid && !channel.viewers.contains_key(&previous) {
@@ -240,6 +247,7 @@ impl State {
             waiting_viewers: Vec::new(),
             tree,
             was_live: false,
+            chat_settings: None,
         })
     }
 

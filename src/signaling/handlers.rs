@@ -334,6 +334,20 @@ pub async fn join_as_broadcaster<A: Adapter>(
                     resume_token: started.resumable.then_some(fresh.token.as_str()),
                 },
             );
+            // A modern page that resumes, takes over or goes live again shows the chat
+            // settings as they are (a new channel has the defaults).
+            if let Some(settings) = started.chat_settings
+                && key.is_some()
+            {
+                ctx.reply(
+                    "chat_settings",
+                    &ChatSettingsChanged {
+                        channel_id: &started.channel_id,
+                        slow_mode: settings.slow_mode,
+                        chat_enabled: settings.chat_enabled,
+                    },
+                );
+            }
             let joined = BroadcasterJoined {
                 id: &ctx.sid,
                 channel_id: &started.channel_id,

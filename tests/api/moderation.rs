@@ -402,3 +402,29 @@ async fn a_ban_holds_the_address_only_when_the_operator_allows_it() {
         }
     }
 }
+
+/// A modern broadcaster going live again is told the channel's chat settings, which it kept.
+#[tokio::test]
+async fn a_broadcaster_going_live_again_is_told_the_chat_settings() {
+    let app = spawn_app(&[]).await;
+    let (mut b, _) = modern(&app.ws_url()).await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "again"}));
+    b.expect("broadcaster_ready").await;
+    b.emit(
+        "chat_settings",
+        json!({"channel_id": "again", "slow_mode": 10}),
+    );
+    b.expect("chat_settings").await;
+    b.emit("stop_broadcast", json!({"channel_id": "again"}));
+    b.emit(
+        "join_as_broadcaster",
+        json!({"channel_id": "again", "force": true}),
+    );
+    b.expect("broadcaster_ready").await;
+    let settings = b.expect("chat_settings").await;
+    assert_eq!(
+        settings,
+        json!({"channel_id": "again", "slow_mode": 10, "chat_enabled": true})
+    );
+    b.assert_silent().await;
+}
