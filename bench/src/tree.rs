@@ -313,6 +313,9 @@ struct Member {
     upstream_at: Option<Instant>,
     /// When it was told of a new feeder after its first one: the moves it had to make.
     moved_at: Vec<Instant>,
+    /// Those of them the tree's rules chose (its feeder was still there: it was a spare that
+    /// moved up, or it was placed better), not forced by its feeder's departure.
+    chosen_at: Vec<Instant>,
     gone: bool,
 }
 
@@ -358,9 +361,17 @@ impl Audience {
                 at,
                 assigned_after,
             } => {
+                let feeder_left = self.members[viewer]
+                    .parent
+                    .as_ref()
+                    .and_then(|p| self.by_sid.get(p))
+                    .is_some_and(|&f| self.members[f].gone);
                 let m = &mut self.members[viewer];
                 if m.parent.is_some() {
                     m.moved_at.push(at);
+                    if !feeder_left {
+                        m.chosen_at.push(at);
+                    }
                 }
                 m.parent = Some(peer);
                 m.told_depth = Some(depth);
@@ -1167,6 +1178,28 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
                     .collect()
             })
             .collect();
+        let chosen_of: Vec<Vec<Instant>> = audience
+            .members
+            .iter()
+            .map(|m| {
+                m.chosen_at
+                    .iter()
+                    .copied()
+                    .filter(|at| *at >= started)
+                    .collect()
+            })
+            .collect();
+        report.figure(
+            "churn_chosen_moves_of_one_viewer_max",
+            chosen_of.iter().map(|m| m.len() as f64).reduce(f64::max),
+        );
+        report.figure(
+            "churn_chosen_moves_of_one_viewer_per_minute_max",
+            chosen_of
+                .iter()
+                .map(|m| most_within(m, Duration::from_secs(60)) as f64)
+                .reduce(f64::max),
+        );
         report.figure(
             "churn_viewers_moved_per_minute",
             Some(moves_of.iter().map(Vec::len).sum::<usize>() as f64 / (wall / 60.0).max(1e-9)),
