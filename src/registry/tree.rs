@@ -8,7 +8,8 @@
 //! Depth stays within one level of the full breadth-first tree (docs/RELAY-TREE.md, "Shape"):
 //! a relay that leaves is replaced by a ready leaf from the deepest level, which takes over its
 //! feeder and its children, so every subtree below keeps its feeder and nothing is re-indexed;
-//! a place that frees above the deepest level is filled by a leaf from the deepest level. Work
+//! a place that frees above the deepest level is filled by a leaf from the deepest level while
+//! the tree is deeper than that bound (otherwise the next newcomer takes it). Work
 //! per event is bounded by the nodes it concerns (the departed relay's children, a few index
 //! look-ups), never the whole channel.
 //!
@@ -693,6 +694,13 @@ impl Tree {
         for _ in 0..=self.nodes.len() {
             // Waiting viewers come first, also for the place a moved leaf left.
             self.serve_waiting(notices);
+            // Only while the tree is deeper than the bound: a place that frees near the top of
+            // a tree within it (a legacy viewer fed by the broadcaster leaves, say) waits for
+            // the next join, instead of moving a leaf up, whose own room would then pull up
+            // the next one, and so on through half the tree.
+            if self.depths().len() <= self.optimal_depth() + 1 {
+                return;
+            }
             let Some((depth, feeder)) = self.free_place() else {
                 return;
             };
@@ -716,6 +724,40 @@ impl Tree {
             self.update(&leaf, |n| n.eligible = None);
             self.attach(&leaf, feeder, notices);
         }
+    }
+
+    /// The depth of the full breadth-first tree of the anchored tree viewers: the broadcaster
+    /// feeds as many of them as it may (D, or more after waits ran out, less the legacy leaves
+    /// it feeds), every tree viewer feeds F. Legacy leaves are always at depth 1.
+    pub(crate) fn optimal_depth(&self) -> usize {
+        let viewers = self
+            .nodes
+            .values()
+            .filter(|n| n.relay && n.anchored)
+            .count();
+        if viewers == 0 {
+            return 0;
+        }
+        if !self.enabled {
+            return 1;
+        }
+        let legacy = self
+            .direct
+            .iter()
+            .filter(|d| self.nodes.get(*d).is_some_and(|n| !n.relay))
+            .count();
+        let mut width = self
+            .limits
+            .direct
+            .max(self.direct.len())
+            .saturating_sub(legacy);
+        let (mut depth, mut room) = (1, width);
+        while room < viewers && width > 0 {
+            width = width.saturating_mul(self.limits.fanout);
+            room = room.saturating_add(width);
+            depth += 1;
+        }
+        depth
     }
 
     /// Finds a feeder for an unattached viewer, or queues it.
