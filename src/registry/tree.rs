@@ -8,8 +8,9 @@
 //! Depth stays within one level of the full breadth-first tree (docs/RELAY-TREE.md, "Shape"):
 //! a relay that leaves is replaced by a ready leaf from the deepest level, which takes over its
 //! feeder and its children, so every subtree below keeps its feeder and nothing is re-indexed;
-//! a place that frees above the deepest level is filled by a leaf from the deepest level while
-//! the tree is deeper than that bound (otherwise the next newcomer takes it). Work
+//! a place that frees above the deepest level is filled by a leaf from the deepest level when
+//! that can empty the deepest level or the tree is deeper than the bound (otherwise the next
+//! newcomer takes it). Work
 //! per event is bounded by the nodes it concerns (the departed relay's children, a few index
 //! look-ups), never the whole channel.
 //!
@@ -694,11 +695,7 @@ impl Tree {
         for _ in 0..=self.nodes.len() {
             // Waiting viewers come first, also for the place a moved leaf left.
             self.serve_waiting(notices);
-            // Only while the tree is deeper than the bound: a place that frees near the top of
-            // a tree within it (a legacy viewer fed by the broadcaster leaves, say) waits for
-            // the next join, instead of moving a leaf up, whose own room would then pull up
-            // the next one, and so on through half the tree.
-            if self.depths().len() <= self.optimal_depth() + 1 {
+            if !self.worth_filling() {
                 return;
             }
             let Some((depth, feeder)) = self.free_place() else {
@@ -724,6 +721,35 @@ impl Tree {
             self.update(&leaf, |n| n.eligible = None);
             self.attach(&leaf, feeder, notices);
         }
+    }
+
+    /// Whether a free place above the deepest level should pull a leaf up now: when the tree
+    /// is deeper than the bound (the full breadth-first tree's depth + 1), or when the free
+    /// places above the deepest level can take every viewer on it (the moves then take that
+    /// level away). Otherwise the place waits for the next newcomer: filling it would move a
+    /// leaf up whose own room would pull up the next one, and so on through half the tree (a
+    /// legacy viewer fed by the broadcaster leaving a tree of 2,000 moved 997 viewers so).
+    fn worth_filling(&self) -> bool {
+        let depths = self.depths();
+        let deepest = depths.len();
+        if deepest <= 1 {
+            return false;
+        }
+        if deepest > self.optimal_depth() + 1 {
+            return true;
+        }
+        let on_deepest = depths[deepest - 1];
+        let fanout = self.limits.fanout;
+        let mut free = self.limits.direct.saturating_sub(self.direct.len());
+        // Best first: by depth, so the places above the deepest level come first.
+        for (depth, children, _, id) in &self.candidates {
+            if free >= on_deepest || depth + 1 >= deepest {
+                break;
+            }
+            let room = self.nodes.get(id).map_or(0, |n| n.room(fanout));
+            free += room.saturating_sub(*children);
+        }
+        free >= on_deepest
     }
 
     /// The depth of the full breadth-first tree of the anchored tree viewers: the broadcaster

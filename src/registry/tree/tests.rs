@@ -270,7 +270,7 @@ fn without_a_spare_leaf_the_orphans_are_placed_with_their_subtrees() {
         plain(tree.ready(&id(name)));
     }
     // a; b, c ← a; d ← b, not ready. c reports a: it goes under b (the place it left under a
-    // stays free: the tree is within the bound). Neither leaf has said `relay_ready` since.
+    // stays free: one place cannot take c and d up). Neither leaf has said `relay_ready` since.
     plain(tree.join(&id("d"), true, now));
     plain(tree.upstream_failed(&id("c"), now));
     assert_eq!(tree.upstream_of("c"), Some(&v("b")));
@@ -289,7 +289,7 @@ fn without_a_spare_leaf_the_orphans_are_placed_with_their_subtrees() {
 }
 
 #[test]
-fn a_place_freed_near_the_top_waits_for_a_join_while_the_tree_is_within_the_bound() {
+fn a_place_freed_near_the_top_is_filled_when_that_empties_the_deepest_level() {
     let now = Moment::now();
     let mut tree = Tree::new(limits(1, 2), true);
     // a; b, c ← a; d, f ← b; e, g ← c; every one ready; h ← d at depth 4.
@@ -299,14 +299,19 @@ fn a_place_freed_near_the_top_waits_for_a_join_while_the_tree_is_within_the_boun
     }
     plain(tree.join(&id("h"), true, now));
     assert_eq!(tree.upstream_of("h"), Some(&v("d")));
-    // e (a leaf at depth 3) leaves: 7 viewers fit in 3 levels, and the tree has 4, within one
-    // level of that: nobody moves (moving h up would pull nothing shallower that matters).
-    assert_eq!(plain(tree.leave(&id("e"), now)), vec![left(v("c"), "e")]);
-    assert_eq!(tree.depths(), &[1, 2, 3, 1]);
-    // The next viewer takes the freed place.
+    // e (a leaf at depth 3) leaves: c's place at depth 3 is shallower than h, the only viewer
+    // at depth 4, which moves up (the level goes).
+    assert_eq!(
+        plain(tree.leave(&id("e"), now)),
+        vec![left(v("c"), "e"), left(v("d"), "h"), up("h", v("c"), 3)]
+    );
+    assert_eq!(tree.depths(), &[1, 2, 4]);
+    // f leaves too: its place under b cannot take the whole of depth 3 (four viewers) away,
+    // so it waits for the next viewer.
+    assert_eq!(plain(tree.leave(&id("f"), now)), vec![left(v("b"), "f")]);
     assert_eq!(
         plain(tree.join(&id("i"), true, now)),
-        vec![up("i", v("c"), 3)]
+        vec![up("i", v("b"), 3)]
     );
     check(&tree);
 }
@@ -522,7 +527,8 @@ fn a_capacity_over_f_counts_as_f_and_one_lowered_moves_the_latest_child() {
         vec![left(v("a"), "c"), up("c", v("b"), 3)]
     );
     check(&tree);
-    // Raised again: the tree is within the bound, so nobody moves; the next join takes it.
+    // Raised again: one place at depth 2 cannot take both viewers at depth 3 up, so nobody
+    // moves; the next join takes it.
     assert!(plain(tree.set_capacity(&id("a"), 2, now)).is_empty());
     assert_eq!(
         plain(tree.join(&id("e"), true, now)),
