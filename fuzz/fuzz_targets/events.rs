@@ -8,7 +8,7 @@ use broadcast_server::signaling::events::{self, Refusal, Request};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
-const EVENTS: [&str; 15] = [
+const EVENTS: [&str; 21] = [
     "join_as_broadcaster",
     "join_as_viewer",
     "offer",
@@ -24,6 +24,12 @@ const EVENTS: [&str; 15] = [
     "upstream_failed",
     "upstream_stalled",
     "relay_capacity",
+    "list_viewers",
+    "remove_viewer",
+    "unban_all",
+    "mute_viewer",
+    "remove_message",
+    "chat_settings",
 ];
 
 fn check(request: Option<Result<Request<'_>, Refusal>>) {
@@ -60,7 +66,9 @@ fn check(request: Option<Result<Request<'_>, Refusal>>) {
             | Request::RotateInvites(r)
             | Request::RelayReady(r)
             | Request::UpstreamFailed(r)
-            | Request::UpstreamStalled(r),
+            | Request::UpstreamStalled(r)
+            | Request::ListViewers(r)
+            | Request::UnbanAll(r),
         )) => {
             channel_ok(Some(r.channel_id.as_deref().expect("required")));
         }
@@ -68,10 +76,32 @@ fn check(request: Option<Result<Request<'_>, Refusal>>) {
             channel_ok(Some(r.channel_id.as_deref().expect("required")));
             assert!(r.capacity.expect("required") <= 100);
         }
+        Some(Ok(Request::RemoveViewer(r))) => {
+            channel_ok(Some(r.channel_id.as_deref().expect("required")));
+            moderated_id_ok(r.viewer_id.as_deref().expect("required"));
+        }
+        Some(Ok(Request::MuteViewer(r))) => {
+            channel_ok(Some(r.channel_id.as_deref().expect("required")));
+            moderated_id_ok(r.viewer_id.as_deref().expect("required"));
+            assert!(r.muted.is_some());
+        }
+        Some(Ok(Request::RemoveMessage(r))) => {
+            channel_ok(Some(r.channel_id.as_deref().expect("required")));
+            moderated_id_ok(r.message_id.as_deref().expect("required"));
+        }
+        Some(Ok(Request::ChatSettings(r))) => {
+            channel_ok(Some(r.channel_id.as_deref().expect("required")));
+            assert!(r.slow_mode.is_none_or(|s| s <= 3600));
+        }
         Some(Err(Refusal::Invalid(e))) => assert!(e.to_string().starts_with("Invalid ")),
         Some(Err(Refusal::Relay(_, message))) => assert!(!message.is_empty()),
         None => {}
     }
+}
+
+fn moderated_id_ok(id: &str) {
+    assert!(!id.is_empty() && id.len() <= 64, "{id:?}");
+    assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
 }
 
 fn channel_ok(id: Option<&str>) {
