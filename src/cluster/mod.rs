@@ -9,6 +9,7 @@
 //!
 //! Without `--redis-url` none of this runs: the server keeps everything in memory.
 
+mod batch;
 mod keys;
 pub mod node;
 mod replica;

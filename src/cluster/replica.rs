@@ -132,7 +132,8 @@ impl Replica {
     }
 
     /// Keeps what was just read from or written to Redis, unless announcements may have been
-    /// missed since `generation`, or a newer version is known (kept or announced).
+    /// missed since `generation`, or a newer version is known (kept or announced). Returns it
+    /// either way, shared.
     pub(super) fn remember(
         &self,
         id: &ChannelId,
@@ -140,26 +141,27 @@ impl Replica {
         raw: Arc<str>,
         channel: Channel,
         generation: u64,
-    ) {
+    ) -> Arc<Kept> {
         self.audiences.insert(id.clone(), channel.viewers.len());
-        if generation != self.generation() {
-            return;
-        }
-        if let Ok(number) = version.parse::<u64>() {
-            let kept = self
-                .kept
-                .get(id)
-                .and_then(|k| k.version.parse::<u64>().ok());
-            if number < self.announced(id) || kept.is_some_and(|k| k > number) {
-                return;
-            }
-        }
-        let kept = Kept {
+        let kept = Arc::new(Kept {
             version,
             raw,
             channel,
-        };
-        self.kept.insert(id.clone(), Arc::new(kept));
+        });
+        if generation != self.generation() {
+            return kept;
+        }
+        if let Ok(number) = kept.version.parse::<u64>() {
+            let newer = self
+                .kept
+                .get(id)
+                .and_then(|k| k.version.parse::<u64>().ok());
+            if number < self.announced(id) || newer.is_some_and(|k| k > number) {
+                return kept;
+            }
+        }
+        self.kept.insert(id.clone(), kept.clone());
+        kept
     }
 
     /// How many viewers `id` had when this node last read or wrote it (0: unknown).

@@ -28,7 +28,8 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::replica::{self, Replica};
+use super::batch::{self, Batches, Running};
+use super::replica::{self, Kept, Replica};
 use super::{Health, Keys, NodeId};
 use crate::registry::Stats;
 use crate::registry::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
@@ -39,7 +40,7 @@ use crate::registry::expiry::Expired;
 use crate::registry::ids::random_channel_id;
 use crate::registry::ids::{ChannelId, SocketId};
 use crate::registry::listing::{Census, ChannelSummary};
-use crate::registry::membership::{Departure, ViewerJoined, ViewerRequest};
+use crate::registry::membership::{Departure, OwnedViewerRequest, ViewerJoined, ViewerRequest};
 use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits, State, Waiter};
 use crate::registry::moderation::{
     ChatPace, ChatSettings, ChatSettingsChange, Removal, Told, ViewerEntry,
@@ -115,6 +116,10 @@ fn parse_lobby(doc: &str) -> Lobby {
 /// reloads, so only a channel under a storm of simultaneous changes ever gets there.
 const MAX_ATTEMPTS: usize = 64;
 
+/// Channels with this many viewers let their batches fill for [`LINGER`] (see `run_batches`).
+const LINGER_FROM: usize = 100;
+const LINGER: Duration = Duration::from_millis(3);
+
 #[derive(Clone)]
 pub struct ClusterRegistry {
     inner: Arc<Inner>,
@@ -130,6 +135,10 @@ struct Inner {
     /// compare-and-set (a crowd joining one channel), so they take turns, and conflicts are
     /// left to writers on other nodes.
     queues: std::sync::Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Joins and relay-tree reports waiting for their channel's next batch (see `batch.rs`).
+    batches: Batches,
+    /// One read of a channel's new document at a time (see `fetch`).
+    fetches: std::sync::Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<()>>>>,
     /// The documents this node last read or wrote, kept current by the change feed: reads
     /// fetch only a version where it matches, and relays are authorized without Redis.
     replica: Arc<Replica>,
@@ -247,6 +256,8 @@ impl ClusterRegistry {
                 node,
                 health,
                 queues: std::sync::Mutex::default(),
+                batches: Batches::default(),
+                fetches: std::sync::Mutex::default(),
                 replica: Arc::default(),
                 pace: ChatPace::default(),
             }),
@@ -278,9 +289,70 @@ impl ClusterRegistry {
         queue.lock_owned().await
     }
 
+    /// Runs `rule` on channel `id` in this node's next batch for it (see `batch.rs`): with
+    /// every operation queued meanwhile, one load and one write for all of them.
+    async fn batched<T, F>(&self, id: &ChannelId, rule: F) -> Result<T, ChannelError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut State, Moment) -> Result<T, ChannelError> + Send + 'static,
+    {
+        let (op, outcome) = batch::pending(rule);
+        if self.inner.batches.push(id, op) {
+            let this = self.clone();
+            let id = id.clone();
+            drop(tokio::spawn(async move { this.run_batches(&id).await }));
+        }
+        // Dropped unrun only if the batch's task panicked.
+        outcome.await.unwrap_or(Err(ChannelError::Unavailable))
+    }
+
+    /// Runs a channel's batches until its queue is empty, each in this node's turn for the
+    /// channel: operations queued while an earlier writer holds it join the next batch.
+    async fn run_batches(&self, id: &ChannelId) {
+        let _running = Running {
+            batches: &self.inner.batches,
+            id,
+        };
+        loop {
+            let _turn = self.turn(id).await;
+            // A big channel's write costs its size: a moment's wait lets a crowd's joins share
+            // one (a few milliseconds against the tens each one alone added to a crowd's wait).
+            let audience = self.inner.replica.audience(id);
+            if audience >= LINGER_FROM {
+                tokio::time::sleep(LINGER).await;
+            }
+            let Some(mut ops) = self.inner.batches.next(id) else {
+                return;
+            };
+            tracing::debug!(channel = %id, ops = ops.len(), audience, "batch");
+            let stored = retrying!(self, {
+                let mut txn = self.begin(std::slice::from_ref(id)).await?;
+                let now = Moment::now();
+                for op in &mut ops {
+                    op.run(&mut txn.state, now);
+                }
+                self.commit(txn).await
+            });
+            let failure = stored.err();
+            for op in ops {
+                op.deliver(failure.as_ref());
+            }
+        }
+    }
+
+    /// Waits until no other task of this node reads `id`'s document (see `fetch`).
+    async fn fetching(&self, id: &ChannelId) -> tokio::sync::OwnedMutexGuard<()> {
+        let reads = super::lock(&self.inner.fetches)
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        reads.lock_owned().await
+    }
+
     /// Forgets the queues nobody waits in.
     fn forget_idle_queues(&self) {
         super::lock(&self.inner.queues).retain(|_, queue| Arc::strong_count(queue) > 1);
+        super::lock(&self.inner.fetches).retain(|_, reads| Arc::strong_count(reads) > 1);
     }
 
     pub fn limits(&self) -> &RegistryLimits {
@@ -311,28 +383,48 @@ impl ClusterRegistry {
         }
     }
 
-    /// Reads a channel: its version, and its document only when this node's cached copy is
-    /// not that version.
-    async fn load(&self, id: &ChannelId) -> Result<Option<(Read, Channel)>, ChannelError> {
+    /// Reads a channel: its version, and its document only when this node's kept copy is not
+    /// that version. The copy is shared, not cloned: a check that only reads (a relay) costs
+    /// nothing in the channel's size.
+    async fn fetch(&self, id: &ChannelId) -> Result<Option<Arc<Kept>>, ChannelError> {
         let key = self.keys().channel(id);
         let client = &self.inner.client;
-        if let Some(kept) = self.inner.replica.kept(id) {
-            let version: Option<String> = client
-                .hget(&key, "v")
-                .await
-                .map_err(|e| self.unavailable(e))?;
-            match version {
-                None => {
-                    self.inner.replica.forget(id);
-                    return Ok(None);
+        let seen = match self.inner.replica.kept(id) {
+            Some(kept) => {
+                let version: Option<String> = client
+                    .hget(&key, "v")
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
+                match version {
+                    None => {
+                        self.inner.replica.forget(id);
+                        return Ok(None);
+                    }
+                    Some(v) if v == kept.version => return Ok(Some(kept)),
+                    Some(v) => Some(v),
                 }
-                Some(v) if v == kept.version => {
-                    let channel = kept.channel.clone();
-                    return Ok(Some((read_of(v, kept.raw.clone(), &channel), channel)));
-                }
-                Some(_) => {}
             }
+            None => None,
+        };
+        // One read of a channel's document per node at a time: during a crowd's arrival every
+        // relay finds the kept copy outdated (or dropped by the feed) at once, and each one
+        // reading and parsing the whole channel again was most of a node's work. A copy kept
+        // while this one waited was read after it asked.
+        let _fetching = self.fetching(id).await;
+        if let Some(kept) = self.inner.replica.kept(id)
+            && seen
+                .as_deref()
+                .is_none_or(|seen| version_at_least(&kept.version, seen))
+        {
+            return Ok(Some(kept));
         }
+        self.read_document(id).await
+    }
+
+    /// Reads a channel's whole document from Redis and keeps it.
+    async fn read_document(&self, id: &ChannelId) -> Result<Option<Arc<Kept>>, ChannelError> {
+        let key = self.keys().channel(id);
+        let client = &self.inner.client;
         let generation = self.inner.replica.generation();
         let fields: Vec<Option<String>> = client
             .hmget(key, vec!["v", "d"])
@@ -346,15 +438,24 @@ impl ClusterRegistry {
             tracing::error!(channel = %id, "unreadable channel document: {e}");
             ChannelError::Unavailable
         })?;
-        let raw: Arc<str> = Arc::from(raw.as_str());
-        self.inner.replica.remember(
+        Ok(Some(self.inner.replica.remember(
             id,
             version.clone(),
-            raw.clone(),
-            channel.clone(),
+            Arc::from(raw.as_str()),
+            channel,
             generation,
-        );
-        Ok(Some((read_of(version.clone(), raw, &channel), channel)))
+        )))
+    }
+
+    /// Reads a channel for an operation that may change it: its own copy, and what was read.
+    async fn load(&self, id: &ChannelId) -> Result<Option<(Read, Channel)>, ChannelError> {
+        Ok(self.fetch(id).await?.map(|kept| {
+            let channel = kept.channel.clone();
+            (
+                read_of(kept.version.clone(), kept.raw.clone(), &channel),
+                channel,
+            )
+        }))
     }
 
     /// Starts an attempt with these channels loaded.
@@ -810,14 +911,12 @@ impl ClusterRegistry {
         request: ViewerRequest<'_>,
     ) -> Result<ViewerJoined, ChannelError> {
         let id = ChannelId::from(channel_id);
-        let _turn = self.turn(&id).await;
-        retrying!(self, {
-            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
-            let joined = txn
-                .state
-                .join_as_viewer(sid, channel_id, request, Moment::now())?;
-            Ok(self.commit(txn).await?.map(|()| joined))
+        let request = OwnedViewerRequest::from(request);
+        let (viewer, channel) = (sid.clone(), channel_id.to_owned());
+        self.batched(&id, move |state, now| {
+            state.join_as_viewer(&viewer, &channel, request.as_request(), now)
         })
+        .await
         .inspect(|_| self.inner.replica.joined(sid, &id, false))
     }
 
@@ -828,12 +927,11 @@ impl ClusterRegistry {
         op: TreeOp,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
         let id = ChannelId::from(channel_id);
-        let _turn = self.turn(&id).await;
-        retrying!(self, {
-            let mut txn = self.begin(std::slice::from_ref(&id)).await?;
-            let events = txn.state.tree_op(sid, channel_id, op, Moment::now())?;
-            Ok(self.commit(txn).await?.map(|()| events))
+        let (viewer, channel) = (sid.clone(), channel_id.to_owned());
+        self.batched(&id, move |state, now| {
+            state.tree_op(&viewer, &channel, op, now)
         })
+        .await
     }
 
     pub async fn relay_ready(
@@ -916,6 +1014,9 @@ impl ClusterRegistry {
         if let Some(target) = self.authorize_from_replica(sender, target, activity) {
             return Ok(target);
         }
+        if let Some(found) = self.authorize_from_stored(sender, target, activity).await? {
+            return Ok(found);
+        }
         retrying!(self, {
             let mut txn = self.begin_for(sender).await?;
             let now = Moment::now();
@@ -934,6 +1035,32 @@ impl ClusterRegistry {
             txn.state.authorize_relay(sender, target, activity, now)?;
             Ok(self.commit(txn).await?.map(|()| found))
         })
+    }
+
+    /// A relay authorized from what Redis holds now (the sender's memberships, each channel at
+    /// its stored version, the kept copy where it is that version), without copying a channel:
+    /// during a crowd's arrival the replica is rarely current, and a copy per relay cost
+    /// O(viewers) each. `None` when the relay must write the channel's activity (the
+    /// transaction below does that) or is refused (the transaction gives the refusal).
+    async fn authorize_from_stored(
+        &self,
+        sender: &SocketId,
+        target: &str,
+        activity: Activity,
+    ) -> Result<Option<SocketId>, ChannelError> {
+        let membership = self.membership(sender).await?;
+        let step = self.activity_step();
+        let now = Moment::now();
+        for id in membership.broadcasting.iter().chain(&membership.watching) {
+            let Some(kept) = self.fetch(id).await? else {
+                continue;
+            };
+            if let Some(found) = kept.channel.relay_target(sender, target) {
+                let due = now.duration_since(kept.channel.last_activity) >= step;
+                return Ok((activity == Activity::Keep || !due).then_some(found));
+            }
+        }
+        Ok(None)
     }
 
     /// A relay between a broadcaster and one of its viewers authorized by a current document
@@ -1212,6 +1339,9 @@ impl ClusterRegistry {
         // other (a crowd leaving one channel at once would otherwise mostly conflict).
         let mut turns = Vec::new();
         if let Ok(membership) = self.membership(sid).await {
+            if let Some(departure) = self.leave_one(sid, node, &membership).await {
+                return departure;
+            }
             let mut ids: Vec<ChannelId> = membership
                 .broadcasting
                 .into_iter()
@@ -1250,6 +1380,45 @@ impl ClusterRegistry {
             tracing::warn!(sid = %sid, "could not remove a departed socket from Redis: {e}");
             Departure::default()
         })
+    }
+
+    /// The departure of a socket that only watched one channel (a crowd's every viewer), in
+    /// that channel's next batch: a crowd leaving at once costs a few writes, not one each.
+    /// `None`: it had other parts (broadcaster, waiting room, several channels), or the batch
+    /// could not be stored; the full removal then runs.
+    async fn leave_one(
+        &self,
+        sid: &SocketId,
+        node: &NodeId,
+        membership: &Membership,
+    ) -> Option<Departure> {
+        if !membership.broadcasting.is_empty()
+            || !membership.waiting.is_empty()
+            || membership.watching.len() != 1
+        {
+            return None;
+        }
+        let id = membership.watching.iter().next()?.clone();
+        let grace = self.inner.limits.resume_grace;
+        let (viewer, only) = (sid.clone(), membership.clone());
+        let departure = self
+            .batched(&id, move |state, now| {
+                state.sockets.insert(viewer.clone(), only.clone());
+                Ok(state.disconnect(&viewer, grace, now))
+            })
+            .await
+            .ok()?;
+        // Its membership went with the batch; the node's list of its sockets is only for the
+        // reaper, which finds nothing left to do should this node die before this.
+        if let Err(e) = self
+            .inner
+            .client
+            .srem::<(), _, _>(self.keys().node_sockets(node), sid.as_str())
+            .await
+        {
+            tracing::debug!(sid = %sid, "could not drop a departed socket from its node's list: {e}");
+        }
+        Some(departure)
     }
 
     pub async fn sweep(&self, now: Moment) -> Vec<ClosedChannel> {
@@ -1299,6 +1468,15 @@ impl ClusterRegistry {
 }
 
 /// What an operation remembers of a channel it read, to plan its writes.
+/// Whether stored version `kept` is `seen` or newer (versions are decimal numbers that only
+/// grow; one that is not, from an older release, is only ever equal to itself).
+fn version_at_least(kept: &str, seen: &str) -> bool {
+    match (kept.parse::<u64>(), seen.parse::<u64>()) {
+        (Ok(kept), Ok(seen)) => kept >= seen,
+        _ => kept == seen,
+    }
+}
+
 fn read_of(version: String, raw: Arc<str>, channel: &Channel) -> Read {
     Read {
         version,

@@ -50,6 +50,55 @@ pub(crate) struct ViewerRequest<'a> {
     pub(crate) client: ClientIdentity<'a>,
 }
 
+/// A [`ViewerRequest`] that owns its strings: what a join carries when another task runs it
+/// (cluster mode runs a node's joins to one channel together, see `cluster/batch.rs`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OwnedViewerRequest {
+    relay: bool,
+    password: Option<String>,
+    invite: Option<u64>,
+    resumable: bool,
+    presented: Option<String>,
+    fresh: String,
+    key: Option<String>,
+    addr: Option<std::net::IpAddr>,
+    codes: bool,
+}
+
+impl From<ViewerRequest<'_>> for OwnedViewerRequest {
+    fn from(r: ViewerRequest<'_>) -> Self {
+        Self {
+            relay: r.relay,
+            password: r.password.map(str::to_owned),
+            invite: r.invite,
+            resumable: r.resumable,
+            presented: r.presented.map(str::to_owned),
+            fresh: r.fresh.to_owned(),
+            key: r.client.key.map(str::to_owned),
+            addr: r.client.addr,
+            codes: r.client.codes,
+        }
+    }
+}
+
+impl OwnedViewerRequest {
+    pub(crate) fn as_request(&self) -> ViewerRequest<'_> {
+        ViewerRequest {
+            relay: self.relay,
+            password: self.password.as_deref(),
+            invite: self.invite,
+            resumable: self.resumable,
+            presented: self.presented.as_deref(),
+            fresh: &self.fresh,
+            client: ClientIdentity {
+                key: self.key.as_deref(),
+                addr: self.addr,
+                codes: self.codes,
+            },
+        }
+    }
+}
+
 /// A channel held for its broadcaster, whose connection dropped: its viewers are told.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeldChannel {

@@ -1,0 +1,218 @@
+//! Group commit: this node's operations on one channel that read and write that channel alone
+//! (viewers joining, relay-tree reports) run together, one load and one compare-and-set for
+//! every operation queued meanwhile.
+//!
+//! A channel is one Redis document, so each write costs the whole channel (its viewers and
+//! relay tree): a crowd joining one at a time costs O(viewers²). Run in batches, the rules still
+//! apply one operation at a time in arrival order on the loaded channel (each rule is
+//! all-or-nothing, as in memory, so one refused join leaves the others' state as it was), and
+//! the batch's result is written once; a conflict with another node reruns the whole batch on
+//! what it wrote. Every caller gets its own operation's outcome only once the batch is stored.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
+
+use super::lock;
+use crate::registry::clock::Moment;
+use crate::registry::errors::ChannelError;
+use crate::registry::ids::ChannelId;
+use crate::registry::model::State;
+
+/// Operations one batch takes at most: a bound on how long the channel's other writers (chat
+/// settings, moderation, departures) wait behind it.
+const MAX_BATCH: usize = 256;
+
+/// One queued operation, its result kept until the batch is stored.
+pub(super) trait Pending: Send {
+    /// Applies the operation's rule to the batch's state (again, when the batch is rerun).
+    fn run(&mut self, state: &mut State, now: Moment);
+    /// Hands the caller its outcome: its rule's result, or the batch's failure to store.
+    fn deliver(self: Box<Self>, failure: Option<&ChannelError>);
+}
+
+type Outcome<T> = Result<T, ChannelError>;
+
+struct Rule<T, F> {
+    rule: F,
+    result: Option<Outcome<T>>,
+    reply: oneshot::Sender<Outcome<T>>,
+}
+
+impl<T, F> Pending for Rule<T, F>
+where
+    T: Send,
+    F: FnMut(&mut State, Moment) -> Outcome<T> + Send,
+{
+    fn run(&mut self, state: &mut State, now: Moment) {
+        self.result = Some((self.rule)(state, now));
+    }
+
+    fn deliver(self: Box<Self>, failure: Option<&ChannelError>) {
+        let outcome = match (failure, self.result) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(result)) => result,
+            (None, None) => Err(ChannelError::Unavailable),
+        };
+        // A caller that went away (its socket closed) no longer waits: nothing to tell.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// An operation for [`Batches::push`], and where its outcome arrives (an error if the batch
+/// was dropped unrun).
+pub(super) fn pending<T, F>(rule: F) -> (Box<dyn Pending>, oneshot::Receiver<Outcome<T>>)
+where
+    T: Send + 'static,
+    F: FnMut(&mut State, Moment) -> Outcome<T> + Send + 'static,
+{
+    let (reply, outcome) = oneshot::channel();
+    let op = Rule {
+        rule,
+        result: None,
+        reply,
+    };
+    (Box::new(op), outcome)
+}
+
+/// Queued operations per channel. A channel has an entry exactly while one task runs its
+/// batches: the first operation queued starts it, and it ends when it finds the queue empty.
+#[derive(Default)]
+pub(super) struct Batches {
+    queues: Mutex<HashMap<ChannelId, Vec<Box<dyn Pending>>>>,
+}
+
+impl Batches {
+    /// Queues an operation; `true` when no task runs this channel's batches, so the caller
+    /// must start one.
+    pub(super) fn push(&self, id: &ChannelId, op: Box<dyn Pending>) -> bool {
+        let mut queues = lock(&self.queues);
+        match queues.get_mut(id) {
+            Some(queue) => {
+                queue.push(op);
+                false
+            }
+            None => {
+                queues.insert(id.clone(), vec![op]);
+                true
+            }
+        }
+    }
+
+    /// The next batch, oldest first; `None` (and the channel's entry gone) when nothing is
+    /// queued, so the next operation starts a new task.
+    pub(super) fn next(&self, id: &ChannelId) -> Option<Vec<Box<dyn Pending>>> {
+        let mut queues = lock(&self.queues);
+        let queue = queues.get_mut(id)?;
+        if queue.is_empty() {
+            queues.remove(id);
+            return None;
+        }
+        let n = queue.len().min(MAX_BATCH);
+        Some(queue.drain(..n).collect())
+    }
+
+    /// Drops a channel's queue whose task ended without emptying it (it panicked): its callers
+    /// get an error instead of waiting forever, and the next operation starts a new task.
+    pub(super) fn abandon(&self, id: &ChannelId) {
+        lock(&self.queues).remove(id);
+    }
+}
+
+/// Held by the task running a channel's batches: if it unwinds, the queue goes with it.
+pub(super) struct Running<'a> {
+    pub(super) batches: &'a Batches,
+    pub(super) id: &'a ChannelId,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.batches.abandon(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counting(
+        log: std::sync::Arc<Mutex<Vec<u32>>>,
+        n: u32,
+    ) -> impl FnMut(&mut State, Moment) -> Outcome<u32> {
+        move |_, _| {
+            lock(&log).push(n);
+            if n.is_multiple_of(2) {
+                Ok(n)
+            } else {
+                Err(ChannelError::Unavailable)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn operations_run_in_arrival_order_and_each_caller_gets_its_own_outcome() {
+        let batches = Batches::default();
+        let id = ChannelId::from("c");
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut replies = Vec::new();
+        for n in 0..5 {
+            let (op, reply) = pending(counting(log.clone(), n));
+            assert_eq!(
+                batches.push(&id, op),
+                n == 0,
+                "only the first starts a task"
+            );
+            replies.push(reply);
+        }
+        let mut ops = batches.next(&id).expect("queued");
+        let mut state = State::default();
+        for op in &mut ops {
+            op.run(&mut state, Moment::from_millis(0));
+        }
+        for op in ops {
+            op.deliver(None);
+        }
+        assert!(batches.next(&id).is_none(), "empty: the task ends");
+        let (op, _reply) = pending(counting(log.clone(), 9));
+        assert!(batches.push(&id, op), "after the end a new task starts");
+        assert_eq!(*lock(&log), vec![0, 1, 2, 3, 4]);
+        for (n, reply) in replies.into_iter().enumerate() {
+            let outcome = reply.await.expect("delivered");
+            if n.is_multiple_of(2) {
+                assert_eq!(outcome, Ok(n as u32));
+            } else {
+                assert_eq!(outcome, Err(ChannelError::Unavailable));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_could_not_be_stored_fails_every_caller() {
+        let batches = Batches::default();
+        let id = ChannelId::from("c");
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (op, reply) = pending(counting(log, 2));
+        batches.push(&id, op);
+        let mut ops = batches.next(&id).expect("queued");
+        ops[0].run(&mut State::default(), Moment::from_millis(0));
+        let failure = ChannelError::Unavailable;
+        ops.pop().expect("one").deliver(Some(&failure));
+        assert_eq!(reply.await.expect("delivered"), Err(failure));
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_its_bound() {
+        let batches = Batches::default();
+        let id = ChannelId::from("c");
+        for _ in 0..MAX_BATCH + 3 {
+            let (op, _) = pending(|_: &mut State, _| Ok(()));
+            batches.push(&id, op);
+        }
+        assert_eq!(batches.next(&id).map(|b| b.len()), Some(MAX_BATCH));
+        assert_eq!(batches.next(&id).map(|b| b.len()), Some(3));
+        assert!(batches.next(&id).is_none());
+    }
+}
