@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Path as UrlPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
@@ -412,33 +412,51 @@ fn opens_session(uri: &Uri) -> bool {
             .any(|pair| pair.starts_with("sid="))
 }
 
+/// The headers of a session's opening request that anything reads once it is open: the
+/// WebSocket key (engineioxide answers the upgrade with it) and `X-Forwarded-For` (the client's
+/// address for per-address limits, read when the socket connects). The others (a browser sends
+/// a kilobyte or more: user agent, cookies, languages) would be kept for the socket's life and
+/// never read; the origin gate and CORS have read theirs before this point.
+const KEPT_HEADERS: [HeaderName; 2] = [
+    header::SEC_WEBSOCKET_KEY,
+    HeaderName::from_static("x-forwarded-for"),
+];
+
 /// hyper parses a request's URI and header values as slices of the connection's read buffer
 /// (8 KiB), and the Socket.IO layer keeps a session's opening request for the socket's whole
-/// life: each idle connection would pin that buffer. A copy of the head (a few hundred bytes)
-/// lets it go. Other requests (every polling round trip, assets) end with their response and
-/// pass untouched.
+/// life: each idle connection would pin that buffer. A copy of the head (the URI and the
+/// [`KEPT_HEADERS`], under a hundred bytes) lets it go. Other requests (every polling round
+/// trip, assets) end with their response and pass untouched.
 async fn detach_head(request: Request) -> Request {
     if !opens_session(request.uri()) {
         return request;
     }
     let (mut parts, body) = request.into_parts();
-    for value in parts.headers.values_mut() {
-        // Re-validating bytes that already form a valid value cannot fail; keep the original if
-        // it somehow does.
-        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
-            copy.set_sensitive(value.is_sensitive());
-            *value = copy;
+    let kept = KEPT_HEADERS
+        .iter()
+        .map(|name| parts.headers.get_all(name).iter().count())
+        .sum();
+    let mut headers = HeaderMap::with_capacity(kept);
+    for name in &KEPT_HEADERS {
+        for value in parts.headers.get_all(name) {
+            // Re-validating bytes that already form a valid value cannot fail; keep the
+            // original if it somehow does.
+            let copy = match HeaderValue::from_bytes(value.as_bytes()) {
+                Ok(mut copy) => {
+                    copy.set_sensitive(value.is_sensitive());
+                    copy
+                }
+                Err(_) => value.clone(),
+            };
+            headers.append(name.clone(), copy);
         }
     }
+    parts.headers = headers;
     if let Some(uri) = owned_uri(&parts.uri) {
         parts.uri = uri;
     }
-    // axum's router stored a clone of the URI too.
-    if let Some(OriginalUri(original)) = parts.extensions.get::<OriginalUri>()
-        && let Some(uri) = owned_uri(original)
-    {
-        parts.extensions.insert(OriginalUri(uri));
-    }
+    // axum's router stored a clone of the URI too, which nothing reads here.
+    parts.extensions.remove::<OriginalUri>();
     Request::from_parts(parts, body)
 }
 
@@ -697,7 +715,36 @@ mod tests {
             request.headers()[header::SEC_WEBSOCKET_KEY],
             "dGhlIHNhbXBsZSBub25jZQ=="
         );
-        let original = request.extensions().get::<OriginalUri>().expect("kept");
-        assert_eq!(original.0, "/socket.io/?EIO=4&transport=websocket");
+        assert!(request.extensions().get::<OriginalUri>().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_detached_head_keeps_only_the_headers_read_later() {
+        let mut request = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=websocket")
+            .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-for", "198.51.100.2, 10.0.0.1")
+            .header(header::USER_AGENT, "Mozilla/5.0 (X11; Linux x86_64)")
+            .header(header::COOKIE, "a=b")
+            .body(axum::body::Body::empty())
+            .expect("valid request");
+        request
+            .headers_mut()
+            .get_mut("x-forwarded-for")
+            .expect("set")
+            .set_sensitive(true);
+
+        let request = detach_head(request).await;
+
+        let headers = request.headers();
+        assert_eq!(headers.len(), 3);
+        assert_eq!(
+            headers[header::SEC_WEBSOCKET_KEY],
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
+        let forwarded: Vec<_> = headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(forwarded, ["203.0.113.7", "198.51.100.2, 10.0.0.1"]);
+        assert!(forwarded[0].is_sensitive());
     }
 }

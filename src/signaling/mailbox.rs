@@ -8,11 +8,15 @@
 //! the socket's own queue, and every later event of the socket queues behind it until the queue
 //! is empty again. Either way each event finishes before the next starts, and its emits leave
 //! in that order.
+//!
+//! The queue and its worker task are made the first time an event has to wait: most sockets
+//! never wait (none in memory mode), and an idle connection should not pay for them (a task
+//! and a channel take about 1.6 KB).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Waker};
 
 use tokio::sync::mpsc;
@@ -38,14 +42,19 @@ pub const MAX_WAITING_CEILING: usize = 65_536;
 /// viewer), not for large events by the thousand.
 pub const MAX_EXTRA_BYTES: usize = 32 << 20;
 
-/// A socket's queue. Cheap to clone; the worker stops when the last clone is dropped.
-#[derive(Clone)]
-pub struct Mailbox {
-    tx: mpsc::UnboundedSender<(Job, usize)>,
+/// A socket's queue. Cheap to clone; the worker, once there is one, stops when the last clone
+/// is dropped (after the jobs it already has).
+#[derive(Clone, Default)]
+pub struct Mailbox(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    /// The worker's queue, made by the first job that has to wait.
+    tx: OnceLock<mpsc::UnboundedSender<(Job, usize)>>,
     /// Jobs handed to the worker and not finished yet.
-    waiting: Arc<AtomicUsize>,
+    waiting: AtomicUsize,
     /// The size of their events' text.
-    waiting_bytes: Arc<AtomicUsize>,
+    waiting_bytes: AtomicUsize,
 }
 
 /// The socket already has [`MAX_WAITING`] events waiting.
@@ -53,24 +62,9 @@ pub struct Mailbox {
 pub struct Full;
 
 impl Mailbox {
-    /// Creates the queue and its worker (a task that is idle unless an event had to wait).
-    pub fn spawn() -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Job, usize)>();
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let waiting_bytes = Arc::new(AtomicUsize::new(0));
-        let (counter, bytes) = (waiting.clone(), waiting_bytes.clone());
-        tokio::spawn(async move {
-            while let Some((job, size)) = rx.recv().await {
-                job.await;
-                bytes.fetch_sub(size, Ordering::AcqRel);
-                counter.fetch_sub(1, Ordering::AcqRel);
-            }
-        });
-        Self {
-            tx,
-            waiting,
-            waiting_bytes,
-        }
+    /// An empty queue; its worker task is spawned when an event first has to wait.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Runs an event's handling (of an event `size` bytes long) after everything before it,
@@ -84,13 +78,13 @@ impl Mailbox {
         size: usize,
         audience: impl FnOnce() -> usize,
     ) -> Result<(), Full> {
-        let waiting = self.waiting.load(Ordering::Acquire);
+        let waiting = self.0.waiting.load(Ordering::Acquire);
         if waiting >= MAX_WAITING {
             let bound = audience()
                 .saturating_mul(WAITING_PER_VIEWER)
                 .saturating_add(MAX_WAITING)
                 .min(MAX_WAITING_CEILING);
-            let bytes = self.waiting_bytes.load(Ordering::Acquire);
+            let bytes = self.0.waiting_bytes.load(Ordering::Acquire);
             if waiting >= bound || bytes.saturating_add(size) > MAX_EXTRA_BYTES {
                 return Err(Full);
             }
@@ -105,7 +99,8 @@ impl Mailbox {
     }
 
     fn run(&self, mut job: Job, size: usize) {
-        if self.waiting.load(Ordering::Acquire) == 0 {
+        let inner = &self.0;
+        if inner.waiting.load(Ordering::Acquire) == 0 {
             // Nothing of this socket is pending, so running it now keeps the order. A job that
             // cannot finish yet is polled again by the worker, with a real waker.
             if job
@@ -116,14 +111,31 @@ impl Mailbox {
                 return;
             }
         }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        self.waiting_bytes.fetch_add(size, Ordering::AcqRel);
-        if self.tx.send((job, size)).is_err() {
-            self.waiting_bytes.fetch_sub(size, Ordering::AcqRel);
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        inner.waiting.fetch_add(1, Ordering::AcqRel);
+        inner.waiting_bytes.fetch_add(size, Ordering::AcqRel);
+        let tx = inner.tx.get_or_init(|| spawn_worker(Arc::downgrade(inner)));
+        if tx.send((job, size)).is_err() {
+            inner.waiting_bytes.fetch_sub(size, Ordering::AcqRel);
+            inner.waiting.fetch_sub(1, Ordering::AcqRel);
             tracing::debug!("event for a socket whose queue is gone");
         }
     }
+}
+
+/// The task that runs a socket's waiting jobs in order. It holds the counters weakly: the
+/// sender lives in them, and the task must end once the socket's last clone is gone.
+fn spawn_worker(inner: Weak<Inner>) -> mpsc::UnboundedSender<(Job, usize)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Job, usize)>();
+    tokio::spawn(async move {
+        while let Some((job, size)) = rx.recv().await {
+            job.await;
+            if let Some(inner) = inner.upgrade() {
+                inner.waiting_bytes.fetch_sub(size, Ordering::AcqRel);
+                inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    });
+    tx
 }
 
 #[cfg(test)]
@@ -135,7 +147,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn events_finish_in_arrival_order_whether_or_not_they_wait() {
-        let mailbox = Mailbox::spawn();
+        let mailbox = Mailbox::new();
         let log = Arc::new(Mutex::new(Vec::new()));
         for (i, wait_ms) in [(0, 0u64), (1, 30), (2, 0), (3, 10), (4, 0)] {
             let log = log.clone();
@@ -169,8 +181,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_worker_comes_with_the_first_wait_and_ends_with_the_last_clone() {
+        let mailbox = Mailbox::new();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = ran.clone();
+        mailbox.submit_last(Box::pin(async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert!(
+            mailbox.0.tx.get().is_none(),
+            "no worker while nothing waits"
+        );
+
+        let counted = ran.clone();
+        mailbox.submit_last(Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert!(mailbox.0.tx.get().is_some(), "a worker once a job waits");
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        assert_eq!(tasks(), 1);
+        // The queued job still runs after the socket's last clone is gone; then the worker ends.
+        drop(mailbox);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+        assert_eq!(tasks(), 0, "the worker ended");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_flood_behind_a_slow_event_is_bounded_but_the_last_job_always_runs() {
-        let mailbox = Mailbox::spawn();
+        let mailbox = Mailbox::new();
         let ran = Arc::new(AtomicUsize::new(0));
         let slow = || {
             let ran = ran.clone();
@@ -190,7 +235,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_broadcaster_may_have_more_waiting_for_each_viewer_up_to_a_ceiling() {
-        let mailbox = Mailbox::spawn();
+        let mailbox = Mailbox::new();
         let slow = || Box::pin(tokio::time::sleep(Duration::from_millis(10))) as Job;
         let viewers = 100;
         let accepted = (0..MAX_WAITING + viewers * WAITING_PER_VIEWER + 50)
@@ -198,14 +243,14 @@ mod tests {
             .count();
         assert_eq!(accepted, MAX_WAITING + viewers * WAITING_PER_VIEWER);
 
-        let crowd = Mailbox::spawn();
+        let crowd = Mailbox::new();
         let accepted = (0..MAX_WAITING_CEILING + 50)
             .filter(|_| crowd.submit(slow(), 100, || usize::MAX).is_ok())
             .count();
         assert_eq!(accepted, MAX_WAITING_CEILING);
 
         // Large events earn no more than the byte bound beyond the base.
-        let large = Mailbox::spawn();
+        let large = Mailbox::new();
         let size = 64 << 10;
         let accepted = (0..MAX_WAITING + 2000)
             .filter(|_| large.submit(slow(), size, || 10_000).is_ok())

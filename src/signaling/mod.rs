@@ -96,7 +96,7 @@ pub fn attach<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, parts: Parts) -> A:
     } = parts;
     io.ns(
         "/",
-        OnConnect(Signaling {
+        OnConnect(Arc::new(Signaling {
             io: io.clone(),
             registry,
             limits,
@@ -106,7 +106,7 @@ pub fn attach<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, parts: Parts) -> A:
             log_gate: Arc::new(AtomicU64::new(0)),
             webhooks,
             invites: Arc::new(invites),
-        }),
+        })),
     )
 }
 
@@ -145,7 +145,9 @@ async fn connected<A: Adapter>(socket: &SocketRef<A>) {
 /// Marker for the handler traits implemented below (they are generic over an extractor tuple).
 pub struct Inline;
 
-struct OnConnect<A: Adapter>(Signaling<A>);
+/// The handlers share one copy of the state: every socket holds two of them (for its events
+/// and its disconnect) for its whole life, so each is a pointer rather than a copy of it.
+struct OnConnect<A: Adapter>(Arc<Signaling<A>>);
 
 impl<A: Adapter> Clone for OnConnect<A> {
     fn clone(&self) -> Self {
@@ -188,7 +190,7 @@ impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
         // The handlers go in here, before socketioxide sends the CONNECT packet: the client
         // may send its first event the moment it reads that packet, and `call` below runs
         // later, on another task; an event with no handler yet would be dropped unseen.
-        let mailbox = mailbox::Mailbox::spawn();
+        let mailbox = mailbox::Mailbox::new();
         socket.on_fallback(OnEvent(self.0.clone(), mailbox.clone()));
         socket.on_disconnect(OnDisconnect(self.0.clone(), mailbox));
         handlers::join_own_room(&socket, &id);
@@ -201,7 +203,7 @@ impl<A: Adapter> ConnectHandler<A, Inline> for OnConnect<A> {
     }
 }
 
-struct OnEvent<A: Adapter>(Signaling<A>, mailbox::Mailbox);
+struct OnEvent<A: Adapter>(Arc<Signaling<A>>, mailbox::Mailbox);
 
 impl<A: Adapter> MessageHandler<A, Inline> for OnEvent<A> {
     fn call(&self, s: Arc<Socket<A>>, value: Value, _ack_id: Option<i64>) {
@@ -238,7 +240,7 @@ impl<A: Adapter> MessageHandler<A, Inline> for OnEvent<A> {
     }
 }
 
-struct OnDisconnect<A: Adapter>(Signaling<A>, mailbox::Mailbox);
+struct OnDisconnect<A: Adapter>(Arc<Signaling<A>>, mailbox::Mailbox);
 
 impl<A: Adapter> DisconnectHandler<A, Inline> for OnDisconnect<A> {
     fn call_with_defer(
