@@ -89,8 +89,8 @@ pub struct Config {
     /// Bearer token `GET /metrics` requires (`Authorization: Bearer <token>`); without it the
     /// endpoint is open. Prefer the environment variable: a command line is visible to every
     /// user of the machine. (Its value is kept out of `--help`, logs and error messages.)
-    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true, value_parser = crate::metrics::TokenParser)]
-    pub metrics_token: Option<crate::metrics::Token>,
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true, value_parser = MetricsTokenParser)]
+    pub metrics_token: Option<MetricsToken>,
 
     /// Serve the page's static files from this directory instead of the copy built into the
     /// binary: for development, so edits show on reload without a rebuild.
@@ -533,6 +533,55 @@ impl clap::builder::TypedValueParser for WebhookSecretParser {
     }
 }
 
+/// The bearer token `/metrics` requires (`--metrics-token`). Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsToken(String);
+
+impl MetricsToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for the endpoint's check only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(<redacted>)")
+    }
+}
+
+/// Reads `--metrics-token` without ever quoting it in an error (clap quotes the value of a
+/// failed function parser).
+#[derive(Debug, Clone, Copy)]
+struct MetricsTokenParser;
+
+impl clap::builder::TypedValueParser for MetricsTokenParser {
+    type Value = MetricsToken;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<MetricsToken, clap::Error> {
+        // What fits an `Authorization: Bearer …` header as it is.
+        match value.to_str() {
+            Some(token) if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(MetricsToken::new(token))
+            }
+            _ => Err(clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                "--metrics-token (METRICS_TOKEN) must be printable ASCII without spaces\n",
+            )
+            .with_cmd(cmd)),
+        }
+    }
+}
+
 /// The secret that signs invitations. Its `Debug` never shows it, so neither does a logged or
 /// printed `Config`.
 #[derive(Clone, PartialEq, Eq)]
@@ -832,19 +881,6 @@ impl Config {
 
     pub fn channel_ttl(&self) -> Duration {
         Duration::from_secs(self.channel_ttl_secs)
-    }
-
-    /// The rate limits of each event class.
-    pub fn rates(&self) -> crate::signaling::Rates {
-        use crate::signaling::Rate;
-        let rate = |per_second: u32, burst: u32| Rate { per_second, burst };
-        crate::signaling::Rates {
-            sdp: rate(self.rate_sdp, self.rate_sdp.saturating_mul(2)),
-            ice: rate(self.rate_ice, self.rate_ice.saturating_mul(5)),
-            chat: rate(self.rate_chat, self.rate_chat.saturating_mul(5)),
-            join: rate(self.rate_join, self.rate_join.saturating_mul(4)),
-            strikes: rate(self.rate_strikes, self.rate_strikes.saturating_mul(10)),
-        }
     }
 
     /// How long a resumable channel is held after its broadcaster's connection drops.

@@ -37,7 +37,7 @@ use cluster::{ClusterError, ClusterRegistry, Connection};
 use config::Config;
 use connection::{ConnectionLimits, GuardedAcceptor, PublicIds, Reconnector};
 use registry::{MemoryRegistry, Registry, RegistryLimits};
-use signaling::{RateLimits, SweeperGuard};
+use signaling::{RateLimits, Rates, SweeperGuard};
 
 /// Transport settings of the earlier server (PROTOCOL.md "Transport settings").
 const PING_INTERVAL: Duration = Duration::from_secs(25);
@@ -447,7 +447,7 @@ impl Parts<'_> {
             cluster.as_ref().map(|c| c.node.id().to_string()),
         )
         .map_err(|e| StartError::Webhooks(e.to_string()))?;
-        let limits = Arc::new(RateLimits::new(self.config.rates()));
+        let limits = Arc::new(RateLimits::new(Rates::from_config(self.config)));
         let invites = self.config.invite_key();
         if invites.is_ephemeral() && self.config.redis_url.is_some() {
             tracing::warn!(

@@ -14,7 +14,7 @@
 //!
 //! `--metrics-token` guards the endpoint with `Authorization: Bearer <token>`.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::sync::{Arc, Once, OnceLock};
 
 use ::metrics::{Counter, Key, Label, Recorder as _};
@@ -29,11 +29,12 @@ use socketioxide::adapter::Adapter;
 use socketioxide::{SocketIo, TransportType};
 use subtle::ConstantTimeEq;
 
+use crate::config::MetricsToken;
 use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastStarted;
 use crate::registry::errors::ErrorCode;
 use crate::registry::listing::Census;
-use crate::signaling::payloads::RelayKind;
+use crate::registry::relay::RelayKind;
 
 pub const RELAYED: &str = "broadcast_relayed_total";
 pub const REFUSALS: &str = "broadcast_refusals_total";
@@ -223,8 +224,7 @@ fn counters() -> &'static Counters {
             );
             recorder.register_counter(&Key::from_parts(name, labels), &metadata)
         };
-        let relayed = [RelayKind::Offer, RelayKind::Answer, RelayKind::IceCandidate]
-            .map(|kind| counter(RELAYED, Some(("event", kind.event()))));
+        let relayed = RelayKind::ALL.map(|kind| counter(RELAYED, Some(("event", kind.event()))));
         Counters {
             relayed,
             refusals: Reason::ALL.map(|reason| counter(REFUSALS, Some(("reason", reason.label())))),
@@ -381,50 +381,6 @@ pub fn sockets_of<A: Adapter>(io: &SocketIo<A>) -> Sockets {
     })
 }
 
-/// The bearer token `/metrics` requires (`--metrics-token`). Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-/// Reads `--metrics-token` without ever quoting it in an error (clap quotes the value of a
-/// failed function parser).
-#[derive(Debug, Clone, Copy)]
-pub struct TokenParser;
-
-impl clap::builder::TypedValueParser for TokenParser {
-    type Value = Token;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<Token, clap::Error> {
-        // What fits an `Authorization: Bearer …` header as it is.
-        match value.to_str() {
-            Some(token) if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) => {
-                Ok(Token::new(token))
-            }
-            _ => Err(clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                "--metrics-token (METRICS_TOKEN) must be printable ASCII without spaces\n",
-            )
-            .with_cmd(cmd)),
-        }
-    }
-}
-
 /// What `/metrics` needs.
 #[derive(Clone)]
 struct Endpoint {
@@ -469,7 +425,7 @@ impl Gate {
 
 /// The `/metrics` route, to merge into the app's router.
 pub fn router<S: Clone + Send + Sync + 'static>(
-    token: Option<&Token>,
+    token: Option<&MetricsToken>,
     registry: Registry,
     sockets: Sockets,
 ) -> Router<S> {
@@ -477,7 +433,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         handle: handle(),
         registry,
         sockets,
-        gate: Gate::new(token.map(|t| t.0.as_str())),
+        gate: Gate::new(token.map(MetricsToken::expose)),
     };
     Router::new()
         .route("/metrics", get(scrape))

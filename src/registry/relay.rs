@@ -5,6 +5,29 @@ use super::errors::ChannelError;
 use super::ids::SocketId;
 use super::model::{Channel, State};
 
+/// The three relayed events. A domain name, not a payload: metrics count relays by kind and
+/// refusals name it, without either depending on the transport's decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayKind {
+    Offer,
+    Answer,
+    IceCandidate,
+}
+
+impl RelayKind {
+    pub const ALL: [RelayKind; 3] = [RelayKind::Offer, RelayKind::Answer, RelayKind::IceCandidate];
+
+    /// The event's name in PROTOCOL.md.
+    pub fn event(self) -> &'static str {
+        match self {
+            RelayKind::Offer => "offer",
+            RelayKind::Answer => "answer",
+            RelayKind::IceCandidate => "ice_candidate",
+        }
+    }
+}
+
 /// Whether a relay refreshes the channel's activity (offers and answers do, ICE does not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activity {

@@ -11,6 +11,7 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use crate::config::Config;
 use crate::registry::ids::SocketId;
 
 /// What one class of event may do: a rate per second and a burst. A rate of 0 means unlimited.
@@ -37,6 +38,20 @@ pub struct Rates {
     pub join: Rate,
     /// Refusals a client may collect (per second, burst) before it is disconnected.
     pub strikes: Rate,
+}
+
+impl Rates {
+    /// The rates the flags set; each burst a fixed multiple of its rate.
+    pub fn from_config(config: &Config) -> Self {
+        let rate = |per_second: u32, burst: u32| Rate { per_second, burst };
+        Self {
+            sdp: rate(config.rate_sdp, config.rate_sdp.saturating_mul(2)),
+            ice: rate(config.rate_ice, config.rate_ice.saturating_mul(5)),
+            chat: rate(config.rate_chat, config.rate_chat.saturating_mul(5)),
+            join: rate(config.rate_join, config.rate_join.saturating_mul(4)),
+            strikes: rate(config.rate_strikes, config.rate_strikes.saturating_mul(10)),
+        }
+    }
 }
 
 /// Which limit an event counts against.

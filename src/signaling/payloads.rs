@@ -540,36 +540,21 @@ pub struct RelayCapacity {
     pub capacity: Option<u64>,
 }
 
-/// The three relayed events, and which field each carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RelayKind {
-    Offer,
-    Answer,
-    IceCandidate,
+pub use crate::registry::relay::RelayKind;
+
+/// The field of a relayed event that carries its body.
+fn relay_field(kind: RelayKind) -> &'static str {
+    match kind {
+        RelayKind::Offer | RelayKind::Answer => "sdp",
+        RelayKind::IceCandidate => "candidate",
+    }
 }
 
-impl RelayKind {
-    pub fn event(self) -> &'static str {
-        match self {
-            RelayKind::Offer => "offer",
-            RelayKind::Answer => "answer",
-            RelayKind::IceCandidate => "ice_candidate",
-        }
-    }
-
-    fn field(self) -> &'static str {
-        match self {
-            RelayKind::Offer | RelayKind::Answer => "sdp",
-            RelayKind::IceCandidate => "candidate",
-        }
-    }
-
-    fn max_bytes(self) -> usize {
-        match self {
-            RelayKind::Offer | RelayKind::Answer => SDP_MAX_BYTES,
-            RelayKind::IceCandidate => CANDIDATE_MAX_BYTES,
-        }
+/// The largest body a relayed event may carry.
+fn relay_max_bytes(kind: RelayKind) -> usize {
+    match kind {
+        RelayKind::Offer | RelayKind::Answer => SDP_MAX_BYTES,
+        RelayKind::IceCandidate => CANDIDATE_MAX_BYTES,
     }
 }
 
@@ -604,7 +589,7 @@ pub fn decode_relay(raw: Option<&RawValue>, kind: RelayKind) -> Result<Relay<'_>
         }
         Some(_) => return Err("target must be a string".to_owned()),
     };
-    let field = kind.field();
+    let field = relay_field(kind);
     let body = match kind {
         RelayKind::Offer | RelayKind::Answer => wire.sdp,
         RelayKind::IceCandidate => wire.candidate,
@@ -615,10 +600,10 @@ pub fn decode_relay(raw: Option<&RawValue>, kind: RelayKind) -> Result<Relay<'_>
         return Err(format!("{field} must be an object"));
     }
     let size = body.get().len();
-    if size > kind.max_bytes() {
+    if size > relay_max_bytes(kind) {
         return Err(format!(
             "{field} is too large ({size} bytes; at most {} bytes)",
-            kind.max_bytes()
+            relay_max_bytes(kind)
         ));
     }
     Ok(Relay { target, body })

@@ -9,6 +9,7 @@ mod hostile;
 mod hostile_suite;
 mod http;
 mod invites;
+mod layout;
 mod metrics;
 mod moderation;
 mod options_doc;
