@@ -70,18 +70,44 @@ impl Bystander {
         }
     }
 
-    /// The p99 of the round trips recorded since the last call.
-    fn take_p99(&self) -> (Duration, usize) {
+    /// The round trips recorded since the last call.
+    fn take(&self) -> RoundTrips {
         let mut samples = std::mem::take(&mut *self.samples.lock().unwrap());
         samples.sort();
-        let n = samples.len();
-        assert!(n >= 10, "too few bystander samples: {n}");
-        (samples[(n * 99 / 100).min(n - 1)], n)
+        assert!(
+            samples.len() >= 10,
+            "too few bystander samples: {}",
+            samples.len()
+        );
+        RoundTrips(samples)
     }
 
     async fn finish(self) {
         let _ = self.stop.send(true);
         self.task.await.expect("the bystanders relayed throughout");
+    }
+}
+
+/// Sorted round-trip times.
+struct RoundTrips(Vec<Duration>);
+
+impl RoundTrips {
+    fn quantile(&self, percent: usize) -> Duration {
+        let n = self.0.len();
+        self.0[(n * percent / 100).min(n - 1)]
+    }
+}
+
+impl std::fmt::Display for RoundTrips {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:?}, p90 {:?}, p99 {:?} over {} round trips",
+            self.quantile(50),
+            self.quantile(90),
+            self.quantile(99),
+            self.0.len()
+        )
     }
 }
 
@@ -149,7 +175,7 @@ async fn forty_four_hostile_inputs_harm_nobody() {
     let app = spawn_app(&[]).await;
     let bystander = Bystander::start(&app).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (base_p99, base_n) = bystander.take_p99();
+    let base = bystander.take();
     let health = baseline(&app.health().await);
     let b_id = app_ids(&app).await;
 
@@ -486,23 +512,22 @@ async fn forty_four_hostile_inputs_harm_nobody() {
     count += 1;
 
     assert!(count >= 40, "{count} hostile inputs");
-    let (attack_p99, attack_n) = bystander.take_p99();
+    let attack = bystander.take();
     bystander.finish().await;
-    // Twice the baseline, with a 25 ms floor: at millisecond baselines 2x is timer noise, and
-    // on a two-core machine the password attempts hash (argon2, on the blocking pool) on one core
-    // while the runtime shares the other: with ~60 samples p99 is the single slowest round trip,
-    // and one 15 ms scheduling stall was seen on an otherwise idle machine. A client that harmed
-    // others would show as tens or hundreds of milliseconds on every round trip.
-    let limit = (base_p99 * 2).max(base_p99 + Duration::from_millis(25));
+    // A client that harmed others (a lock held, a queue filled, a task starved) shows on every
+    // round trip of theirs, so the typical ones are compared: the median within twice the
+    // baseline's, and nine in ten within three times its p90, each with a floor (at millisecond
+    // baselines a multiple is timer noise). Not the slowest few: on a two-core machine the
+    // password attempts hash (argon2) on one core while other tests of this binary run, and a
+    // single scheduling stall of tens of milliseconds was seen with nothing wrong.
+    let (base_p50, base_p90) = (base.quantile(50), base.quantile(90));
+    let median_limit = (base_p50 * 2).max(base_p50 + Duration::from_millis(25));
+    let p90_limit = (base_p90 * 3).max(base_p90 + Duration::from_millis(50));
     assert!(
-        attack_p99 <= limit,
-        "bystander p99 {attack_p99:?} over {attack_n} round trips under attack, baseline \
-         {base_p99:?} over {base_n}"
+        attack.quantile(50) <= median_limit && attack.quantile(90) <= p90_limit,
+        "bystander under attack: {attack}; baseline: {base}"
     );
-    println!(
-        "hostile suite: {count} inputs; bystander p99 {attack_p99:?} under attack ({attack_n} \
-         round trips) vs {base_p99:?} baseline ({base_n})"
-    );
+    println!("hostile suite: {count} inputs; bystander under attack: {attack}; baseline: {base}");
 }
 
 /// The bystander broadcaster's public id (from the channel list).
