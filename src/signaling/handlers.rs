@@ -4,7 +4,6 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 
-use serde::Serialize;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
@@ -14,13 +13,16 @@ use super::Signaling;
 use super::client_key::{ClientKey, IssuedKey};
 use super::events::{Refusal, Request};
 use super::limits::{Class, RateLimits, Verdict};
-use super::payloads::{
-    self, AliasSet, BroadcasterAvailable, BroadcasterJoined, BroadcasterReady, ChannelList,
-    ChannelRef, ChatHistory, ChatSettingsChanged, ClientId, ClientKeyIssued, DownstreamLeft,
-    ErrorMessage, ErrorPrefix, InviteCreated, MessageRemoved, NewMessage, RelayError, RelayKind,
-    RelayTree, RelayedCandidate, RelayedSdp, Upstream, ViewerCount, ViewerList, ViewerMuted,
-    ViewerRemoved, ViewerToken,
+use super::outbound::{
+    AliasSet, BansCleared, BroadcasterAvailable, BroadcasterDisconnected, BroadcasterJoined,
+    BroadcasterReady, BroadcasterReconnecting, BroadcasterReplaced, BroadcasterStopped,
+    ChannelList, ChannelRef, ChatHistory, ChatSettingsChanged, ClientId, ClientKeyIssued,
+    DownstreamLeft, ErrorMessage, InviteCreated, InvitesRotated, MessageRemoved, NewMessage,
+    Outbound, RelayError, RelayTree, RelayedAnswer, RelayedCandidate, RelayedOffer, RelayedSdp,
+    Upstream, ViewerCount, ViewerList, ViewerMuted, ViewerRemoved, ViewerToken,
+    WaitingForBroadcaster,
 };
+use super::payloads::{self, ErrorPrefix, RelayKind};
 use super::refusals::{ErrorCodes, Refused};
 use crate::invites::{Invitation, InviteKey, InviteRefusal};
 use crate::metrics::{self, ModerationAction};
@@ -89,22 +91,17 @@ impl<'a, A: Adapter> Ctx<'a, A> {
         }
     }
 
-    /// Emits to the calling socket.
-    fn reply<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
-        if let Err(e) = self.socket.emit(event, data) {
-            tracing::debug!(event, "could not emit to caller: {e}");
+    /// Emits to the calling socket, under the event its payload type names.
+    fn reply<T: Outbound>(&self, data: &T) {
+        if let Err(e) = self.socket.emit(T::EVENT, data) {
+            tracing::debug!(event = T::EVENT, "could not emit to caller: {e}");
         }
     }
 
     /// Emits to other sockets by id, serializing the payload once for all of them. `false` when
     /// some recipient's queue was full and the packet was dropped for it.
-    async fn send<T: Serialize + ?Sized>(
-        &self,
-        targets: &[SocketId],
-        event: &str,
-        data: &T,
-    ) -> bool {
-        send(self.io, targets, event, data).await
+    async fn send<T: Outbound>(&self, targets: &[SocketId], data: &T) -> bool {
+        send(self.io, targets, data).await
     }
 
     /// The one place refusals become the protocol's `error` event.
@@ -115,7 +112,7 @@ impl<'a, A: Adapter> Ctx<'a, A> {
         let message = refusal.to_string();
         tracing::debug!(%message, %code, "refused");
         let code = self.wants_codes().then_some(code);
-        self.reply("error", &ErrorMessage { message, code });
+        self.reply(&ErrorMessage { message, code });
     }
 
     /// The digest of the caller's client key, if it presented or was given one.
@@ -141,11 +138,11 @@ impl<'a, A: Adapter> Ctx<'a, A> {
 
 /// Emits to sockets by public id (each socket is in a room named after it), on whichever node
 /// they are: the adapter forwards to other nodes in cluster mode. The payload is serialized
-/// once for all of them. `false` when some recipient's queue was full and it missed the packet.
-pub(super) async fn send<A: Adapter, T: Serialize + ?Sized>(
+/// once for all of them, under the event its type names. `false` when some recipient's queue
+/// was full and it missed the packet.
+pub(super) async fn send<A: Adapter, T: Outbound>(
     io: &SocketIo<A>,
     targets: &[SocketId],
-    event: &str,
     data: &T,
 ) -> bool {
     if targets.is_empty() {
@@ -153,11 +150,11 @@ pub(super) async fn send<A: Adapter, T: Serialize + ?Sized>(
     }
     // The namespace is gone once the server closes; an emit then has nobody left to reach.
     let Some(namespace) = io.of("/") else {
-        tracing::debug!(event, "not delivered: the server is closing");
+        tracing::debug!(event = T::EVENT, "not delivered: the server is closing");
         return true;
     };
     let rooms: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-    deliver(Box::pin(namespace.to(rooms).emit(event, data)), event).await
+    deliver(Box::pin(namespace.to(rooms).emit(T::EVENT, data)), T::EVENT).await
 }
 
 /// An adapter broadcast in flight.
@@ -222,14 +219,17 @@ pub fn join_own_room<A: Adapter>(socket: &SocketRef<A>, id: &SocketId) {
 
 pub fn connect<A: Adapter>(socket: &SocketRef<A>, id: SocketId) {
     tracing::info!(sid = %id, transport = ?socket.transport_type(), "connected");
-    if let Err(e) = socket.emit("client_id", &ClientId { id: &id }) {
-        tracing::debug!(sid = %id, "could not send client_id: {e}");
-    }
+    emit_to(socket, &id, &ClientId { id: &id });
     // A key made for this connection goes to it once, right after its id.
-    if let Some(IssuedKey(key)) = socket.extensions.remove::<IssuedKey>()
-        && let Err(e) = socket.emit("client_key", &ClientKeyIssued { key: &key })
-    {
-        tracing::debug!(sid = %id, "could not send client_key: {e}");
+    if let Some(IssuedKey(key)) = socket.extensions.remove::<IssuedKey>() {
+        emit_to(socket, &id, &ClientKeyIssued { key: &key });
+    }
+}
+
+/// Emits to a socket that has no handler context yet (it is connecting).
+fn emit_to<A: Adapter, T: Outbound>(socket: &SocketRef<A>, id: &SocketId, data: &T) {
+    if let Err(e) = socket.emit(T::EVENT, data) {
+        tracing::debug!(sid = %id, event = T::EVENT, "could not send: {e}");
     }
 }
 
@@ -277,14 +277,11 @@ fn refuse_relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, refusal: Refused)
     let message = refusal.to_string();
     tracing::debug!(event = kind.event(), %message, %code, "relay refused");
     let code = ctx.wants_codes().then_some(code);
-    ctx.reply(
-        "relay_error",
-        &RelayError {
-            event: kind,
-            message,
-            code,
-        },
-    );
+    ctx.reply(&RelayError {
+        event: kind,
+        message,
+        code,
+    });
 }
 
 pub async fn join_as_broadcaster<A: Adapter>(
@@ -326,54 +323,41 @@ pub async fn join_as_broadcaster<A: Adapter>(
             metrics::broadcast_started(&started);
             ctx.webhooks.broadcast_started(&started);
             tracing::info!(sid = %ctx.sid, channel = %started.channel_id, "broadcaster ready");
-            ctx.reply(
-                "broadcaster_ready",
-                &BroadcasterReady {
-                    id: &ctx.sid,
-                    channel_id: &started.channel_id,
-                    resume_token: started.resumable.then_some(fresh.token.as_str()),
-                },
-            );
+            ctx.reply(&BroadcasterReady {
+                id: &ctx.sid,
+                channel_id: &started.channel_id,
+                resume_token: started.resumable.then_some(fresh.token.as_str()),
+            });
             // A modern page that resumes, takes over or goes live again shows the chat
             // settings as they are (a new channel has the defaults).
             if let Some(settings) = started.chat_settings
                 && key.is_some()
             {
-                ctx.reply(
-                    "chat_settings",
-                    &ChatSettingsChanged {
-                        channel_id: &started.channel_id,
-                        slow_mode: settings.slow_mode,
-                        chat_enabled: settings.chat_enabled,
-                    },
-                );
+                ctx.reply(&ChatSettingsChanged {
+                    channel_id: &started.channel_id,
+                    slow_mode: settings.slow_mode,
+                    chat_enabled: settings.chat_enabled,
+                });
             }
             let joined = BroadcasterJoined {
                 id: &ctx.sid,
                 channel_id: &started.channel_id,
                 password_required: started.private,
             };
-            ctx.send(&started.lobby, "broadcaster_joined", &joined)
-                .await;
+            ctx.send(&started.lobby, &joined).await;
             if !started.admitted.is_empty() {
                 // The waiters are its first viewers.
-                ctx.reply(
-                    "viewer_count",
-                    &ViewerCount {
-                        channel_id: &started.channel_id,
-                        count: started.viewer_count,
-                    },
-                );
+                ctx.reply(&ViewerCount {
+                    channel_id: &started.channel_id,
+                    count: started.viewer_count,
+                });
             }
             if started.resumed || started.replaced.is_some() {
                 // The new socket has not seen the audience it takes over.
-                ctx.reply(
-                    "viewer_count",
-                    &ViewerCount {
-                        channel_id: &started.channel_id,
-                        count: started.waiting_viewers.len(),
-                    },
-                );
+                ctx.reply(&ViewerCount {
+                    channel_id: &started.channel_id,
+                    count: started.waiting_viewers.len(),
+                });
             }
             if let Some(replaced) = &started.replaced {
                 tracing::info!(sid = %ctx.sid, %replaced, channel = %started.channel_id, "broadcaster took over");
@@ -382,14 +366,12 @@ pub async fn join_as_broadcaster<A: Adapter>(
                 };
                 ctx.send(
                     std::slice::from_ref(replaced),
-                    "broadcaster_replaced",
-                    &channel,
+                    &BroadcasterReplaced(channel),
                 )
                 .await;
             }
             ctx.send(
                 &started.waiting_viewers,
-                "broadcaster_available",
                 &BroadcasterAvailable {
                     broadcaster_id: &ctx.sid,
                     channel_id: &started.channel_id,
@@ -412,7 +394,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
     }
     let Some(channel_id) = request.channel_id else {
         return match ctx.registry.list().await {
-            Ok(channels) => ctx.reply("channel_list", &ChannelList { channels }),
+            Ok(channels) => ctx.reply(&ChannelList { channels }),
             Err(e) => ctx.error(e),
         };
     };
@@ -462,7 +444,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
                 let channel = ChannelRef {
                     channel_id: &channel_id,
                 };
-                return ctx.reply("waiting_for_broadcaster", &channel);
+                return ctx.reply(&WaitingForBroadcaster(channel));
             }
             // Created meanwhile (a private one needs the password: the join says so).
             Ok(false) => {
@@ -482,46 +464,36 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
     match joined {
         Ok(joined) => {
             tracing::info!(sid = %ctx.sid, channel = %channel_id, invited = invite.is_some(), "viewer joined");
-            let channel = ChannelRef {
-                channel_id: &channel_id,
-            };
             if joined.away {
                 // Nobody to negotiate with until the broadcaster is back (then
                 // `broadcaster_available` comes by itself).
-                ctx.reply("broadcaster_reconnecting", &channel);
+                ctx.reply(&BroadcasterReconnecting(ChannelRef {
+                    channel_id: &channel_id,
+                }));
             } else {
-                ctx.reply(
-                    "broadcaster_available",
-                    &BroadcasterAvailable {
-                        broadcaster_id: &joined.broadcaster,
-                        channel_id: &channel_id,
-                    },
-                );
+                ctx.reply(&BroadcasterAvailable {
+                    broadcaster_id: &joined.broadcaster,
+                    channel_id: &channel_id,
+                });
             }
             if let Some(fresh) = &fresh {
                 let token = ViewerToken {
                     channel_id: &channel_id,
                     resume_token: &fresh.token,
                 };
-                ctx.reply("viewer_token", &token);
+                ctx.reply(&token);
             }
             if let Some(alias) = &joined.alias {
                 // Back within its grace: its alias is restored.
-                ctx.reply(
-                    "alias_set",
-                    &AliasSet {
-                        alias,
-                        success: true,
-                    },
-                );
+                ctx.reply(&AliasSet {
+                    alias,
+                    success: true,
+                });
             }
             if joined.stopped {
-                ctx.reply(
-                    "broadcaster_stopped",
-                    &ChannelRef {
-                        channel_id: &channel_id,
-                    },
-                );
+                ctx.reply(&BroadcasterStopped(ChannelRef {
+                    channel_id: &channel_id,
+                }));
             }
             if request.history == Some(true) && ctx.registry.limits().chat_history > 0 {
                 send_chat_history(ctx, &channel_id).await;
@@ -529,18 +501,14 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
             if let Some(settings) = joined.chat_settings
                 && key.is_some()
             {
-                ctx.reply(
-                    "chat_settings",
-                    &ChatSettingsChanged {
-                        channel_id: &channel_id,
-                        slow_mode: settings.slow_mode,
-                        chat_enabled: settings.chat_enabled,
-                    },
-                );
+                ctx.reply(&ChatSettingsChanged {
+                    channel_id: &channel_id,
+                    slow_mode: settings.slow_mode,
+                    chat_enabled: settings.chat_enabled,
+                });
             }
             ctx.send(
                 std::slice::from_ref(&joined.broadcaster),
-                "viewer_count",
                 &ViewerCount {
                     channel_id: &channel_id,
                     count: joined.viewer_count,
@@ -559,13 +527,10 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
 /// Legacy pages never ask, so they see exactly the joins they always saw.
 async fn send_chat_history<A: Adapter>(ctx: &Ctx<'_, A>, channel_id: &str) {
     match ctx.registry.chat_history(channel_id).await {
-        Ok(messages) => ctx.reply(
-            "chat_history",
-            &ChatHistory {
-                channel_id,
-                messages: &messages,
-            },
-        ),
+        Ok(messages) => ctx.reply(&ChatHistory {
+            channel_id,
+            messages: &messages,
+        }),
         // The join itself succeeded; the page goes on with live messages only.
         Err(e) => tracing::debug!(channel = %channel_id, "no chat history for a joiner: {e}"),
     }
@@ -644,14 +609,11 @@ pub async fn create_invite<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Crea
             };
             let invite = ctx.invites.sign(&invitation);
             tracing::info!(sid = %ctx.sid, channel = %channel_id, ttl_secs = ttl, "invitation created");
-            ctx.reply(
-                "invite_created",
-                &InviteCreated {
-                    channel_id: &channel_id,
-                    invite: &invite,
-                    expires_at: invitation.expires_at,
-                },
-            );
+            ctx.reply(&InviteCreated {
+                channel_id: &channel_id,
+                invite: &invite,
+                expires_at: invitation.expires_at,
+            });
         }
         Err(e) => ctx.error(e),
     }
@@ -667,12 +629,9 @@ pub async fn rotate_invites<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Cha
     match ctx.registry.rotate_invites(&ctx.sid, &channel_id).await {
         Ok(_) => {
             tracing::info!(sid = %ctx.sid, channel = %channel_id, "invitations rotated");
-            ctx.reply(
-                "invites_rotated",
-                &ChannelRef {
-                    channel_id: &channel_id,
-                },
-            );
+            ctx.reply(&InvitesRotated(ChannelRef {
+                channel_id: &channel_id,
+            }));
         }
         Err(e) => ctx.error(e),
     }
@@ -718,28 +677,19 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
     }
     tracing::debug!(target_sid = %target, "relaying");
     let target = [target];
+    let sdp = RelayedSdp {
+        sdp: relay.body,
+        sender: &ctx.sid,
+    };
     let delivered = match kind {
-        RelayKind::Offer | RelayKind::Answer => {
-            ctx.send(
-                &target,
-                kind.event(),
-                &RelayedSdp {
-                    sdp: relay.body,
-                    sender: &ctx.sid,
-                },
-            )
-            .await
-        }
+        RelayKind::Offer => ctx.send(&target, &RelayedOffer(sdp)).await,
+        RelayKind::Answer => ctx.send(&target, &RelayedAnswer(sdp)).await,
         RelayKind::IceCandidate => {
-            ctx.send(
-                &target,
-                kind.event(),
-                &RelayedCandidate {
-                    candidate: relay.body,
-                    sender: &ctx.sid,
-                },
-            )
-            .await
+            let candidate = RelayedCandidate {
+                candidate: relay.body,
+                sender: &ctx.sid,
+            };
+            ctx.send(&target, &candidate).await
         }
     };
     if delivered {
@@ -780,13 +730,10 @@ pub async fn set_alias<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SetAlias
         request.alias.unwrap_or_default(),
     );
     match ctx.registry.set_alias(&ctx.sid, &channel_id, &alias).await {
-        Ok(()) => ctx.reply(
-            "alias_set",
-            &AliasSet {
-                alias: &alias,
-                success: true,
-            },
-        ),
+        Ok(()) => ctx.reply(&AliasSet {
+            alias: &alias,
+            success: true,
+        }),
         Err(e) => ctx.error(e),
     }
 }
@@ -843,8 +790,8 @@ async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery) 
         id: message.from_broadcaster.then_some(message.id.as_str()),
         ..with_id
     };
-    ctx.send(&delivery.plain, "new_message", &plain).await;
-    ctx.send(&delivery.with_ids, "new_message", &with_id).await;
+    ctx.send(&delivery.plain, &plain).await;
+    ctx.send(&delivery.with_ids, &with_id).await;
 }
 
 /// `list_viewers`: the broadcaster's viewer list.
@@ -854,13 +801,10 @@ pub async fn list_viewers<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Chann
     }
     let channel_id = request.channel_id.unwrap_or_default();
     match ctx.registry.list_viewers(&ctx.sid, &channel_id).await {
-        Ok(viewers) => ctx.reply(
-            "viewer_list",
-            &ViewerList {
-                channel_id: &channel_id,
-                viewers: &viewers,
-            },
-        ),
+        Ok(viewers) => ctx.reply(&ViewerList {
+            channel_id: &channel_id,
+            viewers: &viewers,
+        }),
         Err(e) => ctx.error(e),
     }
 }
@@ -888,14 +832,11 @@ pub async fn remove_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Remo
         ModerationAction::Remove
     });
     tracing::info!(sid = %ctx.sid, channel = %channel_id, viewer = %viewer, banned = ban, "viewer removed by the broadcaster");
-    ctx.reply(
-        "viewer_removed",
-        &ViewerRemoved {
-            channel_id: &channel_id,
-            viewer_id: &viewer,
-            banned: ban,
-        },
-    );
+    ctx.reply(&ViewerRemoved {
+        channel_id: &channel_id,
+        viewer_id: &viewer,
+        banned: ban,
+    });
     let why = if ban {
         ChannelError::Banned
     } else {
@@ -907,7 +848,7 @@ pub async fn remove_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Remo
             message: why.to_string(),
             code: removed.codes.then_some(why.code()),
         };
-        ctx.send(std::slice::from_ref(&removed.viewer), "error", &notice)
+        ctx.send(std::slice::from_ref(&removed.viewer), &notice)
             .await;
     }
     announce(
@@ -930,12 +871,9 @@ pub async fn unban_all<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::ChannelR
     match ctx.registry.unban_all(&ctx.sid, &channel_id).await {
         Ok(()) => {
             metrics::moderated(ModerationAction::UnbanAll);
-            ctx.reply(
-                "bans_cleared",
-                &ChannelRef {
-                    channel_id: &channel_id,
-                },
-            );
+            ctx.reply(&BansCleared(ChannelRef {
+                channel_id: &channel_id,
+            }));
         }
         Err(e) => ctx.error(e),
     }
@@ -960,14 +898,11 @@ pub async fn mute_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::MuteVi
             } else {
                 ModerationAction::Unmute
             });
-            ctx.reply(
-                "viewer_muted",
-                &ViewerMuted {
-                    channel_id: &channel_id,
-                    viewer_id: &viewer,
-                    muted,
-                },
-            );
+            ctx.reply(&ViewerMuted {
+                channel_id: &channel_id,
+                viewer_id: &viewer,
+                muted,
+            });
         }
         Err(e) => ctx.error(e),
     }
@@ -991,7 +926,7 @@ pub async fn remove_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Rem
                 channel_id: &channel_id,
                 message_id: &message_id,
             };
-            ctx.send(&told, "message_removed", &removed).await;
+            ctx.send(&told, &removed).await;
         }
         Err(e) => ctx.error(e),
     }
@@ -1019,7 +954,7 @@ pub async fn chat_settings<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Chat
                 slow_mode: settings.slow_mode,
                 chat_enabled: settings.chat_enabled,
             };
-            ctx.send(&told, "chat_settings", &changed).await;
+            ctx.send(&told, &changed).await;
         }
         Err(e) => ctx.error(e),
     }
@@ -1034,14 +969,11 @@ pub async fn stop_broadcast<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Cha
         Ok(stopped) => {
             ctx.webhooks.broadcast_stopped(&channel_id, &stopped);
             tracing::info!(sid = %ctx.sid, channel = %channel_id, viewers = stopped.viewers.len(), "broadcast stopped");
-            ctx.send(
-                &stopped.viewers,
-                "broadcaster_stopped",
-                &ChannelRef {
-                    channel_id: &channel_id,
-                },
-            )
-            .await;
+            let channel = ChannelRef {
+                channel_id: &channel_id,
+            };
+            ctx.send(&stopped.viewers, &BroadcasterStopped(channel))
+                .await;
         }
         Err(e) => ctx.error(e),
     }
@@ -1117,7 +1049,7 @@ pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]
                     depth: *depth,
                     seq: *seq,
                 };
-                send(io, std::slice::from_ref(to), "upstream", &upstream).await
+                send(io, std::slice::from_ref(to), &upstream).await
             }
             TreeEvent::DownstreamLeft {
                 channel_id,
@@ -1128,7 +1060,7 @@ pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]
                     channel_id,
                     peer_id: peer,
                 };
-                send(io, std::slice::from_ref(to), "downstream_left", &left).await
+                send(io, std::slice::from_ref(to), &left).await
             }
             TreeEvent::Figures {
                 channel_id,
@@ -1146,7 +1078,7 @@ pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]
                     depths,
                     version: *version,
                 };
-                send(io, std::slice::from_ref(to), "relay_tree", &figures).await
+                send(io, std::slice::from_ref(to), &figures).await
             }
         };
     }
@@ -1175,17 +1107,16 @@ pub(super) async fn announce<A: Adapter>(
         let channel = ChannelRef {
             channel_id: &held.channel_id,
         };
-        send(io, &held.viewers, "broadcaster_reconnecting", &channel).await;
+        send(io, &held.viewers, &BroadcasterReconnecting(channel)).await;
     }
     for closed in &departure.closed {
         tracing::info!(sid = %closed.broadcaster, channel = %closed.channel_id, viewers = closed.viewers.len(), "channel closed: broadcaster left");
-        send(io, &closed.viewers, "broadcaster_disconnected", &()).await;
+        send(io, &closed.viewers, &BroadcasterDisconnected).await;
     }
     for left in &departure.left {
         send(
             io,
             std::slice::from_ref(&left.broadcaster),
-            "viewer_count",
             &ViewerCount {
                 channel_id: &left.channel_id,
                 count: left.viewer_count,

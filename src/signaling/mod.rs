@@ -12,6 +12,7 @@ pub mod events;
 mod handlers;
 pub mod limits;
 mod mailbox;
+pub mod outbound;
 pub mod payloads;
 pub mod refusals;
 mod sweeper;

@@ -1,4 +1,4 @@
-//! Inbound payloads (validated) and outbound payloads (typed), one struct per event.
+//! Inbound payloads, validated, one struct per event (the outbound ones are in `outbound`).
 //!
 //! Inbound strings are trimmed while deserializing, so every length and pattern rule applies to
 //! the trimmed value, as PROTOCOL.md requires. Decoding goes JSON text → `serde` (type errors,
@@ -11,11 +11,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
-
-use crate::registry::chat::ChatMessage;
-use crate::registry::errors::ErrorCode;
-use crate::registry::listing::ChannelSummary;
-use crate::registry::moderation::ViewerEntry;
 
 pub const CHANNEL_ID_MAX_CHARS: usize = 20;
 pub const ALIAS_MIN_CHARS: usize = 5;
@@ -352,33 +347,6 @@ pub struct CreateInvite {
     pub ttl_seconds: Option<u64>,
 }
 
-/// `invite_created`: a signed invitation to the channel, and when it ends (Unix seconds).
-#[derive(Debug, Serialize)]
-pub struct InviteCreated<'a> {
-    pub channel_id: &'a str,
-    pub invite: &'a str,
-    pub expires_at: u64,
-}
-
-/// `viewer_token`: a resumable viewer's token for this channel.
-#[derive(Debug, Serialize)]
-pub struct ViewerToken<'a> {
-    pub channel_id: &'a str,
-    pub resume_token: &'a str,
-}
-
-/// `broadcaster_joined`: a channel a viewer waited for has gone live, and the viewer is one
-/// of its viewers already (it may send its offer at once), unless the channel is private.
-#[derive(Debug, Serialize)]
-pub struct BroadcasterJoined<'a> {
-    pub id: &'a str,
-    pub channel_id: &'a str,
-    /// Only present (as `true`) for a private channel: the waiter is not a viewer yet and must
-    /// join with the password.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub password_required: bool,
-}
-
 #[derive(Debug, Deserialize, Validate)]
 pub struct SetAlias {
     #[serde(default, deserialize_with = "trimmed")]
@@ -607,181 +575,6 @@ pub fn decode_relay(raw: Option<&RawValue>, kind: RelayKind) -> Result<Relay<'_>
         ));
     }
     Ok(Relay { target, body })
-}
-
-// ---- outbound ----
-
-#[derive(Debug, Serialize)]
-pub struct ClientId<'a> {
-    pub id: &'a str,
-}
-
-/// `error`. Exactly `{message}` for legacy clients (their sessions are recorded that way);
-/// `code` only for a socket that asked for codes when it connected.
-#[derive(Debug, Serialize)]
-pub struct ErrorMessage {
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<ErrorCode>,
-}
-
-/// `relay_error`: exactly `{event, message}` for legacy clients, `code` as for `error`.
-#[derive(Debug, Serialize)]
-pub struct RelayError {
-    pub event: RelayKind,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<ErrorCode>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BroadcasterReady<'a> {
-    pub id: &'a str,
-    pub channel_id: &'a str,
-    /// Secret: lets this broadcaster resume after a dropped connection, or take over from
-    /// another device (`force`). Given only to broadcasters that asked for resuming (legacy
-    /// pages see the payload they always saw); every such `broadcaster_ready` carries a fresh
-    /// one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resume_token: Option<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ChannelList {
-    pub channels: Vec<ChannelSummary>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BroadcasterAvailable<'a> {
-    pub broadcaster_id: &'a str,
-    pub channel_id: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RelayedSdp<'a> {
-    pub sdp: &'a RawValue,
-    pub sender: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RelayedCandidate<'a> {
-    pub candidate: &'a RawValue,
-    pub sender: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AliasSet<'a> {
-    pub alias: &'a str,
-    pub success: bool,
-}
-
-/// `new_message`. A viewer's carries exactly the three fields of PROTOCOL.md (recorded legacy
-/// sessions check the set); the fields after them are additions, present only when they say
-/// something.
-#[derive(Debug, Serialize)]
-pub struct NewMessage<'a> {
-    pub sender_id: &'a str,
-    pub message: &'a str,
-    pub timestamp: f64,
-    /// The channel's broadcaster wrote it (`broadcaster_message`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub from_broadcaster: bool,
-    /// The message's id (as in `chat_history`): on the broadcaster's messages, and for pages
-    /// that presented a client key (EXTENSIONS.md, "Moderation").
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<&'a str>,
-}
-
-/// `client_key`: the key a page keeps and presents in its handshake from then on.
-#[derive(Debug, Serialize)]
-pub struct ClientKeyIssued<'a> {
-    pub key: &'a str,
-}
-
-/// `viewer_list`: the broadcaster's view of its channel's viewers.
-#[derive(Debug, Serialize)]
-pub struct ViewerList<'a> {
-    pub channel_id: &'a str,
-    pub viewers: &'a [ViewerEntry],
-}
-
-/// `viewer_removed`: the broadcaster's answer to `remove_viewer`.
-#[derive(Debug, Serialize)]
-pub struct ViewerRemoved<'a> {
-    pub channel_id: &'a str,
-    pub viewer_id: &'a str,
-    pub banned: bool,
-}
-
-/// `viewer_muted`: the broadcaster's answer to `mute_viewer`.
-#[derive(Debug, Serialize)]
-pub struct ViewerMuted<'a> {
-    pub channel_id: &'a str,
-    pub viewer_id: &'a str,
-    pub muted: bool,
-}
-
-/// `message_removed`: to everyone in the channel that reads message ids.
-#[derive(Debug, Serialize)]
-pub struct MessageRemoved<'a> {
-    pub channel_id: &'a str,
-    pub message_id: &'a str,
-}
-
-/// `chat_settings`: the channel's slow mode and whether its chat is on.
-#[derive(Debug, Serialize)]
-pub struct ChatSettingsChanged<'a> {
-    pub channel_id: &'a str,
-    pub slow_mode: u32,
-    pub chat_enabled: bool,
-}
-
-/// `chat_history`: a joining viewer that asked for it gets the channel's last messages,
-/// oldest first, each a `new_message` payload with its `id` (and `from_broadcaster`).
-#[derive(Debug, Serialize)]
-pub struct ChatHistory<'a> {
-    pub channel_id: &'a str,
-    pub messages: &'a [ChatMessage],
-}
-
-#[derive(Debug, Serialize)]
-pub struct ChannelRef<'a> {
-    pub channel_id: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Upstream<'a> {
-    pub channel_id: &'a str,
-    pub peer_id: &'a str,
-    pub depth: usize,
-    /// Grows with every `upstream` of the channel: moves of one viewer may arrive out of
-    /// order, and the page acts only on one newer than the last it acted on.
-    pub seq: u64,
-}
-
-/// How a channel's audience is fed: `depths[0]` = fed by the broadcaster, `depths[1]` = at
-/// depth 2, and so on; `waiting` have no feeder yet.
-#[derive(Debug, Serialize)]
-pub struct RelayTree<'a> {
-    pub channel_id: &'a str,
-    pub direct: usize,
-    pub relayed: usize,
-    pub waiting: usize,
-    pub depths: &'a [usize],
-    /// Grows with every change: figures may arrive out of order, the highest is current.
-    pub version: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DownstreamLeft<'a> {
-    pub channel_id: &'a str,
-    pub peer_id: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ViewerCount<'a> {
-    pub channel_id: &'a str,
-    pub count: usize,
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::handlers::{announce, emit_tree, send};
 use super::limits::RateLimits;
-use super::payloads::ChannelRef;
+use super::outbound::{BroadcasterDisconnected, ChannelExpired, ChannelRef};
 use crate::cluster::node::{Beat, Node};
 use crate::connection::Reconnector;
 use crate::registry::Registry;
@@ -76,7 +76,7 @@ pub fn spawn_sweeper<A: Adapter>(
                     webhooks.broadcasts_ended(&expired.abandoned, EndReason::NotResumed);
                     for closed in expired.abandoned {
                         tracing::info!(channel = %closed.channel_id, "channel closed: its broadcaster did not resume in time");
-                        send(&io, &closed.viewers, "broadcaster_disconnected", &()).await;
+                        send(&io, &closed.viewers, &BroadcasterDisconnected).await;
                     }
                     continue;
                 }
@@ -86,13 +86,12 @@ pub fn spawn_sweeper<A: Adapter>(
             webhooks.broadcasts_ended(&reaped, EndReason::Expired);
             for closed in reaped {
                 tracing::info!(channel = %closed.channel_id, "channel expired after idle TTL");
-                let expired = ChannelRef {
+                let expired = ChannelExpired(ChannelRef {
                     channel_id: &closed.channel_id,
-                };
+                });
                 send(
                     &io,
                     std::slice::from_ref(&closed.broadcaster),
-                    "channel_expired",
                     &expired,
                 )
                 .await;
