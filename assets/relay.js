@@ -338,7 +338,9 @@ function reportFailed(upstream, why, event = "upstream_failed") {
   // A report queued while offline would reach the server for a socket that is not in the
   // channel; after a reconnect the page joins afresh anyway.
   if (isConnected() && app.channelId) {
-    request("tree", event, { channel_id: app.channelId });
+    // Naming the feeder: a move of ours may be on its way, and the server must not take this
+    // report for one about our next feeder.
+    request("tree", event, { channel_id: app.channelId, peer_id: upstream.id });
   }
   hooks.onFailed(upstream, why);
 }

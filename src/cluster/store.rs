@@ -920,7 +920,8 @@ impl ClusterRegistry {
         .inspect(|_| self.inner.replica.joined(sid, &id, false))
     }
 
-    async fn tree_op(
+    /// A viewer's report about its place in the relay tree, in its channel's batch.
+    pub(crate) async fn tree_op(
         &self,
         sid: &SocketId,
         channel_id: &str,
@@ -929,43 +930,9 @@ impl ClusterRegistry {
         let id = ChannelId::from(channel_id);
         let (viewer, channel) = (sid.clone(), channel_id.to_owned());
         self.batched(&id, move |state, now| {
-            state.tree_op(&viewer, &channel, op, now)
+            state.tree_op(&viewer, &channel, op.clone(), now)
         })
         .await
-    }
-
-    pub async fn relay_ready(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.tree_op(sid, channel_id, TreeOp::Ready).await
-    }
-
-    pub async fn upstream_failed(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.tree_op(sid, channel_id, TreeOp::UpstreamFailed).await
-    }
-
-    pub async fn upstream_stalled(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.tree_op(sid, channel_id, TreeOp::UpstreamStalled).await
-    }
-
-    pub async fn relay_capacity(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-        capacity: usize,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.tree_op(sid, channel_id, TreeOp::Capacity(capacity))
-            .await
     }
 
     /// Every node runs this; the compare-and-set lets exactly one of them act on each wait.

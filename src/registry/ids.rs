@@ -52,8 +52,9 @@ impl SocketId {
         Self(Arc::from(id))
     }
 
-    /// An id a client named (a moderation event's `viewer_id`, validated in its payload): only
-    /// ever looked up among the channel's members, never trusted as one.
+    /// An id a client named (a moderation event's `viewer_id`, a report's `peer_id`, validated
+    /// in its payload): only ever compared with or looked up among the channel's members, never
+    /// trusted as one.
     pub fn named_by_client(id: &str) -> Self {
         Self(Arc::from(id))
     }

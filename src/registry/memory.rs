@@ -167,47 +167,15 @@ impl MemoryRegistry {
             .join_as_viewer(sid, channel_id, request, Moment::now())
     }
 
-    /// `relay_ready`: the viewer plays the stream and may feed others; waiting viewers may get
-    /// it as their feeder.
-    pub fn relay_ready(
+    /// A viewer's report about its place in the relay tree (`relay_ready`, `upstream_failed`,
+    /// `upstream_stalled`, `relay_capacity`).
+    pub(crate) fn tree_op(
         &self,
         sid: &SocketId,
         channel_id: &str,
+        op: TreeOp,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.state()
-            .tree_op(sid, channel_id, TreeOp::Ready, Moment::now())
-    }
-
-    /// `upstream_failed`: the viewer lost its media; it gets another feeder (or waits).
-    pub fn upstream_failed(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.state()
-            .tree_op(sid, channel_id, TreeOp::UpstreamFailed, Moment::now())
-    }
-
-    /// `upstream_stalled`: the viewer's picture from its feeder stalls; it gets another feeder
-    /// (or waits), and the report counts against a relaying feeder.
-    pub fn upstream_stalled(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.state()
-            .tree_op(sid, channel_id, TreeOp::UpstreamStalled, Moment::now())
-    }
-
-    /// `relay_capacity`: how many children the viewer can feed; those over it are moved.
-    pub fn relay_capacity(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-        capacity: usize,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        self.state()
-            .tree_op(sid, channel_id, TreeOp::Capacity(capacity), Moment::now())
+        self.state().tree_op(sid, channel_id, op, Moment::now())
     }
 
     /// Viewers that waited for a feeder past the wait limit get the broadcaster. Touches only

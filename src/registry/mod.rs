@@ -46,7 +46,7 @@ use membership::{Departure, ViewerJoined, ViewerRequest};
 use model::ClosedChannel;
 use moderation::{ChatSettings, ChatSettingsChange, Removal, Told, ViewerEntry};
 use relay::Activity;
-use tree_events::TreeEvent;
+use tree_events::{TreeEvent, TreeOp};
 
 pub use memory::MemoryRegistry;
 pub use model::RegistryLimits;
@@ -157,48 +157,17 @@ impl Registry {
         }
     }
 
-    pub async fn relay_ready(
+    /// A viewer's report about its place in the relay tree (`relay_ready`, `upstream_failed`,
+    /// `upstream_stalled`, `relay_capacity`).
+    pub(crate) async fn tree_op(
         &self,
         sid: &SocketId,
         channel_id: &str,
+        op: TreeOp,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
         match self {
-            Registry::Memory(r) => r.relay_ready(sid, channel_id),
-            Registry::Cluster(r) => r.relay_ready(sid, channel_id).await,
-        }
-    }
-
-    pub async fn upstream_failed(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        match self {
-            Registry::Memory(r) => r.upstream_failed(sid, channel_id),
-            Registry::Cluster(r) => r.upstream_failed(sid, channel_id).await,
-        }
-    }
-
-    pub async fn upstream_stalled(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        match self {
-            Registry::Memory(r) => r.upstream_stalled(sid, channel_id),
-            Registry::Cluster(r) => r.upstream_stalled(sid, channel_id).await,
-        }
-    }
-
-    pub async fn relay_capacity(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-        capacity: usize,
-    ) -> Result<Vec<TreeEvent>, ChannelError> {
-        match self {
-            Registry::Memory(r) => r.relay_capacity(sid, channel_id, capacity),
-            Registry::Cluster(r) => r.relay_capacity(sid, channel_id, capacity).await,
+            Registry::Memory(r) => r.tree_op(sid, channel_id, op),
+            Registry::Cluster(r) => r.tree_op(sid, channel_id, op).await,
         }
     }
 

@@ -14,7 +14,7 @@ use super::memory::{MemoryRegistry, RegistryStats};
 use super::model::{ClosedChannel, RegistryLimits};
 use super::relay::Activity;
 use super::tree::TreeLimits;
-use super::tree_events::TreeEvent;
+use super::tree_events::{TreeEvent, TreeOp};
 
 const TREE: TreeLimits = TreeLimits {
     direct: 4,
@@ -851,8 +851,8 @@ proptest::proptest! {
                     });
                     proptest::prop_assert_eq!(allowed, peers, "relay s{} -> s{}", a, b);
                 }
-                Op::Ready(s, c) => { let _ = r.relay_ready(&name(s), &channel(c)); }
-                Op::Failed(s, c) => { let _ = r.upstream_failed(&name(s), &channel(c)); }
+                Op::Ready(s, c) => { let _ = r.tree_op(&name(s), &channel(c), TreeOp::Ready); }
+                Op::Failed(s, c) => { let _ = r.tree_op(&name(s), &channel(c), TreeOp::UpstreamFailed { about: None }); }
                 Op::Stop(s, c) => { let _ = r.stop_broadcast(&name(s), &channel(c)); }
                 Op::Disconnect(s) => { r.disconnect(&name(s)); }
                 Op::Sweep => { r.sweep(Moment::now() + Duration::from_secs(7200)); }
@@ -1017,5 +1017,42 @@ fn invitations_admit_while_their_generation_is_the_channels() {
         2,
         "a viewer admitted before the rotation stays"
     );
+    check_indexes(&r);
+}
+
+#[test]
+fn a_report_about_a_feeder_the_viewer_no_longer_has_changes_nothing() {
+    let r = default_registry();
+    let (b, v) = (sid("b"), sid("v"));
+    r.join_as_broadcaster(&b, None, Some("hops"), false, true)
+        .unwrap();
+    let joined = r.join_as_viewer(&v, "hops", true).unwrap();
+    assert!(joined.tree.iter().any(|e| matches!(
+        e,
+        TreeEvent::Upstream { to, peer, .. } if *to == v && *peer == b
+    )));
+    let feeder = |r: &MemoryRegistry| r.state().channels["hops"].tree.upstream_of("v").cloned();
+    let before = feeder(&r);
+    assert!(before.is_some());
+
+    // Naming a feeder it does not have (it was moved since the page decided to report).
+    for op in [
+        TreeOp::UpstreamFailed {
+            about: Some(sid("former")),
+        },
+        TreeOp::UpstreamStalled {
+            about: Some(sid("former")),
+        },
+    ] {
+        assert_eq!(r.tree_op(&v, "hops", op), Ok(Vec::new()));
+        assert_eq!(feeder(&r), before);
+    }
+
+    // Naming its feeder, or none (an older page): the report moves it.
+    let moved = r
+        .tree_op(&v, "hops", TreeOp::UpstreamFailed { about: Some(b) })
+        .unwrap();
+    assert!(!moved.is_empty());
+    assert_ne!(feeder(&r), before);
     check_indexes(&r);
 }

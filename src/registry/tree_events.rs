@@ -36,15 +36,41 @@ pub enum TreeEvent {
     },
 }
 
-/// A viewer's report about its place in the relay tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A viewer's report about its place in the relay tree: `relay_ready`, `upstream_failed`,
+/// `upstream_stalled` and `relay_capacity`, one name from the event to the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TreeOp {
     Ready,
-    UpstreamFailed,
+    /// `upstream_failed`: no media from its feeder. `about`: the feeder the page means (see
+    /// [`TreeOp::is_stale`]).
+    UpstreamFailed {
+        about: Option<SocketId>,
+    },
     /// `upstream_stalled`: the picture from its feeder stalls.
-    UpstreamStalled,
+    UpstreamStalled {
+        about: Option<SocketId>,
+    },
     /// `relay_capacity`: how many children it can feed.
     Capacity(usize),
+}
+
+impl TreeOp {
+    /// A report about a feeder the viewer no longer has. Moves and reports cross on the wire:
+    /// a page that reports the feeder it was just moved away from would otherwise have its new
+    /// feeder avoided, and a stall counted against it (two and a good relay stops relaying).
+    /// A report that names no feeder (an older page) is about the current one.
+    fn is_stale(&self, channel: &Channel, viewer: &SocketId) -> bool {
+        let (Self::UpstreamFailed { about: Some(about) }
+        | Self::UpstreamStalled { about: Some(about) }) = self
+        else {
+            return false;
+        };
+        match channel.tree.upstream_of(viewer) {
+            Some(Feeder::Broadcaster) => channel.broadcaster != *about,
+            Some(Feeder::Viewer(feeder)) => feeder != about,
+            None => true,
+        }
+    }
 }
 
 impl Channel {
@@ -105,10 +131,13 @@ impl State {
         if !channel.viewers.contains_key(sid) {
             return Err(ChannelError::NotAViewer(ViewerAction::Other));
         }
+        if op.is_stale(channel, sid) {
+            return Ok(Vec::new());
+        }
         let notices = match op {
             TreeOp::Ready => channel.tree.ready(sid),
-            TreeOp::UpstreamFailed => channel.tree.upstream_failed(sid, now),
-            TreeOp::UpstreamStalled => channel.tree.upstream_stalled(sid, now),
+            TreeOp::UpstreamFailed { .. } => channel.tree.upstream_failed(sid, now),
+            TreeOp::UpstreamStalled { .. } => channel.tree.upstream_stalled(sid, now),
             TreeOp::Capacity(capacity) => channel.tree.set_capacity(sid, capacity, now),
         };
         let mut events = Vec::new();

@@ -8,9 +8,9 @@ use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::payloads::{
-    self, ChannelRequest, ChatSettingsRequest, CreateInvite, ErrorPrefix, InvalidPayload,
-    JoinAsBroadcaster, JoinAsViewer, MuteViewer, Relay, RelayCapacity, RelayKind, RemoveMessage,
-    RemoveViewer, SendMessage, SetAlias,
+    self, ChannelRequest, ChatSettingsRequest, CreateInvite, ErrorPrefix, FeederReport,
+    InvalidPayload, JoinAsBroadcaster, JoinAsViewer, MuteViewer, Relay, RelayCapacity, RelayKind,
+    RemoveMessage, RemoveViewer, SendMessage, SetAlias,
 };
 
 /// One event of PROTOCOL.md, decoded and validated.
@@ -34,8 +34,8 @@ pub enum Request<'a> {
     RemoveMessage(RemoveMessage),
     ChatSettings(ChatSettingsRequest),
     RelayReady(ChannelRequest),
-    UpstreamFailed(ChannelRequest),
-    UpstreamStalled(ChannelRequest),
+    UpstreamFailed(FeederReport),
+    UpstreamStalled(FeederReport),
     RelayCapacity(RelayCapacity),
 }
 

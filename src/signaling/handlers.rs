@@ -35,7 +35,7 @@ use crate::registry::membership::{Departure, ViewerRequest};
 use crate::registry::moderation::{ChatSettingsChange, ClientIdentity};
 use crate::registry::relay::Activity;
 use crate::registry::secrets;
-use crate::registry::tree_events::TreeEvent;
+use crate::registry::tree_events::{TreeEvent, TreeOp};
 use crate::webhooks::{EndReason, Webhooks};
 
 /// What a handler needs about the socket it serves.
@@ -251,10 +251,20 @@ pub async fn handle<A: Adapter>(ctx: &Ctx<'_, A>, request: Request<'_>) {
         Request::MuteViewer(r) => mute_viewer(ctx, r).await,
         Request::RemoveMessage(r) => remove_message(ctx, r).await,
         Request::ChatSettings(r) => chat_settings(ctx, r).await,
-        Request::RelayReady(r) => tree_report(ctx, r, TreeReport::Ready).await,
-        Request::UpstreamFailed(r) => tree_report(ctx, r, TreeReport::UpstreamFailed).await,
-        Request::UpstreamStalled(r) => tree_report(ctx, r, TreeReport::UpstreamStalled).await,
-        Request::RelayCapacity(r) => relay_capacity(ctx, r).await,
+        Request::RelayReady(r) => tree_op(ctx, r.channel_id, TreeOp::Ready).await,
+        Request::UpstreamFailed(r) => {
+            let about = r.peer_id.as_deref().map(SocketId::named_by_client);
+            tree_op(ctx, r.channel_id, TreeOp::UpstreamFailed { about }).await
+        }
+        Request::UpstreamStalled(r) => {
+            let about = r.peer_id.as_deref().map(SocketId::named_by_client);
+            tree_op(ctx, r.channel_id, TreeOp::UpstreamStalled { about }).await
+        }
+        Request::RelayCapacity(r) => {
+            // Validated to 0..=RELAY_CAPACITY_MAX, so it fits any usize.
+            let capacity = usize::try_from(r.capacity.unwrap_or_default()).unwrap_or(usize::MAX);
+            tree_op(ctx, r.channel_id, TreeOp::Capacity(capacity)).await
+        }
     }
 }
 
@@ -979,57 +989,21 @@ pub async fn stop_broadcast<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Cha
     }
 }
 
-/// `relay_ready`, `upstream_failed` and `upstream_stalled`: the viewer's part in the relay tree.
-pub async fn tree_report<A: Adapter>(
-    ctx: &Ctx<'_, A>,
-    request: payloads::ChannelRequest,
-    report: TreeReport,
-) {
+/// `relay_ready`, `upstream_failed`, `upstream_stalled` and `relay_capacity`: the viewer's
+/// part in the relay tree.
+async fn tree_op<A: Adapter>(ctx: &Ctx<'_, A>, channel_id: Option<String>, op: TreeOp) {
     if !ctx.admit(Class::Join, ErrorPrefix::Data) {
         return;
     }
-    let channel_id = request.channel_id.unwrap_or_default();
-    let result = match report {
-        TreeReport::Ready => ctx.registry.relay_ready(&ctx.sid, &channel_id).await,
-        TreeReport::UpstreamFailed => ctx.registry.upstream_failed(&ctx.sid, &channel_id).await,
-        TreeReport::UpstreamStalled => ctx.registry.upstream_stalled(&ctx.sid, &channel_id).await,
-    };
-    match result {
+    let channel_id = channel_id.unwrap_or_default();
+    tracing::debug!(?op, channel = %channel_id, "relay tree report");
+    match ctx.registry.tree_op(&ctx.sid, &channel_id, op).await {
         Ok(events) => {
-            tracing::debug!(?report, moved = events.len(), "relay tree");
+            tracing::debug!(moved = events.len(), "relay tree report applied");
             emit_tree(ctx.io, &events).await;
         }
         Err(e) => ctx.error(e),
     }
-}
-
-/// `relay_capacity`: how many viewers a tree viewer can feed from now on.
-pub async fn relay_capacity<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::RelayCapacity) {
-    if !ctx.admit(Class::Join, ErrorPrefix::Data) {
-        return;
-    }
-    let channel_id = request.channel_id.unwrap_or_default();
-    // Validated to 0..=RELAY_CAPACITY_MAX, so it fits any usize.
-    let capacity = usize::try_from(request.capacity.unwrap_or_default()).unwrap_or(usize::MAX);
-    match ctx
-        .registry
-        .relay_capacity(&ctx.sid, &channel_id, capacity)
-        .await
-    {
-        Ok(events) => {
-            tracing::debug!(capacity, moved = events.len(), "relay capacity");
-            emit_tree(ctx.io, &events).await;
-        }
-        Err(e) => ctx.error(e),
-    }
-}
-
-/// Which report a tree viewer sent.
-#[derive(Debug, Clone, Copy)]
-pub enum TreeReport {
-    Ready,
-    UpstreamFailed,
-    UpstreamStalled,
 }
 
 /// Sends relay-tree events, each to its one socket.

@@ -376,8 +376,8 @@ pub struct SendMessage {
     pub message: Option<String>,
 }
 
-/// A payload that names one channel: `stop_broadcast`, `relay_ready`, `upstream_failed`,
-/// `upstream_stalled`.
+/// A payload that names one channel: `stop_broadcast`, `relay_ready`, and the moderation
+/// events that act on the whole channel.
 #[derive(Debug, Deserialize, Validate)]
 pub struct ChannelRequest {
     #[serde(default, deserialize_with = "trimmed")]
@@ -388,12 +388,28 @@ pub struct ChannelRequest {
     pub channel_id: Option<String>,
 }
 
+/// `upstream_failed` and `upstream_stalled`: a tree viewer reports its feeder, which it may
+/// name (`peer_id`, the feeder of the `upstream` it acts on) so that a report crossing a move
+/// on the wire is not taken for one about the new feeder.
+#[derive(Debug, Deserialize, Validate)]
+pub struct FeederReport {
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(
+        required(message = "is required"),
+        custom(function = "validate_channel_id")
+    )]
+    pub channel_id: Option<String>,
+    #[serde(default, deserialize_with = "trimmed")]
+    #[validate(custom(function = "validate_sent_id"))]
+    pub peer_id: Option<String>,
+}
+
 /// Longest socket id or message id a moderation event may name: ids are shorter, and a longer
 /// one names nobody.
 const MODERATED_ID_MAX_CHARS: usize = 64;
 
 /// A viewer's public id or a message id: short, and of the characters ids are made of.
-fn validate_moderated_id(id: &str) -> Result<(), ValidationError> {
+fn validate_sent_id(id: &str) -> Result<(), ValidationError> {
     if id.is_empty() {
         return Err(failure("required", "is required".into()));
     }
@@ -424,7 +440,7 @@ pub struct RemoveViewer {
     #[serde(default, deserialize_with = "trimmed")]
     #[validate(
         required(message = "is required"),
-        custom(function = "validate_moderated_id")
+        custom(function = "validate_sent_id")
     )]
     pub viewer_id: Option<String>,
     #[serde(default)]
@@ -443,7 +459,7 @@ pub struct MuteViewer {
     #[serde(default, deserialize_with = "trimmed")]
     #[validate(
         required(message = "is required"),
-        custom(function = "validate_moderated_id")
+        custom(function = "validate_sent_id")
     )]
     pub viewer_id: Option<String>,
     #[serde(default)]
@@ -463,7 +479,7 @@ pub struct RemoveMessage {
     #[serde(default, deserialize_with = "trimmed")]
     #[validate(
         required(message = "is required"),
-        custom(function = "validate_moderated_id")
+        custom(function = "validate_sent_id")
     )]
     pub message_id: Option<String>,
 }

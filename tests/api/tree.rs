@@ -592,3 +592,93 @@ async fn capacities_and_stall_reports_hold_across_a_cluster() {
     c.assert_silent().await;
     cluster.teardown(vec![b, a, c, d, e, f]).await;
 }
+
+/// A report names the feeder it is about (`peer_id`): one about a feeder the viewer no longer
+/// has (a move crossed it on the wire) changes nothing, one about its feeder moves it. The
+/// same contract in memory and across two nodes: `b`, `a`, `c`, `d` are fresh connections.
+async fn reports_about_a_former_feeder_change_nothing(
+    mut b: Client,
+    mut a: Client,
+    mut c: Client,
+    mut d: Client,
+    channel: &str,
+) -> Vec<Client> {
+    b.emit("join_as_broadcaster", json!({ "channel_id": channel }));
+    b.expect("broadcaster_ready").await;
+    a.emit(
+        "join_as_viewer",
+        json!({ "channel_id": channel, "relay": true }),
+    );
+    a.expect("broadcaster_available").await;
+    assert_eq!(a.expect_upstream().await, upstream(channel, &b.sid, 1));
+    ready(&mut a, channel).await;
+    for v in [&mut c, &mut d] {
+        v.emit(
+            "join_as_viewer",
+            json!({ "channel_id": channel, "relay": true }),
+        );
+        v.expect("broadcaster_available").await;
+        assert_eq!(v.expect_upstream().await, upstream(channel, &a.sid, 2));
+        ready(v, channel).await;
+    }
+    // d names feeders it does not have: nobody hears of it, and its place stays.
+    d.emit(
+        "upstream_failed",
+        json!({ "channel_id": channel, "peer_id": c.sid }),
+    );
+    d.emit(
+        "upstream_stalled",
+        json!({ "channel_id": channel, "peer_id": b.sid }),
+    );
+    d.assert_silent().await;
+    a.assert_silent().await;
+    c.assert_silent().await;
+    d.emit(
+        "offer",
+        json!({"target": a.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(a.expect("offer").await["sender"], d.sid);
+    // d names a, its feeder: it is moved to c, and a is told.
+    d.emit(
+        "upstream_failed",
+        json!({ "channel_id": channel, "peer_id": a.sid }),
+    );
+    assert_eq!(a.expect("downstream_left").await, left(channel, &d.sid));
+    assert_eq!(d.expect_upstream().await, upstream(channel, &c.sid, 3));
+    // What is not an id the server sends is refused before anything else.
+    d.emit(
+        "upstream_stalled",
+        json!({ "channel_id": channel, "peer_id": 7 }),
+    );
+    d.expect_error_prefix("Invalid data: peer_id").await;
+    d.emit(
+        "upstream_failed",
+        json!({ "channel_id": channel, "peer_id": "x".repeat(65) }),
+    );
+    d.expect_error_prefix("Invalid data: peer_id").await;
+    vec![b, a, c, d]
+}
+
+#[tokio::test]
+async fn reports_naming_a_former_feeder_change_nothing_in_memory() {
+    let app = tree_app(&[]).await;
+    let clients = [
+        app.client().await,
+        app.client().await,
+        app.client().await,
+        app.client().await,
+    ];
+    let [b, a, c, d] = clients;
+    reports_about_a_former_feeder_change_nothing(b, a, c, d, "named").await;
+}
+
+#[tokio::test]
+async fn reports_naming_a_former_feeder_change_nothing_across_a_cluster() {
+    let cluster = Cluster::start(2, &["--relay-direct", "1", "--relay-fanout", "2"]).await;
+    let b = cluster.nodes[0].client().await;
+    let a = cluster.nodes[1].client().await;
+    let c = cluster.nodes[0].client().await;
+    let d = cluster.nodes[1].client().await;
+    let clients = reports_about_a_former_feeder_change_nothing(b, a, c, d, "cnamed").await;
+    cluster.teardown(clients).await;
+}
