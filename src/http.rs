@@ -27,11 +27,11 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::channels::Registry;
 use crate::client_addr::SessionsPerAddr;
 use crate::cluster::{Health as ClusterHealth, NodeId};
 use crate::config::Config;
 use crate::connection::PublicIds;
-use crate::registry::Registry;
 
 const PAGE_TEMPLATE: &str = include_str!("../templates/broadcast.html");
 

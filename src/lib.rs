@@ -1,6 +1,7 @@
 //! A self-hosted WebRTC signaling server for live browser broadcasts: one broadcaster, many
 //! viewers, live chat. See PROTOCOL.md for the wire contract.
 
+pub mod channels;
 pub mod client_addr;
 pub mod cluster;
 pub mod config;
@@ -31,12 +32,13 @@ use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_redis::FredAdapter;
 use tokio::task::JoinHandle;
 
+use channels::Registry;
 use client_addr::{SessionsPerAddr, TrustedProxies};
 use cluster::node::Node;
 use cluster::{ClusterError, ClusterRegistry, Connection};
 use config::Config;
 use connection::{ConnectionLimits, GuardedAcceptor, PublicIds, Reconnector};
-use registry::{MemoryRegistry, Registry, RegistryLimits};
+use registry::{MemoryRegistry, RegistryLimits};
 use signaling::{RateLimits, Rates, SweeperGuard};
 
 /// Transport settings of the earlier server (PROTOCOL.md "Transport settings").

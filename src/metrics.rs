@@ -29,8 +29,8 @@ use socketioxide::adapter::Adapter;
 use socketioxide::{SocketIo, TransportType};
 use subtle::ConstantTimeEq;
 
+use crate::channels::Registry;
 use crate::config::MetricsToken;
-use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastStarted;
 use crate::registry::errors::ErrorCode;
 use crate::registry::listing::Census;

@@ -5,7 +5,7 @@
 //! mini-moka: such a cache drops an expired entry without telling anyone (it has no eviction
 //! listener) and, when full, silently refuses new ones, while PROTOCOL.md wants a refused channel
 //! answered ("Server is at capacity"), a live one kept forever, and a reaped one announced with
-//! `channel_expired`. Expiry is therefore the registry's own sweep ([`super::Registry::sweep`]).
+//! `channel_expired`. Expiry is therefore the registry's own sweep (`crate::channels::Registry::sweep`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

@@ -24,9 +24,9 @@ use super::outbound::{
 };
 use super::payloads::{self, ErrorPrefix, RelayKind};
 use super::refusals::{ErrorCodes, Refused};
+use crate::channels::Registry;
 use crate::invites::{Invitation, InviteKey, InviteRefusal};
 use crate::metrics::{self, ModerationAction};
-use crate::registry::Registry;
 use crate::registry::broadcaster::BroadcastRequest;
 use crate::registry::chat::ChatDelivery;
 use crate::registry::errors::ChannelError;

@@ -32,10 +32,10 @@ use socketioxide_core::adapter::DefinedAdapter;
 
 pub use limits::{Rate, RateLimits, Rates};
 
+use crate::channels::Registry;
 use crate::client_addr::{SessionsPerAddr, TrustedProxies};
 use crate::connection::PublicIds;
 use crate::invites::InviteKey;
-use crate::registry::Registry;
 use crate::registry::membership::Departure;
 use crate::webhooks::Webhooks;
 pub use sweeper::{SweeperGuard, spawn_sweeper};

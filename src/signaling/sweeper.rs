@@ -12,9 +12,9 @@ use tokio::task::JoinHandle;
 use super::handlers::{announce, emit_tree, send};
 use super::limits::RateLimits;
 use super::outbound::{BroadcasterDisconnected, ChannelExpired, ChannelRef};
+use crate::channels::Registry;
 use crate::cluster::node::{Beat, Node};
 use crate::connection::Reconnector;
-use crate::registry::Registry;
 use crate::registry::clock::Moment;
 use crate::webhooks::{EndReason, Webhooks};
 

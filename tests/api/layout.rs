@@ -23,16 +23,23 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The production part of a file: test modules may reach anywhere.
+/// The production code of a file: test modules may reach anywhere, and a comment naming
+/// another module is a reference for the reader, not a dependency.
 fn production(path: &Path, text: &str) -> Option<String> {
     let name = path.file_name()?.to_str()?;
     if name == "tests.rs" || path.components().any(|c| c.as_os_str() == "tests") {
         return None;
     }
-    Some(match text.find("#[cfg(test)]\nmod tests") {
-        Some(at) => text[..at].to_string(),
-        None => text.to_string(),
-    })
+    let code = match text.find("#[cfg(test)]\nmod tests {") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    Some(
+        code.lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 /// The top-level modules each top-level module names with `crate::…`.
