@@ -284,7 +284,7 @@ impl<S: AsyncWrite + Unpin> Connection<S> {
             .stall
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         ready!(sleep.as_mut().poll(cx));
-        tracing::info!("closing a connection that accepted no data for {limit:?}");
+        tracing::warn!("closing a connection that accepted no data for {limit:?} (--write-timeout-secs)");
         Poll::Ready(io::Error::new(
             io::ErrorKind::TimedOut,
             "peer stopped reading",

@@ -65,12 +65,16 @@ fn check(request: Option<Result<Request<'_>, Refusal>>) {
             Request::StopBroadcast(r)
             | Request::RotateInvites(r)
             | Request::RelayReady(r)
-            | Request::UpstreamFailed(r)
-            | Request::UpstreamStalled(r)
             | Request::ListViewers(r)
             | Request::UnbanAll(r),
         )) => {
             channel_ok(Some(r.channel_id.as_deref().expect("required")));
+        }
+        Some(Ok(Request::UpstreamFailed(r) | Request::UpstreamStalled(r))) => {
+            channel_ok(Some(r.channel_id.as_deref().expect("required")));
+            if let Some(peer) = r.peer_id.as_deref() {
+                moderated_id_ok(peer);
+            }
         }
         Some(Ok(Request::RelayCapacity(r))) => {
             channel_ok(Some(r.channel_id.as_deref().expect("required")));

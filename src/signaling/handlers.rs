@@ -719,7 +719,9 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
 /// ping cannot be queued (socketioxide cannot send it a disconnect packet either), and a
 /// connection that takes no bytes is closed by the connection layer.
 async fn evict<A: Adapter>(ctx: &Ctx<'_, A>, target: &SocketId) {
-    tracing::info!(target_sid = %target, "evicting a client that stopped reading");
+    // Every disconnect the server makes is a warning with its reason: an operator must be
+    // able to tell a client's fault from the server's.
+    tracing::warn!(target_sid = %target, "disconnecting a client that stopped reading: its queue of outgoing packets is full (--max-queued-packets)");
     let Some(namespace) = ctx.io.of("/") else {
         return;
     };
