@@ -284,7 +284,9 @@ impl<S: AsyncWrite + Unpin> Connection<S> {
             .stall
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         ready!(sleep.as_mut().poll(cx));
-        tracing::warn!("closing a connection that accepted no data for {limit:?} (--write-timeout-secs)");
+        tracing::warn!(
+            "closing a connection that accepted no data for {limit:?} (--write-timeout-secs)"
+        );
         Poll::Ready(io::Error::new(
             io::ErrorKind::TimedOut,
             "peer stopped reading",
