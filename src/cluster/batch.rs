@@ -18,16 +18,46 @@ use super::lock;
 use crate::registry::clock::Moment;
 use crate::registry::errors::ChannelError;
 use crate::registry::ids::ChannelId;
-use crate::registry::model::State;
+use crate::registry::membership::{Departure, ViewerJoined};
+use crate::registry::model::{Channel, State};
+use crate::registry::tree_events::TreeEvent;
 
 /// Operations one batch takes at most: a bound on how long the channel's other writers (chat
 /// settings, moderation, departures) wait behind it.
 const MAX_BATCH: usize = 256;
 
+/// What a batched operation returns, brought up to the end of its batch before it is handed
+/// over (see [`Pending::settle`]).
+pub(super) trait Settle {
+    /// Reads again from the channel as the batch leaves it what later operations of the batch
+    /// changed (the viewer count). Every caller of a batch is answered at once and their events
+    /// leave in any order: a join's count taken halfway through the batch could be the last
+    /// one a broadcaster sees.
+    fn settle(&mut self, _channel: &Channel) {}
+}
+
+impl Settle for ViewerJoined {
+    fn settle(&mut self, channel: &Channel) {
+        self.viewer_count = channel.viewers.len();
+    }
+}
+
+impl Settle for Departure {
+    fn settle(&mut self, channel: &Channel) {
+        for left in self.left.iter_mut().filter(|l| l.channel_id == channel.id) {
+            left.viewer_count = channel.viewers.len();
+        }
+    }
+}
+
+impl Settle for Vec<TreeEvent> {}
+
 /// One queued operation, its result kept until the batch is stored.
 pub(super) trait Pending: Send {
     /// Applies the operation's rule to the batch's state (again, when the batch is rerun).
     fn run(&mut self, state: &mut State, now: Moment);
+    /// Brings its result up to the channel as the whole batch left it.
+    fn settle(&mut self, channel: &Channel);
     /// Hands the caller its outcome: its rule's result, or the batch's failure to store.
     fn deliver(self: Box<Self>, failure: Option<&ChannelError>);
 }
@@ -42,11 +72,17 @@ struct Rule<T, F> {
 
 impl<T, F> Pending for Rule<T, F>
 where
-    T: Send,
+    T: Settle + Send,
     F: FnMut(&mut State, Moment) -> Outcome<T> + Send,
 {
     fn run(&mut self, state: &mut State, now: Moment) {
         self.result = Some((self.rule)(state, now));
+    }
+
+    fn settle(&mut self, channel: &Channel) {
+        if let Some(Ok(result)) = &mut self.result {
+            result.settle(channel);
+        }
     }
 
     fn deliver(self: Box<Self>, failure: Option<&ChannelError>) {
@@ -64,7 +100,7 @@ where
 /// was dropped unrun).
 pub(super) fn pending<T, F>(rule: F) -> (Box<dyn Pending>, oneshot::Receiver<Outcome<T>>)
 where
-    T: Send + 'static,
+    T: Settle + Send + 'static,
     F: FnMut(&mut State, Moment) -> Outcome<T> + Send + 'static,
 {
     let (reply, outcome) = oneshot::channel();
@@ -120,15 +156,20 @@ impl Batches {
     }
 }
 
-/// Held by the task running a channel's batches: if it unwinds, the queue goes with it.
+/// Held by the task running a channel's batches: if it ends without finding the queue empty
+/// (it unwinds, or the runtime drops it), the queue goes with it, so later operations start a
+/// new task instead of waiting behind one that is gone.
 pub(super) struct Running<'a> {
     pub(super) batches: &'a Batches,
     pub(super) id: &'a ChannelId,
+    /// Set when [`Batches::next`] found the queue empty and removed it: a queue there now is
+    /// a newer task's.
+    pub(super) finished: bool,
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if !self.finished {
             self.batches.abandon(self.id);
         }
     }
@@ -137,6 +178,9 @@ impl Drop for Running<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Settle for u32 {}
+    impl Settle for () {}
 
     fn counting(
         log: std::sync::Arc<Mutex<Vec<u32>>>,
@@ -214,5 +258,37 @@ mod tests {
         assert_eq!(batches.next(&id).map(|b| b.len()), Some(MAX_BATCH));
         assert_eq!(batches.next(&id).map(|b| b.len()), Some(3));
         assert!(batches.next(&id).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_task_gone_before_its_queue_emptied_takes_the_queue_with_it() {
+        let batches = Batches::default();
+        let id = ChannelId::from("c");
+        let (op, reply) = pending(|_: &mut State, _| Ok(()));
+        assert!(batches.push(&id, op), "the first starts a task");
+        // The task is dropped (a cancelled task, a panic) with the operation still queued.
+        drop(Running {
+            batches: &batches,
+            id: &id,
+            finished: false,
+        });
+        assert!(reply.await.is_err(), "its caller is not left waiting");
+        let (op, _) = pending(|_: &mut State, _| Ok(()));
+        assert!(
+            batches.push(&id, op),
+            "the next operation starts a new task"
+        );
+
+        // A task that found its queue empty leaves a newer task's queue alone.
+        assert!(batches.next(&id).is_some());
+        assert!(batches.next(&id).is_none());
+        let (op, _) = pending(|_: &mut State, _| Ok(()));
+        assert!(batches.push(&id, op));
+        drop(Running {
+            batches: &batches,
+            id: &id,
+            finished: true,
+        });
+        assert!(!batches.push(&id, pending(|_: &mut State, _| Ok(())).0));
     }
 }

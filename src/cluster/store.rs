@@ -120,6 +120,15 @@ const MAX_ATTEMPTS: usize = 64;
 const LINGER_FROM: usize = 100;
 const LINGER: Duration = Duration::from_millis(3);
 
+/// A kept copy checked against the stored version.
+enum Checked {
+    Current(Arc<Kept>),
+    /// No such channel any more (the copy is forgotten).
+    Gone,
+    /// The stored version, newer than the copy.
+    Stored(String),
+}
+
 #[derive(Clone)]
 pub struct ClusterRegistry {
     inner: Arc<Inner>,
@@ -293,7 +302,7 @@ impl ClusterRegistry {
     /// every operation queued meanwhile, one load and one write for all of them.
     async fn batched<T, F>(&self, id: &ChannelId, rule: F) -> Result<T, ChannelError>
     where
-        T: Send + 'static,
+        T: batch::Settle + Send + 'static,
         F: FnMut(&mut State, Moment) -> Result<T, ChannelError> + Send + 'static,
     {
         let (op, outcome) = batch::pending(rule);
@@ -309,9 +318,10 @@ impl ClusterRegistry {
     /// Runs a channel's batches until its queue is empty, each in this node's turn for the
     /// channel: operations queued while an earlier writer holds it join the next batch.
     async fn run_batches(&self, id: &ChannelId) {
-        let _running = Running {
+        let mut running = Running {
             batches: &self.inner.batches,
             id,
+            finished: false,
         };
         loop {
             let _turn = self.turn(id).await;
@@ -322,6 +332,7 @@ impl ClusterRegistry {
                 tokio::time::sleep(LINGER).await;
             }
             let Some(mut ops) = self.inner.batches.next(id) else {
+                running.finished = true;
                 return;
             };
             tracing::debug!(channel = %id, ops = ops.len(), audience, "batch");
@@ -330,6 +341,11 @@ impl ClusterRegistry {
                 let now = Moment::now();
                 for op in &mut ops {
                     op.run(&mut txn.state, now);
+                }
+                if let Some(channel) = txn.state.channels.get(id) {
+                    for op in &mut ops {
+                        op.settle(channel);
+                    }
                 }
                 self.commit(txn).await
             });
@@ -387,38 +403,51 @@ impl ClusterRegistry {
     /// that version. The copy is shared, not cloned: a check that only reads (a relay) costs
     /// nothing in the channel's size.
     async fn fetch(&self, id: &ChannelId) -> Result<Option<Arc<Kept>>, ChannelError> {
-        let key = self.keys().channel(id);
-        let client = &self.inner.client;
         let seen = match self.inner.replica.kept(id) {
-            Some(kept) => {
-                let version: Option<String> = client
-                    .hget(&key, "v")
-                    .await
-                    .map_err(|e| self.unavailable(e))?;
-                match version {
-                    None => {
-                        self.inner.replica.forget(id);
-                        return Ok(None);
-                    }
-                    Some(v) if v == kept.version => return Ok(Some(kept)),
-                    Some(v) => Some(v),
-                }
-            }
+            Some(kept) => match self.check_kept(id, kept).await? {
+                Checked::Current(kept) => return Ok(Some(kept)),
+                Checked::Gone => return Ok(None),
+                Checked::Stored(version) => Some(version),
+            },
             None => None,
         };
         // One read of a channel's document per node at a time: during a crowd's arrival every
         // relay finds the kept copy outdated (or dropped by the feed) at once, and each one
-        // reading and parsing the whole channel again was most of a node's work. A copy kept
-        // while this one waited was read after it asked.
+        // reading and parsing the whole channel again was most of a node's work.
         let _fetching = self.fetching(id).await;
-        if let Some(kept) = self.inner.replica.kept(id)
-            && seen
-                .as_deref()
-                .is_none_or(|seen| version_at_least(&kept.version, seen))
-        {
-            return Ok(Some(kept));
+        if let Some(kept) = self.inner.replica.kept(id) {
+            match seen {
+                // At least what was stored after this call began.
+                Some(seen) if version_at_least(&kept.version, &seen) => return Ok(Some(kept)),
+                Some(_) => {}
+                // Kept while this call waited, but perhaps read before it began, with a write
+                // since that the feed has not announced yet: it must be the stored version.
+                None => match self.check_kept(id, kept).await? {
+                    Checked::Current(kept) => return Ok(Some(kept)),
+                    Checked::Gone => return Ok(None),
+                    Checked::Stored(_) => {}
+                },
+            }
         }
         self.read_document(id).await
+    }
+
+    /// Whether a kept copy is the stored version (one small read, not the document).
+    async fn check_kept(&self, id: &ChannelId, kept: Arc<Kept>) -> Result<Checked, ChannelError> {
+        let version: Option<String> = self
+            .inner
+            .client
+            .hget(self.keys().channel(id), "v")
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(match version {
+            None => {
+                self.inner.replica.forget(id);
+                Checked::Gone
+            }
+            Some(v) if v == kept.version => Checked::Current(kept),
+            Some(v) => Checked::Stored(v),
+        })
     }
 
     /// Reads a channel's whole document from Redis and keeps it.

@@ -1058,3 +1058,44 @@ async fn relays_right_after_a_change_on_another_node_are_refused() {
     all.extend(left);
     cluster.teardown(all).await;
 }
+
+/// A crowd joining one channel over two nodes runs in batches per channel, whose callers are
+/// all answered at once: the count a broadcaster is left with after the last `viewer_count`
+/// must be the channel's, not a count from halfway through a batch that arrived last.
+#[tokio::test]
+async fn after_a_crowd_joins_across_nodes_the_broadcaster_is_left_with_the_true_count() {
+    const CROWD: usize = 160;
+    let cluster = Cluster::start(2, &["--max-connections-per-ip", "0"]).await;
+    let mut b = cluster.nodes[0].client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "crowd"}));
+    b.expect("broadcaster_ready").await;
+    let mut viewers = Vec::new();
+    for i in 0..CROWD {
+        viewers.push(cluster.nodes[i % 2].client().await);
+    }
+    // All at once, so that each node's joins share batches.
+    for v in &viewers {
+        v.emit("join_as_viewer", json!({"channel_id": "crowd"}));
+    }
+    for v in &mut viewers {
+        v.expect("broadcaster_available").await;
+    }
+    // Every count is in; the last one to arrive is what the broadcaster shows.
+    let mut last = None;
+    let mut counts = 0;
+    while let Ok(Some((name, args))) =
+        tokio::time::timeout(Duration::from_millis(1500), b.next_event()).await
+    {
+        assert_eq!(name, "viewer_count", "{args:?}");
+        last = Some(args[0]["count"].clone());
+        counts += 1;
+    }
+    assert_eq!(counts, CROWD, "one viewer_count per join");
+    assert_eq!(
+        last,
+        Some(json!(CROWD)),
+        "the count left on the broadcaster's screen"
+    );
+    viewers.push(b);
+    cluster.teardown(viewers).await;
+}
