@@ -121,7 +121,7 @@ impl Replica {
         let kept = self.kept.get(id)?;
         // A version that is not a number was written by a node that does not announce (a
         // rolling upgrade): such a document is never taken as current.
-        let number: u64 = kept.version.parse().ok()?;
+        let number = version_number(&kept.version)?;
         (number >= self.announced(id)).then_some(kept)
     }
 
@@ -151,11 +151,8 @@ impl Replica {
         if generation != self.generation() {
             return kept;
         }
-        if let Ok(number) = kept.version.parse::<u64>() {
-            let newer = self
-                .kept
-                .get(id)
-                .and_then(|k| k.version.parse::<u64>().ok());
+        if let Some(number) = version_number(&kept.version) {
+            let newer = self.kept.get(id).and_then(|k| version_number(&k.version));
             if number < self.announced(id) || newer.is_some_and(|k| k > number) {
                 return kept;
             }
@@ -181,7 +178,7 @@ impl Replica {
     /// An older kept document goes at once.
     fn announce(&self, id: ChannelId, version: u64) {
         if let Some(kept) = self.kept.get(&id)
-            && kept.version.parse::<u64>().map_or(true, |k| k < version)
+            && version_number(&kept.version).is_none_or(|k| k < version)
         {
             self.kept.invalidate(&id);
         }
@@ -318,6 +315,17 @@ async fn subscribe(subscriber: &SubscriberClient, feed: &str, replica: &Replica)
             }
         }
     }
+}
+
+/// A stored version as a number, by `commit.lua`'s rule: plain decimal digits that a double
+/// holds exactly (at most 16 digits, below 2^53). Anything else was written by an earlier
+/// release (random hex, or digits the script does not count) and is only ever equal to itself:
+/// taken as a number, a digits-only one could look newer than every version written after it.
+pub(super) fn version_number(version: &str) -> Option<u64> {
+    if version.is_empty() || version.len() > 16 || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    version.parse().ok().filter(|n| *n < 1 << 53)
 }
 
 /// `"<channel> <version>"` lines, as `commit.lua` publishes them.
@@ -481,5 +489,27 @@ mod tests {
             replica.generation(),
         );
         assert!(replica.current(&id).is_some());
+    }
+
+    #[test]
+    fn only_versions_the_script_counts_are_numbers() {
+        assert_eq!(
+            version_number("1733356800123456"),
+            Some(1_733_356_800_123_456)
+        );
+        assert_eq!(version_number("42"), Some(42));
+        // An earlier release's random hex, digits only or not, and what a double cannot hold.
+        for other in [
+            "",
+            "9a3f",
+            "12345678901234567",
+            "9007199254740992",
+            "5e12",
+            "-1",
+            "+1",
+        ] {
+            assert_eq!(version_number(other), None, "{other:?}");
+        }
+        assert_eq!(version_number("9007199254740991"), Some((1 << 53) - 1));
     }
 }

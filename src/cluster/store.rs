@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::batch::{self, Batches, Running};
-use super::replica::{self, Kept, Replica};
+use super::replica::{self, Kept, Replica, version_number};
 use super::{Health, Keys, NodeId};
 use crate::registry::Stats;
 use crate::registry::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
@@ -1467,8 +1467,8 @@ impl ClusterRegistry {
 /// Whether stored version `kept` is `seen` or newer (versions are decimal numbers that only
 /// grow; one that is not, from an older release, is only ever equal to itself).
 fn version_at_least(kept: &str, seen: &str) -> bool {
-    match (kept.parse::<u64>(), seen.parse::<u64>()) {
-        (Ok(kept), Ok(seen)) => kept >= seen,
+    match (version_number(kept), version_number(seen)) {
+        (Some(kept), Some(seen)) => kept >= seen,
         _ => kept == seen,
     }
 }
