@@ -153,6 +153,22 @@ pub(super) async fn send<A: Adapter, T: Outbound>(
         tracing::debug!(event = T::EVENT, "not delivered: the server is closing");
         return true;
     };
+    // One recipient on this node (every relay to a local peer) is reached directly: through
+    // the adapter each emit first publishes to the other nodes, a Redis round trip in cluster
+    // mode, for a socket none of them has. A socket lives on one node for its whole life, so
+    // each recipient's events from this node keep one way, and their order.
+    if let [target] = targets {
+        let room = target.to_string();
+        let here = io
+            .of("/")
+            .is_some_and(|ns| !ns.to(room.clone()).sockets().is_empty());
+        let operators = if here {
+            namespace.to(room).local()
+        } else {
+            namespace.to(room)
+        };
+        return deliver(Box::pin(operators.emit(T::EVENT, data)), T::EVENT).await;
+    }
     let rooms: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
     deliver(Box::pin(namespace.to(rooms).emit(T::EVENT, data)), T::EVENT).await
 }
