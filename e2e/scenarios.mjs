@@ -1537,13 +1537,22 @@ export const scenarios = [
       await Promise.all(children.map((c) => c.participant.waitForState('live', 10_000)));
       // A ready leaf from the deepest level (here a grandchild) takes the departed relay's place
       // and children (RELAY-TREE.md, "Shape"): it moves, the other grandchildren must not.
-      const movedUp = [];
-      for (const g of grandchildren) {
-        const placements = await g.participant.page.evaluate(
-          () => window.broadcastApp.relay.placements - window.__e2eFeed.placements,
-        );
-        if (placements > 0) movedUp.push(g);
-      }
+      // The children may still say "live" from before the server noticed the departure (a
+      // busy machine): wait for the move itself, then give a second one time to show.
+      const moved = async () => {
+        const found = [];
+        for (const g of grandchildren) {
+          const placements = await g.participant.page.evaluate(
+            () => window.broadcastApp.relay.placements - window.__e2eFeed.placements,
+          );
+          if (placements > 0) found.push(g);
+        }
+        return found;
+      };
+      const movedBy = Date.now() + 10_000;
+      while ((await moved()).length === 0 && Date.now() < movedBy) await sleep(100);
+      await sleep(500);
+      const movedUp = await moved();
       assert(
         movedUp.length === 1,
         `expected one grandchild to take ${leaving.role}'s place, moved: ${movedUp.map((g) => g.role).join(', ') || 'none'}`,
