@@ -288,6 +288,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
                 registry_limits,
                 connection.node.clone(),
                 connection.health.clone(),
+                config.heartbeat(),
             );
             registry.follow_feed(connection.feed.clone());
             let node = Arc::new(Node::new(

@@ -14,10 +14,10 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::lock;
+use super::{NodeId, lock};
 use crate::registry::clock::Moment;
 use crate::registry::errors::ChannelError;
-use crate::registry::ids::ChannelId;
+use crate::registry::ids::{ChannelId, SocketId};
 use crate::registry::membership::{Departure, ViewerJoined};
 use crate::registry::model::{Channel, State};
 use crate::registry::tree_events::TreeEvent;
@@ -60,12 +60,17 @@ pub(super) trait Pending: Send {
     fn settle(&mut self, channel: &Channel);
     /// Hands the caller its outcome: its rule's result, or the batch's failure to store.
     fn deliver(self: Box<Self>, failure: Option<&ChannelError>);
+    /// The socket the operation adds to the channel and the node it lives on, when that is
+    /// not this node (an operation forwarded to the channel's owner): the node's list of its
+    /// sockets, which its survivors clean up should it die, must name the right one.
+    fn home(&self) -> Option<(&SocketId, &NodeId)>;
 }
 
 type Outcome<T> = Result<T, ChannelError>;
 
 struct Rule<T, F> {
     rule: F,
+    home: Option<(SocketId, NodeId)>,
     result: Option<Outcome<T>>,
     reply: oneshot::Sender<Outcome<T>>,
 }
@@ -94,11 +99,18 @@ where
         // A caller that went away (its socket closed) no longer waits: nothing to tell.
         let _ = self.reply.send(outcome);
     }
+
+    fn home(&self) -> Option<(&SocketId, &NodeId)> {
+        self.home.as_ref().map(|(sid, node)| (sid, node))
+    }
 }
 
 /// An operation for [`Batches::push`], and where its outcome arrives (an error if the batch
-/// was dropped unrun).
-pub(super) fn pending<T, F>(rule: F) -> (Box<dyn Pending>, oneshot::Receiver<Outcome<T>>)
+/// was dropped unrun). `home`: see [`Pending::home`].
+pub(super) fn pending<T, F>(
+    rule: F,
+    home: Option<(SocketId, NodeId)>,
+) -> (Box<dyn Pending>, oneshot::Receiver<Outcome<T>>)
 where
     T: Settle + Send + 'static,
     F: FnMut(&mut State, Moment) -> Outcome<T> + Send + 'static,
@@ -106,6 +118,7 @@ where
     let (reply, outcome) = oneshot::channel();
     let op = Rule {
         rule,
+        home,
         result: None,
         reply,
     };
@@ -203,7 +216,7 @@ mod tests {
         let log = std::sync::Arc::new(Mutex::new(Vec::new()));
         let mut replies = Vec::new();
         for n in 0..5 {
-            let (op, reply) = pending(counting(log.clone(), n));
+            let (op, reply) = pending(counting(log.clone(), n), None);
             assert_eq!(
                 batches.push(&id, op),
                 n == 0,
@@ -220,7 +233,7 @@ mod tests {
             op.deliver(None);
         }
         assert!(batches.next(&id).is_none(), "empty: the task ends");
-        let (op, _reply) = pending(counting(log.clone(), 9));
+        let (op, _reply) = pending(counting(log.clone(), 9), None);
         assert!(batches.push(&id, op), "after the end a new task starts");
         assert_eq!(*lock(&log), vec![0, 1, 2, 3, 4]);
         for (n, reply) in replies.into_iter().enumerate() {
@@ -238,7 +251,7 @@ mod tests {
         let batches = Batches::default();
         let id = ChannelId::from("c");
         let log = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let (op, reply) = pending(counting(log, 2));
+        let (op, reply) = pending(counting(log, 2), None);
         batches.push(&id, op);
         let mut ops = batches.next(&id).expect("queued");
         ops[0].run(&mut State::default(), Moment::from_millis(0));
@@ -252,7 +265,7 @@ mod tests {
         let batches = Batches::default();
         let id = ChannelId::from("c");
         for _ in 0..MAX_BATCH + 3 {
-            let (op, _) = pending(|_: &mut State, _| Ok(()));
+            let (op, _) = pending(|_: &mut State, _| Ok(()), None);
             batches.push(&id, op);
         }
         assert_eq!(batches.next(&id).map(|b| b.len()), Some(MAX_BATCH));
@@ -264,7 +277,7 @@ mod tests {
     async fn a_task_gone_before_its_queue_emptied_takes_the_queue_with_it() {
         let batches = Batches::default();
         let id = ChannelId::from("c");
-        let (op, reply) = pending(|_: &mut State, _| Ok(()));
+        let (op, reply) = pending(|_: &mut State, _| Ok(()), None);
         assert!(batches.push(&id, op), "the first starts a task");
         // The task is dropped (a cancelled task, a panic) with the operation still queued.
         drop(Running {
@@ -273,7 +286,7 @@ mod tests {
             finished: false,
         });
         assert!(reply.await.is_err(), "its caller is not left waiting");
-        let (op, _) = pending(|_: &mut State, _| Ok(()));
+        let (op, _) = pending(|_: &mut State, _| Ok(()), None);
         assert!(
             batches.push(&id, op),
             "the next operation starts a new task"
@@ -282,13 +295,13 @@ mod tests {
         // A task that found its queue empty leaves a newer task's queue alone.
         assert!(batches.next(&id).is_some());
         assert!(batches.next(&id).is_none());
-        let (op, _) = pending(|_: &mut State, _| Ok(()));
+        let (op, _) = pending(|_: &mut State, _| Ok(()), None);
         assert!(batches.push(&id, op));
         drop(Running {
             batches: &batches,
             id: &id,
             finished: true,
         });
-        assert!(!batches.push(&id, pending(|_: &mut State, _| Ok(())).0));
+        assert!(!batches.push(&id, pending(|_: &mut State, _| Ok(()), None).0));
     }
 }

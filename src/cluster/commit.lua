@@ -6,17 +6,22 @@
 --
 -- KEYS: every key named below, by index.
 -- ARGV[1]: JSON {checks = [{k, v}], cap = {k, max}?, addr = {k, max}?, waiting = {k, max, n}?,
---          feed, writes = [...]}
+--          lease = {k, t}?, feed, writes = [...]}
 -- ARGV[2..]: documents, referenced by `put` and `putv` writes as `a`.
 -- Returns {1, versions of the `putv` writes in order} when applied, {0} on a conflict (the
 -- caller reloads and retries), {-1} when the channel capacity is reached, {-2} when the
--- owner's address has too many channels, {-3} when the waiting room is full.
+-- owner's address has too many channels, {-3} when the waiting room is full, {-4} when the
+-- write is made under a channel lease (`lease = {k, t}`) that another node has taken.
 --
 -- Channel documents are written with `putv` and deleted with `delv`: each gets a version that
 -- only grows (Redis's clock in microseconds, or one more than the version it replaces, so a
 -- channel created again after a deletion is newer too), and every one is announced on the
 -- change feed as "<channel> <version>" lines, in this same atomic step (see replica.rs).
 local spec = cjson.decode(ARGV[1])
+-- An owner's write (see lease.rs): refused unless its lease still holds exactly this token.
+if spec.lease then
+  if redis.call('GET', KEYS[spec.lease.k]) ~= spec.lease.t then return {-4} end
+end
 for _, c in ipairs(spec.checks) do
   local v = redis.call('HGET', KEYS[c.k], 'v')
   if v == false then v = '' end

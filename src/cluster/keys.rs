@@ -89,7 +89,23 @@ impl Keys {
 
     /// A node's heartbeat: it exists while the node lives.
     pub fn heartbeat(&self, node: &NodeId) -> String {
-        format!("{}:node:{node}", self.prefix)
+        format!("{}{node}", self.heartbeat_prefix())
+    }
+
+    /// What every heartbeat key starts with (the lease script checks a holder's heartbeat).
+    pub fn heartbeat_prefix(&self) -> String {
+        format!("{}:node:", self.prefix)
+    }
+
+    /// A channel's lease: `"<node> <epoch>"` of its owner (see `lease.rs`).
+    pub fn owner(&self, id: &ChannelId) -> String {
+        format!("{}:owner:{id}", self.prefix)
+    }
+
+    /// A node's inbox (a pub/sub channel): operations forwarded to it, replies to its own
+    /// (see `forward.rs`).
+    pub fn inbox(&self, node: &NodeId) -> String {
+        format!("{}:to:{node}", self.prefix)
     }
 
     /// Sockets of a node that joined some channel: what to clean up when it dies.

@@ -10,7 +10,9 @@
 //! Without `--redis-url` none of this runs: the server keeps everything in memory.
 
 mod batch;
+mod forward;
 mod keys;
+mod lease;
 pub mod node;
 mod replica;
 mod store;

@@ -152,6 +152,8 @@ impl Node {
             self.health.down(format!("redis: {e}"));
             return Beat::Failed;
         }
+        // The leases of the channels this node owns run out with its heartbeat (`lease.rs`).
+        self.registry.renew_leases().await;
         let added: Result<u64, _> = self.client.sadd(self.keys.nodes(), self.id.as_str()).await;
         match added {
             Ok(added) => {
@@ -257,6 +259,9 @@ impl Node {
         // Under the lock: a beat in flight finishes first, and every later one does nothing.
         *self.signed_off.lock().await = true;
         let departures = self.remove_sockets_of(&self.id).await;
+        // Its channels go on: the state is in Redis, and the next operation on each, on any
+        // node, takes the lease this node gives up here.
+        self.registry.release_leases().await;
         let result: Result<(), fred::error::Error> = async {
             self.client
                 .del::<(), _>(self.keys.node_sockets(&self.id))

@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::batch::{self, Batches, Running};
+use super::forward::{self, ChannelOp, Done, Waiting};
+use super::lease::{Owners, lease_ttl};
 use super::replica::{self, Kept, Replica, version_number};
 use super::{Health, Keys, NodeId};
 use crate::registry::Stats;
@@ -47,6 +49,8 @@ use crate::registry::moderation::{
 };
 use crate::registry::relay::Activity;
 use crate::registry::tree_events::{TreeEvent, TreeOp};
+
+mod routing;
 
 const COMMIT: &str = include_str!("commit.lua");
 
@@ -154,6 +158,12 @@ struct Inner {
     /// This node's viewers' last message per channel, for slow mode (a connection lives on
     /// one node, so nobody else needs it).
     pace: ChatPace,
+    /// The channels this node owns and the owners it forwards to (see `lease.rs`).
+    owners: std::sync::Mutex<Owners>,
+    /// Forwarded operations waiting for their owner's answer (see `forward.rs`).
+    waiting: Arc<Waiting>,
+    /// `--heartbeat-ms`: the lease's time-to-live and the forwarding timeout derive from it.
+    heartbeat: Duration,
 }
 
 /// What an operation read of one channel (absent channels are read as `None`).
@@ -176,6 +186,10 @@ struct Txn {
     lobbies: HashMap<ChannelId, Option<(String, Lobby)>>,
     /// Writes besides the channels' own (index entries of the caller).
     extra: Plan,
+    /// The lease this write is made under (an owner's batch): the channel and its token.
+    fence: Option<(ChannelId, String)>,
+    /// Sockets the attempt adds that live on other nodes (forwarded joins), by node.
+    homes: HashMap<SocketId, NodeId>,
 }
 
 /// The script's input, built up write by write.
@@ -256,14 +270,18 @@ impl ClusterRegistry {
         limits: RegistryLimits,
         node: NodeId,
         health: Arc<Health>,
+        heartbeat: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client,
                 keys,
                 limits,
+                owners: std::sync::Mutex::new(Owners::new(node.clone(), lease_ttl(heartbeat))),
                 node,
                 health,
+                waiting: Arc::default(),
+                heartbeat,
                 queues: std::sync::Mutex::default(),
                 batches: Batches::default(),
                 fetches: std::sync::Mutex::default(),
@@ -273,13 +291,20 @@ impl ClusterRegistry {
         }
     }
 
-    /// Follows the change feed on its own connection for as long as the connection lives,
-    /// keeping the replica current.
+    /// Follows the change feed and this node's inbox (forwarded operations and their
+    /// replies) on their own connection for as long as the connection lives.
     pub fn follow_feed(&self, subscriber: fred::clients::SubscriberClient) {
         drop(tokio::spawn(replica::follow(
-            subscriber,
+            subscriber.clone(),
             self.keys().feed(),
             self.inner.replica.clone(),
+        )));
+        let this = self.clone();
+        drop(tokio::spawn(forward::listen(
+            subscriber,
+            self.keys().inbox(&self.inner.node),
+            self.inner.waiting.clone(),
+            move |request| this.serve(request),
         )));
     }
 
@@ -298,14 +323,24 @@ impl ClusterRegistry {
         queue.lock_owned().await
     }
 
-    /// Runs `rule` on channel `id` in this node's next batch for it (see `batch.rs`): with
-    /// every operation queued meanwhile, one load and one write for all of them.
-    async fn batched<T, F>(&self, id: &ChannelId, rule: F) -> Result<T, ChannelError>
-    where
-        T: batch::Settle + Send + 'static,
-        F: FnMut(&mut State, Moment) -> Result<T, ChannelError> + Send + 'static,
-    {
-        let (op, outcome) = batch::pending(rule);
+    /// Runs `op` on channel `id` in this node's next batch for it (see `batch.rs`): with
+    /// every operation queued meanwhile, one load and one write for all of them. Only the
+    /// channel's owner, or any node for a channel that does not exist, calls this (see
+    /// `routing.rs`).
+    /// `from`: the node that forwarded it, if another.
+    async fn run_here(
+        &self,
+        id: &ChannelId,
+        op: ChannelOp,
+        from: Option<NodeId>,
+    ) -> Result<Done, ChannelError> {
+        let grace = self.inner.limits.resume_grace;
+        let channel = id.clone();
+        let home = from.map(|node| (op.socket().clone(), node));
+        let (op, outcome) = batch::pending(
+            move |state: &mut State, now| op.apply(state, &channel, grace, now),
+            home,
+        );
         if self.inner.batches.push(id, op) {
             let this = self.clone();
             let id = id.clone();
@@ -338,6 +373,13 @@ impl ClusterRegistry {
             tracing::debug!(channel = %id, ops = ops.len(), audience, "batch");
             let stored = retrying!(self, {
                 let mut txn = self.begin(std::slice::from_ref(id)).await?;
+                // The owner's write carries its lease: refused once another node took it.
+                txn.fence = self.fence(id).map(|token| (id.clone(), token));
+                txn.homes = ops
+                    .iter()
+                    .filter_map(|op| op.home())
+                    .map(|(sid, node)| (sid.clone(), node.clone()))
+                    .collect();
                 let now = Moment::now();
                 for op in &mut ops {
                     op.run(&mut txn.state, now);
@@ -578,6 +620,8 @@ impl ClusterRegistry {
             read,
             lobbies,
             extra,
+            fence,
+            homes,
         } = txn;
         self.plan_lobbies(&mut plan, &state, &lobbies);
         // Documents written (in the order of their `putv`s), remembered with the versions the
@@ -604,9 +648,14 @@ impl ClusterRegistry {
                     removed.push(id);
                 }
                 (before, Some(channel)) => {
-                    if let Some(raw) =
-                        self.plan_update(&mut plan, &id, before.as_ref(), channel, &waiters)?
-                    {
+                    if let Some(raw) = self.plan_update(
+                        &mut plan,
+                        &id,
+                        before.as_ref(),
+                        channel,
+                        &waiters,
+                        &homes,
+                    )? {
                         written.push((id, raw));
                     }
                 }
@@ -616,11 +665,17 @@ impl ClusterRegistry {
         if plan.writes.is_empty() {
             return Ok(Some(()));
         }
+        let lease = fence
+            .as_ref()
+            .map(|(id, token)| json!({"k": plan.key(keys.owner(id)), "t": token}));
         let mut spec = json!({
             "checks": plan.checks,
             "writes": plan.writes,
             "feed": keys.feed(),
         });
+        if let Some(lease) = lease {
+            spec["lease"] = lease;
+        }
         if let Some(cap) = plan.cap {
             spec["cap"] = cap;
         }
@@ -665,6 +720,15 @@ impl ClusterRegistry {
                 self.inner.limits.max_channels_per_addr,
             )),
             -3 => Err(ChannelError::WaitingRoomFull),
+            -4 => {
+                // Another node took the lease: this node stops acting as the owner, and the
+                // batch is tried again as any node's write (its callers wait no longer).
+                if let Some((id, _)) = &fence {
+                    tracing::info!(channel = %id, "lost a channel's lease while writing it");
+                    self.lost_lease(id);
+                }
+                Ok(None)
+            }
             _ => {
                 tracing::error!(?answer, "unexpected answer from the commit script");
                 Err(ChannelError::Unavailable)
@@ -734,6 +798,8 @@ impl ClusterRegistry {
         let keys = self.keys();
         plan.write("delv", keys.channel(id), json!({"id": id.as_str()}));
         plan.write("del", keys.chat_history(id), json!({}));
+        // Its lease goes with it: a channel created again under this id starts a new one.
+        plan.write("del", keys.owner(id), json!({}));
         plan.write("zrem", keys.channel_index(), json!({"m": id.as_str()}));
         plan.write("zrem", keys.waits(), json!({"m": id.as_str()}));
         if let Some(broadcaster) = &before.broadcaster {
@@ -758,6 +824,7 @@ impl ClusterRegistry {
         before: Option<&Read>,
         channel: &Channel,
         waiters: &HashSet<&SocketId>,
+        homes: &HashMap<SocketId, NodeId>,
     ) -> Result<Option<Arc<str>>, ChannelError> {
         let keys = self.keys();
         let doc = serde_json::to_string(channel).map_err(|e| {
@@ -808,10 +875,13 @@ impl ClusterRegistry {
         let old = before.map_or(&empty, |b| &b.viewers);
         for viewer in channel.viewers.keys().filter(|v| !old.contains(*v)) {
             plan.write("sadd", keys.watching(viewer), json!({"m": id.as_str()}));
-            // Only the caller ever joins, and the caller is this node's; or a waiter a new
-            // channel took in, which its own node listed when it began to wait.
+            // Only the caller ever joins: this node's, or another's that forwarded its join
+            // here; or a waiter a new channel took in, which its own node listed when it began
+            // to wait.
             if !waiters.contains(viewer) {
-                plan.write("sadd", mine.clone(), json!({"m": viewer.as_str()}));
+                let home = homes.get(viewer).map(|node| keys.node_sockets(node));
+                let list = home.unwrap_or_else(|| mine.clone());
+                plan.write("sadd", list, json!({"m": viewer.as_str()}));
             }
         }
         for viewer in old.iter().filter(|v| !channel.viewers.contains_key(*v)) {
@@ -846,11 +916,11 @@ impl ClusterRegistry {
         request: BroadcastRequest<'_>,
     ) -> Result<BroadcastStarted, ChannelError> {
         let addr = request.addr;
-        let _turn = match channel_id {
+        let turn = match channel_id {
             Some(id) => Some(self.turn(&ChannelId::from(id)).await),
             None => None,
         };
-        retrying!(self, {
+        let started = retrying!(self, {
             let id = channel_id.map_or_else(random_channel_id, ChannelId::from);
             let mut txn = self.begin(std::slice::from_ref(&id)).await?;
             if channel_id.is_none() && txn.state.channels.contains_key(&id) {
@@ -882,7 +952,15 @@ impl ClusterRegistry {
             )?;
             Ok(self.commit(txn).await?.map(|()| started))
         })
-        .inspect(|started| self.inner.replica.joined(sid, &started.channel_id, true))
+        .inspect(|started| self.inner.replica.joined(sid, &started.channel_id, true))?;
+        drop(turn);
+        // The broadcaster's node owns its channel, unless a live node already does (one that
+        // held it across a resume on another node). Best effort: without the lease now, the
+        // first operation that needs an owner takes it.
+        if let Err(e) = self.route(&started.channel_id).await {
+            tracing::debug!(channel = %started.channel_id, "could not take a new channel's lease: {e}");
+        }
+        Ok(started)
     }
 
     /// How the channels of the whole deployment stand (loads every channel: for `/metrics`).
@@ -940,13 +1018,14 @@ impl ClusterRegistry {
         request: ViewerRequest<'_>,
     ) -> Result<ViewerJoined, ChannelError> {
         let id = ChannelId::from(channel_id);
-        let request = OwnedViewerRequest::from(request);
-        let (viewer, channel) = (sid.clone(), channel_id.to_owned());
-        self.batched(&id, move |state, now| {
-            state.join_as_viewer(&viewer, &channel, request.as_request(), now)
-        })
-        .await
-        .inspect(|_| self.inner.replica.joined(sid, &id, false))
+        let op = ChannelOp::Join {
+            sid: sid.clone(),
+            request: OwnedViewerRequest::from(request),
+        };
+        self.on_owner(&id, op)
+            .await
+            .and_then(Done::joined)
+            .inspect(|_| self.inner.replica.joined(sid, &id, false))
     }
 
     /// A viewer's report about its place in the relay tree, in its channel's batch.
@@ -957,11 +1036,11 @@ impl ClusterRegistry {
         op: TreeOp,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
         let id = ChannelId::from(channel_id);
-        let (viewer, channel) = (sid.clone(), channel_id.to_owned());
-        self.batched(&id, move |state, now| {
-            state.tree_op(&viewer, &channel, op.clone(), now)
-        })
-        .await
+        let op = ChannelOp::Tree {
+            sid: sid.clone(),
+            report: op,
+        };
+        self.on_owner(&id, op).await.and_then(Done::tree)
     }
 
     /// Every node runs this; the compare-and-set lets exactly one of them act on each wait.
@@ -1395,15 +1474,8 @@ impl ClusterRegistry {
             return None;
         }
         let id = membership.watching.iter().next()?.clone();
-        let grace = self.inner.limits.resume_grace;
-        let (viewer, only) = (sid.clone(), membership.clone());
-        let departure = self
-            .batched(&id, move |state, now| {
-                state.sockets.insert(viewer.clone(), only.clone());
-                Ok(state.disconnect(&viewer, grace, now))
-            })
-            .await
-            .ok()?;
+        let op = ChannelOp::Leave { sid: sid.clone() };
+        let departure = self.on_owner(&id, op).await.and_then(Done::left).ok()?;
         // Its membership went with the batch; the node's list of its sockets is only for the
         // reaper, which finds nothing left to do should this node die before this.
         if let Err(e) = self

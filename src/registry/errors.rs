@@ -8,12 +8,13 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use thiserror::Error;
 
 use super::ids::ChannelId;
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+/// Serialized only between the nodes of one deployment (a forwarded operation's outcome).
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum ChannelError {
     #[error("Channel {0} already has a broadcaster")]
     AlreadyHasBroadcaster(ChannelId),
@@ -79,7 +80,7 @@ pub enum ChannelError {
 }
 
 /// What a caller that is not a viewer of a channel tried to do there (only the wording differs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ViewerAction {
     /// `set_alias`, `relay_ready`, `upstream_failed`, `upstream_stalled`, `relay_capacity`.
     Other,

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::clock::Moment;
 use super::errors::ChannelError;
 use super::ids::{ChannelId, SocketId};
@@ -12,7 +14,7 @@ use super::moderation::{ChatSettings, ClientIdentity};
 use super::tree_events::TreeEvent;
 
 /// Result of a successful `join_as_viewer`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ViewerJoined {
     pub broadcaster: SocketId,
     pub viewer_count: usize,
@@ -52,7 +54,7 @@ pub(crate) struct ViewerRequest<'a> {
 
 /// A [`ViewerRequest`] that owns its strings: what a join carries when another task runs it
 /// (cluster mode runs a node's joins to one channel together, see `cluster/batch.rs`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct OwnedViewerRequest {
     relay: bool,
     password: Option<String>,
@@ -100,14 +102,14 @@ impl OwnedViewerRequest {
 }
 
 /// A channel held for its broadcaster, whose connection dropped: its viewers are told.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldChannel {
     pub channel_id: ChannelId,
     pub viewers: Vec<SocketId>,
 }
 
 /// A viewer left a channel; its broadcaster may want the new count, and the tree healed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ViewerLeft {
     pub channel_id: ChannelId,
     pub broadcaster: SocketId,
@@ -116,7 +118,7 @@ pub struct ViewerLeft {
 }
 
 /// Everything a disconnect changed.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Departure {
     pub closed: Vec<ClosedChannel>,
     pub held: Vec<HeldChannel>,

@@ -164,7 +164,7 @@ impl Channel {
 }
 
 /// A channel whose broadcaster is gone or whose idle time ran out, and who was in it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClosedChannel {
     pub channel_id: ChannelId,
     pub broadcaster: SocketId,

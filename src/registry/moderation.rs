@@ -143,7 +143,7 @@ fn add_mark(marks: &mut HashSet<String>, mark: String) -> bool {
 }
 
 /// The chat settings a broadcaster sets (`chat_settings`), as everybody is told them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatSettings {
     pub slow_mode: u32,
     pub chat_enabled: bool,

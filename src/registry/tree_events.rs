@@ -1,6 +1,8 @@
 //! A channel's relay tree ([`super::tree`]) seen from the registry: viewers' reports about their
 //! place in it, and the tree's notices turned into events addressed to sockets.
 
+use serde::{Deserialize, Serialize};
+
 use super::clock::Moment;
 use super::errors::{ChannelError, ViewerAction};
 use super::ids::{ChannelId, SocketId};
@@ -8,7 +10,7 @@ use super::model::{Channel, State};
 use super::tree::{Feeder, Notice};
 
 /// A relay-tree event for one socket: `upstream` or `downstream_left`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TreeEvent {
     /// Tell `to` to negotiate with `peer`, its feeder at `depth`; `seq` orders the moves of
     /// one viewer (see [`Notice::Upstream`]).
@@ -38,7 +40,7 @@ pub enum TreeEvent {
 
 /// A viewer's report about its place in the relay tree: `relay_ready`, `upstream_failed`,
 /// `upstream_stalled` and `relay_capacity`, one name from the event to the rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum TreeOp {
     Ready,
     /// `upstream_failed`: no media from its feeder. `about`: the feeder the page means (see

@@ -1,0 +1,219 @@
+//! Where an operation on one channel runs: on this node when it owns the channel (or nobody
+//! does), else forwarded to its owner (`lease.rs`, `forward.rs`); and the leases' upkeep with
+//! the node's heartbeat.
+
+use std::time::Instant;
+
+use fred::prelude::{LuaInterface, PubsubInterface};
+
+use super::super::forward::{self, Answer, ChannelOp, Done, Message, Request};
+use super::super::lease::{Lease, RELEASE, RENEW, Route, TAKE};
+use super::super::{NodeId, lock};
+use super::ClusterRegistry;
+use crate::registry::errors::ChannelError;
+use crate::registry::ids::ChannelId;
+
+/// How many times an operation looks for its channel's owner before it gives up: a lease
+/// changes hands at most a couple of times in a moment (a hand-off, a death).
+const ROUTE_ATTEMPTS: usize = 3;
+
+impl ClusterRegistry {
+    /// Runs `op` on its channel's owner: here, or forwarded. A refusal the cluster causes (an
+    /// owner that cannot be reached) is `Unavailable`, never the client's fault.
+    pub(super) async fn on_owner(
+        &self,
+        id: &ChannelId,
+        op: ChannelOp,
+    ) -> Result<Done, ChannelError> {
+        let mut last_remote: Option<NodeId> = None;
+        for _ in 0..ROUTE_ATTEMPTS {
+            match self.route(id).await? {
+                Route::Here => return self.run_here(id, op, None).await,
+                Route::There(owner) => {
+                    if last_remote.as_ref() == Some(&owner) {
+                        // It did not answer, and Redis still names it (alive by its heartbeat).
+                        break;
+                    }
+                    match self.forward(&owner, id, &op).await {
+                        Some(Answer::Done(outcome)) => return outcome,
+                        Some(Answer::NotOwner) => {}
+                        None => last_remote = Some(owner),
+                    }
+                    lock(&self.inner.owners).forget_remote(id);
+                }
+            }
+        }
+        tracing::warn!(channel = %id, "could not reach the channel's owner");
+        Err(ChannelError::Unavailable)
+    }
+
+    /// Where an operation on `id` runs: from what this node knows, else by taking the lease
+    /// (which answers the live holder's instead, if there is one).
+    pub(super) async fn route(&self, id: &ChannelId) -> Result<Route, ChannelError> {
+        let sent = Instant::now();
+        if let Some(route) = lock(&self.inner.owners).route(id, sent) {
+            return Ok(route);
+        }
+        let keys = self.keys();
+        let ttl = super::super::lease::lease_ttl(self.inner.heartbeat);
+        let token: Option<String> = self
+            .inner
+            .client
+            .eval(
+                TAKE,
+                vec![keys.owner(id), keys.channel(id)],
+                vec![
+                    self.inner.node.to_string(),
+                    ttl.as_millis().to_string(),
+                    keys.heartbeat_prefix(),
+                ],
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let lease = token.as_deref().and_then(Lease::parse);
+        if token.is_some() && lease.is_none() {
+            tracing::error!(channel = %id, ?token, "unreadable channel lease");
+            return Err(ChannelError::Unavailable);
+        }
+        Ok(lock(&self.inner.owners).record(id, lease, sent))
+    }
+
+    /// The token of the lease this node may write `id` under now, if it holds one.
+    pub(super) fn fence(&self, id: &ChannelId) -> Option<String> {
+        lock(&self.inner.owners).fence(id, Instant::now())
+    }
+
+    /// Stops acting as `id`'s owner (the commit script found another holder).
+    pub(super) fn lost_lease(&self, id: &ChannelId) {
+        lock(&self.inner.owners).lost(id);
+    }
+
+    /// Sends `op` to `owner` and waits for its answer; `None` when none came in time.
+    async fn forward(&self, owner: &NodeId, id: &ChannelId, op: &ChannelOp) -> Option<Answer> {
+        let waiting = &self.inner.waiting;
+        let (request_id, reply) = waiting.open();
+        let message = Message::Request(Request {
+            id: request_id,
+            from: self.inner.node.to_string(),
+            channel: id.clone(),
+            op: op.clone(),
+        });
+        let text = match serde_json::to_string(&message) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!("cannot encode a forwarded operation: {e}");
+                waiting.close(request_id);
+                return None;
+            }
+        };
+        let sent: Result<(), _> = self
+            .inner
+            .client
+            .publish(self.keys().inbox(owner), text)
+            .await;
+        if let Err(e) = sent {
+            waiting.close(request_id);
+            self.unavailable(e);
+            return None;
+        }
+        let limit = forward::timeout(self.inner.heartbeat);
+        match tokio::time::timeout(limit, reply).await {
+            Ok(Ok(answer)) => Some(answer),
+            _ => {
+                waiting.close(request_id);
+                tracing::warn!(channel = %id, owner = %owner, "the channel's owner did not answer a forwarded operation in time");
+                None
+            }
+        }
+    }
+
+    /// Runs an operation another node forwarded, if this node owns its channel (asking Redis
+    /// when its own knowledge ran out), and publishes the answer.
+    pub(super) fn serve(&self, request: Request) {
+        let this = self.clone();
+        drop(tokio::spawn(async move {
+            let Request {
+                id,
+                from,
+                channel,
+                op,
+            } = request;
+            let answer = match this.route(&channel).await {
+                Ok(Route::Here) => {
+                    let from = NodeId::parse(&from);
+                    let from = (from != this.inner.node).then_some(from);
+                    Answer::Done(this.run_here(&channel, op, from).await)
+                }
+                Ok(Route::There(_)) => Answer::NotOwner,
+                Err(e) => Answer::Done(Err(e)),
+            };
+            let reply = Message::Reply { id, answer };
+            let text = match serde_json::to_string(&reply) {
+                Ok(text) => text,
+                Err(e) => {
+                    tracing::error!("cannot encode a forwarded operation's answer: {e}");
+                    return;
+                }
+            };
+            let to = this.keys().inbox(&NodeId::parse(&from));
+            if let Err(e) = this.inner.client.publish::<(), _, _>(to, text).await {
+                tracing::warn!("could not answer a forwarded operation: {e}");
+            }
+        }));
+    }
+
+    /// Renews every lease this node holds (with each heartbeat); leases of channels that are
+    /// gone are released, and lost ones forgotten.
+    pub async fn renew_leases(&self) {
+        let held = lock(&self.inner.owners).held();
+        if held.is_empty() {
+            return;
+        }
+        let sent = Instant::now();
+        let ttl = super::super::lease::lease_ttl(self.inner.heartbeat);
+        let keys = self.keys();
+        let mut lua_keys = Vec::with_capacity(held.len() * 2);
+        let mut args = Vec::with_capacity(held.len() + 1);
+        args.push(ttl.as_millis().to_string());
+        for (id, token) in &held {
+            lua_keys.push(keys.owner(id));
+            lua_keys.push(keys.channel(id));
+            args.push(token.clone());
+        }
+        let answer: Result<Vec<i64>, _> = self.inner.client.eval(RENEW, lua_keys, args).await;
+        match answer {
+            Ok(kept) => {
+                let answers: Vec<_> = held
+                    .into_iter()
+                    .zip(kept)
+                    .map(|((id, token), k)| (id, token, k == 1))
+                    .collect();
+                lock(&self.inner.owners).renewed(&answers, sent);
+            }
+            // Not renewed: the leases run out on their own time, and this node stops acting on
+            // them when they do.
+            Err(e) => tracing::warn!("could not renew channel leases: {e}"),
+        }
+    }
+
+    /// Gives up every lease this node holds (at sign-off): the next operation on each
+    /// channel, on any node, takes it.
+    pub async fn release_leases(&self) {
+        let held = {
+            let mut owners = lock(&self.inner.owners);
+            let held = owners.held();
+            owners.clear();
+            held
+        };
+        if held.is_empty() {
+            return;
+        }
+        let keys = self.keys();
+        let (ids, tokens): (Vec<_>, Vec<_>) = held.into_iter().unzip();
+        let lua_keys: Vec<String> = ids.iter().map(|id| keys.owner(id)).collect();
+        let released: Result<i64, _> = self.inner.client.eval(RELEASE, lua_keys, tokens).await;
+        if let Err(e) = released {
+            tracing::warn!("could not release channel leases (they run out by themselves): {e}");
+        }
+    }
+}
