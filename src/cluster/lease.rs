@@ -24,56 +24,12 @@ use std::time::{Duration, Instant};
 use super::NodeId;
 use crate::registry::ids::ChannelId;
 
-/// Takes the lease unless a live node holds it. KEYS: the lease, the channel's document.
-/// ARGV: this node, the time-to-live (ms), the heartbeat keys' prefix. Returns the token now
-/// held (this node's or the live holder's), or nothing when the channel does not exist.
-pub(super) const TAKE: &str = r"
-local held = redis.call('GET', KEYS[1])
-if held then
-  local holder = string.match(held, '^(%S+) ')
-  if holder == ARGV[1] or (holder and redis.call('EXISTS', ARGV[3] .. holder) == 1) then
-    return held
-  end
-end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  if held then redis.call('DEL', KEYS[1]) end
-  return false
-end
-local epoch = redis.call('HINCRBY', KEYS[2], 'e', 1)
-local token = ARGV[1] .. ' ' .. epoch
-redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-return token
-";
-
-/// Renews leases this node holds. KEYS: pairs of (lease, channel document). ARGV: the
-/// time-to-live (ms), then one token per pair. A lease whose channel is gone is released.
-/// Returns 1 for each lease still held, 0 for each lost or released.
-pub(super) const RENEW: &str = r"
-local out = {}
-for i = 1, #KEYS, 2 do
-  local token = ARGV[(i + 1) / 2 + 1]
-  if redis.call('GET', KEYS[i]) == token then
-    if redis.call('EXISTS', KEYS[i + 1]) == 1 then
-      redis.call('PEXPIRE', KEYS[i], ARGV[1])
-      out[#out + 1] = 1
-    else
-      redis.call('DEL', KEYS[i])
-      out[#out + 1] = 0
-    end
-  else
-    out[#out + 1] = 0
-  end
-end
-return out
-";
-
-/// Releases leases this node holds (at sign-off). KEYS: leases. ARGV: one token per lease.
-pub(super) const RELEASE: &str = r"
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i] then redis.call('DEL', KEYS[i]) end
-end
-return 1
-";
+/// Takes the lease unless a live node holds it (the script says how).
+pub(super) const TAKE: &str = include_str!("lease_take.lua");
+/// Renews the leases this node holds, releasing those whose channel is gone.
+pub(super) const RENEW: &str = include_str!("lease_renew.lua");
+/// Releases the leases this node holds (at sign-off).
+pub(super) const RELEASE: &str = include_str!("lease_release.lua");
 
 /// The lease's time-to-live for a heartbeat interval H: 3H/2, like the node's heartbeat key, so
 /// that a dead owner's lease runs out when its node is taken for dead.

@@ -10,6 +10,7 @@ mod hostile_suite;
 mod http;
 mod invites;
 mod layout;
+mod lease;
 mod metrics;
 mod moderation;
 mod options_doc;
