@@ -16,7 +16,9 @@
 -- Channel documents are written with `putv` and deleted with `delv`: each gets a version that
 -- only grows (Redis's clock in microseconds, or one more than the version it replaces, so a
 -- channel created again after a deletion is newer too), and every one is announced on the
--- change feed as "<channel> <version>" lines, in this same atomic step (see replica.rs).
+-- change feed as "<channel> <version>" lines, in this same atomic step (see replica.rs). A
+-- `putv` may carry `p`, the channel's password hash (empty: public), kept in field `p` beside
+-- the document so that a joining viewer's node reads it alone.
 local spec = cjson.decode(ARGV[1])
 -- An owner's write (see lease.rs): refused unless its lease still holds exactly this token.
 if spec.lease then
@@ -59,6 +61,7 @@ for _, w in ipairs(spec.writes) do
   if w.op == 'putv' then
     local v = next_version(key)
     redis.call('HSET', key, 'v', string.format('%.0f', v), 'd', ARGV[w.a])
+    if w.p then redis.call('HSET', key, 'p', w.p) end
     versions[#versions + 1] = v
     announced[#announced + 1] = w.id .. ' ' .. string.format('%.0f', v)
   elseif w.op == 'delv' then

@@ -26,6 +26,7 @@ use fred::clients::SubscriberClient;
 use fred::interfaces::{EventInterface, PubsubInterface};
 
 use super::lock;
+use crate::registry::clock::Moment;
 use crate::registry::ids::{ChannelId, SocketId};
 use crate::registry::model::Channel;
 
@@ -79,6 +80,10 @@ pub(super) struct Replica {
     /// Viewers per channel, as last read or written: the bound of a broadcaster's event queue
     /// (see `signaling/mailbox.rs`), which must not shrink when a kept document goes.
     audiences: mini_moka::sync::Cache<ChannelId, usize>,
+    /// The latest activity seen per channel in a document read or written, which only grows:
+    /// proof that an offer need not write it again, kept when a newer version drops the
+    /// document (see `ClusterRegistry::authorize_from_index`).
+    activity: mini_moka::sync::Cache<ChannelId, Moment>,
     /// The channels each socket of this node joined, as broadcaster or viewer: where a relay
     /// of its looks first. Entries are hints: a channel it has left since fails the check in
     /// the document and falls through to Redis.
@@ -96,6 +101,10 @@ impl Default for Replica {
             announced: std::sync::Mutex::default(),
             generation: AtomicU64::new(0),
             audiences: mini_moka::sync::Cache::builder()
+                .max_capacity(KEPT_CHANNELS)
+                .time_to_idle(KEPT_IDLE)
+                .build(),
+            activity: mini_moka::sync::Cache::builder()
                 .max_capacity(KEPT_CHANNELS)
                 .time_to_idle(KEPT_IDLE)
                 .build(),
@@ -143,6 +152,13 @@ impl Replica {
         generation: u64,
     ) -> Arc<Kept> {
         self.audiences.insert(id.clone(), channel.viewers.len());
+        if self
+            .activity
+            .get(id)
+            .is_none_or(|seen| seen < channel.last_activity)
+        {
+            self.activity.insert(id.clone(), channel.last_activity);
+        }
         let kept = Arc::new(Kept {
             version,
             raw,
@@ -159,6 +175,11 @@ impl Replica {
         }
         self.kept.insert(id.clone(), kept.clone());
         kept
+    }
+
+    /// The latest activity of `id` this node saw stored, if it saw any lately.
+    pub(super) fn last_activity(&self, id: &ChannelId) -> Option<Moment> {
+        self.activity.get(id)
     }
 
     /// How many viewers `id` had when this node last read or wrote it (0: unknown).

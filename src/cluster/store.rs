@@ -836,7 +836,14 @@ impl ClusterRegistry {
             written = Some(Arc::from(doc.as_str()));
             plan.docs.push(doc);
             let a = plan.docs.len() + 1;
-            plan.write("putv", keys.channel(id), json!({"id": id.as_str(), "a": a}));
+            // Its password hash (empty: public) beside the document, for a joining viewer's
+            // node to verify a password without reading the whole channel.
+            let password = channel.password.as_deref().unwrap_or("");
+            plan.write(
+                "putv",
+                keys.channel(id),
+                json!({"id": id.as_str(), "a": a, "p": password}),
+            );
         }
         let mine = keys.node_sockets(&self.inner.node);
         if before.is_none() {
@@ -990,9 +997,24 @@ impl ClusterRegistry {
         })
     }
 
+    /// Reads the hash kept beside the document (one small read: every viewer's join asks,
+    /// and a crowd's would otherwise read the whole channel each); a document written by an
+    /// earlier release has none, and is read instead.
     pub async fn password_of(&self, channel_id: &str) -> Result<Option<String>, ChannelError> {
-        let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
-        Ok(txn.state.password_of(channel_id))
+        let id = ChannelId::from(channel_id);
+        let stored: Option<String> = self
+            .inner
+            .client
+            .hget(self.keys().channel(&id), "p")
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        match stored {
+            Some(hash) => Ok(Some(hash).filter(|h| !h.is_empty())),
+            None => Ok(self
+                .fetch(&id)
+                .await?
+                .and_then(|kept| kept.channel.password.clone())),
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<ChannelSummary>, ChannelError> {
@@ -1089,6 +1111,9 @@ impl ClusterRegistry {
         if let Some(target) = self.authorize_from_replica(sender, target, activity) {
             return Ok(target);
         }
+        if let Some(found) = self.authorize_from_index(sender, target, activity).await? {
+            return Ok(found);
+        }
         if let Some(found) = self.authorize_from_stored(sender, target, activity).await? {
             return Ok(found);
         }
@@ -1110,6 +1135,46 @@ impl ClusterRegistry {
             txn.state.authorize_relay(sender, target, activity, now)?;
             Ok(self.commit(txn).await?.map(|()| found))
         })
+    }
+
+    /// A relay between a broadcaster and one of its viewers, either way, authorized from the
+    /// socket indexes alone: a channel both in the broadcaster's `sock:<sid>:b` (which holds a
+    /// channel only while its broadcaster is connected) and in the viewer's `sock:<sid>:w`.
+    /// The commit script writes those with the documents, so this is as current as the
+    /// document, in one round trip whatever the channel's size (during a crowd's arrival the
+    /// document changes with every batch, and reading it again for each viewer's offer was
+    /// most of a node's work). `None`: not such peers (the tree's links need the document), or
+    /// an offer or answer whose channel's activity may be due to move on.
+    async fn authorize_from_index(
+        &self,
+        sender: &SocketId,
+        target: &str,
+        activity: Activity,
+    ) -> Result<Option<SocketId>, ChannelError> {
+        let named = SocketId::named_by_client(target);
+        let keys = self.keys();
+        let client = &self.inner.client;
+        let (sender_broadcasts, sender_watches): (Vec<String>, Vec<String>) = tokio::try_join!(
+            client.sinter(vec![keys.broadcasting(sender), keys.watching(&named)]),
+            client.sinter(vec![keys.watching(sender), keys.broadcasting(&named)]),
+        )
+        .map_err(|e| self.unavailable(e))?;
+        let Some(shared) = sender_broadcasts.first().or(sender_watches.first()) else {
+            return Ok(None);
+        };
+        if activity == Activity::Refresh {
+            // Activity only grows: any stored version that showed it recent enough is proof
+            // that it is; without one, the authoritative path decides and writes it.
+            let recent = self
+                .inner
+                .replica
+                .last_activity(&ChannelId::from(shared.as_str()))
+                .is_some_and(|seen| Moment::now().duration_since(seen) < self.activity_step());
+            if !recent {
+                return Ok(None);
+            }
+        }
+        Ok(Some(SocketId::from_stored(target)))
     }
 
     /// A relay authorized from what Redis holds now (the sender's memberships, each channel at

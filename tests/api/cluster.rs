@@ -1101,3 +1101,91 @@ async fn after_a_crowd_joins_across_nodes_each_count_is_a_whole_batchs() {
     viewers.push(b);
     cluster.teardown(viewers).await;
 }
+
+/// The next event of `client` within `limit` (a password hashed or checked is slow on purpose),
+/// which must be `event`; its one argument.
+async fn after_slow(client: &mut Client, event: &str, limit: Duration) -> Value {
+    let (name, mut args) = tokio::time::timeout(limit, client.next_event())
+        .await
+        .unwrap_or_else(|_| panic!("{event} within {limit:?}"))
+        .expect("connection open");
+    assert_eq!(name, event, "expected {event}, got {name} {args:?}");
+    args.remove(0)
+}
+
+/// A private channel admits viewers on another node by its password, which that node reads
+/// beside the channel's document (field `p`), not from the document; a document without it
+/// (written by an earlier release) is read instead, with the same answers.
+#[tokio::test]
+async fn a_private_channel_admits_its_password_on_every_node() {
+    const WRONG: &str = "Invalid data: password is missing or wrong for this channel";
+    let slow = Duration::from_secs(30);
+    let cluster = Cluster::start(2, &FEW_LIMITS).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut bc = a.client().await;
+    bc.emit(
+        "join_as_broadcaster",
+        json!({"channel_id": "vault", "password": "open sesame"}),
+    );
+    after_slow(&mut bc, "broadcaster_ready", slow).await;
+    let key = format!("{}:ch:vault", cluster.prefix);
+    let stored = crate::helpers::redis_cli(cluster.redis_port, &["HGET", &key, "p"])
+        .await
+        .expect("redis-cli");
+    assert!(
+        stored.trim().starts_with("$argon2"),
+        "the hash beside the document: {stored:?}"
+    );
+
+    let mut clients = Vec::new();
+    for legacy in [false, true] {
+        if legacy {
+            crate::helpers::redis_cli(cluster.redis_port, &["HDEL", &key, "p"])
+                .await
+                .expect("redis-cli");
+        }
+        let mut without = b.client().await;
+        without.emit("join_as_viewer", json!({"channel_id": "vault"}));
+        without.expect_error(WRONG).await;
+        let mut wrong = b.client().await;
+        wrong.emit(
+            "join_as_viewer",
+            json!({"channel_id": "vault", "password": "open sesame!"}),
+        );
+        assert_eq!(
+            after_slow(&mut wrong, "error", slow).await,
+            json!({"message": WRONG})
+        );
+        let mut right = b.client().await;
+        right.emit(
+            "join_as_viewer",
+            json!({"channel_id": "vault", "password": "open sesame"}),
+        );
+        assert_eq!(
+            after_slow(&mut right, "broadcaster_available", slow).await,
+            json!({"broadcaster_id": bc.sid, "channel_id": "vault"}),
+            "legacy document: {legacy}"
+        );
+        let count = if legacy { 2 } else { 1 };
+        assert_eq!(
+            bc.expect("viewer_count").await,
+            json!({"channel_id": "vault", "count": count})
+        );
+        clients.extend([without, wrong, right]);
+    }
+    // A public channel's field is empty: no password asked.
+    let mut open = a.client().await;
+    open.emit("join_as_broadcaster", json!({"channel_id": "lobby"}));
+    open.expect("broadcaster_ready").await;
+    let public = crate::helpers::redis_cli(
+        cluster.redis_port,
+        &["HGET", &format!("{}:ch:lobby", cluster.prefix), "p"],
+    )
+    .await
+    .expect("redis-cli");
+    assert_eq!(public.trim(), "", "public: an empty hash");
+    let guest = join_viewer(b, &mut open, "lobby", 1).await;
+    bc.assert_silent().await;
+    clients.extend([bc, open, guest]);
+    cluster.teardown(clients).await;
+}
