@@ -128,7 +128,7 @@ impl ClusterRegistry {
     }
 
     /// Runs an operation another node forwarded, if this node owns its channel (asking Redis
-    /// when its own knowledge ran out), and publishes the answer.
+    /// unless it holds the lease), and publishes the answer.
     pub(super) fn serve(&self, request: Request) {
         let this = self.clone();
         drop(tokio::spawn(async move {
@@ -138,6 +138,11 @@ impl ClusterRegistry {
                 channel,
                 op,
             } = request;
+            // The sender found this node named as the owner (in Redis, or recently enough): an
+            // owner this node remembers seeing elsewhere is no reason to refuse. Answering
+            // `NotOwner` from that memory while Redis names this node would send the sender
+            // back here until it gives up.
+            lock(&this.inner.owners).forget_remote(&channel);
             let answer = match this.route(&channel).await {
                 Ok(Route::Here) => {
                     let from = NodeId::parse(&from);
