@@ -3,8 +3,9 @@
 //!
 //! Each node listens on `<prefix>:to:<node>`. A request is `{id, from, channel, op}`; its reply
 //! goes to the sender's channel as `{id, answer}`. A sender that hears nothing within the
-//! timeout asks Redis for the owner again (a dead owner's lease is taken over at once), and
-//! answers its client `Server unavailable` only when that fails too: never a strike.
+//! timeout asks Redis for the owner again, for as long as a dead owner's heartbeat could still
+//! live (its lease is taken over once it is gone), and answers its client `Server unavailable`
+//! only when Redis still names the silent owner after that: never a strike.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

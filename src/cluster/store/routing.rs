@@ -25,19 +25,25 @@ impl ClusterRegistry {
         id: &ChannelId,
         op: ChannelOp,
     ) -> Result<Done, ChannelError> {
-        let mut last_remote: Option<NodeId> = None;
+        // The last owner that did not answer, and when its time to answer ran out.
+        let mut silent: Option<(NodeId, Instant)> = None;
         for _ in 0..ROUTE_ATTEMPTS {
-            match self.route(id).await? {
+            let route = match &silent {
+                Some((quiet, since)) => self.route_after_silence(id, quiet, *since).await?,
+                None => self.route(id).await?,
+            };
+            match route {
                 Route::Here => return self.run_here(id, op, None).await,
                 Route::There(owner) => {
-                    if last_remote.as_ref() == Some(&owner) {
-                        // It did not answer, and Redis still names it (alive by its heartbeat).
+                    if silent.as_ref().is_some_and(|(quiet, _)| *quiet == owner) {
+                        // Redis still names it when a dead node's heartbeat would be gone:
+                        // alive, yet not answering.
                         break;
                     }
                     match self.forward(&owner, id, &op).await {
                         Some(Answer::Done(outcome)) => return outcome,
                         Some(Answer::NotOwner) => {}
-                        None => last_remote = Some(owner),
+                        None => silent = Some((owner, Instant::now())),
                     }
                     lock(&self.inner.owners).forget_remote(id);
                 }
@@ -45,6 +51,33 @@ impl ClusterRegistry {
         }
         tracing::warn!(channel = %id, "could not reach the channel's owner");
         Err(ChannelError::Unavailable)
+    }
+
+    /// Where an operation on `id` runs after its owner `silent` did not answer in time (by
+    /// `since`): while Redis still names it, asks again until a lease's time-to-live after
+    /// `since`. A node that died before `since` has no heartbeat left by then (its key lives
+    /// 3H/2 after its last beat), so its lease goes to the next taker; the forwarding timeout
+    /// (H) alone is shorter than that, and an owner killed a moment before would otherwise
+    /// fail every operation forwarded to it meanwhile. Returns the last answer: `silent` still,
+    /// if it is alive.
+    async fn route_after_silence(
+        &self,
+        id: &ChannelId,
+        silent: &NodeId,
+        since: Instant,
+    ) -> Result<Route, ChannelError> {
+        let ttl = super::super::lease::lease_ttl(self.inner.heartbeat);
+        let deadline = since + ttl;
+        let named = Route::There(silent.clone());
+        loop {
+            let route = self.route(id).await?;
+            let now = Instant::now();
+            if route != named || now >= deadline {
+                return Ok(route);
+            }
+            tokio::time::sleep((ttl / 10).min(deadline - now)).await;
+            lock(&self.inner.owners).forget_remote(id);
+        }
     }
 
     /// Where an operation on `id` runs: from what this node knows, else by taking the lease
@@ -128,7 +161,7 @@ impl ClusterRegistry {
     }
 
     /// Runs an operation another node forwarded, if this node owns its channel (asking Redis
-    /// when its own knowledge ran out), and publishes the answer.
+    /// unless it holds the lease), and publishes the answer.
     pub(super) fn serve(&self, request: Request) {
         let this = self.clone();
         drop(tokio::spawn(async move {
@@ -138,6 +171,11 @@ impl ClusterRegistry {
                 channel,
                 op,
             } = request;
+            // The sender found this node named as the owner (in Redis, or recently enough): an
+            // owner this node remembers seeing elsewhere is no reason to refuse. Answering
+            // `NotOwner` from that memory while Redis names this node would send the sender
+            // back here until it gives up.
+            lock(&this.inner.owners).forget_remote(&channel);
             let answer = match this.route(&channel).await {
                 Ok(Route::Here) => {
                     let from = NodeId::parse(&from);
