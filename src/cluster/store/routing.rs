@@ -139,15 +139,25 @@ impl ClusterRegistry {
                 return None;
             }
         };
-        let sent: Result<(), _> = self
+        let sent: Result<i64, _> = self
             .inner
             .client
             .publish(self.keys().inbox(owner), text)
             .await;
-        if let Err(e) = sent {
-            waiting.close(request_id);
-            self.unavailable(e);
-            return None;
+        match sent {
+            Err(e) => {
+                waiting.close(request_id);
+                self.unavailable(e);
+                return None;
+            }
+            // Nobody listens on its inbox: the process is gone (stopped, or killed and its
+            // connections closed with it). Silent at once, not after the timeout.
+            Ok(0) => {
+                waiting.close(request_id);
+                tracing::debug!(channel = %id, owner = %owner, "the channel's owner has no inbox");
+                return None;
+            }
+            Ok(_) => {}
         }
         let limit = forward::timeout(self.inner.heartbeat);
         match tokio::time::timeout(limit, reply).await {
