@@ -214,10 +214,12 @@ impl ClusterRegistry {
     /// gone are released, and lost ones forgotten.
     pub async fn renew_leases(&self) {
         let held = lock(&self.inner.owners).held();
+        let sent = Instant::now();
         if held.is_empty() {
+            // Only the remote owners it remembers, which age out here.
+            lock(&self.inner.owners).renewed(&[], sent);
             return;
         }
-        let sent = Instant::now();
         let ttl = super::super::lease::lease_ttl(self.inner.heartbeat);
         let keys = self.keys();
         let mut lua_keys = Vec::with_capacity(held.len() * 2);
