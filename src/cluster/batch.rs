@@ -64,6 +64,9 @@ pub(super) trait Pending: Send {
     /// not this node (an operation forwarded to the channel's owner): the node's list of its
     /// sockets, which its survivors clean up should it die, must name the right one.
     fn home(&self) -> Option<(&SocketId, &NodeId)>;
+    /// The operation stops running: its outcome is `Unavailable` (a forwarded one's sender
+    /// asks the channel's new owner, or its node is gone).
+    fn abandon(&mut self);
 }
 
 type Outcome<T> = Result<T, ChannelError>;
@@ -71,6 +74,7 @@ type Outcome<T> = Result<T, ChannelError>;
 struct Rule<T, F> {
     rule: F,
     home: Option<(SocketId, NodeId)>,
+    abandoned: bool,
     result: Option<Outcome<T>>,
     reply: oneshot::Sender<Outcome<T>>,
 }
@@ -81,7 +85,11 @@ where
     F: FnMut(&mut State, Moment) -> Outcome<T> + Send,
 {
     fn run(&mut self, state: &mut State, now: Moment) {
-        self.result = Some((self.rule)(state, now));
+        self.result = Some(if self.abandoned {
+            Err(ChannelError::Unavailable)
+        } else {
+            (self.rule)(state, now)
+        });
     }
 
     fn settle(&mut self, channel: &Channel) {
@@ -103,6 +111,10 @@ where
     fn home(&self) -> Option<(&SocketId, &NodeId)> {
         self.home.as_ref().map(|(sid, node)| (sid, node))
     }
+
+    fn abandon(&mut self) {
+        self.abandoned = true;
+    }
 }
 
 /// An operation for [`Batches::push`], and where its outcome arrives (an error if the batch
@@ -119,6 +131,7 @@ where
     let op = Rule {
         rule,
         home,
+        abandoned: false,
         result: None,
         reply,
     };

@@ -6,12 +6,13 @@
 --
 -- KEYS: every key named below, by index.
 -- ARGV[1]: JSON {checks = [{k, v}], cap = {k, max}?, addr = {k, max}?, waiting = {k, max, n}?,
---          lease = {k, t}?, feed, writes = [...]}
+--          lease = {k, t}?, alive = [k]?, feed, writes = [...]}
 -- ARGV[2..]: documents, referenced by `put` and `putv` writes as `a`.
 -- Returns {1, versions of the `putv` writes in order} when applied, {0} on a conflict (the
 -- caller reloads and retries), {-1} when the channel capacity is reached, {-2} when the
 -- owner's address has too many channels, {-3} when the waiting room is full, {-4} when the
--- write is made under a channel lease (`lease = {k, t}`) that another node has taken.
+-- write is made under a channel lease (`lease = {k, t}`) that another node has taken, {-5}
+-- when a node named in `alive = [k, ...]` (its heartbeat key) is gone.
 --
 -- Channel documents are written with `putv` and deleted with `delv`: each gets a version that
 -- only grows (Redis's clock in microseconds, or one more than the version it replaces, so a
@@ -23,6 +24,13 @@ local spec = cjson.decode(ARGV[1])
 -- An owner's write (see lease.rs): refused unless its lease still holds exactly this token.
 if spec.lease then
   if redis.call('GET', KEYS[spec.lease.k]) ~= spec.lease.t then return {-4} end
+end
+-- Nodes whose sockets this write lists (forwarded joins): each must still be alive, or its
+-- list would outlive the clean-up after it.
+if spec.alive then
+  for _, k in ipairs(spec.alive) do
+    if redis.call('EXISTS', KEYS[k]) == 0 then return {-5} end
+  end
 end
 for _, c in ipairs(spec.checks) do
   local v = redis.call('HGET', KEYS[c.k], 'v')

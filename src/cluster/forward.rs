@@ -144,6 +144,10 @@ pub(super) struct Request {
     pub(super) from: String,
     pub(super) channel: ChannelId,
     pub(super) op: ChannelOp,
+    /// Wall-clock milliseconds after which the owner must not run it: its sender gives up
+    /// a little later and tells its client so, and an operation run after that would leave
+    /// a viewer in a channel whose client was told it could not join.
+    pub(super) deadline: u64,
 }
 
 /// What travels on a node's channel.
@@ -252,6 +256,7 @@ mod tests {
             id: 7,
             from: "n1".into(),
             channel: ChannelId::from("c"),
+            deadline: 1_700_000_000_000,
             op: ChannelOp::Tree {
                 sid: SocketId::from("v"),
                 report: TreeOp::UpstreamFailed {

@@ -309,12 +309,19 @@ mod tests {
         let mut o = owners();
         let t0 = Instant::now();
         for n in 0..100 {
-            o.record(&ChannelId::from(format!("c{n}").as_str()), lease("b", 1), t0);
+            o.record(
+                &ChannelId::from(format!("c{n}").as_str()),
+                lease("b", 1),
+                t0,
+            );
         }
         o.renewed(&[], t0 + TTL / 2);
         assert_eq!(o.seen.len(), 100, "still young");
         o.renewed(&[], t0 + TTL);
-        assert!(o.seen.is_empty(), "a node that owns nothing forgets them too");
+        assert!(
+            o.seen.is_empty(),
+            "a node that owns nothing forgets them too"
+        );
     }
 
     #[test]

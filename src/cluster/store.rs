@@ -203,6 +203,8 @@ struct Plan {
     cap: Option<Value>,
     addr: Option<Value>,
     waiting: Option<Value>,
+    /// Heartbeat keys that must exist (the nodes of forwarded joins, see `run_batches`).
+    alive: Vec<usize>,
 }
 
 impl Plan {
@@ -327,18 +329,25 @@ impl ClusterRegistry {
     /// every operation queued meanwhile, one load and one write for all of them. Only the
     /// channel's owner, or any node for a channel that does not exist, calls this (see
     /// `routing.rs`).
-    /// `from`: the node that forwarded it, if another.
+    /// `from`: the node that forwarded it, if another, and the time after which it must not
+    /// run (see `forward::Request`).
     async fn run_here(
         &self,
         id: &ChannelId,
         op: ChannelOp,
         from: Option<NodeId>,
+        deadline: Option<Moment>,
     ) -> Result<Done, ChannelError> {
         let grace = self.inner.limits.resume_grace;
         let channel = id.clone();
         let home = from.map(|node| (op.socket().clone(), node));
         let (op, outcome) = batch::pending(
-            move |state: &mut State, now| op.apply(state, &channel, grace, now),
+            move |state: &mut State, now| {
+                if deadline.is_some_and(|deadline| now > deadline) {
+                    return Err(ChannelError::Unavailable);
+                }
+                op.apply(state, &channel, grace, now)
+            },
             home,
         );
         if self.inner.batches.push(id, op) {
@@ -371,10 +380,32 @@ impl ClusterRegistry {
                 return;
             };
             tracing::debug!(channel = %id, ops = ops.len(), audience, "batch");
+            let mut fenced = false;
             let stored = retrying!(self, {
                 let mut txn = self.begin(std::slice::from_ref(id)).await?;
                 // The owner's write carries its lease: refused once another node took it.
                 txn.fence = self.fence(id).map(|token| (id.clone(), token));
+                if fenced && txn.fence.is_none() {
+                    // The lease went while this batch ran: the operations other nodes
+                    // forwarded are theirs to run again on the new owner, not this node's.
+                    for op in ops.iter_mut().filter(|op| op.home().is_some()) {
+                        op.abandon();
+                    }
+                }
+                fenced = txn.fence.is_some();
+                // A join forwarded by a node that died meanwhile would list its socket under
+                // that node after the reaper is done with it: nobody would ever remove it.
+                let homes: HashSet<NodeId> = ops
+                    .iter()
+                    .filter_map(|op| op.home().map(|(_, node)| node.clone()))
+                    .collect();
+                let dead = self.dead_homes(homes).await?;
+                for op in ops
+                    .iter_mut()
+                    .filter(|op| op.home().is_some_and(|(_, node)| dead.contains(node)))
+                {
+                    op.abandon();
+                }
                 txn.homes = ops
                     .iter()
                     .filter_map(|op| op.home())
@@ -396,6 +427,23 @@ impl ClusterRegistry {
                 op.deliver(failure.as_ref());
             }
         }
+    }
+
+    /// Those of `homes` (nodes that forwarded operations) whose heartbeat is gone.
+    async fn dead_homes(&self, homes: HashSet<NodeId>) -> Result<HashSet<NodeId>, ChannelError> {
+        let mut dead = HashSet::new();
+        for node in homes {
+            let alive: bool = self
+                .inner
+                .client
+                .exists(self.keys().heartbeat(&node))
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            if !alive {
+                dead.insert(node);
+            }
+        }
+        Ok(dead)
     }
 
     /// Waits until no other task of this node reads `id`'s document (see `fetch`).
@@ -676,6 +724,9 @@ impl ClusterRegistry {
         if let Some(lease) = lease {
             spec["lease"] = lease;
         }
+        if !plan.alive.is_empty() {
+            spec["alive"] = json!(plan.alive);
+        }
         if let Some(cap) = plan.cap {
             spec["cap"] = cap;
         }
@@ -711,6 +762,8 @@ impl ClusterRegistry {
                 }
                 for id in &removed {
                     self.inner.replica.forget(id);
+                    // Its lease went with it (`plan_removal`).
+                    self.lost_lease(id);
                 }
                 Ok(Some(()))
             }
@@ -720,6 +773,8 @@ impl ClusterRegistry {
                 self.inner.limits.max_channels_per_addr,
             )),
             -3 => Err(ChannelError::WaitingRoomFull),
+            // A node whose join this batch carries died since its check: checked again.
+            -5 => Ok(None),
             -4 => {
                 // Another node took the lease: this node stops acting as the owner, and the
                 // batch is tried again as any node's write (its callers wait no longer).
@@ -886,7 +941,13 @@ impl ClusterRegistry {
             // here; or a waiter a new channel took in, which its own node listed when it began
             // to wait.
             if !waiters.contains(viewer) {
-                let home = homes.get(viewer).map(|node| keys.node_sockets(node));
+                let home = homes.get(viewer).map(|node| {
+                    let k = plan.key(keys.heartbeat(node));
+                    if !plan.alive.contains(&k) {
+                        plan.alive.push(k);
+                    }
+                    keys.node_sockets(node)
+                });
                 let list = home.unwrap_or_else(|| mine.clone());
                 plan.write("sadd", list, json!({"m": viewer.as_str()}));
             }
@@ -961,6 +1022,9 @@ impl ClusterRegistry {
         })
         .inspect(|started| self.inner.replica.joined(sid, &started.channel_id, true))?;
         drop(turn);
+        // Asked of Redis, not of this node's memory of a former owner (the channel may be
+        // new under an old id).
+        super::lock(&self.inner.owners).forget_remote(&started.channel_id);
         // The broadcaster's node owns its channel, unless a live node already does (one that
         // held it across a resume on another node). Best effort: without the lease now, the
         // first operation that needs an owner takes it.
@@ -1151,6 +1215,11 @@ impl ClusterRegistry {
         target: &str,
         activity: Activity,
     ) -> Result<Option<SocketId>, ChannelError> {
+        if !SocketId::has_public_shape(target) {
+            // No socket's name: the authoritative path refuses it without key names built
+            // from whatever the client sent.
+            return Ok(None);
+        }
         let named = SocketId::named_by_client(target);
         let keys = self.keys();
         let client = &self.inner.client;

@@ -52,6 +52,12 @@ impl SocketId {
         Self(Arc::from(id))
     }
 
+    /// Whether `id` has the shape of an id this server generates (a client may name anything;
+    /// such a name can be no socket's, and need not be looked up anywhere).
+    pub fn has_public_shape(id: &str) -> bool {
+        id.len() == PUBLIC_ID_LEN && id.bytes().all(|c| PUBLIC_ID_ALPHABET.contains(&c))
+    }
+
     /// An id a client named (a moderation event's `viewer_id`, a report's `peer_id`, validated
     /// in its payload): only ever compared with or looked up among the channel's members, never
     /// trusted as one.

@@ -159,11 +159,35 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         match *step {
             Step::Take(n) => {
                 let before = redis.get(&lease);
-                let token = match redis.eval(
+                let answer = redis.eval(
                     TAKE,
                     &[&lease, &channel],
                     &[&names[n], TTL_MS, &heartbeat_prefix],
-                ) {
+                );
+                let holder_of = |token: &str| {
+                    let name = token.split_once(' ').map(|(h, _)| h).unwrap_or("");
+                    names.iter().position(|n| n == name)
+                };
+                if !alive[n] {
+                    // A node whose own heartbeat is gone takes nothing and keeps nothing: it
+                    // hears a live holder's token, or nothing.
+                    let live_other = before
+                        .as_deref()
+                        .and_then(holder_of)
+                        .filter(|&h| h != n && alive[h]);
+                    match live_other {
+                        Some(_) => prop_assert_eq!(
+                            &answer,
+                            &Reply::Text(before.clone().unwrap_or_default())
+                        ),
+                        None => prop_assert_eq!(&answer, &Reply::Nil),
+                    }
+                    if before.as_deref().and_then(holder_of) == Some(n) {
+                        prop_assert_eq!(redis.get(&lease), None, "its own lease is dropped");
+                    }
+                    continue;
+                }
+                let token = match answer {
                     Reply::Text(t) => t,
                     other => return Err(TestCaseError::fail(format!("take: {other:?}"))),
                 };

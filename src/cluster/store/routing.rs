@@ -10,8 +10,30 @@ use super::super::forward::{self, Answer, ChannelOp, Done, Message, Request};
 use super::super::lease::{Lease, RELEASE, RENEW, Route, TAKE};
 use super::super::{NodeId, lock};
 use super::ClusterRegistry;
+use crate::registry::clock::Moment;
 use crate::registry::errors::ChannelError;
 use crate::registry::ids::ChannelId;
+
+/// A forwarded request whose answer is still awaited after the forwarding timeout.
+struct Awaited {
+    id: u64,
+    reply: tokio::sync::oneshot::Receiver<Answer>,
+}
+
+/// What forwarding an operation came to.
+enum Sent {
+    Answered(Answer),
+    /// No answer in time (the request, if it reached the owner's inbox).
+    Silent(Option<Awaited>),
+}
+
+/// What waiting out a silent owner came to.
+enum AfterSilence {
+    /// Its answer came after all.
+    Answered(Answer),
+    /// Where the operation runs now.
+    Route(Route),
+}
 
 /// How many times an operation looks for its channel's owner before it gives up: a lease
 /// changes hands at most a couple of times in a moment (a hand-off, a death).
@@ -25,32 +47,78 @@ impl ClusterRegistry {
         id: &ChannelId,
         op: ChannelOp,
     ) -> Result<Done, ChannelError> {
-        // The last owner that did not answer, and when its time to answer ran out.
+        // An owner runs a forwarded operation only until this moment (see `Request`): after
+        // it, its sender may have given up and told its client so.
+        let limit = forward::timeout(self.inner.heartbeat);
+        let ttl = super::super::lease::lease_ttl(self.inner.heartbeat);
+        let allowed = u64::try_from((limit + ttl * 2 / 3).as_millis()).unwrap_or(u64::MAX);
+        let deadline = Moment::from_millis(Moment::now().as_millis().saturating_add(allowed));
+        // The owner that went silent, when, and its request, whose answer may still come.
         let mut silent: Option<(NodeId, Instant)> = None;
+        let mut awaited: Option<Awaited> = None;
+        let mut outcome = Err(ChannelError::Unavailable);
         for _ in 0..ROUTE_ATTEMPTS {
             let route = match &silent {
-                Some((quiet, since)) => self.route_after_silence(id, quiet, *since).await?,
-                None => self.route(id).await?,
+                Some((quiet, since)) => {
+                    match self
+                        .route_after_silence(id, quiet, *since, awaited.as_mut())
+                        .await
+                    {
+                        Ok(AfterSilence::Answered(Answer::Done(done))) => {
+                            outcome = done;
+                            break;
+                        }
+                        Ok(AfterSilence::Answered(Answer::NotOwner)) => {
+                            lock(&self.inner.owners).forget_remote(id);
+                            self.route(id).await
+                        }
+                        Ok(AfterSilence::Route(route)) => Ok(route),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => self.route(id).await,
+            };
+            let route = match route {
+                Ok(route) => route,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             };
             match route {
-                Route::Here => return self.run_here(id, op, None).await,
+                Route::Here => {
+                    outcome = self.run_here(id, op, None, None).await;
+                    break;
+                }
                 Route::There(owner) => {
                     if silent.as_ref().is_some_and(|(quiet, _)| *quiet == owner) {
                         // Redis still names it when a dead node's heartbeat would be gone:
                         // alive, yet not answering.
+                        tracing::warn!(channel = %id, "could not reach the channel's owner");
                         break;
                     }
-                    match self.forward(&owner, id, &op).await {
-                        Some(Answer::Done(outcome)) => return outcome,
-                        Some(Answer::NotOwner) => {}
-                        None => silent = Some((owner, Instant::now())),
+                    if let Some(old) = awaited.take() {
+                        self.inner.waiting.close(old.id);
+                    }
+                    match self.forward(&owner, id, &op, deadline).await {
+                        Sent::Answered(Answer::Done(done)) => {
+                            outcome = done;
+                            break;
+                        }
+                        Sent::Answered(Answer::NotOwner) => silent = None,
+                        Sent::Silent(still) => {
+                            awaited = still;
+                            silent = Some((owner, Instant::now()));
+                        }
                     }
                     lock(&self.inner.owners).forget_remote(id);
                 }
             }
         }
-        tracing::warn!(channel = %id, "could not reach the channel's owner");
-        Err(ChannelError::Unavailable)
+        if let Some(old) = awaited {
+            self.inner.waiting.close(old.id);
+        }
+        outcome
     }
 
     /// Where an operation on `id` runs after its owner `silent` did not answer in time (by
@@ -58,14 +126,16 @@ impl ClusterRegistry {
     /// `since`. A node that died before `since` has no heartbeat left by then (its key lives
     /// 3H/2 after its last beat), so its lease goes to the next taker; the forwarding timeout
     /// (H) alone is shorter than that, and an owner killed a moment before would otherwise
-    /// fail every operation forwarded to it meanwhile. Returns the last answer: `silent` still,
-    /// if it is alive.
+    /// fail every operation forwarded to it meanwhile. Meanwhile the silent owner's answer is
+    /// still taken if it comes (a slow owner, not a dead one): the operation ran there. Returns
+    /// that answer, or the last route: `silent` still, if it is alive.
     async fn route_after_silence(
         &self,
         id: &ChannelId,
         silent: &NodeId,
         since: Instant,
-    ) -> Result<Route, ChannelError> {
+        mut awaited: Option<&mut Awaited>,
+    ) -> Result<AfterSilence, ChannelError> {
         let ttl = super::super::lease::lease_ttl(self.inner.heartbeat);
         let deadline = since + ttl;
         let named = Route::There(silent.clone());
@@ -73,9 +143,28 @@ impl ClusterRegistry {
             let route = self.route(id).await?;
             let now = Instant::now();
             if route != named || now >= deadline {
-                return Ok(route);
+                return Ok(AfterSilence::Route(route));
             }
-            tokio::time::sleep((ttl / 10).min(deadline - now)).await;
+            let pause = tokio::time::sleep((ttl / 10).min(deadline - now));
+            tokio::pin!(pause);
+            let mut dropped = false;
+            match awaited.as_deref_mut() {
+                Some(awaited) => tokio::select! {
+                    answer = &mut awaited.reply => {
+                        if let Ok(answer) = answer {
+                            return Ok(AfterSilence::Answered(answer));
+                        }
+                        // Its slot was closed: nothing more will come (never polled again).
+                        dropped = true;
+                        (&mut pause).await;
+                    }
+                    () = &mut pause => {}
+                },
+                None => pause.await,
+            }
+            if dropped {
+                awaited = None;
+            }
             lock(&self.inner.owners).forget_remote(id);
         }
     }
@@ -121,8 +210,15 @@ impl ClusterRegistry {
         lock(&self.inner.owners).lost(id);
     }
 
-    /// Sends `op` to `owner` and waits for its answer; `None` when none came in time.
-    async fn forward(&self, owner: &NodeId, id: &ChannelId, op: &ChannelOp) -> Option<Answer> {
+    /// Sends `op` to `owner` and waits for its answer until the forwarding timeout; silent
+    /// when none came (with the request, still awaited, when it reached the owner's inbox).
+    async fn forward(
+        &self,
+        owner: &NodeId,
+        id: &ChannelId,
+        op: &ChannelOp,
+        deadline: Moment,
+    ) -> Sent {
         let waiting = &self.inner.waiting;
         let (request_id, reply) = waiting.open();
         let message = Message::Request(Request {
@@ -130,13 +226,14 @@ impl ClusterRegistry {
             from: self.inner.node.to_string(),
             channel: id.clone(),
             op: op.clone(),
+            deadline: deadline.as_millis(),
         });
         let text = match serde_json::to_string(&message) {
             Ok(text) => text,
             Err(e) => {
                 tracing::error!("cannot encode a forwarded operation: {e}");
                 waiting.close(request_id);
-                return None;
+                return Sent::Silent(None);
             }
         };
         let sent: Result<i64, _> = self
@@ -148,24 +245,29 @@ impl ClusterRegistry {
             Err(e) => {
                 waiting.close(request_id);
                 self.unavailable(e);
-                return None;
+                return Sent::Silent(None);
             }
             // Nobody listens on its inbox: the process is gone (stopped, or killed and its
-            // connections closed with it). Silent at once, not after the timeout.
+            // connections closed with it), or its subscription is being made again. Silent at
+            // once, not after the timeout.
             Ok(0) => {
                 waiting.close(request_id);
                 tracing::debug!(channel = %id, owner = %owner, "the channel's owner has no inbox");
-                return None;
+                return Sent::Silent(None);
             }
             Ok(_) => {}
         }
+        let mut awaited = Awaited {
+            id: request_id,
+            reply,
+        };
         let limit = forward::timeout(self.inner.heartbeat);
-        match tokio::time::timeout(limit, reply).await {
-            Ok(Ok(answer)) => Some(answer),
-            _ => {
-                waiting.close(request_id);
+        match tokio::time::timeout(limit, &mut awaited.reply).await {
+            Ok(Ok(answer)) => Sent::Answered(answer),
+            Ok(Err(_)) => Sent::Silent(None),
+            Err(_) => {
                 tracing::warn!(channel = %id, owner = %owner, "the channel's owner did not answer a forwarded operation in time");
-                None
+                Sent::Silent(Some(awaited))
             }
         }
     }
@@ -180,6 +282,7 @@ impl ClusterRegistry {
                 from,
                 channel,
                 op,
+                deadline,
             } = request;
             // The sender found this node named as the owner (in Redis, or recently enough): an
             // owner this node remembers seeing elsewhere is no reason to refuse. Answering
@@ -190,7 +293,15 @@ impl ClusterRegistry {
                 Ok(Route::Here) => {
                     let from = NodeId::parse(&from);
                     let from = (from != this.inner.node).then_some(from);
-                    Answer::Done(this.run_here(&channel, op, from).await)
+                    let deadline = Some(Moment::from_millis(deadline));
+                    match this.run_here(&channel, op, from, deadline).await {
+                        // It lost the lease while the batch ran (the operation was left out):
+                        // the sender asks Redis for the owner.
+                        Err(ChannelError::Unavailable) if this.fence(&channel).is_none() => {
+                            Answer::NotOwner
+                        }
+                        outcome => Answer::Done(outcome),
+                    }
                 }
                 Ok(Route::There(_)) => Answer::NotOwner,
                 Err(e) => Answer::Done(Err(e)),
