@@ -35,7 +35,8 @@ struct Cli {
     #[arg(long, global = true, default_value = "http://127.0.0.1:3000")]
     url: String,
     /// Several nodes of one cluster instead of `--url` (comma separated, loopback only): the
-    /// broadcaster connects to the first, viewers round-robin to all (`storm` and `fanout`).
+    /// broadcaster connects to the first, viewers round-robin to all (`storm`, `fanout` and
+    /// `tree`).
     #[arg(long, global = true, value_delimiter = ',', conflicts_with = "url")]
     nodes: Vec<String>,
     /// The server's process id, for memory and CPU figures; with several nodes, each node's
@@ -157,18 +158,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// The server under test from `--url` or `--nodes`. Only `storm` and `fanout` know how to
-/// spread over several nodes: the others read one server's `/healthz` for their verdicts.
+/// The server under test from `--url` or `--nodes`. Only `storm`, `fanout` and `tree` know how
+/// to spread over several nodes: the others read one server's `/healthz` for their verdicts.
 fn target(cli: &Cli) -> Result<sio::Target, String> {
     if cli.nodes.is_empty() {
         return sio::Target::parse(&cli.url, cli.source_ips).map_err(|e| format!("--url {e}"));
     }
     let urls: Vec<&str> = cli.nodes.iter().map(String::as_str).collect();
     let target = sio::Target::nodes(&urls, cli.source_ips).map_err(|e| format!("--nodes {e}"))?;
-    let spreads = matches!(cli.command, Command::Storm(_) | Command::Fanout(_));
+    let spreads = matches!(
+        cli.command,
+        Command::Storm(_) | Command::Fanout(_) | Command::Tree(_)
+    );
     if target.node_count() > 1 && !spreads {
         return Err(
-            "--nodes with more than one node: only storm and fanout spread over several nodes"
+            "--nodes with more than one node: only storm, fanout and tree spread over several nodes"
                 .into(),
         );
     }

@@ -24,6 +24,15 @@
 //! The depth after each quiet period is compared with the full breadth-first tree's for the
 //! channel's size at that moment, and each departure's `upstream` events (viewers moved) and
 //! time to its children's new `upstream` are recorded.
+//!
+//! Several nodes of one cluster (`--nodes`): the broadcaster joins on the first node and the
+//! viewers round-robin over all of them, as in `storm`. Nothing here reads a server's
+//! `/healthz`: the channel's figures are the broadcaster's `relay_tree` events (whichever node
+//! computed them, the broadcaster's node delivers them), the depths and feeders are what the
+//! viewers were told on their own nodes, and CPU and memory are sums over `--pid`. With more
+//! than one node the assignment latency is also split by the viewer's node (the broadcaster's,
+//! or another), and `cross_node_feeds` counts viewers fed by a viewer (or the broadcaster) on
+//! another node.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -192,6 +201,8 @@ enum Update {
     Connected {
         viewer: usize,
         sid: String,
+        /// The node it is connected to.
+        node: usize,
     },
     Upstream {
         viewer: usize,
@@ -204,9 +215,7 @@ enum Update {
     /// Never connected, or no `upstream` within the time limit.
     Failed,
     /// The server closed the connection.
-    Gone {
-        viewer: usize,
-    },
+    Gone { viewer: usize },
 }
 
 /// What every viewer task shares.
@@ -243,6 +252,7 @@ async fn viewer(
     let _ = shared.updates.send(Update::Connected {
         viewer,
         sid: conn.sid.clone(),
+        node: conn.node,
     });
     let ready = json!({ "channel_id": shared.channel });
     let sent = Instant::now();
@@ -307,6 +317,8 @@ async fn viewer(
 #[derive(Default)]
 struct Member {
     sid: Option<String>,
+    /// The node it is connected to.
+    node: usize,
     /// Socket id of its feeder, from its latest `upstream`.
     parent: Option<String>,
     told_depth: Option<usize>,
@@ -323,11 +335,16 @@ struct Member {
 struct Audience {
     updates: mpsc::UnboundedReceiver<Update>,
     broadcaster: String,
+    /// The node the broadcaster is connected to.
+    broadcaster_node: usize,
     members: Vec<Member>,
     by_sid: HashMap<String, usize>,
     joined: usize,
     failed: usize,
     assigned: Latency,
+    /// The assignment latency of viewers on the broadcaster's node, and on another node.
+    assigned_same_node: Latency,
+    assigned_cross_node: Latency,
     last_assigned: Option<Instant>,
 }
 
@@ -335,24 +352,33 @@ struct Audience {
 const TICK: Duration = Duration::from_millis(5);
 
 impl Audience {
-    fn new(updates: mpsc::UnboundedReceiver<Update>, broadcaster: String, n: usize) -> Self {
+    fn new(
+        updates: mpsc::UnboundedReceiver<Update>,
+        broadcaster: String,
+        broadcaster_node: usize,
+        n: usize,
+    ) -> Self {
         Self {
             updates,
             broadcaster,
+            broadcaster_node,
             members: (0..n).map(|_| Member::default()).collect(),
             by_sid: HashMap::with_capacity(n),
             joined: 0,
             failed: 0,
             assigned: Latency::default(),
+            assigned_same_node: Latency::default(),
+            assigned_cross_node: Latency::default(),
             last_assigned: None,
         }
     }
 
     fn apply(&mut self, update: Update) {
         match update {
-            Update::Connected { viewer, sid } => {
+            Update::Connected { viewer, sid, node } => {
                 self.by_sid.insert(sid.clone(), viewer);
                 self.members[viewer].sid = Some(sid);
+                self.members[viewer].node = node;
             }
             Update::Upstream {
                 viewer,
@@ -379,6 +405,11 @@ impl Audience {
                 if let Some(after) = assigned_after {
                     self.joined += 1;
                     self.assigned.record(after);
+                    if m.node == self.broadcaster_node {
+                        self.assigned_same_node.record(after);
+                    } else {
+                        self.assigned_cross_node.record(after);
+                    }
                     self.last_assigned = Some(self.last_assigned.map_or(at, |l| l.max(at)));
                 }
             }
@@ -466,6 +497,26 @@ impl Audience {
             }
         }
         counts
+    }
+
+    /// Present viewers with a feeder, and how many of them it feeds from another node than
+    /// theirs (the broadcaster's node for the broadcaster; a feeder not known is not counted).
+    fn cross_node_feeds(&self) -> (usize, usize) {
+        let mut fed = 0;
+        let mut cross = 0;
+        for (_, m) in self.present() {
+            let Some(parent) = m.parent.as_deref() else {
+                continue;
+            };
+            let feeder_node = if parent == self.broadcaster {
+                Some(self.broadcaster_node)
+            } else {
+                self.by_sid.get(parent).map(|&f| self.members[f].node)
+            };
+            fed += 1;
+            cross += usize::from(feeder_node.is_some_and(|n| n != m.node));
+        }
+        (fed, cross)
     }
 
     /// The most children any viewer feeds.
@@ -867,7 +918,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
     let traffic = Arc::new(Traffic::new());
     let heard = Arc::new(Heard::default());
     let (updates_tx, updates) = mpsc::unbounded_channel();
-    let mut audience = Audience::new(updates, conn.sid.clone(), args.viewers);
+    let mut audience = Audience::new(updates, conn.sid.clone(), conn.node, args.viewers);
     let (stop_broadcaster, stop_rx) = oneshot::channel();
     let listening = tokio::spawn(broadcaster(
         conn,
@@ -983,6 +1034,30 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
     report.figure("assign_p50_ms", audience.assigned.ms(0.50));
     report.figure("assign_p99_ms", audience.assigned.ms(0.99));
     report.figure("assign_max_ms", audience.assigned.max_ms());
+    if ctx.target.node_count() > 1 {
+        report.figure(
+            "assign_same_node_p50_ms",
+            audience.assigned_same_node.ms(0.50),
+        );
+        report.figure(
+            "assign_same_node_p99_ms",
+            audience.assigned_same_node.ms(0.99),
+        );
+        report.figure(
+            "assign_cross_node_p50_ms",
+            audience.assigned_cross_node.ms(0.50),
+        );
+        report.figure(
+            "assign_cross_node_p99_ms",
+            audience.assigned_cross_node.ms(0.99),
+        );
+        let (fed, cross) = audience.cross_node_feeds();
+        report.figure("cross_node_feeds", cross as f64);
+        report.note(format!(
+            "{cross} of {fed} viewers are fed from another node than theirs ({} nodes)",
+            ctx.target.node_count()
+        ));
+    }
     report.figure(
         "waiting_max",
         heard.waiting_max.load(Ordering::Relaxed) as f64,
@@ -1308,6 +1383,60 @@ mod tests {
         assert_eq!(full_tree_depth(10_000, 4, 2), Some(12));
         assert_eq!(full_tree_depth(9, 4, 0), None);
         assert_eq!(full_tree_depth(7, 4, 1), Some(2));
+    }
+
+    #[test]
+    fn feeds_and_assignments_are_split_by_node() {
+        // Broadcaster "b" on node 0; viewers 0..4 round-robin over two nodes, as `--nodes`
+        // places connections 1..=4: nodes 0, 1, 0, 1.
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let mut audience = Audience::new(rx, "b".into(), 0, 4);
+        let at = Instant::now();
+        for (viewer, node) in [0, 1, 0, 1].into_iter().enumerate() {
+            audience.apply(Update::Connected {
+                viewer,
+                sid: format!("v{viewer}"),
+                node,
+            });
+        }
+        // v0 and v1 from the broadcaster, v2 from v1 (node 1 → 0), v3 from v1 (1 → 1).
+        for (viewer, peer, depth) in [(0, "b", 1), (1, "b", 1), (2, "v1", 2), (3, "v1", 2)] {
+            audience.apply(Update::Upstream {
+                viewer,
+                peer: peer.into(),
+                depth,
+                at,
+                assigned_after: Some(Duration::from_millis(1 + viewer as u64)),
+            });
+        }
+        // Cross: v1 (node 1, fed by the broadcaster on 0) and v2 (node 0, fed by v1 on 1).
+        assert_eq!(audience.cross_node_feeds(), (4, 2));
+        assert_eq!(audience.joined, 4);
+        // The histogram keeps microseconds to a few significant digits.
+        let max_ms = |l: &Latency| l.max_ms().map(f64::round);
+        assert_eq!(max_ms(&audience.assigned_same_node), Some(3.0));
+        assert_eq!(max_ms(&audience.assigned_cross_node), Some(4.0));
+        assert_eq!(max_ms(&audience.assigned), Some(4.0));
+        // A viewer that left no longer counts; its children still have their feeder's node.
+        audience.apply(Update::Gone { viewer: 1 });
+        assert_eq!(audience.cross_node_feeds(), (3, 1));
+        // One node: nobody is fed from another.
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let mut single = Audience::new(rx, "b".into(), 0, 1);
+        single.apply(Update::Connected {
+            viewer: 0,
+            sid: "v0".into(),
+            node: 0,
+        });
+        single.apply(Update::Upstream {
+            viewer: 0,
+            peer: "b".into(),
+            depth: 1,
+            at,
+            assigned_after: Some(Duration::from_millis(1)),
+        });
+        assert_eq!(single.cross_node_feeds(), (1, 0));
+        assert_eq!(single.assigned_cross_node.max_ms(), None);
     }
 
     #[test]
