@@ -228,6 +228,9 @@ struct Shared {
     /// Set when the scenario closes everything: the channel's end is not an error then.
     ending: AtomicBool,
     join_deadline: Instant,
+    /// `upstream` events that arrived after a newer one of the same viewer (a lower `seq`):
+    /// ignored, as the served page ignores them (EXTENSIONS.md, `upstream.seq`).
+    stale_upstreams: AtomicU64,
 }
 
 /// One tree viewer: join, `relay_ready` after every `upstream`, count every event, until
@@ -241,6 +244,8 @@ async fn viewer(
     deadline: Instant,
 ) {
     let mut permit = Some(permit);
+    // The `seq` of the latest `upstream` acted on.
+    let mut last_seq: Option<u64> = None;
     let mut conn = match Conn::connect(&shared.target, viewer + 1, deadline).await {
         Ok(conn) => conn,
         Err(e) => {
@@ -281,6 +286,15 @@ async fn viewer(
                             shared.errors.add(format!("malformed upstream: {}", frame.describe()));
                             continue;
                         };
+                        // Moves of one viewer may arrive out of order when nodes emit them;
+                        // `seq` says which is the latest (an older server sends none).
+                        if let Some(seq) = payload["seq"].as_u64() {
+                            if last_seq.is_some_and(|last| seq <= last) {
+                                shared.stale_upstreams.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            last_seq = Some(seq);
+                        }
                         // The stream plays at once: this viewer may feed others.
                         conn.emit("relay_ready", &ready);
                         let assigned_after = permit.take().map(|p| {
@@ -935,6 +949,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
         errors: errors.clone(),
         ending: AtomicBool::new(false),
         join_deadline,
+        stale_upstreams: AtomicU64::new(0),
     });
 
     // The crowd: a viewer holds its permit from connecting until its first upstream.
@@ -1332,6 +1347,10 @@ pub(crate) async fn run(ctx: &Ctx, args: &TreeArgs) -> Report {
     // Not an error of the generator's making: the server sent an older `relay_tree` after a
     // newer one (two handlers emitting in the other order than they computed).
     report.figure("relay_tree_stale", stale as f64);
+    report.figure(
+        "upstream_stale",
+        shared.stale_upstreams.load(Ordering::Relaxed) as f64,
+    );
     report.errors(&errors);
     if audience.joined < n {
         report.fail(format!(
