@@ -45,7 +45,12 @@ async fn channel_across(b_node: &Node, v_node: &Node, channel: &str) -> (Client,
 }
 
 /// A new viewer on `node` joins `channel` of `broadcaster`, which then counts `count` viewers.
-async fn join_viewer(node: &Node, broadcaster: &mut Client, channel: &str, count: u64) -> Client {
+pub(crate) async fn join_viewer(
+    node: &Node,
+    broadcaster: &mut Client,
+    channel: &str,
+    count: u64,
+) -> Client {
     let mut viewer = node.client().await;
     viewer.emit("join_as_viewer", json!({ "channel_id": channel }));
     assert_eq!(

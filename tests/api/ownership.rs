@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::cluster::join_viewer;
 use crate::helpers::{Client, Cluster, Node, redis_cli};
 
 /// The heartbeat of the tests that kill a node (as `cluster.rs`'s death test: shorter ones make
@@ -154,21 +155,6 @@ async fn renewed_by_its_holder(cluster: &Cluster, channel: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A new viewer on `node` joins `channel` of `broadcaster`, which then counts `count` viewers.
-async fn join_viewer(node: &Node, broadcaster: &mut Client, channel: &str, count: u64) -> Client {
-    let mut viewer = node.client().await;
-    viewer.emit("join_as_viewer", json!({ "channel_id": channel }));
-    assert_eq!(
-        viewer.expect("broadcaster_available").await,
-        json!({"broadcaster_id": broadcaster.sid, "channel_id": channel})
-    );
-    assert_eq!(
-        broadcaster.expect("viewer_count").await,
-        json!({"channel_id": channel, "count": count})
-    );
-    viewer
 }
 
 /// A broadcaster on `node` starts `channel`.
