@@ -166,7 +166,8 @@ impl State {
             self.track_waits(&channel_id);
             return Ok(started);
         }
-        let owned = self.sockets.get(sid).map_or(0, |m| m.broadcasting.len());
+        let owned =
+            self.broadcasting_elsewhere + self.sockets.get(sid).map_or(0, |m| m.broadcasting.len());
         if owned >= limits.max_channels_per_socket {
             return Err(ChannelError::TooManyForSocket(
                 limits.max_channels_per_socket,

@@ -1,6 +1,7 @@
 //! What the passing of time ends: idle channels (the sweep), relay-tree waits past their limit,
 //! and the grace of broadcasters that did not resume.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::clock::Moment;
@@ -31,14 +32,8 @@ impl State {
     /// Ends what the passing of time ends: relay-tree waits past their limit (those viewers get
     /// the broadcaster) and channels whose broadcaster did not resume within its grace.
     pub(crate) fn expire_waits(&mut self, now: Moment) -> Expired {
-        let due: Vec<ChannelId> = self
-            .waits
-            .iter()
-            .filter(|(_, deadline)| **deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
         let mut expired = Expired::default();
-        for id in due {
+        for id in due(&self.waits, now) {
             let gone = self
                 .channels
                 .get(&id)
@@ -87,4 +82,13 @@ impl State {
             }
         }
     }
+}
+
+/// The channels whose deadline has come.
+pub(crate) fn due(deadlines: &HashMap<ChannelId, Moment>, now: Moment) -> Vec<ChannelId> {
+    deadlines
+        .iter()
+        .filter(|(_, deadline)| **deadline <= now)
+        .map(|(id, _)| id.clone())
+        .collect()
 }

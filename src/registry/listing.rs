@@ -34,29 +34,37 @@ pub struct Census {
 
 impl State {
     pub(crate) fn list(&self, now: Moment) -> Vec<ChannelSummary> {
-        let now = now.as_unix_secs();
-        let mut list: Vec<ChannelSummary> = self
-            .channels
-            .iter()
-            .filter(|(_, c)| c.password.is_none())
-            .map(|(id, c)| ChannelSummary {
-                id: id.clone(),
-                broadcaster_sid: c.broadcaster.clone(),
-                created_at: c.created_at,
-                age_seconds: (now - c.created_at).max(0.0) as u64,
-                last_activity: c.last_activity.as_unix_secs(),
-            })
-            .collect();
-        list.sort_by(|a, b| {
-            a.created_at
-                .total_cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        let mut list = Vec::new();
+        self.list_into(now, &mut list);
+        sort_listing(&mut list);
         list
+    }
+
+    /// Adds this state's public channels to a listing (unsorted: see [`sort_listing`]).
+    pub(crate) fn list_into(&self, now: Moment, list: &mut Vec<ChannelSummary>) {
+        let now = now.as_unix_secs();
+        list.extend(
+            self.channels
+                .iter()
+                .filter(|(_, c)| c.password.is_none())
+                .map(|(id, c)| ChannelSummary {
+                    id: id.clone(),
+                    broadcaster_sid: c.broadcaster.clone(),
+                    created_at: c.created_at,
+                    age_seconds: (now - c.created_at).max(0.0) as u64,
+                    last_activity: c.last_activity.as_unix_secs(),
+                }),
+        );
     }
 
     pub(crate) fn census(&self) -> Census {
         let mut census = Census::default();
+        self.count_into(&mut census);
+        census
+    }
+
+    /// Adds this state's channels to a census.
+    pub(crate) fn count_into(&self, census: &mut Census) {
         for channel in self.channels.values() {
             if channel.away_until.is_some() {
                 census.held += 1;
@@ -68,11 +76,19 @@ impl State {
             census.viewers.push(channel.viewers.len());
             census.tree_depths.push(channel.tree.depths().len());
         }
-        census
     }
 
     /// The stored password hash of a private channel (`None`: public or unknown).
     pub(crate) fn password_of(&self, channel_id: &str) -> Option<String> {
         self.channels.get(channel_id)?.password.clone()
     }
+}
+
+/// `channel_list`'s order: oldest first, ties by id.
+pub(crate) fn sort_listing(list: &mut [ChannelSummary]) {
+    list.sort_by(|a, b| {
+        a.created_at
+            .total_cmp(&b.created_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
 }

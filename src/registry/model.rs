@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chat::ChatHistory;
 use super::clock::Moment;
-use super::ids::{ChannelId, SocketId, random_channel_id};
+use super::ids::{ChannelId, SocketId};
 use super::moderation::{Identity, Moderation};
 use super::tree::{Tree, TreeLimits};
 
@@ -64,6 +64,10 @@ pub(crate) struct State {
     pub(crate) lobbies: HashMap<ChannelId, HashMap<SocketId, Waiter>>,
     /// How many wait in all lobbies (in a partial state: as counted when it was loaded).
     pub(crate) waiting_total: usize,
+    /// For a partial state that holds only some of the caller's channels (in memory, one
+    /// channel's cell): how many channels the caller broadcasts outside it, counted against
+    /// its per-socket limit with those it holds.
+    pub(crate) broadcasting_elsewhere: usize,
 }
 
 /// A viewer in the waiting room: what its join asked for, so that the broadcaster's arrival
@@ -212,15 +216,6 @@ impl State {
             set(membership).remove(channel_id);
             if membership.is_empty() {
                 self.sockets.remove(sid);
-            }
-        }
-    }
-
-    pub(super) fn fresh_channel_id(&self) -> ChannelId {
-        loop {
-            let id = random_channel_id();
-            if !self.channels.contains_key(&id) {
-                return id;
             }
         }
     }

@@ -41,7 +41,7 @@ pub enum TreeEvent {
 /// A viewer's report about its place in the relay tree: `relay_ready`, `upstream_failed`,
 /// `upstream_stalled` and `relay_capacity`, one name from the event to the rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum TreeOp {
+pub enum TreeOp {
     Ready,
     /// `upstream_failed`: no media from its feeder. `about`: the feeder the page means (see
     /// [`TreeOp::is_stale`]).
