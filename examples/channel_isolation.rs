@@ -5,9 +5,9 @@
 //! Meanwhile another thread, round after round, fills a channel with `--viewers` relay-tree
 //! viewers (each reports `relay_ready`, so the tree is as deep as it gets), then makes the
 //! first of them (fed by the broadcaster, a quarter of the audience under it with the default
-//! D = 4) leave, which re-parents its whole subtree, then closes the channel. The relays that
-//! started while a re-parent or a close ran are reported apart from the others: before each
-//! channel had its own lock, they waited for it to finish.
+//! D = 4) leave, which re-parents its subtree, then closes the channel. The relays that
+//! overlapped the crowd's joins, a re-parent or a close are reported apart from the others:
+//! while every channel shared one lock, they waited for it.
 //!
 //! ```text
 //! cargo run --release --example channel_isolation -- [--viewers 10000] [--rounds 20]
@@ -16,7 +16,7 @@
 //! more than the registry and run outside it; `bench` measures those end to end.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use broadcast_server::registry::relay::Activity;
@@ -72,47 +72,61 @@ fn main() {
         .join_as_viewer(&vx, "x", false)
         .expect("its viewer joins");
 
-    // What the other thread is doing now: 0 nothing heavy, 1 a re-parent, 2 a close.
-    let heavy_now = Arc::new(AtomicU8::new(0));
+    // What the other thread does now (0 nothing, 1 a crowd joins, 2 a re-parent, 3 a close),
+    // and how many of those have started or ended: a relay that saw the count change while it
+    // ran overlapped one, even if it started before and ended after.
+    let doing = Arc::new(AtomicU8::new(0));
+    let changes = Arc::new(AtomicUsize::new(0));
+    let last = Arc::new(AtomicU8::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let relays = {
-        let (registry, stop, heavy_now) = (registry.clone(), stop.clone(), heavy_now.clone());
+        let (registry, stop) = (registry.clone(), stop.clone());
+        let (doing, changes, last) = (doing.clone(), changes.clone(), last.clone());
         std::thread::spawn(move || {
             let vx = vx.to_string();
-            // Every relay's time while a heavy operation runs; otherwise every 64th (and the
-            // slowest), so that the record never grows (a growing vector copies itself, which
-            // would show up as a slow relay).
-            let mut during: [Vec<Duration>; 3] = [
-                Vec::with_capacity(1 << 20),
-                Vec::with_capacity(1 << 20),
-                Vec::with_capacity(1 << 20),
-            ];
-            let mut seen = [0usize; 3];
-            let mut slowest = [Duration::ZERO; 3];
+            // Every 64th relay's time outside the heavy operations (and the slowest), all of
+            // them during; never more than was reserved (a growing vector copies itself,
+            // which would show up as a slow relay).
+            let mut times: [Vec<Duration>; 4] =
+                std::array::from_fn(|_| Vec::with_capacity(1 << 20));
+            let mut seen = [0usize; 4];
+            let mut slowest = [Duration::ZERO; 4];
             while !stop.load(Ordering::Relaxed) {
-                let kind = usize::from(heavy_now.load(Ordering::Acquire));
+                let before = changes.load(Ordering::Acquire);
+                let now_doing = doing.load(Ordering::Acquire);
                 let start = Instant::now();
                 let target = registry.authorize_relay(&bx, &vx, Activity::Keep);
                 let took = start.elapsed();
                 assert!(target.is_ok(), "the relay in channel x is authorized");
+                let kind = if now_doing != 0 {
+                    now_doing
+                } else if changes.load(Ordering::Acquire) != before {
+                    last.load(Ordering::Acquire)
+                } else {
+                    0
+                };
+                let kind = usize::from(kind);
                 seen[kind] += 1;
                 slowest[kind] = slowest[kind].max(took);
-                let list = &mut during[kind];
+                let list = &mut times[kind];
                 if (kind > 0 || seen[kind].is_multiple_of(64)) && list.len() < list.capacity() {
                     list.push(took);
                 }
             }
-            (during, seen, slowest)
+            (times, seen, slowest)
         })
     };
 
     let mut heavy: Vec<(&str, Duration, usize)> = Vec::new();
     let timed = |kind: u8, op: &mut dyn FnMut() -> usize| {
-        heavy_now.store(kind, Ordering::Release);
+        last.store(kind, Ordering::Release);
+        doing.store(kind, Ordering::Release);
+        changes.fetch_add(1, Ordering::AcqRel);
         let start = Instant::now();
         let moved = op();
         let took = start.elapsed();
-        heavy_now.store(0, Ordering::Release);
+        doing.store(0, Ordering::Release);
+        changes.fetch_add(1, Ordering::AcqRel);
         (took, moved)
     };
     for _ in 0..rounds {
@@ -122,15 +136,19 @@ fn main() {
             .join_as_broadcaster(&broadcaster, None, Some(channel), false, true)
             .expect("the crowded channel starts");
         let ids: Vec<SocketId> = (0..viewers).map(|_| SocketId::generate()).collect();
-        for id in &ids {
-            registry
-                .join_as_viewer(id, channel, true)
-                .expect("a viewer joins");
-            registry
-                .tree_op(id, channel, TreeOp::Ready)
-                .expect("a viewer reports relay_ready");
-        }
         let (took, moved) = timed(1, &mut || {
+            for id in &ids {
+                registry
+                    .join_as_viewer(id, channel, true)
+                    .expect("a viewer joins");
+                registry
+                    .tree_op(id, channel, TreeOp::Ready)
+                    .expect("a viewer reports relay_ready");
+            }
+            ids.len()
+        });
+        heavy.push(("crowd joins", took, moved));
+        let (took, moved) = timed(2, &mut || {
             let departure = registry.disconnect(&ids[0]);
             departure
                 .left
@@ -140,7 +158,7 @@ fn main() {
                 .count()
         });
         heavy.push(("re-parent", took, moved));
-        let (took, moved) = timed(2, &mut || {
+        let (took, moved) = timed(3, &mut || {
             let closed = registry.disconnect(&broadcaster);
             closed.closed.iter().map(|c| c.viewers.len()).sum()
         });
@@ -150,28 +168,33 @@ fn main() {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let (mut during, seen, slowest) = relays.join().expect("the relay thread ends");
+    let (mut times, seen, slowest) = relays.join().expect("the relay thread ends");
 
     println!(
         "channel_isolation: {rounds} rounds of {viewers} relay-tree viewers (D 4, F 2) beside a relaying pair in another channel"
     );
-    for kind in ["re-parent", "close"] {
+    for kind in ["crowd joins", "re-parent", "close"] {
         let ops: Vec<&(&str, Duration, usize)> = heavy.iter().filter(|h| h.0 == kind).collect();
         let mut took: Vec<Duration> = ops.iter().map(|h| h.1).collect();
         took.sort();
         let mut moved: Vec<usize> = ops.iter().map(|h| h.2).collect();
         moved.sort();
         println!(
-            "{kind}: {} ops, viewers moved/closed p50 {}, duration p50 {} max {}",
+            "{kind}: {} ops, viewers joined/moved/closed p50 {}, duration p50 {} max {}",
             ops.len(),
             moved.get(moved.len() / 2).copied().unwrap_or(0),
             us(percentile(&took, 0.5)),
             us(percentile(&took, 1.0)),
         );
     }
-    let names = ["otherwise", "while a re-parent ran", "while a close ran"];
+    let names = [
+        "otherwise",
+        "while a crowd joined",
+        "while a re-parent ran",
+        "while a close ran",
+    ];
     for (kind, name) in names.iter().enumerate() {
-        let list = &mut during[kind];
+        let list = &mut times[kind];
         list.sort();
         println!(
             "relay in channel x {name}: {} relays, p50 {} p99 {} max {}",

@@ -40,8 +40,11 @@ use super::moderation::{ChatPace, ChatSettings, ChatSettingsChange, Removal, Tol
 use super::relay::Activity;
 use super::tree_events::{TreeEvent, TreeOp};
 
+mod places;
 #[cfg(test)]
 mod tests;
+
+use places::Places;
 
 /// The in-memory registry: one process holds every channel (the default, single-node mode).
 /// Cheap to clone.
@@ -60,7 +63,7 @@ struct Shared {
     /// The channels each socket may be in: a superset of the cells that index it. An entry is
     /// added under the cell's lock by the operation that makes the socket a member, pruned
     /// when a relay finds the socket gone from that cell, and removed at disconnect.
-    places: Mutex<HashMap<SocketId, HashSet<ChannelId>>>,
+    places: Places,
     counts: Mutex<Counts>,
     /// Each channel's next deadline (a relay-tree wait or a broadcaster's grace).
     deadlines: Mutex<HashMap<ChannelId, Moment>>,
@@ -150,7 +153,7 @@ impl MemoryRegistry {
                 limits,
                 pace: ChatPace::default(),
                 cells: RwLock::default(),
-                places: Mutex::default(),
+                places: Places::default(),
                 counts: Mutex::default(),
                 deadlines: Mutex::default(),
             }),
@@ -252,29 +255,32 @@ impl MemoryRegistry {
     /// Notes that `sid` may be in `id`'s cell; called under that cell's lock by the rule that
     /// made it a member, so a disconnect that reads `places` after it visits the cell.
     fn place(&self, sid: &SocketId, id: &ChannelId) {
-        lock(&self.shared.places)
-            .entry(sid.clone())
-            .or_default()
-            .insert(id.clone());
+        self.shared.places.add(sid, id);
     }
 
     /// Forgets that `sid` may be in `id`'s cell; called under that cell's lock (or with no such
     /// cell) by an operation of `sid`'s own, which none of its joins can overtake.
     fn unplace(&self, sid: &SocketId, id: &ChannelId) {
-        let mut places = lock(&self.shared.places);
-        if let Some(ids) = places.get_mut(sid) {
-            ids.remove(id);
-            if ids.is_empty() {
-                places.remove(sid);
-            }
-        }
+        self.shared.places.remove(sid, id);
+    }
+
+    /// Forgets the places of sockets a rule just took out of `id`'s cell (a closed channel's
+    /// members, removed viewers, waiters of a private channel); called under that cell's lock,
+    /// which their own `place` in it also takes, so a join of theirs is never forgotten.
+    fn unplace_gone<'a>(
+        &self,
+        state: &State,
+        id: &ChannelId,
+        gone: impl IntoIterator<Item = &'a SocketId>,
+    ) {
+        let gone = gone
+            .into_iter()
+            .filter(|sid| !state.sockets.contains_key(*sid));
+        self.shared.places.remove_all(gone, id);
     }
 
     fn places_of(&self, sid: &SocketId) -> Vec<ChannelId> {
-        lock(&self.shared.places)
-            .get(sid)
-            .map(|ids| ids.iter().cloned().collect())
-            .unwrap_or_default()
+        self.shared.places.of(sid)
     }
 
     /// Every cell, for the operations that look at all channels.
@@ -325,8 +331,10 @@ impl MemoryRegistry {
             let started =
                 state.join_as_broadcaster(self.limits(), sid, id.clone(), request, Moment::now());
             state.broadcasting_elsewhere = 0;
-            if started.is_ok() {
+            if let Ok(started) = &started {
                 self.place(sid, &id);
+                self.unplace_gone(state, &id, &started.lobby);
+                self.unplace_gone(state, &id, started.replaced.as_ref());
             }
             started
         })
@@ -469,7 +477,11 @@ impl MemoryRegistry {
         let mut expired = Expired::default();
         for id in due {
             let found = self.in_cell(&id, Absent::Empty, Counted::After, None, |state| {
-                state.expire_waits(now)
+                let found = state.expire_waits(now);
+                for closed in &found.abandoned {
+                    self.unplace_gone(state, &id, &closed.viewers);
+                }
+                found
             });
             expired.tree.extend(found.tree);
             expired.abandoned.extend(found.abandoned);
@@ -613,8 +625,13 @@ impl MemoryRegistry {
         viewer: &SocketId,
         ban: bool,
     ) -> Result<Removal, ChannelError> {
-        self.on_channel(channel_id, |state| {
-            state.remove_viewer(sid, channel_id, viewer, ban, Moment::now())
+        let id = ChannelId::from(channel_id);
+        self.on(&id, |state| {
+            let removal = state.remove_viewer(sid, channel_id, viewer, ban, Moment::now());
+            if let Ok(removal) = &removal {
+                self.unplace_gone(state, &id, removal.removed.iter().map(|r| &r.viewer));
+            }
+            removal
         })
     }
 
@@ -673,11 +690,15 @@ impl MemoryRegistry {
     pub fn disconnect(&self, sid: &SocketId) -> Departure {
         let grace = self.shared.limits.resume_grace;
         let now = Moment::now();
-        let ids = lock(&self.shared.places).remove(sid).unwrap_or_default();
+        let ids = self.shared.places.take(sid);
         let mut departure = Departure::default();
         for id in ids {
             let part = self.in_cell(&id, Absent::Empty, Counted::After, None, |state| {
-                state.disconnect(sid, grace, now)
+                let part = state.disconnect(sid, grace, now);
+                for closed in &part.closed {
+                    self.unplace_gone(state, &id, &closed.viewers);
+                }
+                part
             });
             departure.closed.extend(part.closed);
             departure.held.extend(part.held);
@@ -694,7 +715,11 @@ impl MemoryRegistry {
         for id in self.every_id() {
             closed.extend(
                 self.in_cell(&id, Absent::Empty, Counted::After, None, |state| {
-                    state.sweep(ttl, now)
+                    let swept = state.sweep(ttl, now);
+                    for gone in &swept {
+                        self.unplace_gone(state, &id, [&gone.broadcaster]);
+                    }
+                    swept
                 }),
             );
         }
@@ -702,16 +727,11 @@ impl MemoryRegistry {
     }
 
     pub fn stats(&self) -> RegistryStats {
-        let mut sockets = HashSet::new();
-        for id in self.every_id() {
-            self.on(&id, |state| {
-                sockets.extend(state.sockets.keys().cloned());
-            });
-        }
         let counts = lock(&self.shared.counts);
         RegistryStats {
             channels: counts.channels,
-            indexed_sockets: sockets.len(),
+            // Exact: every rule that takes a socket out of a cell forgets its place there.
+            indexed_sockets: self.shared.places.len(),
             indexed_addresses: counts.by_addr.len(),
         }
     }

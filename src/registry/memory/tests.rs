@@ -288,7 +288,10 @@ proptest! {
             let (a, b) = apply(op, &cells, &mut whole);
             prop_assert_eq!(a, b, "{:?}", op);
             prop_assert_eq!(holdings(&cells.state()), holdings(&whole.state), "after {:?}", op);
-            prop_assert_eq!(cells.stats().channels, whole.state.channels.len());
+            let stats = cells.stats();
+            prop_assert_eq!(stats.channels, whole.state.channels.len());
+            prop_assert_eq!(stats.indexed_sockets, whole.state.sockets.len(), "places after {:?}", op);
+            prop_assert_eq!(stats.indexed_addresses, whole.state.by_addr.len());
         }
         for s in 0..8 {
             let (a, b) = apply(&Op::Disconnect(s), &cells, &mut whole);
@@ -299,7 +302,7 @@ proptest! {
         prop_assert_eq!(holdings(&cells.state()), holdings(&whole.state));
         prop_assert_eq!(cells.stats(), super::RegistryStats { channels: 0, indexed_sockets: 0, indexed_addresses: 0 });
         prop_assert!(cells.every_id().is_empty(), "every cell retired");
-        prop_assert!(super::lock(&cells.shared.places).is_empty());
+        prop_assert!(cells.shared.places.all().is_empty());
         prop_assert!(super::lock(&cells.shared.deadlines).is_empty());
     }
 }
@@ -375,7 +378,193 @@ fn concurrent_operations_on_shared_channels_leave_nothing_behind() {
     assert!(state.channels.is_empty() && state.lobbies.is_empty());
     assert_eq!(state.waiting_total, 0);
     assert!(cells.every_id().is_empty());
-    assert!(super::lock(&cells.shared.places).is_empty());
+    assert!(cells.shared.places.all().is_empty());
     assert!(super::lock(&cells.shared.deadlines).is_empty());
-    let _: HashSet<()> = HashSet::new();
+}
+
+/// Every kind of operation (takeovers, resumes, removals, stops included) from many threads
+/// while another sweeps, expires and reads without pause: the limits hold throughout, and
+/// whenever everything stands still, what spans the cells matches them exactly.
+#[test]
+fn spanning_maps_match_the_cells_under_concurrent_operations() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let mut l = limits();
+    l.max_channels = 6;
+    l.max_channels_per_addr = 3;
+    l.max_waiting = 7;
+    l.max_waiting_per_channel = 3;
+    l.tree.fanout = 2;
+    l.idle_ttl = Duration::from_millis(1);
+    l.resume_grace = Duration::from_millis(2);
+    let cells = Arc::new(MemoryRegistry::new(l.clone()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Held by the sweeper for each of its passes, and by the checks between rounds.
+    let pause = Arc::new(Mutex::new(()));
+    let sweeper = {
+        let cells = cells.clone();
+        let (stop, pause) = (stop.clone(), pause.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _pass = super::lock(&pause);
+                cells.sweep(Moment::now());
+                cells.expire_waits(Moment::now());
+                let _ = cells.stats();
+                let _ = cells.list();
+                {
+                    let c = super::lock(&cells.shared.counts);
+                    assert!(c.channels <= 6, "channels {}", c.channels);
+                    assert!(c.waiting <= 7, "waiting {}", c.waiting);
+                    assert!(c.by_addr.values().all(|&n| n <= 3));
+                }
+            }
+        })
+    };
+    for round in 0..20u64 {
+        let threads: Vec<_> = (0..3u8)
+            .map(|t| {
+                let cells = cells.clone();
+                std::thread::spawn(move || {
+                    let mut rng_state = u64::from(t) * 7919 + 1 + round * 104729;
+                    let mut next = move |n: u64| {
+                        rng_state = rng_state
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (rng_state >> 33) % n
+                    };
+                    for _ in 0..2000 {
+                        let s = SocketId::from(format!("t{t}s{}", next(6)).as_str());
+                        let c = format!("c{}", next(8));
+                        match next(12) {
+                            0 => {
+                                let _ = cells.start_broadcast(
+                                    &s,
+                                    Some(&c),
+                                    request(t + next(2) as u8, false, None),
+                                );
+                            }
+                            1 => {
+                                let _ = cells.start_broadcast(
+                                    &s,
+                                    Some(&c),
+                                    request(2 * t, true, Some("t")),
+                                );
+                            }
+                            2 | 3 => {
+                                let _ = cells.join_as_viewer(&s, &c, true);
+                            }
+                            4 => {
+                                let _ = cells.wait_for(&s, &c, next(2) == 0);
+                            }
+                            5 => {
+                                let target = format!("t{}s{}", next(3), next(6));
+                                let _ = cells.authorize_relay(&s, &target, Activity::Refresh);
+                            }
+                            6 => {
+                                let _ = cells.tree_op(&s, &c, TreeOp::Ready);
+                            }
+                            7 => {
+                                let v =
+                                    SocketId::from(format!("t{}s{}", next(3), next(6)).as_str());
+                                let _ = cells.remove_viewer(&s, &c, &v, next(2) == 0);
+                            }
+                            8 => {
+                                let _ = cells.stop_broadcast(&s, &c);
+                            }
+                            9 => {
+                                let _ = cells.audience(&s);
+                            }
+                            _ => {
+                                cells.disconnect(&s);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("no thread panics");
+        }
+        let _still = super::lock(&pause);
+        let merged = cells.state();
+        let mut by_addr: HashMap<IpAddr, usize> = HashMap::new();
+        for channel in merged.channels.values() {
+            if let Some(addr) = channel.owner_addr {
+                *by_addr.entry(addr).or_default() += 1;
+            }
+        }
+        let waiting: usize = merged.lobbies.values().map(HashMap::len).sum();
+        assert_eq!(
+            merged.by_addr, by_addr,
+            "round {round}: channels per address"
+        );
+        assert_eq!(
+            merged.waiting_total, waiting,
+            "round {round}: waiting viewers"
+        );
+        assert_eq!(cells.stats().channels, merged.channels.len());
+        let places = cells.shared.places.all();
+        let indexed: HashMap<SocketId, HashSet<ChannelId>> = merged
+            .sockets
+            .iter()
+            .map(|(sid, m)| {
+                let all = m.broadcasting.iter().chain(&m.watching).chain(&m.waiting);
+                (sid.clone(), all.cloned().collect())
+            })
+            .collect();
+        assert_eq!(places, indexed, "round {round}: places");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sweeper.join().expect("sweeper");
+    for t in 0..3 {
+        for i in 0..6 {
+            cells.disconnect(&SocketId::from(format!("t{t}s{i}").as_str()));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    cells.expire_waits(Moment::now() + Duration::from_secs(3600));
+    cells.sweep(Moment::now() + Duration::from_secs(3600));
+    let state = cells.state();
+    assert!(
+        state.channels.is_empty() && state.lobbies.is_empty(),
+        "left: {}",
+        holdings(&state)
+    );
+    assert_eq!(state.waiting_total, 0);
+    assert!(state.by_addr.is_empty(), "by_addr {:?}", state.by_addr);
+    assert_eq!(super::lock(&cells.shared.counts).channels, 0);
+    assert!(cells.every_id().is_empty());
+    assert!(cells.shared.places.all().is_empty());
+    assert!(super::lock(&cells.shared.deadlines).is_empty());
+}
+
+/// A long-lived viewer that watches one channel after another (each closing when its
+/// broadcaster leaves) keeps every channel id it ever watched in `places`, relays and all.
+#[test]
+fn a_long_lived_viewer_leaves_no_trail_of_places() {
+    let cells = MemoryRegistry::new(RegistryLimits {
+        max_channels: 1000,
+        ..limits()
+    });
+    let viewer = SocketId::from("viewer");
+    for i in 0..200 {
+        let b = SocketId::from(format!("b{i}").as_str());
+        let c = format!("c{i}");
+        cells
+            .join_as_broadcaster(&b, None, Some(&c), false, false)
+            .unwrap();
+        cells.join_as_viewer(&viewer, &c, false).unwrap();
+        // It negotiates with the broadcaster, as every page does.
+        cells
+            .authorize_relay(&viewer, &format!("b{i}"), Activity::Refresh)
+            .unwrap();
+        cells.disconnect(&b);
+    }
+    let kept = cells
+        .shared
+        .places
+        .all()
+        .get(&viewer)
+        .map_or(0, HashSet::len);
+    assert_eq!(kept, 0, "channel ids kept for a viewer that is in none");
 }
