@@ -321,14 +321,7 @@ impl Registry {
 
     pub async fn stats(&self) -> Stats {
         match self {
-            Registry::Memory(r) => {
-                let s = r.stats();
-                Stats {
-                    channels: s.channels,
-                    indexed_sockets: s.indexed_sockets,
-                    indexed_addresses: s.indexed_addresses,
-                }
-            }
+            Registry::Memory(r) => r.stats(),
             Registry::Cluster(r) => r.stats().await,
         }
     }

@@ -25,8 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use serde::Serialize;
-
+use super::Stats;
 use super::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
 use super::chat::{ChatDelivery, ChatMessage};
 use super::clock::{Moment, unix_now};
@@ -118,15 +117,6 @@ struct Shown {
     channels: usize,
     waiting: usize,
     by_addr: HashMap<IpAddr, usize>,
-}
-
-/// Counts for the health endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct RegistryStats {
-    pub channels: usize,
-    pub indexed_sockets: usize,
-    /// Client addresses that own at least one channel.
-    pub indexed_addresses: usize,
 }
 
 /// A poisoned lock means a panic mid-update elsewhere; the maps are still structurally valid,
@@ -726,9 +716,9 @@ impl MemoryRegistry {
         closed
     }
 
-    pub fn stats(&self) -> RegistryStats {
+    pub fn stats(&self) -> Stats {
         let counts = lock(&self.shared.counts);
-        RegistryStats {
+        Stats {
             channels: counts.channels,
             // Exact: every rule that takes a socket out of a cell forgets its place there.
             indexed_sockets: self.shared.places.len(),

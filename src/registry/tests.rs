@@ -5,12 +5,13 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::Stats;
 use super::broadcaster::BroadcastRequest;
 use super::clock::Moment;
 use super::errors::{ChannelError, ViewerAction};
 use super::ids::{ChannelId, SocketId};
 use super::membership::{Departure, ViewerLeft, ViewerRequest};
-use super::memory::{MemoryRegistry, RegistryStats};
+use super::memory::MemoryRegistry;
 use super::model::{ClosedChannel, RegistryLimits};
 use super::relay::Activity;
 use super::tree::TreeLimits;
@@ -183,7 +184,7 @@ fn one_socket_or_address_cannot_take_every_channel() {
     r.disconnect(&sid("other"));
     assert_eq!(
         r.stats(),
-        RegistryStats {
+        Stats {
             channels: 0,
             indexed_sockets: 0,
             indexed_addresses: 0
@@ -387,7 +388,7 @@ fn broadcaster_disconnect_closes_its_channels_and_unindexes_viewers() {
     assert_eq!(departure.closed[1].viewers, vec![v2.clone()]);
     assert_eq!(
         r.stats(),
-        RegistryStats {
+        Stats {
             channels: 0,
             indexed_sockets: 0,
             indexed_addresses: 0
@@ -460,7 +461,7 @@ fn idle_channel_without_viewers_expires_but_live_one_never_does() {
     assert_eq!(r.sweep(Moment::now() + ttl * 2).len(), 1);
     assert_eq!(
         r.stats(),
-        RegistryStats {
+        Stats {
             channels: 0,
             indexed_sockets: 0,
             indexed_addresses: 0
@@ -663,7 +664,7 @@ fn concurrent_disconnects_leave_nothing_behind() {
     });
     assert_eq!(
         r.stats(),
-        RegistryStats {
+        Stats {
             channels: 0,
             indexed_sockets: 0,
             indexed_addresses: 0
@@ -872,7 +873,7 @@ proptest::proptest! {
         check_indexes(&r);
         proptest::prop_assert_eq!(
             r.stats(),
-            RegistryStats { channels: 0, indexed_sockets: 0, indexed_addresses: 0 }
+            Stats { channels: 0, indexed_sockets: 0, indexed_addresses: 0 }
         );
         proptest::prop_assert!(r.state().waits.is_empty());
         proptest::prop_assert!(r.state().lobbies.is_empty());

@@ -300,7 +300,7 @@ proptest! {
         let (a, b) = apply(&Op::Expire, &cells, &mut whole);
         prop_assert_eq!(a, b);
         prop_assert_eq!(holdings(&cells.state()), holdings(&whole.state));
-        prop_assert_eq!(cells.stats(), super::RegistryStats { channels: 0, indexed_sockets: 0, indexed_addresses: 0 });
+        prop_assert_eq!(cells.stats(), crate::registry::Stats { channels: 0, indexed_sockets: 0, indexed_addresses: 0 });
         prop_assert!(cells.every_id().is_empty(), "every cell retired");
         prop_assert!(cells.shared.places.all().is_empty());
         prop_assert!(super::lock(&cells.shared.deadlines).is_empty());
@@ -368,7 +368,7 @@ fn concurrent_operations_on_shared_channels_leave_nothing_behind() {
     cells.expire_waits(Moment::now() + Duration::from_secs(3600));
     assert_eq!(
         cells.stats(),
-        super::RegistryStats {
+        crate::registry::Stats {
             channels: 0,
             indexed_sockets: 0,
             indexed_addresses: 0
