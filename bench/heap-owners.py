@@ -25,11 +25,21 @@ import tempfile
 RULES = [
     ("engineioxide: outgoing packet queue and heartbeat channel (tokio mpsc)",
      ["engineioxide::socket::Socket<D>::new", "mpsc::chan::channel"]),
+    # The same where the build inlined `Socket::new` into its caller.
+    ("engineioxide: outgoing packet queue and heartbeat channel (tokio mpsc)",
+     ["engineioxide::engine::EngineIo<H>::create_", "mpsc::chan::channel"]),
     ("engineioxide: socket (Socket, watch channel, session map)",
      ["engineioxide::socket::Socket<D>::new"]),
     ("engineioxide: socket (Socket, watch channel, session map)",
      ["engineioxide::engine::EngineIo<H>::create_session"]),
     ("engineioxide: heartbeat task", ["spawn_heartbeat"]),
+    # The tasks by where they are spawned, before any rule on the frames they are spawned under
+    # (the reader task is spawned inside the request's service call, under `detach_head`). Where
+    # the build inlined `spawn_heartbeat`, its task shares the writer's stack.
+    ("engineioxide: WebSocket reader task",
+     ["socketioxide::service::SocketIoService", "tokio::task::spawn::spawn"]),
+    ("engineioxide: WebSocket writer task (and heartbeat task, if its spawn is inlined)",
+     ["engineioxide::transport::ws::on_init", "tokio::task::spawn::spawn"]),
     ("engineioxide: WebSocket reader task", ["engineioxide::service::parser::dispatch_req", "new_task"]),
     ("engineioxide: WebSocket writer task", ["engineioxide::transport::ws::new_req", "new_task"]),
     ("engineioxide: heartbeat task", ["tokio::time::interval::internal_interval_at"]),
@@ -42,8 +52,15 @@ RULES = [
      ["socketioxide::extensions::Extensions::insert"]),
     ("socketioxide: socket and its handlers", ["socketioxide::socket::Socket<A>::on_"]),
     ("ours: public id, event queue handle (connect handler)", ["broadcast_server::signaling::OnConnect<A> as socketioxide::handler::connect::ConnectHandler"]),
+    # Ours, where the build inlined our connect handler into socketioxide's.
+    ("ours: public ids for the CONNECT rewrite", ["broadcast_server::connection::PublicIds::insert"]),
+    ("ours: public id, event queue handle (connect handler)",
+     ["broadcast_server::registry::ids::SocketId::generate"]),
+    ("ours: public id, event queue handle (connect handler)",
+     ["ErasedConnectHandler<A>>::call_middleware"]),
     ("socketioxide: socket and its handlers", ["socketioxide::client::Client<A>::sock_connect"]),
     ("kept request: header map", ["HeaderMap<T>::try_reserve"]),
+    ("kept request: extensions (hyper upgrade, axum)", ["broadcast_server::http::kept_extensions"]),
     ("kept request: copies of the head (detach_head)", ["detach_head"]),
     ("kept request: copies of the head (detach_head)", ["broadcast_server::http::owned_uri"]),
     ("kept request: copies of the head (detach_head)", ["axum::middleware::map_request::MapRequest"]),
@@ -51,7 +68,7 @@ RULES = [
     ("kept request: extensions (hyper upgrade, axum)", ["hyper::upgrade::pending"]),
     ("kept request: copies (Parts clone)", ["<http::request::Parts as core::clone::Clone>"]),
     ("tokio: I/O registration", ["RegistrationSet::allocate"]),
-    ("ours: public ids by session", ["PublicIds"]),
+    ("ours: public ids for the CONNECT rewrite", ["PublicIds"]),
     ("ours: connection wrapper (timers, reconnect token)", ["GuardedAcceptor"]),
     ("hyper: the upgraded connection (with ours inside)", ["hyper_util::server::conn::auto::UpgradeableConnection"]),
     ("hyper: the upgraded connection (with ours inside)", ["axum_server::server::Server<A,Acc>::serve"]),

@@ -7,17 +7,19 @@ pub mod turn;
 
 use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, Path as UrlPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
+use hyper::upgrade::OnUpgrade;
 use minijinja::{Environment, context};
 use serde::Serialize;
 use socketioxide::adapter::Adapter;
@@ -425,8 +427,9 @@ const KEPT_HEADERS: [HeaderName; 2] = [
 /// hyper parses a request's URI and header values as slices of the connection's read buffer
 /// (8 KiB), and the Socket.IO layer keeps a session's opening request for the socket's whole
 /// life: each idle connection would pin that buffer. A copy of the head (the URI and the
-/// [`KEPT_HEADERS`], under a hundred bytes) lets it go. Other requests (every polling round
-/// trip, assets) end with their response and pass untouched.
+/// [`KEPT_HEADERS`], under a hundred bytes) lets it go. Of the request's extensions it keeps
+/// only those read later (see [`kept_extensions`]). Other requests (every polling round trip,
+/// assets) end with their response and pass untouched.
 async fn detach_head(request: Request) -> Request {
     if !opens_session(request.uri()) {
         return request;
@@ -455,9 +458,26 @@ async fn detach_head(request: Request) -> Request {
     if let Some(uri) = owned_uri(&parts.uri) {
         parts.uri = uri;
     }
-    // axum's router stored a clone of the URI too, which nothing reads here.
-    parts.extensions.remove::<OriginalUri>();
+    parts.extensions = kept_extensions(parts.extensions);
     Request::from_parts(parts, body)
+}
+
+/// The extensions of a socket's opening request that anything reads once it is open: hyper's
+/// upgrade handle (engineioxide upgrades a WebSocket with it) and the peer's address (the
+/// client's address, read when the socket connects), in a map of their own. The rest are never
+/// read here, yet would be kept for the socket's life: axum-server's handle to close the HTTP
+/// connection (it holds that connection's watch channel, about 350 bytes, long after an
+/// upgrade has ended the HTTP connection), axum's path parameters and copy of the URI, and the
+/// map itself, grown by those inserts to twice the table two entries need.
+fn kept_extensions(mut all: Extensions) -> Extensions {
+    let mut kept = Extensions::new();
+    if let Some(upgrade) = all.remove::<OnUpgrade>() {
+        kept.insert(upgrade);
+    }
+    if let Some(peer) = all.remove::<ConnectInfo<SocketAddr>>() {
+        kept.insert(peer);
+    }
+    kept
 }
 
 /// The same URI in storage of its own.
@@ -514,6 +534,7 @@ pub fn assets_present(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::extract::OriginalUri;
 
     use tower::ServiceExt;
 
@@ -716,6 +737,37 @@ mod tests {
             "dGhlIHNhbXBsZSBub25jZQ=="
         );
         assert!(request.extensions().get::<OriginalUri>().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_detached_head_keeps_only_the_extensions_read_later() {
+        #[derive(Clone)]
+        struct Other;
+        let peer: SocketAddr = "203.0.113.7:4321".parse().expect("address");
+        let mut request = Request::get("/socket.io/?EIO=4&transport=websocket")
+            .body(Body::empty())
+            .expect("valid request");
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(Other);
+        let uri = request.uri().clone();
+        request.extensions_mut().insert(OriginalUri(uri));
+
+        let request = detach_head(request).await;
+
+        let extensions = request.extensions();
+        assert_eq!(extensions.len(), 1);
+        assert_eq!(
+            extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+            Some(peer)
+        );
+
+        // Other requests keep theirs.
+        let mut request = Request::get("/assets/main.js")
+            .body(Body::empty())
+            .expect("valid request");
+        request.extensions_mut().insert(Other);
+        let request = detach_head(request).await;
+        assert!(request.extensions().get::<Other>().is_some());
     }
 
     #[tokio::test]
