@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use super::batch::Settle;
 use super::lock;
+use super::node::Health;
 use crate::registry::clock::Moment;
 use crate::registry::errors::ChannelError;
 use crate::registry::ids::{ChannelId, SocketId};
@@ -194,15 +195,21 @@ pub(super) fn timeout(heartbeat: Duration) -> Duration {
 
 /// Listens on this node's channel for as long as the connection lives: replies go to their
 /// waiters, requests to `serve` (which runs each in its own task and publishes the answer).
+/// `health` is unhealthy from the moment the connection fails until the channel is subscribed
+/// again: meanwhile nobody can reach this node's channels' owner, and balancers should hold
+/// new clients back.
 pub(super) async fn listen(
     subscriber: SubscriberClient,
     channel: String,
     waiting: std::sync::Arc<Waiting>,
+    health: std::sync::Arc<Health>,
     serve: impl Fn(Request) + Send + 'static,
 ) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
-    subscribe(&subscriber, &channel).await;
+    let mut errors = subscriber.error_rx();
+    health.inbox_down("redis: node channel: subscribing".to_owned());
+    subscribe(&subscriber, &channel, &health).await;
     loop {
         tokio::select! {
             message = messages.recv() => match message {
@@ -223,22 +230,32 @@ pub(super) async fn listen(
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
+            error = errors.recv() => match error {
+                Ok((e, _)) => health.inbox_down(format!("redis: node channel: {e}")),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(_) => {}
+            },
             reconnect = reconnects.recv() => {
                 if matches!(reconnect, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
                     return;
                 }
-                subscribe(&subscriber, &channel).await;
+                health.inbox_down("redis: node channel: subscribing again".to_owned());
+                subscribe(&subscriber, &channel, &health).await;
             }
         }
     }
 }
 
-/// Subscribes, retrying while Redis is away.
-async fn subscribe(subscriber: &SubscriberClient, channel: &str) {
+/// Subscribes, retrying while Redis is away; healthy again once subscribed.
+async fn subscribe(subscriber: &SubscriberClient, channel: &str, health: &Health) {
     loop {
         match subscriber.subscribe(channel).await {
-            Ok(()) => return,
+            Ok(()) => {
+                health.inbox_up();
+                return;
+            }
             Err(e) => {
+                health.inbox_down(format!("redis: node channel: {e}"));
                 tracing::debug!("node channel: cannot subscribe yet: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

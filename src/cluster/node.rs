@@ -22,6 +22,9 @@ use crate::registry::membership::Departure;
 pub struct Health {
     problem: Mutex<Option<String>>,
     pubsub: Mutex<Option<String>>,
+    /// This node's inbox (forwarded operations and their replies) is not subscribed: other
+    /// nodes' joins to the channels it owns would reach nobody, and wait until they give up.
+    inbox: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -53,11 +56,26 @@ impl Health {
         }
     }
 
+    pub fn inbox_down(&self, reason: String) {
+        let mut problem = lock(&self.inbox);
+        if problem.is_none() {
+            tracing::error!(%reason, "cluster inbox unsubscribed");
+        }
+        *problem = Some(reason);
+    }
+
+    pub fn inbox_up(&self) {
+        if lock(&self.inbox).take().is_some() {
+            tracing::info!("cluster inbox subscribed again");
+        }
+    }
+
     /// The reason the node is unhealthy, if it is.
     pub fn problem(&self) -> Option<String> {
         lock(&self.problem)
             .clone()
             .or_else(|| lock(&self.pubsub).clone())
+            .or_else(|| lock(&self.inbox).clone())
     }
 }
 

@@ -306,6 +306,7 @@ impl ClusterRegistry {
             subscriber,
             self.keys().inbox(&self.inner.node),
             self.inner.waiting.clone(),
+            self.inner.health.clone(),
             move |request| this.serve(request),
         )));
     }
