@@ -20,62 +20,68 @@ use crate::registry::membership::Departure;
 /// Commands and pub/sub go over separate connections, and each must work.
 #[derive(Debug, Default)]
 pub struct Health {
-    problem: Mutex<Option<String>>,
-    pubsub: Mutex<Option<String>>,
+    problem: Condition,
+    pubsub: Condition,
     /// This node's inbox (forwarded operations and their replies) is not subscribed: other
     /// nodes' joins to the channels it owns would reach nobody, and wait until they give up.
-    inbox: Mutex<Option<String>>,
+    inbox: Condition,
+}
+
+/// One way the node can be unwell: the reason while it is, logged when it starts and ends.
+#[derive(Debug, Default)]
+struct Condition(Mutex<Option<String>>);
+
+impl Condition {
+    fn set(&self, reason: String, what: &str) {
+        let mut problem = lock(&self.0);
+        if problem.is_none() {
+            tracing::error!(%reason, "cluster {what}");
+        }
+        *problem = Some(reason);
+    }
+
+    fn clear(&self, what: &str) {
+        if lock(&self.0).take().is_some() {
+            tracing::info!("cluster {what}");
+        }
+    }
+
+    fn reason(&self) -> Option<String> {
+        lock(&self.0).clone()
+    }
 }
 
 impl Health {
     pub fn down(&self, reason: String) {
-        let mut problem = lock(&self.problem);
-        if problem.is_none() {
-            tracing::error!(%reason, "cluster storage unavailable");
-        }
-        *problem = Some(reason);
+        self.problem.set(reason, "storage unavailable");
     }
 
     pub fn up(&self) {
-        if lock(&self.problem).take().is_some() {
-            tracing::info!("cluster storage reachable again");
-        }
+        self.problem.clear("storage reachable again");
     }
 
     pub fn pubsub_down(&self, reason: String) {
-        let mut problem = lock(&self.pubsub);
-        if problem.is_none() {
-            tracing::error!(%reason, "cluster pub/sub unavailable");
-        }
-        *problem = Some(reason);
+        self.pubsub.set(reason, "pub/sub unavailable");
     }
 
     pub fn pubsub_up(&self) {
-        if lock(&self.pubsub).take().is_some() {
-            tracing::info!("cluster pub/sub subscribed again");
-        }
+        self.pubsub.clear("pub/sub subscribed again");
     }
 
     pub fn inbox_down(&self, reason: String) {
-        let mut problem = lock(&self.inbox);
-        if problem.is_none() {
-            tracing::error!(%reason, "cluster inbox unsubscribed");
-        }
-        *problem = Some(reason);
+        self.inbox.set(reason, "inbox unsubscribed");
     }
 
     pub fn inbox_up(&self) {
-        if lock(&self.inbox).take().is_some() {
-            tracing::info!("cluster inbox subscribed again");
-        }
+        self.inbox.clear("inbox subscribed again");
     }
 
     /// The reason the node is unhealthy, if it is.
     pub fn problem(&self) -> Option<String> {
-        lock(&self.problem)
-            .clone()
-            .or_else(|| lock(&self.pubsub).clone())
-            .or_else(|| lock(&self.inbox).clone())
+        self.problem
+            .reason()
+            .or_else(|| self.pubsub.reason())
+            .or_else(|| self.inbox.reason())
     }
 }
 

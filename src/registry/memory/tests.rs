@@ -307,6 +307,17 @@ proptest! {
     }
 }
 
+/// Numbers below `n` from a seed (a linear congruential generator: the same run each time).
+fn numbers(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    }
+}
+
 /// Threads that each own some sockets (a socket's own operations run one at a time, as its
 /// connection runs them) join, wait for, broadcast, relay in and leave a few shared channels
 /// at once: nothing is lost or left over, and the counts stay exact.
@@ -322,13 +333,7 @@ fn concurrent_operations_on_shared_channels_leave_nothing_behind() {
         .map(|t| {
             let cells = cells.clone();
             std::thread::spawn(move || {
-                let mut rng_state = u64::from(t) * 7919 + 1;
-                let mut next = move |n: u64| {
-                    rng_state = rng_state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (rng_state >> 33) % n
-                };
+                let mut next = numbers(u64::from(t) * 7919 + 1);
                 for _ in 0..3000 {
                     // Sockets 10t..10t+9 belong to this thread; channels are shared.
                     let s = SocketId::from(format!("t{t}s{}", next(10)).as_str());
@@ -425,13 +430,7 @@ fn spanning_maps_match_the_cells_under_concurrent_operations() {
             .map(|t| {
                 let cells = cells.clone();
                 std::thread::spawn(move || {
-                    let mut rng_state = u64::from(t) * 7919 + 1 + round * 104729;
-                    let mut next = move |n: u64| {
-                        rng_state = rng_state
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        (rng_state >> 33) % n
-                    };
+                    let mut next = numbers(u64::from(t) * 7919 + 1 + round * 104729);
                     for _ in 0..2000 {
                         let s = SocketId::from(format!("t{t}s{}", next(6)).as_str());
                         let c = format!("c{}", next(8));
