@@ -4,6 +4,15 @@
 //! where the state lives and how an operation is made atomic (a mutex there, an optimistic Redis
 //! transaction here). The methods are async because the Redis backend is; the in-memory one
 //! never awaits. Kept outside `registry/` so that the rules know nothing of the cluster.
+//!
+//! In memory, an operation that changes a channel first takes the channel's turn ([`turns`])
+//! and its caller's job keeps it until that operation's events are emitted, so each channel's
+//! events leave in the order its rules produced them. The methods that do take the job's
+//! [`Held`] turns.
+
+mod turns;
+
+pub use turns::{Held, Turns};
 
 use crate::cluster::ClusterRegistry;
 use crate::registry::broadcaster::{BroadcastRequest, BroadcastStarted, BroadcastStopped};
@@ -11,7 +20,7 @@ use crate::registry::chat::{ChatDelivery, ChatMessage};
 use crate::registry::clock::Moment;
 use crate::registry::errors::ChannelError;
 use crate::registry::expiry::Expired;
-use crate::registry::ids::SocketId;
+use crate::registry::ids::{ChannelId, SocketId};
 use crate::registry::listing::{Census, ChannelSummary};
 use crate::registry::membership::{Departure, ViewerJoined, ViewerRequest};
 use crate::registry::model::ClosedChannel;
@@ -23,16 +32,26 @@ use crate::registry::{MemoryRegistry, RegistryLimits, Stats};
 /// Cheap to clone; every clone shares the same channels.
 #[derive(Clone)]
 pub enum Registry {
-    Memory(MemoryRegistry),
+    Memory(MemoryRegistry, Turns),
     Cluster(ClusterRegistry),
 }
 
+/// The channel id an operation names, as a turn's key.
+fn one(channel_id: &str) -> [ChannelId; 1] {
+    [ChannelId::from(channel_id)]
+}
+
 impl Registry {
+    /// The in-memory registry, its channels' turns with it.
+    pub fn memory(registry: MemoryRegistry) -> Self {
+        Registry::Memory(registry, Turns::default())
+    }
+
     /// Whether the registry can serve now: always in memory; in cluster mode, while Redis
     /// answers. A client's events pile up while it cannot, through no fault of the client's.
     pub fn is_available(&self) -> bool {
         match self {
-            Registry::Memory(_) => true,
+            Registry::Memory(..) => true,
             Registry::Cluster(r) => r.problem().is_none(),
         }
     }
@@ -41,26 +60,30 @@ impl Registry {
     /// waiting (in cluster mode: from its replica; 0 when it holds none of them).
     pub fn audience(&self, sid: &SocketId) -> usize {
         match self {
-            Registry::Memory(r) => r.audience(sid),
+            Registry::Memory(r, _) => r.audience(sid),
             Registry::Cluster(r) => r.audience(sid),
         }
     }
 
     pub fn limits(&self) -> &RegistryLimits {
         match self {
-            Registry::Memory(r) => r.limits(),
+            Registry::Memory(r, _) => r.limits(),
             Registry::Cluster(r) => r.limits(),
         }
     }
 
     pub(crate) async fn join_as_broadcaster(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: Option<&str>,
         request: BroadcastRequest<'_>,
     ) -> Result<BroadcastStarted, ChannelError> {
         match self {
-            Registry::Memory(r) => r.start_broadcast(sid, channel_id, request),
+            Registry::Memory(r, turns) => {
+                turns.take(held, channel_id.map(ChannelId::from)).await;
+                r.start_broadcast(sid, channel_id, request)
+            }
             Registry::Cluster(r) => r.start_broadcast(sid, channel_id, request).await,
         }
     }
@@ -70,12 +93,16 @@ impl Registry {
     /// (join it instead).
     pub async fn wait_for(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
         relay: bool,
     ) -> Result<bool, ChannelError> {
         match self {
-            Registry::Memory(r) => r.wait_for(sid, channel_id, relay),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.wait_for(sid, channel_id, relay)
+            }
             Registry::Cluster(r) => r.wait_for(sid, channel_id, relay).await,
         }
     }
@@ -83,7 +110,7 @@ impl Registry {
     /// How the channels stand, for `/metrics` (cluster mode: the whole deployment).
     pub async fn census(&self) -> Result<Census, ChannelError> {
         match self {
-            Registry::Memory(r) => Ok(r.census()),
+            Registry::Memory(r, _) => Ok(r.census()),
             Registry::Cluster(r) => r.census().await,
         }
     }
@@ -91,26 +118,30 @@ impl Registry {
     /// The stored password hash of a private channel (`None`: public or unknown).
     pub async fn password_of(&self, channel_id: &str) -> Result<Option<String>, ChannelError> {
         match self {
-            Registry::Memory(r) => Ok(r.password_of(channel_id)),
+            Registry::Memory(r, _) => Ok(r.password_of(channel_id)),
             Registry::Cluster(r) => r.password_of(channel_id).await,
         }
     }
 
     pub async fn list(&self) -> Result<Vec<ChannelSummary>, ChannelError> {
         match self {
-            Registry::Memory(r) => Ok(r.list()),
+            Registry::Memory(r, _) => Ok(r.list()),
             Registry::Cluster(r) => r.list().await,
         }
     }
 
     pub(crate) async fn join_as_viewer(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
         request: ViewerRequest<'_>,
     ) -> Result<ViewerJoined, ChannelError> {
         match self {
-            Registry::Memory(r) => r.join_verified(sid, channel_id, request),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.join_verified(sid, channel_id, request)
+            }
             Registry::Cluster(r) => r.join_verified(sid, channel_id, request).await,
         }
     }
@@ -119,19 +150,23 @@ impl Registry {
     /// `upstream_stalled`, `relay_capacity`).
     pub(crate) async fn tree_op(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
         op: TreeOp,
     ) -> Result<Vec<TreeEvent>, ChannelError> {
         match self {
-            Registry::Memory(r) => r.tree_op(sid, channel_id, op),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.tree_op(sid, channel_id, op)
+            }
             Registry::Cluster(r) => r.tree_op(sid, channel_id, op).await,
         }
     }
 
     pub async fn expire_waits(&self, now: Moment) -> Expired {
         match self {
-            Registry::Memory(r) => r.expire_waits(now),
+            Registry::Memory(r, _) => r.expire_waits(now),
             Registry::Cluster(r) => r.expire_waits(now).await,
         }
     }
@@ -143,7 +178,7 @@ impl Registry {
         activity: Activity,
     ) -> Result<SocketId, ChannelError> {
         match self {
-            Registry::Memory(r) => r.authorize_relay(sender, target, activity),
+            Registry::Memory(r, _) => r.authorize_relay(sender, target, activity),
             Registry::Cluster(r) => r.authorize_relay(sender, target, activity).await,
         }
     }
@@ -155,7 +190,7 @@ impl Registry {
         alias: &str,
     ) -> Result<(), ChannelError> {
         match self {
-            Registry::Memory(r) => r.set_alias(sid, channel_id, alias),
+            Registry::Memory(r, _) => r.set_alias(sid, channel_id, alias),
             Registry::Cluster(r) => r.set_alias(sid, channel_id, alias).await,
         }
     }
@@ -163,12 +198,16 @@ impl Registry {
     /// `send_message`: who hears a viewer's message; the message is kept in the history.
     pub async fn chat(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
         message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         match self {
-            Registry::Memory(r) => r.chat(sid, channel_id, message),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.chat(sid, channel_id, message)
+            }
             Registry::Cluster(r) => r.chat(sid, channel_id, message).await,
         }
     }
@@ -176,7 +215,7 @@ impl Registry {
     /// The channel's last chat messages, oldest first, for a joining viewer.
     pub async fn chat_history(&self, channel_id: &str) -> Result<Vec<ChatMessage>, ChannelError> {
         match self {
-            Registry::Memory(r) => Ok(r.chat_history(channel_id)),
+            Registry::Memory(r, _) => Ok(r.chat_history(channel_id)),
             Registry::Cluster(r) => r.chat_history(channel_id).await,
         }
     }
@@ -184,12 +223,16 @@ impl Registry {
     /// The broadcaster's own chat message: who hears it; it is kept in the history.
     pub async fn broadcaster_message(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
         message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
         match self {
-            Registry::Memory(r) => r.broadcaster_message(sid, channel_id, message),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.broadcaster_message(sid, channel_id, message)
+            }
             Registry::Cluster(r) => r.broadcaster_message(sid, channel_id, message).await,
         }
     }
@@ -201,7 +244,7 @@ impl Registry {
         channel_id: &str,
     ) -> Result<u64, ChannelError> {
         match self {
-            Registry::Memory(r) => r.create_invite(sid, channel_id),
+            Registry::Memory(r, _) => r.create_invite(sid, channel_id),
             Registry::Cluster(r) => r.create_invite(sid, channel_id).await,
         }
     }
@@ -213,7 +256,7 @@ impl Registry {
         channel_id: &str,
     ) -> Result<u64, ChannelError> {
         match self {
-            Registry::Memory(r) => r.rotate_invites(sid, channel_id),
+            Registry::Memory(r, _) => r.rotate_invites(sid, channel_id),
             Registry::Cluster(r) => r.rotate_invites(sid, channel_id).await,
         }
     }
@@ -225,7 +268,7 @@ impl Registry {
         channel_id: &str,
     ) -> Result<Vec<ViewerEntry>, ChannelError> {
         match self {
-            Registry::Memory(r) => r.list_viewers(sid, channel_id),
+            Registry::Memory(r, _) => r.list_viewers(sid, channel_id),
             Registry::Cluster(r) => r.list_viewers(sid, channel_id).await,
         }
     }
@@ -233,13 +276,17 @@ impl Registry {
     /// `remove_viewer`: the viewer leaves the channel (banned with `ban`).
     pub async fn remove_viewer(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
         viewer: &SocketId,
         ban: bool,
     ) -> Result<Removal, ChannelError> {
         match self {
-            Registry::Memory(r) => r.remove_viewer(sid, channel_id, viewer, ban),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.remove_viewer(sid, channel_id, viewer, ban)
+            }
             Registry::Cluster(r) => r.remove_viewer(sid, channel_id, viewer, ban).await,
         }
     }
@@ -247,7 +294,7 @@ impl Registry {
     /// `unban_all`: forgets the channel's bans.
     pub async fn unban_all(&self, sid: &SocketId, channel_id: &str) -> Result<(), ChannelError> {
         match self {
-            Registry::Memory(r) => r.unban_all(sid, channel_id),
+            Registry::Memory(r, _) => r.unban_all(sid, channel_id),
             Registry::Cluster(r) => r.unban_all(sid, channel_id).await,
         }
     }
@@ -255,13 +302,17 @@ impl Registry {
     /// `mute_viewer`: mutes or unmutes a viewer's chat.
     pub async fn mute_viewer(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
         viewer: &SocketId,
         muted: bool,
     ) -> Result<(), ChannelError> {
         match self {
-            Registry::Memory(r) => r.mute_viewer(sid, channel_id, viewer, muted),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.mute_viewer(sid, channel_id, viewer, muted)
+            }
             Registry::Cluster(r) => r.mute_viewer(sid, channel_id, viewer, muted).await,
         }
     }
@@ -269,12 +320,16 @@ impl Registry {
     /// `remove_message`: removes a message from the history; who is told.
     pub async fn remove_message(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
         message_id: &str,
     ) -> Result<Told, ChannelError> {
         match self {
-            Registry::Memory(r) => r.remove_message(sid, channel_id, message_id),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.remove_message(sid, channel_id, message_id)
+            }
             Registry::Cluster(r) => r.remove_message(sid, channel_id, message_id).await,
         }
     }
@@ -282,46 +337,57 @@ impl Registry {
     /// `chat_settings`: slow mode and chat off; who is told.
     pub async fn set_chat_settings(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
         change: ChatSettingsChange,
     ) -> Result<(ChatSettings, Told), ChannelError> {
         match self {
-            Registry::Memory(r) => r.set_chat_settings(sid, channel_id, change),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.set_chat_settings(sid, channel_id, change)
+            }
             Registry::Cluster(r) => r.set_chat_settings(sid, channel_id, change).await,
         }
     }
 
     pub async fn stop_broadcast(
         &self,
+        held: &Held,
         sid: &SocketId,
         channel_id: &str,
     ) -> Result<BroadcastStopped, ChannelError> {
         match self {
-            Registry::Memory(r) => r.stop_broadcast(sid, channel_id),
+            Registry::Memory(r, turns) => {
+                turns.take(held, one(channel_id)).await;
+                r.stop_broadcast(sid, channel_id)
+            }
             Registry::Cluster(r) => r.stop_broadcast(sid, channel_id).await,
         }
     }
 
     /// Removes a socket everywhere. In cluster mode a failure leaves its entries for the
     /// dead-node reaper or a retry; the departure is then empty.
-    pub async fn disconnect(&self, sid: &SocketId) -> Departure {
+    pub async fn disconnect(&self, held: &Held, sid: &SocketId) -> Departure {
         match self {
-            Registry::Memory(r) => r.disconnect(sid),
+            Registry::Memory(r, turns) => {
+                turns.take(held, r.channels_of(sid)).await;
+                r.disconnect(sid)
+            }
             Registry::Cluster(r) => r.disconnect(sid).await,
         }
     }
 
     pub async fn sweep(&self, now: Moment) -> Vec<ClosedChannel> {
         match self {
-            Registry::Memory(r) => r.sweep(now),
+            Registry::Memory(r, _) => r.sweep(now),
             Registry::Cluster(r) => r.sweep(now).await,
         }
     }
 
     pub async fn stats(&self) -> Stats {
         match self {
-            Registry::Memory(r) => r.stats(),
+            Registry::Memory(r, _) => r.stats(),
             Registry::Cluster(r) => r.stats().await,
         }
     }

@@ -267,7 +267,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     };
     let assembled = match &config.redis_url {
         None => {
-            let registry = Registry::Memory(MemoryRegistry::new(registry_limits));
+            let registry = Registry::memory(MemoryRegistry::new(registry_limits));
             let built = socketio_settings(SocketIo::builder(), config).build_layer();
             parts.assemble::<LocalAdapter>(registry, built, None, |()| {
                 Box::pin(std::future::ready(Ok(())))

@@ -675,6 +675,12 @@ impl MemoryRegistry {
         })
     }
 
+    /// The channel ids a socket is in (a channel or its waiting room): what a disconnect or a
+    /// relay of it concerns.
+    pub fn channels_of(&self, sid: &SocketId) -> Vec<ChannelId> {
+        self.shared.places.of(sid)
+    }
+
     /// Removes a socket everywhere: its own channels close, and it leaves those it watched.
     /// Visits only the socket's own channels, one at a time.
     pub fn disconnect(&self, sid: &SocketId) -> Departure {

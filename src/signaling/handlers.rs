@@ -24,7 +24,7 @@ use super::outbound::{
 };
 use super::payloads::{self, ErrorPrefix, RelayKind};
 use super::refusals::{ErrorCodes, Refused};
-use crate::channels::Registry;
+use crate::channels::{Held, Registry};
 use crate::invites::{Invitation, InviteKey, InviteRefusal};
 use crate::metrics::{self, ModerationAction};
 use crate::registry::broadcaster::BroadcastRequest;
@@ -47,6 +47,10 @@ pub struct Ctx<'a, A: Adapter> {
     sid: SocketId,
     webhooks: &'a Webhooks,
     invites: &'a InviteKey,
+    /// The channels' turns this event's handling holds (in memory): let go when the context
+    /// is dropped, after the handler's emits, so the next operation on those channels emits
+    /// after this one (`channels::turns`).
+    held: Held,
 }
 
 impl<'a, A: Adapter> Ctx<'a, A> {
@@ -59,6 +63,7 @@ impl<'a, A: Adapter> Ctx<'a, A> {
             sid: public_id(socket),
             webhooks: &state.webhooks,
             invites: &state.invites,
+            held: Held::default(),
         }
     }
 
@@ -342,7 +347,12 @@ pub async fn join_as_broadcaster<A: Adapter>(
     };
     match ctx
         .registry
-        .join_as_broadcaster(&ctx.sid, request.channel_id.as_deref(), broadcast)
+        .join_as_broadcaster(
+            &ctx.held,
+            &ctx.sid,
+            request.channel_id.as_deref(),
+            broadcast,
+        )
         .await
     {
         Ok(started) => {
@@ -461,10 +471,14 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
     };
     let mut joined = ctx
         .registry
-        .join_as_viewer(&ctx.sid, &channel_id, viewer)
+        .join_as_viewer(&ctx.held, &ctx.sid, &channel_id, viewer)
         .await;
     if request.wait == Some(true) && matches!(joined, Err(ChannelError::NotFound(_))) {
-        match ctx.registry.wait_for(&ctx.sid, &channel_id, relay).await {
+        match ctx
+            .registry
+            .wait_for(&ctx.held, &ctx.sid, &channel_id, relay)
+            .await
+        {
             Ok(true) => {
                 tracing::info!(sid = %ctx.sid, channel = %channel_id, "viewer waits for a broadcaster");
                 let channel = ChannelRef {
@@ -476,7 +490,7 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
             Ok(false) => {
                 joined = ctx
                     .registry
-                    .join_as_viewer(&ctx.sid, &channel_id, viewer)
+                    .join_as_viewer(&ctx.held, &ctx.sid, &channel_id, viewer)
                     .await;
             }
             Err(e) => return ctx.error(e),
@@ -746,7 +760,12 @@ async fn evict<A: Adapter>(ctx: &Ctx<'_, A>, target: &SocketId) {
     if let Err(e) = disconnect.await {
         tracing::debug!("could not disconnect it yet: {e:?}");
     }
-    announce(ctx.io, ctx.webhooks, ctx.registry.disconnect(target).await).await;
+    announce(
+        ctx.io,
+        ctx.webhooks,
+        ctx.registry.disconnect(&ctx.held, target).await,
+    )
+    .await;
 }
 
 pub async fn set_alias<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SetAlias) {
@@ -774,7 +793,11 @@ pub async fn send_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::SendM
         request.channel_id.unwrap_or_default(),
         request.message.unwrap_or_default(),
     );
-    match ctx.registry.chat(&ctx.sid, &channel_id, &message).await {
+    match ctx
+        .registry
+        .chat(&ctx.held, &ctx.sid, &channel_id, &message)
+        .await
+    {
         Ok(delivery) => deliver_message(ctx, &delivery).await,
         Err(e) => ctx.error(e),
     }
@@ -793,7 +816,7 @@ pub async fn broadcaster_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads
     );
     match ctx
         .registry
-        .broadcaster_message(&ctx.sid, &channel_id, &message)
+        .broadcaster_message(&ctx.held, &ctx.sid, &channel_id, &message)
         .await
     {
         Ok(delivery) => deliver_message(ctx, &delivery).await,
@@ -848,7 +871,7 @@ pub async fn remove_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Remo
     let ban = request.ban.unwrap_or(false);
     let removal = match ctx
         .registry
-        .remove_viewer(&ctx.sid, &channel_id, &viewer, ban)
+        .remove_viewer(&ctx.held, &ctx.sid, &channel_id, &viewer, ban)
         .await
     {
         Ok(removal) => removal,
@@ -917,7 +940,7 @@ pub async fn mute_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::MuteVi
     let muted = request.muted.unwrap_or(true);
     match ctx
         .registry
-        .mute_viewer(&ctx.sid, &channel_id, &viewer, muted)
+        .mute_viewer(&ctx.held, &ctx.sid, &channel_id, &viewer, muted)
         .await
     {
         Ok(()) => {
@@ -945,7 +968,7 @@ pub async fn remove_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Rem
     let message_id = request.message_id.unwrap_or_default();
     match ctx
         .registry
-        .remove_message(&ctx.sid, &channel_id, &message_id)
+        .remove_message(&ctx.held, &ctx.sid, &channel_id, &message_id)
         .await
     {
         Ok(told) => {
@@ -972,7 +995,7 @@ pub async fn chat_settings<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Chat
     };
     match ctx
         .registry
-        .set_chat_settings(&ctx.sid, &channel_id, change)
+        .set_chat_settings(&ctx.held, &ctx.sid, &channel_id, change)
         .await
     {
         Ok((settings, told)) => {
@@ -993,7 +1016,11 @@ pub async fn stop_broadcast<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Cha
         return;
     }
     let channel_id = request.channel_id.unwrap_or_default();
-    match ctx.registry.stop_broadcast(&ctx.sid, &channel_id).await {
+    match ctx
+        .registry
+        .stop_broadcast(&ctx.held, &ctx.sid, &channel_id)
+        .await
+    {
         Ok(stopped) => {
             ctx.webhooks.broadcast_stopped(&channel_id, &stopped);
             tracing::info!(sid = %ctx.sid, channel = %channel_id, viewers = stopped.viewers.len(), "broadcast stopped");
@@ -1015,7 +1042,11 @@ async fn tree_op<A: Adapter>(ctx: &Ctx<'_, A>, channel_id: Option<String>, op: T
     }
     let channel_id = channel_id.unwrap_or_default();
     tracing::debug!(?op, channel = %channel_id, "relay tree report");
-    match ctx.registry.tree_op(&ctx.sid, &channel_id, op).await {
+    match ctx
+        .registry
+        .tree_op(&ctx.held, &ctx.sid, &channel_id, op)
+        .await
+    {
         Ok(events) => {
             tracing::debug!(moved = events.len(), "relay tree report applied");
             emit_tree(ctx.io, &events).await;
@@ -1077,7 +1108,7 @@ pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]
 }
 
 pub async fn disconnect<A: Adapter>(ctx: &Ctx<'_, A>, reason: DisconnectReason) {
-    let departure = ctx.registry.disconnect(&ctx.sid).await;
+    let departure = ctx.registry.disconnect(&ctx.held, &ctx.sid).await;
     tracing::info!(
         sid = %ctx.sid,
         ?reason,

@@ -3,14 +3,16 @@
 //!
 //! socketioxide's own async handlers spawn a task per event, so two events of one socket may
 //! run out of order: an ICE candidate overtaking its offer, a chat message the one before it.
-//! Here an event first runs inline on the connection's task; when it completes there (always in
-//! memory mode, where nothing awaits) that is the whole cost. When it has to wait, it moves to
+//! Here an event first runs inline on the connection's task; when it completes there (in
+//! memory mode almost always: it waits only for its channel's turn, held by another socket's
+//! event for the few microseconds of its rule and emits) that is the whole cost. When it has to wait, it moves to
 //! the socket's own queue, and every later event of the socket queues behind it until the queue
 //! is empty again. Either way each event finishes before the next starts, and its emits leave
 //! in that order.
 //!
 //! The queue and its worker task are made the first time an event has to wait: most sockets
-//! never wait (none in memory mode), and an idle connection should not pay for them (a task
+//! never wait (in memory mode only those that met another's turn), and an idle connection
+//! should not pay for them (a task
 //! and a channel take about 1.6 KB).
 
 use std::future::Future;

@@ -14,6 +14,7 @@ mod lease;
 mod metrics;
 mod moderation;
 mod options_doc;
+mod order;
 mod ownership;
 mod protocol;
 mod redis_tls;

@@ -1,0 +1,102 @@
+//! One channel's events reach every socket in the order its rules produced them, however many
+//! cores handle its sockets (EXTENSIONS.md, "One registry, two backends": each channel's turn).
+//! The server runs on four worker threads here, so two sockets' events on one channel are
+//! handled in parallel.
+
+use serde_json::json;
+
+use crate::helpers::{Client, spawn_app};
+
+const VIEWERS: usize = 60;
+const MESSAGES: usize = 100;
+
+/// Viewers joining at once: the broadcaster's `viewer_count`s go 1, 2, …, N, the last one the
+/// real count (computed out of order, a stale count would be the last one it sees).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewer_counts_arrive_in_the_order_of_the_joins() {
+    let app = spawn_app(&["--max-connections-per-ip", "0", "--rate-strikes", "0"]).await;
+    for round in 0..3 {
+        let channel = format!("order{round}");
+        let mut b = app.client().await;
+        b.emit("join_as_broadcaster", json!({"channel_id": channel}));
+        b.expect("broadcaster_ready").await;
+        let mut viewers = Vec::new();
+        for _ in 0..VIEWERS {
+            viewers.push(app.client().await);
+        }
+        for v in &viewers {
+            v.emit("join_as_viewer", json!({"channel_id": channel}));
+        }
+        let mut counts = Vec::new();
+        for _ in 0..VIEWERS {
+            let count = b.expect("viewer_count").await;
+            counts.push(count["count"].as_u64().expect("a count"));
+        }
+        let expected: Vec<u64> = (1..=VIEWERS as u64).collect();
+        assert_eq!(counts, expected, "round {round}");
+        // Leaving at once: down to zero, in order.
+        for v in &viewers {
+            v.close();
+        }
+        let mut counts = Vec::new();
+        for _ in 0..VIEWERS {
+            let count = b.expect("viewer_count").await;
+            counts.push(count["count"].as_u64().expect("a count"));
+        }
+        let expected: Vec<u64> = (0..VIEWERS as u64).rev().collect();
+        assert_eq!(counts, expected, "round {round}");
+        b.close();
+    }
+}
+
+/// Two viewers write at once: every member reads the messages in one and the same order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_member_reads_the_chat_in_one_order() {
+    let app = spawn_app(&[
+        "--max-connections-per-ip",
+        "0",
+        "--rate-chat",
+        "0",
+        "--rate-strikes",
+        "0",
+    ])
+    .await;
+    let mut b = app.client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "talk"}));
+    b.expect("broadcaster_ready").await;
+    let mut members: Vec<Client> = Vec::new();
+    for _ in 0..4 {
+        let mut v = app.client().await;
+        v.emit("join_as_viewer", json!({"channel_id": "talk"}));
+        v.expect("broadcaster_available").await;
+        b.expect("viewer_count").await;
+        members.push(v);
+    }
+    for round in 0..MESSAGES {
+        members[0].emit(
+            "send_message",
+            json!({"channel_id": "talk", "message": format!("a{round}")}),
+        );
+        members[1].emit(
+            "send_message",
+            json!({"channel_id": "talk", "message": format!("b{round}")}),
+        );
+        b.emit(
+            "broadcaster_message",
+            json!({"channel_id": "talk", "message": format!("c{round}")}),
+        );
+    }
+    members.push(b);
+    let mut orders = Vec::new();
+    for member in &mut members {
+        let mut order = Vec::new();
+        for _ in 0..3 * MESSAGES {
+            let message = member.expect("new_message").await;
+            order.push(message["message"].as_str().expect("text").to_owned());
+        }
+        orders.push(order);
+    }
+    for order in &orders[1..] {
+        assert_eq!(order, &orders[0], "one order for everyone");
+    }
+}
