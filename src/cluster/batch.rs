@@ -10,7 +10,9 @@
 //! what it wrote. Every caller gets its own operation's outcome only once the batch is stored.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -26,27 +28,38 @@ use crate::registry::tree_events::TreeEvent;
 /// settings, moderation, departures) wait behind it.
 const MAX_BATCH: usize = 256;
 
-/// What a batched operation returns, brought up to the end of its batch before it is handed
-/// over (see [`Pending::settle`]).
+/// What a batched operation returns, and the viewer count it has for the broadcaster.
 pub(super) trait Settle {
-    /// Reads again from the channel as the batch leaves it what later operations of the batch
-    /// changed (the viewer count). Every caller of a batch is answered at once and their events
-    /// leave in any order: a join's count taken halfway through the batch could be the last
-    /// one a broadcaster sees.
-    fn settle(&mut self, _channel: &Channel) {}
+    /// Every caller of a batch is answered at once, on several nodes, and their events leave in
+    /// any order. With `told`, the batch's runner tells the broadcaster each operation's count
+    /// itself, in the order the rules ran, before the next batch runs: the result is marked so
+    /// that its caller does not, and the count it carries (taken when its rule ran) is returned
+    /// for the runner. Without, the count is brought up to the channel as the whole batch left
+    /// it, so that a count taken halfway through the batch is not the last one the broadcaster
+    /// sees. `None`: no count for this channel's broadcaster (a relay-tree report).
+    fn settle(&mut self, _channel: &Channel, _told: bool) -> Option<usize> {
+        None
+    }
 }
 
 impl Settle for ViewerJoined {
-    fn settle(&mut self, channel: &Channel) {
-        self.viewer_count = channel.viewers.len();
+    fn settle(&mut self, channel: &Channel, told: bool) -> Option<usize> {
+        self.count_told = told;
+        if !told {
+            self.viewer_count = channel.viewers.len();
+        }
+        Some(self.viewer_count)
     }
 }
 
 impl Settle for Departure {
-    fn settle(&mut self, channel: &Channel) {
-        for left in self.left.iter_mut().filter(|l| l.channel_id == channel.id) {
+    fn settle(&mut self, channel: &Channel, told: bool) -> Option<usize> {
+        let left = self.left.iter_mut().find(|l| l.channel_id == channel.id)?;
+        left.count_told = told;
+        if !told {
             left.viewer_count = channel.viewers.len();
         }
+        Some(left.viewer_count)
     }
 }
 
@@ -56,8 +69,9 @@ impl Settle for Vec<TreeEvent> {}
 pub(super) trait Pending: Send {
     /// Applies the operation's rule to the batch's state (again, when the batch is rerun).
     fn run(&mut self, state: &mut State, now: Moment);
-    /// Brings its result up to the channel as the whole batch left it.
-    fn settle(&mut self, channel: &Channel);
+    /// Brings its result up to the channel as the whole batch left it (`told`: see
+    /// [`Settle::settle`]); the count it has for the broadcaster.
+    fn settle(&mut self, channel: &Channel, told: bool) -> Option<usize>;
     /// Hands the caller its outcome: its rule's result, or the batch's failure to store.
     fn deliver(self: Box<Self>, failure: Option<&ChannelError>);
     /// The socket the operation adds to the channel and the node it lives on, when that is
@@ -70,6 +84,19 @@ pub(super) trait Pending: Send {
 }
 
 type Outcome<T> = Result<T, ChannelError>;
+
+/// Tells a channel's broadcaster its viewer count: the transport's emit, given by the
+/// signaling layer ([`ClusterRegistry::tell_counts_with`](super::ClusterRegistry)). The
+/// runner of a channel's batches calls it once per stored batch that changed the count, before
+/// the next batch runs, with each of the batch's counts in the order their rules ran: the
+/// callers of a batch are answered on several nodes, and counts each of them told would reach
+/// the broadcaster in any order (a count going down in the
+/// middle of a crowd's arrival, a stale one last).
+pub type CountTeller = Arc<
+    dyn Fn(SocketId, ChannelId, Vec<usize>) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
 
 struct Rule<T, F> {
     rule: F,
@@ -92,9 +119,10 @@ where
         });
     }
 
-    fn settle(&mut self, channel: &Channel) {
-        if let Some(Ok(result)) = &mut self.result {
-            result.settle(channel);
+    fn settle(&mut self, channel: &Channel, told: bool) -> Option<usize> {
+        match &mut self.result {
+            Some(Ok(result)) => result.settle(channel, told),
+            _ => None,
         }
     }
 

@@ -88,11 +88,11 @@ impl ChannelOp {
 }
 
 impl Settle for Done {
-    fn settle(&mut self, channel: &Channel) {
+    fn settle(&mut self, channel: &Channel, told: bool) -> Option<usize> {
         match self {
-            Done::Joined(joined) => joined.settle(channel),
-            Done::Tree(events) => events.settle(channel),
-            Done::Left(departure) => departure.settle(channel),
+            Done::Joined(joined) => joined.settle(channel, told),
+            Done::Tree(events) => events.settle(channel, told),
+            Done::Left(departure) => departure.settle(channel, told),
         }
     }
 }

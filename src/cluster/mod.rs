@@ -27,6 +27,7 @@ use fred::types::RespVersion;
 use fred::types::config::TlsConnector;
 use rand::RngExt;
 
+pub use batch::CountTeller;
 pub use keys::Keys;
 pub use node::Health;
 pub use store::ClusterRegistry;

@@ -28,7 +28,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::batch::{self, Batches, Running};
+use super::batch::{self, Batches, CountTeller, Running};
 use super::forward::{self, ChannelOp, Done, Waiting};
 use super::lease::{Owners, lease_ttl};
 use super::replica::{self, Kept, Replica, version_number};
@@ -164,6 +164,9 @@ struct Inner {
     waiting: Arc<Waiting>,
     /// `--heartbeat-ms`: the lease's time-to-live and the forwarding timeout derive from it.
     heartbeat: Duration,
+    /// How the runner of a channel's batches tells its broadcaster the count (see
+    /// [`CountTeller`]); until it is given, each caller tells it, as in memory.
+    teller: std::sync::OnceLock<CountTeller>,
 }
 
 /// What an operation read of one channel (absent channels are read as `None`).
@@ -289,7 +292,16 @@ impl ClusterRegistry {
                 fetches: std::sync::Mutex::default(),
                 replica: Arc::default(),
                 pace: ChatPace::default(),
+                teller: std::sync::OnceLock::new(),
             }),
+        }
+    }
+
+    /// How to tell a broadcaster its channel's viewer count (the transport's emit): from then
+    /// on the batches' runner tells it once per batch, in the batches' order.
+    pub fn tell_counts_with(&self, teller: CountTeller) {
+        if self.inner.teller.set(teller).is_err() {
+            tracing::debug!("the count teller was given twice; the first stays");
         }
     }
 
@@ -416,13 +428,26 @@ impl ClusterRegistry {
                 for op in &mut ops {
                     op.run(&mut txn.state, now);
                 }
+                let mut tell = None;
                 if let Some(channel) = txn.state.channels.get(id) {
-                    for op in &mut ops {
-                        op.settle(channel);
+                    let told = self.inner.teller.get().is_some();
+                    let counts: Vec<usize> = ops
+                        .iter_mut()
+                        .filter_map(|op| op.settle(channel, told))
+                        .collect();
+                    if told && !counts.is_empty() {
+                        tell = Some((channel.broadcaster.clone(), counts));
                     }
                 }
-                self.commit(txn).await
+                Ok(self.commit(txn).await?.map(|()| tell))
             });
+            // Told before the next batch can run (this task runs them one after another, and
+            // the turn is held): one channel's counts reach its broadcaster in order.
+            if let (Ok(Some((broadcaster, counts))), Some(teller)) =
+                (&stored, self.inner.teller.get())
+            {
+                teller(broadcaster.clone(), id.clone(), counts.clone()).await;
+            }
             let failure = stored.err();
             for op in ops {
                 op.deliver(failure.as_ref());

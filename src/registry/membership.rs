@@ -18,6 +18,11 @@ use super::tree_events::TreeEvent;
 pub struct ViewerJoined {
     pub broadcaster: SocketId,
     pub viewer_count: usize,
+    /// The broadcaster is told the count by someone else: in cluster mode, the channel's
+    /// owner tells it once per batch, in the batches' order (`cluster/batch.rs`); the caller
+    /// does not.
+    #[serde(default)]
+    pub count_told: bool,
     /// The broadcaster stopped and has not gone live again yet.
     pub stopped: bool,
     /// The broadcaster's connection dropped and the channel waits for it to resume.
@@ -114,6 +119,9 @@ pub struct ViewerLeft {
     pub channel_id: ChannelId,
     pub broadcaster: SocketId,
     pub viewer_count: usize,
+    /// As [`ViewerJoined::count_told`].
+    #[serde(default)]
+    pub count_told: bool,
     pub tree: Vec<TreeEvent>,
 }
 
@@ -187,6 +195,7 @@ impl State {
         let joined = ViewerJoined {
             broadcaster: channel.broadcaster.clone(),
             viewer_count: channel.viewers.len(),
+            count_told: false,
             stopped: channel.stopped,
             away: channel.away_until.is_some(),
             resumable: resumable || presented.is_some(),
@@ -285,6 +294,7 @@ impl Channel {
             channel_id: self.id.clone(),
             broadcaster: self.broadcaster.clone(),
             viewer_count: self.viewers.len(),
+            count_told: false,
             tree,
         })
     }

@@ -416,6 +416,7 @@ fn viewer_disconnect_leaves_and_reports_count() {
             channel_id: ChannelId::from("room"),
             broadcaster: b.clone(),
             viewer_count: 1,
+            count_told: false,
             // Legacy viewers only: nothing new for the broadcaster.
             tree: vec![],
         }]

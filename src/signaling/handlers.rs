@@ -547,14 +547,16 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
                     chat_enabled: settings.chat_enabled,
                 });
             }
-            ctx.send(
-                std::slice::from_ref(&joined.broadcaster),
-                &ViewerCount {
-                    channel_id: &channel_id,
-                    count: joined.viewer_count,
-                },
-            )
-            .await;
+            if !joined.count_told {
+                ctx.send(
+                    std::slice::from_ref(&joined.broadcaster),
+                    &ViewerCount {
+                        channel_id: &channel_id,
+                        count: joined.viewer_count,
+                    },
+                )
+                .await;
+            }
             // After the count, as on leaving: the core events come first.
             emit_tree(ctx.io, &joined.tree).await;
         }
@@ -1118,6 +1120,17 @@ pub async fn disconnect<A: Adapter>(ctx: &Ctx<'_, A>, reason: DisconnectReason) 
     announce(ctx.io, ctx.webhooks, departure).await;
 }
 
+/// `viewer_count` to a channel's broadcaster.
+pub(super) async fn tell_viewer_count<A: Adapter>(
+    io: &SocketIo<A>,
+    broadcaster: &SocketId,
+    channel_id: &str,
+    count: usize,
+) {
+    let count = ViewerCount { channel_id, count };
+    send(io, std::slice::from_ref(broadcaster), &count).await;
+}
+
 /// Tells everybody a departure concerns.
 pub(super) async fn announce<A: Adapter>(
     io: &SocketIo<A>,
@@ -1137,15 +1150,9 @@ pub(super) async fn announce<A: Adapter>(
         send(io, &closed.viewers, &BroadcasterDisconnected).await;
     }
     for left in &departure.left {
-        send(
-            io,
-            std::slice::from_ref(&left.broadcaster),
-            &ViewerCount {
-                channel_id: &left.channel_id,
-                count: left.viewer_count,
-            },
-        )
-        .await;
+        if !left.count_told {
+            tell_viewer_count(io, &left.broadcaster, &left.channel_id, left.viewer_count).await;
+        }
         // After the count, so a broadcaster sees the core events first.
         emit_tree(io, &left.tree).await;
     }

@@ -95,6 +95,17 @@ pub fn attach<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, parts: Parts) -> A:
         webhooks,
         invites,
     } = parts;
+    if let Registry::Cluster(cluster) = &registry {
+        let io = io.clone();
+        cluster.tell_counts_with(Arc::new(move |broadcaster, channel, counts| {
+            let io = io.clone();
+            Box::pin(async move {
+                for count in counts {
+                    handlers::tell_viewer_count(&io, &broadcaster, channel.as_str(), count).await;
+                }
+            })
+        }));
+    }
     io.ns(
         "/",
         OnConnect(Arc::new(Signaling {

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{Client, spawn_app};
+use crate::helpers::{Client, Cluster, spawn_app};
 
 const VIEWERS: usize = 60;
 const MESSAGES: usize = 100;
@@ -99,4 +99,44 @@ async fn every_member_reads_the_chat_in_one_order() {
     for order in &orders[1..] {
         assert_eq!(order, &orders[0], "one order for everyone");
     }
+}
+
+/// The broadcaster's next `count` `viewer_count`s, and then a moment of silence (nothing may
+/// come after them).
+async fn next_counts(b: &mut Client, count: usize) -> Vec<u64> {
+    let mut counts = Vec::new();
+    while counts.len() < count {
+        counts.push(b.expect("viewer_count").await["count"].as_u64().expect("a count"));
+    }
+    b.assert_silent().await;
+    counts
+}
+
+/// Across two nodes, as in memory: viewers of one channel join at once over both, then leave
+/// at once, and the broadcaster reads one count per join and per departure, in the order the
+/// channel's owner ran them (the owner tells them, once per batch, before the next batch runs;
+/// before, each node told its own viewers' counts, and they crossed on the way).
+#[tokio::test]
+async fn across_nodes_the_counts_arrive_in_the_order_of_the_joins() {
+    let cluster = Cluster::start(2, &["--max-connections-per-ip", "0"]).await;
+    let mut b = cluster.nodes[0].client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "crowd"}));
+    b.expect("broadcaster_ready").await;
+    let all = VIEWERS * 2;
+    let mut viewers = Vec::new();
+    for i in 0..all {
+        viewers.push(cluster.nodes[i % 2].client().await);
+    }
+    // All at once, so that the joins of each node share batches.
+    for v in &viewers {
+        v.emit("join_as_viewer", json!({"channel_id": "crowd"}));
+    }
+    let expected: Vec<u64> = (1..=all as u64).collect();
+    assert_eq!(next_counts(&mut b, all).await, expected);
+    for v in &viewers {
+        v.close();
+    }
+    let expected: Vec<u64> = (0..all as u64).rev().collect();
+    assert_eq!(next_counts(&mut b, all).await, expected);
+    cluster.teardown(vec![b]).await;
 }
