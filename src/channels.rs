@@ -371,7 +371,17 @@ impl Registry {
     pub async fn disconnect(&self, held: &Held, sid: &SocketId) -> Departure {
         match self {
             Registry::Memory(r, turns) => {
-                turns.take(held, r.channels_of(sid)).await;
+                // Read again once the turns are held: another socket's event that evicts this
+                // one may run while this socket's own event joins a channel.
+                let mut ids = r.channels_of(sid);
+                loop {
+                    turns.take(held, ids.iter().cloned()).await;
+                    let now = r.channels_of(sid);
+                    if now.iter().all(|id| ids.contains(id)) {
+                        break;
+                    }
+                    ids.extend(now);
+                }
                 r.disconnect(sid)
             }
             Registry::Cluster(r) => r.disconnect(sid).await,

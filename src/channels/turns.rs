@@ -89,7 +89,7 @@ impl Turns {
             held.lock().push(Kept {
                 shards: self.0.clone(),
                 id,
-                turn,
+                turn: Some(turn),
                 guard: Some(guard),
             });
         }
@@ -118,18 +118,24 @@ impl Held {
 struct Kept {
     shards: Arc<Shards>,
     id: ChannelId,
-    turn: Turn,
+    turn: Option<Turn>,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl Drop for Kept {
     fn drop(&mut self) {
         // The turn goes first (to the next job waiting, if any), then the entry, unless a job
-        // still holds or waits for it: those took their clone under the shard's lock, so the
-        // count read under it is exact (the map's, this one, and theirs).
+        // still holds or waits for it. Every holder lets go of its clone under the shard's
+        // lock and reads the count there, so the last one out sees the map's alone. (A wait
+        // abandoned halfway, its job dropped, lets go of its clone outside the lock and may
+        // leave the entry until the channel id is used again.)
         self.guard.take();
         let mut shard = self.shards.shard(&self.id);
-        if Arc::strong_count(&self.turn) == 2 {
+        self.turn.take();
+        if shard
+            .get(&self.id)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
             shard.remove(&self.id);
         }
     }

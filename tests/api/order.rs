@@ -106,7 +106,11 @@ async fn every_member_reads_the_chat_in_one_order() {
 async fn next_counts(b: &mut Client, count: usize) -> Vec<u64> {
     let mut counts = Vec::new();
     while counts.len() < count {
-        counts.push(b.expect("viewer_count").await["count"].as_u64().expect("a count"));
+        counts.push(
+            b.expect("viewer_count").await["count"]
+                .as_u64()
+                .expect("a count"),
+        );
     }
     b.assert_silent().await;
     counts
