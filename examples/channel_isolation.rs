@@ -66,11 +66,9 @@ fn main() {
     });
     let (bx, vx) = (SocketId::generate(), SocketId::generate());
     registry
-        .join_as_broadcaster(&bx, None, Some("x"), false, true)
+        .open_channel(&bx, None, Some("x"), false, true)
         .expect("channel x starts");
-    registry
-        .join_as_viewer(&vx, "x", false)
-        .expect("its viewer joins");
+    registry.watch(&vx, "x", false).expect("its viewer joins");
 
     // What the other thread does now (0 nothing, 1 a crowd joins, 2 a re-parent, 3 a close),
     // and how many of those have started or ended: a relay that saw the count change while it
@@ -133,14 +131,12 @@ fn main() {
         let channel = "y";
         let broadcaster = SocketId::generate();
         registry
-            .join_as_broadcaster(&broadcaster, None, Some(channel), false, true)
+            .open_channel(&broadcaster, None, Some(channel), false, true)
             .expect("the crowded channel starts");
         let ids: Vec<SocketId> = (0..viewers).map(|_| SocketId::generate()).collect();
         let (took, moved) = timed(1, &mut || {
             for id in &ids {
-                registry
-                    .join_as_viewer(id, channel, true)
-                    .expect("a viewer joins");
+                registry.watch(id, channel, true).expect("a viewer joins");
                 registry
                     .tree_op(id, channel, TreeOp::Ready)
                     .expect("a viewer reports relay_ready");

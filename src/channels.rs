@@ -82,9 +82,9 @@ impl Registry {
         match self {
             Registry::Memory(r, turns) => {
                 turns.take(held, channel_id.map(ChannelId::from)).await;
-                r.start_broadcast(sid, channel_id, request)
+                r.join_as_broadcaster(sid, channel_id, request)
             }
-            Registry::Cluster(r) => r.start_broadcast(sid, channel_id, request).await,
+            Registry::Cluster(r) => r.join_as_broadcaster(sid, channel_id, request).await,
         }
     }
 
@@ -140,9 +140,9 @@ impl Registry {
         match self {
             Registry::Memory(r, turns) => {
                 turns.take(held, one(channel_id)).await;
-                r.join_verified(sid, channel_id, request)
+                r.join_as_viewer(sid, channel_id, request)
             }
-            Registry::Cluster(r) => r.join_verified(sid, channel_id, request).await,
+            Registry::Cluster(r) => r.join_as_viewer(sid, channel_id, request).await,
         }
     }
 

@@ -1003,7 +1003,7 @@ impl ClusterRegistry {
             .map_err(|e| self.unavailable(e))
     }
 
-    pub(crate) async fn start_broadcast(
+    pub(crate) async fn join_as_broadcaster(
         &self,
         sid: &SocketId,
         channel_id: Option<&str>,
@@ -1123,7 +1123,7 @@ impl ClusterRegistry {
         Ok(ids.into_iter().map(ChannelId::from).collect())
     }
 
-    pub(crate) async fn join_verified(
+    pub(crate) async fn join_as_viewer(
         &self,
         sid: &SocketId,
         channel_id: &str,

@@ -278,9 +278,10 @@ impl MemoryRegistry {
         read(&self.shared.cells).keys().cloned().collect()
     }
 
-    /// Creates a channel owned by `sid` (connected from `addr`), or lets its owner go live again
-    /// with `force`.
-    pub fn join_as_broadcaster(
+    /// [`MemoryRegistry::join_as_broadcaster`] in its simple form (no resume token, password or
+    /// client key), for the examples and tests: creates a channel owned by `sid` (connected
+    /// from `addr`), or lets its owner go live again with `force`.
+    pub fn open_channel(
         &self,
         sid: &SocketId,
         addr: Option<IpAddr>,
@@ -298,11 +299,11 @@ impl MemoryRegistry {
             password: None,
             key: None,
         };
-        self.start_broadcast(sid, channel_id, request)
+        self.join_as_broadcaster(sid, channel_id, request)
     }
 
-    /// `join_as_broadcaster` with every option (resume, takeover, private channels).
-    pub(crate) fn start_broadcast(
+    /// `join_as_broadcaster`, with every option (resume, takeover, private channels).
+    pub(crate) fn join_as_broadcaster(
         &self,
         sid: &SocketId,
         channel_id: Option<&str>,
@@ -403,9 +404,11 @@ impl MemoryRegistry {
         list
     }
 
-    /// Adds `sid` as a viewer of `channel_id` (idempotent; an alias already set is kept).
-    /// `relay`: it joins the relay tree (else it is a leaf fed by the broadcaster).
-    pub fn join_as_viewer(
+    /// [`MemoryRegistry::join_as_viewer`] in its simple form (a public channel, no token or
+    /// client key), for the examples and tests: adds `sid` as a viewer of `channel_id`
+    /// (idempotent; an alias already set is kept). `relay`: it joins the relay tree (else it is
+    /// a leaf fed by the broadcaster).
+    pub fn watch(
         &self,
         sid: &SocketId,
         channel_id: &str,
@@ -415,12 +418,12 @@ impl MemoryRegistry {
             relay,
             ..ViewerRequest::default()
         };
-        self.join_verified(sid, channel_id, request)
+        self.join_as_viewer(sid, channel_id, request)
     }
 
-    /// `join_as_viewer`, for a private channel with the password hash the caller's password
-    /// was verified against.
-    pub(crate) fn join_verified(
+    /// `join_as_viewer`, with every option (for a private channel, the password hash the
+    /// caller's password was verified against).
+    pub(crate) fn join_as_viewer(
         &self,
         sid: &SocketId,
         channel_id: &str,

@@ -49,9 +49,7 @@ fn default_registry() -> MemoryRegistry {
 #[test]
 fn broadcaster_gets_generated_id_when_none_given() {
     let r = default_registry();
-    let started = r
-        .join_as_broadcaster(&sid("b"), None, None, false, true)
-        .unwrap();
+    let started = r.open_channel(&sid("b"), None, None, false, true).unwrap();
     assert_eq!(started.channel_id.len(), 8);
     assert!(
         started
@@ -66,14 +64,13 @@ fn broadcaster_gets_generated_id_when_none_given() {
 fn broadcaster_who_also_watches_gets_each_message_once_and_leaves_nothing() {
     let r = default_registry();
     let (b, v) = (sid("b"), sid("v"));
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
-        .unwrap();
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
     assert_eq!(
         r.chat(&b, "room", "hi").map(|_| ()),
         Err(ChannelError::NotAViewer(ViewerAction::Chat))
     );
-    r.join_as_viewer(&b, "room", false).unwrap();
-    r.join_as_viewer(&v, "room", false).unwrap();
+    r.watch(&b, "room", false).unwrap();
+    r.watch(&v, "room", false).unwrap();
     let delivery = r.chat(&b, "room", "hi").unwrap();
     let mut recipients = delivery.plain.clone();
     recipients.sort();
@@ -89,14 +86,14 @@ fn broadcaster_who_also_watches_gets_each_message_once_and_leaves_nothing() {
 #[test]
 fn second_broadcaster_is_refused() {
     let r = default_registry();
-    r.join_as_broadcaster(&sid("b1"), None, Some("room"), false, true)
+    r.open_channel(&sid("b1"), None, Some("room"), false, true)
         .unwrap();
     let err = r
-        .join_as_broadcaster(&sid("b2"), None, Some("room"), true, true)
+        .open_channel(&sid("b2"), None, Some("room"), true, true)
         .unwrap_err();
     assert_eq!(err.to_string(), "Channel room already has a broadcaster");
     let err = r
-        .join_as_broadcaster(&sid("b1"), None, Some("room"), false, true)
+        .open_channel(&sid("b1"), None, Some("room"), false, true)
         .unwrap_err();
     assert_eq!(
         err,
@@ -108,29 +105,18 @@ fn second_broadcaster_is_refused() {
 fn owner_goes_live_again_with_force_and_viewers_are_returned() {
     let r = default_registry();
     let b = sid("b");
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
-        .unwrap();
-    r.join_as_viewer(&sid("v"), "room", false).unwrap();
-    assert!(!r.join_as_viewer(&sid("v"), "room", false).unwrap().stopped);
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
+    r.watch(&sid("v"), "room", false).unwrap();
+    assert!(!r.watch(&sid("v"), "room", false).unwrap().stopped);
     assert_eq!(
         r.stop_broadcast(&b, "room").unwrap().viewers,
         vec![sid("v")]
     );
-    assert!(
-        r.join_as_viewer(&sid("late"), "room", false)
-            .unwrap()
-            .stopped
-    );
-    let mut again = r
-        .join_as_broadcaster(&b, None, Some("room"), true, true)
-        .unwrap();
+    assert!(r.watch(&sid("late"), "room", false).unwrap().stopped);
+    let mut again = r.open_channel(&b, None, Some("room"), true, true).unwrap();
     again.waiting_viewers.sort();
     assert_eq!(again.waiting_viewers, vec![sid("late"), sid("v")]);
-    assert!(
-        !r.join_as_viewer(&sid("later"), "room", false)
-            .unwrap()
-            .stopped
-    );
+    assert!(!r.watch(&sid("later"), "room", false).unwrap().stopped);
 }
 
 #[test]
@@ -150,27 +136,27 @@ fn one_socket_or_address_cannot_take_every_channel() {
     let home: IpAddr = "198.51.100.7".parse().unwrap();
     let hog = sid("hog");
     for id in ["a", "b"] {
-        r.join_as_broadcaster(&hog, Some(home), Some(id), false, true)
+        r.open_channel(&hog, Some(home), Some(id), false, true)
             .unwrap();
     }
     let err = r
-        .join_as_broadcaster(&hog, Some(home), Some("c"), false, true)
+        .open_channel(&hog, Some(home), Some("c"), false, true)
         .unwrap_err();
     assert_eq!(err, ChannelError::TooManyForSocket(2));
     // Going live again on an owned channel is not a new channel.
     r.stop_broadcast(&hog, "a").unwrap();
-    r.join_as_broadcaster(&hog, Some(home), Some("a"), true, true)
+    r.open_channel(&hog, Some(home), Some("a"), true, true)
         .unwrap();
     // The same address from another socket: one more, then refused.
-    r.join_as_broadcaster(&sid("twin"), Some(home), Some("c"), false, true)
+    r.open_channel(&sid("twin"), Some(home), Some("c"), false, true)
         .unwrap();
     let err = r
-        .join_as_broadcaster(&sid("twin"), Some(home), Some("d"), false, true)
+        .open_channel(&sid("twin"), Some(home), Some("d"), false, true)
         .unwrap_err();
     assert_eq!(err, ChannelError::TooManyForAddress(3));
     assert!(err.to_string().contains("network address"));
     // Other addresses are not affected.
-    r.join_as_broadcaster(
+    r.open_channel(
         &sid("other"),
         "203.0.113.1".parse().ok(),
         Some("d"),
@@ -195,12 +181,12 @@ fn one_socket_or_address_cannot_take_every_channel() {
 #[test]
 fn capacity_is_refused_and_nothing_is_evicted() {
     let r = registry(2, Duration::from_secs(3600));
-    r.join_as_broadcaster(&sid("a"), None, Some("a"), false, true)
+    r.open_channel(&sid("a"), None, Some("a"), false, true)
         .unwrap();
-    r.join_as_broadcaster(&sid("b"), None, Some("b"), false, true)
+    r.open_channel(&sid("b"), None, Some("b"), false, true)
         .unwrap();
     let err = r
-        .join_as_broadcaster(&sid("c"), None, Some("c"), false, true)
+        .open_channel(&sid("c"), None, Some("c"), false, true)
         .unwrap_err();
     assert_eq!(err, ChannelError::AtCapacity(2));
     assert!(err.to_string().starts_with("Server is at capacity"));
@@ -212,10 +198,10 @@ fn capacity_is_refused_and_nothing_is_evicted() {
 #[test]
 fn list_is_oldest_first_with_fields() {
     let r = default_registry();
-    r.join_as_broadcaster(&sid("b1"), None, Some("first"), false, true)
+    r.open_channel(&sid("b1"), None, Some("first"), false, true)
         .unwrap();
     std::thread::sleep(Duration::from_millis(5));
-    r.join_as_broadcaster(&sid("b2"), None, Some("second"), false, true)
+    r.open_channel(&sid("b2"), None, Some("second"), false, true)
         .unwrap();
     let list = r.list();
     assert_eq!(list.len(), 2);
@@ -230,7 +216,7 @@ fn list_is_oldest_first_with_fields() {
 #[test]
 fn viewer_join_unknown_channel() {
     let r = default_registry();
-    let err = r.join_as_viewer(&sid("v"), "nope", false).unwrap_err();
+    let err = r.watch(&sid("v"), "nope", false).unwrap_err();
     assert_eq!(err.to_string(), "Channel nope not found or expired");
     assert_eq!(r.stats().indexed_sockets, 0);
 }
@@ -239,12 +225,11 @@ fn viewer_join_unknown_channel() {
 fn relay_only_between_broadcaster_and_its_viewers() {
     let r = default_registry();
     let (b, v, stranger, other_b) = (sid("b"), sid("v"), sid("s"), sid("ob"));
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
+    r.open_channel(&other_b, None, Some("other"), false, true)
         .unwrap();
-    r.join_as_broadcaster(&other_b, None, Some("other"), false, true)
-        .unwrap();
-    r.join_as_viewer(&v, "room", false).unwrap();
-    r.join_as_viewer(&stranger, "other", false).unwrap();
+    r.watch(&v, "room", false).unwrap();
+    r.watch(&stranger, "other", false).unwrap();
 
     assert!(r.authorize_relay(&v, "b", Activity::Refresh).is_ok());
     assert!(r.authorize_relay(&b, "v", Activity::Refresh).is_ok());
@@ -258,7 +243,7 @@ fn relay_only_between_broadcaster_and_its_viewers() {
     );
     // Two viewers of one channel are not peers of each other.
     let v2 = sid("v2");
-    r.join_as_viewer(&v2, "room", false).unwrap();
+    r.watch(&v2, "room", false).unwrap();
     assert_eq!(
         r.authorize_relay(&v, "v2", Activity::Keep),
         Err(ChannelError::NotPeers)
@@ -278,10 +263,9 @@ fn relay_only_between_broadcaster_and_its_viewers() {
 fn alias_and_chat_names() {
     let r = default_registry();
     let (b, v1, v2) = (sid("bbbbbbbbbbbb"), sid("abcdefghijkl"), sid("zzzzzzzzzz"));
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
-        .unwrap();
-    r.join_as_viewer(&v1, "room", false).unwrap();
-    r.join_as_viewer(&v2, "room", false).unwrap();
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
+    r.watch(&v1, "room", false).unwrap();
+    r.watch(&v2, "room", false).unwrap();
 
     let chat = r.chat(&v1, "room", "hi").unwrap();
     assert_eq!(chat.message.sender_id, "Viewer-abcdefgh");
@@ -298,7 +282,7 @@ fn alias_and_chat_names() {
         "Alice"
     );
     // Rejoining keeps the alias.
-    r.join_as_viewer(&v1, "room", false).unwrap();
+    r.watch(&v1, "room", false).unwrap();
     assert_eq!(
         r.chat(&v1, "room", "hi").unwrap().message.sender_id,
         "Alice"
@@ -323,21 +307,16 @@ fn alias_and_chat_names() {
 fn peak_viewers_count_each_broadcast_from_its_start() {
     let r = default_registry();
     let (b, v1, v2, v3) = (sid("b"), sid("v1"), sid("v2"), sid("v3"));
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
-        .unwrap();
-    r.join_as_viewer(&v1, "room", false).unwrap();
-    r.join_as_viewer(&v2, "room", false).unwrap();
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
+    r.watch(&v1, "room", false).unwrap();
+    r.watch(&v2, "room", false).unwrap();
     r.disconnect(&v2);
     assert_eq!(r.stop_broadcast(&b, "room").unwrap().peak_viewers, 2);
-    let again = r
-        .join_as_broadcaster(&b, None, Some("room"), true, true)
-        .unwrap();
+    let again = r.open_channel(&b, None, Some("room"), true, true).unwrap();
     assert!(!again.was_live, "live again after a stop");
-    let repeat = r
-        .join_as_broadcaster(&b, None, Some("room"), true, true)
-        .unwrap();
+    let repeat = r.open_channel(&b, None, Some("room"), true, true).unwrap();
     assert!(repeat.was_live, "a repeated join while live");
-    r.join_as_viewer(&v3, "room", false).unwrap();
+    r.watch(&v3, "room", false).unwrap();
     let departure = r.disconnect(&b);
     let peaks: Vec<usize> = departure.closed.iter().map(|c| c.peak_viewers).collect();
     assert_eq!(peaks, [2], "v1 stayed, v3 joined: the new broadcast's peak");
@@ -347,9 +326,8 @@ fn peak_viewers_count_each_broadcast_from_its_start() {
 fn stop_broadcast_rules() {
     let r = default_registry();
     let (b, v) = (sid("b"), sid("v"));
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
-        .unwrap();
-    r.join_as_viewer(&v, "room", false).unwrap();
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
+    r.watch(&v, "room", false).unwrap();
     assert_eq!(
         r.stop_broadcast(&v, "room"),
         Err(ChannelError::NotTheBroadcaster)
@@ -372,12 +350,10 @@ fn stop_broadcast_rules() {
 fn broadcaster_disconnect_closes_its_channels_and_unindexes_viewers() {
     let r = default_registry();
     let (b, v1, v2) = (sid("b"), sid("v1"), sid("v2"));
-    r.join_as_broadcaster(&b, None, Some("one"), false, true)
-        .unwrap();
-    r.join_as_broadcaster(&b, None, Some("two"), false, true)
-        .unwrap();
-    r.join_as_viewer(&v1, "one", false).unwrap();
-    r.join_as_viewer(&v2, "two", false).unwrap();
+    r.open_channel(&b, None, Some("one"), false, true).unwrap();
+    r.open_channel(&b, None, Some("two"), false, true).unwrap();
+    r.watch(&v1, "one", false).unwrap();
+    r.watch(&v2, "two", false).unwrap();
 
     let mut departure = r.disconnect(&b);
     departure
@@ -401,13 +377,9 @@ fn broadcaster_disconnect_closes_its_channels_and_unindexes_viewers() {
 fn viewer_disconnect_leaves_and_reports_count() {
     let r = default_registry();
     let (b, v1, v2) = (sid("b"), sid("v1"), sid("v2"));
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
-        .unwrap();
-    r.join_as_viewer(&v1, "room", false).unwrap();
-    assert_eq!(
-        r.join_as_viewer(&v2, "room", false).unwrap().viewer_count,
-        2
-    );
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
+    r.watch(&v1, "room", false).unwrap();
+    assert_eq!(r.watch(&v2, "room", false).unwrap().viewer_count, 2);
     let departure = r.disconnect(&v1);
     assert!(departure.closed.is_empty());
     assert_eq!(
@@ -432,11 +404,11 @@ fn viewer_disconnect_leaves_and_reports_count() {
 fn idle_channel_without_viewers_expires_but_live_one_never_does() {
     let ttl = Duration::from_millis(30);
     let r = registry(10, ttl);
-    r.join_as_broadcaster(&sid("idle"), None, Some("idle"), false, true)
+    r.open_channel(&sid("idle"), None, Some("idle"), false, true)
         .unwrap();
-    r.join_as_broadcaster(&sid("live"), None, Some("live"), false, true)
+    r.open_channel(&sid("live"), None, Some("live"), false, true)
         .unwrap();
-    r.join_as_viewer(&sid("v"), "live", false).unwrap();
+    r.watch(&sid("v"), "live", false).unwrap();
 
     assert!(r.sweep(Moment::now()).is_empty(), "nothing is idle yet");
     std::thread::sleep(ttl * 2);
@@ -476,7 +448,7 @@ fn a_resumable_viewer_gets_its_alias_back_within_the_grace_only() {
         resume_grace: Duration::from_secs(30),
         ..default_registry().limits().clone()
     });
-    r.join_as_broadcaster(&sid("b"), None, Some("room"), false, true)
+    r.open_channel(&sid("b"), None, Some("room"), false, true)
         .unwrap();
     let request = |presented, fresh| ViewerRequest {
         resumable: true,
@@ -485,18 +457,18 @@ fn a_resumable_viewer_gets_its_alias_back_within_the_grace_only() {
         ..ViewerRequest::default()
     };
     let joined = r
-        .join_verified(&sid("v1"), "room", request(None, "d1"))
+        .join_as_viewer(&sid("v1"), "room", request(None, "d1"))
         .unwrap();
     assert!(joined.resumable && joined.alias.is_none());
     r.set_alias(&sid("v1"), "room", "Alice").unwrap();
     r.disconnect(&sid("v1"));
     // Another token gets nothing back; the right one gets the alias, once.
     let stranger = r
-        .join_verified(&sid("x"), "room", request(Some("nope"), "dx"))
+        .join_as_viewer(&sid("x"), "room", request(Some("nope"), "dx"))
         .unwrap();
     assert_eq!(stranger.alias, None);
     let back = r
-        .join_verified(&sid("v2"), "room", request(Some("d1"), "d2"))
+        .join_as_viewer(&sid("v2"), "room", request(Some("d1"), "d2"))
         .unwrap();
     assert_eq!(back.alias.as_deref(), Some("Alice"));
     assert_eq!(
@@ -504,7 +476,7 @@ fn a_resumable_viewer_gets_its_alias_back_within_the_grace_only() {
         "Alice"
     );
     let again = r
-        .join_verified(&sid("v3"), "room", request(Some("d1"), "d3"))
+        .join_as_viewer(&sid("v3"), "room", request(Some("d1"), "d3"))
         .unwrap();
     assert_eq!(again.alias, None, "a token works once");
     // After the grace the place is gone.
@@ -531,7 +503,7 @@ fn waiting_room_fills_up_hands_over_and_forgets_leavers() {
     assert!(r.list().is_empty(), "waiting creates no channel");
     r.disconnect(&w3);
     let started = r
-        .join_as_broadcaster(&sid("b"), None, Some("soon"), false, true)
+        .open_channel(&sid("b"), None, Some("soon"), false, true)
         .unwrap();
     assert_eq!(
         started.lobby,
@@ -557,10 +529,7 @@ fn waiting_room_fills_up_hands_over_and_forgets_leavers() {
     }
     // They may relay to the broadcaster at once; joining again changes nothing.
     assert_eq!(r.authorize_relay(&w1, "b", Activity::Keep), Ok(sid("b")));
-    assert_eq!(
-        r.join_as_viewer(&w2, "soon", false).unwrap().viewer_count,
-        2
-    );
+    assert_eq!(r.watch(&w2, "soon", false).unwrap().viewer_count, 2);
     check_indexes(&r);
 }
 
@@ -580,7 +549,7 @@ fn waiters_of_a_private_channel_must_join_with_its_password() {
         key: None,
     };
     let started = r
-        .start_broadcast(&sid("b"), Some("secret"), request)
+        .join_as_broadcaster(&sid("b"), Some("secret"), request)
         .unwrap();
     assert_eq!(started.lobby, vec![w.clone()]);
     assert!(started.private);
@@ -600,7 +569,7 @@ fn tree_waiters_get_their_places_when_the_broadcaster_arrives() {
     let w = sid("w");
     assert_eq!(r.wait_for(&w, "tree", true), Ok(true));
     let started = r
-        .join_as_broadcaster(&sid("b"), None, Some("tree"), false, true)
+        .open_channel(&sid("b"), None, Some("tree"), false, true)
         .unwrap();
     assert!(started.tree.iter().any(|e| matches!(
         e,
@@ -637,8 +606,7 @@ fn activity_refresh_postpones_expiry() {
     let ttl = Duration::from_millis(50);
     let r = registry(10, ttl);
     let b = sid("b");
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
-        .unwrap();
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
     std::thread::sleep(Duration::from_millis(30));
     // A stop refreshes activity too.
     r.stop_broadcast(&b, "room").unwrap();
@@ -650,11 +618,10 @@ fn activity_refresh_postpones_expiry() {
 fn concurrent_disconnects_leave_nothing_behind() {
     let r = default_registry();
     let b = sid("b");
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
-        .unwrap();
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
     let viewers: Vec<SocketId> = (0..50).map(|i| sid(&format!("v{i}"))).collect();
     for v in &viewers {
-        r.join_as_viewer(v, "room", false).unwrap();
+        r.watch(v, "room", false).unwrap();
     }
     std::thread::scope(|scope| {
         scope.spawn(|| r.disconnect(&b));
@@ -818,11 +785,11 @@ proptest::proptest! {
         for op in ops {
             match op {
                 Op::Broadcast(s, c, force) => {
-                    let _ = r.start_broadcast(&name(s), Some(&channel(c)), request(s, force, None));
+                    let _ = r.join_as_broadcaster(&name(s), Some(&channel(c)), request(s, force, None));
                 }
                 Op::Resume(s, c, force) => {
                     let before = r.state().channels.get(channel(c).as_str()).map(|ch| (ch.broadcaster.clone(), ch.away_until.is_some()));
-                    let result = r.start_broadcast(&name(s), Some(&channel(c)), request(s, force, Some("t")));
+                    let result = r.join_as_broadcaster(&name(s), Some(&channel(c)), request(s, force, Some("t")));
                     if let (Some((previous, away)), Ok(started)) = (before, &result) {
                         // A held channel is resumed; a live one only taken over with force.
                         proptest::prop_assert!(away || force || previous == name(s));
@@ -840,7 +807,7 @@ proptest::proptest! {
                         proptest::prop_assert_eq!(result, Ok(false));
                     }
                 }
-                Op::Watch(s, c, relay) => { let _ = r.join_as_viewer(&name(s), &channel(c), relay); }
+                Op::Watch(s, c, relay) => { let _ = r.watch(&name(s), &channel(c), relay); }
                 Op::Relay(a, b) => {
                     let allowed = r.authorize_relay(&name(a), &format!("s{b}"), Activity::Keep).is_ok();
                     let state = r.state();
@@ -885,9 +852,8 @@ proptest::proptest! {
 fn only_the_present_broadcaster_writes_as_the_broadcaster() {
     let r = default_registry();
     let (b, v) = (sid("b"), sid("v"));
-    r.join_as_broadcaster(&b, None, Some("talk"), false, true)
-        .unwrap();
-    r.join_as_viewer(&v, "talk", false).unwrap();
+    r.open_channel(&b, None, Some("talk"), false, true).unwrap();
+    r.watch(&v, "talk", false).unwrap();
     let delivery = r.broadcaster_message(&b, "talk", "hi").unwrap();
     assert_eq!(delivery.message.sender_id, "Broadcaster");
     assert!(delivery.message.from_broadcaster);
@@ -911,9 +877,8 @@ fn only_the_present_broadcaster_writes_as_the_broadcaster() {
 fn a_channel_keeps_its_last_messages_in_order_and_forgets_them_with_it() {
     let r = default_registry(); // keeps 3
     let (b, v) = (sid("b"), sid("v"));
-    r.join_as_broadcaster(&b, None, Some("room"), false, true)
-        .unwrap();
-    r.join_as_viewer(&v, "room", false).unwrap();
+    r.open_channel(&b, None, Some("room"), false, true).unwrap();
+    r.watch(&v, "room", false).unwrap();
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(r.chat(&v, "room", &format!("m{i}")).unwrap().message.id);
@@ -946,7 +911,7 @@ fn a_channel_keeps_its_last_messages_in_order_and_forgets_them_with_it() {
         ban_by_address: false,
         ..default_registry().limits().clone()
     });
-    off.join_as_broadcaster(&b, None, Some("room"), false, true)
+    off.open_channel(&b, None, Some("room"), false, true)
         .unwrap();
     off.broadcaster_message(&b, "room", "hello").unwrap();
     assert!(off.chat_history("room").is_empty(), "0 keeps nothing");
@@ -965,9 +930,9 @@ fn invitations_admit_while_their_generation_is_the_channels() {
         password: Some("hash".to_owned()),
         key: None,
     };
-    r.start_broadcast(&sid("b"), Some("secret"), private)
+    r.join_as_broadcaster(&sid("b"), Some("secret"), private)
         .unwrap();
-    r.join_as_broadcaster(&sid("p"), None, Some("open"), false, true)
+    r.open_channel(&sid("p"), None, Some("open"), false, true)
         .unwrap();
     let first = r.create_invite(&sid("b"), "secret").unwrap();
     assert_eq!(
@@ -992,7 +957,7 @@ fn invitations_admit_while_their_generation_is_the_channels() {
         ..ViewerRequest::default()
     };
     assert!(
-        r.join_verified(&sid("v1"), "secret", invited(first))
+        r.join_as_viewer(&sid("v1"), "secret", invited(first))
             .is_ok()
     );
     assert_eq!(
@@ -1002,18 +967,18 @@ fn invitations_admit_while_their_generation_is_the_channels() {
     let second = first.wrapping_add(1);
     assert_eq!(r.rotate_invites(&sid("b"), "secret"), Ok(second));
     assert_eq!(
-        r.join_verified(&sid("v2"), "secret", invited(first))
+        r.join_as_viewer(&sid("v2"), "secret", invited(first))
             .map(|_| ()),
         Err(ChannelError::InvalidInvite),
         "revoked"
     );
     assert_eq!(
-        r.join_verified(&sid("v2"), "secret", ViewerRequest::default())
+        r.join_as_viewer(&sid("v2"), "secret", ViewerRequest::default())
             .map(|_| ()),
         Err(ChannelError::PasswordRequired)
     );
     assert!(
-        r.join_verified(&sid("v2"), "secret", invited(second))
+        r.join_as_viewer(&sid("v2"), "secret", invited(second))
             .is_ok()
     );
     assert_eq!(
@@ -1028,9 +993,8 @@ fn invitations_admit_while_their_generation_is_the_channels() {
 fn a_report_about_a_feeder_the_viewer_no_longer_has_changes_nothing() {
     let r = default_registry();
     let (b, v) = (sid("b"), sid("v"));
-    r.join_as_broadcaster(&b, None, Some("hops"), false, true)
-        .unwrap();
-    let joined = r.join_as_viewer(&v, "hops", true).unwrap();
+    r.open_channel(&b, None, Some("hops"), false, true).unwrap();
+    let joined = r.watch(&v, "hops", true).unwrap();
     assert!(joined.tree.iter().any(|e| matches!(
         e,
         TreeEvent::Upstream { to, peer, .. } if *to == v && *peer == b

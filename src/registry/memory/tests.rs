@@ -154,8 +154,11 @@ fn apply(op: &Op, cells: &MemoryRegistry, whole: &mut Whole) -> (String, String)
                     ))
                 )
             };
-            let a =
-                cells.start_broadcast(&name(s), Some(&channel(c)), request(s, force, presented));
+            let a = cells.join_as_broadcaster(
+                &name(s),
+                Some(&channel(c)),
+                request(s, force, presented),
+            );
             let id = ChannelId::from(channel(c));
             let b = w.join_as_broadcaster(limits, &name(s), id, request(s, force, presented), now);
             (started(a), started(b))
@@ -167,7 +170,7 @@ fn apply(op: &Op, cells: &MemoryRegistry, whole: &mut Whole) -> (String, String)
                     r.map(|j| (j.broadcaster, j.viewer_count, j.stopped, j.away, j.alias))
                 )
             };
-            let a = cells.join_verified(&name(s), &channel(c), ViewerRequest::default());
+            let a = cells.join_as_viewer(&name(s), &channel(c), ViewerRequest::default());
             let b = w.join_as_viewer(&name(s), &channel(c), ViewerRequest::default(), now);
             (joined(a), joined(b))
         }
@@ -340,10 +343,11 @@ fn concurrent_operations_on_shared_channels_leave_nothing_behind() {
                     let c = format!("c{}", next(6));
                     match next(8) {
                         0 => {
-                            let _ = cells.start_broadcast(&s, Some(&c), request(t, false, None));
+                            let _ =
+                                cells.join_as_broadcaster(&s, Some(&c), request(t, false, None));
                         }
                         1 | 2 => {
-                            let _ = cells.join_as_viewer(&s, &c, true);
+                            let _ = cells.watch(&s, &c, true);
                         }
                         3 => {
                             let _ = cells.wait_for(&s, &c, true);
@@ -436,21 +440,21 @@ fn spanning_maps_match_the_cells_under_concurrent_operations() {
                         let c = format!("c{}", next(8));
                         match next(12) {
                             0 => {
-                                let _ = cells.start_broadcast(
+                                let _ = cells.join_as_broadcaster(
                                     &s,
                                     Some(&c),
                                     request(t + next(2) as u8, false, None),
                                 );
                             }
                             1 => {
-                                let _ = cells.start_broadcast(
+                                let _ = cells.join_as_broadcaster(
                                     &s,
                                     Some(&c),
                                     request(2 * t, true, Some("t")),
                                 );
                             }
                             2 | 3 => {
-                                let _ = cells.join_as_viewer(&s, &c, true);
+                                let _ = cells.watch(&s, &c, true);
                             }
                             4 => {
                                 let _ = cells.wait_for(&s, &c, next(2) == 0);
@@ -550,9 +554,9 @@ fn a_long_lived_viewer_leaves_no_trail_of_places() {
         let b = SocketId::from(format!("b{i}").as_str());
         let c = format!("c{i}");
         cells
-            .join_as_broadcaster(&b, None, Some(&c), false, false)
+            .open_channel(&b, None, Some(&c), false, false)
             .unwrap();
-        cells.join_as_viewer(&viewer, &c, false).unwrap();
+        cells.watch(&viewer, &c, false).unwrap();
         // It negotiates with the broadcaster, as every page does.
         cells
             .authorize_relay(&viewer, &format!("b{i}"), Activity::Refresh)

@@ -53,11 +53,11 @@ fn join(
         },
         ..ViewerRequest::default()
     };
-    r.join_verified(&sid(viewer), "room", request).map(|_| ())
+    r.join_as_viewer(&sid(viewer), "room", request).map(|_| ())
 }
 
 fn live(r: &MemoryRegistry) {
-    r.join_as_broadcaster(&sid("b"), None, Some("room"), false, true)
+    r.open_channel(&sid("b"), None, Some("room"), false, true)
         .unwrap();
 }
 
@@ -162,7 +162,7 @@ fn a_ban_takes_every_connection_of_the_client_out() {
 #[test]
 fn the_broadcaster_is_never_banned_from_its_own_channel() {
     let r = registry(false);
-    r.start_broadcast(
+    r.join_as_broadcaster(
         &sid("b"),
         Some("room"),
         crate::registry::broadcaster::BroadcastRequest {
@@ -277,7 +277,7 @@ fn slow_mode_and_chat_off_hold_viewers_but_never_the_broadcaster() {
     assert!(r.broadcaster_message(&sid("b"), "room", "2").is_ok());
     // A joining viewer learns the settings; they go with the channel.
     let joined = r
-        .join_verified(&sid("late"), "room", ViewerRequest::default())
+        .join_as_viewer(&sid("late"), "room", ViewerRequest::default())
         .unwrap();
     assert_eq!(joined.chat_settings, Some(settings));
 }
@@ -285,7 +285,7 @@ fn slow_mode_and_chat_off_hold_viewers_but_never_the_broadcaster() {
 #[test]
 fn a_removed_message_leaves_the_history_and_modern_members_are_told() {
     let r = registry(false);
-    r.start_broadcast(
+    r.join_as_broadcaster(
         &sid("b"),
         Some("room"),
         crate::registry::broadcaster::BroadcastRequest {
