@@ -3,7 +3,8 @@
 //! nodes share every channel). Both run the same rules (`crate::registry`); they differ only in
 //! where the state lives and how an operation is made atomic (a mutex there, an optimistic Redis
 //! transaction here). The methods are async because the Redis backend is; the in-memory one
-//! never awaits. Kept outside `registry/` so that the rules know nothing of the cluster.
+//! awaits only its channel's turn (below). Kept outside `registry/` so that the rules know
+//! nothing of the cluster.
 //!
 //! In memory, an operation that changes a channel first takes the channel's turn ([`turns`])
 //! and its caller's job keeps it until that operation's events are emitted, so each channel's
