@@ -87,11 +87,11 @@ type Outcome<T> = Result<T, ChannelError>;
 
 /// Tells a channel's broadcaster its viewer count: the transport's emit, given by the
 /// signaling layer ([`ClusterRegistry::tell_counts_with`](super::ClusterRegistry)). The
-/// runner of a channel's batches calls it once per stored batch that changed the count, before
-/// the next batch runs, with each of the batch's counts in the order their rules ran: the
-/// callers of a batch are answered on several nodes, and counts each of them told would reach
-/// the broadcaster in any order (a count going down in the
-/// middle of a crowd's arrival, a stale one last).
+/// runner of a channel's batches calls it once per stored batch with a join or a departure,
+/// before the next batch runs, with each of the batch's counts in the order their rules ran:
+/// the callers of a batch are answered on several nodes, and counts each of them told would
+/// reach the broadcaster in any order (a count going down in the middle of a crowd's arrival,
+/// a stale one last).
 pub type CountTeller = Arc<
     dyn Fn(SocketId, ChannelId, Vec<usize>) -> Pin<Box<dyn Future<Output = ()> + Send>>
         + Send

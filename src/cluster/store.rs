@@ -428,27 +428,28 @@ impl ClusterRegistry {
                 for op in &mut ops {
                     op.run(&mut txn.state, now);
                 }
+                let teller = self.inner.teller.get();
                 let mut tell = None;
                 if let Some(channel) = txn.state.channels.get(id) {
-                    let told = self.inner.teller.get().is_some();
                     let counts: Vec<usize> = ops
                         .iter_mut()
-                        .filter_map(|op| op.settle(channel, told))
+                        .filter_map(|op| op.settle(channel, teller.is_some()))
                         .collect();
-                    if told && !counts.is_empty() {
-                        tell = Some((channel.broadcaster.clone(), counts));
+                    if let Some(teller) = teller.filter(|_| !counts.is_empty()) {
+                        tell = Some((teller, channel.broadcaster.clone(), counts));
                     }
                 }
                 Ok(self.commit(txn).await?.map(|()| tell))
             });
+            let (failure, tell) = match stored {
+                Ok(tell) => (None, tell),
+                Err(e) => (Some(e), None),
+            };
             // Told before the next batch can run (this task runs them one after another, and
             // the turn is held): one channel's counts reach its broadcaster in order.
-            if let (Ok(Some((broadcaster, counts))), Some(teller)) =
-                (&stored, self.inner.teller.get())
-            {
-                teller(broadcaster.clone(), id.clone(), counts.clone()).await;
+            if let Some((teller, broadcaster, counts)) = tell {
+                teller(broadcaster, id.clone(), counts).await;
             }
-            let failure = stored.err();
             for op in ops {
                 op.deliver(failure.as_ref());
             }

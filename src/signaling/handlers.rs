@@ -548,12 +548,11 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
                 });
             }
             if !joined.count_told {
-                ctx.send(
-                    std::slice::from_ref(&joined.broadcaster),
-                    &ViewerCount {
-                        channel_id: &channel_id,
-                        count: joined.viewer_count,
-                    },
+                tell_viewer_count(
+                    ctx.io,
+                    &joined.broadcaster,
+                    &channel_id,
+                    joined.viewer_count,
                 )
                 .await;
             }
