@@ -17,7 +17,8 @@
 -- Channel documents are written with `putv` and deleted with `delv`: each gets a version that
 -- only grows (Redis's clock in microseconds, or one more than the version it replaces, so a
 -- channel created again after a deletion is newer too), and every one is announced on the
--- change feed as "<channel> <version>" lines, in this same atomic step (see replica.rs). A
+-- change feed as "<channel> <version>" lines, in this same atomic step (see replica.rs); a
+-- `putv` with `c` (how the write changed the channel's peers) publishes that first. A
 -- `putv` may carry `p`, the channel's password hash (empty: public), kept in field `p` beside
 -- the document so that a joining viewer's node reads it alone.
 local spec = cjson.decode(ARGV[1])
@@ -71,6 +72,11 @@ for _, w in ipairs(spec.writes) do
     redis.call('HSET', key, 'v', string.format('%.0f', v), 'd', ARGV[w.a])
     if w.p then redis.call('HSET', key, 'p', w.p) end
     versions[#versions + 1] = v
+    -- How the write changed the channel's peers (a JSON object naming the version it
+    -- replaces), completed with the version written, before the announcement that follows.
+    if w.c then
+      announced[#announced + 1] = '{"v":' .. string.format('%.0f', v) .. ',' .. string.sub(w.c, 2)
+    end
     announced[#announced + 1] = w.id .. ' ' .. string.format('%.0f', v)
   elseif w.op == 'delv' then
     local v = next_version(key)

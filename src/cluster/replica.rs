@@ -11,6 +11,14 @@
 //! whose activity must be written) takes the authoritative path through Redis, so the replica
 //! can only make a relay faster, never refuse one.
 //!
+//! Besides the documents, a node follows each channel's *peers* ([`Peers`]: who may relay to
+//! whom) change by change: every write also publishes, before its announcement, the
+//! [`PeersChange`] from the version it replaced (`{"v", "c", "p", "d"}`, one JSON line), and a
+//! node applies it to a copy at exactly that version, drops a copy it cannot apply (a write it
+//! did not see), and builds a copy from any whole document it reads. So while a crowd arrives
+//! (a new version with every batch) relays are still authorized here, where a kept document
+//! would be stale after every batch and read again per relay.
+//!
 //! The window this leaves is the feed's own delay (one pub/sub hop, well under a millisecond
 //! on one network): a relay authorized just before a departure's announcement arrives is
 //! delivered, as one read from Redis just before the departure's write would have been.
@@ -29,6 +37,7 @@ use super::lock;
 use crate::registry::clock::Moment;
 use crate::registry::ids::{ChannelId, SocketId};
 use crate::registry::model::Channel;
+use crate::registry::peers::{self, Peers, PeersChange};
 
 /// Channels whose documents a node keeps at most; the least used go first.
 const KEPT_CHANNELS: u64 = 4096;
@@ -60,6 +69,31 @@ struct Announced {
 /// Announcements kept before old ones are pruned.
 const PRUNE_ABOVE: usize = 4096;
 
+/// One channel's peers at one stored version.
+struct Followed {
+    version: u64,
+    peers: Peers,
+    /// When a read or write of this node last touched the channel: copies nobody here used
+    /// for [`KEPT_IDLE`] go first when there are too many.
+    touched: Instant,
+}
+
+/// A write's change of a channel's peers, as `commit.lua` publishes it: the version written,
+/// the channel, the version replaced, and the change.
+#[derive(Debug, serde::Deserialize)]
+struct ChangeLine {
+    v: u64,
+    c: ChannelId,
+    p: String,
+    d: PeersChange,
+}
+
+/// The line `commit.lua` completes with the version it writes (`{"v":<version>,` + the rest
+/// of this line without its opening brace).
+pub(super) fn change_line(id: &ChannelId, replaced: &str, change: &PeersChange) -> String {
+    serde_json::json!({"c": id, "p": replaced, "d": change}).to_string()
+}
+
 /// The replica (cheap to share: one per node, behind an `Arc`).
 pub(super) struct Replica {
     kept: mini_moka::sync::Cache<ChannelId, Arc<Kept>>,
@@ -84,6 +118,10 @@ pub(super) struct Replica {
     /// proof that an offer need not write it again, kept when a newer version drops the
     /// document (see `ClusterRegistry::authorize_from_index`).
     activity: mini_moka::sync::Cache<ChannelId, Moment>,
+    /// Each channel's peers, followed change by change (see the module comment). Taken before
+    /// `announced` wherever both are: a copy is installed only if no newer version was
+    /// announced, and the feed applies a change and records its announcement, atomically.
+    followed: std::sync::RwLock<HashMap<ChannelId, Followed>>,
     /// The channels each socket of this node joined, as broadcaster or viewer: where a relay
     /// of its looks first. Entries are hints: a channel it has left since fails the check in
     /// the document and falls through to Redis.
@@ -111,6 +149,7 @@ impl Default for Replica {
             following: AtomicBool::new(false),
             peers_announce: AtomicBool::new(false),
             joined: std::sync::Mutex::default(),
+            followed: std::sync::RwLock::default(),
         }
     }
 }
@@ -119,19 +158,6 @@ impl Replica {
     /// The kept document, current or not (a read compares its version with Redis's).
     pub(super) fn kept(&self, id: &ChannelId) -> Option<Arc<Kept>> {
         self.kept.get(id)
-    }
-
-    /// The kept document if no newer version of it was announced, while the feed is followed
-    /// and every other node announces its writes.
-    pub(super) fn current(&self, id: &ChannelId) -> Option<Arc<Kept>> {
-        if !self.following.load(Ordering::Acquire) || !self.peers_announce.load(Ordering::Acquire) {
-            return None;
-        }
-        let kept = self.kept.get(id)?;
-        // A version that is not a number was written by a node that does not announce (a
-        // rolling upgrade): such a document is never taken as current.
-        let number = version_number(&kept.version)?;
-        (number >= self.announced(id)).then_some(kept)
     }
 
     /// Where announcements stand: taken before a read or write, handed to
@@ -168,6 +194,7 @@ impl Replica {
             return kept;
         }
         if let Some(number) = version_number(&kept.version) {
+            self.follow_from(id, number, &kept.channel, generation);
             let newer = self.kept.get(id).and_then(|k| version_number(&k.version));
             if number < self.announced(id) || newer.is_some_and(|k| k > number) {
                 return kept;
@@ -175,6 +202,90 @@ impl Replica {
         }
         self.kept.insert(id.clone(), kept.clone());
         kept
+    }
+
+    /// Starts following `id`'s peers from a whole document at `version`, unless a copy is
+    /// followed already (at this version, or at an older one whose changes are on their way:
+    /// a copy that misses one is dropped, and the next read builds it again), or the copy
+    /// would be stale already.
+    fn follow_from(&self, id: &ChannelId, version: u64, channel: &Channel, generation: u64) {
+        if let Some(followed) = write(&self.followed).get_mut(id) {
+            followed.touched = Instant::now();
+            return;
+        }
+        let peers = Peers::of(channel);
+        let mut followed = write(&self.followed);
+        if followed.contains_key(id)
+            || generation != self.generation()
+            || version < self.announced(id)
+        {
+            return;
+        }
+        let now = Instant::now();
+        if followed.len() >= KEPT_CHANNELS as usize {
+            followed.retain(|_, f| now.duration_since(f.touched) < KEPT_IDLE);
+            if followed.len() >= KEPT_CHANNELS as usize {
+                return;
+            }
+        }
+        followed.insert(
+            id.clone(),
+            Followed {
+                version,
+                peers,
+                touched: now,
+            },
+        );
+    }
+
+    /// This node's own write of `id`, from stored version `replaced` to `version`: applied to
+    /// a copy at `replaced` at once, so that the writer's next relay sees it (its own
+    /// announcement follows, and finds the copy at `version` already).
+    pub(super) fn advance(
+        &self,
+        id: &ChannelId,
+        replaced: &str,
+        version: u64,
+        change: PeersChange,
+    ) {
+        let mut followed = write(&self.followed);
+        if let Some(copy) = followed.get_mut(id)
+            && version_number(replaced) == Some(copy.version)
+        {
+            copy.peers.apply(change);
+            copy.version = version;
+            copy.touched = Instant::now();
+        }
+    }
+
+    /// Applies a published change to the copy at the version it replaced; a copy that is
+    /// older than that missed a write and goes.
+    fn follow_change(followed: &mut HashMap<ChannelId, Followed>, line: ChangeLine) {
+        let Some(copy) = followed.get_mut(&line.c) else {
+            return;
+        };
+        if version_number(&line.p) == Some(copy.version) {
+            copy.peers.apply(line.d);
+            copy.version = line.v;
+        } else if copy.version < line.v {
+            followed.remove(&line.c);
+        }
+    }
+
+    /// A relay authorized from the followed peers of `sender`'s channels, with the activity
+    /// of the channel that allows it; `None`: nothing followed here allows it (the caller asks
+    /// Redis). Only while the feed is followed and every node publishes its changes.
+    pub(super) fn relay(&self, sender: &SocketId, target: &str) -> Option<(SocketId, Moment)> {
+        if !self.following.load(Ordering::Acquire) || !self.peers_announce.load(Ordering::Acquire) {
+            return None;
+        }
+        let channels = self.channels_of(sender);
+        let followed = read(&self.followed);
+        channels.iter().find_map(|id| {
+            let copy = followed.get(id)?;
+            let found = peers::relay_target(&copy.peers, sender, target)?;
+            Some((found, copy.peers.last_activity))
+        })
     }
 
     /// The latest activity of `id` this node saw stored, if it saw any lately.
@@ -189,6 +300,7 @@ impl Replica {
 
     pub(super) fn forget(&self, id: &ChannelId) {
         self.kept.invalidate(id);
+        write(&self.followed).remove(id);
     }
 
     fn announced(&self, id: &ChannelId) -> u64 {
@@ -197,7 +309,10 @@ impl Replica {
 
     /// A feed announcement: `version` of channel `id` was written (or the channel deleted).
     /// An older kept document goes at once.
-    fn announce(&self, id: ChannelId, version: u64) {
+    fn announce(&self, followed: &mut HashMap<ChannelId, Followed>, id: ChannelId, version: u64) {
+        if followed.get(&id).is_some_and(|f| f.version < version) {
+            followed.remove(&id);
+        }
         if let Some(kept) = self.kept.get(&id)
             && version_number(&kept.version).is_none_or(|k| k < version)
         {
@@ -263,13 +378,32 @@ impl Replica {
         self.following.store(false, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.kept.invalidate_all();
+        write(&self.followed).clear();
     }
 
     /// Subscribed again: what is read from now on is followed.
     fn resumed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.kept.invalidate_all();
+        write(&self.followed).clear();
         self.following.store(true, Ordering::Release);
+    }
+}
+
+impl Replica {
+    /// One message of the feed: its changes and announcements, in order, at once.
+    fn heard(&self, text: &str) {
+        let mut followed = write(&self.followed);
+        for line in text.lines() {
+            if line.starts_with('{') {
+                match serde_json::from_str::<ChangeLine>(line) {
+                    Ok(line) => Self::follow_change(&mut followed, line),
+                    Err(e) => tracing::debug!("change feed: unreadable change: {e}"),
+                }
+            } else if let Some((id, version)) = parse_announcement(line) {
+                self.announce(&mut followed, ChannelId::from(id), version);
+            }
+        }
     }
 }
 
@@ -290,9 +424,7 @@ pub(super) async fn follow(subscriber: SubscriberClient, feed: String, replica: 
                         continue;
                     }
                     let Some(text) = message.value.as_str() else { continue };
-                    for (id, version) in parse_announcements(&text) {
-                        replica.announce(ChannelId::from(id), version);
-                    }
+                    replica.heard(&text);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "change feed lagged: dropping the replica");
@@ -349,12 +481,18 @@ pub(super) fn version_number(version: &str) -> Option<u64> {
     version.parse().ok().filter(|n| *n < 1 << 53)
 }
 
-/// `"<channel> <version>"` lines, as `commit.lua` publishes them.
-fn parse_announcements(text: &str) -> impl Iterator<Item = (&str, u64)> {
-    text.lines().filter_map(|line| {
-        let (id, version) = line.rsplit_once(' ')?;
-        Some((id, version.parse().ok()?))
-    })
+/// A `"<channel> <version>"` line, as `commit.lua` publishes them.
+fn parse_announcement(line: &str) -> Option<(&str, u64)> {
+    let (id, version) = line.rsplit_once(' ')?;
+    Some((id, version.parse().ok()?))
+}
+
+fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -363,118 +501,147 @@ mod tests {
 
     #[test]
     fn announcements_parse_line_by_line_and_skip_junk() {
-        let parsed: Vec<_> = parse_announcements("a 12\nb c 7\nbad\nd x").collect();
+        let parsed: Vec<_> = "a 12\nb c 7\nbad\nd x"
+            .lines()
+            .filter_map(parse_announcement)
+            .collect();
         assert_eq!(parsed, vec![("a", 12), ("b c", 7)]);
     }
 
-    fn channel() -> Channel {
+    /// Channel `c`: broadcaster `b` and the viewers named.
+    fn channel(viewers: &[&str]) -> Channel {
         let limits = crate::registry::tree::TreeLimits {
             direct: 1,
             fanout: 0,
             wait: Duration::from_secs(1),
         };
         let tree = crate::registry::tree::Tree::new(limits, false);
+        let viewers: serde_json::Map<String, serde_json::Value> = viewers
+            .iter()
+            .map(|v| ((*v).to_owned(), serde_json::Value::Null))
+            .collect();
         serde_json::from_value(serde_json::json!({
             "id": "c", "broadcaster": "b", "owner_addr": null, "created_at": 0.0,
-            "last_activity": 0, "viewers": {}, "stopped": false, "tree": tree
+            "last_activity": 0, "viewers": viewers, "stopped": false, "tree": tree
         }))
         .expect("a minimal channel document")
     }
 
+    /// A replica following the feed, where `b` broadcasts `c` and `v1`, `v2` watch it.
     fn following() -> Replica {
         let replica = Replica::default();
         replica.following.store(true, Ordering::Release);
         replica.set_peers_announce(true);
+        let id = ChannelId::from("c");
+        replica.joined(&SocketId::from("b"), &id, true);
+        replica.joined(&SocketId::from("v1"), &id, false);
+        replica.joined(&SocketId::from("v2"), &id, false);
         replica
     }
 
+    fn remember(replica: &Replica, version: &str, viewers: &[&str], generation: u64) {
+        replica.remember(
+            &ChannelId::from("c"),
+            version.into(),
+            Arc::from("{}"),
+            channel(viewers),
+            generation,
+        );
+    }
+
+    /// The feed's message for a write of `c` from `replaced` to `version` that changed its
+    /// peers from `before` to `after` viewers.
+    fn write_line(replaced: u64, version: u64, before: &[&str], after: &[&str]) -> String {
+        let change = Peers::of(&channel(before)).change_to(&Peers::of(&channel(after)));
+        let line = change_line(&ChannelId::from("c"), &replaced.to_string(), &change);
+        format!("{{\"v\":{version},{}\nc {version}", &line[1..])
+    }
+
+    fn relays(replica: &Replica, from: &str, to: &str) -> bool {
+        replica.relay(&SocketId::from(from), to).is_some()
+    }
+
     #[test]
-    fn a_kept_document_is_current_until_a_newer_version_is_announced() {
+    fn an_announcement_drops_an_older_kept_document() {
         let replica = following();
         let id = ChannelId::from("c");
-        replica.remember(
-            &id,
-            "5".into(),
-            Arc::from("{}"),
-            channel(),
-            replica.generation(),
-        );
-        assert!(replica.current(&id).is_some());
-        replica.announce(id.clone(), 5);
-        assert!(replica.current(&id).is_some(), "its own announcement");
-        replica.announce(id.clone(), 6);
-        assert!(replica.current(&id).is_none(), "a newer write elsewhere");
-        assert!(
-            replica.kept(&id).is_none(),
-            "an older document goes at once"
-        );
+        remember(&replica, "5", &[], replica.generation());
+        replica.heard("c 5");
+        assert!(replica.kept(&id).is_some(), "its own announcement");
+        replica.heard("c 6");
+        assert!(replica.kept(&id).is_none(), "a newer write elsewhere");
         // An older read that finishes late keeps nothing.
-        replica.remember(
-            &id,
-            "5".into(),
-            Arc::from("{}"),
-            channel(),
-            replica.generation(),
-        );
+        remember(&replica, "5", &[], replica.generation());
         assert!(replica.kept(&id).is_none());
-        replica.remember(
-            &id,
-            "7".into(),
-            Arc::from("{}"),
-            channel(),
-            replica.generation(),
-        );
-        assert!(replica.current(&id).is_some());
+        remember(&replica, "7", &[], replica.generation());
+        assert!(replica.kept(&id).is_some());
     }
 
     #[test]
-    fn an_announcement_that_overtakes_the_read_it_follows_still_counts() {
+    fn peers_follow_each_write_from_the_version_they_replace() {
+        let replica = following();
+        remember(&replica, "5", &["v1"], replica.generation());
+        assert!(relays(&replica, "b", "v1") && relays(&replica, "v1", "b"));
+        assert!(!relays(&replica, "b", "v2"));
+        replica.heard(&write_line(5, 6, &["v1"], &["v1", "v2"]));
+        assert!(relays(&replica, "b", "v2"), "a join, followed");
+        replica.heard(&write_line(6, 7, &["v1", "v2"], &["v2"]));
+        assert!(!relays(&replica, "b", "v1"), "a departure, followed");
+        assert!(!relays(&replica, "v1", "b"));
+        // A repeated or older change changes nothing.
+        replica.heard(&write_line(5, 6, &["v1"], &["v1", "v2"]));
+        assert!(!relays(&replica, "b", "v1") && relays(&replica, "b", "v2"));
+        // A write this node did not see (8 → 9 while it holds 7): the copy goes, and with it
+        // every relay it allowed (they ask Redis).
+        replica.heard(&write_line(8, 9, &["v2"], &["v1", "v2"]));
+        assert!(!relays(&replica, "b", "v2"));
+        // A newer whole document starts it again.
+        remember(&replica, "9", &["v1", "v2"], replica.generation());
+        assert!(relays(&replica, "b", "v1"));
+        // An announcement without a change (a deletion, a node of an earlier release) too.
+        replica.heard("c 10");
+        assert!(!relays(&replica, "b", "v1"));
+    }
+
+    #[test]
+    fn the_writers_own_change_applies_at_once_and_its_announcement_later_changes_nothing() {
         let replica = following();
         let id = ChannelId::from("c");
-        replica.announce(id.clone(), 9);
-        replica.announce(id.clone(), 8);
-        replica.remember(
-            &id,
-            "8".into(),
-            Arc::from("{}"),
-            channel(),
-            replica.generation(),
-        );
-        assert!(replica.current(&id).is_none());
+        remember(&replica, "5", &["v1"], replica.generation());
+        let change = Peers::of(&channel(&["v1"])).change_to(&Peers::of(&channel(&["v2"])));
+        replica.advance(&id, "5", 6, change.clone());
+        assert!(relays(&replica, "b", "v2") && !relays(&replica, "b", "v1"));
+        replica.heard(&write_line(5, 6, &["v1"], &["v2"]));
+        assert!(relays(&replica, "b", "v2") && !relays(&replica, "b", "v1"));
+        // Applied to no other version than the one it replaced.
+        replica.advance(&id, "5", 7, change);
+        assert!(relays(&replica, "b", "v2"));
     }
 
     #[test]
-    fn nothing_is_current_unless_the_feed_is_followed_or_for_unannounced_versions() {
-        let id = ChannelId::from("c");
+    fn a_read_overtaken_by_a_newer_announcement_follows_nothing() {
+        let replica = following();
+        replica.heard(&write_line(8, 9, &[], &["v1"]));
+        remember(&replica, "8", &[], replica.generation());
+        assert!(!relays(&replica, "v1", "b"));
+        assert!(replica.kept(&ChannelId::from("c")).is_none());
+    }
+
+    #[test]
+    fn nothing_relays_here_unless_the_feed_is_followed_and_every_node_publishes() {
         let idle = Replica::default();
-        idle.remember(
-            &id,
-            "5".into(),
-            Arc::from("{}"),
-            channel(),
-            idle.generation(),
-        );
-        assert!(idle.current(&id).is_none());
+        idle.joined(&SocketId::from("b"), &ChannelId::from("c"), true);
+        remember(&idle, "5", &["v1"], idle.generation());
+        assert!(!relays(&idle, "b", "v1"));
         let replica = following();
-        replica.remember(
-            &id,
-            "9f3a0c11d2e4b5a6".into(),
-            Arc::from("{}"),
-            channel(),
-            replica.generation(),
-        );
-        assert!(replica.current(&id).is_none());
-        // A node of an earlier release is alive: it writes without announcing.
-        replica.remember(
-            &id,
-            "5".into(),
-            Arc::from("{}"),
-            channel(),
-            replica.generation(),
-        );
-        assert!(replica.current(&id).is_some());
+        // A version written by an earlier release (random hex) is never followed.
+        remember(&replica, "9f3a0c11d2e4b5a6", &["v1"], replica.generation());
+        assert!(!relays(&replica, "b", "v1"));
+        remember(&replica, "5", &["v1"], replica.generation());
+        assert!(relays(&replica, "b", "v1"));
+        // A node of an earlier release is alive: it writes without publishing.
         replica.set_peers_announce(false);
-        assert!(replica.current(&id).is_none());
+        assert!(!relays(&replica, "b", "v1"));
     }
 
     #[test]
@@ -497,19 +664,19 @@ mod tests {
         let replica = following();
         let id = ChannelId::from("c");
         let before = replica.generation();
+        remember(&replica, "4", &["v1"], before);
         replica.interrupted();
-        replica.remember(&id, "5".into(), Arc::from("{}"), channel(), before);
-        assert!(replica.kept(&id).is_none());
-        assert!(replica.current(&id).is_none());
-        replica.resumed();
-        replica.remember(
-            &id,
-            "5".into(),
-            Arc::from("{}"),
-            channel(),
-            replica.generation(),
+        assert!(
+            !relays(&replica, "b", "v1"),
+            "an interruption drops every copy"
         );
-        assert!(replica.current(&id).is_some());
+        remember(&replica, "5", &["v1"], before);
+        assert!(replica.kept(&id).is_none());
+        replica.resumed();
+        assert!(!relays(&replica, "b", "v1"));
+        remember(&replica, "5", &["v1"], replica.generation());
+        assert!(replica.kept(&id).is_some());
+        assert!(relays(&replica, "b", "v1"));
     }
 
     #[test]

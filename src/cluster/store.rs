@@ -47,6 +47,7 @@ use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits,
 use crate::registry::moderation::{
     ChatPace, ChatSettings, ChatSettingsChange, Removal, Told, ViewerEntry,
 };
+use crate::registry::peers::{Peers, PeersChange};
 use crate::registry::relay::Activity;
 use crate::registry::tree_events::{TreeEvent, TreeOp};
 
@@ -173,11 +174,18 @@ struct Inner {
 struct Read {
     version: String,
     raw: Arc<str>,
-    /// The connected broadcaster (none while the channel waits for it to resume).
-    broadcaster: Option<SocketId>,
-    viewers: HashSet<SocketId>,
+    /// Its connected broadcaster (none while the channel waits for it to resume), viewers
+    /// and tree links: a write publishes how it changed them (see `replica.rs`).
+    peers: Peers,
     owner_addr: Option<IpAddr>,
     wait: Option<Moment>,
+}
+
+/// A channel document an attempt writes.
+struct Written {
+    raw: Arc<str>,
+    /// The version it replaces and how its peers changed (none for a new channel).
+    change: Option<(String, PeersChange)>,
 }
 
 /// One attempt of an operation: the part of the registry it loaded.
@@ -701,7 +709,7 @@ impl ClusterRegistry {
         self.plan_lobbies(&mut plan, &state, &lobbies);
         // Documents written (in the order of their `putv`s), remembered with the versions the
         // script gave them.
-        let mut written: Vec<(ChannelId, Arc<str>)> = Vec::new();
+        let mut written: Vec<(ChannelId, Written)> = Vec::new();
         let mut removed: Vec<ChannelId> = Vec::new();
         // Waiters a new channel took in are indexed on their own nodes already.
         let waiters: HashSet<&SocketId> = lobbies
@@ -723,7 +731,7 @@ impl ClusterRegistry {
                     removed.push(id);
                 }
                 (before, Some(channel)) => {
-                    if let Some(raw) = self.plan_update(
+                    if let Some(write) = self.plan_update(
                         &mut plan,
                         &id,
                         before.as_ref(),
@@ -731,7 +739,7 @@ impl ClusterRegistry {
                         &waiters,
                         &homes,
                     )? {
-                        written.push((id, raw));
+                        written.push((id, write));
                     }
                 }
             }
@@ -776,12 +784,17 @@ impl ClusterRegistry {
         match answer.first().copied().unwrap_or(i64::MIN) {
             1 => {
                 let mut channels = state.channels;
-                for ((id, raw), version) in written.into_iter().zip(answer.iter().skip(1)) {
+                for ((id, write), version) in written.into_iter().zip(answer.iter().skip(1)) {
+                    if let (Some((replaced, change)), Ok(version)) =
+                        (write.change, u64::try_from(*version))
+                    {
+                        self.inner.replica.advance(&id, &replaced, version, change);
+                    }
                     if let Some(channel) = channels.remove(&id) {
                         self.inner.replica.remember(
                             &id,
                             version.to_string(),
-                            raw,
+                            write.raw,
                             channel,
                             generation,
                         );
@@ -884,14 +897,14 @@ impl ClusterRegistry {
         plan.write("del", keys.owner(id), json!({}));
         plan.write("zrem", keys.channel_index(), json!({"m": id.as_str()}));
         plan.write("zrem", keys.waits(), json!({"m": id.as_str()}));
-        if let Some(broadcaster) = &before.broadcaster {
+        if let Some(broadcaster) = &before.peers.broadcaster {
             plan.write(
                 "srem",
                 keys.broadcasting(broadcaster),
                 json!({"m": id.as_str()}),
             );
         }
-        for viewer in &before.viewers {
+        for viewer in &before.peers.viewers {
             plan.write("srem", keys.watching(viewer), json!({"m": id.as_str()}));
         }
         if let Some(addr) = before.owner_addr {
@@ -907,7 +920,7 @@ impl ClusterRegistry {
         channel: &Channel,
         waiters: &HashSet<&SocketId>,
         homes: &HashMap<SocketId, NodeId>,
-    ) -> Result<Option<Arc<str>>, ChannelError> {
+    ) -> Result<Option<Written>, ChannelError> {
         let keys = self.keys();
         let doc = serde_json::to_string(channel).map_err(|e| {
             tracing::error!("cannot encode a channel: {e}");
@@ -915,17 +928,24 @@ impl ClusterRegistry {
         })?;
         let mut written = None;
         if before.is_none_or(|b| *b.raw != *doc) {
-            written = Some(Arc::from(doc.as_str()));
-            plan.docs.push(doc);
-            let a = plan.docs.len() + 1;
             // Its password hash (empty: public) beside the document, for a joining viewer's
             // node to verify a password without reading the whole channel.
             let password = channel.password.as_deref().unwrap_or("");
-            plan.write(
-                "putv",
-                keys.channel(id),
-                json!({"id": id.as_str(), "a": a, "p": password}),
-            );
+            let mut fields = json!({"id": id.as_str(), "p": password});
+            // How its peers changed, for the nodes following them: published with the version
+            // it replaces, which the compare-and-set guarantees is the one read.
+            let change = before.map(|b| {
+                let change = b.peers.change_to(&Peers::of(channel));
+                fields["c"] = json!(replica::change_line(id, &b.version, &change));
+                (b.version.clone(), change)
+            });
+            written = Some(Written {
+                raw: Arc::from(doc.as_str()),
+                change,
+            });
+            plan.docs.push(doc);
+            fields["a"] = json!(plan.docs.len() + 1);
+            plan.write("putv", keys.channel(id), fields);
         }
         let mine = keys.node_sockets(&self.inner.node);
         if before.is_none() {
@@ -945,7 +965,7 @@ impl ClusterRegistry {
         // The broadcaster: a new channel's, one that resumed or took over, or one that dropped
         // (the channel is then held for it and indexed under nobody).
         let present = channel.present_broadcaster();
-        let previous = before.and_then(|b| b.broadcaster.as_ref());
+        let previous = before.and_then(|b| b.peers.broadcaster.as_ref());
         if present != previous {
             if let Some(gone) = previous {
                 plan.write("srem", keys.broadcasting(gone), json!({"m": id.as_str()}));
@@ -961,7 +981,7 @@ impl ClusterRegistry {
             }
         }
         let empty = HashSet::new();
-        let old = before.map_or(&empty, |b| &b.viewers);
+        let old = before.map_or(&empty, |b| &b.peers.viewers);
         for viewer in channel.viewers.keys().filter(|v| !old.contains(*v)) {
             plan.write("sadd", keys.watching(viewer), json!({"m": id.as_str()}));
             // Only the caller ever joins: this node's, or another's that forwarded its join
@@ -1299,32 +1319,18 @@ impl ClusterRegistry {
         Ok(None)
     }
 
-    /// A relay between a broadcaster and one of its viewers authorized by a current document
-    /// of this node's replica, without Redis; `None` sends it the authoritative way (nothing
-    /// current here, not peers here, or an offer or answer whose channel's stored activity is
-    /// due to move on). Relays between two viewers always take that way: their link in the
-    /// relay tree changes while both stay connected, so the replica's delay could let a
-    /// former feeder reach its former child.
+    /// A relay authorized by the peers this node follows (see `replica.rs`), without Redis;
+    /// `None` sends it the authoritative way (nothing followed here allows it, or an offer or
+    /// answer whose channel's stored activity is due to move on).
     fn authorize_from_replica(
         &self,
         sender: &SocketId,
         target: &str,
         activity: Activity,
     ) -> Option<SocketId> {
-        let replica = &self.inner.replica;
-        replica.channels_of(sender).iter().find_map(|id| {
-            let kept = replica.current(id)?;
-            let channel = &kept.channel;
-            if channel.broadcaster.as_str() != sender.as_str()
-                && channel.broadcaster.as_str() != target
-            {
-                return None;
-            }
-            let found = channel.relay_target(sender, target)?;
-            let due =
-                Moment::now().duration_since(kept.channel.last_activity) >= self.activity_step();
-            (activity == Activity::Keep || !due).then_some(found)
-        })
+        let (found, last_activity) = self.inner.replica.relay(sender, target)?;
+        let due = Moment::now().duration_since(last_activity) >= self.activity_step();
+        (activity == Activity::Keep || !due).then_some(found)
     }
 
     /// How many viewers the channels `sid` broadcasts have, as this node last read or wrote
@@ -1710,8 +1716,7 @@ fn read_of(version: String, raw: Arc<str>, channel: &Channel) -> Read {
     Read {
         version,
         raw,
-        broadcaster: channel.present_broadcaster().cloned(),
-        viewers: channel.viewers.keys().cloned().collect(),
+        peers: Peers::of(channel),
         owner_addr: channel.owner_addr,
         wait: channel.next_deadline(),
     }

@@ -23,6 +23,7 @@ pub mod membership;
 pub mod memory;
 pub mod model;
 pub mod moderation;
+pub mod peers;
 pub mod relay;
 pub mod secrets;
 pub mod tree;

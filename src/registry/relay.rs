@@ -4,6 +4,7 @@ use super::clock::Moment;
 use super::errors::ChannelError;
 use super::ids::SocketId;
 use super::model::{Channel, State};
+use super::peers;
 
 /// The three relayed events. A domain name, not a payload: metrics count relays by kind and
 /// refusals name it, without either depending on the transport's decoding.
@@ -36,27 +37,10 @@ pub enum Activity {
 }
 
 impl Channel {
-    /// Whether `sender` may relay to `target` within this channel, and the target's id if so:
-    /// its broadcaster and any viewer, either way; two viewers that are feeder and child in
-    /// the relay tree (PROTOCOL.md "Relay authorization"). Nobody reaches a broadcaster whose
-    /// connection is gone while the channel waits for it to resume.
+    /// Whether `sender` may relay to `target` within this channel, and the target's id if so
+    /// (the rule: [`peers::relay_target`]).
     pub(crate) fn relay_target(&self, sender: &SocketId, target: &str) -> Option<SocketId> {
-        let present = self.present_broadcaster();
-        if present == Some(sender) {
-            let (viewer, _) = self.viewers.get_key_value(target)?;
-            return Some(viewer.clone());
-        }
-        if !self.viewers.contains_key(sender) {
-            return None;
-        }
-        if self.broadcaster.as_str() == target {
-            return present.cloned();
-        }
-        if self.tree.are_linked(sender, target) {
-            let (viewer, _) = self.viewers.get_key_value(target)?;
-            return Some(viewer.clone());
-        }
-        None
+        peers::relay_target(self, sender, target)
     }
 }
 

@@ -13,6 +13,7 @@ use super::ids::{ChannelId, SocketId};
 use super::membership::{Departure, ViewerLeft, ViewerRequest};
 use super::memory::MemoryRegistry;
 use super::model::{ClosedChannel, RegistryLimits};
+use super::peers::{Peers, relay_target};
 use super::relay::Activity;
 use super::tree::TreeLimits;
 use super::tree_events::{TreeEvent, TreeOp};
@@ -643,6 +644,45 @@ fn concurrent_disconnects_leave_nothing_behind() {
 /// Every index agrees with the channels: the socket index lists exactly the channels each
 /// socket broadcasts or watches (and no socket without any), the address counts match the
 /// owners, and the wait index matches the trees.
+/// Follows every channel's [`Peers`] as a cluster's replica does, from the changes alone
+/// (through their published JSON): each must equal the channel's own peers after every
+/// operation, and authorize exactly the relays the channel does.
+fn follow_peers(
+    r: &MemoryRegistry,
+    last: &mut HashMap<ChannelId, Peers>,
+    followed: &mut HashMap<ChannelId, Peers>,
+) {
+    let state = r.state();
+    last.retain(|id, _| state.channels.contains_key(id));
+    followed.retain(|id, _| state.channels.contains_key(id));
+    for (id, channel) in &state.channels {
+        let now = Peers::of(channel);
+        match (last.get(id), followed.get_mut(id)) {
+            (Some(before), Some(copy)) => {
+                let change = before.change_to(&now);
+                let wire = serde_json::to_string(&change).expect("a change encodes");
+                copy.apply(serde_json::from_str(&wire).expect("a change decodes"));
+            }
+            _ => {
+                followed.insert(id.clone(), now.clone());
+            }
+        }
+        assert_eq!(followed.get(id), Some(&now), "followed peers of {id}");
+        let copy = &followed[id];
+        for a in 0..8 {
+            for b in 0..8 {
+                let (a, b) = (sid(&format!("s{a}")), format!("s{b}"));
+                assert_eq!(
+                    relay_target(copy, &a, &b),
+                    channel.relay_target(&a, &b),
+                    "relay {a} -> {b} in {id}"
+                );
+            }
+        }
+        last.insert(id.clone(), now);
+    }
+}
+
 fn check_indexes(r: &MemoryRegistry) {
     let state = r.state();
     type Sets = (HashSet<ChannelId>, HashSet<ChannelId>, HashSet<ChannelId>);
@@ -770,6 +810,7 @@ proptest::proptest! {
         let name = |i: u8| sid(&format!("s{i}"));
         let channel = |i: u8| format!("c{i}");
         let addr = |i: u8| Some(IpAddr::from([10, 0, 0, i % 3]));
+        let (mut last, mut followed) = (HashMap::new(), HashMap::new());
         // Even sockets ask for resuming; every token's digest is "t" (the rules compare
         // digests; making them is `secrets`' business).
         let request = |s: u8, force: bool, presented: Option<&'static str>| BroadcastRequest {
@@ -829,6 +870,7 @@ proptest::proptest! {
                 Op::Sweep => { r.sweep(Moment::now() + Duration::from_secs(7200)); }
             }
             check_indexes(&r);
+            follow_peers(&r, &mut last, &mut followed);
         }
         for s in 0..8 {
             r.disconnect(&name(s));
