@@ -552,7 +552,7 @@ mod tests {
     /// The feed's message for a write of `c` from `replaced` to `version` that changed its
     /// peers from `before` to `after` viewers.
     fn write_line(replaced: u64, version: u64, before: &[&str], after: &[&str]) -> String {
-        let change = Peers::of(&channel(before)).change_to(&Peers::of(&channel(after)));
+        let change = PeersChange::between(&channel(before), &channel(after));
         let line = change_line(&ChannelId::from("c"), &replaced.to_string(), &change);
         format!("{{\"v\":{version},{}\nc {version}", &line[1..])
     }
@@ -608,7 +608,7 @@ mod tests {
         let replica = following();
         let id = ChannelId::from("c");
         remember(&replica, "5", &["v1"], replica.generation());
-        let change = Peers::of(&channel(&["v1"])).change_to(&Peers::of(&channel(&["v2"])));
+        let change = PeersChange::between(&channel(&["v1"]), &channel(&["v2"]));
         replica.advance(&id, "5", 6, change.clone());
         assert!(relays(&replica, "b", "v2") && !relays(&replica, "b", "v1"));
         replica.heard(&write_line(5, 6, &["v1"], &["v2"]));

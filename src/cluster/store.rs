@@ -15,7 +15,6 @@
 //! the node dies. Nothing is written that the last leaver does not delete.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +46,7 @@ use crate::registry::model::{Channel, ClosedChannel, Membership, RegistryLimits,
 use crate::registry::moderation::{
     ChatPace, ChatSettings, ChatSettingsChange, Removal, Told, ViewerEntry,
 };
-use crate::registry::peers::{Peers, PeersChange};
+use crate::registry::peers::PeersChange;
 use crate::registry::relay::Activity;
 use crate::registry::tree_events::{TreeEvent, TreeOp};
 
@@ -172,13 +171,20 @@ struct Inner {
 
 /// What an operation read of one channel (absent channels are read as `None`).
 struct Read {
-    version: String,
-    raw: Arc<str>,
-    /// Its connected broadcaster (none while the channel waits for it to resume), viewers
-    /// and tree links: a write publishes how it changed them (see `replica.rs`).
-    peers: Peers,
-    owner_addr: Option<IpAddr>,
+    /// The document as read (shared with the replica, not copied): a write compares its
+    /// text, and publishes how it changed the channel's peers (see `replica.rs`).
+    kept: Arc<Kept>,
     wait: Option<Moment>,
+}
+
+impl Read {
+    fn version(&self) -> &str {
+        &self.kept.version
+    }
+
+    fn channel(&self) -> &Channel {
+        &self.kept.channel
+    }
 }
 
 /// A channel document an attempt writes.
@@ -605,10 +611,8 @@ impl ClusterRegistry {
     async fn load(&self, id: &ChannelId) -> Result<Option<(Read, Channel)>, ChannelError> {
         Ok(self.fetch(id).await?.map(|kept| {
             let channel = kept.channel.clone();
-            (
-                read_of(kept.version.clone(), kept.raw.clone(), &channel),
-                channel,
-            )
+            let wait = channel.next_deadline();
+            (Read { kept, wait }, channel)
         }))
     }
 
@@ -719,7 +723,7 @@ impl ClusterRegistry {
             .collect();
         for (id, before) in &read {
             let k = plan.key(keys.channel(id));
-            let v = before.as_ref().map_or("", |r| r.version.as_str());
+            let v = before.as_ref().map_or("", |r| r.version());
             plan.checks.push(json!({"k": k, "v": v}));
         }
         for (id, before) in read {
@@ -897,17 +901,17 @@ impl ClusterRegistry {
         plan.write("del", keys.owner(id), json!({}));
         plan.write("zrem", keys.channel_index(), json!({"m": id.as_str()}));
         plan.write("zrem", keys.waits(), json!({"m": id.as_str()}));
-        if let Some(broadcaster) = &before.peers.broadcaster {
+        if let Some(broadcaster) = before.channel().present_broadcaster() {
             plan.write(
                 "srem",
                 keys.broadcasting(broadcaster),
                 json!({"m": id.as_str()}),
             );
         }
-        for viewer in &before.peers.viewers {
+        for viewer in before.channel().viewers.keys() {
             plan.write("srem", keys.watching(viewer), json!({"m": id.as_str()}));
         }
-        if let Some(addr) = before.owner_addr {
+        if let Some(addr) = before.channel().owner_addr {
             plan.write("incr", keys.addr(&addr), json!({"n": -1}));
         }
     }
@@ -927,7 +931,7 @@ impl ClusterRegistry {
             ChannelError::Unavailable
         })?;
         let mut written = None;
-        if before.is_none_or(|b| *b.raw != *doc) {
+        if before.is_none_or(|b| *b.kept.raw != *doc) {
             // Its password hash (empty: public) beside the document, for a joining viewer's
             // node to verify a password without reading the whole channel.
             let password = channel.password.as_deref().unwrap_or("");
@@ -935,9 +939,9 @@ impl ClusterRegistry {
             // How its peers changed, for the nodes following them: published with the version
             // it replaces, which the compare-and-set guarantees is the one read.
             let change = before.map(|b| {
-                let change = b.peers.change_to(&Peers::of(channel));
-                fields["c"] = json!(replica::change_line(id, &b.version, &change));
-                (b.version.clone(), change)
+                let change = PeersChange::between(b.channel(), channel);
+                fields["c"] = json!(replica::change_line(id, b.version(), &change));
+                (b.version().to_owned(), change)
             });
             written = Some(Written {
                 raw: Arc::from(doc.as_str()),
@@ -965,7 +969,7 @@ impl ClusterRegistry {
         // The broadcaster: a new channel's, one that resumed or took over, or one that dropped
         // (the channel is then held for it and indexed under nobody).
         let present = channel.present_broadcaster();
-        let previous = before.and_then(|b| b.peers.broadcaster.as_ref());
+        let previous = before.and_then(|b| b.channel().present_broadcaster());
         if present != previous {
             if let Some(gone) = previous {
                 plan.write("srem", keys.broadcasting(gone), json!({"m": id.as_str()}));
@@ -980,9 +984,9 @@ impl ClusterRegistry {
                 plan.write("sadd", mine.clone(), json!({"m": now_present.as_str()}));
             }
         }
-        let empty = HashSet::new();
-        let old = before.map_or(&empty, |b| &b.peers.viewers);
-        for viewer in channel.viewers.keys().filter(|v| !old.contains(*v)) {
+        let empty = HashMap::new();
+        let old = before.map_or(&empty, |b| &b.channel().viewers);
+        for viewer in channel.viewers.keys().filter(|v| !old.contains_key(*v)) {
             plan.write("sadd", keys.watching(viewer), json!({"m": id.as_str()}));
             // Only the caller ever joins: this node's, or another's that forwarded its join
             // here; or a waiter a new channel took in, which its own node listed when it began
@@ -999,7 +1003,7 @@ impl ClusterRegistry {
                 plan.write("sadd", list, json!({"m": viewer.as_str()}));
             }
         }
-        for viewer in old.iter().filter(|v| !channel.viewers.contains_key(*v)) {
+        for viewer in old.keys().filter(|v| !channel.viewers.contains_key(*v)) {
             plan.write("srem", keys.watching(viewer), json!({"m": id.as_str()}));
         }
         let wait = channel.next_deadline();
@@ -1709,16 +1713,6 @@ fn version_at_least(kept: &str, seen: &str) -> bool {
     match (version_number(kept), version_number(seen)) {
         (Some(kept), Some(seen)) => kept >= seen,
         _ => kept == seen,
-    }
-}
-
-fn read_of(version: String, raw: Arc<str>, channel: &Channel) -> Read {
-    Read {
-        version,
-        raw,
-        peers: Peers::of(channel),
-        owner_addr: channel.owner_addr,
-        wait: channel.next_deadline(),
     }
 }
 

@@ -145,32 +145,6 @@ impl Peers {
         }
     }
 
-    /// What changed from `self` to `after`: applied to `self`, it gives `after`. Costs
-    /// O(viewers), as the write that publishes it does anyway.
-    pub(crate) fn change_to(&self, after: &Peers) -> PeersChange {
-        let mut fed: Vec<(SocketId, Option<SocketId>)> = after
-            .viewers
-            .iter()
-            .filter(|v| self.feeders.get(*v) != after.feeders.get(*v))
-            .map(|v| (v.clone(), after.feeders.get(v).cloned()))
-            .collect();
-        fed.sort_unstable();
-        let mut joined: Vec<SocketId> = after.viewers.difference(&self.viewers).cloned().collect();
-        joined.sort_unstable();
-        let mut left: Vec<SocketId> = self.viewers.difference(&after.viewers).cloned().collect();
-        left.sort_unstable();
-        PeersChange {
-            broadcaster: (self.broadcaster != after.broadcaster)
-                .then(|| after.broadcaster.clone())
-                .flatten(),
-            away: self.broadcaster.is_some() && after.broadcaster.is_none(),
-            joined,
-            left,
-            fed,
-            activity: (self.last_activity != after.last_activity).then_some(after.last_activity),
-        }
-    }
-
     /// Applies a change made to these very peers (the version it was computed from).
     pub(crate) fn apply(&mut self, change: PeersChange) {
         if change.away {
@@ -192,6 +166,43 @@ impl Peers {
         }
         if let Some(activity) = change.activity {
             self.last_activity = activity;
+        }
+    }
+}
+
+impl PeersChange {
+    /// How a write changed a channel's peers, from the channel it read to the channel it
+    /// writes: applied to the peers of `before`, it gives those of `after`. O(viewers) lookups
+    /// and nothing copied but what changed: an owner's batch computes one per write.
+    pub(crate) fn between(before: &Channel, after: &Channel) -> Self {
+        let joined = after
+            .viewers
+            .keys()
+            .filter(|v| !before.viewers.contains_key(*v))
+            .cloned()
+            .collect();
+        let left = before
+            .viewers
+            .keys()
+            .filter(|v| !after.viewers.contains_key(*v))
+            .cloned()
+            .collect();
+        let fed = after
+            .viewers
+            .keys()
+            .filter_map(|v| {
+                let now = Relaying::feeder_of(after, v.as_str());
+                (now != Relaying::feeder_of(before, v.as_str())).then(|| (v.clone(), now.cloned()))
+            })
+            .collect();
+        let (was, is) = (before.present_broadcaster(), after.present_broadcaster());
+        Self {
+            broadcaster: if was != is { is.cloned() } else { None },
+            away: was.is_some() && is.is_none(),
+            joined,
+            left,
+            fed,
+            activity: (before.last_activity != after.last_activity).then_some(after.last_activity),
         }
     }
 }

@@ -12,8 +12,8 @@ use super::errors::{ChannelError, ViewerAction};
 use super::ids::{ChannelId, SocketId};
 use super::membership::{Departure, ViewerLeft, ViewerRequest};
 use super::memory::MemoryRegistry;
-use super::model::{ClosedChannel, RegistryLimits};
-use super::peers::{Peers, relay_target};
+use super::model::{Channel, ClosedChannel, RegistryLimits};
+use super::peers::{Peers, PeersChange, relay_target};
 use super::relay::Activity;
 use super::tree::TreeLimits;
 use super::tree_events::{TreeEvent, TreeOp};
@@ -649,7 +649,7 @@ fn concurrent_disconnects_leave_nothing_behind() {
 /// operation, and authorize exactly the relays the channel does.
 fn follow_peers(
     r: &MemoryRegistry,
-    last: &mut HashMap<ChannelId, Peers>,
+    last: &mut HashMap<ChannelId, Channel>,
     followed: &mut HashMap<ChannelId, Peers>,
 ) {
     let state = r.state();
@@ -659,7 +659,7 @@ fn follow_peers(
         let now = Peers::of(channel);
         match (last.get(id), followed.get_mut(id)) {
             (Some(before), Some(copy)) => {
-                let change = before.change_to(&now);
+                let change = PeersChange::between(before, channel);
                 let wire = serde_json::to_string(&change).expect("a change encodes");
                 copy.apply(serde_json::from_str(&wire).expect("a change decodes"));
             }
@@ -679,7 +679,7 @@ fn follow_peers(
                 );
             }
         }
-        last.insert(id.clone(), now);
+        last.insert(id.clone(), channel.clone());
     }
 }
 
