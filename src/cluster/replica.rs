@@ -204,25 +204,31 @@ impl Replica {
         kept
     }
 
-    /// Starts following `id`'s peers from a whole document at `version`, unless a copy is
-    /// followed already (at this version, or at an older one whose changes are on their way:
-    /// a copy that misses one is dropped, and the next read builds it again), or the copy
-    /// would be stale already.
+    /// Starts following `id`'s peers from a whole document at `version`, or starts again from
+    /// it where the copy followed is older (a write this node did not hear of, from a node
+    /// that does not publish changes): not where the copy is that version or newer, nor where
+    /// the document is stale already (a newer version announced, the feed interrupted since
+    /// the read began). Nothing is built while some node does not publish its changes.
     fn follow_from(&self, id: &ChannelId, version: u64, channel: &Channel, generation: u64) {
-        if let Some(followed) = write(&self.followed).get_mut(id) {
-            followed.touched = Instant::now();
+        if !self.peers_announce.load(Ordering::Acquire) {
+            return;
+        }
+        if read(&self.followed)
+            .get(id)
+            .is_some_and(|copy| copy.version >= version)
+        {
             return;
         }
         let peers = Peers::of(channel);
         let mut followed = write(&self.followed);
-        if followed.contains_key(id)
+        if followed.get(id).is_some_and(|copy| copy.version >= version)
             || generation != self.generation()
             || version < self.announced(id)
         {
             return;
         }
         let now = Instant::now();
-        if followed.len() >= KEPT_CHANNELS as usize {
+        if followed.len() >= KEPT_CHANNELS as usize && !followed.contains_key(id) {
             followed.retain(|_, f| now.duration_since(f.touched) < KEPT_IDLE);
             if followed.len() >= KEPT_CHANNELS as usize {
                 return;
@@ -332,7 +338,11 @@ impl Replica {
 
     /// Records whether every other live node announces its writes.
     pub(super) fn set_peers_announce(&self, all: bool) {
-        self.peers_announce.store(all, Ordering::Release);
+        if self.peers_announce.swap(all, Ordering::AcqRel) != all {
+            // Copies are built only while every node publishes; one built before a node that
+            // does not publish came or went may have missed its writes.
+            write(&self.followed).clear();
+        }
     }
 
     /// Records that a socket of this node joined a channel, as its broadcaster or not.
@@ -393,15 +403,31 @@ impl Replica {
 impl Replica {
     /// One message of the feed: its changes and announcements, in order, at once.
     fn heard(&self, text: &str) {
-        let mut followed = write(&self.followed);
-        for line in text.lines() {
-            if line.starts_with('{') {
-                match serde_json::from_str::<ChangeLine>(line) {
-                    Ok(line) => Self::follow_change(&mut followed, line),
-                    Err(e) => tracing::debug!("change feed: unreadable change: {e}"),
+        enum Heard<'a> {
+            Change(ChangeLine),
+            Announced(&'a str, u64),
+        }
+        // Parsed before the lock is taken: relays read the copies meanwhile.
+        let heard: Vec<Heard> = text
+            .lines()
+            .filter_map(|line| {
+                if line.starts_with('{') {
+                    serde_json::from_str::<ChangeLine>(line)
+                        .map_err(|e| tracing::debug!("change feed: unreadable change: {e}"))
+                        .ok()
+                        .map(Heard::Change)
+                } else {
+                    parse_announcement(line).map(|(id, version)| Heard::Announced(id, version))
                 }
-            } else if let Some((id, version)) = parse_announcement(line) {
-                self.announce(&mut followed, ChannelId::from(id), version);
+            })
+            .collect();
+        let mut followed = write(&self.followed);
+        for item in heard {
+            match item {
+                Heard::Change(line) => Self::follow_change(&mut followed, line),
+                Heard::Announced(id, version) => {
+                    self.announce(&mut followed, ChannelId::from(id), version);
+                }
             }
         }
     }
@@ -616,6 +642,24 @@ mod tests {
         // Applied to no other version than the one it replaced.
         replica.advance(&id, "5", 7, change);
         assert!(relays(&replica, "b", "v2"));
+    }
+
+    #[test]
+    fn a_newer_document_replaces_an_older_copy_and_a_node_that_does_not_publish_clears_all() {
+        let replica = following();
+        remember(&replica, "5", &["v1"], replica.generation());
+        // Version 6 (v1 left) written by a node that publishes nothing, then read here.
+        remember(&replica, "6", &[], replica.generation());
+        assert!(!relays(&replica, "b", "v1"));
+        replica.set_peers_announce(false);
+        remember(&replica, "7", &["v1"], replica.generation());
+        replica.set_peers_announce(true);
+        assert!(
+            !relays(&replica, "b", "v1"),
+            "nothing built meanwhile is kept"
+        );
+        remember(&replica, "8", &["v1"], replica.generation());
+        assert!(relays(&replica, "b", "v1"));
     }
 
     #[test]

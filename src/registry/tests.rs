@@ -641,9 +641,6 @@ fn concurrent_disconnects_leave_nothing_behind() {
     );
 }
 
-/// Every index agrees with the channels: the socket index lists exactly the channels each
-/// socket broadcasts or watches (and no socket without any), the address counts match the
-/// owners, and the wait index matches the trees.
 /// Follows every channel's [`Peers`] as a cluster's replica does, from the changes alone
 /// (through their published JSON): each must equal the channel's own peers after every
 /// operation, and authorize exactly the relays the channel does.
@@ -683,6 +680,9 @@ fn follow_peers(
     }
 }
 
+/// Every index agrees with the channels: the socket index lists exactly the channels each
+/// socket broadcasts or watches (and no socket without any), the address counts match the
+/// owners, and the wait index matches the trees.
 fn check_indexes(r: &MemoryRegistry) {
     let state = r.state();
     type Sets = (HashSet<ChannelId>, HashSet<ChannelId>, HashSet<ChannelId>);
