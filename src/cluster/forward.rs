@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::batch::Settle;
 use super::lock;
 use super::node::Health;
+use crate::registry::chat::ChatDelivery;
 use crate::registry::clock::Moment;
 use crate::registry::errors::ChannelError;
 use crate::registry::ids::{ChannelId, SocketId};
@@ -40,6 +41,14 @@ pub(super) enum ChannelOp {
     Tree { sid: SocketId, report: TreeOp },
     /// The departure of a socket that watched this channel and nothing else.
     Leave { sid: SocketId },
+    /// `send_message` (a viewer's) or `broadcaster_message`: its owner runs the rule, keeps
+    /// the message and sends it, so that every member reads the channel's chat in one order
+    /// (not in a batch: see `ClusterRegistry::run_chat`).
+    Chat {
+        sid: SocketId,
+        message: String,
+        from_broadcaster: bool,
+    },
 }
 
 /// What a [`ChannelOp`] did.
@@ -48,6 +57,7 @@ pub(super) enum Done {
     Joined(ViewerJoined),
     Tree(Vec<TreeEvent>),
     Left(Departure),
+    Chat(ChatDelivery),
 }
 
 impl ChannelOp {
@@ -56,7 +66,8 @@ impl ChannelOp {
         match self {
             ChannelOp::Join { sid, .. }
             | ChannelOp::Tree { sid, .. }
-            | ChannelOp::Leave { sid } => sid,
+            | ChannelOp::Leave { sid }
+            | ChannelOp::Chat { sid, .. } => sid,
         }
     }
 
@@ -83,6 +94,10 @@ impl ChannelOp {
                 state.sockets.insert(sid.clone(), only);
                 Ok(Done::Left(state.disconnect(sid, grace, now)))
             }
+            ChannelOp::Chat { .. } => {
+                tracing::error!("a chat message was put in a channel's batch");
+                Err(ChannelError::Unavailable)
+            }
         }
     }
 }
@@ -93,6 +108,7 @@ impl Settle for Done {
             Done::Joined(joined) => joined.settle(channel, told),
             Done::Tree(events) => events.settle(channel, told),
             Done::Left(departure) => departure.settle(channel, told),
+            Done::Chat(_) => None,
         }
     }
 }
@@ -109,6 +125,13 @@ impl Done {
     pub(super) fn tree(self) -> Result<Vec<TreeEvent>, ChannelError> {
         match self {
             Done::Tree(events) => Ok(events),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    pub(super) fn chat(self) -> Result<ChatDelivery, ChannelError> {
+        match self {
+            Done::Chat(delivery) => Ok(delivery),
             other => Err(mismatch(&other)),
         }
     }

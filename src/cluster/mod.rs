@@ -30,7 +30,7 @@ use rand::RngExt;
 pub use batch::CountTeller;
 pub use keys::Keys;
 pub use node::Health;
-pub use store::ClusterRegistry;
+pub use store::{ChatTeller, ClusterRegistry};
 pub use tls::Trust;
 
 /// How long one Redis command may take before the operation fails (and health says why).

@@ -99,11 +99,13 @@ pub enum Beat {
 /// What a node's heartbeat key holds: the release level of its cluster protocol. Level 2
 /// announces every channel write on the change feed (`replica.rs`); a node of an earlier
 /// release writes "1" and announces nothing, so while one is alive no node trusts its replica.
-const HEARTBEAT_LEVEL: &str = "2";
+/// Level 3 runs chat forwarded to it as a channel's owner (`ClusterRegistry::run_chat`): while
+/// a node below is alive, each node sends its own sockets' chat.
+const HEARTBEAT_LEVEL: &str = "3";
 
-/// Whether a heartbeat's level announces its writes.
-fn announces(level: &str) -> bool {
-    level.parse::<u32>().is_ok_and(|n| n >= 2)
+/// A heartbeat's level as a number (0: unreadable).
+fn level_of(level: &str) -> u32 {
+    level.parse().unwrap_or(0)
 }
 
 pub struct Node {
@@ -211,19 +213,19 @@ impl Node {
             Err(_) => return Vec::new(),
         };
         let mut departures = Vec::new();
-        let mut all_announce = true;
+        let mut lowest = level_of(HEARTBEAT_LEVEL);
         for node in nodes.iter().filter(|n| n.as_str() != self.id.as_str()) {
             let node = NodeId::parse(node);
             let heartbeat: Result<Option<String>, _> =
                 self.client.get(self.keys.heartbeat(&node)).await;
             match heartbeat {
                 Ok(Some(level)) => {
-                    all_announce &= announces(&level);
+                    lowest = lowest.min(level_of(&level));
                     continue;
                 }
                 Ok(None) => {}
                 Err(_) => {
-                    all_announce = false;
+                    lowest = 0;
                     continue;
                 }
             }
@@ -256,7 +258,7 @@ impl Node {
                 tracing::warn!(dead = %node, "cleanup unfinished, retried on the next look: {e}");
             }
         }
-        self.registry.peers_announce(all_announce);
+        self.registry.peers_at_level(lowest);
         departures
     }
 

@@ -26,6 +26,7 @@ use futures_util::future::try_join_all;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
 use super::batch::{self, Batches, CountTeller, Running};
 use super::forward::{self, ChannelOp, Done, Waiting};
@@ -58,11 +59,12 @@ const COMMIT: &str = include_str!("commit.lua");
 /// the list to its bound, in one step: a message accepted just before its channel closed can
 /// never leave a list behind the channel's deletion (which removes the list in the same
 /// script as the document).
-/// KEYS: the channel's document, its history. ARGV: the message (JSON), how many to keep.
+/// KEYS: the channel's document, its history. ARGV: how many to keep, then the messages
+/// (JSON), oldest first.
 const REMEMBER: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 2))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[1]), -1)
 return 1
 ";
 
@@ -167,6 +169,13 @@ struct Inner {
     /// How the runner of a channel's batches tells its broadcaster the count (see
     /// [`CountTeller`]); until it is given, each caller tells it, as in memory.
     teller: std::sync::OnceLock<CountTeller>,
+    /// How the owner of a channel sends its chat (see [`ClusterRegistry::run_chat`]).
+    chat_teller: std::sync::OnceLock<ChatTeller>,
+    /// Chat messages waiting for their channel's chat to run on this node, its owner.
+    chats: std::sync::Mutex<HashMap<ChannelId, Vec<QueuedChat>>>,
+    /// Every other live node runs forwarded chat (its heartbeat's level): until then each
+    /// node sends its own sockets' messages, as a node of an earlier release does.
+    owners_chat: std::sync::atomic::AtomicBool,
 }
 
 /// What an operation read of one channel (absent channels are read as `None`).
@@ -185,6 +194,14 @@ impl Read {
     fn channel(&self) -> &Channel {
         &self.kept.channel
     }
+}
+
+/// A chat message waiting for its channel's owner to run it (see `ClusterRegistry::run_chat`).
+struct QueuedChat {
+    op: ChannelOp,
+    /// After this its sender may have given up on it (see `forward::Request`).
+    deadline: Option<Moment>,
+    reply: oneshot::Sender<Result<Done, ChannelError>>,
 }
 
 /// A channel document an attempt writes.
@@ -307,6 +324,9 @@ impl ClusterRegistry {
                 replica: Arc::default(),
                 pace: ChatPace::default(),
                 teller: std::sync::OnceLock::new(),
+                chat_teller: std::sync::OnceLock::new(),
+                chats: std::sync::Mutex::default(),
+                owners_chat: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -316,6 +336,14 @@ impl ClusterRegistry {
     pub fn tell_counts_with(&self, teller: CountTeller) {
         if self.inner.teller.set(teller).is_err() {
             tracing::debug!("the count teller was given twice; the first stays");
+        }
+    }
+
+    /// How to send a chat message to its channel's members (the transport's emit): from then
+    /// on each channel's owner sends its chat (see [`ClusterRegistry::run_chat`]).
+    pub fn tell_chat_with(&self, teller: ChatTeller) {
+        if self.inner.chat_teller.set(teller).is_err() {
+            tracing::debug!("the chat teller was given twice; the first stays");
         }
     }
 
@@ -337,10 +365,14 @@ impl ClusterRegistry {
         )));
     }
 
-    /// Records whether every other live node announces its writes on the change feed (see
-    /// `node.rs`): the replica is trusted only then.
-    pub fn peers_announce(&self, all: bool) {
-        self.inner.replica.set_peers_announce(all);
+    /// Records the lowest cluster protocol level among the other live nodes (see `node.rs`):
+    /// the replica is trusted only while all announce their writes (2), and chat goes to the
+    /// channel's owner only while all run forwarded chat (3).
+    pub fn peers_at_level(&self, level: u32) {
+        self.inner.replica.set_peers_announce(level >= 2);
+        self.inner
+            .owners_chat
+            .store(level >= 3, std::sync::atomic::Ordering::Release);
     }
 
     /// Waits for this node's turn to write `id` (see `Inner::queues`).
@@ -365,6 +397,9 @@ impl ClusterRegistry {
         from: Option<NodeId>,
         deadline: Option<Moment>,
     ) -> Result<Done, ChannelError> {
+        if let ChannelOp::Chat { .. } = &op {
+            return self.run_chat(id, op, deadline).await;
+        }
         let grace = self.inner.limits.resume_grace;
         let channel = id.clone();
         let home = from.map(|node| (op.socket().clone(), node));
@@ -1370,36 +1405,199 @@ impl ClusterRegistry {
         })
     }
 
+    /// `send_message`. Once every node runs forwarded chat (see [`ClusterRegistry::peers_at_level`])
+    /// and the transport said how to send it, the channel's owner runs it ([`Self::run_chat`])
+    /// and sends it itself: the delivery comes back `told`. Until then, this node.
     pub async fn chat(
         &self,
         sid: &SocketId,
         channel_id: &str,
         message: &str,
     ) -> Result<ChatDelivery, ChannelError> {
-        let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
-        let delivery = txn
-            .state
-            .chat(sid, channel_id, message, unix_now(), &self.inner.pace)?;
-        self.remember(channel_id, &delivery.message).await?;
+        self.chat_op(sid, channel_id, message, false).await
+    }
+
+    /// `broadcaster_message`: as [`Self::chat`].
+    pub async fn broadcaster_message(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        message: &str,
+    ) -> Result<ChatDelivery, ChannelError> {
+        self.chat_op(sid, channel_id, message, true).await
+    }
+
+    async fn chat_op(
+        &self,
+        sid: &SocketId,
+        channel_id: &str,
+        message: &str,
+        from_broadcaster: bool,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let id = ChannelId::from(channel_id);
+        let op = ChannelOp::Chat {
+            sid: sid.clone(),
+            message: message.to_owned(),
+            from_broadcaster,
+        };
+        let by_owner = self
+            .inner
+            .owners_chat
+            .load(std::sync::atomic::Ordering::Acquire)
+            && self.inner.chat_teller.get().is_some();
+        if by_owner {
+            return self.on_owner(&id, op).await.and_then(Done::chat);
+        }
+        let kept = self.fetch(&id).await?;
+        let delivery = chat_rule(kept.as_ref().map(|k| &k.channel), &op, &self.inner.pace)?;
+        self.remember(channel_id, &[&delivery.message]).await?;
         Ok(delivery)
     }
 
-    /// Keeps a message in its channel's history list (see [`REMEMBER`]).
-    async fn remember(&self, channel_id: &str, message: &ChatMessage) -> Result<(), ChannelError> {
+    /// Runs a chat message on the channel's owner: in this node's turn for the channel (not
+    /// while a batch of the channel runs), its rule on the channel as stored, the message kept
+    /// in the history, then sent to every member. Messages that arrive while the channel's
+    /// chat runs wait and run next, together: one read of the channel and one write of the
+    /// history for all, then each sent in arrival order, before the next messages run. Members
+    /// on this node get them at once, those on others through the adapter's publishes, which
+    /// Redis hands every node in the order this node sent them: every member reads one order.
+    /// Not in the channel's batches: a rerun batch would run slow mode's rule twice.
+    async fn run_chat(
+        &self,
+        id: &ChannelId,
+        op: ChannelOp,
+        deadline: Option<Moment>,
+    ) -> Result<Done, ChannelError> {
+        let (reply, outcome) = oneshot::channel();
+        let first = {
+            let mut chats = super::lock(&self.inner.chats);
+            let queue = chats.entry(id.clone()).or_default();
+            queue.push(QueuedChat {
+                op,
+                deadline,
+                reply,
+            });
+            queue.len() == 1
+        };
+        if first {
+            let this = self.clone();
+            let id = id.clone();
+            drop(tokio::spawn(async move { this.run_chats(&id).await }));
+        }
+        outcome.await.unwrap_or(Err(ChannelError::Unavailable))
+    }
+
+    /// Runs a channel's queued chat until none is left (see [`Self::run_chat`]).
+    async fn run_chats(&self, id: &ChannelId) {
+        loop {
+            let turn = self.turn(id).await;
+            let queued = {
+                let mut chats = super::lock(&self.inner.chats);
+                match chats.get_mut(id) {
+                    Some(queue) if !queue.is_empty() => std::mem::take(queue),
+                    _ => {
+                        chats.remove(id);
+                        return;
+                    }
+                }
+            };
+            self.run_chat_batch(id, queued).await;
+            drop(turn);
+        }
+    }
+
+    /// One read, each message's rule in arrival order, one write of the history, then each
+    /// sent in order and its sender answered. Nothing is kept or sent once its sender may have
+    /// given up on it (its client told `Server unavailable`) or another node may have taken
+    /// the channel over (and run it again there): checked before each step that cannot be
+    /// undone. (A channel that does not exist has no lease: its refusal comes from the rule.)
+    async fn run_chat_batch(&self, id: &ChannelId, queued: Vec<QueuedChat>) {
+        let in_time = |deadline: Option<Moment>| deadline.is_none_or(|d| Moment::now() <= d);
+        let kept = match self.fetch(id).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                for chat in queued {
+                    let _ = chat.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let mut accepted: Vec<(ChatDelivery, oneshot::Sender<Result<Done, ChannelError>>)> =
+            Vec::new();
+        for chat in queued {
+            let outcome = if in_time(chat.deadline) {
+                chat_rule(
+                    kept.as_ref().map(|k| &k.channel),
+                    &chat.op,
+                    &self.inner.pace,
+                )
+            } else {
+                Err(ChannelError::Unavailable)
+            };
+            match outcome {
+                Ok(delivery) if self.fence(id).is_some() => accepted.push((delivery, chat.reply)),
+                Ok(_) => {
+                    let _ = chat.reply.send(Err(ChannelError::Unavailable));
+                }
+                Err(e) => {
+                    let _ = chat.reply.send(Err(e));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let messages: Vec<&ChatMessage> = accepted.iter().map(|(d, _)| &d.message).collect();
+        if let Err(e) = self.remember(id.as_str(), &messages).await {
+            for (_, reply) in accepted {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        if let Some(teller) = self.inner.chat_teller.get() {
+            if self.fence(id).is_none() {
+                for (_, reply) in accepted {
+                    let _ = reply.send(Err(ChannelError::Unavailable));
+                }
+                return;
+            }
+            teller(accepted.iter().map(|(d, _)| d.clone()).collect()).await;
+        }
+        let told = self.inner.chat_teller.get().is_some();
+        for (mut delivery, reply) in accepted {
+            if told {
+                // Its sender's node needs the outcome, not the channel's member list.
+                delivery.told = true;
+                delivery.plain.clear();
+                delivery.with_ids.clear();
+            }
+            let _ = reply.send(Ok(Done::Chat(delivery)));
+        }
+    }
+
+    /// Keeps messages in their channel's history list, oldest first (see [`REMEMBER`]).
+    async fn remember(
+        &self,
+        channel_id: &str,
+        messages: &[&ChatMessage],
+    ) -> Result<(), ChannelError> {
         let limit = self.inner.limits.chat_history;
-        if limit == 0 {
+        if limit == 0 || messages.is_empty() {
             return Ok(());
         }
         let id = ChannelId::from(channel_id);
-        let json = serde_json::to_string(message).map_err(|e| {
-            tracing::error!("cannot encode a chat message: {e}");
-            ChannelError::Unavailable
-        })?;
+        let mut args = vec![limit.to_string()];
+        for message in messages {
+            args.push(serde_json::to_string(message).map_err(|e| {
+                tracing::error!("cannot encode a chat message: {e}");
+                ChannelError::Unavailable
+            })?);
+        }
         let keys = vec![self.keys().channel(&id), self.keys().chat_history(&id)];
         let _: i64 = self
             .inner
             .client
-            .eval(REMEMBER, keys, vec![json, limit.to_string()])
+            .eval(REMEMBER, keys, args)
             .await
             .map_err(|e| self.unavailable(e))?;
         Ok(())
@@ -1424,20 +1622,6 @@ impl ClusterRegistry {
             .iter()
             .filter_map(|m| serde_json::from_str(m).ok())
             .collect())
-    }
-
-    pub async fn broadcaster_message(
-        &self,
-        sid: &SocketId,
-        channel_id: &str,
-        message: &str,
-    ) -> Result<ChatDelivery, ChannelError> {
-        let txn = self.begin(&[ChannelId::from(channel_id)]).await?;
-        let delivery = txn
-            .state
-            .broadcaster_message(sid, channel_id, message, unix_now())?;
-        self.remember(channel_id, &delivery.message).await?;
-        Ok(delivery)
     }
 
     pub async fn create_invite(
@@ -1707,6 +1891,41 @@ impl ClusterRegistry {
 }
 
 /// What an operation remembers of a channel it read, to plan its writes.
+/// Sends chat messages to their channel's members, in the order given: the transport's emit,
+/// given by the signaling layer ([`ClusterRegistry::tell_chat_with`]), called by the channel's
+/// owner with the messages of one run of the channel's chat.
+pub type ChatTeller = Arc<
+    dyn Fn(Vec<ChatDelivery>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A chat operation's rule on its channel as stored (`None`: no such channel): a viewer's
+/// message or the broadcaster's.
+fn chat_rule(
+    channel: Option<&Channel>,
+    op: &ChannelOp,
+    pace: &ChatPace,
+) -> Result<ChatDelivery, ChannelError> {
+    let channel = channel.ok_or(ChannelError::NotFound(None))?;
+    match op {
+        ChannelOp::Chat {
+            sid,
+            message,
+            from_broadcaster: false,
+        } => channel.chat(sid, message, unix_now(), pace),
+        ChannelOp::Chat {
+            sid,
+            message,
+            from_broadcaster: true,
+        } => channel.broadcaster_message(sid, message, unix_now()),
+        other => {
+            tracing::error!(?other, "not a chat operation");
+            Err(ChannelError::Unavailable)
+        }
+    }
+}
+
 /// Whether stored version `kept` is `seen` or newer (versions are decimal numbers that only
 /// grow; one that is not, from an older release, is only ever equal to itself).
 fn version_at_least(kept: &str, seen: &str) -> bool {

@@ -9,17 +9,21 @@ use serde::{Deserialize, Serialize};
 
 use super::errors::{ChannelError, ViewerAction};
 use super::ids::SocketId;
-use super::model::State;
+use super::model::{Channel, State};
 use super::moderation::ChatPace;
 
 /// Who must hear about a chat message, and the message itself.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatDelivery {
     pub message: ChatMessage,
     /// Everyone in the channel whose page reads no message ids (legacy pages).
     pub plain: Vec<SocketId>,
     /// Everyone in the channel whose page reads message ids (it presented a client key).
     pub with_ids: Vec<SocketId>,
+    /// Sent already, by the channel's owner (cluster mode: see `ClusterRegistry::chat`): the
+    /// caller sends nothing.
+    #[serde(default)]
+    pub told: bool,
 }
 
 /// One chat message: a `new_message` payload with the additions a modern page reads. The
@@ -121,29 +125,13 @@ impl State {
         now: f64,
         pace: &ChatPace,
     ) -> Result<ChatDelivery, ChannelError> {
-        let channel = self
-            .channels
+        self.channels
             .get(channel_id)
-            .ok_or(ChannelError::NotFound(None))?;
-        let alias = channel
-            .viewers
-            .get(sid)
-            .ok_or(ChannelError::NotAViewer(ViewerAction::Chat))?;
-        channel.check_chat(sid, now, pace)?;
-        let sender_name = match alias {
-            Some(alias) => alias.to_string(),
-            None => default_name(sid),
-        };
-        let (plain, with_ids) = channel.chat_audience();
-        Ok(ChatDelivery {
-            message: ChatMessage::new(sender_name, message, now, false),
-            plain,
-            with_ids,
-        })
+            .ok_or(ChannelError::NotFound(None))?
+            .chat(sid, message, now, pace)
     }
 
-    /// `broadcaster_message`: the broadcaster writes in its own channel's chat. Only its
-    /// present broadcaster may (not a viewer, not a socket whose channel was taken over).
+    /// `broadcaster_message`: see [`Channel::broadcaster_message`].
     pub(crate) fn broadcaster_message(
         &self,
         sid: &SocketId,
@@ -151,19 +139,10 @@ impl State {
         message: &str,
         now: f64,
     ) -> Result<ChatDelivery, ChannelError> {
-        let channel = self
-            .channels
+        self.channels
             .get(channel_id)
-            .ok_or(ChannelError::NotFound(None))?;
-        if channel.present_broadcaster() != Some(sid) {
-            return Err(ChannelError::NotTheBroadcaster);
-        }
-        let (plain, with_ids) = channel.chat_audience();
-        Ok(ChatDelivery {
-            message: ChatMessage::new(BROADCASTER_NAME.to_owned(), message, now, true),
-            plain,
-            with_ids,
-        })
+            .ok_or(ChannelError::NotFound(None))?
+            .broadcaster_message(sid, message, now)
     }
 
     /// Keeps a delivered message in its channel's history (in memory; gone with the channel).
@@ -191,4 +170,53 @@ impl State {
 pub(crate) fn default_name(sid: &str) -> String {
     let prefix: String = sid.chars().take(8).collect();
     format!("Viewer-{prefix}")
+}
+
+impl Channel {
+    /// A viewer's message in this channel (see [`State::chat`]); the rule reads the channel
+    /// alone, so a cluster's owner runs it on the stored channel without copying it.
+    pub(crate) fn chat(
+        &self,
+        sid: &SocketId,
+        message: &str,
+        now: f64,
+        pace: &ChatPace,
+    ) -> Result<ChatDelivery, ChannelError> {
+        let alias = self
+            .viewers
+            .get(sid)
+            .ok_or(ChannelError::NotAViewer(ViewerAction::Chat))?;
+        self.check_chat(sid, now, pace)?;
+        let sender_name = match alias {
+            Some(alias) => alias.to_string(),
+            None => default_name(sid),
+        };
+        let (plain, with_ids) = self.chat_audience();
+        Ok(ChatDelivery {
+            message: ChatMessage::new(sender_name, message, now, false),
+            plain,
+            with_ids,
+            told: false,
+        })
+    }
+
+    /// `broadcaster_message`: the broadcaster writes in its own channel's chat. Only its
+    /// present broadcaster may (not a viewer, not a socket whose channel was taken over).
+    pub(crate) fn broadcaster_message(
+        &self,
+        sid: &SocketId,
+        message: &str,
+        now: f64,
+    ) -> Result<ChatDelivery, ChannelError> {
+        if self.present_broadcaster() != Some(sid) {
+            return Err(ChannelError::NotTheBroadcaster);
+        }
+        let (plain, with_ids) = self.chat_audience();
+        Ok(ChatDelivery {
+            message: ChatMessage::new(BROADCASTER_NAME.to_owned(), message, now, true),
+            plain,
+            with_ids,
+            told: false,
+        })
+    }
 }

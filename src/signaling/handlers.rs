@@ -375,19 +375,20 @@ pub async fn join_as_broadcaster<A: Adapter>(
                     chat_enabled: settings.chat_enabled,
                 });
             }
+            if !started.admitted.is_empty() {
+                // The waiters are its first viewers: counted before they are told, so that
+                // none of their offers (a waiter offers on `broadcaster_joined`) comes first.
+                ctx.reply(&ViewerCount {
+                    channel_id: &started.channel_id,
+                    count: started.viewer_count,
+                });
+            }
             let joined = BroadcasterJoined {
                 id: &ctx.sid,
                 channel_id: &started.channel_id,
                 password_required: started.private,
             };
             ctx.send(&started.lobby, &joined).await;
-            if !started.admitted.is_empty() {
-                // The waiters are its first viewers.
-                ctx.reply(&ViewerCount {
-                    channel_id: &started.channel_id,
-                    count: started.viewer_count,
-                });
-            }
             if started.resumed || started.replaced.is_some() {
                 // The new socket has not seen the audience it takes over.
                 ctx.reply(&ViewerCount {
@@ -829,7 +830,17 @@ pub async fn broadcaster_message<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads
 /// three fields of PROTOCOL.md and nothing else (legacy sessions are recorded that way), except
 /// to pages that presented a client key, which also get its id (to remove it, or hide it when
 /// it is removed); the broadcaster's, a new kind of message, carries its mark and its id.
+///
+/// In cluster mode the channel's owner sends it (see `signaling::attach`) and the delivery
+/// comes back `told`: nothing is sent again.
 async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery) {
+    if !delivery.told {
+        send_chat(ctx.io, delivery).await;
+    }
+}
+
+/// Sends a chat message as [`deliver_message`] says, from anywhere the server's handle is.
+pub(super) async fn send_chat<A: Adapter>(io: &SocketIo<A>, delivery: &ChatDelivery) {
     let message = &delivery.message;
     let with_id = NewMessage {
         sender_id: &message.sender_id,
@@ -842,8 +853,8 @@ async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery) 
         id: message.from_broadcaster.then_some(message.id.as_str()),
         ..with_id
     };
-    ctx.send(&delivery.plain, &plain).await;
-    ctx.send(&delivery.with_ids, &with_id).await;
+    send(io, &delivery.plain, &plain).await;
+    send(io, &delivery.with_ids, &with_id).await;
 }
 
 /// `list_viewers`: the broadcaster's viewer list.

@@ -96,13 +96,27 @@ pub fn attach<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, parts: Parts) -> A:
         invites,
     } = parts;
     if let Registry::Cluster(cluster) = &registry {
-        let io = io.clone();
+        let counts_io = io.clone();
         cluster.tell_counts_with(Arc::new(move |broadcaster, channel, counts| {
-            let io = io.clone();
+            let io = counts_io.clone();
             Box::pin(async move {
                 for count in counts {
                     handlers::tell_viewer_count(&io, &broadcaster, channel.as_str(), count).await;
                 }
+            })
+        }));
+        let chat_io = io.clone();
+        cluster.tell_chat_with(Arc::new(move |deliveries| {
+            let io = chat_io.clone();
+            Box::pin(async move {
+                // Started in order and awaited together: each emit publishes to the other
+                // nodes first (a Redis round trip), and the publishes leave on one connection
+                // in the order they were started, so members everywhere read them in order
+                // without a round trip per message (see EXTENSIONS.md "Chat through the owner").
+                futures_util::future::join_all(
+                    deliveries.iter().map(|d| handlers::send_chat(&io, d)),
+                )
+                .await;
             })
         }));
     }

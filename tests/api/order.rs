@@ -9,6 +9,15 @@ use crate::helpers::{Client, Cluster, spawn_app};
 
 const VIEWERS: usize = 60;
 const MESSAGES: usize = 100;
+/// Chat as fast as the test writes, from one address.
+const CHATTY: [&str; 6] = [
+    "--max-connections-per-ip",
+    "0",
+    "--rate-chat",
+    "0",
+    "--rate-strikes",
+    "0",
+];
 
 /// Viewers joining at once: the broadcaster's `viewer_count`s go 1, 2, …, N, the last one the
 /// real count (computed out of order, a stale count would be the last one it sees).
@@ -52,15 +61,7 @@ async fn viewer_counts_arrive_in_the_order_of_the_joins() {
 /// Two viewers write at once: every member reads the messages in one and the same order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_member_reads_the_chat_in_one_order() {
-    let app = spawn_app(&[
-        "--max-connections-per-ip",
-        "0",
-        "--rate-chat",
-        "0",
-        "--rate-strikes",
-        "0",
-    ])
-    .await;
+    let app = spawn_app(&CHATTY).await;
     let mut b = app.client().await;
     b.emit("join_as_broadcaster", json!({"channel_id": "talk"}));
     b.expect("broadcaster_ready").await;
@@ -72,33 +73,64 @@ async fn every_member_reads_the_chat_in_one_order() {
         b.expect("viewer_count").await;
         members.push(v);
     }
+    all_read_one_order(b, members, "talk").await;
+}
+
+/// Two viewers and the broadcaster `b` write `MESSAGES` messages each at once in `channel`:
+/// every member (`members`, then `b`) must read all of them in one order. Gives them back.
+async fn all_read_one_order(mut b: Client, mut members: Vec<Client>, channel: &str) -> Vec<Client> {
     for round in 0..MESSAGES {
         members[0].emit(
             "send_message",
-            json!({"channel_id": "talk", "message": format!("a{round}")}),
+            json!({"channel_id": channel, "message": format!("a{round}")}),
         );
         members[1].emit(
             "send_message",
-            json!({"channel_id": "talk", "message": format!("b{round}")}),
+            json!({"channel_id": channel, "message": format!("b{round}")}),
         );
         b.emit(
             "broadcaster_message",
-            json!({"channel_id": "talk", "message": format!("c{round}")}),
+            json!({"channel_id": channel, "message": format!("c{round}")}),
         );
     }
-    members.push(b);
     let mut orders = Vec::new();
-    for member in &mut members {
+    for member in members.iter_mut().chain([&mut b]) {
         let mut order = Vec::new();
         for _ in 0..3 * MESSAGES {
             let message = member.expect("new_message").await;
             order.push(message["message"].as_str().expect("text").to_owned());
         }
+        member.assert_silent().await;
         orders.push(order);
     }
     for order in &orders[1..] {
         assert_eq!(order, &orders[0], "one order for everyone");
     }
+    members.push(b);
+    members
+}
+
+/// Across two nodes, as in memory: the channel's owner runs every message's rule and sends it
+/// (EXTENSIONS.md, "Chat through the owner"), so members on both nodes, written to from both,
+/// read one order. Before, each node sent its own senders' messages, and members on the two
+/// nodes read them interleaved differently.
+#[tokio::test]
+async fn across_nodes_every_member_reads_the_chat_in_one_order() {
+    let cluster = Cluster::start(2, &CHATTY).await;
+    let mut b = cluster.nodes[0].client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "talk"}));
+    b.expect("broadcaster_ready").await;
+    let mut members: Vec<Client> = Vec::new();
+    // The two writing viewers on the other node than the broadcaster's and its own.
+    for i in [1, 0, 1, 0] {
+        let mut v = cluster.nodes[i].client().await;
+        v.emit("join_as_viewer", json!({"channel_id": "talk"}));
+        v.expect("broadcaster_available").await;
+        b.expect("viewer_count").await;
+        members.push(v);
+    }
+    let everyone = all_read_one_order(b, members, "talk").await;
+    cluster.teardown(everyone).await;
 }
 
 /// The broadcaster's next `count` `viewer_count`s, and then a moment of silence (nothing may
