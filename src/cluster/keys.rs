@@ -36,6 +36,12 @@ impl Keys {
         format!("{}:feed", self.prefix)
     }
 
+    /// The emits channel (pub/sub): a channel owner's events for sockets on every node, a run
+    /// of them per message (see `emits.rs`).
+    pub fn emits(&self) -> String {
+        format!("{}:emits", self.prefix)
+    }
+
     /// Every channel id, scored by creation time: `channel_list` order and the capacity count.
     pub fn channel_index(&self) -> String {
         format!("{}:channels", self.prefix)

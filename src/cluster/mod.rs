@@ -3,6 +3,7 @@
 //! - [`store`]: the channel registry's Redis backend (the same rules as in memory, made atomic
 //!   with an optimistic compare-and-set script).
 //! - [`node`]: heartbeats, noticing dead nodes and cleaning up after them, health.
+//! - [`emits`]: a channel owner's events for sockets on every node, one publish per run.
 //! - Socket.IO fan-out across nodes is socketioxide-redis's adapter over the same connection
 //!   settings (see [`Connection::adapter`]).
 //! - [`tls`]: `rediss://`: the certificates trusted, and what a failed handshake means.
@@ -10,6 +11,7 @@
 //! Without `--redis-url` none of this runs: the server keeps everything in memory.
 
 mod batch;
+mod emits;
 mod forward;
 mod keys;
 mod lease;
@@ -28,9 +30,10 @@ use fred::types::config::TlsConnector;
 use rand::RngExt;
 
 pub use batch::CountTeller;
+pub use emits::{Emits, Emitter, Reach};
 pub use keys::Keys;
 pub use node::Health;
-pub use store::{ChatTeller, ClusterRegistry};
+pub use store::{ChatRenderer, ClusterRegistry};
 pub use tls::Trust;
 
 /// How long one Redis command may take before the operation fails (and health says why).

@@ -100,8 +100,10 @@ pub enum Beat {
 /// announces every channel write on the change feed (`replica.rs`); a node of an earlier
 /// release writes "1" and announces nothing, so while one is alive no node trusts its replica.
 /// Level 3 runs chat forwarded to it as a channel's owner (`ClusterRegistry::run_chat`): while
-/// a node below is alive, each node sends its own sockets' chat.
-const HEARTBEAT_LEVEL: &str = "3";
+/// a node below is alive, each node sends its own sockets' chat. Level 4 hears the emits
+/// channel (`emits.rs`): while a node below is alive, an owner sends its events through the
+/// adapter, one publish each.
+const HEARTBEAT_LEVEL: &str = "4";
 
 /// A heartbeat's level as a number (0: unreadable).
 fn level_of(level: &str) -> u32 {

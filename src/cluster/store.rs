@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{
-    Client, HashesInterface, KeysInterface, ListInterface, LuaInterface, SetsInterface,
-    SortedSetsInterface,
+    Client, HashesInterface, KeysInterface, ListInterface, LuaInterface, PubsubInterface,
+    SetsInterface, SortedSetsInterface,
 };
 use futures_util::future::try_join_all;
 use rand::RngExt;
@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::batch::{self, Batches, CountTeller, Running};
+use super::emits::{self, Emits, Emitter, Reach};
 use super::forward::{self, ChannelOp, Done, Waiting};
 use super::lease::{Owners, lease_ttl};
 use super::replica::{self, Kept, Replica, version_number};
@@ -169,13 +170,18 @@ struct Inner {
     /// How the runner of a channel's batches tells its broadcaster the count (see
     /// [`CountTeller`]); until it is given, each caller tells it, as in memory.
     teller: std::sync::OnceLock<CountTeller>,
-    /// How the owner of a channel sends its chat (see [`ClusterRegistry::run_chat`]).
-    chat_teller: std::sync::OnceLock<ChatTeller>,
+    /// How the owner of a channel turns its chat into events (see [`ClusterRegistry::run_chat`]).
+    chat_renderer: std::sync::OnceLock<ChatRenderer>,
+    /// How events are sent to sockets (the transport's emit; see `emits.rs`).
+    emitter: std::sync::OnceLock<Emitter>,
     /// Chat messages waiting for their channel's chat to run on this node, its owner.
     chats: std::sync::Mutex<HashMap<ChannelId, Vec<QueuedChat>>>,
     /// Every other live node runs forwarded chat (its heartbeat's level): until then each
     /// node sends its own sockets' messages, as a node of an earlier release does.
     owners_chat: std::sync::atomic::AtomicBool,
+    /// Every other live node hears the emits channel (its heartbeat's level): until then an
+    /// owner sends its events through the adapter, one publish each.
+    emits_heard: std::sync::atomic::AtomicBool,
 }
 
 /// What an operation read of one channel (absent channels are read as `None`).
@@ -324,9 +330,11 @@ impl ClusterRegistry {
                 replica: Arc::default(),
                 pace: ChatPace::default(),
                 teller: std::sync::OnceLock::new(),
-                chat_teller: std::sync::OnceLock::new(),
+                chat_renderer: std::sync::OnceLock::new(),
+                emitter: std::sync::OnceLock::new(),
                 chats: std::sync::Mutex::default(),
                 owners_chat: std::sync::atomic::AtomicBool::new(false),
+                emits_heard: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -339,11 +347,55 @@ impl ClusterRegistry {
         }
     }
 
-    /// How to send a chat message to its channel's members (the transport's emit): from then
-    /// on each channel's owner sends its chat (see [`ClusterRegistry::run_chat`]).
-    pub fn tell_chat_with(&self, teller: ChatTeller) {
-        if self.inner.chat_teller.set(teller).is_err() {
-            tracing::debug!("the chat teller was given twice; the first stays");
+    /// How a chat message becomes events for its channel's members (the transport's
+    /// payloads): once this and [`Self::emit_with`] are given, each channel's owner sends its
+    /// chat (see [`ClusterRegistry::run_chat`]).
+    pub fn render_chat_with(&self, renderer: ChatRenderer) {
+        if self.inner.chat_renderer.set(renderer).is_err() {
+            tracing::debug!("the chat renderer was given twice; the first stays");
+        }
+    }
+
+    /// How events are sent to sockets (the transport's emit): by the owner of their channel,
+    /// and on hearing another owner's events on the emits channel.
+    pub fn emit_with(&self, emitter: Emitter) {
+        if self.inner.emitter.set(emitter).is_err() {
+            tracing::debug!("the emitter was given twice; the first stays");
+        }
+    }
+
+    /// Sends a channel's events, as its owner, to their recipients on every node in the order
+    /// given: published once on the emits channel (every other node sends them to its own
+    /// sockets) and sent to this node's; one by one through the adapter while some live node
+    /// does not hear the emits channel.
+    async fn emit_everywhere(&self, emits: Emits) {
+        let Some(emitter) = self.inner.emitter.get() else {
+            return;
+        };
+        if emits.is_empty() {
+            return;
+        }
+        if !self
+            .inner
+            .emits_heard
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return emitter(emits, Reach::Everywhere).await;
+        }
+        let text = match emits::message(&self.inner.node, &emits) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!("events not sent: cannot serialize them: {e}");
+                return;
+            }
+        };
+        let published = self
+            .inner
+            .client
+            .publish::<i64, _, _>(self.keys().emits(), text);
+        let (published, ()) = tokio::join!(published, emitter(emits, Reach::Here));
+        if let Err(e) = published {
+            tracing::warn!("events not sent to other nodes: {e}");
         }
     }
 
@@ -356,6 +408,20 @@ impl ClusterRegistry {
             self.inner.replica.clone(),
         )));
         let this = self.clone();
+        drop(tokio::spawn(emits::listen(
+            subscriber.clone(),
+            self.keys().emits(),
+            self.inner.node.clone(),
+            move |emits| {
+                let emitter = this.inner.emitter.get().cloned();
+                Box::pin(async move {
+                    if let Some(emitter) = emitter {
+                        emitter(emits, Reach::Here).await;
+                    }
+                })
+            },
+        )));
+        let this = self.clone();
         drop(tokio::spawn(forward::listen(
             subscriber,
             self.keys().inbox(&self.inner.node),
@@ -366,13 +432,17 @@ impl ClusterRegistry {
     }
 
     /// Records the lowest cluster protocol level among the other live nodes (see `node.rs`):
-    /// the replica is trusted only while all announce their writes (2), and chat goes to the
-    /// channel's owner only while all run forwarded chat (3).
+    /// the replica is trusted only while all announce their writes (2), chat goes to the
+    /// channel's owner only while all run forwarded chat (3), and an owner publishes its
+    /// events on the emits channel only while all hear it (4).
     pub fn peers_at_level(&self, level: u32) {
         self.inner.replica.set_peers_announce(level >= 2);
         self.inner
             .owners_chat
             .store(level >= 3, std::sync::atomic::Ordering::Release);
+        self.inner
+            .emits_heard
+            .store(level >= 4, std::sync::atomic::Ordering::Release);
     }
 
     /// Waits for this node's turn to write `id` (see `Inner::queues`).
@@ -1444,7 +1514,8 @@ impl ClusterRegistry {
             .inner
             .owners_chat
             .load(std::sync::atomic::Ordering::Acquire)
-            && self.inner.chat_teller.get().is_some();
+            && self.inner.chat_renderer.get().is_some()
+            && self.inner.emitter.get().is_some();
         if by_owner {
             return self.on_owner(&id, op).await.and_then(Done::chat);
         }
@@ -1458,9 +1529,9 @@ impl ClusterRegistry {
     /// while a batch of the channel runs), its rule on the channel as stored, the message kept
     /// in the history, then sent to every member. Messages that arrive while the channel's
     /// chat runs wait and run next, together: one read of the channel and one write of the
-    /// history for all, then each sent in arrival order, before the next messages run. Members
-    /// on this node get them at once, those on others through the adapter's publishes, which
-    /// Redis hands every node in the order this node sent them: every member reads one order.
+    /// history for all, then all sent in arrival order, before the next messages run: one set
+    /// of events for this node's members and every other node's ([`Self::emit_everywhere`]),
+    /// so every member reads one order.
     /// Not in the channel's batches: a rerun batch would run slow mode's rule twice.
     async fn run_chat(
         &self,
@@ -1554,16 +1625,20 @@ impl ClusterRegistry {
             }
             return;
         }
-        if let Some(teller) = self.inner.chat_teller.get() {
+        let told = self.inner.emitter.get().is_some();
+        if let Some(render) = self.inner.chat_renderer.get().filter(|_| told) {
             if self.fence(id).is_none() {
                 for (_, reply) in accepted {
                     let _ = reply.send(Err(ChannelError::Unavailable));
                 }
                 return;
             }
-            teller(accepted.iter().map(|(d, _)| d.clone()).collect()).await;
+            let mut emits = Emits::default();
+            for (delivery, _) in &accepted {
+                render(delivery, &mut emits);
+            }
+            self.emit_everywhere(emits).await;
         }
-        let told = self.inner.chat_teller.get().is_some();
         for (mut delivery, reply) in accepted {
             if told {
                 // Its sender's node needs the outcome, not the channel's member list.
@@ -1891,14 +1966,10 @@ impl ClusterRegistry {
 }
 
 /// What an operation remembers of a channel it read, to plan its writes.
-/// Sends chat messages to their channel's members, in the order given: the transport's emit,
-/// given by the signaling layer ([`ClusterRegistry::tell_chat_with`]), called by the channel's
-/// owner with the messages of one run of the channel's chat.
-pub type ChatTeller = Arc<
-    dyn Fn(Vec<ChatDelivery>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        + Send
-        + Sync,
->;
+/// Adds a chat message's events for its channel's members to a run's events: the transport's
+/// payloads, given by the signaling layer ([`ClusterRegistry::render_chat_with`]), called by
+/// the channel's owner for each message of one run of the channel's chat.
+pub type ChatRenderer = Arc<dyn Fn(&ChatDelivery, &mut Emits) + Send + Sync>;
 
 /// A chat operation's rule on its channel as stored (`None`: no such channel): a viewer's
 /// message or the broadcaster's.

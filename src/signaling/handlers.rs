@@ -25,10 +25,11 @@ use super::outbound::{
 use super::payloads::{self, ErrorPrefix, RelayKind};
 use super::refusals::{ErrorCodes, Refused};
 use crate::channels::{Held, Registry};
+use crate::cluster::{Emits, Reach};
 use crate::invites::{Invitation, InviteKey, InviteRefusal};
 use crate::metrics::{self, ModerationAction};
 use crate::registry::broadcaster::BroadcastRequest;
-use crate::registry::chat::ChatDelivery;
+use crate::registry::chat::{ChatDelivery, ChatMessage};
 use crate::registry::errors::ChannelError;
 use crate::registry::ids::SocketId;
 use crate::registry::membership::{Departure, ViewerRequest};
@@ -839,9 +840,23 @@ async fn deliver_message<A: Adapter>(ctx: &Ctx<'_, A>, delivery: &ChatDelivery) 
     }
 }
 
-/// Sends a chat message as [`deliver_message`] says, from anywhere the server's handle is.
-pub(super) async fn send_chat<A: Adapter>(io: &SocketIo<A>, delivery: &ChatDelivery) {
-    let message = &delivery.message;
+/// Sends a chat message as [`deliver_message`] says.
+async fn send_chat<A: Adapter>(io: &SocketIo<A>, delivery: &ChatDelivery) {
+    let (plain, with_id) = new_messages(&delivery.message);
+    send(io, &delivery.plain, &plain).await;
+    send(io, &delivery.with_ids, &with_id).await;
+}
+
+/// A chat message's events as [`deliver_message`] says, for its channel's owner to send in a
+/// cluster (see `ClusterRegistry::render_chat_with`).
+pub(super) fn render_chat(delivery: &ChatDelivery, emits: &mut Emits) {
+    let (plain, with_id) = new_messages(&delivery.message);
+    push_emit(emits, &delivery.plain, &plain);
+    push_emit(emits, &delivery.with_ids, &with_id);
+}
+
+/// A chat message's `new_message` for legacy pages, and for pages that read message ids.
+fn new_messages(message: &ChatMessage) -> (NewMessage<'_>, NewMessage<'_>) {
     let with_id = NewMessage {
         sender_id: &message.sender_id,
         message: &message.message,
@@ -853,8 +868,31 @@ pub(super) async fn send_chat<A: Adapter>(io: &SocketIo<A>, delivery: &ChatDeliv
         id: message.from_broadcaster.then_some(message.id.as_str()),
         ..with_id
     };
-    send(io, &delivery.plain, &plain).await;
-    send(io, &delivery.with_ids, &with_id).await;
+    (plain, with_id)
+}
+
+/// Adds an event, under the name its type gives it, to events an owner sends.
+fn push_emit<T: Outbound>(emits: &mut Emits, targets: &[SocketId], data: &T) {
+    if let Err(e) = emits.push(T::EVENT, data, targets) {
+        tracing::error!(event = T::EVENT, "not sent: cannot serialize it: {e}");
+    }
+}
+
+/// Sends events in order, each to those of its recipients this node holds or, through the
+/// adapter, to all of them (see `cluster::emits`). Each awaited before the next, as [`send`].
+pub(super) async fn send_emits<A: Adapter>(io: &SocketIo<A>, emits: &Emits, reach: Reach) {
+    for (event, data, to) in emits.iter() {
+        let Some(namespace) = io.of("/") else {
+            tracing::debug!("events not delivered: the server is closing");
+            return;
+        };
+        let rooms: Vec<String> = to.iter().map(|t| t.to_string()).collect();
+        let operators = match reach {
+            Reach::Here => namespace.to(rooms).local(),
+            Reach::Everywhere => namespace.to(rooms),
+        };
+        deliver(Box::pin(operators.emit(event, data)), event).await;
+    }
 }
 
 /// `list_viewers`: the broadcaster's viewer list.

@@ -105,17 +105,11 @@ pub fn attach<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, parts: Parts) -> A:
                 }
             })
         }));
-        let chat_io = io.clone();
-        cluster.tell_chat_with(Arc::new(move |deliveries| {
-            let io = chat_io.clone();
-            Box::pin(async move {
-                // One after another, each awaited: started together, their sends were seen to
-                // reach members in another order now and then (EXTENSIONS.md "Chat through the
-                // owner").
-                for delivery in &deliveries {
-                    handlers::send_chat(&io, delivery).await;
-                }
-            })
+        cluster.render_chat_with(Arc::new(handlers::render_chat));
+        let emit_io = io.clone();
+        cluster.emit_with(Arc::new(move |emits, reach| {
+            let io = emit_io.clone();
+            Box::pin(async move { handlers::send_emits(&io, &emits, reach).await })
         }));
     }
     io.ns(

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{Client, Cluster, spawn_app};
+use crate::helpers::{Client, Cluster, redis_cli, spawn_app};
 
 const VIEWERS: usize = 60;
 const MESSAGES: usize = 100;
@@ -117,11 +117,17 @@ async fn all_read_one_order(mut b: Client, mut members: Vec<Client>, channel: &s
 #[tokio::test]
 async fn across_nodes_every_member_reads_the_chat_in_one_order() {
     let cluster = Cluster::start(2, &CHATTY).await;
+    let everyone = all_read_one_order_across(&cluster).await;
+    cluster.teardown(everyone).await;
+}
+
+/// [`all_read_one_order`] with the broadcaster on the first node, and the two writing viewers
+/// on the other node than the broadcaster's and on its own.
+async fn all_read_one_order_across(cluster: &Cluster) -> Vec<Client> {
     let mut b = cluster.nodes[0].client().await;
     b.emit("join_as_broadcaster", json!({"channel_id": "talk"}));
     b.expect("broadcaster_ready").await;
     let mut members: Vec<Client> = Vec::new();
-    // The two writing viewers on the other node than the broadcaster's and its own.
     for i in [1, 0, 1, 0] {
         let mut v = cluster.nodes[i].client().await;
         v.emit("join_as_viewer", json!({"channel_id": "talk"}));
@@ -129,7 +135,28 @@ async fn across_nodes_every_member_reads_the_chat_in_one_order() {
         b.expect("viewer_count").await;
         members.push(v);
     }
-    let everyone = all_read_one_order(b, members, "talk").await;
+    all_read_one_order(b, members, "talk").await
+}
+
+/// While a node of an earlier release is alive (heartbeat level 3: it runs forwarded chat but
+/// does not hear the emits channel), the owner sends its chat through the adapter, one
+/// publish per event, awaited in turn: still one order for every member on every node.
+#[tokio::test]
+async fn across_nodes_beside_an_earlier_node_the_chat_keeps_one_order() {
+    let cluster = Cluster::start(2, &CHATTY).await;
+    let earlier = format!("{}:node:earlier-node", cluster.prefix);
+    let nodes = format!("{}:nodes", cluster.prefix);
+    redis_cli(cluster.redis_port, &["SET", &earlier, "3", "EX", "60"])
+        .await
+        .expect("a heartbeat written");
+    redis_cli(cluster.redis_port, &["SADD", &nodes, "earlier-node"])
+        .await
+        .expect("a node announced");
+    // Each node reads the others' levels once per heartbeat.
+    tokio::time::sleep(cluster.heartbeat * 3).await;
+    let everyone = all_read_one_order_across(&cluster).await;
+    redis_cli(cluster.redis_port, &["SREM", &nodes, "earlier-node"]).await;
+    redis_cli(cluster.redis_port, &["DEL", &earlier]).await;
     cluster.teardown(everyone).await;
 }
 
