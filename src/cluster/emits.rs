@@ -17,19 +17,13 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use fred::clients::SubscriberClient;
-use fred::interfaces::{EventInterface, PubsubInterface};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::registry::ids::SocketId;
 
 use super::NodeId;
-
-/// Pause between attempts to subscribe again while Redis is away.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
 
 /// Events for sockets anywhere in the cluster, in the order they must arrive.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -120,57 +114,15 @@ pub(super) fn message(from: &NodeId, emits: &Emits) -> Result<String, serde_json
     })
 }
 
-/// Hears the emits channel on the feed's connection until it closes, and hands every other
-/// node's events to `emit` one message after another (each awaited: their order is the
-/// owner's). Lost while the connection is down, like any pub/sub message: the adapter's
-/// events are too.
-pub(super) async fn listen(
-    subscriber: SubscriberClient,
-    channel: String,
-    node: NodeId,
-    emit: impl Fn(Emits) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
-) {
-    let mut messages = subscriber.message_rx();
-    let mut reconnects = subscriber.reconnect_rx();
-    subscribe(&subscriber, &channel).await;
-    loop {
-        tokio::select! {
-            message = messages.recv() => match message {
-                Ok(message) => {
-                    if message.channel != channel.as_str() {
-                        continue;
-                    }
-                    let Some(text) = message.value.as_str() else { continue };
-                    match serde_json::from_str::<Incoming>(&text) {
-                        Ok(incoming) if incoming.from == node.as_str() => {}
-                        Ok(incoming) => emit(incoming.emits).await,
-                        Err(e) => tracing::warn!("unreadable events from another node: {e}"),
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "emits channel lagged: events lost");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            },
-            reconnect = reconnects.recv() => {
-                if matches!(reconnect, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    return;
-                }
-                subscribe(&subscriber, &channel).await;
-            }
-        }
-    }
-}
-
-/// Subscribes, retrying while Redis is away.
-async fn subscribe(subscriber: &SubscriberClient, channel: &str) {
-    loop {
-        match subscriber.subscribe(channel).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::debug!("emits channel: cannot subscribe yet: {e}");
-                tokio::time::sleep(RESUBSCRIBE_DELAY).await;
-            }
+/// The events of a message on the emits channel, unless this node published it (it sent
+/// them to its own sockets already) or it is unreadable.
+pub(super) fn heard(text: &str, node: &NodeId) -> Option<Emits> {
+    match serde_json::from_str::<Incoming>(text) {
+        Ok(incoming) if incoming.from == node.as_str() => None,
+        Ok(incoming) => Some(incoming.emits),
+        Err(e) => {
+            tracing::warn!("unreadable events from another node: {e}");
+            None
         }
     }
 }

@@ -12,14 +12,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fred::clients::SubscriberClient;
-use fred::interfaces::{EventInterface, PubsubInterface};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::batch::Settle;
 use super::lock;
-use super::node::Health;
 use crate::registry::chat::ChatDelivery;
 use crate::registry::clock::Moment;
 use crate::registry::errors::ChannelError;
@@ -216,73 +213,14 @@ pub(super) fn timeout(heartbeat: Duration) -> Duration {
     heartbeat.max(Duration::from_millis(500))
 }
 
-/// Listens on this node's channel for as long as the connection lives: replies go to their
-/// waiters, requests to `serve` (which runs each in its own task and publishes the answer).
-/// `health` is unhealthy from the moment the connection fails until the channel is subscribed
-/// again: meanwhile nobody can reach this node's channels' owner, and balancers should hold
-/// new clients back.
-pub(super) async fn listen(
-    subscriber: SubscriberClient,
-    channel: String,
-    waiting: std::sync::Arc<Waiting>,
-    health: std::sync::Arc<Health>,
-    serve: impl Fn(Request) + Send + 'static,
-) {
-    let mut messages = subscriber.message_rx();
-    let mut reconnects = subscriber.reconnect_rx();
-    let mut errors = subscriber.error_rx();
-    health.inbox_down("redis: node channel: subscribing".to_owned());
-    subscribe(&subscriber, &channel, &health).await;
-    loop {
-        tokio::select! {
-            message = messages.recv() => match message {
-                Ok(message) => {
-                    if message.channel != channel.as_str() {
-                        continue;
-                    }
-                    let Some(text) = message.value.as_str() else { continue };
-                    match serde_json::from_str::<Message>(&text) {
-                        Ok(Message::Request(request)) => serve(request),
-                        Ok(Message::Reply { id, answer }) => waiting.arrived(id, answer),
-                        Err(e) => tracing::warn!("unreadable message from another node: {e}"),
-                    }
-                }
-                // Lost requests time out at their senders, which ask again.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "node channel lagged: forwarded operations lost");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            },
-            error = errors.recv() => match error {
-                Ok((e, _)) => health.inbox_down(format!("redis: node channel: {e}")),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                Err(_) => {}
-            },
-            reconnect = reconnects.recv() => {
-                if matches!(reconnect, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    return;
-                }
-                health.inbox_down("redis: node channel: subscribing again".to_owned());
-                subscribe(&subscriber, &channel, &health).await;
-            }
-        }
-    }
-}
-
-/// Subscribes, retrying while Redis is away; healthy again once subscribed.
-async fn subscribe(subscriber: &SubscriberClient, channel: &str, health: &Health) {
-    loop {
-        match subscriber.subscribe(channel).await {
-            Ok(()) => {
-                health.inbox_up();
-                return;
-            }
-            Err(e) => {
-                health.inbox_down(format!("redis: node channel: {e}"));
-                tracing::debug!("node channel: cannot subscribe yet: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
+/// A message on this node's inbox: a reply goes to its waiter, a request to `serve` (which
+/// runs it in its own task and publishes the answer). Lost requests time out at their
+/// senders, which ask again.
+pub(super) fn received(text: &str, waiting: &Waiting, serve: impl FnOnce(Request)) {
+    match serde_json::from_str::<Message>(text) {
+        Ok(Message::Request(request)) => serve(request),
+        Ok(Message::Reply { id, answer }) => waiting.arrived(id, answer),
+        Err(e) => tracing::warn!("unreadable message from another node: {e}"),
     }
 }
 

@@ -13,6 +13,7 @@
 mod batch;
 mod emits;
 mod forward;
+mod hearing;
 mod keys;
 mod lease;
 pub mod node;
@@ -93,8 +94,9 @@ pub enum ClusterError {
 pub struct Connection {
     pub client: fred::clients::Client,
     subscriber: fred::clients::SubscriberClient,
-    /// The change feed's own connection (see `replica.rs`): the adapter's dispatcher warns
-    /// about any message on its connection that is not one of its channels.
+    /// The connection for the feed, the node's inbox and the emits channel (see `hearing.rs`):
+    /// the adapter's dispatcher warns about any message on its connection that is not one of
+    /// its channels.
     pub feed: fred::clients::SubscriberClient,
     pub keys: Keys,
     pub node: NodeId,

@@ -30,9 +30,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fred::clients::SubscriberClient;
-use fred::interfaces::{EventInterface, PubsubInterface};
-
 use super::lock;
 use crate::registry::clock::Moment;
 use crate::registry::ids::{ChannelId, SocketId};
@@ -47,8 +44,6 @@ const KEPT_IDLE: Duration = Duration::from_secs(300);
 /// announcement ends within a few command timeouts, so a document it brings older than an
 /// announcement this old cannot arrive any more.
 const ANNOUNCED_FOR: Duration = Duration::from_secs(60);
-/// Pause between attempts to subscribe again while Redis is away.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
 
 /// One channel as this node last read or wrote it.
 pub(super) struct Kept {
@@ -384,15 +379,24 @@ impl Replica {
 
     /// Announcements may be missed from now on (the feed dropped or lagged): nothing is
     /// current, and reads and writes in flight keep nothing.
-    fn interrupted(&self) {
+    pub(super) fn interrupted(&self) {
         self.following.store(false, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.kept.invalidate_all();
         write(&self.followed).clear();
     }
 
+    /// The feed's connection failed. The feed only ever makes relays faster, so its outages
+    /// are logged, not reported as ill health: relays then take the authoritative path.
+    pub(super) fn down(&self, reason: &str) {
+        if self.following.load(Ordering::Acquire) {
+            tracing::warn!("change feed: {reason}; relays go through Redis until it is back");
+        }
+        self.interrupted();
+    }
+
     /// Subscribed again: what is read from now on is followed.
-    fn resumed(&self) {
+    pub(super) fn resumed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.kept.invalidate_all();
         write(&self.followed).clear();
@@ -402,7 +406,7 @@ impl Replica {
 
 impl Replica {
     /// One message of the feed: its changes and announcements, in order, at once.
-    fn heard(&self, text: &str) {
+    pub(super) fn heard(&self, text: &str) {
         enum Heard<'a> {
             Change(ChangeLine),
             Announced(&'a str, u64),
@@ -428,69 +432,6 @@ impl Replica {
                 Heard::Announced(id, version) => {
                     self.announce(&mut followed, ChannelId::from(id), version);
                 }
-            }
-        }
-    }
-}
-
-/// Follows the feed on its own subscriber connection until it closes: applies every
-/// announcement to the replica; when the connection fails, trusts nothing until it is
-/// subscribed again. The feed only ever makes relays faster, so its outages are logged, not
-/// reported as ill health: relays then take the authoritative path.
-pub(super) async fn follow(subscriber: SubscriberClient, feed: String, replica: Arc<Replica>) {
-    let mut messages = subscriber.message_rx();
-    let mut reconnects = subscriber.reconnect_rx();
-    let mut errors = subscriber.error_rx();
-    subscribe(&subscriber, &feed, &replica).await;
-    loop {
-        tokio::select! {
-            message = messages.recv() => match message {
-                Ok(message) => {
-                    if message.channel != feed.as_str() {
-                        continue;
-                    }
-                    let Some(text) = message.value.as_str() else { continue };
-                    replica.heard(&text);
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "change feed lagged: dropping the replica");
-                    replica.interrupted();
-                    replica.resumed();
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            },
-            error = errors.recv() => match error {
-                Ok((e, _)) => {
-                    if replica.following.load(Ordering::Acquire) {
-                        tracing::warn!("change feed: {e}; relays go through Redis until it is back");
-                    }
-                    replica.interrupted();
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                Err(_) => replica.interrupted(),
-            },
-            reconnect = reconnects.recv() => {
-                if matches!(reconnect, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    return;
-                }
-                replica.interrupted();
-                subscribe(&subscriber, &feed, &replica).await;
-            }
-        }
-    }
-}
-
-/// Subscribes (retrying while Redis is away), then starts trusting fresh reads again.
-async fn subscribe(subscriber: &SubscriberClient, feed: &str, replica: &Replica) {
-    loop {
-        match subscriber.subscribe(feed).await {
-            Ok(()) => {
-                replica.resumed();
-                return;
-            }
-            Err(e) => {
-                tracing::debug!("change feed: cannot subscribe yet: {e}");
-                tokio::time::sleep(RESUBSCRIBE_DELAY).await;
             }
         }
     }

@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use super::batch::{self, Batches, CountTeller, Running};
 use super::emits::{self, Emits, Emitter, Reach};
 use super::forward::{self, ChannelOp, Done, Waiting};
+use super::hearing;
 use super::lease::{Owners, lease_ttl};
 use super::replica::{self, Kept, Replica, version_number};
 use super::{Health, Keys, NodeId};
@@ -399,36 +400,19 @@ impl ClusterRegistry {
         }
     }
 
-    /// Follows the change feed and this node's inbox (forwarded operations and their
-    /// replies) on their own connection for as long as the connection lives.
+    /// Hears the change feed, this node's inbox (forwarded operations and their replies) and
+    /// the emits channel on their own connection, in order, for as long as it lives (see
+    /// `hearing.rs`).
     pub fn follow_feed(&self, subscriber: fred::clients::SubscriberClient) {
-        drop(tokio::spawn(replica::follow(
-            subscriber.clone(),
-            self.keys().feed(),
-            self.inner.replica.clone(),
-        )));
-        let this = self.clone();
-        drop(tokio::spawn(emits::listen(
-            subscriber.clone(),
-            self.keys().emits(),
-            self.inner.node.clone(),
-            move |emits| {
-                let emitter = this.inner.emitter.get().cloned();
-                Box::pin(async move {
-                    if let Some(emitter) = emitter {
-                        emitter(emits, Reach::Here).await;
-                    }
-                })
-            },
-        )));
-        let this = self.clone();
-        drop(tokio::spawn(forward::listen(
-            subscriber,
-            self.keys().inbox(&self.inner.node),
-            self.inner.waiting.clone(),
-            self.inner.health.clone(),
-            move |request| this.serve(request),
-        )));
+        let keys = self.keys();
+        let ear = NodeEar {
+            feed: keys.feed(),
+            inbox: keys.inbox(&self.inner.node),
+            emits: keys.emits(),
+            registry: self.clone(),
+        };
+        let channels = vec![ear.feed.clone(), ear.inbox.clone(), ear.emits.clone()];
+        drop(tokio::spawn(hearing::hear(subscriber, channels, ear)));
     }
 
     /// Records the lowest cluster protocol level among the other live nodes (see `node.rs`):
@@ -1966,6 +1950,53 @@ impl ClusterRegistry {
 }
 
 /// What an operation remembers of a channel it read, to plan its writes.
+/// What a node does with what it hears on its subscriber connection.
+struct NodeEar {
+    feed: String,
+    inbox: String,
+    emits: String,
+    registry: ClusterRegistry,
+}
+
+impl hearing::Ear for NodeEar {
+    async fn heard(&self, channel: &str, text: &str) {
+        let inner = &self.registry.inner;
+        if channel == self.feed {
+            inner.replica.heard(text);
+        } else if channel == self.inbox {
+            forward::received(text, &inner.waiting, |request| {
+                self.registry.serve(request);
+            });
+        } else if channel == self.emits
+            && let (Some(emits), Some(emitter)) =
+                (emits::heard(text, &inner.node), inner.emitter.get())
+        {
+            emitter(emits, Reach::Here).await;
+        }
+    }
+
+    fn lagged(&self, missed: u64) {
+        // Forwarded operations lost time out at their senders, which ask again; the replica
+        // may have missed announcements, so it starts over.
+        tracing::warn!(
+            missed,
+            "pub/sub lagged: forwarded operations, announcements or events lost"
+        );
+        self.registry.inner.replica.interrupted();
+        self.registry.inner.replica.resumed();
+    }
+
+    fn down(&self, reason: String) {
+        self.registry.inner.replica.down(&reason);
+        self.registry.inner.health.inbox_down(reason);
+    }
+
+    fn up(&self) {
+        self.registry.inner.replica.resumed();
+        self.registry.inner.health.inbox_up();
+    }
+}
+
 /// Adds a chat message's events for its channel's members to a run's events: the transport's
 /// payloads, given by the signaling layer ([`ClusterRegistry::render_chat_with`]), called by
 /// the channel's owner for each message of one run of the channel's chat.
