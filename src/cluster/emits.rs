@@ -10,18 +10,23 @@
 //! Redis hands every subscriber the messages of one connection in the order they were
 //! published, and each node handles them one after another: every member reads one order.
 //!
+//! A relay (offer, answer, ICE candidate) to a socket on another node takes the same channel,
+//! alone: the node holding its target checks that the sender may still reach it before it
+//! delivers ([`Relay`]).
+//!
 //! What an event carries is the transport's business: the payload is kept as the JSON the
 //! signaling layer serialized, and the event's name as it gave it.
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::registry::errors::ChannelError;
 use crate::registry::ids::SocketId;
+use crate::registry::relay::RelayKind;
 
 use super::NodeId;
 
@@ -38,7 +43,8 @@ pub struct Emits {
 }
 
 impl Emits {
-    /// Adds an event for `to` (nobody: nothing added).
+    /// Adds an event for `to` (nobody: nothing added). The payload is one JSON value, sent as
+    /// the event's one argument: no binary attachments, no several arguments.
     pub fn push<T: Serialize + ?Sized>(
         &mut self,
         event: &'static str,
@@ -83,18 +89,57 @@ pub enum Reach {
     Everywhere,
 }
 
-/// Sends events to sockets in the given order: the transport's emit, given by the signaling
-/// layer ([`ClusterRegistry::emit_with`](super::ClusterRegistry::emit_with)).
-pub type Emitter =
-    Arc<dyn Fn(Emits, Reach) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// A relay for a socket on another node than its sender's.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Relay {
+    #[serde(rename = "s")]
+    pub from: SocketId,
+    #[serde(rename = "t")]
+    pub to: SocketId,
+    #[serde(rename = "k")]
+    pub kind: RelayKind,
+    /// The payload, as the sender's node serialized it.
+    #[serde(rename = "d")]
+    pub data: Box<RawValue>,
+    /// The sender reads error codes (it asked for them when it connected): a refusal by the
+    /// target's node carries one.
+    #[serde(rename = "c", default)]
+    pub codes: bool,
+}
+
+/// What the cluster needs of the transport (the signaling layer, given with
+/// [`ClusterRegistry::attach_sockets`](super::ClusterRegistry::attach_sockets)).
+pub trait Sockets: Send + Sync {
+    /// Sends events to their recipients, in the order given.
+    fn emit(&self, emits: Emits, reach: Reach) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Whether a socket is connected to this node.
+    fn holds(&self, sid: &SocketId) -> bool;
+    /// Delivers a relay from another node to its target here or, when this node found that
+    /// its sender may no longer reach it, tells the sender why not.
+    fn relay(
+        &self,
+        relay: Relay,
+        refusal: Option<ChannelError>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// What a message on the emits channel carries.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum Body {
+    /// A channel owner's events.
+    #[serde(rename = "x")]
+    Events(Emits),
+    #[serde(rename = "r")]
+    Relay(Relay),
+}
 
 /// One message on the emits channel: who published it (it sent to its own sockets already).
 #[derive(Serialize)]
 struct Outgoing<'a> {
     #[serde(rename = "f")]
     from: &'a str,
-    #[serde(rename = "x")]
-    emits: &'a Emits,
+    #[serde(rename = "b")]
+    body: &'a Body,
 }
 
 #[derive(Deserialize)]
@@ -102,24 +147,24 @@ struct Incoming {
     #[serde(rename = "f")]
     from: String,
     /// Not flattened: serde cannot read a raw payload out of a flattened struct.
-    #[serde(rename = "x")]
-    emits: Emits,
+    #[serde(rename = "b")]
+    body: Body,
 }
 
-/// The text published for `emits` from node `from`.
-pub(super) fn message(from: &NodeId, emits: &Emits) -> Result<String, serde_json::Error> {
+/// The text published for `body` from node `from`.
+pub(super) fn message(from: &NodeId, body: &Body) -> Result<String, serde_json::Error> {
     serde_json::to_string(&Outgoing {
         from: from.as_str(),
-        emits,
+        body,
     })
 }
 
-/// The events of a message on the emits channel, unless this node published it (it sent
-/// them to its own sockets already) or it is unreadable.
-pub(super) fn heard(text: &str, node: &NodeId) -> Option<Emits> {
+/// What a message on the emits channel carries, unless this node published it (it sent its
+/// events to its own sockets already, and holds no relay's target) or it is unreadable.
+pub(super) fn heard(text: &str, node: &NodeId) -> Option<Body> {
     match serde_json::from_str::<Incoming>(text) {
         Ok(incoming) if incoming.from == node.as_str() => None,
-        Ok(incoming) => Some(incoming.emits),
+        Ok(incoming) => Some(incoming.body),
         Err(e) => {
             tracing::warn!("unreadable events from another node: {e}");
             None
@@ -166,13 +211,32 @@ mod tests {
         emits
             .push("new_message", &serde_json::json!({"m": "hi"}), &[sid("a")])
             .unwrap();
-        let text = message(&NodeId::parse("n1"), &emits).unwrap();
-        let incoming: Incoming = serde_json::from_str(&text).unwrap();
-        assert_eq!(incoming.from, "n1");
-        assert_eq!(
-            serde_json::to_string(&incoming.emits).unwrap(),
-            serde_json::to_string(&emits).unwrap()
-        );
+        let expected = serde_json::to_string(&emits).unwrap();
+        let text = message(&NodeId::parse("n1"), &Body::Events(emits)).unwrap();
+        assert!(heard(&text, &NodeId::parse("n1")).is_none(), "its own");
+        let Some(Body::Events(read)) = heard(&text, &NodeId::parse("n2")) else {
+            panic!("events read back: {text}");
+        };
+        assert_eq!(serde_json::to_string(&read).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_relay_reads_back() {
+        let relay = Relay {
+            from: sid("a"),
+            to: sid("b"),
+            kind: RelayKind::Answer,
+            data: serde_json::value::to_raw_value(&serde_json::json!({"sdp": "x"})).unwrap(),
+            codes: true,
+        };
+        let text = message(&NodeId::parse("n1"), &Body::Relay(relay)).unwrap();
+        let Some(Body::Relay(read)) = heard(&text, &NodeId::parse("n2")) else {
+            panic!("a relay read back: {text}");
+        };
+        assert_eq!((read.from, read.to), (sid("a"), sid("b")));
+        assert_eq!(read.kind, RelayKind::Answer);
+        assert_eq!(read.data.get(), r#"{"sdp":"x"}"#);
+        assert!(read.codes);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use fred::types::config::TlsConnector;
 use rand::RngExt;
 
 pub use batch::CountTeller;
-pub use emits::{Emits, Emitter, Reach};
+pub use emits::{Emits, Reach, Relay, Sockets};
 pub use keys::Keys;
 pub use node::Health;
 pub use store::{ChatRenderer, ClusterRegistry};

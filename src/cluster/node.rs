@@ -102,8 +102,9 @@ pub enum Beat {
 /// Level 3 runs chat forwarded to it as a channel's owner (`ClusterRegistry::run_chat`): while
 /// a node below is alive, each node sends its own sockets' chat. Level 4 hears the emits
 /// channel (`emits.rs`): while a node below is alive, an owner sends its events through the
-/// adapter, one publish each.
-const HEARTBEAT_LEVEL: &str = "4";
+/// adapter, one publish each. Level 5 checks relays from other nodes on the emits channel:
+/// while a node below is alive, relays to other nodes go through the adapter.
+const HEARTBEAT_LEVEL: &str = "5";
 
 /// A heartbeat's level as a number (0: unreadable).
 fn level_of(level: &str) -> u32 {
@@ -216,6 +217,10 @@ impl Node {
         };
         let mut departures = Vec::new();
         let mut lowest = level_of(HEARTBEAT_LEVEL);
+        // A heartbeat that cannot be read (Redis away a moment) says nothing of its node's
+        // level: the levels stay as they were, rather than every node switching to the
+        // earliest release's ways and back (each switch may reorder events in flight).
+        let mut unread = false;
         for node in nodes.iter().filter(|n| n.as_str() != self.id.as_str()) {
             let node = NodeId::parse(node);
             let heartbeat: Result<Option<String>, _> =
@@ -227,7 +232,7 @@ impl Node {
                 }
                 Ok(None) => {}
                 Err(_) => {
-                    lowest = 0;
+                    unread = true;
                     continue;
                 }
             }
@@ -260,7 +265,9 @@ impl Node {
                 tracing::warn!(dead = %node, "cleanup unfinished, retried on the next look: {e}");
             }
         }
-        self.registry.peers_at_level(lowest);
+        if !unread {
+            self.registry.peers_at_level(lowest);
+        }
         departures
     }
 

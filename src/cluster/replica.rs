@@ -289,6 +289,29 @@ impl Replica {
         })
     }
 
+    /// Whether `sender` may relay to `target`, a socket of this node, by the followed peers of
+    /// the channels `target` joined through this node: `Some(false)` only when every one of
+    /// them is followed and none allows it, `None` when one is not followed (or nothing is).
+    pub(super) fn reaches(&self, sender: &SocketId, target: &SocketId) -> Option<bool> {
+        if !self.following.load(Ordering::Acquire) || !self.peers_announce.load(Ordering::Acquire) {
+            return None;
+        }
+        let channels = self.channels_of(target);
+        let followed = read(&self.followed);
+        let mut known = true;
+        for id in &channels {
+            match followed.get(id) {
+                Some(copy) => {
+                    if peers::relay_target(&copy.peers, sender, target.as_str()).is_some() {
+                        return Some(true);
+                    }
+                }
+                None => known = false,
+            }
+        }
+        known.then_some(false)
+    }
+
     /// The latest activity of `id` this node saw stored, if it saw any lately.
     pub(super) fn last_activity(&self, id: &ChannelId) -> Option<Moment> {
         self.activity.get(id)
@@ -542,6 +565,36 @@ mod tests {
         assert!(replica.kept(&id).is_none());
         remember(&replica, "7", &[], replica.generation());
         assert!(replica.kept(&id).is_some());
+    }
+
+    /// The receiving node's check: known only where every channel its target joined here is
+    /// followed; a refusal only when none of them allows the relay.
+    #[test]
+    fn a_relay_reaches_a_socket_here_by_the_peers_of_its_channels() {
+        let replica = following();
+        let reaches =
+            |from: &str, to: &str| replica.reaches(&SocketId::from(from), &SocketId::from(to));
+        assert_eq!(reaches("b", "v1"), None, "nothing followed yet");
+        remember(&replica, "5", &["v1"], replica.generation());
+        assert_eq!(reaches("b", "v1"), Some(true));
+        assert_eq!(reaches("v1", "b"), Some(true));
+        assert_eq!(
+            reaches("b", "v2"),
+            Some(false),
+            "v2 is in no channel with b"
+        );
+        replica.heard(&write_line(5, 6, &["v1"], &[]));
+        assert_eq!(reaches("b", "v1"), Some(false), "v1 left");
+        assert_eq!(
+            reaches("x", "nobody"),
+            Some(false),
+            "a socket that joined nothing"
+        );
+        // Another channel v1 joined here, not followed: nothing is known.
+        replica.joined(&SocketId::from("v1"), &ChannelId::from("d"), false);
+        assert_eq!(reaches("b", "v1"), None);
+        replica.interrupted();
+        assert_eq!(reaches("b", "v1"), None, "the feed dropped");
     }
 
     #[test]

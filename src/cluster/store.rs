@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{
-    Client, HashesInterface, KeysInterface, ListInterface, LuaInterface, PubsubInterface,
-    SetsInterface, SortedSetsInterface,
+    Client, ClientLike, HashesInterface, KeysInterface, ListInterface, LuaInterface,
+    PubsubInterface, SetsInterface, SortedSetsInterface,
 };
 use futures_util::future::try_join_all;
 use rand::RngExt;
@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::batch::{self, Batches, CountTeller, Running};
-use super::emits::{self, Emits, Emitter, Reach};
+use super::emits::{self, Body, Emits, Reach, Relay, Sockets};
 use super::forward::{self, ChannelOp, Done, Waiting};
 use super::hearing;
 use super::lease::{Owners, lease_ttl};
@@ -173,8 +173,8 @@ struct Inner {
     teller: std::sync::OnceLock<CountTeller>,
     /// How the owner of a channel turns its chat into events (see [`ClusterRegistry::run_chat`]).
     chat_renderer: std::sync::OnceLock<ChatRenderer>,
-    /// How events are sent to sockets (the transport's emit; see `emits.rs`).
-    emitter: std::sync::OnceLock<Emitter>,
+    /// The transport: how events are sent to sockets, and which are here (see `emits.rs`).
+    sockets: std::sync::OnceLock<Arc<dyn Sockets>>,
     /// Chat messages waiting for their channel's chat to run on this node, its owner.
     chats: std::sync::Mutex<HashMap<ChannelId, Vec<QueuedChat>>>,
     /// Every other live node runs forwarded chat (its heartbeat's level): until then each
@@ -183,6 +183,9 @@ struct Inner {
     /// Every other live node hears the emits channel (its heartbeat's level): until then an
     /// owner sends its events through the adapter, one publish each.
     emits_heard: std::sync::atomic::AtomicBool,
+    /// Every other live node checks relays from other nodes (its heartbeat's level): until
+    /// then relays to sockets on other nodes go through the adapter, unchecked there.
+    relays_checked: std::sync::atomic::AtomicBool,
 }
 
 /// What an operation read of one channel (absent channels are read as `None`).
@@ -332,10 +335,11 @@ impl ClusterRegistry {
                 pace: ChatPace::default(),
                 teller: std::sync::OnceLock::new(),
                 chat_renderer: std::sync::OnceLock::new(),
-                emitter: std::sync::OnceLock::new(),
+                sockets: std::sync::OnceLock::new(),
                 chats: std::sync::Mutex::default(),
                 owners_chat: std::sync::atomic::AtomicBool::new(false),
                 emits_heard: std::sync::atomic::AtomicBool::new(false),
+                relays_checked: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -349,7 +353,7 @@ impl ClusterRegistry {
     }
 
     /// How a chat message becomes events for its channel's members (the transport's
-    /// payloads): once this and [`Self::emit_with`] are given, each channel's owner sends its
+    /// payloads): once this and [`Self::attach_sockets`] are given, each channel's owner sends its
     /// chat (see [`ClusterRegistry::run_chat`]).
     pub fn render_chat_with(&self, renderer: ChatRenderer) {
         if self.inner.chat_renderer.set(renderer).is_err() {
@@ -357,12 +361,54 @@ impl ClusterRegistry {
         }
     }
 
-    /// How events are sent to sockets (the transport's emit): by the owner of their channel,
-    /// and on hearing another owner's events on the emits channel.
-    pub fn emit_with(&self, emitter: Emitter) {
-        if self.inner.emitter.set(emitter).is_err() {
-            tracing::debug!("the emitter was given twice; the first stays");
+    /// The transport: how events are sent to sockets (by the owner of their channel, and on
+    /// hearing another owner's events on the emits channel) and relays delivered.
+    pub fn attach_sockets(&self, sockets: Arc<dyn Sockets>) {
+        if self.inner.sockets.set(sockets).is_err() {
+            tracing::debug!("the sockets were given twice; the first stay");
         }
+    }
+
+    /// Whether a relay to a socket on another node goes over the emits channel, to be checked
+    /// by the target's node ([`Self::relay_across`]); otherwise, through the adapter.
+    pub fn checks_relays(&self) -> bool {
+        self.inner
+            .relays_checked
+            .load(std::sync::atomic::Ordering::Acquire)
+            && self.inner.sockets.get().is_some()
+    }
+
+    /// Sends a relay to its target's node, which checks that the sender may still reach the
+    /// target before it delivers it ([`Self::recheck_relay`]). Published on the command
+    /// connection like every other relay of its sender from this node: they arrive in order.
+    pub async fn relay_across(&self, relay: Relay) {
+        let text = match emits::message(&self.inner.node, &Body::Relay(relay)) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!("relay not sent: cannot serialize it: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.publish_emits(text).await {
+            tracing::warn!("relay not sent to other nodes: {e}");
+        }
+    }
+
+    /// The receiving node's check of a relay from another node to one of its sockets: its
+    /// sender's node authorized it, maybe just before the target left a channel through this
+    /// node. This node applies its own writes at once and hears every other write before any
+    /// relay that follows it (`hearing.rs`), so its followed peers are never older than what
+    /// the sender's node saw. A relay they do not allow is checked once more in Redis, so a
+    /// refusal always comes from storage; one the server cannot check (storage away) goes
+    /// through, as the sender's node let it.
+    async fn recheck_relay(&self, from: &SocketId, to: &SocketId) -> Option<ChannelError> {
+        if self.inner.replica.reaches(from, to) != Some(false) {
+            return None;
+        }
+        self.authorize_relay(from, to.as_str(), Activity::Keep)
+            .await
+            .err()
+            .filter(ChannelError::is_clients_fault)
     }
 
     /// Sends a channel's events, as its owner, to their recipients on every node in the order
@@ -370,7 +416,7 @@ impl ClusterRegistry {
     /// sockets) and sent to this node's; one by one through the adapter while some live node
     /// does not hear the emits channel.
     async fn emit_everywhere(&self, emits: Emits) {
-        let Some(emitter) = self.inner.emitter.get() else {
+        let Some(sockets) = self.inner.sockets.get() else {
             return;
         };
         if emits.is_empty() {
@@ -381,23 +427,41 @@ impl ClusterRegistry {
             .emits_heard
             .load(std::sync::atomic::Ordering::Acquire)
         {
-            return emitter(emits, Reach::Everywhere).await;
+            return sockets.emit(emits, Reach::Everywhere).await;
         }
-        let text = match emits::message(&self.inner.node, &emits) {
+        let body = Body::Events(emits);
+        let text = match emits::message(&self.inner.node, &body) {
             Ok(text) => text,
             Err(e) => {
                 tracing::error!("events not sent: cannot serialize them: {e}");
                 return;
             }
         };
-        let published = self
-            .inner
-            .client
-            .publish::<i64, _, _>(self.keys().emits(), text);
-        let (published, ()) = tokio::join!(published, emitter(emits, Reach::Here));
-        if let Err(e) = published {
-            tracing::warn!("events not sent to other nodes: {e}");
+        // Published first, as the adapter does: when Redis fails, nobody gets the run rather
+        // than this node's members alone.
+        if let Err(e) = self.publish_emits(text).await {
+            tracing::warn!("events not sent: {e}");
+            return;
         }
+        if let Body::Events(emits) = body {
+            sockets.emit(emits, Reach::Here).await;
+        }
+    }
+
+    /// Publishes on the emits channel, once: fred writes a command again when its connection
+    /// closed with the command in flight, and a publish Redis had run already would then send
+    /// a whole run twice.
+    async fn publish_emits(&self, text: String) -> Result<(), fred::error::Error> {
+        let once = fred::types::config::Options {
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        self.inner
+            .client
+            .with_options(&once)
+            .publish::<i64, _, _>(self.keys().emits(), text)
+            .await
+            .map(drop)
     }
 
     /// Hears the change feed, this node's inbox (forwarded operations and their replies) and
@@ -417,8 +481,9 @@ impl ClusterRegistry {
 
     /// Records the lowest cluster protocol level among the other live nodes (see `node.rs`):
     /// the replica is trusted only while all announce their writes (2), chat goes to the
-    /// channel's owner only while all run forwarded chat (3), and an owner publishes its
-    /// events on the emits channel only while all hear it (4).
+    /// channel's owner only while all run forwarded chat (3), an owner publishes its events on
+    /// the emits channel only while all hear it (4), and relays to other nodes take it only
+    /// while all check them (5).
     pub fn peers_at_level(&self, level: u32) {
         self.inner.replica.set_peers_announce(level >= 2);
         self.inner
@@ -427,6 +492,9 @@ impl ClusterRegistry {
         self.inner
             .emits_heard
             .store(level >= 4, std::sync::atomic::Ordering::Release);
+        self.inner
+            .relays_checked
+            .store(level >= 5, std::sync::atomic::Ordering::Release);
     }
 
     /// Waits for this node's turn to write `id` (see `Inner::queues`).
@@ -1499,7 +1567,7 @@ impl ClusterRegistry {
             .owners_chat
             .load(std::sync::atomic::Ordering::Acquire)
             && self.inner.chat_renderer.get().is_some()
-            && self.inner.emitter.get().is_some();
+            && self.inner.sockets.get().is_some();
         if by_owner {
             return self.on_owner(&id, op).await.and_then(Done::chat);
         }
@@ -1609,7 +1677,7 @@ impl ClusterRegistry {
             }
             return;
         }
-        let told = self.inner.emitter.get().is_some();
+        let told = self.inner.sockets.get().is_some();
         if let Some(render) = self.inner.chat_renderer.get().filter(|_| told) {
             if self.fence(id).is_none() {
                 for (_, reply) in accepted {
@@ -1968,10 +2036,17 @@ impl hearing::Ear for NodeEar {
                 self.registry.serve(request);
             });
         } else if channel == self.emits
-            && let (Some(emits), Some(emitter)) =
-                (emits::heard(text, &inner.node), inner.emitter.get())
+            && let (Some(body), Some(sockets)) =
+                (emits::heard(text, &inner.node), inner.sockets.get())
         {
-            emitter(emits, Reach::Here).await;
+            match body {
+                Body::Events(emits) => sockets.emit(emits, Reach::Here).await,
+                Body::Relay(relay) if sockets.holds(&relay.to) => {
+                    let refusal = self.registry.recheck_relay(&relay.from, &relay.to).await;
+                    sockets.relay(relay, refusal).await;
+                }
+                Body::Relay(_) => {}
+            }
         }
     }
 

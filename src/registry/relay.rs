@@ -8,7 +8,7 @@ use super::peers;
 
 /// The three relayed events. A domain name, not a payload: metrics count relays by kind and
 /// refusals name it, without either depending on the transport's decoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RelayKind {
     Offer,

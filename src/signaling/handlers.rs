@@ -25,7 +25,7 @@ use super::outbound::{
 use super::payloads::{self, ErrorPrefix, RelayKind};
 use super::refusals::{ErrorCodes, Refused};
 use crate::channels::{Held, Registry};
-use crate::cluster::{Emits, Reach};
+use crate::cluster::{Emits, Relay};
 use crate::invites::{Invitation, InviteKey, InviteRefusal};
 use crate::metrics::{self, ModerationAction};
 use crate::registry::broadcaster::BroadcastRequest;
@@ -164,10 +164,8 @@ pub(super) async fn send<A: Adapter, T: Outbound>(
     // mode, for a socket none of them has. A socket lives on one node for its whole life, so
     // each recipient's events from this node keep one way, and their order.
     if let [target] = targets {
+        let here = held_here(io, target);
         let room = target.to_string();
-        let here = io
-            .of("/")
-            .is_some_and(|ns| !ns.to(room.clone()).sockets().is_empty());
         let operators = if here {
             namespace.to(room).local()
         } else {
@@ -177,6 +175,12 @@ pub(super) async fn send<A: Adapter, T: Outbound>(
     }
     let rooms: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
     deliver(Box::pin(namespace.to(rooms).emit(T::EVENT, data)), T::EVENT).await
+}
+
+/// Whether a socket is connected to this node (each socket is in a room named after it).
+pub(super) fn held_here<A: Adapter>(io: &SocketIo<A>, target: &SocketId) -> bool {
+    io.of("/")
+        .is_some_and(|ns| !ns.to(target.to_string()).sockets().is_empty())
 }
 
 /// An adapter broadcast in flight.
@@ -725,14 +729,14 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
         sender: &ctx.sid,
     };
     let delivered = match kind {
-        RelayKind::Offer => ctx.send(&target, &RelayedOffer(sdp)).await,
-        RelayKind::Answer => ctx.send(&target, &RelayedAnswer(sdp)).await,
+        RelayKind::Offer => send_relay(ctx, kind, &target, &RelayedOffer(sdp)).await,
+        RelayKind::Answer => send_relay(ctx, kind, &target, &RelayedAnswer(sdp)).await,
         RelayKind::IceCandidate => {
             let candidate = RelayedCandidate {
                 candidate: relay.body,
                 sender: &ctx.sid,
             };
-            ctx.send(&target, &candidate).await
+            send_relay(ctx, kind, &target, &candidate).await
         }
     };
     if delivered {
@@ -745,6 +749,38 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
         refuse(Refused::Undelivered);
         evict(ctx, &target[0]).await;
     }
+}
+
+/// Sends a relay to its target. To a socket on another node of a cluster whose nodes all check
+/// relays, over the emits channel: the target's node delivers it only if the sender may still
+/// reach the target (`ClusterRegistry::relay_across`). `false` when the target is here and its
+/// queue was full.
+async fn send_relay<A: Adapter, T: Outbound>(
+    ctx: &Ctx<'_, A>,
+    kind: RelayKind,
+    target: &[SocketId; 1],
+    data: &T,
+) -> bool {
+    if let Registry::Cluster(cluster) = ctx.registry
+        && cluster.checks_relays()
+        && !held_here(ctx.io, &target[0])
+    {
+        match serde_json::value::to_raw_value(data) {
+            Ok(data) => {
+                let relay = Relay {
+                    from: ctx.sid.clone(),
+                    to: target[0].clone(),
+                    kind,
+                    data,
+                    codes: ctx.wants_codes(),
+                };
+                cluster.relay_across(relay).await;
+            }
+            Err(e) => tracing::error!(event = T::EVENT, "not relayed: cannot serialize it: {e}"),
+        }
+        return true;
+    }
+    ctx.send(target, data).await
 }
 
 /// Removes a socket that stopped reading from every channel at once, telling its peers as a
@@ -875,23 +911,6 @@ fn new_messages(message: &ChatMessage) -> (NewMessage<'_>, NewMessage<'_>) {
 fn push_emit<T: Outbound>(emits: &mut Emits, targets: &[SocketId], data: &T) {
     if let Err(e) = emits.push(T::EVENT, data, targets) {
         tracing::error!(event = T::EVENT, "not sent: cannot serialize it: {e}");
-    }
-}
-
-/// Sends events in order, each to those of its recipients this node holds or, through the
-/// adapter, to all of them (see `cluster::emits`). Each awaited before the next, as [`send`].
-pub(super) async fn send_emits<A: Adapter>(io: &SocketIo<A>, emits: &Emits, reach: Reach) {
-    for (event, data, to) in emits.iter() {
-        let Some(namespace) = io.of("/") else {
-            tracing::debug!("events not delivered: the server is closing");
-            return;
-        };
-        let rooms: Vec<String> = to.iter().map(|t| t.to_string()).collect();
-        let operators = match reach {
-            Reach::Here => namespace.to(rooms).local(),
-            Reach::Everywhere => namespace.to(rooms),
-        };
-        deliver(Box::pin(operators.emit(event, data)), event).await;
     }
 }
 

@@ -7,6 +7,7 @@
 //! One fallback handler per socket, not one per event, keeps per-connection memory small.
 //! Everything is generic over the Socket.IO adapter: in-process, or Redis in cluster mode.
 
+mod across;
 mod client_key;
 pub mod events;
 mod handlers;
@@ -106,11 +107,7 @@ pub fn attach<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, parts: Parts) -> A:
             })
         }));
         cluster.render_chat_with(Arc::new(handlers::render_chat));
-        let emit_io = io.clone();
-        cluster.emit_with(Arc::new(move |emits, reach| {
-            let io = emit_io.clone();
-            Box::pin(async move { handlers::send_emits(&io, &emits, reach).await })
-        }));
+        cluster.attach_sockets(Arc::new(across::Across { io: io.clone() }));
     }
     io.ns(
         "/",

@@ -13,7 +13,7 @@ use tokio::process::Command;
 
 use crate::helpers::{
     Client, Cluster, EVENT_TIMEOUT, Node, Polling, RedisServer, free_port, keys_under,
-    pubsub_channels_under, sample_candidate, sample_sdp, unique_prefix,
+    pubsub_channels_under, redis_cli, sample_candidate, sample_sdp, unique_prefix,
 };
 
 /// Flags for tests that open more channels from 127.0.0.1 than a real client address would.
@@ -1062,6 +1062,63 @@ async fn relays_right_after_a_change_on_another_node_are_refused() {
     let mut all = vec![bc, first, second, v];
     all.extend(left);
     cluster.teardown(all).await;
+}
+
+/// The receiving node's check (EXTENSIONS.md "Relays checked where they arrive"): a relay from
+/// another node reaches its target only if the sender may still reach it there. The window it
+/// closes (a sender's node that has not yet heard of the target's departure) lasts one pub/sub
+/// hop, too short to hit on purpose; so the test publishes the relay a sender's node would
+/// have published, once while the viewer is in the channel and once after it was removed.
+#[tokio::test]
+async fn a_relay_arriving_after_its_target_left_is_not_delivered() {
+    let cluster = Cluster::start(2, &FEW_LIMITS).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (mut bc, mut v) = channel_across(b, a, "gate").await;
+    // The viewer's offer and the broadcaster's answer cross the nodes, as in every negotiation
+    // (the viewer's node follows the channel's peers from then on).
+    v.emit(
+        "offer",
+        json!({"target": bc.sid, "sdp": sample_sdp("offer")}),
+    );
+    assert_eq!(bc.expect("offer").await["sender"], v.sid.as_str());
+    bc.emit(
+        "answer",
+        json!({"target": v.sid, "sdp": sample_sdp("answer")}),
+    );
+    assert_eq!(v.expect("answer").await["sender"], bc.sid.as_str());
+    let emits = format!("{}:emits", cluster.prefix);
+    let (from, to) = (bc.sid.clone(), v.sid.clone());
+    let relay_from_b = |n: u64| {
+        json!({"f": "a-sender-node", "b": {"r": {
+            "s": from, "t": to, "k": "ice_candidate",
+            "d": {"candidate": {"candidate": format!("candidate:{n}")}, "sender": from},
+        }}})
+        .to_string()
+    };
+    redis_cli(cluster.redis_port, &["PUBLISH", &emits, &relay_from_b(1)])
+        .await
+        .expect("published");
+    let candidate = v.expect("ice_candidate").await;
+    assert_eq!(candidate["candidate"]["candidate"], "candidate:1");
+    assert_eq!(candidate["sender"], bc.sid.as_str());
+
+    bc.emit(
+        "remove_viewer",
+        json!({"channel_id": "gate", "viewer_id": v.sid}),
+    );
+    bc.expect("viewer_removed").await;
+    assert_eq!(
+        bc.expect("viewer_count").await,
+        json!({"channel_id": "gate", "count": 0})
+    );
+    v.expect("error").await;
+    redis_cli(cluster.redis_port, &["PUBLISH", &emits, &relay_from_b(2)])
+        .await
+        .expect("published");
+    bc.expect_relay_error("ice_candidate").await;
+    v.assert_silent().await;
+    bc.assert_silent().await;
+    cluster.teardown(vec![bc, v]).await;
 }
 
 /// The next event of `client` within `limit` (a password hashed or checked is slow on purpose),
