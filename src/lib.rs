@@ -290,7 +290,9 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
                 connection.health.clone(),
                 config.heartbeat(),
             );
-            registry.follow_feed(connection.feed.clone());
+            registry
+                .follow_feed(connection.feed.clone(), config.heartbeat())
+                .await;
             let node = Arc::new(Node::new(
                 connection.client.clone(),
                 connection.keys.clone(),

@@ -466,17 +466,23 @@ impl ClusterRegistry {
 
     /// Hears the change feed, this node's inbox (forwarded operations and their replies) and
     /// the emits channel on their own connection, in order, for as long as it lives (see
-    /// `hearing.rs`).
-    pub fn follow_feed(&self, subscriber: fred::clients::SubscriberClient) {
+    /// `hearing.rs`). Returns once they are subscribed (or after `wait`), so that a node
+    /// announces itself to the others only when it hears what they send it.
+    pub async fn follow_feed(&self, subscriber: fred::clients::SubscriberClient, wait: Duration) {
         let keys = self.keys();
+        let (subscribed, first) = oneshot::channel();
         let ear = NodeEar {
             feed: keys.feed(),
             inbox: keys.inbox(&self.inner.node),
             emits: keys.emits(),
             registry: self.clone(),
+            subscribed: std::sync::Mutex::new(Some(subscribed)),
         };
         let channels = vec![ear.feed.clone(), ear.inbox.clone(), ear.emits.clone()];
         drop(tokio::spawn(hearing::hear(subscriber, channels, ear)));
+        if tokio::time::timeout(wait, first).await.is_err() {
+            tracing::warn!("not subscribed yet to the cluster's channels; going on");
+        }
     }
 
     /// Records the lowest cluster protocol level among the other live nodes (see `node.rs`):
@@ -2024,6 +2030,8 @@ struct NodeEar {
     inbox: String,
     emits: String,
     registry: ClusterRegistry,
+    /// Told the first time the channels are subscribed.
+    subscribed: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl hearing::Ear for NodeEar {
@@ -2069,6 +2077,9 @@ impl hearing::Ear for NodeEar {
     fn up(&self) {
         self.registry.inner.replica.resumed();
         self.registry.inner.health.inbox_up();
+        if let Some(subscribed) = super::lock(&self.subscribed).take() {
+            let _ = subscribed.send(());
+        }
     }
 }
 
