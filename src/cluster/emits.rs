@@ -124,38 +124,46 @@ pub trait Sockets: Send + Sync {
 }
 
 /// What a message on the emits channel carries.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub(super) enum Body {
     /// A channel owner's events.
-    #[serde(rename = "x")]
     Events(Emits),
-    #[serde(rename = "r")]
     Relay(Relay),
 }
 
-/// One message on the emits channel: who published it (it sent to its own sockets already).
+/// One message on the emits channel: who published it (it sent to its own sockets already),
+/// and either a channel owner's events (`x`, as level 4 writes them) or a relay (`r`).
 #[derive(Serialize)]
 struct Outgoing<'a> {
     #[serde(rename = "f")]
     from: &'a str,
-    #[serde(rename = "b")]
-    body: &'a Body,
+    #[serde(rename = "x", skip_serializing_if = "Option::is_none")]
+    events: Option<&'a Emits>,
+    #[serde(rename = "r", skip_serializing_if = "Option::is_none")]
+    relay: Option<&'a Relay>,
 }
 
+/// (Not flattened: serde cannot read a raw payload out of a flattened struct.)
 #[derive(Deserialize)]
 struct Incoming {
     #[serde(rename = "f")]
     from: String,
-    /// Not flattened: serde cannot read a raw payload out of a flattened struct.
-    #[serde(rename = "b")]
-    body: Body,
+    #[serde(rename = "x")]
+    events: Option<Emits>,
+    #[serde(rename = "r")]
+    relay: Option<Relay>,
 }
 
 /// The text published for `body` from node `from`.
 pub(super) fn message(from: &NodeId, body: &Body) -> Result<String, serde_json::Error> {
+    let (events, relay) = match body {
+        Body::Events(emits) => (Some(emits), None),
+        Body::Relay(relay) => (None, Some(relay)),
+    };
     serde_json::to_string(&Outgoing {
         from: from.as_str(),
-        body,
+        events,
+        relay,
     })
 }
 
@@ -164,7 +172,17 @@ pub(super) fn message(from: &NodeId, body: &Body) -> Result<String, serde_json::
 pub(super) fn heard(text: &str, node: &NodeId) -> Option<Body> {
     match serde_json::from_str::<Incoming>(text) {
         Ok(incoming) if incoming.from == node.as_str() => None,
-        Ok(incoming) => Some(incoming.body),
+        Ok(Incoming {
+            events: Some(emits),
+            ..
+        }) => Some(Body::Events(emits)),
+        Ok(Incoming {
+            relay: Some(relay), ..
+        }) => Some(Body::Relay(relay)),
+        Ok(_) => {
+            tracing::warn!("a message from another node with neither events nor a relay");
+            None
+        }
         Err(e) => {
             tracing::warn!("unreadable events from another node: {e}");
             None
@@ -218,6 +236,17 @@ mod tests {
             panic!("events read back: {text}");
         };
         assert_eq!(serde_json::to_string(&read).unwrap(), expected);
+    }
+
+    /// What a node of level 4 publishes reads the same.
+    #[test]
+    fn events_as_level_4_writes_them_read_back() {
+        let text = r#"{"f":"n1","x":{"l":[["a"]],"e":[["new_message",{"m":1},0]]}}"#;
+        let Some(Body::Events(read)) = heard(text, &NodeId::parse("n2")) else {
+            panic!("events read back");
+        };
+        let names: Vec<&str> = read.iter().map(|(e, _, _)| e).collect();
+        assert_eq!(names, ["new_message"]);
     }
 
     #[test]

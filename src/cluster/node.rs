@@ -218,8 +218,9 @@ impl Node {
         let mut departures = Vec::new();
         let mut lowest = level_of(HEARTBEAT_LEVEL);
         // A heartbeat that cannot be read (Redis away a moment) says nothing of its node's
-        // level: the levels stay as they were, rather than every node switching to the
-        // earliest release's ways and back (each switch may reorder events in flight).
+        // level: the level may then go down (to a lower one read), not up, rather than every
+        // node switching to the earliest release's ways and back (each switch may reorder
+        // events in flight).
         let mut unread = false;
         for node in nodes.iter().filter(|n| n.as_str() != self.id.as_str()) {
             let node = NodeId::parse(node);
@@ -265,9 +266,7 @@ impl Node {
                 tracing::warn!(dead = %node, "cleanup unfinished, retried on the next look: {e}");
             }
         }
-        if !unread {
-            self.registry.peers_at_level(lowest);
-        }
+        self.registry.peers_at_level(lowest, !unread);
         departures
     }
 

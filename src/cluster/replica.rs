@@ -291,12 +291,16 @@ impl Replica {
 
     /// Whether `sender` may relay to `target`, a socket of this node, by the followed peers of
     /// the channels `target` joined through this node: `Some(false)` only when every one of
-    /// them is followed and none allows it, `None` when one is not followed (or nothing is).
+    /// them is followed and none allows it, `None` when one is not followed, or nothing is, or
+    /// the target joined nothing through this node (a waiter let in by another node).
     pub(super) fn reaches(&self, sender: &SocketId, target: &SocketId) -> Option<bool> {
         if !self.following.load(Ordering::Acquire) || !self.peers_announce.load(Ordering::Acquire) {
             return None;
         }
         let channels = self.channels_of(target);
+        if channels.is_empty() {
+            return None;
+        }
         let followed = read(&self.followed);
         let mut known = true;
         for id in &channels {
@@ -322,9 +326,14 @@ impl Replica {
         self.audiences.get(id).unwrap_or(0)
     }
 
+    /// `id` is gone (read or written so): nothing of it is kept, and no socket of this node is
+    /// in it any more.
     pub(super) fn forget(&self, id: &ChannelId) {
         self.kept.invalidate(id);
         write(&self.followed).remove(id);
+        for channels in lock(&self.joined).values_mut() {
+            channels.remove(id);
+        }
     }
 
     fn announced(&self, id: &ChannelId) -> u64 {
@@ -587,8 +596,8 @@ mod tests {
         assert_eq!(reaches("b", "v1"), Some(false), "v1 left");
         assert_eq!(
             reaches("x", "nobody"),
-            Some(false),
-            "a socket that joined nothing"
+            None,
+            "a socket that joined nothing here"
         );
         // Another channel v1 joined here, not followed: nothing is known.
         replica.joined(&SocketId::from("v1"), &ChannelId::from("d"), false);

@@ -186,6 +186,8 @@ struct Inner {
     /// Every other live node checks relays from other nodes (its heartbeat's level): until
     /// then relays to sockets on other nodes go through the adapter, unchecked there.
     relays_checked: std::sync::atomic::AtomicBool,
+    /// The level the flags above were last set from (see [`ClusterRegistry::peers_at_level`]).
+    peers_level: std::sync::atomic::AtomicU32,
 }
 
 /// What an operation read of one channel (absent channels are read as `None`).
@@ -340,6 +342,7 @@ impl ClusterRegistry {
                 owners_chat: std::sync::atomic::AtomicBool::new(false),
                 emits_heard: std::sync::atomic::AtomicBool::new(false),
                 relays_checked: std::sync::atomic::AtomicBool::new(false),
+                peers_level: std::sync::atomic::AtomicU32::new(0),
             }),
         }
     }
@@ -381,17 +384,16 @@ impl ClusterRegistry {
     /// Sends a relay to its target's node, which checks that the sender may still reach the
     /// target before it delivers it ([`Self::recheck_relay`]). Published on the command
     /// connection like every other relay of its sender from this node: they arrive in order.
-    pub async fn relay_across(&self, relay: Relay) {
-        let text = match emits::message(&self.inner.node, &Body::Relay(relay)) {
-            Ok(text) => text,
-            Err(e) => {
-                tracing::error!("relay not sent: cannot serialize it: {e}");
-                return;
-            }
-        };
-        if let Err(e) = self.publish_emits(text).await {
+    /// `Unavailable` when it could not be sent.
+    pub async fn relay_across(&self, relay: Relay) -> Result<(), ChannelError> {
+        let text = emits::message(&self.inner.node, &Body::Relay(relay)).map_err(|e| {
+            tracing::error!("relay not sent: cannot serialize it: {e}");
+            ChannelError::Unavailable
+        })?;
+        self.publish_emits(text).await.map_err(|e| {
             tracing::warn!("relay not sent to other nodes: {e}");
-        }
+            ChannelError::Unavailable
+        })
     }
 
     /// The receiving node's check of a relay from another node to one of its sockets: its
@@ -490,7 +492,17 @@ impl ClusterRegistry {
     /// channel's owner only while all run forwarded chat (3), an owner publishes its events on
     /// the emits channel only while all hear it (4), and relays to other nodes take it only
     /// while all check them (5).
-    pub fn peers_at_level(&self, level: u32) {
+    /// With `complete` false (some heartbeat could not be read), `level` is the lowest of those
+    /// read: the level may go down to it, never up.
+    pub fn peers_at_level(&self, level: u32, complete: bool) {
+        let previous = self
+            .inner
+            .peers_level
+            .load(std::sync::atomic::Ordering::Acquire);
+        let level = if complete { level } else { level.min(previous) };
+        self.inner
+            .peers_level
+            .store(level, std::sync::atomic::Ordering::Release);
         self.inner.replica.set_peers_announce(level >= 2);
         self.inner
             .owners_chat

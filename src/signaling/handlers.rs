@@ -728,7 +728,7 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
         sdp: relay.body,
         sender: &ctx.sid,
     };
-    let delivered = match kind {
+    let sent = match kind {
         RelayKind::Offer => send_relay(ctx, kind, &target, &RelayedOffer(sdp)).await,
         RelayKind::Answer => send_relay(ctx, kind, &target, &RelayedAnswer(sdp)).await,
         RelayKind::IceCandidate => {
@@ -738,6 +738,11 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
             };
             send_relay(ctx, kind, &target, &candidate).await
         }
+    };
+    let delivered = match sent {
+        Ok(delivered) => delivered,
+        // The server could not send it (storage away): the sender hears so, nobody is blamed.
+        Err(e) => return refuse(Refused::Channel(e)),
     };
     if delivered {
         metrics::relayed(kind);
@@ -754,33 +759,31 @@ pub async fn relay<A: Adapter>(ctx: &Ctx<'_, A>, kind: RelayKind, relay: payload
 /// Sends a relay to its target. To a socket on another node of a cluster whose nodes all check
 /// relays, over the emits channel: the target's node delivers it only if the sender may still
 /// reach the target (`ClusterRegistry::relay_across`). `false` when the target is here and its
-/// queue was full.
+/// queue was full; an error when it could not be sent.
 async fn send_relay<A: Adapter, T: Outbound>(
     ctx: &Ctx<'_, A>,
     kind: RelayKind,
     target: &[SocketId; 1],
     data: &T,
-) -> bool {
+) -> Result<bool, ChannelError> {
     if let Registry::Cluster(cluster) = ctx.registry
         && cluster.checks_relays()
         && !held_here(ctx.io, &target[0])
     {
-        match serde_json::value::to_raw_value(data) {
-            Ok(data) => {
-                let relay = Relay {
-                    from: ctx.sid.clone(),
-                    to: target[0].clone(),
-                    kind,
-                    data,
-                    codes: ctx.wants_codes(),
-                };
-                cluster.relay_across(relay).await;
-            }
-            Err(e) => tracing::error!(event = T::EVENT, "not relayed: cannot serialize it: {e}"),
-        }
-        return true;
+        let data = serde_json::value::to_raw_value(data).map_err(|e| {
+            tracing::error!(event = T::EVENT, "not relayed: cannot serialize it: {e}");
+            ChannelError::Unavailable
+        })?;
+        let relay = Relay {
+            from: ctx.sid.clone(),
+            to: target[0].clone(),
+            kind,
+            data,
+            codes: ctx.wants_codes(),
+        };
+        return cluster.relay_across(relay).await.map(|()| true);
     }
-    ctx.send(target, data).await
+    Ok(ctx.send(target, data).await)
 }
 
 /// Removes a socket that stopped reading from every channel at once, telling its peers as a

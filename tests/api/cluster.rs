@@ -1089,10 +1089,10 @@ async fn a_relay_arriving_after_its_target_left_is_not_delivered() {
     let emits = format!("{}:emits", cluster.prefix);
     let (from, to) = (bc.sid.clone(), v.sid.clone());
     let relay_from_b = |n: u64| {
-        json!({"f": "a-sender-node", "b": {"r": {
+        json!({"f": "a-sender-node", "r": {
             "s": from, "t": to, "k": "ice_candidate",
             "d": {"candidate": {"candidate": format!("candidate:{n}")}, "sender": from},
-        }}})
+        }})
         .to_string()
     };
     redis_cli(cluster.redis_port, &["PUBLISH", &emits, &relay_from_b(1)])
