@@ -307,6 +307,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
                     url: "Redis".to_owned(),
                     reason,
                 })?;
+            node.learn_levels().await;
             tracing::info!(node = %node.id(), prefix = %config.redis_prefix, "cluster mode: joined");
             let cluster = ClusterNode {
                 node,

@@ -106,6 +106,16 @@ pub enum Beat {
 /// while a node below is alive, relays to other nodes go through the adapter.
 const HEARTBEAT_LEVEL: &str = "5";
 
+/// What one look at the other nodes' heartbeats found.
+struct Look {
+    /// The lowest level among the live ones (this node's own when there are none).
+    lowest: u32,
+    /// Every live node's heartbeat was read.
+    complete: bool,
+    /// Nodes whose heartbeat is gone.
+    dead: Vec<NodeId>,
+}
+
 /// A heartbeat's level as a number (0: unreadable).
 fn level_of(level: &str) -> u32 {
     level.parse().unwrap_or(0)
@@ -208,35 +218,25 @@ impl Node {
         }
     }
 
+    /// Reads the other nodes' levels once and records the lowest (see
+    /// [`ClusterRegistry::peers_at_level`]): at start-up, before this node serves anyone, so
+    /// that its first relays already take the way they will keep (a switch of ways may
+    /// reorder a sender's relays).
+    pub async fn learn_levels(&self) {
+        if let Some(look) = self.look().await {
+            self.registry.peers_at_level(look.lowest, look.complete);
+        }
+    }
+
     /// Cleans up after every node whose heartbeat is gone; returns what changed, for the
     /// survivors' peers to be told. Exactly one survivor reaps each dead node.
     pub async fn reap_dead(&self) -> Vec<Departure> {
-        let nodes: Vec<String> = match self.client.smembers(self.keys.nodes()).await {
-            Ok(nodes) => nodes,
-            Err(_) => return Vec::new(),
+        let Some(look) = self.look().await else {
+            return Vec::new();
         };
+        self.registry.peers_at_level(look.lowest, look.complete);
         let mut departures = Vec::new();
-        let mut lowest = level_of(HEARTBEAT_LEVEL);
-        // A heartbeat that cannot be read (Redis away a moment) says nothing of its node's
-        // level: the level may then go down (to a lower one read), not up, rather than every
-        // node switching to the earliest release's ways and back (each switch may reorder
-        // events in flight).
-        let mut unread = false;
-        for node in nodes.iter().filter(|n| n.as_str() != self.id.as_str()) {
-            let node = NodeId::parse(node);
-            let heartbeat: Result<Option<String>, _> =
-                self.client.get(self.keys.heartbeat(&node)).await;
-            match heartbeat {
-                Ok(Some(level)) => {
-                    lowest = lowest.min(level_of(&level));
-                    continue;
-                }
-                Ok(None) => {}
-                Err(_) => {
-                    unread = true;
-                    continue;
-                }
-            }
+        for node in look.dead {
             let claimed: Result<Option<String>, _> = self
                 .client
                 .set(
@@ -266,8 +266,32 @@ impl Node {
                 tracing::warn!(dead = %node, "cleanup unfinished, retried on the next look: {e}");
             }
         }
-        self.registry.peers_at_level(lowest, !unread);
         departures
+    }
+
+    /// The other nodes as their heartbeats say (`None`: Redis did not answer).
+    async fn look(&self) -> Option<Look> {
+        let nodes: Vec<String> = self.client.smembers(self.keys.nodes()).await.ok()?;
+        let mut look = Look {
+            lowest: level_of(HEARTBEAT_LEVEL),
+            complete: true,
+            dead: Vec::new(),
+        };
+        for node in nodes.iter().filter(|n| n.as_str() != self.id.as_str()) {
+            let node = NodeId::parse(node);
+            let heartbeat: Result<Option<String>, _> =
+                self.client.get(self.keys.heartbeat(&node)).await;
+            match heartbeat {
+                Ok(Some(level)) => look.lowest = look.lowest.min(level_of(&level)),
+                Ok(None) => look.dead.push(node),
+                // A heartbeat that cannot be read (Redis away a moment) says nothing of its
+                // node's level: the level may then go down (to a lower one read), not up,
+                // rather than every node switching to the earliest release's ways and back
+                // (each switch may reorder events in flight).
+                Err(_) => look.complete = false,
+            }
+        }
+        Some(look)
     }
 
     async fn remove_sockets_of(&self, node: &NodeId) -> Vec<Departure> {
