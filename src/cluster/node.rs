@@ -222,9 +222,20 @@ impl Node {
     /// [`ClusterRegistry::peers_at_level`]): at start-up, before this node serves anyone, so
     /// that its first relays already take the way they will keep (a switch of ways may
     /// reorder a sender's relays).
+    /// Tries for up to one heartbeat to read every live node's level.
     pub async fn learn_levels(&self) {
-        if let Some(look) = self.look().await {
-            self.registry.peers_at_level(look.lowest, look.complete);
+        let until = tokio::time::Instant::now() + self.heartbeat;
+        loop {
+            match self.look().await {
+                Some(look) if look.complete => {
+                    return self.registry.peers_at_level(look.lowest, true);
+                }
+                _ if tokio::time::Instant::now() >= until => {
+                    tracing::warn!("could not read every node's level; starting at the lowest");
+                    return;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
         }
     }
 

@@ -326,14 +326,10 @@ impl Replica {
         self.audiences.get(id).unwrap_or(0)
     }
 
-    /// `id` is gone (read or written so): nothing of it is kept, and no socket of this node is
-    /// in it any more.
+    /// `id` is gone (read or written so): nothing of it is kept.
     pub(super) fn forget(&self, id: &ChannelId) {
         self.kept.invalidate(id);
         write(&self.followed).remove(id);
-        for channels in lock(&self.joined).values_mut() {
-            channels.remove(id);
-        }
     }
 
     fn announced(&self, id: &ChannelId) -> u64 {
@@ -386,6 +382,15 @@ impl Replica {
     /// Forgets a socket of this node (it disconnected).
     pub(super) fn gone(&self, sid: &SocketId) {
         lock(&self.joined).remove(sid);
+    }
+
+    /// This node deleted `id`: no socket of this node is in it any more. (Only here, under the
+    /// channel's turn: a read that finds a channel gone may race a join creating it again.)
+    pub(super) fn deleted(&self, id: &ChannelId) {
+        self.forget(id);
+        for channels in lock(&self.joined).values_mut() {
+            channels.remove(id);
+        }
     }
 
     /// The channels a socket joined, per [`Replica::joined`].

@@ -980,7 +980,7 @@ impl ClusterRegistry {
                     }
                 }
                 for id in &removed {
-                    self.inner.replica.forget(id);
+                    self.inner.replica.deleted(id);
                     // Its lease went with it (`plan_removal`).
                     self.lost_lease(id);
                 }
