@@ -898,3 +898,63 @@ proptest! {
         }
     }
 }
+
+/// A cluster keeps the tree in the channel's document: what one release writes, it and the
+/// release before it read back as the same tree (the earlier one wrote every field).
+#[test]
+fn a_tree_reads_back_from_its_short_form_and_from_the_full_one() {
+    let now = Moment::now();
+    let mut tree = Tree::new(limits(1, 2), true);
+    for viewer in ["a", "b", "c", "d"] {
+        tree.join(&id(viewer), true, now);
+    }
+    tree.join(&id("legacy"), false, now);
+    tree.ready(&id("a"));
+    tree.set_capacity(&id("a"), 1, now);
+    tree.upstream_stalled(&id("b"), now);
+    // Sets of ids are written in their hash order, which differs between two copies.
+    fn canonical(tree: &Tree) -> serde_json::Value {
+        fn sort(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Array(items) => {
+                    items.iter_mut().for_each(sort);
+                    if items.iter().all(serde_json::Value::is_string) {
+                        items.sort_by_key(|item| item.to_string());
+                    }
+                }
+                serde_json::Value::Object(fields) => fields.values_mut().for_each(sort),
+                _ => {}
+            }
+        }
+        let mut v = serde_json::to_value(tree).expect("serializable");
+        sort(&mut v);
+        v
+    }
+    let short = canonical(&tree);
+    let read: Tree = serde_json::from_value(short.clone()).expect("reads back");
+    assert_eq!(canonical(&read), short);
+    check(&read);
+
+    // Every field written, as the release before this one did.
+    let mut full = short.clone();
+    for node in full["nodes"].as_object_mut().expect("nodes").values_mut() {
+        let node = node.as_object_mut().expect("a node");
+        for field in [
+            "parent",
+            "eligible",
+            "waiting",
+            "avoid",
+            "reported",
+            "reported_at",
+            "capacity",
+        ] {
+            node.entry(field).or_insert(serde_json::Value::Null);
+        }
+        node.entry("stalled_by").or_insert(serde_json::json!([]));
+    }
+    assert_ne!(full, short);
+    let read: Tree = serde_json::from_value(full).expect("reads the full form");
+    assert_eq!(canonical(&read), short);
+    let legacy = short["nodes"]["legacy"].as_object().expect("legacy node");
+    assert!(!legacy.contains_key("eligible") && !legacy.contains_key("stalled_by"));
+}
