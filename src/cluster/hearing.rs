@@ -12,10 +12,24 @@ use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::{EventInterface, PubsubInterface};
+use fred::types::Message;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 /// Pause between attempts to subscribe again while Redis is away.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+
+/// Messages heard but not yet handled. The connection's own buffer is a ring of fixed size
+/// allocated up front (see `PUBSUB_BUFFER` in `mod.rs`), and handling a message may wait (on
+/// sockets, on Redis): a task that only moves each message from that ring to this queue keeps
+/// the ring small, and this queue takes memory only for the messages it holds.
+const HEARD_BUFFER: usize = 65_536;
+
+/// One message moved off the connection's ring, or how many the ring lost.
+enum Heard {
+    Message(Message),
+    Lagged(u64),
+}
 
 /// What the node does with what it hears.
 pub(super) trait Ear: Send + 'static {
@@ -32,7 +46,7 @@ pub(super) trait Ear: Send + 'static {
 /// Hears `channels` on `subscriber` until the connection closes for good, subscribing again
 /// after every reconnection.
 pub(super) async fn hear(subscriber: SubscriberClient, channels: Vec<String>, ear: impl Ear) {
-    let mut messages = subscriber.message_rx();
+    let mut messages = drain(subscriber.message_rx());
     let mut reconnects = subscriber.reconnect_rx();
     let mut errors = subscriber.error_rx();
     ear.down("redis: subscribing".to_owned());
@@ -40,12 +54,12 @@ pub(super) async fn hear(subscriber: SubscriberClient, channels: Vec<String>, ea
     loop {
         tokio::select! {
             message = messages.recv() => match message {
-                Ok(message) => {
+                Some(Heard::Message(message)) => {
                     let Some(text) = message.value.as_str() else { continue };
                     ear.heard(&message.channel, &text).await;
                 }
-                Err(RecvError::Lagged(missed)) => ear.lagged(missed),
-                Err(RecvError::Closed) => return,
+                Some(Heard::Lagged(missed)) => ear.lagged(missed),
+                None => return,
             },
             error = errors.recv() => match error {
                 Ok((e, _)) => ear.down(format!("redis: pub/sub: {e}")),
@@ -61,6 +75,24 @@ pub(super) async fn hear(subscriber: SubscriberClient, channels: Vec<String>, ea
             }
         }
     }
+}
+
+/// Moves every message off the connection's ring as soon as it arrives, in order.
+fn drain(mut ring: tokio::sync::broadcast::Receiver<Message>) -> mpsc::Receiver<Heard> {
+    let (queue, heard) = mpsc::channel(HEARD_BUFFER);
+    drop(tokio::spawn(async move {
+        loop {
+            let next = match ring.recv().await {
+                Ok(message) => Heard::Message(message),
+                Err(RecvError::Lagged(missed)) => Heard::Lagged(missed),
+                Err(RecvError::Closed) => return,
+            };
+            if queue.send(next).await.is_err() {
+                return;
+            }
+        }
+    }));
+    heard
 }
 
 /// Subscribes to every channel, retrying while Redis is away.

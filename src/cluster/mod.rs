@@ -39,8 +39,12 @@ pub use tls::Trust;
 
 /// How long one Redis command may take before the operation fails (and health says why).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Cross-node events buffered between the pub/sub connection and the adapter.
-const PUBSUB_BUFFER: usize = 65_536;
+/// Cross-node messages buffered by each pub/sub connection before the task reading them takes
+/// them: fred's default (32) overflowed in bursts, losing messages unseen. fred allocates this
+/// ring up front, eight times over (one per kind of notice) for every client: 65,536 cost
+/// 160 MB of memory per idle node. Both readers (the adapter's and `hearing.rs`) only move
+/// each message on to a queue of their own, so they take it within a scheduling delay.
+const PUBSUB_BUFFER: usize = 4_096;
 /// Pause between reconnection attempts while Redis is away.
 const RECONNECT_DELAY_MS: u32 = 500;
 
@@ -133,9 +137,6 @@ impl Connection {
         builder
             .with_performance_config(|p| {
                 p.default_command_timeout = COMMAND_TIMEOUT;
-                // Every cross-node event passes through this broadcast channel; at fred's
-                // default (32) a burst overflows it and the overflow is dropped unseen.
-                p.broadcast_channel_capacity = PUBSUB_BUFFER;
             })
             .with_connection_config(|c| {
                 c.connection_timeout = COMMAND_TIMEOUT;
@@ -157,6 +158,8 @@ impl Connection {
         };
         let client = builder.build().map_err(unreachable)?;
         client.init().await.map_err(unreachable)?;
+        // Only the subscribers hear messages: the command client keeps fred's small rings.
+        builder.with_performance_config(|p| p.broadcast_channel_capacity = PUBSUB_BUFFER);
         let subscriber = builder.build_subscriber_client().map_err(unreachable)?;
         let feed = builder.build_subscriber_client().map_err(unreachable)?;
         feed.init().await.map_err(unreachable)?;
