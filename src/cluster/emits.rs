@@ -170,6 +170,15 @@ pub(super) fn message(from: &NodeId, body: &Body) -> Result<String, serde_json::
 /// What a message on the emits channel carries, unless this node published it (it sent its
 /// events to its own sockets already, and holds no relay's target) or it is unreadable.
 pub(super) fn heard(text: &str, node: &NodeId) -> Option<Body> {
+    // Every node hears its own publishes too: those are skipped before they are read (a relay
+    // carries a whole SDP, and with two nodes every relay is one of them).
+    if text
+        .strip_prefix(r#"{"f":""#)
+        .and_then(|rest| rest.strip_prefix(node.as_str()))
+        .is_some_and(|rest| rest.starts_with('"'))
+    {
+        return None;
+    }
     match serde_json::from_str::<Incoming>(text) {
         Ok(incoming) if incoming.from == node.as_str() => None,
         Ok(Incoming {
@@ -230,8 +239,11 @@ mod tests {
             .push("new_message", &serde_json::json!({"m": "hi"}), &[sid("a")])
             .unwrap();
         let expected = serde_json::to_string(&emits).unwrap();
-        let text = message(&NodeId::parse("n1"), &Body::Events(emits)).unwrap();
+        let text = message(&NodeId::parse("n1"), &Body::Events(emits.clone())).unwrap();
         assert!(heard(&text, &NodeId::parse("n1")).is_none(), "its own");
+        // A node whose name begins another's hears the other.
+        let longer = message(&NodeId::parse("n12"), &Body::Events(emits.clone())).unwrap();
+        assert!(heard(&longer, &NodeId::parse("n1")).is_some(), "another's");
         let Some(Body::Events(read)) = heard(&text, &NodeId::parse("n2")) else {
             panic!("events read back: {text}");
         };
