@@ -40,6 +40,22 @@ pub(super) trait Settle {
     fn settle(&mut self, _channel: &Channel, _told: bool) -> Option<usize> {
         None
     }
+
+    /// Takes its relay-tree events for sockets other than `caller`, for the batch's runner to
+    /// send itself in the order the rules ran (see [`Pending::take_others_tree`]); the caller
+    /// sends what is left, its own, after its other events.
+    fn take_others_tree(&mut self, _caller: &SocketId) -> Vec<TreeEvent> {
+        Vec::new()
+    }
+}
+
+/// Moves out of `events` those for sockets other than `caller`.
+fn others(events: &mut Vec<TreeEvent>, caller: &SocketId) -> Vec<TreeEvent> {
+    let (own, others) = std::mem::take(events)
+        .into_iter()
+        .partition(|event| event.recipient() == caller);
+    *events = own;
+    others
 }
 
 impl Settle for ViewerJoined {
@@ -49,6 +65,10 @@ impl Settle for ViewerJoined {
             self.viewer_count = channel.viewers.len();
         }
         Some(self.viewer_count)
+    }
+
+    fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
+        others(&mut self.tree, caller)
     }
 }
 
@@ -61,9 +81,20 @@ impl Settle for Departure {
         }
         Some(left.viewer_count)
     }
+
+    fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
+        self.left
+            .iter_mut()
+            .flat_map(|left| others(&mut left.tree, caller))
+            .collect()
+    }
 }
 
-impl Settle for Vec<TreeEvent> {}
+impl Settle for Vec<TreeEvent> {
+    fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
+        others(self, caller)
+    }
+}
 
 /// One queued operation, its result kept until the batch is stored.
 pub(super) trait Pending: Send {
@@ -72,6 +103,11 @@ pub(super) trait Pending: Send {
     /// Brings its result up to the channel as the whole batch left it (`told`: see
     /// [`Settle::settle`]); the count it has for the broadcaster.
     fn settle(&mut self, channel: &Channel, told: bool) -> Option<usize>;
+    /// Takes the relay-tree events its rule gave for other sockets than its caller's (none
+    /// unless it ran and the batch is stored): the runner sends every operation's, in order,
+    /// before the next batch, from this one node; its caller's node would send them in any
+    /// order with other nodes' callers.
+    fn take_others_tree(&mut self) -> Vec<TreeEvent>;
     /// Hands the caller its outcome: its rule's result, or the batch's failure to store.
     fn deliver(self: Box<Self>, failure: Option<&ChannelError>);
     /// The socket the operation adds to the channel and the node it lives on, when that is
@@ -100,6 +136,8 @@ pub type CountTeller = Arc<
 
 struct Rule<T, F> {
     rule: F,
+    /// The socket the operation is about.
+    caller: SocketId,
     home: Option<(SocketId, NodeId)>,
     abandoned: bool,
     result: Option<Outcome<T>>,
@@ -126,6 +164,13 @@ where
         }
     }
 
+    fn take_others_tree(&mut self) -> Vec<TreeEvent> {
+        match &mut self.result {
+            Some(Ok(result)) => result.take_others_tree(&self.caller),
+            _ => Vec::new(),
+        }
+    }
+
     fn deliver(self: Box<Self>, failure: Option<&ChannelError>) {
         let outcome = match (failure, self.result) {
             (Some(e), _) => Err(e.clone()),
@@ -145,10 +190,11 @@ where
     }
 }
 
-/// An operation for [`Batches::push`], and where its outcome arrives (an error if the batch
-/// was dropped unrun). `home`: see [`Pending::home`].
+/// An operation for [`Batches::push`] about `caller`'s socket, and where its outcome arrives
+/// (an error if the batch was dropped unrun). `home`: see [`Pending::home`].
 pub(super) fn pending<T, F>(
     rule: F,
+    caller: SocketId,
     home: Option<(SocketId, NodeId)>,
 ) -> (Box<dyn Pending>, oneshot::Receiver<Outcome<T>>)
 where
@@ -158,6 +204,7 @@ where
     let (reply, outcome) = oneshot::channel();
     let op = Rule {
         rule,
+        caller,
         home,
         abandoned: false,
         result: None,
@@ -236,6 +283,10 @@ mod tests {
     impl Settle for u32 {}
     impl Settle for () {}
 
+    fn caller() -> SocketId {
+        SocketId::named_by_client("caller")
+    }
+
     fn counting(
         log: std::sync::Arc<Mutex<Vec<u32>>>,
         n: u32,
@@ -257,7 +308,7 @@ mod tests {
         let log = std::sync::Arc::new(Mutex::new(Vec::new()));
         let mut replies = Vec::new();
         for n in 0..5 {
-            let (op, reply) = pending(counting(log.clone(), n), None);
+            let (op, reply) = pending(counting(log.clone(), n), caller(), None);
             assert_eq!(
                 batches.push(&id, op),
                 n == 0,
@@ -274,7 +325,7 @@ mod tests {
             op.deliver(None);
         }
         assert!(batches.next(&id).is_none(), "empty: the task ends");
-        let (op, _reply) = pending(counting(log.clone(), 9), None);
+        let (op, _reply) = pending(counting(log.clone(), 9), caller(), None);
         assert!(batches.push(&id, op), "after the end a new task starts");
         assert_eq!(*lock(&log), vec![0, 1, 2, 3, 4]);
         for (n, reply) in replies.into_iter().enumerate() {
@@ -292,7 +343,7 @@ mod tests {
         let batches = Batches::default();
         let id = ChannelId::from("c");
         let log = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let (op, reply) = pending(counting(log, 2), None);
+        let (op, reply) = pending(counting(log, 2), caller(), None);
         batches.push(&id, op);
         let mut ops = batches.next(&id).expect("queued");
         ops[0].run(&mut State::default(), Moment::from_millis(0));
@@ -306,7 +357,7 @@ mod tests {
         let batches = Batches::default();
         let id = ChannelId::from("c");
         for _ in 0..MAX_BATCH + 3 {
-            let (op, _) = pending(|_: &mut State, _| Ok(()), None);
+            let (op, _) = pending(|_: &mut State, _| Ok(()), caller(), None);
             batches.push(&id, op);
         }
         assert_eq!(batches.next(&id).map(|b| b.len()), Some(MAX_BATCH));
@@ -318,7 +369,7 @@ mod tests {
     async fn a_task_gone_before_its_queue_emptied_takes_the_queue_with_it() {
         let batches = Batches::default();
         let id = ChannelId::from("c");
-        let (op, reply) = pending(|_: &mut State, _| Ok(()), None);
+        let (op, reply) = pending(|_: &mut State, _| Ok(()), caller(), None);
         assert!(batches.push(&id, op), "the first starts a task");
         // The task is dropped (a cancelled task, a panic) with the operation still queued.
         drop(Running {
@@ -327,7 +378,7 @@ mod tests {
             finished: false,
         });
         assert!(reply.await.is_err(), "its caller is not left waiting");
-        let (op, _) = pending(|_: &mut State, _| Ok(()), None);
+        let (op, _) = pending(|_: &mut State, _| Ok(()), caller(), None);
         assert!(
             batches.push(&id, op),
             "the next operation starts a new task"
@@ -336,13 +387,13 @@ mod tests {
         // A task that found its queue empty leaves a newer task's queue alone.
         assert!(batches.next(&id).is_some());
         assert!(batches.next(&id).is_none());
-        let (op, _) = pending(|_: &mut State, _| Ok(()), None);
+        let (op, _) = pending(|_: &mut State, _| Ok(()), caller(), None);
         assert!(batches.push(&id, op));
         drop(Running {
             batches: &batches,
             id: &id,
             finished: true,
         });
-        assert!(!batches.push(&id, pending(|_: &mut State, _| Ok(()), None).0));
+        assert!(!batches.push(&id, pending(|_: &mut State, _| Ok(()), caller(), None).0));
     }
 }

@@ -70,6 +70,11 @@ impl Emits {
         self.events.is_empty()
     }
 
+    /// Each recipient, once per list it is in.
+    pub fn recipients(&self) -> impl Iterator<Item = &SocketId> {
+        self.lists.iter().flatten()
+    }
+
     /// Each event in order: its name, its payload, its recipients. An event naming a list that
     /// is not there (a message from a broken peer) is skipped.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue, &[SocketId])> {

@@ -108,6 +108,15 @@ impl Settle for Done {
             Done::Chat(_) => None,
         }
     }
+
+    fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
+        match self {
+            Done::Joined(joined) => joined.take_others_tree(caller),
+            Done::Tree(events) => events.take_others_tree(caller),
+            Done::Left(departure) => departure.take_others_tree(caller),
+            Done::Chat(_) => Vec::new(),
+        }
+    }
 }
 
 impl Done {

@@ -34,7 +34,7 @@ pub use batch::CountTeller;
 pub use emits::{Emits, Reach, Relay, Sockets};
 pub use keys::Keys;
 pub use node::Health;
-pub use store::{ChatRenderer, ClusterRegistry};
+pub use store::{ChatRenderer, ClusterRegistry, TreeRenderer};
 pub use tls::Trust;
 
 /// How long one Redis command may take before the operation fails (and health says why).

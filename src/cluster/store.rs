@@ -173,6 +173,10 @@ struct Inner {
     teller: std::sync::OnceLock<CountTeller>,
     /// How the owner of a channel turns its chat into events (see [`ClusterRegistry::run_chat`]).
     chat_renderer: std::sync::OnceLock<ChatRenderer>,
+    /// How the runner of a channel's batches turns their relay-tree events for other sockets
+    /// than the callers' into events (see `run_batches`); until it is given, each caller's
+    /// node sends them, as in memory.
+    tree_renderer: std::sync::OnceLock<TreeRenderer>,
     /// The transport: how events are sent to sockets, and which are here (see `emits.rs`).
     sockets: std::sync::OnceLock<Arc<dyn Sockets>>,
     /// Chat messages waiting for their channel's chat to run on this node, its owner.
@@ -337,6 +341,7 @@ impl ClusterRegistry {
                 pace: ChatPace::default(),
                 teller: std::sync::OnceLock::new(),
                 chat_renderer: std::sync::OnceLock::new(),
+                tree_renderer: std::sync::OnceLock::new(),
                 sockets: std::sync::OnceLock::new(),
                 chats: std::sync::Mutex::default(),
                 owners_chat: std::sync::atomic::AtomicBool::new(false),
@@ -361,6 +366,15 @@ impl ClusterRegistry {
     pub fn render_chat_with(&self, renderer: ChatRenderer) {
         if self.inner.chat_renderer.set(renderer).is_err() {
             tracing::debug!("the chat renderer was given twice; the first stays");
+        }
+    }
+
+    /// How relay-tree events become the transport's events: once this and
+    /// [`Self::attach_sockets`] are given, the runner of a channel's batches sends their
+    /// events for other sockets than the callers' (see `run_batches`).
+    pub fn render_tree_with(&self, renderer: TreeRenderer) {
+        if self.inner.tree_renderer.set(renderer).is_err() {
+            tracing::debug!("the tree renderer was given twice; the first stays");
         }
     }
 
@@ -423,6 +437,11 @@ impl ClusterRegistry {
         };
         if emits.is_empty() {
             return;
+        }
+        // Every recipient here (a batch's news for its broadcaster, on its own node): nobody
+        // elsewhere has anything to hear.
+        if emits.recipients().all(|sid| sockets.holds(sid)) {
+            return sockets.emit(emits, Reach::Here).await;
         }
         if !self
             .inner
@@ -542,7 +561,8 @@ impl ClusterRegistry {
         }
         let grace = self.inner.limits.resume_grace;
         let channel = id.clone();
-        let home = from.map(|node| (op.socket().clone(), node));
+        let caller = op.socket().clone();
+        let home = from.map(|node| (caller.clone(), node));
         let (op, outcome) = batch::pending(
             move |state: &mut State, now| {
                 if deadline.is_some_and(|deadline| now > deadline) {
@@ -550,6 +570,7 @@ impl ClusterRegistry {
                 }
                 op.apply(state, &channel, grace, now)
             },
+            caller,
             home,
         );
         if self.inner.batches.push(id, op) {
@@ -638,6 +659,18 @@ impl ClusterRegistry {
             // the turn is held): one channel's counts reach its broadcaster in order.
             if let Some((teller, broadcaster, counts)) = tell {
                 teller(broadcaster, id.clone(), counts).await;
+            }
+            // Then the relay-tree moves of other sockets than the callers', in the rules'
+            // order, from this one node (each caller's node sends its own socket's).
+            if let Some(render) = self.inner.tree_renderer.get().filter(|_| failure.is_none()) {
+                let mut emits = Emits::default();
+                for op in &mut ops {
+                    let events = op.take_others_tree();
+                    if !events.is_empty() {
+                        render(&events, &mut emits);
+                    }
+                }
+                self.emit_everywhere(emits).await;
             }
             for op in ops {
                 op.deliver(failure.as_ref());
@@ -2099,6 +2132,9 @@ impl hearing::Ear for NodeEar {
 /// payloads, given by the signaling layer ([`ClusterRegistry::render_chat_with`]), called by
 /// the channel's owner for each message of one run of the channel's chat.
 pub type ChatRenderer = Arc<dyn Fn(&ChatDelivery, &mut Emits) + Send + Sync>;
+
+/// Relay-tree events as the transport's events (see [`ClusterRegistry::render_tree_with`]).
+pub type TreeRenderer = Arc<dyn Fn(&[TreeEvent], &mut Emits) + Send + Sync>;
 
 /// A chat operation's rule on its channel as stored (`None`: no such channel): a viewer's
 /// message or the broadcaster's.

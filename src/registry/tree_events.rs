@@ -38,6 +38,17 @@ pub enum TreeEvent {
     },
 }
 
+impl TreeEvent {
+    /// The socket it is for.
+    pub fn recipient(&self) -> &SocketId {
+        match self {
+            TreeEvent::Upstream { to, .. }
+            | TreeEvent::DownstreamLeft { to, .. }
+            | TreeEvent::Figures { to, .. } => to,
+        }
+    }
+}
+
 /// A viewer's report about its place in the relay tree: `relay_ready`, `upstream_failed`,
 /// `upstream_stalled` and `relay_capacity`, one name from the event to the rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -151,12 +151,23 @@ pub(super) async fn send<A: Adapter, T: Outbound>(
     targets: &[SocketId],
     data: &T,
 ) -> bool {
+    send_named(io, targets, T::EVENT, data).await
+}
+
+/// [`send`] for an event whose name and payload were made elsewhere (an owner's events, as
+/// `render_tree` made them).
+async fn send_named<A: Adapter, T: serde::Serialize + ?Sized>(
+    io: &SocketIo<A>,
+    targets: &[SocketId],
+    event: &str,
+    data: &T,
+) -> bool {
     if targets.is_empty() {
         return true;
     }
     // The namespace is gone once the server closes; an emit then has nobody left to reach.
     let Some(namespace) = io.of("/") else {
-        tracing::debug!(event = T::EVENT, "not delivered: the server is closing");
+        tracing::debug!(event, "not delivered: the server is closing");
         return true;
     };
     // One recipient on this node (every relay to a local peer) is reached directly: through
@@ -171,10 +182,10 @@ pub(super) async fn send<A: Adapter, T: Outbound>(
         } else {
             namespace.to(room)
         };
-        return deliver(Box::pin(operators.emit(T::EVENT, data)), T::EVENT).await;
+        return deliver(Box::pin(operators.emit(event, data)), event).await;
     }
     let rooms: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-    deliver(Box::pin(namespace.to(rooms).emit(T::EVENT, data)), T::EVENT).await
+    deliver(Box::pin(namespace.to(rooms).emit(event, data)), event).await
 }
 
 /// Whether a socket is connected to this node (each socket is in a room named after it).
@@ -1129,6 +1140,20 @@ async fn tree_op<A: Adapter>(ctx: &Ctx<'_, A>, channel_id: Option<String>, op: T
 
 /// Sends relay-tree events, each to its one socket.
 pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    let mut emits = Emits::default();
+    render_tree(events, &mut emits);
+    for (event, data, to) in emits.iter() {
+        send_named(io, to, event, data).await;
+    }
+}
+
+/// Relay-tree events as what pages read, in order: how this node sends them ([`emit_tree`]),
+/// and how a channel's owner in a cluster sends those of its batches (see
+/// `ClusterRegistry::render_tree_with`).
+pub(super) fn render_tree(events: &[TreeEvent], emits: &mut Emits) {
     for event in events {
         match event {
             TreeEvent::Upstream {
@@ -1144,7 +1169,7 @@ pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]
                     depth: *depth,
                     seq: *seq,
                 };
-                send(io, std::slice::from_ref(to), &upstream).await
+                push_emit(emits, std::slice::from_ref(to), &upstream);
             }
             TreeEvent::DownstreamLeft {
                 channel_id,
@@ -1155,7 +1180,7 @@ pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]
                     channel_id,
                     peer_id: peer,
                 };
-                send(io, std::slice::from_ref(to), &left).await
+                push_emit(emits, std::slice::from_ref(to), &left);
             }
             TreeEvent::Figures {
                 channel_id,
@@ -1173,9 +1198,9 @@ pub(super) async fn emit_tree<A: Adapter>(io: &SocketIo<A>, events: &[TreeEvent]
                     depths,
                     version: *version,
                 };
-                send(io, std::slice::from_ref(to), &figures).await
+                push_emit(emits, std::slice::from_ref(to), &figures);
             }
-        };
+        }
     }
 }
 

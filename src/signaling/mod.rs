@@ -107,6 +107,7 @@ pub fn attach<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, parts: Parts) -> A:
             })
         }));
         cluster.render_chat_with(Arc::new(handlers::render_chat));
+        cluster.render_tree_with(Arc::new(handlers::render_tree));
         cluster.attach_sockets(Arc::new(across::Across { io: io.clone() }));
     }
     io.ns(

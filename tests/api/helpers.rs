@@ -891,6 +891,45 @@ impl Drop for Node {
 }
 
 /// Several nodes of one deployment (one Redis, one prefix).
+/// A `redis-cli SUBSCRIBE` to a cluster's emits channel (where channel owners publish their
+/// events, `cluster/emits.rs`): what went that way, not through the adapter.
+pub struct EmitsListener(Child);
+
+impl EmitsListener {
+    /// Subscribed once this returns.
+    pub async fn start(cluster: &Cluster) -> Self {
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &cluster.redis_port.to_string(), "SUBSCRIBE"])
+            .arg(format!("{}:emits", cluster.prefix))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-cli runs");
+        // Its first reply ("subscribe", the channel, 1) says the subscription holds.
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        for _ in 0..3 {
+            lines.next_line().await.expect("redis-cli output");
+        }
+        child.stdout = Some(lines.into_inner().into_inner());
+        Self(child)
+    }
+
+    /// The messages heard (each line after "message" and the channel's name); it is stopped.
+    pub async fn messages(mut self) -> Vec<String> {
+        self.0.start_kill().expect("redis-cli stopped");
+        let out = self.0.wait_with_output().await.expect("redis-cli output");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        lines
+            .windows(3)
+            .filter(|w| w[0] == "message")
+            .map(|w| w[2].to_owned())
+            .collect()
+    }
+}
+
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub redis_port: u16,

@@ -3,13 +3,9 @@
 //! The server runs on four worker threads here, so two sockets' events on one channel are
 //! handled in parallel.
 
-use std::process::Stdio;
-
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::helpers::{Client, Cluster, redis_cli, spawn_app};
+use crate::helpers::{Client, Cluster, EmitsListener, redis_cli, spawn_app};
 
 const VIEWERS: usize = 60;
 const MESSAGES: usize = 100;
@@ -121,43 +117,13 @@ async fn all_read_one_order(mut b: Client, mut members: Vec<Client>, channel: &s
 #[tokio::test]
 async fn across_nodes_every_member_reads_the_chat_in_one_order() {
     let cluster = Cluster::start(2, &CHATTY).await;
-    let listener = listen_to_emits(&cluster).await;
+    let listener = EmitsListener::start(&cluster).await;
     let everyone = all_read_one_order_across(&cluster).await;
     assert!(
-        published(listener).await > 0,
+        !listener.messages().await.is_empty(),
         "the owner's runs go out on the emits channel"
     );
     cluster.teardown(everyone).await;
-}
-
-/// A `redis-cli SUBSCRIBE` to the cluster's emits channel, subscribed once this returns.
-async fn listen_to_emits(cluster: &Cluster) -> Child {
-    let mut child = Command::new("redis-cli")
-        .args(["-p", &cluster.redis_port.to_string(), "SUBSCRIBE"])
-        .arg(format!("{}:emits", cluster.prefix))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-cli runs");
-    // Its first reply ("subscribe", the channel, 1) says the subscription holds.
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    for _ in 0..3 {
-        lines.next_line().await.expect("redis-cli output");
-    }
-    child.stdout = Some(lines.into_inner().into_inner());
-    child
-}
-
-/// How many messages the listener heard; it is stopped.
-async fn published(mut listener: Child) -> usize {
-    listener.start_kill().expect("redis-cli stopped");
-    let out = listener.wait_with_output().await.expect("redis-cli output");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|line| *line == "message")
-        .count()
 }
 
 /// [`all_read_one_order`] with the broadcaster on the first node, and the two writing viewers
@@ -193,10 +159,10 @@ async fn across_nodes_beside_an_earlier_node_the_chat_keeps_one_order() {
         .expect("a node announced");
     // Each node reads the others' levels once per heartbeat.
     tokio::time::sleep(cluster.heartbeat * 3).await;
-    let listener = listen_to_emits(&cluster).await;
+    let listener = EmitsListener::start(&cluster).await;
     let everyone = all_read_one_order_across(&cluster).await;
     assert_eq!(
-        published(listener).await,
+        listener.messages().await.len(),
         0,
         "nothing on the emits channel, which an earlier node does not hear"
     );

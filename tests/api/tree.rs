@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, Cluster, TestApp, sample_candidate, sample_sdp, spawn_app};
+use crate::helpers::{
+    Client, Cluster, EmitsListener, TestApp, sample_candidate, sample_sdp, spawn_app,
+};
 
 /// A tree server with D = 1, F = 2 (and a short wait unless a test gives its own).
 async fn tree_app(extra: &[&str]) -> TestApp {
@@ -681,4 +683,49 @@ async fn reports_naming_a_former_feeder_change_nothing_across_a_cluster() {
     let d = cluster.nodes[1].client().await;
     let clients = reports_about_a_former_feeder_change_nothing(b, a, c, d, "cnamed").await;
     cluster.teardown(clients).await;
+}
+
+/// A channel's owner sends the relay-tree moves its rules make for other sockets than the
+/// caller's, in their order, itself: a relay on the owner's node leaves, and its two children
+/// on the other node hear of their new places through the emits channel, not through the
+/// adapter from whichever node handled the departure.
+#[tokio::test]
+async fn in_a_cluster_the_owner_sends_the_moves_a_departure_makes() {
+    let cluster = Cluster::start(2, &["--relay-direct", "1", "--relay-fanout", "2"]).await;
+    let mut b = cluster.nodes[0].client().await;
+    b.emit("join_as_broadcaster", json!({"channel_id": "moves"}));
+    b.expect("broadcaster_ready").await;
+    let mut r = cluster_viewer(&cluster, 0, "moves").await;
+    assert_eq!(r.expect_upstream().await, upstream("moves", &b.sid, 1));
+    ready(&mut r, "moves").await;
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let mut c = cluster_viewer(&cluster, 1, "moves").await;
+        assert_eq!(c.expect_upstream().await, upstream("moves", &r.sid, 2));
+        ready(&mut c, "moves").await;
+        children.push(c);
+    }
+    let listener = EmitsListener::start(&cluster).await;
+    r.close();
+    // One of them takes the broadcaster's free place; the other its place below it.
+    let moves = [
+        children[0].expect_upstream().await,
+        children[1].expect_upstream().await,
+    ];
+    let top = usize::from(moves[0] != upstream("moves", &b.sid, 1));
+    assert_eq!(moves[top], upstream("moves", &b.sid, 1), "{moves:?}");
+    let below = upstream("moves", &children[top].sid, 2);
+    assert_eq!(moves[1 - top], below, "{moves:?}");
+    let heard = listener.messages().await;
+    for c in &children {
+        assert!(
+            heard
+                .iter()
+                .any(|m| m.contains("\"upstream\"") && m.contains(&c.sid)),
+            "{}'s move on the emits channel: {heard:?}",
+            c.sid
+        );
+    }
+    children.extend([b]);
+    cluster.teardown(children).await;
 }
