@@ -47,6 +47,20 @@ pub(super) trait Settle {
     fn take_others_tree(&mut self, _caller: &SocketId) -> Vec<TreeEvent> {
         Vec::new()
     }
+
+    /// Puts `before` ahead of its caller's own relay-tree events and `after` behind them:
+    /// events other operations of its batch gave its caller's socket (see [`route_tree`]).
+    /// Returns what it cannot carry (it has no events for its caller).
+    fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent> {
+        before.into_iter().chain(after).collect()
+    }
+}
+
+/// `events` with `before` ahead and `after` behind.
+fn surround(events: &mut Vec<TreeEvent>, mut before: Vec<TreeEvent>, after: Vec<TreeEvent>) {
+    before.append(events);
+    before.extend(after);
+    *events = before;
 }
 
 /// Moves out of `events` those for sockets other than `caller`.
@@ -69,6 +83,11 @@ impl Settle for ViewerJoined {
 
     fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
         others(&mut self.tree, caller)
+    }
+
+    fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent> {
+        surround(&mut self.tree, before, after);
+        Vec::new()
     }
 }
 
@@ -94,6 +113,11 @@ impl Settle for Vec<TreeEvent> {
     fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
         others(self, caller)
     }
+
+    fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent> {
+        surround(self, before, after);
+        Vec::new()
+    }
 }
 
 /// One queued operation, its result kept until the batch is stored.
@@ -108,6 +132,10 @@ pub(super) trait Pending: Send {
     /// before the next batch, from this one node; its caller's node would send them in any
     /// order with other nodes' callers.
     fn take_others_tree(&mut self) -> Vec<TreeEvent>;
+    /// Its caller, once its rule ran and succeeded.
+    fn caller(&self) -> Option<&SocketId>;
+    /// See [`Settle::surround_tree`] (nothing taken unless its rule succeeded).
+    fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent>;
     /// Hands the caller its outcome: its rule's result, or the batch's failure to store.
     fn deliver(self: Box<Self>, failure: Option<&ChannelError>);
     /// The socket the operation adds to the channel and the node it lives on, when that is
@@ -171,6 +199,17 @@ where
         }
     }
 
+    fn caller(&self) -> Option<&SocketId> {
+        matches!(self.result, Some(Ok(_))).then_some(&self.caller)
+    }
+
+    fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent> {
+        match &mut self.result {
+            Some(Ok(result)) => result.surround_tree(before, after),
+            _ => before.into_iter().chain(after).collect(),
+        }
+    }
+
     fn deliver(self: Box<Self>, failure: Option<&ChannelError>) {
         let outcome = match (failure, self.result) {
             (Some(e), _) => Err(e.clone()),
@@ -188,6 +227,43 @@ where
     fn abandon(&mut self) {
         self.abandoned = true;
     }
+}
+
+/// Sorts out a stored batch's relay-tree events for other sockets than their operations'
+/// callers, in the order the rules ran: those for a socket that is itself the caller of an
+/// operation of the batch go with that operation's own (its node sends them, in order, after
+/// the events that must come first, such as a joiner's `broadcaster_available`: ahead of its
+/// own when an earlier rule gave them, behind when a later one did); the rest are returned,
+/// for the batch's runner to send before the next batch.
+pub(super) fn route_tree(ops: &mut [Box<dyn Pending>]) -> Vec<TreeEvent> {
+    let mut callers: HashMap<SocketId, Vec<usize>> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Some(caller) = op.caller() {
+            callers.entry(caller.clone()).or_default().push(i);
+        }
+    }
+    let mut before: Vec<Vec<TreeEvent>> = vec![Vec::new(); ops.len()];
+    let mut after: Vec<Vec<TreeEvent>> = vec![Vec::new(); ops.len()];
+    let mut runner = Vec::new();
+    for (i, op) in ops.iter_mut().enumerate() {
+        for event in op.take_others_tree() {
+            let Some(theirs) = callers.get(event.recipient()) else {
+                runner.push(event);
+                continue;
+            };
+            match (theirs.iter().find(|&&j| j > i), theirs.last()) {
+                (Some(&later), _) => before[later].push(event),
+                (None, Some(&last)) => after[last].push(event),
+                (None, None) => runner.push(event),
+            }
+        }
+    }
+    for (op, (before, after)) in ops.iter_mut().zip(before.into_iter().zip(after)) {
+        if !before.is_empty() || !after.is_empty() {
+            runner.extend(op.surround_tree(before, after));
+        }
+    }
+    runner
 }
 
 /// An operation for [`Batches::push`] about `caller`'s socket, and where its outcome arrives
@@ -395,5 +471,46 @@ mod tests {
             finished: true,
         });
         assert!(!batches.push(&id, pending(|_: &mut State, _| Ok(()), caller(), None).0));
+    }
+
+    fn up(to: &str, seq: u64) -> TreeEvent {
+        TreeEvent::Upstream {
+            channel_id: ChannelId::from("c"),
+            to: SocketId::named_by_client(to),
+            peer: SocketId::named_by_client("feeder"),
+            depth: 1,
+            seq,
+        }
+    }
+
+    /// A batched operation of `who` whose rule gives `events` (or fails).
+    fn tree_op(
+        who: &str,
+        events: Option<Vec<TreeEvent>>,
+    ) -> (Box<dyn Pending>, oneshot::Receiver<Outcome<Vec<TreeEvent>>>) {
+        let rule = move |_: &mut State, _| events.clone().ok_or(ChannelError::Unavailable);
+        pending(rule, SocketId::named_by_client(who), None)
+    }
+
+    #[tokio::test]
+    async fn a_batchs_tree_events_go_with_their_recipients_own_in_the_rules_order() {
+        let (a, a_reply) = tree_op("a", Some(vec![up("a", 1), up("x", 2), up("b", 3)]));
+        let (b, b_reply) = tree_op("b", Some(vec![up("b", 4), up("a", 5)]));
+        let (c, _) = tree_op("c", None);
+        let (d, d_reply) = tree_op("d", Some(vec![up("c", 6)]));
+        let mut ops = vec![a, b, c, d];
+        let mut state = State::default();
+        for op in &mut ops {
+            op.run(&mut state, Moment::now());
+        }
+        // x is in no operation of the batch, and c's failed: the runner sends theirs.
+        assert_eq!(route_tree(&mut ops), [up("x", 2), up("c", 6)]);
+        for op in ops {
+            op.deliver(None);
+        }
+        // b's own after what the earlier rule gave it; a's own before what the later one did.
+        assert_eq!(a_reply.await.unwrap().unwrap(), [up("a", 1), up("a", 5)]);
+        assert_eq!(b_reply.await.unwrap().unwrap(), [up("b", 3), up("b", 4)]);
+        assert_eq!(d_reply.await.unwrap().unwrap(), []);
     }
 }

@@ -117,6 +117,15 @@ impl Settle for Done {
             Done::Chat(_) => Vec::new(),
         }
     }
+
+    fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent> {
+        match self {
+            Done::Joined(joined) => joined.surround_tree(before, after),
+            Done::Tree(events) => events.surround_tree(before, after),
+            // A departed socket or a chat message's sender is told nothing of the tree here.
+            Done::Left(_) | Done::Chat(_) => before.into_iter().chain(after).collect(),
+        }
+    }
 }
 
 impl Done {

@@ -661,16 +661,15 @@ impl ClusterRegistry {
                 teller(broadcaster, id.clone(), counts).await;
             }
             // Then the relay-tree moves of other sockets than the callers', in the rules'
-            // order, from this one node (each caller's node sends its own socket's).
+            // order, from this one node (each caller's node sends its own socket's, and those
+            // other rules of the batch gave it).
             if let Some(render) = self.inner.tree_renderer.get().filter(|_| failure.is_none()) {
-                let mut emits = Emits::default();
-                for op in &mut ops {
-                    let events = op.take_others_tree();
-                    if !events.is_empty() {
-                        render(&events, &mut emits);
-                    }
+                let events = batch::route_tree(&mut ops);
+                if !events.is_empty() {
+                    let mut emits = Emits::default();
+                    render(&events, &mut emits);
+                    self.emit_everywhere(emits).await;
                 }
-                self.emit_everywhere(emits).await;
             }
             for op in ops {
                 op.deliver(failure.as_ref());
