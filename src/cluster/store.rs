@@ -663,7 +663,12 @@ impl ClusterRegistry {
             // Then the relay-tree moves of other sockets than the callers', in the rules'
             // order, from this one node (each caller's node sends its own socket's, and those
             // other rules of the batch gave it).
-            if let Some(render) = self.inner.tree_renderer.get().filter(|_| failure.is_none()) {
+            let renders = self
+                .inner
+                .tree_renderer
+                .get()
+                .filter(|_| failure.is_none() && self.inner.sockets.get().is_some());
+            if let Some(render) = renders {
                 let events = batch::route_tree(&mut ops);
                 if !events.is_empty() {
                     let mut emits = Emits::default();

@@ -552,9 +552,6 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
                     channel_id: &channel_id,
                 }));
             }
-            if request.history == Some(true) && ctx.registry.limits().chat_history > 0 {
-                send_chat_history(ctx, &channel_id).await;
-            }
             if let Some(settings) = joined.chat_settings
                 && key.is_some()
             {
@@ -575,6 +572,11 @@ pub async fn join_as_viewer<A: Adapter>(ctx: &Ctx<'_, A>, request: payloads::Joi
             }
             // After the count, as on leaving: the core events come first.
             emit_tree(ctx.io, &joined.tree).await;
+            // Last, as it waits on storage in a cluster: meanwhile the channel's owner may
+            // already send this viewer a newer move than the one above.
+            if request.history == Some(true) && ctx.registry.limits().chat_history > 0 {
+                send_chat_history(ctx, &channel_id).await;
+            }
         }
         Err(e) => ctx.error(e),
     }
