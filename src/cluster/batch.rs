@@ -41,11 +41,19 @@ pub(super) trait Settle {
         None
     }
 
-    /// Takes its relay-tree events for sockets other than `caller`, for the batch's runner to
-    /// send itself in the order the rules ran (see [`Pending::take_others_tree`]); the caller
-    /// sends what is left, its own, after its other events.
-    fn take_others_tree(&mut self, _caller: &SocketId) -> Vec<TreeEvent> {
+    /// Takes the relay-tree events the batch's runner routes (see [`route_tree`]): those for
+    /// other sockets than `caller`, and for a report about the tree its caller's own too (it
+    /// is a member already, so nothing its node sends must come first). What is left, a
+    /// joiner's own, its node sends after its other answers.
+    fn take_routed_tree(&mut self, _caller: &SocketId) -> Vec<TreeEvent> {
         Vec::new()
+    }
+
+    /// Whether its caller's node sends its own relay-tree events (a join: after
+    /// `broadcaster_available`), so that events other rules of its batch gave the same socket
+    /// go with them.
+    fn carries_own_tree(&self) -> bool {
+        false
     }
 
     /// Puts `before` ahead of its caller's own relay-tree events and `after` behind them:
@@ -81,8 +89,12 @@ impl Settle for ViewerJoined {
         Some(self.viewer_count)
     }
 
-    fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
+    fn take_routed_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
         others(&mut self.tree, caller)
+    }
+
+    fn carries_own_tree(&self) -> bool {
+        true
     }
 
     fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent> {
@@ -101,7 +113,7 @@ impl Settle for Departure {
         Some(left.viewer_count)
     }
 
-    fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
+    fn take_routed_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
         self.left
             .iter_mut()
             .flat_map(|left| others(&mut left.tree, caller))
@@ -109,14 +121,10 @@ impl Settle for Departure {
     }
 }
 
+/// A report about the tree: every event it gave is the runner's to send.
 impl Settle for Vec<TreeEvent> {
-    fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
-        others(self, caller)
-    }
-
-    fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent> {
-        surround(self, before, after);
-        Vec::new()
+    fn take_routed_tree(&mut self, _caller: &SocketId) -> Vec<TreeEvent> {
+        std::mem::take(self)
     }
 }
 
@@ -131,9 +139,10 @@ pub(super) trait Pending: Send {
     /// unless it ran and the batch is stored): the runner sends every operation's, in order,
     /// before the next batch, from this one node; its caller's node would send them in any
     /// order with other nodes' callers.
-    fn take_others_tree(&mut self) -> Vec<TreeEvent>;
-    /// Its caller, once its rule ran and succeeded.
-    fn caller(&self) -> Option<&SocketId>;
+    fn take_routed_tree(&mut self) -> Vec<TreeEvent>;
+    /// Its caller, once its rule ran and succeeded, when its caller's node sends the caller's
+    /// own relay-tree events ([`Settle::carries_own_tree`]).
+    fn carrier(&self) -> Option<&SocketId>;
     /// See [`Settle::surround_tree`] (nothing taken unless its rule succeeded).
     fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent>;
     /// Hands the caller its outcome: its rule's result, or the batch's failure to store.
@@ -192,15 +201,18 @@ where
         }
     }
 
-    fn take_others_tree(&mut self) -> Vec<TreeEvent> {
+    fn take_routed_tree(&mut self) -> Vec<TreeEvent> {
         match &mut self.result {
-            Some(Ok(result)) => result.take_others_tree(&self.caller),
+            Some(Ok(result)) => result.take_routed_tree(&self.caller),
             _ => Vec::new(),
         }
     }
 
-    fn caller(&self) -> Option<&SocketId> {
-        matches!(self.result, Some(Ok(_))).then_some(&self.caller)
+    fn carrier(&self) -> Option<&SocketId> {
+        match &self.result {
+            Some(Ok(result)) if result.carries_own_tree() => Some(&self.caller),
+            _ => None,
+        }
     }
 
     fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent> {
@@ -229,16 +241,15 @@ where
     }
 }
 
-/// Sorts out a stored batch's relay-tree events for other sockets than their operations'
-/// callers, in the order the rules ran: those for a socket that is itself the caller of an
-/// operation of the batch go with that operation's own (its node sends them, in order, after
-/// the events that must come first, such as a joiner's `broadcaster_available`: ahead of its
-/// own when an earlier rule gave them, behind when a later one did); the rest are returned,
+/// Sorts out a stored batch's relay-tree events, in the order the rules ran: a joiner's own
+/// and those other rules of the batch gave the same socket go with the join's outcome (its
+/// node sends them after its `broadcaster_available`: ahead of its own when an earlier rule
+/// gave them, behind when a later one did); the rest, every report's included, are returned,
 /// for the batch's runner to send before the next batch.
 pub(super) fn route_tree(ops: &mut [Box<dyn Pending>]) -> Vec<TreeEvent> {
     let mut callers: HashMap<SocketId, Vec<usize>> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
-        if let Some(caller) = op.caller() {
+        if let Some(caller) = op.carrier() {
             callers.entry(caller.clone()).or_default().push(i);
         }
     }
@@ -246,7 +257,7 @@ pub(super) fn route_tree(ops: &mut [Box<dyn Pending>]) -> Vec<TreeEvent> {
     let mut after: Vec<Vec<TreeEvent>> = vec![Vec::new(); ops.len()];
     let mut runner = Vec::new();
     for (i, op) in ops.iter_mut().enumerate() {
-        for event in op.take_others_tree() {
+        for event in op.take_routed_tree() {
             let Some(theirs) = callers.get(event.recipient()) else {
                 runner.push(event);
                 continue;
@@ -483,34 +494,60 @@ mod tests {
         }
     }
 
-    /// A batched operation of `who` whose rule gives `events` (or fails).
-    fn tree_op(
+    /// A join's outcome, as far as the tree goes: its caller's node sends its own events.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Joined(Vec<TreeEvent>);
+
+    impl Settle for Joined {
+        fn take_routed_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
+            others(&mut self.0, caller)
+        }
+
+        fn carries_own_tree(&self) -> bool {
+            true
+        }
+
+        fn surround_tree(
+            &mut self,
+            before: Vec<TreeEvent>,
+            after: Vec<TreeEvent>,
+        ) -> Vec<TreeEvent> {
+            surround(&mut self.0, before, after);
+            Vec::new()
+        }
+    }
+
+    /// A batched operation of `who` whose rule gives `result` (or fails).
+    fn batched<T: Settle + Clone + Send + 'static>(
         who: &str,
-        events: Option<Vec<TreeEvent>>,
-    ) -> (Box<dyn Pending>, oneshot::Receiver<Outcome<Vec<TreeEvent>>>) {
-        let rule = move |_: &mut State, _| events.clone().ok_or(ChannelError::Unavailable);
+        result: Option<T>,
+    ) -> (Box<dyn Pending>, oneshot::Receiver<Outcome<T>>) {
+        let rule = move |_: &mut State, _| result.clone().ok_or(ChannelError::Unavailable);
         pending(rule, SocketId::named_by_client(who), None)
     }
 
     #[tokio::test]
-    async fn a_batchs_tree_events_go_with_their_recipients_own_in_the_rules_order() {
-        let (a, a_reply) = tree_op("a", Some(vec![up("a", 1), up("x", 2), up("b", 3)]));
-        let (b, b_reply) = tree_op("b", Some(vec![up("b", 4), up("a", 5)]));
-        let (c, _) = tree_op("c", None);
-        let (d, d_reply) = tree_op("d", Some(vec![up("c", 6)]));
+    async fn a_batchs_tree_events_go_with_their_recipients_join_in_the_rules_order() {
+        let (a, a_reply) = batched("a", Some(Joined(vec![up("a", 1), up("x", 2), up("b", 3)])));
+        let (b, b_reply) = batched("b", Some(Joined(vec![up("b", 4), up("a", 5)])));
+        let (c, _) = batched::<Joined>("c", None);
+        // A report: every event it gives is the runner's, its reporter's own too.
+        let (d, d_reply) = batched("d", Some(vec![up("c", 6), up("d", 7), up("a", 8)]));
         let mut ops = vec![a, b, c, d];
         let mut state = State::default();
         for op in &mut ops {
             op.run(&mut state, Moment::now());
         }
-        // x is in no operation of the batch, and c's failed: the runner sends theirs.
-        assert_eq!(route_tree(&mut ops), [up("x", 2), up("c", 6)]);
+        // x is in no operation of the batch, c's join failed, d reported: the runner sends theirs.
+        assert_eq!(route_tree(&mut ops), [up("x", 2), up("c", 6), up("d", 7)]);
         for op in ops {
             op.deliver(None);
         }
-        // b's own after what the earlier rule gave it; a's own before what the later one did.
-        assert_eq!(a_reply.await.unwrap().unwrap(), [up("a", 1), up("a", 5)]);
-        assert_eq!(b_reply.await.unwrap().unwrap(), [up("b", 3), up("b", 4)]);
+        // b's own after what the earlier rule gave it; a's own before what later ones did.
+        let a_events = a_reply.await.unwrap().unwrap();
+        assert_eq!(a_events, Joined(vec![up("a", 1), up("a", 5), up("a", 8)]));
+        let b_events = b_reply.await.unwrap().unwrap();
+        assert_eq!(b_events, Joined(vec![up("b", 3), up("b", 4)]));
         assert_eq!(d_reply.await.unwrap().unwrap(), []);
     }
 }

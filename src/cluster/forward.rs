@@ -109,21 +109,29 @@ impl Settle for Done {
         }
     }
 
-    fn take_others_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
+    fn take_routed_tree(&mut self, caller: &SocketId) -> Vec<TreeEvent> {
         match self {
-            Done::Joined(joined) => joined.take_others_tree(caller),
-            Done::Tree(events) => events.take_others_tree(caller),
-            Done::Left(departure) => departure.take_others_tree(caller),
+            Done::Joined(joined) => joined.take_routed_tree(caller),
+            Done::Tree(events) => events.take_routed_tree(caller),
+            Done::Left(departure) => departure.take_routed_tree(caller),
             Done::Chat(_) => Vec::new(),
+        }
+    }
+
+    fn carries_own_tree(&self) -> bool {
+        match self {
+            Done::Joined(joined) => joined.carries_own_tree(),
+            Done::Tree(_) | Done::Left(_) | Done::Chat(_) => false,
         }
     }
 
     fn surround_tree(&mut self, before: Vec<TreeEvent>, after: Vec<TreeEvent>) -> Vec<TreeEvent> {
         match self {
             Done::Joined(joined) => joined.surround_tree(before, after),
-            Done::Tree(events) => events.surround_tree(before, after),
-            // A departed socket or a chat message's sender is told nothing of the tree here.
-            Done::Left(_) | Done::Chat(_) => before.into_iter().chain(after).collect(),
+            // A reporter's, departed socket's or sender's events are all the runner's.
+            Done::Tree(_) | Done::Left(_) | Done::Chat(_) => {
+                before.into_iter().chain(after).collect()
+            }
         }
     }
 }
